@@ -1,0 +1,40 @@
+# The two quick-start commands are `make demo` and `make test`; each installs what
+# it needs first. Everything else here is a building block of those two.
+SHELL := /bin/bash
+VENV := .venv/bin
+PYTEST := $(VENV)/python -m pytest -p no:cacheprovider
+
+.PHONY: demo test bootstrap bootstrap-all lint typecheck unit integration e2e k8s-binaries bench
+
+demo: bootstrap ## Install the Python package and run `steadfast dev` on an embedded Temporal
+	$(VENV)/steadfast dev
+
+test: bootstrap-all lint typecheck unit integration e2e ## Install everything and run every tier
+
+bootstrap:
+	scripts/bootstrap
+
+bootstrap-all:
+	scripts/bootstrap --all
+
+lint:
+	$(VENV)/ruff check worker operator tests bench hack
+	$(VENV)/ruff format --check worker operator tests bench hack
+
+typecheck:
+	$(VENV)/mypy
+
+unit:
+	$(PYTEST) -m unit tests/unit
+
+integration:
+	STEADFAST_TEST_POSTGRES_DSN=$$(scripts/start-postgres) $(PYTEST) -m integration tests/integration
+
+e2e:
+	$(PYTEST) -m e2e tests/e2e
+
+k8s-binaries:
+	hack/k8s-binaries
+
+bench: bootstrap
+	$(VENV)/python bench/run_all.py

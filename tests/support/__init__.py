@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers: real servers started on loopback."""

