@@ -1,0 +1,167 @@
+"""The dataclasses that cross the workflow boundary.
+
+Everything here is recorded in Temporal's event history, so it is the wire
+contract between the workflow, its starters (``steadfast run``, ``steadfast dev``,
+the operator) and old histories replayed by new code. Rules that follow from
+that: one dataclass per workflow, signal, update and query; new fields always get
+defaults; nothing secret ever appears here (API keys are read from the
+environment inside activities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """Where a research run is. Terminal phases end with the workflow."""
+
+    PENDING = "Pending"
+    GENERATING_QUERIES = "GeneratingQueries"
+    SEARCHING = "Searching"
+    WRITING = "Writing"
+    SAVING = "Saving"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    EMAILING = "Emailing"
+    COMPLETED = "Completed"
+    REJECTED = "Rejected"
+    BUDGET_EXHAUSTED = "BudgetExhausted"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {Phase.COMPLETED, Phase.REJECTED, Phase.BUDGET_EXHAUSTED, Phase.FAILED, Phase.CANCELLED}
+)
+
+
+@dataclass
+class RetryPolicySpec:
+    """A retry policy as the user writes it; durations in seconds.
+
+    ``maximum_attempts`` 0 means unlimited, as in Temporal.
+    """
+
+    initial_interval_seconds: float = 1.0
+    backoff_coefficient: float = 2.0
+    maximum_interval_seconds: float | None = None
+    maximum_attempts: int = 0
+
+
+@dataclass
+class RetryPolicies:
+    """One retry policy per activity class. Defaults are the seed's patterns."""
+
+    llm: RetryPolicySpec = field(
+        default_factory=lambda: RetryPolicySpec(2.0, 2.0, 60.0, 5),
+    )
+    search: RetryPolicySpec = field(
+        default_factory=lambda: RetryPolicySpec(5.0, 2.0, None, 3),
+    )
+    database: RetryPolicySpec = field(
+        default_factory=lambda: RetryPolicySpec(0.5, 1.5, None, 10),
+    )
+    email: RetryPolicySpec = field(
+        default_factory=lambda: RetryPolicySpec(1.0, 2.0, None, 1),
+    )
+
+
+@dataclass
+class Pricing:
+    """USD per million tokens for one model."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cache_read_per_mtok: float
+    cache_write_per_mtok: float
+
+
+@dataclass
+class RunSettings:
+    """The non-secret settings a run needs to make deterministic decisions.
+
+    They travel in the workflow input (not read from the environment) because
+    the workflow must decide budgets and retry policies identically on replay.
+    """
+
+    model: str = "claude-sonnet-4-6"
+    max_tokens: int = 2000
+    pricing: Pricing | None = None
+    max_usd_per_run: float = 1.0
+    require_approval: bool = False
+    query_count: int = 3
+    retry_policies: RetryPolicies = field(default_factory=RetryPolicies)
+    heartbeat_timeout_seconds: float = 10.0
+
+
+@dataclass
+class ResearchInput:
+    """Input of ``ResearchWorkflow``: one topic, one report."""
+
+    topic: str
+    agent: str = "local"
+    namespace: str = "default"
+    settings: RunSettings = field(default_factory=RunSettings)
+
+
+@dataclass
+class RunStatus:
+    """Answer of the ``status`` query, and the core of the workflow result."""
+
+    topic: str = ""
+    phase: Phase = Phase.PENDING
+    step: int = 0
+    total_steps: int = 5
+    cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    llm_calls: int = 0
+    retries: int = 0
+    report_id: str = ""
+    email: str = ""
+    """``""`` (not yet), ``sent``, ``skipped``, or ``unknown`` when the process
+    may have died between the SMTP server accepting the mail and its record."""
+    reviewer: str = ""
+    message: str = ""
+
+
+@dataclass
+class ResearchResult:
+    """Output of ``ResearchWorkflow``."""
+
+    status: RunStatus
+    report_markdown_chars: int = 0
+
+
+@dataclass
+class ApproveInput:
+    """Argument of the ``approve`` update; ``reviewer`` is required."""
+
+    reviewer: str
+    comment: str = ""
+
+
+@dataclass
+class ApproveResult:
+    accepted: bool
+    message: str = ""
+
+
+@dataclass
+class RejectInput:
+    """Argument of the ``reject`` signal."""
+
+    reviewer: str = ""
+    reason: str = ""
+
+
+WORKFLOW_NAME = "ResearchWorkflow"
+STATUS_QUERY = "status"
+APPROVE_UPDATE = "approve"
+REJECT_SIGNAL = "reject"
