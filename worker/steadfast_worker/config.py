@@ -25,8 +25,8 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    PlainSerializer,
     Field,
+    PlainSerializer,
     ValidationError,
     model_validator,
 )
