@@ -1,0 +1,110 @@
+"""Connecting to Temporal: plain, mTLS (client certificate files) or API key.
+
+Every verb that talks to Temporal (the worker, ``run``, ``status``, ``approve``,
+the operator) connects through :func:`connect`, so self-hosted mTLS and Temporal
+Cloud API keys work the same everywhere. The decision of *what* to connect with
+is the pure :func:`connect_options`; only :func:`connect` does I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
+
+from steadfast_worker.config import ConfigError, TemporalConfig
+from steadfast_worker.config import TLSConfig as TLSFiles
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Resolved arguments for :meth:`temporalio.client.Client.connect`."""
+
+    target_host: str
+    namespace: str
+    tls: TLSConfig | bool
+    api_key: str | None
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"temporal.tls.{what}: cannot read {path}: {err.strerror}") from None
+
+
+def connect_options(cfg: TemporalConfig, env: Mapping[str, str]) -> ConnectOptions:
+    """Decide how to connect. An API key implies TLS (Temporal Cloud requires it)."""
+    api_key = env.get(cfg.api_key_env) or None if cfg.api_key_env else None
+    tls: TLSConfig | bool = False
+    if cfg.tls.enabled:
+        tls = TLSConfig(
+            server_root_ca_cert=_read(cfg.tls.ca_file, "caFile") if cfg.tls.ca_file else None,
+            client_cert=_read(cfg.tls.cert_file, "certFile") if cfg.tls.cert_file else None,
+            client_private_key=_read(cfg.tls.key_file, "keyFile") if cfg.tls.key_file else None,
+            domain=cfg.tls.server_name or None,
+        )
+    elif api_key:
+        tls = True
+    return ConnectOptions(cfg.address, cfg.namespace, tls, api_key)
+
+
+async def connect(
+    cfg: TemporalConfig,
+    env: Mapping[str, str] | None = None,
+    runtime: Runtime | None = None,
+) -> Client:
+    """Connect a client as ``cfg`` says; secrets come from ``env`` (default: os.environ)."""
+    opts = connect_options(cfg, os.environ if env is None else env)
+    return await Client.connect(
+        opts.target_host,
+        namespace=opts.namespace,
+        tls=opts.tls,
+        api_key=opts.api_key,
+        runtime=runtime,
+    )
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Temporal connection flags shared by ``run``, ``status``, ``approve`` and ``worker``."""
+    group = parser.add_argument_group("Temporal connection")
+    group.add_argument(
+        "--address",
+        default=os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+        help="host:port of the Temporal frontend (env TEMPORAL_ADDRESS)",
+    )
+    group.add_argument(
+        "--namespace",
+        default=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+        help="Temporal namespace (env TEMPORAL_NAMESPACE)",
+    )
+    group.add_argument("--tls-cert", default="", help="PEM client certificate for mTLS")
+    group.add_argument("--tls-key", default="", help="PEM private key for mTLS")
+    group.add_argument("--tls-ca", default="", help="PEM CA bundle that signed the server")
+    group.add_argument("--tls-server-name", default="", help="TLS server name override")
+    group.add_argument(
+        "--api-key-env",
+        default="TEMPORAL_API_KEY",
+        help="environment variable holding a Temporal Cloud API key (implies TLS)",
+    )
+
+
+def temporal_config_from_args(args: argparse.Namespace) -> TemporalConfig:
+    """Build a :class:`TemporalConfig` from :func:`add_connection_arguments` flags."""
+    return TemporalConfig(
+        address=args.address,
+        namespace=args.namespace,
+        tls=TLSFiles(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            ca_file=args.tls_ca,
+            server_name=args.tls_server_name,
+        ),
+        api_key_env=args.api_key_env,
+    )
