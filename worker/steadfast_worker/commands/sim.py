@@ -1,0 +1,155 @@
+"""``steadfast sim``: run the LLM and search simulators in the foreground.
+
+For demos without an API key, for benchmarks (zero latency) and for chaos
+experiments (fault rates, slow streams to kill a worker in the middle of). The
+flags set the start-up plan; ``POST /_sim/faults`` changes it while running and
+``POST /_sim/reset`` returns to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from steadfast_worker.sim.faults import FAULT_KINDS, ServicePlan, update_plan
+from steadfast_worker.sim.server import Simulator
+from steadfast_worker.sim.state import SimConfig
+
+HELP = (
+    "Run the Anthropic Messages API and search simulators (with fault injection and a "
+    "request log) on one local port."
+)
+
+_SERVICES = {"llm": "the Messages API", "search": "the search provider"}
+
+_FAULT_HELP = {
+    "429": "429 rate limited, with retry-after",
+    "500": "500 internal error",
+    "529": "529 overloaded, with retry-after",
+    "timeout": "a stall of --timeout-seconds, then 504",
+    "hang": "no answer until the client disconnects",
+    "400": "400 invalid request",
+    "401": "401 authentication error",
+    "bad_json": "200 with output that does not parse as JSON",
+}
+
+
+def _dest(service: str, kind: str) -> str:
+    return f"{service}_{kind}_rate"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument(
+        "--port", type=int, default=8089, help="TCP port for both services; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for fault rates (same seed, same faults)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=0, help="delay before every answer of both services"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=int,
+        default=0,
+        help="delay between streamed LLM chunks (also lengthens non-streamed answers)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        help="seconds in the retry-after header of 429 and 529 answers",
+    )
+    parser.add_argument(
+        "--timeout-seconds",
+        type=float,
+        default=30.0,
+        help="how long a `timeout` fault stalls before answering 504",
+    )
+    parser.add_argument(
+        "--llm-api-key", default="", help="if set, Messages API calls must send this x-api-key"
+    )
+    parser.add_argument(
+        "--search-api-key", default="", help="if set, search calls must send this key"
+    )
+    for service, name in _SERVICES.items():
+        group = parser.add_argument_group(f"{service} faults", f"fault rates of {name}")
+        for kind in FAULT_KINDS:
+            group.add_argument(
+                f"--{service}-{kind.replace('_', '-')}-rate",
+                dest=_dest(service, kind),
+                type=float,
+                default=0.0,
+                metavar="P",
+                help=f"probability that an attempt gets {_FAULT_HELP[kind]}",
+            )
+        group.add_argument(
+            f"--{service}-first-n",
+            dest=f"{service}_first_n",
+            type=int,
+            default=0,
+            metavar="N",
+            help="fail the first N attempts of every logical request (with --*-first-kind)",
+        )
+        group.add_argument(
+            f"--{service}-first-kind",
+            dest=f"{service}_first_kind",
+            choices=FAULT_KINDS,
+            default="500",
+            help="the fault the first N attempts get",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The start-up configuration the flags describe; ValueError names a bad flag."""
+    plans: dict[str, ServicePlan] = {}
+    for service in _SERVICES:
+        rates = {kind: getattr(args, _dest(service, kind)) for kind in FAULT_KINDS}
+        data: dict[str, object] = {
+            "rates": rates,
+            "retry_after": args.retry_after,
+            "timeout_s": args.timeout_seconds,
+            "latency_ms": args.latency_ms,
+            "chunk_delay_ms": args.chunk_delay_ms if service == "llm" else 0,
+            "api_key": getattr(args, f"{service}_api_key"),
+        }
+        first_n = getattr(args, f"{service}_first_n")
+        if first_n:
+            data["first_n"] = first_n
+            data["kind"] = getattr(args, f"{service}_first_kind")
+        plans[service] = update_plan(ServicePlan(), data, f"--{service}")
+    return SimConfig(
+        host=args.host, port=args.port, seed=args.seed, llm=plans["llm"], search=plans["search"]
+    )
+
+
+async def serve(config: SimConfig) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with Simulator(config) as sim:
+        print(f"steadfast sim listening on {sim.base_url}", flush=True)
+        print(f"  Anthropic base_url: {sim.llm_base_url}", flush=True)
+        print(f"  search endpoint:    {sim.search_url}", flush=True)
+        print(f"  admin:              {sim.base_url}/_sim/{{health,faults,log,reset}}", flush=True)
+        await stop.wait()
+    print("steadfast sim stopped", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"steadfast sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"steadfast sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""``POST /v1/messages``: the Anthropic Messages API, as the real SDK sees it.
+
+The worker points ``anthropic.AsyncAnthropic(base_url=...)`` here, so this
+handler must answer exactly what the SDK parses: JSON messages, SSE streams in the
+real event order, and error bodies whose status maps to the SDK's exception
+classes (429 ``RateLimitError``, 529 ``OverloadedError``, ...). The content it
+writes, and the prompt markers that select it, are described in
+:mod:`steadfast_worker.sim.content`; usage and caching in
+:mod:`steadfast_worker.sim.messages`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from steadfast_worker.sim import content, messages
+from steadfast_worker.sim.state import SimState, error_response, pause, preamble
+
+
+def _error_body(status: int, message: str) -> Mapping[str, object]:
+    return messages.error_json(status, message)
+
+
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """Answer one Messages API call (one attempt in the request log)."""
+    state: SimState = request.app["state"]
+    try:
+        body: Any = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    is_map = isinstance(body, Mapping)
+    stream = bool(body.get("stream")) if is_map else False
+    text = content.prompt_text(body) if is_map else ""
+    entry, fault = state.begin("llm", request, body, text=text, stream=stream)
+    early = await preamble(state, "llm", request, entry, fault, _error_body)
+    if early is not None:
+        return early
+    problem = messages.validate_request(body)
+    if problem is not None:
+        state.log.finish(entry, "rejected", 400)
+        return error_response(400, problem, _error_body)
+
+    cache = messages.cache_use(messages.account_input(body), state.is_cached)
+    reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
+    msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
+    model = str(body["model"])
+    plan = state.plans["llm"]
+    entry.usage = reply.usage
+
+    if not stream:
+        chunks = len(reply.text) // messages.CHUNK_CHARS + 1
+        generating = plan.chunk_delay_ms * chunks / 1000
+        if generating and not await pause(request, generating, state.stopping):
+            state.log.finish(entry, "aborted", None)
+            return web.Response(status=499)
+        _remember(state, cache)
+        state.log.finish(entry, "served", 200)
+        return web.json_response(messages.message_json(reply, msg_id, model))
+
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
+    await response.prepare(request)
+    delay = plan.chunk_delay_ms / 1000
+    try:
+        for event, data in messages.sse_events(reply, msg_id, model):
+            slow = event == "content_block_delta" and delay
+            if slow and not await pause(request, delay, state.stopping):
+                raise ConnectionResetError("client left mid-stream")
+            await response.write(messages.encode_sse(event, data))
+        await response.write_eof()
+    except ConnectionError:
+        state.log.finish(entry, "aborted", 200)
+        return response
+    _remember(state, cache)
+    state.log.finish(entry, "served", 200)
+    return response
+
+
+def _remember(state: SimState, cache: messages.CacheUse) -> None:
+    """Only a served answer warms the cache, as a failed call would not."""
+    for breakpoint in cache.touched:
+        state.store_cache(breakpoint.digest, breakpoint.ttl_s)
