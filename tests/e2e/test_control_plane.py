@@ -1,0 +1,388 @@
+"""The loopback control plane is a real one: controllers, scheduler, RBAC, CEL, Helm.
+
+These guard the harness every other e2e test stands on (issue 3): if one fails,
+the operator and chart tests would be testing a mock in disguise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from tests.support.kube import KubeBinaries, KubeCluster, pinned_versions, start_cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def running_pods(cluster: KubeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", selector)["items"]
+    return [
+        pod
+        for pod in pods
+        if pod["status"].get("phase") == "Running" and "deletionTimestamp" not in pod["metadata"]
+    ]
+
+
+def count_of(cluster: KubeCluster, kind: str, namespace: str, selector: str) -> int:
+    return len(cluster.kubectl_json("get", kind, "-n", namespace, "-l", selector)["items"])
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "labels": {"app": "web"}},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            # kwok never pulls the image; the name only has to be valid.
+            "spec": {"containers": [{"name": "web", "image": "steadfast/web:1"}]},
+        },
+    },
+}
+
+
+def test_deployment_becomes_scheduled_running_pods_and_is_garbage_collected(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(DEPLOYMENT))
+    deployment = kube_cluster.kubectl_json("get", "deployment", "web", "-n", namespace)
+
+    wait_for("2 running pods", lambda: len(running_pods(kube_cluster, namespace, "app=web")) == 2)
+    (replicaset,) = kube_cluster.kubectl_json("get", "rs", "-n", namespace, "-l", "app=web")[
+        "items"
+    ]
+    owner = replicaset["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("Deployment", deployment["metadata"]["uid"])
+    nodes = {
+        node["metadata"]["name"] for node in kube_cluster.kubectl_json("get", "nodes")["items"]
+    }
+    for pod in running_pods(kube_cluster, namespace, "app=web"):
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == replicaset["metadata"]["uid"]
+        # Bound by kube-scheduler to one of kwok's Nodes, then marked Running by kwok.
+        assert pod["spec"]["nodeName"] in nodes
+        conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        assert conditions["PodScheduled"] == "True"
+        assert conditions["Ready"] == "True"
+
+    kube_cluster.kubectl("scale", "deployment/web", "--replicas=4", "-n", namespace)
+    wait_for("4 running pods", lambda: len(running_pods(kube_cluster, namespace, "app=web")) == 4)
+    kube_cluster.kubectl("scale", "deployment/web", "--replicas=1", "-n", namespace)
+    wait_for("1 pod left", lambda: count_of(kube_cluster, "pods", namespace, "app=web") == 1)
+    assert len(running_pods(kube_cluster, namespace, "app=web")) == 1
+
+    # Only the owner is deleted; its ReplicaSet and Pods go through the garbage collector.
+    kube_cluster.kubectl(
+        "delete", "deployment", "web", "-n", namespace, "--cascade=background", "--wait=false"
+    )
+    wait_for(
+        "ReplicaSet collected", lambda: count_of(kube_cluster, "rs", namespace, "app=web") == 0
+    )
+    wait_for("Pods collected", lambda: count_of(kube_cluster, "pods", namespace, "app=web") == 0)
+
+
+def widget_crd(group: str) -> dict[str, Any]:
+    bounded = {"type": "integer", "minimum": 0, "maximum": 10}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["minReplicas", "maxReplicas"],
+                                    "properties": {"minReplicas": bounded, "maxReplicas": bounded},
+                                    "x-kubernetes-validations": [
+                                        {
+                                            "rule": "self.minReplicas <= self.maxReplicas",
+                                            "message": "minReplicas must not exceed maxReplicas",
+                                            "fieldPath": ".minReplicas",
+                                        }
+                                    ],
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_crd_with_cel_rule_is_established_and_rejects_invalid_objects(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
+    # CRDs are cluster-wide: a group of its own keeps reruns and other tests apart.
+    group = f"{namespace}.e2e.steadfast.dev"
+    crd = f"widgets.{group}"
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(widget_crd(group)))
+    try:
+        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        conditions = {
+            c["type"]: c["status"]
+            for c in kube_cluster.kubectl_json("get", "crd", crd)["status"]["conditions"]
+        }
+        assert conditions.get("NonStructuralSchema") is None
+
+        def widget(name: str, low: int, high: int) -> str:
+            return json.dumps(
+                {
+                    "apiVersion": f"{group}/v1",
+                    "kind": "Widget",
+                    "metadata": {"name": name},
+                    "spec": {"minReplicas": low, "maxReplicas": high},
+                }
+            )
+
+        kube_cluster.kubectl("create", "-n", namespace, "-f", "-", input=widget("good", 1, 3))
+        assert kube_cluster.kubectl_json("get", f"{crd}", "good", "-n", namespace)["spec"] == {
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        }
+
+        cel = kube_cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", input=widget("inverted", 5, 2), check=False
+        )
+        assert cel.returncode != 0
+        assert 'spec.minReplicas: Invalid value: "object": minReplicas must not exceed' in (
+            cel.stderr
+        ), cel.stderr
+
+        bounds = kube_cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", input=widget("huge", 1, 50), check=False
+        )
+        assert bounds.returncode != 0
+        assert "spec.maxReplicas: Invalid value: 50" in bounds.stderr, bounds.stderr
+        assert "less than or equal to 10" in bounds.stderr, bounds.stderr
+    finally:
+        kube_cluster.kubectl("delete", "crd", crd, "--wait=false", check=False)
+
+
+def rbac_objects(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "pod-reader"},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+                ],
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "reader-reads-pods"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "pod-reader",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+            },
+        ],
+    }
+
+
+async def test_subject_access_review_follows_rbac_for_a_service_account(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
+    kube_cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(rbac_objects(namespace))
+    )
+    user = f"system:serviceaccount:{namespace}:reader"
+
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(kube_cluster.kubeconfig), client_configuration=configuration
+    )
+    async with k8s.ApiClient(configuration) as api:
+        authz = k8s.AuthorizationV1Api(api)
+
+        async def allowed(verb: str, resource: str, ns: str) -> bool:
+            review = k8s.V1SubjectAccessReview(
+                spec=k8s.V1SubjectAccessReviewSpec(
+                    user=user,
+                    groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+                    resource_attributes=k8s.V1ResourceAttributes(
+                        namespace=ns, verb=verb, resource=resource
+                    ),
+                )
+            )
+            answer = await authz.create_subject_access_review(body=review)
+            return bool(answer.status.allowed)
+
+        assert await allowed("list", "pods", namespace)
+        assert await allowed("get", "pods", namespace)
+        assert not await allowed("delete", "pods", namespace)
+        assert not await allowed("list", "secrets", namespace)
+        assert not await allowed("list", "pods", "default")
+
+
+def test_service_account_token_is_authenticated_and_authorized(
+    kube_cluster: KubeCluster, namespace: str, tmp_path: Path
+) -> None:
+    """A token signed by the apiserver's service-account key, used over the wire."""
+    kube_cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(rbac_objects(namespace))
+    )
+    token = kube_cluster.kubectl(
+        "create", "token", "reader", "-n", namespace, "--duration=10m"
+    ).stdout.strip()
+    as_reader = str(kube_cluster.token_kubeconfig(token, tmp_path / "reader.kubeconfig"))
+
+    whoami = kube_cluster.kubectl_json("--kubeconfig", as_reader, "auth", "whoami")
+    assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:reader"
+    kube_cluster.kubectl("--kubeconfig", as_reader, "get", "pods", "-n", namespace)
+    denied = kube_cluster.kubectl(
+        "--kubeconfig", as_reader, "get", "secrets", "-n", namespace, check=False
+    )
+    assert denied.returncode != 0
+    assert "Forbidden" in denied.stderr
+    assert 'cannot list resource "secrets"' in denied.stderr, denied.stderr
+
+    bogus = str(kube_cluster.token_kubeconfig(token[:-4] + "AAAA", tmp_path / "bogus.kubeconfig"))
+    rejected = kube_cluster.kubectl(
+        "--kubeconfig", bogus, "get", "pods", "-n", namespace, check=False
+    )
+    assert rejected.returncode != 0
+    assert "Unauthorized" in rejected.stderr or "credentials" in rejected.stderr, rejected.stderr
+
+
+def write_chart(root: Path, kube_version: str) -> Path:
+    chart = root / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: tiny\nversion: 0.1.0\nappVersion: '1.0'\n"
+        f"kubeVersion: '{kube_version}'\n"
+    )
+    (chart / "values.yaml").write_text("greeting: hello\nreplicas: 1\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-config\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"
+        "  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}\n"
+    )
+    (chart / "templates" / "deployment.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n"
+        "spec:\n  replicas: {{ .Values.replicas }}\n"
+        "  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n"
+        "  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n"
+        "    spec:\n      containers: [{name: app, image: 'steadfast/tiny:1'}]\n"
+    )
+    return chart
+
+
+def test_helm_installs_a_chart_and_sees_the_real_kubernetes_version(
+    kube_cluster: KubeCluster, namespace: str, tmp_path: Path
+) -> None:
+    kube = pinned_versions()["kubernetes"]
+    minor = kube.split(".")[1]
+    chart = write_chart(tmp_path / "ok", f">=1.{minor}.0-0 <1.{int(minor) + 1}.0-0")
+
+    kube_cluster.helm(
+        "install", "tiny", str(chart), "-n", namespace, "--set", "greeting=hi",
+        "--wait", "--timeout", "120s",
+    )  # fmt: skip
+    status = json.loads(kube_cluster.helm("status", "tiny", "-n", namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    config = kube_cluster.kubectl_json("get", "configmap", "tiny-config", "-n", namespace)
+    assert config["data"] == {"greeting": "hi", "kubeVersion": kube}
+    deployment = kube_cluster.kubectl_json("get", "deployment", "tiny", "-n", namespace)
+    assert deployment["status"].get("availableReplicas") == 1
+
+    kube_cluster.helm("uninstall", "tiny", "-n", namespace, "--wait", "--timeout", "60s")
+    gone = kube_cluster.kubectl("get", "configmap", "tiny-config", "-n", namespace, check=False)
+    assert "NotFound" in gone.stderr
+
+    # Helm's kubeVersion gate reads the apiserver's stamped version: a chart for an
+    # older Kubernetes is refused, which an unstamped v0.0.0 server would not show.
+    old = write_chart(tmp_path / "old", "<1.20.0-0")
+    refused = kube_cluster.helm("install", "old", str(old), "-n", namespace, check=False)
+    assert refused.returncode != 0
+    assert f"incompatible with Kubernetes {kube}" in refused.stderr, refused.stderr
+
+
+def test_kubectl_helm_etcd_and_kwok_report_the_pinned_versions(
+    kube_cluster: KubeCluster,
+) -> None:
+    pins = pinned_versions()
+    versions = json.loads(kube_cluster.kubectl("version", "-o", "json").stdout)
+    assert versions["clientVersion"]["gitVersion"] == pins["kubernetes"]
+    assert versions["serverVersion"]["gitVersion"] == pins["kubernetes"]
+    major, minor = pins["kubernetes"].lstrip("v").split(".")[:2]
+    assert (versions["serverVersion"]["major"], versions["serverVersion"]["minor"]) == (
+        major,
+        minor,
+    )
+
+    helm = kube_cluster.helm("version", "--template", "{{.Version}}").stdout.strip()
+    assert helm == pins["helm"]
+    etcd = kube_cluster.run("etcd", "--version").stdout
+    assert f"etcd Version: {pins['etcd'].lstrip('v')}" in etcd
+    kwok = kube_cluster.run("kwok", "--version").stdout
+    assert pins["kwok"] in kwok
+
+
+def test_every_listener_is_on_loopback(kube_cluster: KubeCluster) -> None:
+    listening: dict[str, list[str]] = {}
+    for name, pid in kube_cluster.pids().items():
+        sockets = psutil.Process(pid).net_connections(kind="inet")
+        listening[name] = [s.laddr.ip for s in sockets if s.status == psutil.CONN_LISTEN]
+    assert all(listening.values()), listening
+    assert {ip for ips in listening.values() for ip in ips} == {"127.0.0.1"}, listening
+
+
+def test_stopping_a_cluster_leaves_no_process_or_directory(kube_binaries: KubeBinaries) -> None:
+    cluster = start_cluster(nodes=1, binaries=kube_binaries)
+    pids = list(cluster.pids().values())
+    workdir = cluster.workdir
+    assert len(pids) == 5
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    cluster.stop()
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert not workdir.exists()
+
+
+def test_control_plane_footprint(kube_cluster: KubeCluster) -> None:
+    """Start-up time and memory stay small enough to run beside the other tiers."""
+    rss = kube_cluster.rss_bytes()
+    total_mib = sum(rss.values()) / 2**20
+    print(
+        f"\ncontrol plane: started in {kube_cluster.startup_seconds:.1f}s, "
+        f"RSS {total_mib:.0f} MiB "
+        + ", ".join(f"{name} {value / 2**20:.0f}" for name, value in rss.items())
+    )
+    assert all(rss.values()), rss
+    assert total_mib < 2048
+    assert kube_cluster.startup_seconds < 120
