@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from steadfast_worker.sim import content, messages
-from steadfast_worker.sim.state import SimState, error_response, pause, preamble
+from steadfast_worker.sim.state import STATE, SimState, error_response, pause, preamble
 
 
 def _error_body(status: int, message: str) -> Mapping[str, object]:
@@ -27,7 +27,7 @@ def _error_body(status: int, message: str) -> Mapping[str, object]:
 
 async def handle_messages(request: web.Request) -> web.StreamResponse:
     """Answer one Messages API call (one attempt in the request log)."""
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     try:
         body: Any = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

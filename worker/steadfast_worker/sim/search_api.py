@@ -19,7 +19,7 @@ from typing import Final
 from aiohttp import web
 
 from steadfast_worker.sim import content
-from steadfast_worker.sim.state import SimState, error_response, preamble
+from steadfast_worker.sim.state import STATE, error_response, preamble
 
 DEFAULT_COUNT: Final = 5
 MAX_COUNT: Final = 20
@@ -48,7 +48,7 @@ def parse_search(params: Mapping[str, str], body: object) -> tuple[str, int] | s
 
 async def handle_search(request: web.Request) -> web.StreamResponse:
     """Answer one search call (one attempt in the request log)."""
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     body: object = None
     if request.method == "POST" and request.can_read_body:
         try:

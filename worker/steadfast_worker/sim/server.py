@@ -35,7 +35,7 @@ from aiohttp import web
 
 from steadfast_worker.sim.anthropic_api import handle_messages
 from steadfast_worker.sim.search_api import handle_search
-from steadfast_worker.sim.state import SimConfig, SimState
+from steadfast_worker.sim.state import STATE, SimConfig, SimState
 
 #: Seconds a stopping server waits for in-flight answers (stalled ones end at once).
 SHUTDOWN_GRACE_S = 1.0
@@ -46,12 +46,12 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _get_faults(request: web.Request) -> web.Response:
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     return web.json_response(state.to_json())
 
 
 async def _post_faults(request: web.Request) -> web.Response:
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     try:
         data: Any = await request.json()
         if not isinstance(data, Mapping):
@@ -63,14 +63,14 @@ async def _post_faults(request: web.Request) -> web.Response:
 
 
 async def _get_log(request: web.Request) -> web.Response:
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     service = request.query.get("service")
     key = request.query.get("key")
     return web.json_response(state.log.to_json(service, key))
 
 
 async def _reset(request: web.Request) -> web.Response:
-    state: SimState = request.app["state"]
+    state = request.app[STATE]
     state.reset()
     return web.json_response(state.to_json())
 
@@ -78,7 +78,7 @@ async def _reset(request: web.Request) -> web.Response:
 def build_app(state: SimState) -> web.Application:
     """The aiohttp application serving both simulators and the admin API."""
     app = web.Application(client_max_size=32 * 1024 * 1024)
-    app["state"] = state
+    app[STATE] = state
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_get("/search", handle_search)
     app.router.add_post("/search", handle_search)

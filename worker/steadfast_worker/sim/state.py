@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from aiohttp import web
 
@@ -197,3 +198,7 @@ async def preamble(
         return error_response(504, "simulated timeout", error_body)
     state.log.finish(entry, "aborted", None)
     return web.Response(status=499)
+
+
+#: Where the aiohttp application keeps its :class:`SimState`.
+STATE: Final = web.AppKey("steadfast_sim_state", SimState)
