@@ -1,0 +1,66 @@
+"""Every verb documents itself: ``steadfast <verb> --help`` works and names its flags."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from steadfast_worker import cli
+
+pytestmark = pytest.mark.unit
+
+#: Flags each verb must document (a subset; the point is that they are there).
+EXPECTED_FLAGS: dict[str, list[str]] = {
+    "dev": ["--file", "--state-dir", "--ui-port", "--chaos", "--no-ui", "--exit-when-done"],
+    "worker": ["--config"],
+    "run": ["--file", "--topic", "--follow", "--wait", "--rerun", "--address", "--tls-cert"],
+    "status": ["--file", "--watch", "--address", "--api-key-env", "WORKFLOW_ID"],
+    "approve": ["--reviewer", "--comment", "--reject", "--reason", "--tls-key", "WORKFLOW_ID"],
+    "sim": ["--port"],
+    "operator": [],
+}
+
+
+def verb_parser(verb: str) -> argparse.ArgumentParser:
+    """The verb's parser as the dispatcher builds it, without loading the other verbs."""
+    module = cli._load(verb)
+    parser = argparse.ArgumentParser(prog=f"steadfast {verb}", description=module.HELP)
+    module.configure(parser)
+    return parser
+
+
+def test_every_verb_is_checked() -> None:
+    assert set(EXPECTED_FLAGS) == set(cli.VERBS)
+
+
+@pytest.mark.parametrize("verb", list(cli.VERBS))
+def test_verb_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        verb_parser(verb).parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"steadfast {verb}" in out
+    for flag in EXPECTED_FLAGS[verb]:
+        assert flag in out, f"steadfast {verb} --help does not document {flag}"
+
+
+def test_top_level_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    for verb in cli.VERBS:
+        assert verb in out
+
+
+def test_approve_requires_a_reviewer(capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused before any connection is attempted.
+    args = verb_parser("approve").parse_args(["wf-1", "--address", "127.0.0.1:1"])
+    assert cli._load("approve").run(args) == 2
+    assert "--reviewer is required" in capsys.readouterr().out
+
+
+def test_run_without_topics_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = verb_parser("run").parse_args(["--address", "127.0.0.1:1"])
+    assert cli._load("run").run(args) == 2
+    assert "no topics" in capsys.readouterr().out

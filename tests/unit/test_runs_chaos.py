@@ -1,0 +1,135 @@
+"""Pure decisions of the starters and of the chaos check: settings, rows, verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+
+from steadfast_worker import agentfile, chaos, devserver, embedded, models, runs
+from steadfast_worker.config import WorkerConfig
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "market-watch.yaml"
+
+
+def config() -> WorkerConfig:
+    return agentfile.worker_config_from_agent(agentfile.load_manifest(EXAMPLE))
+
+
+def test_settings_carry_the_deterministic_config() -> None:
+    cfg = config()
+    inp = runs.research_input(cfg, "t")
+    assert inp.topic == "t"
+    assert (inp.agent, inp.namespace) == ("market-watch", "research")
+    s = inp.settings
+    assert s.model == "claude-sonnet-4-6"
+    assert s.max_tokens == 2000
+    assert s.max_usd_per_run == 1.0
+    assert s.retry_policies.llm.maximum_attempts == 5
+    assert s.heartbeat_timeout_seconds == 10.0
+    assert s.pricing is None
+
+
+def test_reuse_policy() -> None:
+    assert runs.reuse_policy(True) == WorkflowIDReusePolicy.ALLOW_DUPLICATE
+    assert runs.reuse_policy(False) == WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+
+
+def test_row_for_closed_keeps_the_workflows_own_terminal_phase() -> None:
+    status = models.RunStatus(topic="t", phase=models.Phase.BUDGET_EXHAUSTED, cost_usd=0.9)
+    row = runs.row_for_closed("wf", "t", WorkflowExecutionStatus.FAILED, status, "budget")
+    assert row.phase == "BudgetExhausted"
+    assert row.cost_usd == 0.9
+    assert row.message == "budget"
+    assert row.terminal
+
+
+def test_row_for_closed_from_outside_uses_the_closing_status() -> None:
+    status = models.RunStatus(topic="t", phase=models.Phase.WRITING, llm_calls=1)
+    row = runs.row_for_closed("wf", "t", WorkflowExecutionStatus.TERMINATED, status)
+    assert row.phase == "Terminated"
+    assert row.llm_calls == 1
+    assert row.terminal
+    assert runs.row_for_closed("wf", "t", WorkflowExecutionStatus.TIMED_OUT, None).phase == (
+        "TimedOut"
+    )
+
+
+def test_running_rows_are_not_terminal() -> None:
+    assert not runs.RunRow("t", "wf", "Writing").terminal
+    assert not runs.RunRow("t", "wf", "Running").terminal
+
+
+def _entry(key: str, outcome: str, start: float, end: float | None) -> dict[str, object]:
+    return {"service": "llm", "key": key, "outcome": outcome, "started_at": start, "ended_at": end}
+
+
+def test_chaos_verdicts() -> None:
+    entries = [
+        _entry("queries", "served", 1.0, 2.0),
+        _entry("report", "aborted", 3.0, 5.5),
+        _entry("report", "served", 15.0, 18.0),
+    ]
+    assert chaos.served_keys_before(entries, 4.0) == {"queries"}
+    assert chaos.in_flight_keys(entries, 4.0) == {"report"}
+    assert chaos.repeated_calls({"queries"}, {"queries": 1, "report": 1}) == {}
+    assert chaos.repeated_calls({"queries"}, {"queries": 2}) == {"queries": 2}
+    assert chaos.repeated_calls({"queries"}, {}) == {"queries": 0}
+    assert chaos.first_attempt_after(entries, {"report"}, 4.0) == pytest.approx(11.0)
+    assert chaos.first_attempt_after(entries, {"other"}, 4.0) is None
+
+
+def test_crash_report_holds_only_when_completed_without_repeats() -> None:
+    ok = chaos.CrashReport("wf", "Writing", 3, final_phase="Completed")
+    assert ok.held
+    assert not chaos.CrashReport(
+        "wf", "Writing", 3, repeated={"k": 2}, final_phase="Completed"
+    ).held
+    assert not chaos.CrashReport("wf", "Writing", 3, final_phase="Failed").held
+
+
+def test_local_config_points_at_the_stack(tmp_path: Path) -> None:
+    cfg = embedded.local_config(
+        config(),
+        temporal_address="127.0.0.1:7999",
+        state_dir=tmp_path,
+        sim_url="http://127.0.0.1:8089",
+        llm_sim=True,
+        metrics_port=9999,
+    )
+    assert cfg.temporal.address == "127.0.0.1:7999"
+    assert cfg.model.base_url == "http://127.0.0.1:8089"
+    assert cfg.search.endpoint == "http://127.0.0.1:8089/search"
+    assert cfg.storage.sqlite_path == str(tmp_path / "reports.db")
+    assert cfg.worker.metrics_host == "127.0.0.1"
+    assert cfg.worker.metrics_port == 9999
+    real = embedded.local_config(
+        config(), temporal_address="a:1", state_dir=tmp_path, sim_url="http://s", llm_sim=False
+    )
+    assert real.model.base_url == ""
+    from steadfast_worker.config import parse_config
+
+    assert parse_config(embedded.config_document(cfg)) == cfg
+
+
+def test_llm_simulator_decision() -> None:
+    assert embedded.use_llm_simulator({}, force=False)
+    assert not embedded.use_llm_simulator({"ANTHROPIC_API_KEY": "k"}, force=False)
+    assert embedded.use_llm_simulator({"ANTHROPIC_API_KEY": "k"}, force=True)
+
+
+def test_dev_server_command_is_loopback_only(tmp_path: Path) -> None:
+    spec = devserver.DevServerSpec(tmp_path, port=7000, ui_port=8000, binary="temporal")
+    argv = devserver.command(spec)
+    assert argv[:3] == ["temporal", "server", "start-dev"]
+    assert argv[argv.index("--ip") + 1] == "127.0.0.1"
+    assert argv[argv.index("--ui-ip") + 1] == "127.0.0.1"
+    assert argv[argv.index("--db-filename") + 1] == str(tmp_path / "temporal.db")
+    assert spec.ui_url == "http://127.0.0.1:8000"
+    headless = devserver.command(devserver.DevServerSpec(tmp_path, ui_port=0, binary="t"))
+    assert "--headless" in headless
+    assert "--ui-port" not in headless
