@@ -1,0 +1,119 @@
+"""The built-in autoscaler's decision: how many workers a task queue needs now.
+
+Kept free of I/O so the whole policy is a table-driven unit test. The operator
+feeds it Temporal's task-queue statistics and the agent's running workflows on
+every status tick, writes the answer through the Deployment's scale
+subresource, and keeps the small :class:`History` between ticks in memory.
+
+Policy, in the order it is applied:
+
+1. Need: one worker per ``targetBacklogPerWorker`` backlogged tasks (workflow
+   and activity queues together), projected ``GROWTH_HORIZON`` seconds ahead
+   when tasks arrive faster than they are dispatched; at least one worker while
+   any workflow is running, since a running workflow makes no progress without
+   one.
+2. Clamp to ``[minReplicas, maxReplicas]``.
+3. Up at once: scaling up (and from zero) never waits.
+4. Down only after a stabilisation window of ``scaleDownDelay``: the target is
+   the highest need seen during the window, so a brief lull never removes
+   workers, and zero is reached only after a full window with no backlog and no
+   running run. After an operator restart the history is empty, so nothing
+   scales down until a full window has been observed again (never too early).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+GROWTH_HORIZON = 10.0
+"""Seconds of net arrivals to provision for when the backlog is growing."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What Temporal says about an agent's task queue at one instant."""
+
+    backlog: int
+    """Approximate backlogged tasks, workflow and activity queues together."""
+    backlog_age_seconds: float = 0.0
+    add_rate: float = 0.0
+    """Tasks added per second."""
+    dispatch_rate: float = 0.0
+    """Tasks handed to pollers per second."""
+    pollers: int = 0
+    running_workflows: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_replicas: int
+    max_replicas: int
+    target_backlog_per_worker: int
+    scale_down_delay: float
+    """Seconds; also the scale-down stabilisation window."""
+
+
+@dataclass
+class History:
+    """Recent needs, oldest first, as ``(time, need)``; the window's memory."""
+
+    needs: list[tuple[float, int]] = field(default_factory=list)
+    started: float | None = None
+    """When observation began (an operator restart resets it)."""
+    last_active: float | None = None
+    """Last time there was backlog or a running workflow."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    need: int
+    reason: str
+
+
+def need(obs: Observation, limits: Limits) -> int:
+    """Workers the current load calls for, before clamping and stabilisation."""
+    backlog = float(max(obs.backlog, 0))
+    if backlog > 0 and obs.add_rate > obs.dispatch_rate:
+        backlog += (obs.add_rate - obs.dispatch_rate) * GROWTH_HORIZON
+    workers = math.ceil(backlog / limits.target_backlog_per_worker)
+    if obs.running_workflows > 0:
+        workers = max(workers, 1)
+    return workers
+
+
+def _clamp(value: int, limits: Limits) -> int:
+    return max(limits.min_replicas, min(limits.max_replicas, value))
+
+
+def decide(
+    obs: Observation, current: int, limits: Limits, history: History, now: float
+) -> Decision:
+    """Desired replicas for ``now``; updates ``history`` in place."""
+    raw = need(obs, limits)
+    if history.started is None:
+        history.started = now
+    if obs.backlog > 0 or obs.running_workflows > 0:
+        history.last_active = now
+    window = limits.scale_down_delay
+    history.needs.append((now, raw))
+    # The newest entry older than the window stays: it describes the load at the
+    # window's start, which ticks spaced wider than the window would otherwise miss.
+    older = [e for e in history.needs if now - e[0] > window]
+    history.needs = older[-1:] + [e for e in history.needs if now - e[0] <= window]
+
+    target = _clamp(raw, limits)
+    if target > current:
+        why = "from zero" if current == 0 else "up"
+        return Decision(target, raw, f"scale {why}: need {raw} for backlog {obs.backlog}")
+    if target == current:
+        return Decision(current, raw, "steady")
+    if current > limits.max_replicas:
+        return Decision(limits.max_replicas, raw, "above maxReplicas")
+    if now - history.started < window:
+        return Decision(current, raw, "holding: stabilisation window not yet observed")
+    peak = _clamp(max(n for _, n in history.needs), limits)
+    if peak >= current:
+        return Decision(current, raw, f"holding: need reached {peak} within scaleDownDelay")
+    return Decision(peak, raw, f"scale down: need at most {peak} for {window:g}s")

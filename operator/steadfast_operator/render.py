@@ -1,0 +1,343 @@
+"""Pure rendering: a ResearchAgent's spec to the Kubernetes objects its workers need.
+
+Everything the operator writes for an agent is decided here, without I/O, so a
+unit test can read the exact Deployment, ConfigMap, Service, PodDisruptionBudget
+and KEDA ScaledObject a spec produces. The worker configuration comes from the
+same mapping ``steadfast dev`` uses (:mod:`steadfast_worker.agentfile`), so a
+cluster and a laptop run an agent identically.
+
+Rules kept here: secrets reach pods only as ``secretKeyRef`` environment
+variables or a mounted TLS Secret, never as values; pods meet the ``restricted``
+Pod Security Standard; the pod template carries a hash of the configuration so
+a changed ConfigMap rolls the Deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from steadfast_operator import crdgen
+from steadfast_operator.spec import AgentSpec
+from steadfast_worker.agentfile import DEFAULT_TLS_DIR, SECRET_ENV, worker_config_from_agent
+from steadfast_worker.config import WorkerConfig
+from steadfast_worker.ids import default_task_queue
+
+Obj = dict[str, Any]
+
+CONFIG_DIR = "/etc/steadfast"
+CONFIG_FILE = "worker.yaml"
+DATA_DIR = "/var/lib/steadfast"
+CONFIG_HASH = "steadfast.dev/config-hash"
+AGENT_LABEL = "steadfast.dev/agent"
+METRICS_PORT = 9464
+SDK_METRICS_PORT = 9465
+RUN_AS = 65532
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the operator fills in when a spec leaves it empty (set by the chart)."""
+
+    image: str = ""
+    temporal_address: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    worker_grace_seconds: int = 30
+    """The worker's SIGTERM grace period; the pod's termination grace is above it."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The identity of the ResearchAgent being rendered."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def owner_reference(agent: Agent) -> Obj:
+    return {
+        "apiVersion": f"{crdgen.GROUP}/{crdgen.VERSION}",
+        "kind": crdgen.KIND,
+        "name": agent.name,
+        "uid": agent.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def selector_labels(agent: Agent) -> dict[str, str]:
+    return {AGENT_LABEL: agent.name, "app.kubernetes.io/component": "worker"}
+
+
+def labels(agent: Agent) -> dict[str, str]:
+    return {
+        **selector_labels(agent),
+        "app.kubernetes.io/name": "steadfast-worker",
+        "app.kubernetes.io/instance": agent.name,
+        "app.kubernetes.io/managed-by": "steadfast-operator",
+    }
+
+
+def selector_string(agent: Agent) -> str:
+    """The label selector in the form the scale subresource reports."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(agent).items()))
+
+
+def deployment_name(agent: Agent) -> str:
+    return f"{agent.name}-worker"
+
+
+def config_map_name(agent: Agent) -> str:
+    return f"{agent.name}-worker-config"
+
+
+def task_queue(agent: Agent, spec: AgentSpec) -> str:
+    return spec.temporal.task_queue or default_task_queue(agent.namespace, agent.name)
+
+
+def _meta(agent: Agent, name: str, **extra: Any) -> Obj:
+    return {
+        "name": name,
+        "namespace": agent.namespace,
+        "labels": labels(agent),
+        "ownerReferences": [owner_reference(agent)],
+        **extra,
+    }
+
+
+def worker_config(
+    agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
+) -> WorkerConfig:
+    """The worker's configuration for this agent (raises ``AgentError`` if unusable)."""
+    manifest = {
+        "apiVersion": f"{crdgen.GROUP}/{crdgen.VERSION}",
+        "kind": crdgen.KIND,
+        "metadata": {"name": agent.name, "namespace": agent.namespace},
+        "spec": dict(raw_spec),
+    }
+    return worker_config_from_agent(
+        manifest,
+        temporal_address=None if spec.temporal.address else d.temporal_address,
+        sqlite_path=f"{DATA_DIR}/reports.db",
+        tls_dir=DEFAULT_TLS_DIR,
+        metrics_port=METRICS_PORT,
+        sdk_metrics_port=SDK_METRICS_PORT,
+    )
+
+
+def config_map(agent: Agent, config: WorkerConfig) -> Obj:
+    text = yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(agent, config_map_name(agent)),
+        "data": {CONFIG_FILE: text},
+    }
+
+
+def config_hash(objs: Mapping[str, Any]) -> str:
+    """A short stable hash; changes whenever the rendered configuration changes."""
+    blob = json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _env(spec: AgentSpec) -> list[Obj]:
+    env: list[Obj] = []
+    for path, ref in sorted(spec.secret_refs().items()):
+        env.append(
+            {
+                "name": SECRET_ENV[path],
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def _resources(spec: AgentSpec) -> Obj:
+    if spec.workers.resources:
+        return {k: dict(v) for k, v in spec.workers.resources.items() if v}
+    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+
+
+def deployment(agent: Agent, spec: AgentSpec, d: Defaults, cfg_hash: str, replicas: int) -> Obj:
+    """The worker Deployment; ``replicas`` is only used when the object is created."""
+    volumes: list[Obj] = [
+        {"name": "config", "configMap": {"name": config_map_name(agent)}},
+        {"name": "data", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[Obj] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.temporal.tls.secret_name:
+        volumes.append(
+            {"name": "temporal-tls", "secret": {"secretName": spec.temporal.tls.secret_name}}
+        )
+        mounts.append({"name": "temporal-tls", "mountPath": DEFAULT_TLS_DIR, "readOnly": True})
+    container: Obj = {
+        "name": "worker",
+        "image": spec.workers.image or d.image,
+        "imagePullPolicy": d.image_pull_policy,
+        "command": ["steadfast"],
+        "args": ["worker", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "env": [{"name": "HOME", "value": "/tmp"}, *_env(spec)],
+        "ports": [
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": "sdk-metrics", "containerPort": SDK_METRICS_PORT, "protocol": "TCP"},
+        ],
+        # The metrics server starts once the worker has connected to Temporal, so it
+        # doubles as readiness; liveness only asks that the process still serves.
+        "readinessProbe": {
+            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": "metrics"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 20,
+            "failureThreshold": 3,
+        },
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(agent, deployment_name(agent)),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(agent)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(agent),
+                    "annotations": {CONFIG_HASH: cfg_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # Above the worker's own grace so running activities can finish
+                    # and heartbeat before the kubelet sends SIGKILL.
+                    "terminationGracePeriodSeconds": d.worker_grace_seconds + 15,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(agent: Agent) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(agent, deployment_name(agent)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(agent),
+            "ports": [
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+                {
+                    "name": "sdk-metrics",
+                    "port": SDK_METRICS_PORT,
+                    "targetPort": "sdk-metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def pdb(agent: Agent) -> Obj:
+    # maxUnavailable rather than minAvailable: a drain may always evict one worker,
+    # so a single-replica agent never blocks node maintenance.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(agent, deployment_name(agent)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(agent)}},
+    }
+
+
+def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults) -> Obj:
+    """KEDA's own Temporal scaler, for clusters that prefer KEDA to own replicas."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(agent, deployment_name(agent)),
+        "spec": {
+            "scaleTargetRef": {"name": deployment_name(agent)},
+            "minReplicaCount": spec.workers.min_replicas,
+            "maxReplicaCount": spec.workers.max_replicas,
+            "cooldownPeriod": int(spec.workers.scale_down_delay.total_seconds()),
+            "triggers": [
+                {
+                    "type": "temporal",
+                    "metadata": {
+                        "endpoint": spec.temporal.address or d.temporal_address,
+                        "namespace": spec.temporal.namespace,
+                        "taskQueue": task_queue(agent, spec),
+                        "queueTypes": "workflow,activity",
+                        "targetQueueSize": str(spec.workers.target_backlog_per_worker),
+                        "activationTargetQueueSize": "0",
+                    },
+                }
+            ],
+        },
+    }
+
+
+def wants_pdb(spec: AgentSpec) -> bool:
+    return spec.workers.max_replicas > 1
+
+
+def children(agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults) -> list[Obj]:
+    """Every object the agent should own, in the order they should be applied.
+
+    The ConfigMap precedes the Deployment so new pods find their configuration.
+    """
+    cm = config_map(agent, worker_config(agent, spec, raw_spec, d))
+    dep = deployment(
+        agent,
+        spec,
+        d,
+        config_hash({"config": cm["data"], "env": _env(spec)}),
+        replicas=spec.workers.min_replicas,
+    )
+    objs = [cm, dep, service(agent)]
+    if wants_pdb(spec):
+        objs.append(pdb(agent))
+    if spec.workers.autoscaler == "keda":
+        objs.append(scaled_object(agent, spec, d))
+    return objs

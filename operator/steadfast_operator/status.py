@@ -1,0 +1,226 @@
+"""Pure construction of a ResearchAgent's ``status`` from what the operator observed.
+
+The handlers gather facts (runs from Temporal, task-queue statistics, the
+Deployment's ready replicas, a problem found while reconciling) and this module
+turns them into the status document: conditions with reasons and messages,
+per-run lines, cost totals and the day's spend that gates new runs. Being pure,
+it is unit-tested exhaustively and a status write happens only when the result
+differs from what is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from steadfast_operator.spec import AgentSpec
+
+READY = "Ready"
+WORKERS_AVAILABLE = "WorkersAvailable"
+BUDGET_EXHAUSTED = "BudgetExhausted"
+MAX_RUNS_LISTED = 50
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One workflow run of the agent, as Temporal reports it."""
+
+    topic: str
+    workflow_id: str
+    run_id: str
+    phase: str
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+    retries: int = 0
+    report_id: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.closed_at is None
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "topic": self.topic,
+            "workflowId": self.workflow_id,
+            "runId": self.run_id,
+            "phase": self.phase,
+            "costUSD": round(self.cost_usd, 6),
+            "llmCalls": self.llm_calls,
+            "retries": self.retries,
+            "reportId": self.report_id,
+        }
+        if self.started_at:
+            out["startedAt"] = _ts(self.started_at)
+        if self.closed_at:
+            out["closedAt"] = _ts(self.closed_at)
+        return out
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """Task-queue statistics as last described (see :mod:`.taskqueues`)."""
+
+    name: str
+    backlog: int = 0
+    backlog_age_seconds: float = 0.0
+    pollers: int = 0
+    add_rate: float = 0.0
+    dispatch_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the agent is not Ready: a CamelCase reason and a message saying what to fix."""
+
+    reason: str
+    message: str
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def day_of(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def cost_today(runs: Iterable[RunInfo], now: datetime) -> float:
+    """USD spent by runs started on ``now``'s UTC day (running runs included)."""
+    today = day_of(now)
+    return sum(r.cost_usd for r in runs if r.started_at and day_of(r.started_at) == today)
+
+
+def budget_exhausted(spec: AgentSpec, runs: Iterable[RunInfo], now: datetime) -> bool:
+    """Whether ``maxUSDPerDay`` is reached, which stops new runs until the next UTC day."""
+    return cost_today(runs, now) >= spec.budget.max_usd_per_day
+
+
+def condition(
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    previous: Sequence[Mapping[str, Any]],
+    now: datetime,
+    generation: int,
+) -> dict[str, Any]:
+    """A condition whose ``lastTransitionTime`` moves only when its status changes."""
+    status = "True" if ok else "False"
+    since = _ts(now)
+    for old in previous:
+        if old.get("type") == type_ and old.get("status") == status:
+            since = str(old.get("lastTransitionTime") or since)
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def latest_runs(runs: Iterable[RunInfo]) -> list[RunInfo]:
+    """Newest run per topic first, then the rest by start, capped for the status size."""
+    ordered = sorted(
+        runs, key=lambda r: r.started_at or datetime.min.replace(tzinfo=UTC), reverse=True
+    )
+    return ordered[:MAX_RUNS_LISTED]
+
+
+def build_status(
+    *,
+    generation: int,
+    spec: AgentSpec,
+    runs: Sequence[RunInfo],
+    queue: QueueInfo | None,
+    desired: int,
+    ready: int,
+    selector: str,
+    problem: Problem | None,
+    previous: Mapping[str, Any],
+    now: datetime,
+    last_active: datetime | None = None,
+) -> dict[str, Any]:
+    """The full status document for one agent."""
+    prev_conditions = list(previous.get("conditions") or [])
+    listed = latest_runs(runs)
+    today = cost_today(runs, now)
+    exhausted = today >= spec.budget.max_usd_per_day
+    finished = sum(1 for r in runs if not r.running)
+
+    if ready > 0:
+        workers = (True, "MinimumReplicasAvailable", f"{ready} of {desired} workers ready")
+    elif desired == 0:
+        workers = (False, "ScaledToZero", "no workers: scaled to zero until work appears")
+    else:
+        workers = (False, "WorkersNotReady", f"0 of {desired} workers ready")
+
+    if problem is not None:
+        ready_cond = (False, problem.reason, problem.message)
+    else:
+        running = sum(1 for r in runs if r.running)
+        ready_cond = (
+            True,
+            "Reconciled",
+            f"{len(spec.unique_topics())} topics, {running} running, {finished} finished",
+        )
+
+    if exhausted:
+        budget = (
+            True,
+            "DailyBudgetReached",
+            f"spent {today:.4f} of {spec.budget.max_usd_per_day} USD today (UTC); "
+            "no new runs start until tomorrow",
+        )
+    else:
+        budget = (
+            False,
+            "WithinBudget",
+            f"spent {today:.4f} of {spec.budget.max_usd_per_day} USD today (UTC)",
+        )
+
+    conditions = [
+        condition(READY, *ready_cond, prev_conditions, now, generation),
+        condition(WORKERS_AVAILABLE, *workers, prev_conditions, now, generation),
+        condition(BUDGET_EXHAUSTED, *budget, prev_conditions, now, generation),
+    ]
+    worker_status: dict[str, Any] = {"desired": desired, "ready": ready, "selector": selector}
+    if last_active is not None:
+        worker_status["lastActiveTime"] = _ts(last_active)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "workers": worker_status,
+        "runs": [r.as_status() for r in listed],
+        "runsSummary": f"{finished}/{len(runs)}",
+        "cost": {
+            "totalUSD": round(sum(r.cost_usd for r in runs), 6),
+            "todayUSD": round(today, 6),
+            "day": day_of(now),
+            "inputTokens": sum(r.input_tokens for r in runs),
+            "outputTokens": sum(r.output_tokens for r in runs),
+        },
+    }
+    if queue is not None:
+        status["taskQueue"] = {
+            "name": queue.name,
+            "backlog": queue.backlog,
+            "backlogAgeSeconds": round(queue.backlog_age_seconds, 3),
+            "pollers": queue.pollers,
+            "addRate": round(queue.add_rate, 3),
+            "dispatchRate": round(queue.dispatch_rate, 3),
+            "runningWorkflows": sum(1 for r in runs if r.running),
+        }
+    return status
+
+
+def differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether writing ``desired`` would change the stored status (so a write is due)."""
+    return any(current.get(k) != v for k, v in desired.items())

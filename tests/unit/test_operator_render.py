@@ -1,0 +1,134 @@
+"""Rendering a ResearchAgent into its children: fields, hardening, secrets and hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from steadfast_operator import render
+from steadfast_operator.spec import parse_spec
+from steadfast_worker.config import parse_config
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "market-watch.yaml"
+AGENT = render.Agent(name="market-watch", namespace="research", uid="uid-1")
+DEFAULTS = render.Defaults(image="steadfast/worker:test", temporal_address="temporal:7233")
+
+
+def example_spec() -> dict[str, Any]:
+    return dict(yaml.safe_load(EXAMPLE.read_text())["spec"])
+
+
+def children(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = parse_spec(AGENT.namespace, AGENT.name, raw)
+    return {o["kind"]: o for o in render.children(AGENT, spec, raw, DEFAULTS)}
+
+
+def test_children_of_the_example() -> None:
+    objs = children(example_spec())
+    assert sorted(objs) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    for obj in objs.values():
+        assert obj["metadata"]["namespace"] == "research"
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("ResearchAgent", "uid-1", True)
+
+
+def test_config_map_is_a_valid_worker_config() -> None:
+    cm = children(example_spec())["ConfigMap"]
+    cfg = parse_config(yaml.safe_load(cm["data"][render.CONFIG_FILE]))
+    assert cfg.agent == "market-watch"
+    assert cfg.task_queue == "steadfast-research-market-watch"
+    assert cfg.temporal.address == "temporal-frontend.temporal:7233"
+    assert cfg.model.api_key_env == "ANTHROPIC_API_KEY"
+    assert cfg.storage.sqlite_path.startswith(render.DATA_DIR)
+
+
+def test_empty_address_takes_the_operator_default() -> None:
+    raw = example_spec()
+    raw["temporal"] = {"address": ""}
+    cfg = yaml.safe_load(children(raw)["ConfigMap"]["data"][render.CONFIG_FILE])
+    assert cfg["temporal"]["address"] == "temporal:7233"
+
+
+def test_secrets_only_by_reference() -> None:
+    dep = children(example_spec())["Deployment"]
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ANTHROPIC_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "anthropic",
+        "key": "api-key",
+    }
+    assert env["STEADFAST_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"]["name"] == "reports-db"
+    assert all("value" not in e for name, e in env.items() if name != "HOME")
+
+
+def test_restricted_pod_security() -> None:
+    pod = children(example_spec())["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert pod["terminationGracePeriodSeconds"] > DEFAULTS.worker_grace_seconds
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_config_change_changes_the_template_hash() -> None:
+    def hash_of(raw: dict[str, Any]) -> str:
+        dep = children(raw)["Deployment"]
+        return str(dep["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH])
+
+    base = example_spec()
+    changed = example_spec()
+    changed["model"] = {**changed["model"], "maxTokens": 1000}
+    assert hash_of(base) == hash_of(example_spec())
+    assert hash_of(base) != hash_of(changed)
+
+
+def test_tls_secret_is_mounted_not_copied() -> None:
+    raw = example_spec()
+    raw["temporal"] = {**raw["temporal"], "tls": {"secretName": "temporal-client"}}
+    pod = children(raw)["Deployment"]["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["temporal-tls"]["secret"] == {"secretName": "temporal-client"}
+    cfg = yaml.safe_load(children(raw)["ConfigMap"]["data"][render.CONFIG_FILE])
+    assert cfg["temporal"]["tls"]["certFile"].endswith("/tls.crt")
+
+
+@pytest.mark.parametrize(
+    ("workers", "kinds"),
+    [
+        ({"maxReplicas": 1}, {"ConfigMap", "Deployment", "Service"}),
+        ({"maxReplicas": 3}, {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}),
+        (
+            {"maxReplicas": 3, "autoscaler": "keda"},
+            {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ScaledObject"},
+        ),
+    ],
+)
+def test_optional_children(workers: dict[str, Any], kinds: set[str]) -> None:
+    raw = example_spec()
+    raw["workers"] = workers
+    assert set(children(raw)) == kinds
+
+
+def test_keda_scaled_object() -> None:
+    raw = example_spec()
+    raw["workers"] = {"autoscaler": "keda", "minReplicas": 1, "maxReplicas": 4}
+    so = children(raw)["ScaledObject"]["spec"]
+    assert (so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"]) == (1, 4, 60)
+    (trigger,) = so["triggers"]
+    assert trigger["type"] == "temporal"
+    assert trigger["metadata"]["taskQueue"] == "steadfast-research-market-watch"
+
+
+def test_user_resources_replace_defaults() -> None:
+    raw = example_spec()
+    raw["workers"] = {"resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}}
+    container = children(raw)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}

@@ -1,0 +1,138 @@
+"""Spec validation: schema-level errors and the cross-field checks only the operator makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from steadfast_operator import crdgen
+from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).parents[2]
+
+
+def good() -> dict[str, Any]:
+    return {"topics": ["a"], "search": {"endpoint": "http://search/"}}
+
+
+def check(raw: dict[str, Any], price: float | None = 15.0, image: str = "img") -> None:
+    spec = parse_spec("ns", "agent", raw)
+    check_semantics(
+        "ns",
+        "agent",
+        spec,
+        default_image=image,
+        default_temporal_address="t:7233",
+        output_price_per_mtok=price,
+    )
+
+
+def test_good_spec_passes() -> None:
+    check(good())
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"topics": []}, "spec.topics"),
+        ({"workers": {"minReplicas": 5, "maxReplicas": 2}}, "spec.workers"),
+        ({"workers": {"autoscaler": "hpa"}}, "spec.workers.autoscaler"),
+        ({"budget": {"maxUSDPerRun": 0}}, "spec.budget.maxUSDPerRun"),
+        ({"deletionPolicy": "Orphan"}, "spec.deletionPolicy"),
+        ({"model": {"maxTokens": 0}}, "spec.model.maxTokens"),
+    ],
+)
+def test_schema_errors_name_the_field(patch: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        check({**good(), **patch})
+    assert field in str(err.value)
+    assert isinstance(err.value, kopf.PermanentError)
+    assert err.value.name == "agent"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "price", "image"),
+    [
+        ({"search": {"provider": "http"}}, "spec.search.endpoint", 15.0, "img"),
+        ({}, "spec.workers.image", 15.0, ""),
+        ({"notify": {"email": {"to": ["a@b.c"]}}}, "spec.notify.email.smtpSecretRef", 15.0, "img"),
+        ({"budget": {"maxUSDPerRun": 0.01}}, "spec.budget.maxUSDPerRun", 15.0, "img"),
+        (
+            {
+                "budget": {"maxUSDPerRun": 0.01},
+                "model": {"pricing": {"inputPerMTok": 1, "outputPerMTok": 100}},
+            },
+            "spec.budget.maxUSDPerRun",
+            None,
+            "img",
+        ),
+    ],
+)
+def test_semantic_errors(
+    patch: dict[str, Any], field: str, price: float | None, image: str
+) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        check({**good(), **patch}, price=price, image=image)
+    assert field in err.value.detail
+
+
+def test_budget_check_skipped_for_unknown_price() -> None:
+    check({**good(), "budget": {"maxUSDPerRun": 0.01}}, price=None)
+
+
+def test_repeated_topics_collapse() -> None:
+    spec = parse_spec("ns", "a", {**good(), "topics": ["x", "y", "x"]})
+    assert spec.unique_topics() == ["x", "y"]
+
+
+def test_example_parses() -> None:
+    raw = yaml.safe_load((ROOT / "examples" / "market-watch.yaml").read_text())["spec"]
+    assert (
+        parse_spec("research", "market-watch", raw).workers.scale_down_delay.total_seconds() == 60
+    )
+
+
+def test_committed_crds_match_the_generator() -> None:
+    rendered = crdgen.render()
+    for path in ("crds", "charts/steadfast/crds"):
+        committed = (ROOT / path / "researchagents.steadfast.dev.yaml").read_text()
+        assert committed == rendered, f"{path} drifted: run python -m steadfast_operator.crdgen"
+
+
+def _walk(schema: dict[str, Any], where: str) -> list[str]:
+    missing = []
+    if "description" not in schema:
+        missing.append(where)
+    for key, sub in (schema.get("properties") or {}).items():
+        missing += _walk(sub, f"{where}.{key}")
+    if "items" in schema:
+        missing += _walk(schema["items"], f"{where}[]")
+    return missing
+
+
+def test_every_spec_field_is_described_and_typed() -> None:
+    spec = crdgen.spec_schema()
+    assert _walk(spec, "spec") == []
+    leaves: list[tuple[str, dict[str, Any]]] = []
+
+    def leaves_of(s: dict[str, Any], where: str) -> None:
+        if s.get("type") == "object" and "properties" in s:
+            for k, v in s["properties"].items():
+                leaves_of(v, f"{where}.{k}")
+        else:
+            leaves.append((where, s))
+
+    leaves_of(spec, "spec")
+    for where, leaf in leaves:
+        assert "type" in leaf or "additionalProperties" in leaf, where
+        if leaf.get("type") == "string":
+            assert "maxLength" in leaf, where
+        if leaf.get("type") in ("integer", "number"):
+            assert "minimum" in leaf, where
+            assert "maximum" in leaf, where

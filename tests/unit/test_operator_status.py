@@ -1,0 +1,117 @@
+"""Building a ResearchAgent's status: conditions, runs, cost and the daily budget."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from steadfast_operator import status as st
+from steadfast_operator.spec import parse_spec
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+SPEC = parse_spec("ns", "a", {"topics": ["x", "y"], "budget": {"maxUSDPerDay": 1.0}})
+
+
+def run(topic: str, cost: float, started: datetime, closed: bool = True) -> st.RunInfo:
+    return st.RunInfo(
+        topic=topic,
+        workflow_id=f"wf-{topic}",
+        run_id=f"run-{topic}-{started.isoformat()}",
+        phase="Completed" if closed else "Writing",
+        started_at=started,
+        closed_at=started + timedelta(minutes=1) if closed else None,
+        cost_usd=cost,
+        llm_calls=2,
+        retries=1,
+        report_id=f"rep-{topic}" if closed else "",
+        input_tokens=100,
+        output_tokens=50,
+    )
+
+
+def build(runs: list[st.RunInfo], **kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "generation": 3,
+        "spec": SPEC,
+        "runs": runs,
+        "queue": st.QueueInfo(name="q", backlog=7, backlog_age_seconds=4.21, pollers=2),
+        "desired": 2,
+        "ready": 2,
+        "selector": "s",
+        "problem": None,
+        "previous": {},
+        "now": NOW,
+    }
+    args.update(kw)
+    return st.build_status(**args)
+
+
+def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_healthy_agent() -> None:
+    s = build([run("x", 0.2, NOW - timedelta(hours=1)), run("y", 0.1, NOW, closed=False)])
+    c = conds(s)
+    assert s["observedGeneration"] == 3
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("True", "Reconciled")
+    assert c["WorkersAvailable"]["status"] == "True"
+    assert c["BudgetExhausted"]["status"] == "False"
+    assert s["runsSummary"] == "1/2"
+    assert s["taskQueue"]["backlog"] == 7
+    assert s["taskQueue"]["runningWorkflows"] == 1
+    assert s["cost"]["totalUSD"] == pytest.approx(0.3)
+    assert s["cost"]["inputTokens"] == 200
+    first = s["runs"][0]
+    assert first["topic"] == "y"
+    assert "closedAt" not in first
+
+
+def test_problem_sets_ready_false_with_reason() -> None:
+    s = build([], problem=st.Problem("SecretMissing", "Secret ns/anthropic not found"))
+    ready = conds(s)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "SecretMissing")
+    assert "anthropic" in ready["message"]
+
+
+def test_daily_budget_counts_only_today() -> None:
+    yesterday = NOW - timedelta(days=1)
+    runs = [run("x", 5.0, yesterday), run("y", 0.5, NOW)]
+    assert st.cost_today(runs, NOW) == pytest.approx(0.5)
+    assert not st.budget_exhausted(SPEC, runs, NOW)
+    runs.append(run("x", 0.6, NOW - timedelta(hours=2)))
+    assert st.budget_exhausted(SPEC, runs, NOW)
+    c = conds(build(runs))["BudgetExhausted"]
+    assert (c["status"], c["reason"]) == ("True", "DailyBudgetReached")
+
+
+def test_transition_time_moves_only_on_change() -> None:
+    first = build([])
+    later = NOW + timedelta(minutes=5)
+    same = build([], previous=first, now=later)
+    assert conds(same)["Ready"]["lastTransitionTime"] == conds(first)["Ready"]["lastTransitionTime"]
+    flipped = build([], previous=first, now=later, problem=st.Problem("X", "y"))
+    assert conds(flipped)["Ready"]["lastTransitionTime"] == "2026-11-24T12:05:00Z"
+
+
+@pytest.mark.parametrize(
+    ("desired", "ready", "status", "reason"),
+    [
+        (0, 0, "False", "ScaledToZero"),
+        (2, 0, "False", "WorkersNotReady"),
+        (2, 1, "True", "MinimumReplicasAvailable"),
+    ],
+)
+def test_workers_condition(desired: int, ready: int, status: str, reason: str) -> None:
+    c = conds(build([], desired=desired, ready=ready))["WorkersAvailable"]
+    assert (c["status"], c["reason"]) == (status, reason)
+
+
+def test_unchanged_status_needs_no_write() -> None:
+    s = build([run("x", 0.2, NOW)])
+    assert not st.differs(s, build([run("x", 0.2, NOW)], previous=s))
+    assert st.differs(s, build([run("x", 0.3, NOW)], previous=s))
