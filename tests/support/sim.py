@@ -81,10 +81,14 @@ class SimHandle:
         return cast(dict[str, int], self.log(service)["attempts"][service])
 
 
-def wait_healthy(base_url: str, timeout: float = 15.0) -> None:
-    """Block until ``/_sim/health`` answers, or raise."""
+def wait_healthy(
+    base_url: str, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until ``/_sim/health`` answers, or raise (at once if ``process`` exited)."""
     deadline = time.monotonic() + timeout
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"simulator exited with {process.returncode}")
         try:
             if httpx.get(f"{base_url}/_sim/health", timeout=1.0).status_code == 200:
                 return
@@ -108,15 +112,19 @@ def running_sim(config: SimConfig | None = None) -> Iterator[SimHandle]:
 
 @contextmanager
 def spawned_sim(*flags: str, port: int | None = None) -> Iterator[SimHandle]:
-    """``steadfast sim`` in a subprocess with extra CLI ``flags``; stopped with SIGTERM."""
+    """``steadfast sim`` in a subprocess with extra CLI ``flags``; stopped with SIGTERM.
+
+    Runs the verb's module directly, which skips importing the other verbs.
+    """
     port = port or free_port()
-    command = [sys.executable, "-m", "steadfast_worker", "sim", "--port", str(port), *flags]
+    module = "steadfast_worker.commands.sim"
+    command = [sys.executable, "-m", module, "--port", str(port), *flags]
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         handle = SimHandle(f"http://127.0.0.1:{port}", process)
         try:
             try:
-                wait_healthy(handle.base_url)
+                wait_healthy(handle.base_url, process=process)
             except RuntimeError:
                 output.seek(0)
                 raise RuntimeError(f"steadfast sim failed: {output.read().decode()}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -153,3 +154,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"steadfast sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    # `python -m steadfast_worker.commands.sim` starts only the simulators, without
+    # importing every other verb (Temporal, Kopf): quicker for tests and benchmarks.
+    _parser = argparse.ArgumentParser(
+        prog="steadfast sim",
+        description=HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    configure(_parser)
+    _code = run(_parser.parse_args())
+    sys.stdout.flush()
+    os._exit(_code)
