@@ -1,0 +1,107 @@
+"""What the benchmarks share: an embedded stack in a scratch directory, timing, RSS.
+
+Each benchmark is a script (``python bench/<name>.py``) that starts its own
+headless dev server, simulator and worker processes through the same
+:class:`steadfast_worker.embedded.Stack` that ``steadfast dev`` uses, so the
+figures describe the product as shipped, not a test double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import psutil
+from temporalio.client import Client, WorkflowHandle
+
+from steadfast_worker import agentfile, embedded
+from steadfast_worker.config import WorkerConfig
+from steadfast_worker.processes import Child
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "market-watch.yaml"
+
+
+@asynccontextmanager
+async def stack(sim_flags: Sequence[str] = ()) -> AsyncIterator[embedded.Stack]:
+    """A headless embedded stack in a temporary state directory."""
+    with tempfile.TemporaryDirectory(prefix="steadfast-bench-") as tmp:
+        options = embedded.StackOptions(
+            state_dir=Path(tmp),
+            port=embedded.free_port(),
+            ui_port=0,
+            sim_flags=list(sim_flags),
+        )
+        async with embedded.Stack(options) as s:
+            yield s
+
+
+def bench_config(s: embedded.Stack, **worker: object) -> WorkerConfig:
+    """The example agent on a fresh task queue, pointed at the stack."""
+    cfg = agentfile.worker_config_from_agent(agentfile.load_manifest(EXAMPLE))
+    temporal = cfg.temporal.model_copy(update={"task_queue": f"bench-{uuid.uuid4().hex[:8]}"})
+    cfg = cfg.model_copy(update={"temporal": temporal})
+    if worker:
+        cfg = cfg.model_copy(update={"worker": cfg.worker.model_copy(update=worker)})
+    return s.worker_config(cfg)
+
+
+async def wait_polling(client: Client, task_queue: str, deadline_s: float = 60.0) -> None:
+    """Until a worker polls ``task_queue`` (a throwaway workflow round-trip would skew runs)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        if resp.pollers:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no worker polled {task_queue} within {deadline_s}s")
+
+
+async def server_seconds(handle: WorkflowHandle[object, object]) -> float:
+    """Start-to-close time of a closed workflow, as the server recorded it."""
+    desc = await handle.describe()
+    if desc.close_time is None:
+        raise RuntimeError(f"{handle.id} has not closed")
+    return (desc.close_time - desc.start_time).total_seconds()
+
+
+def tree_rss(child: Child) -> int:
+    """Resident memory of a child process and its descendants, in bytes."""
+    try:
+        proc = psutil.Process(child.pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def summary(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"median {statistics.median(ordered):.3f}s  p95 {p95:.3f}s  (n={len(ordered)})"

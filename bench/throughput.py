@@ -1,0 +1,72 @@
+"""Throughput of one worker: runs per second at 1 and at 20 concurrent runs, and its RSS.
+
+One ``steadfast worker`` process (default settings) against a zero-latency
+simulator on the embedded dev server. Idle RSS is measured after the worker has
+started polling and before any run; peak RSS is sampled during the runs.
+
+``python bench/throughput.py [--runs N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+
+import benchlib
+from steadfast_worker import runs
+
+
+async def batch(s: benchlib.embedded.Stack, cfg: benchlib.WorkerConfig, n: int, c: int) -> float:
+    """Run ``n`` runs with at most ``c`` in flight; return runs per second."""
+    gate = asyncio.Semaphore(c)
+    tag = uuid.uuid4().hex[:6]
+
+    async def one(i: int) -> None:
+        async with gate:
+            started = await runs.start_topic(s.client, cfg, f"throughput {tag} {i}")
+            await s.client.get_workflow_handle(started.workflow_id).result()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.monotonic() - t0)
+
+
+async def main(n: int) -> int:
+    async with benchlib.stack() as s:
+        cfg = benchlib.bench_config(s)
+        worker = s.start_worker(cfg)
+        await benchlib.wait_polling(s.client, cfg.task_queue)
+        await asyncio.sleep(3.0)
+        idle = benchlib.tree_rss(worker)
+        peak = idle
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, benchlib.tree_rss(worker))
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.create_task(sample())
+        await batch(s, cfg, 2, 1)  # warm-up
+        one = await batch(s, cfg, n, 1)
+        twenty = await batch(s, cfg, max(n * 3, 20), 20)
+        stop.set()
+        await sampler
+        print("throughput of one worker (zero-latency simulator, default settings)")
+        print(f"  1 concurrent run:   {one:.2f} runs/s")
+        print(f"  20 concurrent runs: {twenty:.2f} runs/s  ({twenty / one:.1f}x)")
+        print(f"  worker RSS: idle {benchlib.mib(idle)}, peak {benchlib.mib(peak)}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    code = asyncio.run(main(parser.parse_args().runs))
+    sys.stdout.flush()
+    os._exit(code)
