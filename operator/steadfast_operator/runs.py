@@ -1,0 +1,270 @@
+"""The operator's side of workflows: starts, schedules, observation and cancellation.
+
+An agent's topics become workflows through the same idempotent start the
+command line uses (:func:`steadfast_worker.runs.start_topic`): the id is derived
+from namespace, agent and topic, a running workflow is reused, a completed one
+is not re-run, so repeated events and operator restarts never duplicate a run.
+A ``schedule`` becomes one Temporal Schedule per topic, created, updated,
+paused (when the day's budget is spent) and deleted here.
+
+Observation is bounded per agent and tick: one visibility list of the agent's
+workflows (prefix query, filtered to the exact ids), a ``status`` query per
+*running* run only when a worker is polling, and a result fetch once per closed
+run (cached by run id, since a closed run never changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from steadfast_operator.status import RunInfo
+from steadfast_worker import ids, models
+from steadfast_worker import runs as worker_runs
+from steadfast_worker.config import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+_PHASE_OF_CLOSED = {
+    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
+    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
+    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+}
+
+
+def schedule_id(workflow_id: str) -> str:
+    """One Schedule per topic; its runs get ``<workflow_id>-<timestamp>`` ids."""
+    return f"{workflow_id}-schedule"
+
+
+def topic_ids(cfg: WorkerConfig, topics: Iterable[str]) -> dict[str, str]:
+    """Workflow id -> topic for the given topics."""
+    return {ids.workflow_id(cfg.namespace, cfg.agent, t): t for t in topics}
+
+
+def agent_prefix(namespace: str, agent: str) -> str:
+    return f"research-{namespace}-{agent}-"
+
+
+def owner_topic(workflow_id: str, known: dict[str, str]) -> str | None:
+    """The topic a listed workflow belongs to, or ``None`` if it is another agent's.
+
+    The prefix query also matches agents whose name extends this one's
+    (``a`` and ``a-b``), so only exact ids and their scheduled runs count.
+    """
+    if workflow_id in known:
+        return known[workflow_id]
+    for wf_id, topic in known.items():
+        if workflow_id.startswith(wf_id + "-"):
+            return topic
+    return None
+
+
+async def start_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str]) -> list[str]:
+    """Start every topic not yet run; returns the workflow ids newly started."""
+    started = []
+    for topic in topics:
+        result = await worker_runs.start_topic(client, cfg, topic)
+        if not result.existing:
+            started.append(result.workflow_id)
+    return started
+
+
+def _schedule(cfg: WorkerConfig, topic: str, cron: str, paused: bool, note: str) -> Schedule:
+    wf_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            models.WORKFLOW_NAME,
+            worker_runs.research_input(cfg, topic),
+            id=wf_id,
+            task_queue=cfg.task_queue,
+        ),
+        spec=ScheduleSpec(cron_expressions=[cron]),
+        # A topic whose previous run is still going is skipped, never doubled up.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(paused=paused, note=note),
+    )
+
+
+async def sync_schedules(
+    client: Client,
+    cfg: WorkerConfig,
+    topics: Iterable[str],
+    cron: str,
+    removed: Iterable[str],
+    paused: bool,
+) -> None:
+    """Create or update one Schedule per topic; delete those of removed topics.
+
+    With an empty ``cron`` every schedule of the agent's topics is deleted.
+    ``paused`` holds them while the day's budget is spent.
+    """
+    note = "paused by steadfast: daily budget reached" if paused else "managed by steadfast"
+    for topic in topics:
+        wf_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
+        if not cron:
+            await _delete_schedule(client, schedule_id(wf_id))
+            continue
+        desired = _schedule(cfg, topic, cron, paused, note)
+        try:
+            await client.create_schedule(schedule_id(wf_id), desired)
+        except ScheduleAlreadyRunningError:
+            handle = client.get_schedule_handle(schedule_id(wf_id))
+
+            def _update(_: ScheduleUpdateInput, s: Schedule = desired) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=s)
+
+            await handle.update(_update)
+    for topic in removed:
+        removed_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
+        await _delete_schedule(client, schedule_id(removed_id))
+
+
+async def _delete_schedule(client: Client, sched_id: str) -> None:
+    try:
+        await client.get_schedule_handle(sched_id).delete()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+
+
+async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], policy: str) -> int:
+    """Apply ``deletionPolicy`` to the running workflows of ``topics``; returns how many.
+
+    ``Cancel`` requests cancellation (the workflow records its phase as it
+    ends); ``Abandon`` leaves them running and only reports them.
+    """
+    known = topic_ids(cfg, topics)
+    if not known:
+        return 0
+    count = 0
+    query = (
+        f"WorkflowId STARTS_WITH '{agent_prefix(cfg.namespace, cfg.agent)}' "
+        "AND ExecutionStatus = 'Running'"
+    )
+    async for wf in client.list_workflows(query):
+        if owner_topic(wf.id, known) is None:
+            continue
+        count += 1
+        if policy == "Cancel":
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
+    return count
+
+
+@dataclass
+class RunCache:
+    """Closed runs by run id: their outcome never changes, so it is fetched once."""
+
+    closed: dict[str, RunInfo] = field(default_factory=dict)
+    limit: int = 500
+
+    def put(self, info: RunInfo) -> None:
+        if len(self.closed) >= self.limit:
+            self.closed.pop(next(iter(self.closed)))
+        self.closed[info.run_id] = info
+
+
+def _info(
+    topic: str,
+    wf_id: str,
+    run_id: str,
+    phase: str,
+    started: datetime | None,
+    closed: datetime | None,
+    s: models.RunStatus | None,
+) -> RunInfo:
+    return RunInfo(
+        topic=topic,
+        workflow_id=wf_id,
+        run_id=run_id,
+        phase=phase,
+        started_at=started,
+        closed_at=closed,
+        cost_usd=s.cost_usd if s else 0.0,
+        llm_calls=s.llm_calls if s else 0,
+        retries=s.retries if s else 0,
+        report_id=s.report_id if s else "",
+        input_tokens=s.input_tokens if s else 0,
+        output_tokens=s.output_tokens if s else 0,
+    )
+
+
+async def _closed_status(client: Client, wf_id: str, run_id: str) -> models.RunStatus | None:
+    handle = client.get_workflow_handle(wf_id, run_id=run_id, result_type=models.ResearchResult)
+    try:
+        result: models.ResearchResult = await handle.result(follow_runs=False)
+    except Exception:  # a failed run has no result; its failure is its phase
+        return None
+    return result.status
+
+
+async def observe(
+    client: Client,
+    cfg: WorkerConfig,
+    topics: Iterable[str],
+    cache: RunCache,
+    *,
+    query_running: bool,
+    limit: int = 200,
+) -> list[RunInfo]:
+    """The agent's runs (latest first), each with phase, cost and report id."""
+    known = topic_ids(cfg, topics)
+    if not known:
+        return []
+    out: list[RunInfo] = []
+    query = f"WorkflowId STARTS_WITH '{agent_prefix(cfg.namespace, cfg.agent)}'"
+    async for wf in client.list_workflows(query, limit=limit):
+        topic = owner_topic(wf.id, known)
+        if topic is None:
+            continue
+        if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
+            cached = cache.closed.get(wf.run_id)
+            if cached is None:
+                s = await _closed_status(client, wf.id, wf.run_id)
+                phase = _PHASE_OF_CLOSED.get(wf.status, "Unknown")
+                if s is not None and models.Phase(s.phase).terminal:
+                    phase = str(s.phase)
+                cached = _info(topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s)
+                cache.put(cached)
+            out.append(cached)
+            continue
+        s_running: models.RunStatus | None = None
+        if query_running:
+            # The query needs a worker; without one it would wait out its timeout.
+            with contextlib.suppress(RPCError, WorkflowQueryFailedError, asyncio.TimeoutError):
+                s_running = await worker_runs.query_status(client, wf.id, rpc_timeout=3.0)
+        phase = str(s_running.phase) if s_running else "Running"
+        out.append(_info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running))
+    return out
+
+
+def today_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_day(now: datetime) -> timedelta:
+    """Time until the next UTC day, when a spent daily budget is available again."""
+    return today_start(now) + timedelta(days=1) - now

@@ -1,0 +1,145 @@
+"""The operator's Temporal side against the real dev server: starts, schedules, stats.
+
+No worker polls these task queues, so started workflows stay running with their
+first workflow task in the backlog: exactly what the autoscaler has to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from steadfast_operator import runs, taskqueues
+from steadfast_worker import ids
+from steadfast_worker.config import WorkerConfig, parse_config
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 15.0
+) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.3)
+
+
+def config(agent: str, task_queue: str) -> WorkerConfig:
+    return parse_config(
+        {
+            "agent": agent,
+            "namespace": "it",
+            "temporal": {"taskQueue": task_queue},
+            "search": {"endpoint": "http://127.0.0.1:1/search"},
+        }
+    )
+
+
+@pytest.fixture
+def agent() -> str:
+    return f"a{uuid.uuid4().hex[:8]}"
+
+
+async def test_starts_are_idempotent_and_observed(
+    temporal_client: Client, task_queue: str, agent: str
+) -> None:
+    cfg = config(agent, task_queue)
+    topics = ["alpha", "beta", "gamma"]
+    first = await runs.start_topics(temporal_client, cfg, topics)
+    again = await runs.start_topics(temporal_client, cfg, topics)
+    assert sorted(first) == sorted(ids.workflow_id("it", agent, t) for t in topics)
+    assert again == []
+
+    # An agent whose name extends this one's must not be counted as this agent's.
+    other = config(agent + "-b", task_queue + "-b")
+    await runs.start_topics(temporal_client, other, ["alpha"])
+
+    cache = runs.RunCache()
+    seen = await eventually(
+        lambda: runs.observe(temporal_client, cfg, topics, cache, query_running=False),
+        lambda rs: len(rs) == 3,
+    )
+    assert sorted(r.topic for r in seen) == topics
+    assert all(r.running and r.phase == "Running" for r in seen)
+
+
+async def test_backlog_and_stats_shared(
+    temporal_client: Client, task_queue: str, agent: str
+) -> None:
+    cfg = config(agent, task_queue)
+    await runs.start_topics(temporal_client, cfg, ["one", "two", "three", "four"])
+    stats = taskqueues.QueueStats(max_age=60.0)
+    info = await eventually(
+        lambda: stats.get(temporal_client, task_queue, fresh=True), lambda i: i.backlog >= 4
+    )
+    assert info.backlog == 4
+    assert info.pollers == 0
+    calls = stats.calls
+    # Many agents asking at once for the same queue cost one describe.
+    answers = await asyncio.gather(*(stats.get(temporal_client, task_queue) for _ in range(20)))
+    assert {a.backlog for a in answers} == {4}
+    assert stats.calls == calls
+
+
+async def test_cancel_policy(temporal_client: Client, task_queue: str, agent: str) -> None:
+    cfg = config(agent, task_queue)
+    await runs.start_topics(temporal_client, cfg, ["keep", "drop"])
+    cache = runs.RunCache()
+    await eventually(
+        lambda: runs.observe(temporal_client, cfg, ["keep", "drop"], cache, query_running=False),
+        lambda rs: len(rs) == 2,
+    )
+    assert await runs.stop_topics(temporal_client, cfg, ["drop"], "Abandon") == 1
+    assert await runs.stop_topics(temporal_client, cfg, ["drop"], "Cancel") == 1
+
+    async def cancel_requested(topic: str) -> bool:
+        handle = temporal_client.get_workflow_handle(ids.workflow_id("it", agent, topic))
+        events = [e.event_type async for e in handle.fetch_history_events()]
+        return EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
+
+    assert await cancel_requested("drop")
+    assert not await cancel_requested("keep")
+
+
+async def test_schedules_follow_the_spec(
+    temporal_client: Client, task_queue: str, agent: str
+) -> None:
+    cfg = config(agent, task_queue)
+    sched = runs.schedule_id(ids.workflow_id("it", agent, "weekly"))
+    await runs.sync_schedules(temporal_client, cfg, ["weekly"], "0 6 * * 1", [], paused=False)
+    desc = await temporal_client.get_schedule_handle(sched).describe()
+    # The server stores a cron as calendar specs.
+    (cal,) = desc.schedule.spec.calendars
+    assert (cal.hour[0].start, cal.day_of_week[0].start) == (6, 1)
+    assert not desc.schedule.state.paused
+
+    await runs.sync_schedules(temporal_client, cfg, ["weekly"], "0 7 * * *", [], paused=True)
+    desc = await temporal_client.get_schedule_handle(sched).describe()
+    (cal,) = desc.schedule.spec.calendars
+    assert cal.hour[0].start == 7
+    assert desc.schedule.state.paused
+
+    await runs.sync_schedules(temporal_client, cfg, [], "0 7 * * *", ["weekly"], paused=False)
+    with pytest.raises(RPCError) as err:
+        await temporal_client.get_schedule_handle(sched).describe()
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_bad_cron_is_refused_by_temporal(
+    temporal_client: Client, task_queue: str, agent: str
+) -> None:
+    cfg = config(agent, task_queue)
+    with pytest.raises(RPCError):
+        await runs.sync_schedules(temporal_client, cfg, ["t"], "99 * * * *", [], paused=False)
