@@ -26,9 +26,9 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 15.0
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 15.0
 ) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await probe()
         if ok(value) or asyncio.get_running_loop().time() > deadline:
