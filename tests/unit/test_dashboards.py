@@ -1,0 +1,236 @@
+"""The Grafana dashboards' JSON, checked for the mistakes Grafana shows no error for.
+
+A panel whose query names a metric nobody exports is silently empty, a duplicate
+panel id makes Grafana drop one of them, and a variable a query uses but the
+dashboard does not define turns the query into a syntax error at view time. The
+worker's metric names are read from its own registry, so renaming one there
+fails here; the chart ships copies of the JSON, and they must not drift.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steadfast_worker.metrics import Metrics
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "dashboards"
+CHART_DASHBOARDS = REPO / "charts" / "steadfast" / "dashboards"
+FILES = sorted(DASHBOARDS.glob("*.json"))
+
+
+def worker_metric_names() -> set[str]:
+    """Series names the worker exposes, derived from its registry's metric families."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names |= {f"{family.name}_{s}" for s in ("bucket", "sum", "count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+#: DESIGN §4's operator metrics. steadfast_agent_cost_usd carries window="today"|"total";
+#: steadfast_agent_budget_usd (spec.budget.maxUSDPerDay) and the backlog age are what the
+#: budget and backlog-age panels and alerts need beyond §4's list.
+OPERATOR_METRICS = {
+    "steadfast_reconcile_total",
+    "steadfast_reconcile_duration_seconds_bucket",
+    "steadfast_reconcile_duration_seconds_sum",
+    "steadfast_reconcile_duration_seconds_count",
+    "steadfast_task_queue_backlog",
+    "steadfast_task_queue_backlog_age_seconds",
+    "steadfast_workers_desired",
+    "steadfast_workers_ready",
+    "steadfast_scale_events_total",
+    "steadfast_agent_cost_usd",
+    "steadfast_agent_budget_usd",
+}
+
+#: The Temporal Python SDK's own series (temporalio 1.35, PrometheusConfig with
+#: counters_total_suffix=True as steadfast_worker.metrics.sdk_runtime sets it):
+#: histograms are in milliseconds and carry no unit suffix, unlike the server's
+#: metrics that Temporal's published dashboards use.
+TEMPORAL_SDK_METRICS = {
+    f"temporal_{base}_{suffix}"
+    for base in (
+        "activity_execution_latency",
+        "activity_schedule_to_start_latency",
+        "activity_succeed_endtoend_latency",
+        "workflow_endtoend_latency",
+        "workflow_task_execution_latency",
+        "workflow_task_schedule_to_start_latency",
+    )
+    for suffix in ("bucket", "sum", "count")
+} | {"temporal_workflow_completed_total", "temporal_workflow_failed_total"}
+
+#: Prometheus' own per-target series.
+PROMETHEUS_METRICS = {"up"}
+
+
+def known_metric_names() -> set[str]:
+    return worker_metric_names() | OPERATOR_METRICS | TEMPORAL_SDK_METRICS | PROMETHEUS_METRICS
+
+
+#: Grafana's built-in variables, which dashboards use but never define.
+BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s"}
+
+METRIC_TOKEN = re.compile(r"\b((?:steadfast|temporal)_[a-z0-9_]+|up)\b(?=\s*[{\[),])")
+VARIABLE = re.compile(r"\$\{?(\w+)")
+
+
+def metric_names_in(expr: str) -> set[str]:
+    # Label values are quoted and may contain anything; drop them before scanning.
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    return set(METRIC_TOKEN.findall(unquoted))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable."""
+    out = [
+        (f"panel {p['id']} {p['title']!r}", t["expr"])
+        for p in panels(dashboard)
+        for t in p.get("targets", [])
+    ]
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            out.append((f"variable {var['name']}", var["query"]["query"]))
+    return out
+
+
+def test_both_dashboards_exist_and_the_chart_copies_match() -> None:
+    assert [p.name for p in FILES] == ["steadfast-cost.json", "steadfast-reliability.json"]
+    chart_files = sorted(p.name for p in CHART_DASHBOARDS.glob("*.json"))
+    assert chart_files == [p.name for p in FILES]
+    drifted = [p.name for p in FILES if p.read_bytes() != (CHART_DASHBOARDS / p.name).read_bytes()]
+    assert not drifted, f"charts/steadfast/dashboards/ differs from dashboards/: {drifted}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_panel_ids_are_unique_and_the_grid_does_not_overlap(path: Path) -> None:
+    dashboard = load(path)
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids: {ids}"
+    cells: dict[tuple[int, int], int] = {}
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps panel {cells[(x, y)]}"
+                cells[(x, y)] = panel["id"]
+
+
+def test_dashboard_uids_are_unique() -> None:
+    uids = [load(p)["uid"] for p in FILES]
+    assert len(uids) == len(set(uids))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_variables_are_datasource_namespace_and_agent_and_chain(path: Path) -> None:
+    variables = {v["name"]: v for v in load(path)["templating"]["list"]}
+    assert list(variables) == ["datasource", "namespace", "agent"]
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "agent"):
+        var = variables[name]
+        assert var["type"] == "query"
+        assert var["datasource"]["uid"] == "${datasource}"
+        assert var["includeAll"], f"{name} must offer All"
+        assert var["multi"], f"{name} must allow several values"
+        assert var["allValue"] == ".*", "All must become a regex that the =~ matchers accept"
+        assert var["query"]["query"] == var["definition"]
+    # The agent list follows the chosen namespaces.
+    assert "$namespace" in variables["agent"]["query"]["query"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_query_uses_only_defined_variables(path: Path) -> None:
+    dashboard = load(path)
+    defined = {v["name"] for v in dashboard["templating"]["list"]} | BUILTIN_VARIABLES
+    for where, expr in queries(dashboard):
+        undefined = set(VARIABLE.findall(expr)) - defined
+        assert not undefined, f"{where} uses undefined variables {undefined}: {expr}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_panel_is_on_the_chosen_datasource_and_filters_by_namespace_and_agent(
+    path: Path,
+) -> None:
+    for panel in panels(load(path)):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], f"{panel['title']!r} has no query"
+        assert panel.get("description"), f"{panel['title']!r} has no description"
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            # The operator's own series are global; everything else is per agent.
+            if not all(m.startswith("steadfast_reconcile") for m in metric_names_in(expr)):
+                assert 'namespace=~"$namespace"' in expr, f"{panel['title']!r}: {expr}"
+                assert 'agent=~"$agent"' in expr, f"{panel['title']!r}: {expr}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_query_references_only_known_metrics(path: Path) -> None:
+    known = known_metric_names()
+    for where, expr in queries(load(path)):
+        used = metric_names_in(expr)
+        assert used, f"{where} names no metric: {expr}"
+        unknown = used - known
+        assert not unknown, f"{where} uses unknown metrics {unknown}"
+
+
+def test_the_metric_scanner_finds_names_and_ignores_label_values() -> None:
+    expr = 'sum(rate(steadfast_llm_cost_usd_total{job="steadfast_fake_total"}[5m])) or up{}'
+    assert metric_names_in(expr) == {"steadfast_llm_cost_usd_total", "up"}
+
+
+def test_the_dashboards_cover_the_issue_list() -> None:
+    """Cost and Reliability show what issue 5 lists: one metric per promised panel."""
+    cost = " ".join(e for _, e in queries(load(DASHBOARDS / "steadfast-cost.json")))
+    for metric in (
+        "steadfast_llm_cost_usd_total",
+        "steadfast_llm_tokens_total",
+        "steadfast_run_cost_usd_bucket",
+        "steadfast_llm_retry_cost_usd_total",
+        "steadfast_agent_cost_usd",
+    ):
+        assert metric in cost, metric
+    reliability = " ".join(e for _, e in queries(load(DASHBOARDS / "steadfast-reliability.json")))
+    for metric in (
+        "steadfast_activity_attempts_total",
+        "steadfast_activity_retries_total",
+        "steadfast_runs_total",
+        "steadfast_task_queue_backlog",
+        "steadfast_workers_desired",
+        "steadfast_workers_ready",
+        "steadfast_scale_events_total",
+        "temporal_activity_execution_latency_bucket",
+        "temporal_workflow_endtoend_latency_bucket",
+    ):
+        assert metric in reliability, metric
