@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_dashboards import known_metric_names, metric_names_in
+from tests.unit.test_dashboards import known_metric_names, metric_names_in
 
 pytestmark = pytest.mark.unit
 
