@@ -1,0 +1,163 @@
+"""Idempotent apply: write a child only when a field the operator owns differs.
+
+A reconcile renders every child and compares it with the live object field by
+field, over the fields the operator rendered only (the API server adds
+defaults and status; other controllers add annotations). Equal means no
+request beyond the GET, so an unchanged resync writes nothing. Different means
+one PUT that keeps what others own: the Deployment's replicas (the autoscaler
+writes them through the scale subresource), a Service's cluster IPs, and
+labels and annotations the operator did not render.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from steadfast_operator.kube import Kube, path
+
+Obj = dict[str, Any]
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+_SUFFIX = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+#: Parents whose values are resource quantities the API server canonicalises
+#: ("0.5" comes back as "500m"), compared by value instead of spelling.
+_QUANTITY_PARENTS = frozenset({"requests", "limits"})
+
+#: Optional kinds: deleted when the spec no longer asks for them.
+OPTIONAL_KINDS = ("PodDisruptionBudget", "ScaledObject")
+
+
+def quantity(value: object) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    if not isinstance(value, str):
+        return None
+    m = _QUANTITY.match(value.strip())
+    if not m or m.group(2) not in _SUFFIX:
+        return None
+    try:
+        return Decimal(m.group(1)) * _SUFFIX[m.group(2)]
+    except InvalidOperation:
+        return None
+
+
+def covers(live: object, desired: object, at: tuple[str, ...] = ()) -> bool:
+    """Whether ``live`` already holds everything ``desired`` says (extra live fields ok)."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(k in live and covers(live[k], v, (*at, k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return False
+        return all(covers(lv, dv, at) for lv, dv in zip(live, desired, strict=True))
+    if live == desired:
+        return True
+    if len(at) >= 2 and at[-2] in _QUANTITY_PARENTS:
+        q_live, q_desired = quantity(live), quantity(desired)
+        return q_live is not None and q_live == q_desired
+    return False
+
+
+def owned_view(obj: Obj) -> Obj:
+    """The part of a rendered object the operator owns (and compares)."""
+    view = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+    if obj.get("kind") == "Deployment":
+        view["spec"] = {k: v for k, v in obj["spec"].items() if k != "replicas"}
+    return view
+
+
+def merged_for_replace(desired: Obj, live: Obj) -> Obj:
+    """The body of a PUT: ``desired`` plus what others own on ``live``."""
+    body = {**desired, "metadata": dict(desired["metadata"])}
+    meta = body["metadata"]
+    live_meta = live.get("metadata", {})
+    meta["resourceVersion"] = live_meta.get("resourceVersion")
+    meta["labels"] = {**(live_meta.get("labels") or {}), **(meta.get("labels") or {})}
+    annotations = {**(live_meta.get("annotations") or {}), **(meta.get("annotations") or {})}
+    if annotations:
+        meta["annotations"] = annotations
+    kind = desired.get("kind")
+    if kind == "Deployment":
+        body["spec"] = {**desired["spec"], "replicas": live.get("spec", {}).get("replicas")}
+    elif kind == "Service":
+        spec = dict(desired["spec"])
+        for key in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            if key in live.get("spec", {}):
+                spec[key] = live["spec"][key]
+        body["spec"] = spec
+    return body
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+async def apply_one(kube: Kube, desired: Obj, result: ApplyResult) -> Obj:
+    meta = desired["metadata"]
+    url = path(desired["kind"], meta["namespace"], meta["name"])
+    label = f"{desired['kind']}/{meta['name']}"
+    live = await kube.get(url)
+    if live is None:
+        result.created.append(label)
+        return await kube.create(path(desired["kind"], meta["namespace"]), desired)
+    if covers(live, owned_view(desired)):
+        result.unchanged.append(label)
+        return live
+    result.updated.append(label)
+    return await kube.replace(url, merged_for_replace(desired, live))
+
+
+async def apply_children(
+    kube: Kube, desired: list[Obj], namespace: str, name: str, owner_uid: str
+) -> ApplyResult:
+    """Apply every desired child; delete optional kinds no longer desired (if ours).
+
+    ``name`` is the optional children's name (they share the Deployment's).
+    """
+    result = ApplyResult()
+    for obj in desired:
+        await apply_one(kube, obj, result)
+    wanted = {o["kind"] for o in desired}
+    for kind in OPTIONAL_KINDS:
+        if kind in wanted:
+            continue
+        url = path(kind, namespace, name)
+        # Without KEDA installed this GET is a 404 for the whole API group: same answer.
+        live = await kube.get(url)
+        if live is None:
+            continue
+        owners = live.get("metadata", {}).get("ownerReferences") or []
+        if any(o.get("uid") == owner_uid for o in owners) and await kube.delete(url):
+            result.deleted.append(f"{kind}/{name}")
+    return result
