@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 from anthropic.types import ServerToolUseBlock, TextBlock, WebSearchToolResultBlock
 from tests.support.sim import SimHandle, running_sim
@@ -251,3 +252,43 @@ async def test_a_stream_cut_short_is_not_served_and_the_retry_is(sim: SimHandle)
     assert sim.served() == {"wf-1/analyse": 1}
     assert sim.attempts() == {"wf-1/analyse": 2}
     assert sim.entries("llm")[0]["key_source"] == "x-steadfast-request-key"
+
+
+async def _read_stream(client: anthropic.AsyncAnthropic, seen: list[str]) -> None:
+    async with client.messages.stream(model=MODEL, max_tokens=2000, messages=_user(REPORT)) as s:
+        async for text in s.text_stream:
+            seen.append(text)
+
+
+async def test_stream_error_ends_a_stream_with_an_overloaded_error_event(sim: SimHandle) -> None:
+    sim.set_faults({"llm": {"first_n": 2, "kind": "stream_error"}})
+    client = _client(sim)
+    seen: list[str] = []
+    # Mid-stream the SDK raises a plain APIStatusError carrying the HTTP 200 of the
+    # stream: the error type is only in the body, which is what a worker must read.
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await _read_stream(client, seen)
+    assert seen
+    assert caught.value.status_code == 200
+    assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    with pytest.raises(anthropic.OverloadedError):
+        await client.messages.create(model=MODEL, max_tokens=2000, messages=_user(REPORT))
+    assert [(e["fault"], e["outcome"]) for e in sim.entries("llm")] == [
+        ("stream_error", "fault"),
+        ("stream_error", "fault"),
+    ]
+    assert sim.served() == {}
+
+
+async def test_disconnect_drops_the_connection(sim: SimHandle) -> None:
+    sim.set_faults({"llm": {"first_n": 2, "kind": "disconnect"}})
+    client = _client(sim)
+    with pytest.raises(anthropic.APIConnectionError):
+        await client.messages.create(model=MODEL, max_tokens=2000, messages=_user(REPORT))
+    # Mid-stream, the SDK lets the transport's own error through unwrapped.
+    with pytest.raises(httpx2.TransportError):
+        await _read_stream(client, [])
+    assert sim.served() == {}
+    await client.messages.create(model=MODEL, max_tokens=2000, messages=_user(REPORT))
+    assert list(sim.served().values()) == [1]
+    assert [e["attempt"] for e in sim.entries("llm")] == [1, 2, 3]

@@ -88,6 +88,14 @@ async def test_bad_json_is_a_200_that_does_not_parse(
         json.loads(answer.text)
 
 
+async def test_disconnect_and_stream_error_faults(sim: SimHandle, http: httpx.AsyncClient) -> None:
+    sim.set_faults({"search": {"sequence": ["disconnect", "stream_error"]}})
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get(sim.search_url, params={"q": "storms"})
+    assert (await http.get(sim.search_url, params={"q": "storms"})).status_code == 500
+    assert (await http.get(sim.search_url, params={"q": "storms"})).status_code == 200
+
+
 async def test_hang_holds_the_client_until_it_gives_up(sim: SimHandle) -> None:
     sim.set_faults({"search": {"first_n": 1, "kind": "hang"}})
     async with httpx.AsyncClient(headers={"x-api-key": "search-key"}, timeout=0.3) as quick:

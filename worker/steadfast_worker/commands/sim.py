@@ -34,6 +34,8 @@ _FAULT_HELP = {
     "400": "400 invalid request",
     "401": "401 authentication error",
     "bad_json": "200 with output that does not parse as JSON",
+    "stream_error": "an overloaded_error event mid-stream (529 when not streaming)",
+    "disconnect": "a dropped connection (mid-stream, or before any answer)",
 }
 
 

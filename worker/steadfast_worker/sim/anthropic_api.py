@@ -18,7 +18,15 @@ from typing import Any
 from aiohttp import web
 
 from steadfast_worker.sim import content, messages
-from steadfast_worker.sim.state import STATE, SimState, error_response, pause, preamble
+from steadfast_worker.sim.requestlog import Entry
+from steadfast_worker.sim.state import (
+    STATE,
+    SimState,
+    drop_connection,
+    error_response,
+    pause,
+    preamble,
+)
 
 
 def _error_body(status: int, message: str) -> Mapping[str, object]:
@@ -46,31 +54,58 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
 
     cache = messages.cache_use(messages.account_input(body), state.is_cached)
     reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
-    msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
-    model = str(body["model"])
-    plan = state.plans["llm"]
     entry.usage = reply.usage
+    msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
+    events = messages.sse_events(reply, msg_id, str(body["model"]))
+    if stream:
+        return await _answer_stream(request, state, entry, events, cache)
+    if fault == "disconnect":
+        state.log.finish(entry, "fault", None)
+        return drop_connection(request)
+    if fault == "stream_error":
+        state.log.finish(entry, "fault", 529)
+        retry_after = state.plans["llm"].retry_after
+        return error_response(529, "simulated overload", _error_body, retry_after)
+    # A whole answer takes as long as its stream would have.
+    deltas = sum(1 for name, _ in events if name == "content_block_delta")
+    generating = state.plans["llm"].chunk_delay_ms * deltas / 1000
+    if generating and not await pause(request, generating, state.stopping):
+        state.log.finish(entry, "aborted", None)
+        return web.Response(status=499)
+    _remember(state, cache)
+    state.log.finish(entry, "served", 200)
+    return web.json_response(messages.message_json(reply, msg_id, str(body["model"])))
 
-    if not stream:
-        chunks = len(reply.text) // messages.CHUNK_CHARS + 1
-        generating = plan.chunk_delay_ms * chunks / 1000
-        if generating and not await pause(request, generating, state.stopping):
-            state.log.finish(entry, "aborted", None)
-            return web.Response(status=499)
-        _remember(state, cache)
-        state.log.finish(entry, "served", 200)
-        return web.json_response(messages.message_json(reply, msg_id, model))
 
+async def _answer_stream(
+    request: web.Request,
+    state: SimState,
+    entry: Entry,
+    events: list[tuple[str, dict[str, object]]],
+    cache: messages.CacheUse,
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
     )
     await response.prepare(request)
-    delay = plan.chunk_delay_ms / 1000
+    delay = state.plans["llm"].chunk_delay_ms / 1000
+    # Stream faults strike halfway through the text, after the client has seen some.
+    deltas = [i for i, (name, _) in enumerate(events) if name == "content_block_delta"]
+    cut = deltas[len(deltas) // 2] if entry.fault in ("stream_error", "disconnect") else -1
     try:
-        for event, data in messages.sse_events(reply, msg_id, model):
+        for index, (event, data) in enumerate(events):
             slow = event == "content_block_delta" and delay
             if slow and not await pause(request, delay, state.stopping):
                 raise ConnectionResetError("client left mid-stream")
+            if index == cut:
+                state.log.finish(entry, "fault", 200)
+                if entry.fault == "disconnect":
+                    drop_connection(request)
+                    return response
+                error = messages.error_json(529, "simulated overload mid-stream")
+                await response.write(messages.encode_sse("error", error))
+                await response.write_eof()
+                return response
             await response.write(messages.encode_sse(event, data))
         await response.write_eof()
     except ConnectionError:

@@ -21,10 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Final, Literal, get_args
 
-FaultKind = Literal["429", "500", "529", "timeout", "hang", "400", "401", "bad_json"]
+FaultKind = Literal[
+    "429", "500", "529", "timeout", "hang", "400", "401", "bad_json", "stream_error", "disconnect"
+]  # fmt: skip
 
 #: Every fault kind, in the order rates are laid out on the unit interval.
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
+
+#: Faults the services shape themselves, because what they look like depends on the
+#: answer: ``bad_json`` breaks the output; ``stream_error`` ends a stream with an
+#: ``overloaded_error`` event (a non-streamed call gets 529, search 500);
+#: ``disconnect`` drops the connection (mid-stream, or before any answer).
+SERVICE_FAULTS: Final[frozenset[FaultKind]] = frozenset({"bad_json", "stream_error", "disconnect"})
 
 #: Fault kinds answered with an HTTP error status, and that status.
 ERROR_STATUS: Final[Mapping[FaultKind, int]] = {

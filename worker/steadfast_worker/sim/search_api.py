@@ -7,7 +7,8 @@ Real search APIs differ in shape; this one is the contract of Steadfast's
 results for the same query. When the simulator has a search API key, requests
 must send it as ``x-api-key`` or ``Authorization: Bearer``. Errors are
 ``{"error": {"type": ..., "message": ...}}`` with the fault's HTTP status;
-``bad_json`` answers 200 with a body that does not parse.
+``bad_json`` answers 200 with a body that does not parse, ``stream_error`` 500,
+``disconnect`` closes the connection without an answer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Final
 from aiohttp import web
 
 from steadfast_worker.sim import content
-from steadfast_worker.sim.state import STATE, error_response, preamble
+from steadfast_worker.sim.state import STATE, drop_connection, error_response, preamble
 
 DEFAULT_COUNT: Final = 5
 MAX_COUNT: Final = 20
@@ -66,6 +67,12 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
     if isinstance(parsed, str):
         state.log.finish(entry, "rejected", 400)
         return error_response(400, parsed, _error_body)
+    if fault == "disconnect":
+        state.log.finish(entry, "fault", None)
+        return drop_connection(request)
+    if fault == "stream_error":
+        state.log.finish(entry, "fault", 500)
+        return error_response(500, "simulated upstream failure", _error_body)
     query, count = parsed
     answer = json.dumps({"query": query, "results": content.search_results(query, count)})
     if fault == "bad_json":

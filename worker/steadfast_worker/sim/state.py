@@ -19,6 +19,7 @@ from aiohttp import web
 
 from steadfast_worker.sim.faults import (
     ERROR_STATUS,
+    SERVICE_FAULTS,
     FaultKind,
     ServicePlan,
     choose_fault,
@@ -153,6 +154,13 @@ async def pause(request: web.Request, seconds: float, stopping: asyncio.Event) -
         await asyncio.sleep(min(POLL_S, left))
 
 
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the connection without an answer (the returned response is never sent)."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=499)
+
+
 def error_response(
     status: int, message: str, error_body: ErrorBody, retry_after: float | None = None
 ) -> web.Response:
@@ -174,8 +182,8 @@ async def preamble(
 ) -> web.StreamResponse | None:
     """Latency, authentication and HTTP-level faults; a response ends the attempt here.
 
-    Returns None when the attempt should be answered normally (``bad_json`` is
-    left to the service, which alone knows what broken output looks like).
+    Returns None when the service should answer; it also shapes the faults in
+    ``SERVICE_FAULTS``, since only it knows what its broken output looks like.
     """
     plan = state.plans[service]
     if plan.latency_ms and not await pause(request, plan.latency_ms / 1000, state.stopping):
@@ -184,7 +192,7 @@ async def preamble(
     if plan.api_key and presented_key(request) != plan.api_key:
         state.log.finish(entry, "rejected", 401)
         return error_response(401, "invalid x-api-key", error_body)
-    if fault is None or fault == "bad_json":
+    if fault is None or fault in SERVICE_FAULTS:
         return None
     if fault in ERROR_STATUS:
         status = ERROR_STATUS[fault]
