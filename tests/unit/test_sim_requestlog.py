@@ -42,7 +42,9 @@ def test_served_counts_only_complete_successes() -> None:
     assert log.served_counts("llm") == {"k": 1}
     assert log.attempt_counts("llm") == {"k": 3}
     shown = log.to_json(service="llm")
-    assert [e["outcome"] for e in shown["entries"]] == ["fault", "aborted", "served"]  # type: ignore[index, union-attr]
+    entries = shown["entries"]
+    assert isinstance(entries, list)
+    assert [e["outcome"] for e in entries] == ["fault", "aborted", "served"]
 
 
 def test_restarting_attempts_keeps_the_log() -> None:
@@ -89,3 +91,10 @@ def test_help_documents_every_fault_flag() -> None:
                  "--seed", "--search-api-key", "--llm-429-rate", "--llm-hang-rate",
                  "--llm-timeout-rate", "--search-500-rate", "--search-bad-json-rate"):  # fmt: skip
         assert flag in text
+
+
+def test_api_keys_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEADFAST_SIM_LLM_API_KEY", "from-env")
+    config = sim_command.config_from_args(_args())
+    assert (config.llm.api_key, config.search.api_key) == ("from-env", "")
+    assert sim_command.config_from_args(_args("--llm-api-key", "flag")).llm.api_key == "flag"

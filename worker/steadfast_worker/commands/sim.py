@@ -43,7 +43,18 @@ def _dest(service: str, kind: str) -> str:
     return f"{service}_{kind}_rate"
 
 
+EPILOG = (
+    "The Anthropic base_url is the server root (POST /v1/messages); search is GET or POST "
+    "/search. A prompt containing 'JSON array' (e.g. 'Return a JSON array of 4 search "
+    "queries') gets a JSON array of queries, any other prompt a markdown report. While "
+    "running: GET /_sim/health, GET|POST /_sim/faults (e.g. "
+    '{"llm": {"first_n": 2, "kind": "429", "retry_after": 1}}), GET /_sim/log '
+    "(attempts and served counts per logical request), POST /_sim/reset."
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument(
         "--port", type=int, default=8089, help="TCP port for both services; 0 picks a free one"
@@ -72,11 +83,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="how long a `timeout` fault stalls before answering 504",
     )
+    # Keys may come from the environment so they stay out of process listings.
     parser.add_argument(
-        "--llm-api-key", default="", help="if set, Messages API calls must send this x-api-key"
+        "--llm-api-key",
+        default=None,
+        help="if set, Messages API calls must send this x-api-key (env STEADFAST_SIM_LLM_API_KEY)",
     )
     parser.add_argument(
-        "--search-api-key", default="", help="if set, search calls must send this key"
+        "--search-api-key",
+        default=None,
+        help="if set, search calls must send it as x-api-key or a bearer token "
+        "(env STEADFAST_SIM_SEARCH_API_KEY)",
     )
     for service, name in _SERVICES.items():
         group = parser.add_argument_group(f"{service} faults", f"fault rates of {name}")
@@ -106,6 +123,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _api_key(args: argparse.Namespace, service: str) -> str:
+    flag: str | None = getattr(args, f"{service}_api_key")
+    if flag is not None:
+        return flag
+    return os.environ.get(f"STEADFAST_SIM_{service.upper()}_API_KEY", "")
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The start-up configuration the flags describe; ValueError names a bad flag."""
     plans: dict[str, ServicePlan] = {}
@@ -117,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             "timeout_s": args.timeout_seconds,
             "latency_ms": args.latency_ms,
             "chunk_delay_ms": args.chunk_delay_ms if service == "llm" else 0,
-            "api_key": getattr(args, f"{service}_api_key"),
+            "api_key": _api_key(args, service),
         }
         first_n = getattr(args, f"{service}_first_n")
         if first_n:
