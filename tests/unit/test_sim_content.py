@@ -42,6 +42,7 @@ def test_topic_falls_back_to_the_first_line_of_the_user_message() -> None:
         "solar storage prices"
     )
     assert content.topic_of("Topic: a\nTopic: b", "x") == "b"
+    assert content.topic_of("Research topic: ocean heat\nmore", "x") == "ocean heat"
 
 
 def test_same_request_same_answer_and_different_topics_differ() -> None:

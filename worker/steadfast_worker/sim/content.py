@@ -8,9 +8,9 @@ instructions, so the worker's prompts need no simulator-specific branches):
   contains the marker ``JSON array`` -- e.g. "Return a JSON array of 4 search
   queries" -- the answer is a bare JSON array of query strings, no prose and no
   code fence. Its length is the number written before ``queries`` ("4 search
-  queries", "5 queries"), else 3, capped at 20. The topic is taken from the last
-  line of the form ``Topic: ...``, else from the first line of the last user
-  message.
+  queries", "5 queries"), else 3, capped at 20. The topic is what follows the
+  last ``Topic:`` (case-insensitive, to the end of its line; "Research topic: X"
+  works too), else the first line of the last user message.
 * **Reports.** Any other prompt gets a markdown report on the topic, a few hundred
   words long, that cites the ``http(s)://`` URLs found in the prompt (the search
   results the worker passes in).
@@ -34,7 +34,7 @@ DEFAULT_QUERY_COUNT: Final = 3
 MAX_QUERY_COUNT: Final = 20
 
 _COUNT_RE: Final = re.compile(r"(\d+)\s+(?:[a-z-]+\s+){0,2}queries", re.IGNORECASE)
-_TOPIC_RE: Final = re.compile(r"^\s*topic\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_TOPIC_RE: Final = re.compile(r"\btopic\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _URL_RE: Final = re.compile(r"https?://[^\s)\]\"'<>,]+")
 
 _QUERY_ANGLES: Final = (
@@ -143,7 +143,7 @@ def query_count(text: str) -> int:
 
 
 def topic_of(text: str, fallback: str = "") -> str:
-    """The research topic: the last ``Topic:`` line, else the first line of ``fallback``."""
+    """The research topic: after the last ``Topic:``, else the first line of ``fallback``."""
     found = _TOPIC_RE.findall(text)
     if found:
         return str(found[-1]).strip("\"'")
