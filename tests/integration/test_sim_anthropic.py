@@ -205,6 +205,29 @@ async def test_bad_json_fault_breaks_only_the_faulted_attempts(sim: SimHandle) -
     assert len(json.loads(fixed.content[0].text)) == 4  # type: ignore[union-attr]
 
 
+async def test_service_scope_fails_the_next_matching_call_whatever_its_key(
+    sim: SimHandle,
+) -> None:
+    sim.set_faults(
+        {"llm": {"first_n": 1, "kind": "bad_json", "scope": "service", "match": "JSON array"}}
+    )
+    client = _client(sim)
+    await client.messages.create(model=MODEL, max_tokens=500, messages=_user(REPORT))
+    asks = []
+    for ask in (1, 2):
+        reply = await client.messages.create(
+            model=MODEL,
+            max_tokens=500,
+            messages=_user(QUERIES),
+            extra_headers={"x-steadfast-request-key": f"wf/act/ask{ask}"},
+        )
+        asks.append(reply.content[0].text)  # type: ignore[union-attr]
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(asks[0])
+    assert len(json.loads(asks[1])) == 4
+    assert [e["fault"] for e in sim.entries("llm")] == [None, "bad_json", None]
+
+
 async def test_web_search_tool_blocks_parse_into_sdk_types(sim: SimHandle) -> None:
     client = _client(sim)
     tools: Any = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]

@@ -101,3 +101,12 @@ def test_every_fault_kind_is_accepted_in_the_json_form() -> None:
     for kind in FAULT_KINDS:
         plan = update_plan(ServicePlan(), {"first_n": 1, "kind": kind}, "llm")
         assert choose_fault(plan, seed=0, key="k", attempt=1, text="") == kind
+
+
+def test_service_scope_counts_matching_requests_whatever_their_keys() -> None:
+    plan = update_plan(ServicePlan(), {"first_n": 1, "kind": "bad_json", "scope": "service"}, "llm")
+    assert plan.scope == "service"
+    assert choose_fault(plan, seed=0, key="ask1", attempt=1, text="", ordinal=1) == "bad_json"
+    assert choose_fault(plan, seed=0, key="ask2", attempt=1, text="", ordinal=2) is None
+    with pytest.raises(ValueError, match=r"llm\.scope"):
+        update_plan(ServicePlan(), {"scope": "global"}, "llm")

@@ -57,6 +57,11 @@ class ServicePlan:
     ``first_n=2, kind="429"`` in the JSON form is shorthand for ``("429", "429")``.
     Attempts past the sequence fall through to ``rates``."""
 
+    scope: Literal["key", "service"] = "key"
+    """What ``sequence`` counts: attempts of each logical request (``key``), or all
+    requests to the service that pass ``match`` since the plan was set
+    (``service``: "the next two query-generation calls fail", whatever their keys)."""
+
     match: str = ""
     """When set, faults apply only to requests whose prompt or query contains this
     text (case-insensitive), so a test can target one step of the workflow."""
@@ -85,14 +90,25 @@ def draw(seed: int, key: str, attempt: int) -> float:
     return int.from_bytes(digest[:8], "big") / float(1 << 64)
 
 
+def matches(plan: ServicePlan, text: str) -> bool:
+    """Whether the plan's faults apply to a request with this prompt or query."""
+    return not plan.match or plan.match.lower() in text.lower()
+
+
 def choose_fault(
-    plan: ServicePlan, *, seed: int, key: str, attempt: int, text: str
+    plan: ServicePlan, *, seed: int, key: str, attempt: int, text: str, ordinal: int = 0
 ) -> FaultKind | None:
-    """The fault for the ``attempt``-th (1-based) attempt of request ``key``, or None."""
-    if plan.match and plan.match.lower() not in text.lower():
+    """The fault for the ``attempt``-th (1-based) attempt of request ``key``, or None.
+
+    ``ordinal`` is the request's 1-based position among the service's matching
+    requests since the plan was set; it indexes ``sequence`` when ``scope`` is
+    ``service``.
+    """
+    if not matches(plan, text):
         return None
-    if 1 <= attempt <= len(plan.sequence):
-        return plan.sequence[attempt - 1]
+    position = ordinal if plan.scope == "service" else attempt
+    if 1 <= position <= len(plan.sequence):
+        return plan.sequence[position - 1]
     point = draw(seed, key, attempt)
     edge = 0.0
     for kind in FAULT_KINDS:
@@ -134,7 +150,7 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     """Apply the JSON form of a plan on top of ``base``; raises ValueError naming the field.
 
     Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
-    ``first_n`` + ``kind`` (shorthand for a sequence), ``match``, ``retry_after``,
+    ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``api_key``, and ``clear``
     (true: start from a plan with no faults and no latency instead of ``base``).
     Keys not given keep their value from ``base``.
@@ -160,6 +176,10 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     for name in _PLAIN_FIELDS & set(data):
         number = _as_number(data[name], f"{where}.{name}")
         changes[name] = int(number) if name.endswith("_ms") else number
+    if "scope" in data:
+        if data["scope"] not in ("key", "service"):
+            raise ValueError(f"{where}.scope: expected 'key' or 'service'")
+        changes["scope"] = data["scope"]
     for name in ("match", "api_key"):
         if name in data:
             if not isinstance(data[name], str):
@@ -173,6 +193,7 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
     return {
         "rates": dict(plan.rates),
         "sequence": list(plan.sequence),
+        "scope": plan.scope,
         "match": plan.match,
         "retry_after": plan.retry_after,
         "timeout_s": plan.timeout_s,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -23,6 +24,7 @@ from steadfast_worker.sim.faults import (
     FaultKind,
     ServicePlan,
     choose_fault,
+    matches,
     plan_to_json,
     update_plan,
 )
@@ -62,6 +64,7 @@ class SimState:
         self.seed = config.seed
         self.plans: dict[Service, ServicePlan] = {"llm": config.llm, "search": config.search}
         self.log = RequestLog()
+        self.matched: Counter[Service] = Counter()
         self.cache: dict[str, float] = {}
         self.stopping = asyncio.Event()
 
@@ -70,6 +73,7 @@ class SimState:
         self.seed = self.config.seed
         self.plans = {"llm": self.config.llm, "search": self.config.search}
         self.log.clear()
+        self.matched.clear()
         self.cache.clear()
 
     def update(self, data: Mapping[str, object]) -> None:
@@ -90,6 +94,7 @@ class SimState:
             raise ValueError("seed: expected an integer")
         self.plans, self.seed = plans, seed
         self.log.restart_attempts()
+        self.matched.clear()
 
     def to_json(self) -> dict[str, object]:
         return {"seed": self.seed, **{s: plan_to_json(p) for s, p in self.plans.items()}}
@@ -121,8 +126,16 @@ class SimState:
             stream=stream,
             summary=" ".join(text.split()),
         )
+        plan = self.plans[service]
+        if matches(plan, text):
+            self.matched[service] += 1
         fault = choose_fault(
-            self.plans[service], seed=self.seed, key=key, attempt=entry.attempt, text=text
+            plan,
+            seed=self.seed,
+            key=key,
+            attempt=entry.attempt,
+            text=text,
+            ordinal=self.matched[service],
         )
         entry.fault = fault
         return entry, fault
