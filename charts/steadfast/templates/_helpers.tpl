@@ -24,6 +24,17 @@ The release-qualified name. A release called "steadfast" is not repeated as
 {{- end }}
 {{- end }}
 
+{{/*
+"<fullname>-<component>" cut so the whole name, suffix included, fits in 63
+characters: the fullname gives way, the component suffix stays readable.
+*/}}
+{{- define "steadfast.componentName" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- $room := int (sub 62 (len $component)) }}
+{{- printf "%s-%s" (include "steadfast.fullname" $root | trunc $room | trimSuffix "-") $component }}
+{{- end }}
+
 {{- define "steadfast.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -81,7 +92,7 @@ wins over the tag; an empty tag means the chart's appVersion.
 {{- end }}
 
 {{- define "steadfast.temporal.devName" -}}
-{{- printf "%s-temporal-dev" (include "steadfast.fullname" . | trunc 50 | trimSuffix "-") }}
+{{- include "steadfast.componentName" (list . "temporal-dev") }}
 {{- end }}
 
 {{/*
