@@ -9,7 +9,7 @@ Policy, in the order it is applied:
 
 1. Need: one worker per ``targetBacklogPerWorker`` backlogged tasks (workflow
    and activity queues together), projected ``GROWTH_HORIZON`` seconds ahead
-   when tasks arrive faster than they are dispatched; at least one worker while
+   when tasks arrive faster than polling workers take them; at least one worker while
    any workflow is running, since a running workflow makes no progress without
    one.
 2. Clamp to ``[minReplicas, maxReplicas]``.
@@ -75,7 +75,9 @@ class Decision:
 def need(obs: Observation, limits: Limits) -> int:
     """Workers the current load calls for, before clamping and stabilisation."""
     backlog = float(max(obs.backlog, 0))
-    if backlog > 0 and obs.add_rate > obs.dispatch_rate:
+    # Only project growth when workers are polling and still falling behind: with no
+    # pollers nothing is dispatched, and a burst would look like endless growth.
+    if backlog > 0 and obs.pollers > 0 and obs.add_rate > obs.dispatch_rate:
         backlog += (obs.add_rate - obs.dispatch_rate) * GROWTH_HORIZON
     workers = math.ceil(backlog / limits.target_backlog_per_worker)
     if obs.running_workflows > 0:

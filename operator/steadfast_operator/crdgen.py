@@ -40,6 +40,8 @@ _CRON_RULE = (
     "|@every [0-9]+(s|m|h)"
     "|([0-9*/,?LW#A-Za-z-]+ ){4}[0-9*/,?LW#A-Za-z-]+)$')"
 )
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+_QUANTITY_PATTERN = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 
@@ -75,7 +77,10 @@ def _duration(desc: str, default: str | None) -> Schema:
 
 
 def _obj(desc: str, props: dict[str, Schema], **kw: Any) -> Schema:
-    return {"type": "object", "description": desc, "properties": props, "default": {}, **kw}
+    # The default is spelled out in full: the API server validates a default (CEL
+    # rules included) as written, without applying the defaults nested inside it.
+    default = {k: v["default"] for k, v in props.items() if "default" in v}
+    return {"type": "object", "description": desc, "properties": props, "default": default, **kw}
 
 
 def _secret_ref(what: str) -> Schema:
@@ -270,7 +275,8 @@ def spec_schema() -> Schema:
         "maxProperties": 16,
         "additionalProperties": {
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 64}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": _QUANTITY_PATTERN,
         },
     }
     workers = _obj(

@@ -11,6 +11,7 @@ verb, which the metrics and the "an unchanged resync writes nothing" tests read.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -56,9 +57,14 @@ async def load_config(kubeconfig: str | None) -> k8s.Configuration:
 class Kube:
     """JSON requests on one ``ApiClient``; ``requests`` counts them by verb."""
 
-    def __init__(self, configuration: k8s.Configuration) -> None:
+    def __init__(
+        self,
+        configuration: k8s.Configuration,
+        on_request: Callable[[str], None] | None = None,
+    ) -> None:
         self.api = k8s.ApiClient(configuration)
         self.requests: Counter[str] = Counter()
+        self._on_request = on_request
 
     async def close(self) -> None:
         await self.api.close()
@@ -67,6 +73,8 @@ class Kube:
         self, method: str, url: str, body: Obj | None = None, content_type: str = ""
     ) -> Obj:
         self.requests[method] += 1
+        if self._on_request is not None:
+            self._on_request(method)
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"

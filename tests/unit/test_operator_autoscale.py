@@ -21,7 +21,9 @@ LIMITS = Limits(min_replicas=0, max_replicas=10, target_backlog_per_worker=5, sc
         (Observation(backlog=0, running_workflows=3), 1),
         (Observation(backlog=12, running_workflows=3), 3),
         # Growing backlog: 10 tasks now, net +1/s over the 10 s horizon -> 20 -> 4 workers.
-        (Observation(backlog=10, add_rate=3.0, dispatch_rate=2.0), 4),
+        (Observation(backlog=10, add_rate=3.0, dispatch_rate=2.0, pollers=2), 4),
+        # Without pollers nothing is dispatched: a burst is not growth.
+        (Observation(backlog=10, add_rate=3.0, dispatch_rate=0.0), 2),
         # Draining backlog is not projected.
         (Observation(backlog=10, add_rate=1.0, dispatch_rate=5.0), 2),
     ],
