@@ -7,6 +7,8 @@ the operator and chart tests would be testing a mock in disguise.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,14 @@ import psutil
 import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
-from tests.support.kube import KubeBinaries, KubeCluster, pinned_versions, start_cluster
+from tests.support.kube import (
+    REPO,
+    KubeBinaries,
+    KubeCluster,
+    pinned_versions,
+    start_cluster,
+    sweep_stale_workdirs,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -372,6 +381,43 @@ def test_stopping_a_cluster_leaves_no_process_or_directory(kube_binaries: KubeBi
     cluster.stop()
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
     assert not workdir.exists()
+
+
+OWNER_SCRIPT = """
+import json, sys, time
+from tests.support.kube import KubeBinaries, start_cluster
+cluster = start_cluster(nodes=1, binaries=KubeBinaries(__import__("pathlib").Path(sys.argv[1])))
+print(json.dumps({"pids": list(cluster.pids().values()), "workdir": str(cluster.workdir)}))
+sys.stdout.flush()
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_killed_owner_takes_its_cluster_with_it(kube_binaries: KubeBinaries) -> None:
+    """SIGKILL skips every finalizer; the kernel still ends the components."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(kube_binaries.bin_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert owner.stdout is not None
+        started = json.loads(owner.stdout.readline())
+    finally:
+        owner.kill()
+        owner.wait()
+    pids: list[int] = started["pids"]
+    assert len(pids) == 5
+    wait_for("components to die with their owner", lambda: not any(map(alive, pids)), 15)
+    assert Path(started["workdir"]) in sweep_stale_workdirs()
 
 
 def test_control_plane_footprint(kube_cluster: KubeCluster) -> None:

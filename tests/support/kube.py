@@ -49,6 +49,7 @@ BINARIES = (
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+TMP_PREFIX = "steadfast-kube-"
 
 
 class ClusterStartError(RuntimeError):
@@ -577,6 +578,33 @@ class KubeCluster:
         return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_workdirs() -> list[Path]:
+    """Remove the temporary dirs of clusters whose owner was killed before cleaning up.
+
+    Their processes died with the owner (see ``_die_with_parent``); only files remain.
+    """
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def start_cluster(
     nodes: int = 2,
     workdir: Path | None = None,
@@ -592,11 +620,13 @@ def start_cluster(
     calling thread: start the cluster from a thread that outlives it.
     """
     bins = binaries or KubeBinaries.locate()
+    sweep_stale_workdirs()
     for attempt in range(1, attempts + 1):
-        root = workdir or Path(tempfile.mkdtemp(prefix="steadfast-kube-"))
+        root = workdir or Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
         if workdir is not None and workdir.exists():
             shutil.rmtree(workdir)
         root.mkdir(parents=True, exist_ok=True)
+        (root / "owner.pid").write_text(f"{os.getpid()}\n")
         cluster = KubeCluster(root, bins, nodes=nodes, die_with_parent=die_with_parent)
         try:
             cluster.start()
