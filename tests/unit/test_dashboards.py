@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from steadfast_operator import metrics as operator_metrics
 from steadfast_worker.metrics import Metrics
 
 pytestmark = pytest.mark.unit
@@ -26,10 +28,10 @@ CHART_DASHBOARDS = REPO / "charts" / "steadfast" / "dashboards"
 FILES = sorted(DASHBOARDS.glob("*.json"))
 
 
-def worker_metric_names() -> set[str]:
-    """Series names the worker exposes, derived from its registry's metric families."""
+def family_series(registry: CollectorRegistry) -> set[str]:
+    """The sample names a registry's metric families produce once they have children."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    for family in registry.collect():
         if family.type == "counter":
             names.add(f"{family.name}_total")
         elif family.type == "histogram":
@@ -39,22 +41,21 @@ def worker_metric_names() -> set[str]:
     return names
 
 
-#: DESIGN §4's operator metrics. steadfast_agent_cost_usd carries window="today"|"total";
-#: steadfast_agent_budget_usd (spec.budget.maxUSDPerDay) and the backlog age are what the
-#: budget and backlog-age panels and alerts need beyond §4's list.
-OPERATOR_METRICS = {
-    "steadfast_reconcile_total",
-    "steadfast_reconcile_duration_seconds_bucket",
-    "steadfast_reconcile_duration_seconds_sum",
-    "steadfast_reconcile_duration_seconds_count",
-    "steadfast_task_queue_backlog",
-    "steadfast_task_queue_backlog_age_seconds",
-    "steadfast_workers_desired",
-    "steadfast_workers_ready",
-    "steadfast_scale_events_total",
-    "steadfast_agent_cost_usd",
-    "steadfast_agent_budget_usd",
-}
+def worker_metric_names() -> set[str]:
+    """Series names the worker exposes, from the registry of a fresh Metrics."""
+    return family_series(Metrics().registry)
+
+
+def operator_metric_names() -> set[str]:
+    """Series names the operator exposes, from its registry."""
+    return family_series(operator_metrics.REGISTRY)
+
+
+#: What the daily-budget panel and alerts need beyond what the operator exports
+#: today: spec.budget.maxUSDPerDay as a gauge {namespace, agent}. Listed, not
+#: hidden: test_the_operator_exports_every_metric_the_dashboards_need is a strict
+#: xfail until it lands.
+PENDING_OPERATOR_METRICS = {"steadfast_agent_budget_usd"}
 
 #: The Temporal Python SDK's own series (temporalio 1.35, PrometheusConfig with
 #: counters_total_suffix=True as steadfast_worker.metrics.sdk_runtime sets it):
@@ -78,8 +79,22 @@ PROMETHEUS_METRICS = {"up"}
 
 
 def known_metric_names() -> set[str]:
-    return worker_metric_names() | OPERATOR_METRICS | TEMPORAL_SDK_METRICS | PROMETHEUS_METRICS
+    return (
+        worker_metric_names()
+        | operator_metric_names()
+        | PENDING_OPERATOR_METRICS
+        | TEMPORAL_SDK_METRICS
+        | PROMETHEUS_METRICS
+    )
 
+
+#: Operator series about the operator itself, not about one agent.
+OPERATOR_GLOBAL_METRICS = {
+    "steadfast_reconcile_total",
+    "steadfast_reconcile_duration_seconds_bucket",
+    "steadfast_operator_kube_requests_total",
+    "steadfast_operator_task_queue_describes_total",
+}
 
 #: Grafana's built-in variables, which dashboards use but never define.
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__range_s"}
@@ -190,7 +205,7 @@ def test_every_panel_is_on_the_chosen_datasource_and_filters_by_namespace_and_ag
         for target in panel["targets"]:
             expr = target["expr"]
             # The operator's own series are global; everything else is per agent.
-            if not all(m.startswith("steadfast_reconcile") for m in metric_names_in(expr)):
+            if not metric_names_in(expr) <= OPERATOR_GLOBAL_METRICS:
                 assert 'namespace=~"$namespace"' in expr, f"{panel['title']!r}: {expr}"
                 assert 'agent=~"$agent"' in expr, f"{panel['title']!r}: {expr}"
 
@@ -234,3 +249,20 @@ def test_the_dashboards_cover_the_issue_list() -> None:
         "temporal_workflow_endtoend_latency_bucket",
     ):
         assert metric in reliability, metric
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the operator does not export steadfast_agent_budget_usd (maxUSDPerDay) yet",
+)
+def test_the_operator_exports_every_metric_the_dashboards_need() -> None:
+    used = {
+        name
+        for path in FILES
+        for _, expr in queries(load(path))
+        for name in metric_names_in(expr)
+        if name.startswith("steadfast_")
+    }
+    assert used <= worker_metric_names() | operator_metric_names(), (
+        used - worker_metric_names() - operator_metric_names()
+    )
