@@ -1,0 +1,94 @@
+"""Kopf handlers for ResearchAgents: thin wrappers over :mod:`.reconcile`.
+
+Handlers are registered on a registry built per operator configuration (not
+Kopf's global one), so the status interval and defaults come from the command
+line and tests can build an operator with their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kopf
+
+from steadfast_operator import crdgen, reconcile, startup
+from steadfast_operator.reconcile import AgentState
+from steadfast_operator.startup import OperatorConfig, Shared
+
+RESOURCE = (crdgen.GROUP, crdgen.VERSION, crdgen.PLURAL)
+
+
+def _state(memo: Any) -> AgentState:
+    """Per-agent state lives in the agent's own memo (Kopf keeps one per object)."""
+    state: AgentState | None = getattr(memo, "agent_state", None)
+    if state is None:
+        state = AgentState()
+        memo.agent_state = state
+    return state
+
+
+def _shared(memo: Any) -> Shared:
+    shared: Shared = memo.shared
+    return shared
+
+
+def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
+    """Every handler of the operator, bound to ``cfg``."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        if cfg.kubeconfig:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        await startup.start(settings, memo, cfg)
+
+    @kopf.on.cleanup(registry=registry)
+    async def on_cleanup(memo: Any, **_: Any) -> None:
+        await startup.stop(memo)
+
+    @kopf.on.probe(id="temporal_clients", registry=registry)
+    def probe(memo: Any, **_: Any) -> int:
+        return len(_shared(memo).temporal._clients)
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        await reconcile.reconcile(_shared(memo), _state(memo), body, patch)
+
+    @kopf.timer(
+        *RESOURCE,
+        interval=cfg.status_interval,
+        initial_delay=cfg.status_interval,
+        registry=registry,
+    )
+    async def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        await reconcile.refresh(_shared(memo), _state(memo), body, patch)
+
+    @kopf.on.delete(*RESOURCE, retries=6, backoff=5, registry=registry)
+    async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile.finalize(_shared(memo), _state(memo), body)
+
+    return registry
+
+
+def run(cfg: OperatorConfig) -> None:
+    """Run the operator until it is stopped (SIGINT/SIGTERM)."""
+    if cfg.kubeconfig:
+        # Kopf's own login reads $KUBECONFIG; the JSON client is given the path directly.
+        os.environ["KUBECONFIG"] = cfg.kubeconfig
+    kopf.run(
+        registry=build_registry(cfg),
+        clusterwide=cfg.all_namespaces,
+        namespaces=cfg.namespaces,
+        standalone=True,
+        liveness_endpoint=(
+            f"http://{cfg.listen}:{cfg.health_port}/healthz" if cfg.health_port else None
+        ),
+        memo=kopf.Memo(),
+    )

@@ -1,0 +1,101 @@
+"""The operator's Prometheus metrics (DESIGN §4), on a registry of its own.
+
+A registry of its own keeps the operator's series apart from the worker's when
+both run in one process (tests, ``steadfast dev``), and lets the operator drop
+an agent's series when the agent is deleted. Labels carry namespace and agent,
+never a workflow id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "steadfast_reconcile_total",
+    "Reconciliations of ResearchAgents by handler and outcome.",
+    ["handler", "outcome"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "steadfast_reconcile_duration_seconds",
+    "Time spent in one reconciliation, by handler.",
+    ["handler"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BACKLOG = Gauge(
+    "steadfast_task_queue_backlog",
+    "Approximate backlogged tasks (workflow and activity) of an agent's task queue.",
+    ["namespace", "agent", "task_queue"],
+    registry=REGISTRY,
+)
+BACKLOG_AGE = Gauge(
+    "steadfast_task_queue_backlog_age_seconds",
+    "Age of the oldest backlogged task of an agent's task queue.",
+    ["namespace", "agent", "task_queue"],
+    registry=REGISTRY,
+)
+WORKERS_DESIRED = Gauge(
+    "steadfast_workers_desired",
+    "Worker replicas the operator wants for an agent.",
+    ["namespace", "agent"],
+    registry=REGISTRY,
+)
+WORKERS_READY = Gauge(
+    "steadfast_workers_ready",
+    "Ready worker replicas of an agent.",
+    ["namespace", "agent"],
+    registry=REGISTRY,
+)
+SCALE_EVENTS = Counter(
+    "steadfast_scale_events_total",
+    "Replica changes written by the built-in autoscaler, by direction.",
+    ["namespace", "agent", "direction"],
+    registry=REGISTRY,
+)
+AGENT_COST = Gauge(
+    "steadfast_agent_cost_usd",
+    "An agent's LLM spend in USD as its status reports it, all time and today (UTC).",
+    ["namespace", "agent", "window"],
+    registry=REGISTRY,
+)
+KUBE_REQUESTS = Counter(
+    "steadfast_operator_kube_requests_total",
+    "Kubernetes API requests made by the operator's own client, by verb.",
+    ["verb"],
+    registry=REGISTRY,
+)
+TEMPORAL_DESCRIBES = Counter(
+    "steadfast_operator_task_queue_describes_total",
+    "Task-queue describe round-trips to Temporal (shared across agents on a queue).",
+    registry=REGISTRY,
+)
+
+_PER_AGENT = (WORKERS_DESIRED, WORKERS_READY)
+
+
+def forget_agent(namespace: str, agent: str, task_queue: str) -> None:
+    """Drop a deleted agent's series so dashboards do not show it forever."""
+    for gauge in _PER_AGENT:
+        _remove(gauge, namespace, agent)
+    for window in ("total", "today"):
+        _remove(AGENT_COST, namespace, agent, window)
+    for g in (BACKLOG, BACKLOG_AGE):
+        _remove(g, namespace, agent, task_queue)
+    for direction in ("up", "down"):
+        _remove(SCALE_EVENTS, namespace, agent, direction)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
+
+
+def serve(port: int, host: str = "0.0.0.0") -> None:
+    """Expose ``/metrics``; port 0 disables it."""
+    if port:
+        start_http_server(port, addr=host, registry=REGISTRY)

@@ -1,0 +1,164 @@
+"""Operator start-up: Kopf settings, shared clients in the memo, and their cleanup.
+
+Everything long-lived is created once here and handed to handlers through
+Kopf's memo: the Kubernetes JSON client, a pool of Temporal clients (one per
+distinct address, namespace and credentials, shared by every agent that uses
+them), and the task-queue statistics cache. Kopf's settings are tuned for an
+operator whose watches must recover fast and whose bookkeeping must survive a
+structural status schema (progress and diff-base go in annotations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+
+from steadfast_operator import metrics, render
+from steadfast_operator.kube import Kube, load_config, path
+from steadfast_operator.spec import AgentSpec
+from steadfast_operator.taskqueues import QueueStats
+
+PREFIX = "steadfast.dev"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What ``steadfast operator`` was told on its command line."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty with ``all_namespaces`` watches the cluster."""
+    all_namespaces: bool = False
+    kubeconfig: str | None = None
+    defaults: render.Defaults = field(default_factory=render.Defaults)
+    status_interval: float = 5.0
+    """Seconds between status refreshes and autoscaling decisions per agent."""
+    metrics_port: int = 8080
+    health_port: int = 8081
+    listen: str = "0.0.0.0"
+    post_events: bool = True
+    """Post Kubernetes Events about handler failures (tests switch this off)."""
+    watch_timeout: int = 60
+    """Seconds a watch request stays open before it is renewed."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for a Temporal frontend before reporting it unreachable."""
+
+
+def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
+    """Kopf settings: fast watch recovery, annotations for bookkeeping, one finalizer."""
+    settings.watching.server_timeout = cfg.watch_timeout
+    settings.watching.client_timeout = cfg.watch_timeout + 10
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.request_timeout = 30
+    settings.posting.enabled = cfg.post_events
+    settings.posting.level = logging.WARNING
+    # The CRD's status schema is structural: Kopf's default ``status.kopf`` would be
+    # pruned by the API server and re-written forever, so its state lives in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.peering.standalone = True
+    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+
+
+@dataclass
+class TemporalPool:
+    """Temporal clients keyed by address, namespace and credentials."""
+
+    kube: Kube
+    connect_timeout: float = 10.0
+    _clients: dict[tuple[str, ...], Client] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        secret = await self.kube.get(path("Secret", namespace, name))
+        if secret is None:
+            return {}
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+    async def client(self, namespace: str, spec: AgentSpec, default_address: str) -> Client:
+        """A connected client for the agent, reused across agents with the same target."""
+        t = spec.temporal
+        address = t.address or default_address
+        key = (
+            address,
+            t.namespace,
+            namespace if (t.tls.secret_name or t.api_key_secret_ref.set) else "",
+            t.tls.secret_name,
+            t.api_key_secret_ref.name,
+            t.api_key_secret_ref.key,
+        )
+        async with self._lock:
+            found = self._clients.get(key)
+            if found is not None:
+                return found
+            tls: TLSConfig | bool = False
+            api_key: str | None = None
+            if t.tls.secret_name:
+                data = await self._secret_data(namespace, t.tls.secret_name)
+                tls = TLSConfig(
+                    server_root_ca_cert=data.get("ca.crt"),
+                    client_cert=data.get("tls.crt"),
+                    client_private_key=data.get("tls.key"),
+                )
+            if t.api_key_secret_ref.set:
+                data = await self._secret_data(namespace, t.api_key_secret_ref.name)
+                api_key = data.get(t.api_key_secret_ref.key, b"").decode() or None
+                tls = tls or True
+            connected = await asyncio.wait_for(
+                Client.connect(address, namespace=t.namespace, tls=tls, api_key=api_key),
+                self.connect_timeout,
+            )
+            self._clients[key] = connected
+            return connected
+
+
+@dataclass
+class Shared:
+    """What every handler reaches through ``memo.shared``."""
+
+    config: OperatorConfig
+    kube: Kube
+    temporal: TemporalPool
+    queues: QueueStats
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """One lock per agent, so its timer and its change handlers never interleave."""
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+async def start(settings: kopf.OperatorSettings, memo: Any, cfg: OperatorConfig) -> Shared:
+    configure(settings, cfg)
+    kube = Kube(await load_config(cfg.kubeconfig), on_request=_count_request)
+    shared = Shared(
+        config=cfg,
+        kube=kube,
+        temporal=TemporalPool(kube, cfg.connect_timeout),
+        queues=QueueStats(max_age=max(1.0, cfg.status_interval / 2)),
+    )
+    memo.shared = shared
+    metrics.serve(cfg.metrics_port, cfg.listen)
+    return shared
+
+
+def _count_request(verb: str) -> None:
+    metrics.KUBE_REQUESTS.labels(verb).inc()
+
+
+async def stop(memo: Any) -> None:
+    shared: Shared | None = getattr(memo, "shared", None)
+    if shared is not None:
+        await shared.kube.close()
+        # Temporal clients hold no resources that need closing beyond their runtime,
+        # which ends with the process; dropping them lets a restart in-process reconnect.
+        shared.temporal._clients.clear()
