@@ -13,6 +13,7 @@ run it before the project's venv exists.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import json
@@ -207,8 +208,6 @@ def write_kubeconfig(
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode()
 
 
