@@ -17,9 +17,12 @@ bootstrap:
 bootstrap-all:
 	scripts/bootstrap --all
 
+# hack/ holds extension-less Python scripts that ruff would skip in a directory walk.
+LINT_PATHS := worker operator tests bench hack/k8s-binaries hack/cluster
+
 lint:
-	$(VENV)/ruff check worker operator tests bench hack
-	$(VENV)/ruff format --check worker operator tests bench hack
+	$(VENV)/ruff check $(LINT_PATHS)
+	$(VENV)/ruff format --check $(LINT_PATHS)
 
 typecheck:
 	$(VENV)/mypy
