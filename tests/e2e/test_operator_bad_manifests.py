@@ -1,0 +1,182 @@
+"""Bad ResearchAgents, table-driven: refused by the API server, or Ready=False with a reason.
+
+What the CRD's schema and CEL rules can judge is refused at ``kubectl apply``
+with a field-level message (checked by server-side dry run, which runs the
+same validation without storing). What passes the schema but cannot work is
+accepted and reported by the operator as ``Ready=False`` with a reason and a
+message naming the fix, while a good agent in the same namespace keeps working
+and the operator keeps running.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from tests.e2e import operator_env
+from tests.e2e.operator_env import (
+    Operator,
+    agent_manifest,
+    apply,
+    condition,
+    get,
+    secret,
+    wait_for,
+)
+from tests.support.kube import KubeCluster
+from tests.support.sim import SimHandle
+
+pytestmark = pytest.mark.e2e
+
+crd = operator_env.crd
+op_sim = operator_env.op_sim
+operator = operator_env.operator
+
+Patch = dict[str, Any]
+
+#: (id, spec patch, fragment of the API server's message)
+REJECTED: list[tuple[str, Patch, str]] = [
+    (
+        "min-above-max",
+        {"workers": {"minReplicas": 5, "maxReplicas": 2}},
+        "minReplicas cannot exceed",
+    ),
+    ("max-zero", {"workers": {"maxReplicas": 0}}, "spec.workers.maxReplicas"),
+    ("unknown-autoscaler", {"workers": {"autoscaler": "hpa"}}, "spec.workers.autoscaler"),
+    ("unknown-deletion-policy", {"deletionPolicy": "Orphan"}, "spec.deletionPolicy"),
+    ("no-topics", {"topics": []}, "spec.topics"),
+    ("duplicate-topics", {"topics": ["a", "a"]}, "spec.topics[1]"),
+    (
+        "max-interval-below-initial",
+        {"retryPolicies": {"llm": {"initialInterval": "2s", "maximumInterval": "1s"}}},
+        "maximumInterval must be at least initialInterval",
+    ),
+    ("duration-words", {"workers": {"scaleDownDelay": "2 seconds"}}, "spec.workers.scaleDownDelay"),
+    ("cron-words", {"schedule": "every day"}, "not a cron"),
+    (
+        "run-budget-above-day",
+        {"budget": {"maxUSDPerRun": 100, "maxUSDPerDay": 10}},
+        "maxUSDPerRun cannot exceed maxUSDPerDay",
+    ),
+    (
+        "secret-ref-without-key",
+        {"model": {"apiKeySecretRef": {"name": "llm", "key": ""}}},
+        "name and key must be given together",
+    ),
+    ("unknown-provider", {"model": {"provider": "openai"}}, "spec.model.provider"),
+    ("zero-max-tokens", {"model": {"maxTokens": 0}}, "spec.model.maxTokens"),
+    ("unknown-field", {"workers": {"replica": 3}}, "replica"),
+    ("bad-email", {"notify": {"email": {"to": ["not-an-email"]}}}, "spec.notify.email.to[0]"),
+    ("bad-quantity", {"workers": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
+    ("negative-budget", {"budget": {"maxUSDPerRun": -1}}, "spec.budget.maxUSDPerRun"),
+]
+
+#: (name, spec patch, expected Ready reason, fragment of the message)
+UNREADY: list[tuple[str, Patch, str, str]] = [
+    (
+        "missing-secret",
+        {"model": {"apiKeySecretRef": {"name": "nope", "key": "k"}}},
+        "SecretMissing",
+        "nope",
+    ),
+    (
+        "missing-key",
+        {"model": {"apiKeySecretRef": {"name": "llm", "key": "other"}}},
+        "SecretMissing",
+        "'other'",
+    ),
+    (
+        "no-endpoint",
+        {"search": {"provider": "http", "endpoint": ""}},
+        "InvalidSpec",
+        "spec.search.endpoint",
+    ),
+    (
+        "budget-below-one-call",
+        {
+            "budget": {"maxUSDPerRun": 0.001},
+            "model": {"pricing": {"inputPerMTok": 3.0, "outputPerMTok": 15.0}},
+        },
+        "BudgetBelowOneCall",
+        "spec.budget.maxUSDPerRun",
+    ),
+    (
+        "unreachable-temporal",
+        {"temporal": {"address": "127.0.0.1:1"}},
+        "TemporalUnreachable",
+        "127.0.0.1:1",
+    ),
+    ("keda-missing", {"workers": {"autoscaler": "keda"}}, "KedaNotInstalled", "KEDA"),
+    ("impossible-cron", {"schedule": "99 * * * *"}, "ScheduleInvalid", "spec.schedule"),
+    (
+        "email-without-smtp",
+        {"notify": {"email": {"to": ["a@example.com"]}}},
+        "InvalidSpec",
+        "smtpSecretRef",
+    ),
+]
+
+
+def patched(base: dict[str, Any], patch: Patch) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out["spec"].get(key), dict):
+            merged = dict(out["spec"][key])
+            for k, v in value.items():
+                merged[k] = (
+                    {**merged[k], **v}
+                    if isinstance(v, dict) and isinstance(merged.get(k), dict)
+                    else v
+                )
+            out["spec"][key] = merged
+        else:
+            out["spec"][key] = value
+    return out
+
+
+@pytest.mark.parametrize(("case", "patch", "message"), REJECTED, ids=[r[0] for r in REJECTED])
+def test_schema_refuses(
+    crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, case: str, patch: Patch, message: str
+) -> None:
+    manifest = patched(agent_manifest(case, "default", op_sim, ["t"]), patch)
+    if case == "no-topics":
+        del manifest["spec"]["topics"]
+    out = apply(kube_cluster, manifest, check=False, dry_run=True)
+    assert "is invalid" in out or "unknown field" in out or "Invalid value" in out, out
+    assert message in out, out
+
+
+def test_unworkable_agents_are_reported_and_isolated(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
+) -> None:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    good = agent_manifest("good", namespace, op_sim, ["a good topic"])
+    bad = [patched(agent_manifest(name, namespace, op_sim, ["t"]), p) for name, p, _, _ in UNREADY]
+    apply(kube_cluster, *bad, good)
+
+    def reasons() -> dict[str, str] | None:
+        out = {}
+        for name, _, reason, _ in UNREADY:
+            ready = condition(get(kube_cluster, "ra", namespace, name), "Ready")
+            if ready.get("reason") != reason:
+                return None
+            out[name] = ready["message"]
+        return out
+
+    messages = wait_for("every bad agent's Ready reason", reasons, timeout=90)
+    for name, _, _, fragment in UNREADY:
+        assert fragment in messages[name], (name, messages[name])
+        ra = get(kube_cluster, "ra", namespace, name)
+        assert condition(ra, "Ready")["status"] == "False"
+    wait_for(
+        "the good agent Ready with its Deployment",
+        lambda: (
+            condition(get(kube_cluster, "ra", namespace, "good"), "Ready").get("status") == "True"
+            and get(kube_cluster, "deploy", namespace, "good-worker")
+        ),
+    )
+    # Nothing half-made for agents that could not work.
+    assert get(kube_cluster, "deploy", namespace, "missing-secret-worker") is None
+    assert operator.proc is not None
+    assert operator.proc.poll() is None, "the operator must survive bad input"
