@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -44,6 +45,9 @@ from steadfast_worker import runs as worker_runs
 from steadfast_worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
+
+QUERY_CONCURRENCY = 8
+"""Status queries and result fetches in flight at once, per agent."""
 
 _PHASE_OF_CLOSED = {
     WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
@@ -234,31 +238,37 @@ async def observe(
     known = topic_ids(cfg, topics)
     if not known:
         return []
-    out: list[RunInfo] = []
+    listed = []
     query = f"WorkflowId STARTS_WITH '{agent_prefix(cfg.namespace, cfg.agent)}'"
     async for wf in client.list_workflows(query, limit=limit):
         topic = owner_topic(wf.id, known)
-        if topic is None:
-            continue
-        if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
-            cached = cache.closed.get(wf.run_id)
-            if cached is None:
-                s = await _closed_status(client, wf.id, wf.run_id)
-                phase = _PHASE_OF_CLOSED.get(wf.status, "Unknown")
-                if s is not None and models.Phase(s.phase).terminal:
-                    phase = str(s.phase)
-                cached = _info(topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s)
-                cache.put(cached)
-            out.append(cached)
-            continue
-        s_running: models.RunStatus | None = None
-        if query_running:
-            # The query needs a worker; without one it would wait out its timeout.
-            with contextlib.suppress(RPCError, WorkflowQueryFailedError, asyncio.TimeoutError):
-                s_running = await worker_runs.query_status(client, wf.id, rpc_timeout=3.0)
-        phase = str(s_running.phase) if s_running else "Running"
-        out.append(_info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running))
-    return out
+        if topic is not None:
+            listed.append((topic, wf))
+    # Queries and result fetches run side by side (bounded), so one slow run
+    # cannot stretch the tick of the whole agent.
+    gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def one(topic: str, wf: Any) -> RunInfo:
+        async with gate:
+            if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
+                cached = cache.closed.get(wf.run_id)
+                if cached is None:
+                    s = await _closed_status(client, wf.id, wf.run_id)
+                    phase = _PHASE_OF_CLOSED.get(wf.status, "Unknown")
+                    if s is not None and models.Phase(s.phase).terminal:
+                        phase = str(s.phase)
+                    cached = _info(topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s)
+                    cache.put(cached)
+                return cached
+            s_running: models.RunStatus | None = None
+            if query_running:
+                # The query needs a worker; without one it would wait out its timeout.
+                with contextlib.suppress(RPCError, WorkflowQueryFailedError, asyncio.TimeoutError):
+                    s_running = await worker_runs.query_status(client, wf.id, rpc_timeout=3.0)
+            phase = str(s_running.phase) if s_running else "Running"
+            return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running)
+
+    return list(await asyncio.gather(*(one(t, wf) for t, wf in listed)))
 
 
 def today_start(now: datetime) -> datetime:
