@@ -193,8 +193,9 @@ class Stack:
         self.workers.append(child)
         return child
 
-    def stop(self) -> None:
-        self.supervisor.stop_all()
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop everything; a worker still busy after ``grace`` seconds is killed."""
+        self.supervisor.stop_all(grace)
 
     async def __aenter__(self) -> Stack:
         return await self.start()

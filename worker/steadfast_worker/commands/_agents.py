@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+from temporalio.client import Client
+
 from steadfast_worker import agentfile
-from steadfast_worker.config import ConfigError, WorkerConfig, load_config, parse_config
+from steadfast_worker.config import (
+    ConfigError,
+    TemporalConfig,
+    WorkerConfig,
+    load_config,
+    parse_config,
+)
+from steadfast_worker.connection import connect
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser, *, topics: bool = True) -> None:
@@ -74,3 +84,14 @@ def agent_from_args(args: argparse.Namespace) -> tuple[WorkerConfig, list[str]]:
     if cli_topics:
         topics = list(dict.fromkeys(cli_topics))
     return cfg, topics
+
+
+async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Client | None:
+    """Connect, or print why not (no traceback for an unreachable or misconfigured server)."""
+    try:
+        return await connect(temporal)
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+    except RuntimeError as err:
+        console.print(f"[red]cannot connect to Temporal at {temporal.address}:[/red] {err}")
+    return None

@@ -16,8 +16,9 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from steadfast_worker import models
+from steadfast_worker.commands._agents import connect_or_explain
 from steadfast_worker.config import TemporalConfig
-from steadfast_worker.connection import add_connection_arguments, connect, temporal_config_from_args
+from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
 
 HELP = "approve (or --reject) a run waiting in phase AwaitingApproval"
 
@@ -60,7 +61,9 @@ async def reject(client: Client, workflow_id: str, reviewer: str, reason: str) -
 
 
 async def _approve(args: argparse.Namespace, console: Console, temporal: TemporalConfig) -> int:
-    client = await connect(temporal)
+    client = await connect_or_explain(temporal, console)
+    if client is None:
+        return 1
     try:
         if args.reject:
             await reject(client, args.workflow_id, args.reviewer, args.reason)

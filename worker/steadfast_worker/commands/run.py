@@ -16,9 +16,13 @@ import sys
 from rich.console import Console
 
 from steadfast_worker import runs
-from steadfast_worker.commands._agents import add_agent_arguments, agent_from_args
+from steadfast_worker.commands._agents import (
+    add_agent_arguments,
+    agent_from_args,
+    connect_or_explain,
+)
 from steadfast_worker.config import ConfigError, TemporalConfig, WorkerConfig
-from steadfast_worker.connection import add_connection_arguments, connect, temporal_config_from_args
+from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
 from steadfast_worker.display import runs_table
 
 HELP = "start a ResearchAgent's topics (or --topic) as durable workflows"
@@ -66,7 +70,9 @@ async def _run(
     topics: list[str],
     temporal: TemporalConfig,
 ) -> int:
-    client = await connect(temporal)
+    client = await connect_or_explain(temporal, console)
+    if client is None:
+        return 1
     started = [await runs.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
     for s in started:
         verb = "reused" if s.existing else "started"

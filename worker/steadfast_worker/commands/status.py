@@ -15,9 +15,13 @@ from rich.console import Console
 from temporalio.client import Client
 
 from steadfast_worker import ids, models, runs
-from steadfast_worker.commands._agents import add_agent_arguments, agent_from_args
+from steadfast_worker.commands._agents import (
+    add_agent_arguments,
+    agent_from_args,
+    connect_or_explain,
+)
 from steadfast_worker.config import ConfigError, TemporalConfig
-from steadfast_worker.connection import add_connection_arguments, connect, temporal_config_from_args
+from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
 from steadfast_worker.display import progress_line, runs_table
 
 HELP = "show research runs: phase, report id, LLM calls, retries and cost"
@@ -66,7 +70,9 @@ async def _status(
     targets: list[tuple[str, str]],
     temporal: TemporalConfig,
 ) -> int:
-    client = await connect(temporal)
+    client = await connect_or_explain(temporal, console)
+    if client is None:
+        return 1
     if not targets:
         targets = await recent_runs(client, args.limit)
         if not targets:

@@ -1,0 +1,167 @@
+"""``steadfast run``, ``status`` and ``approve`` as a user types them, against a real Temporal.
+
+The commands run as subprocesses against the session's dev server; the runs are
+done by a real ``steadfast worker`` process talking to the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+from tests.support.stack import cli, example_config, on_queue, open_stack
+
+from steadfast_worker import chaos, embedded, ids, models, runs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+async def cli_stack(
+    temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[embedded.Stack]:
+    s = await open_stack(temporal_address, tmp_path_factory.mktemp("cli"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def worker_queue(cli_stack: embedded.Stack, task_queue: str) -> str:
+    """A worker process on this test's task queue."""
+    cli_stack.start_worker(cli_stack.worker_config(on_queue(example_config(), task_queue)))
+    return task_queue
+
+
+async def steadfast(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(cli, *args)
+
+
+async def executions(client: Client, workflow_id: str) -> int:
+    return len([e async for e in client.list_workflows(f"WorkflowId = '{workflow_id}'")])
+
+
+async def test_run_wait_then_rerun_is_idempotent(
+    worker_queue: str, temporal_address: str, temporal_client: Client
+) -> None:
+    topic = f"idempotent {uuid.uuid4()}"
+    common = ["-f", "examples/market-watch.yaml", "--topic", topic]
+    common += ["--task-queue", worker_queue, "--address", temporal_address]
+    wf_id = ids.workflow_id("research", "market-watch", topic)
+
+    first = await steadfast("run", *common, "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"started {wf_id}" in first.stdout
+    assert "Completed" in first.stdout
+
+    again = await steadfast("run", *common)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"reused {wf_id}" in again.stdout
+    assert await executions(temporal_client, wf_id) == 1
+
+    status = await steadfast("status", wf_id, "--address", temporal_address)
+    assert status.returncode == 0, status.stdout + status.stderr
+    result = await temporal_client.get_workflow_handle(
+        wf_id, result_type=models.ResearchResult
+    ).result()
+    assert result.status.report_id
+    assert result.status.report_id in status.stdout
+    assert "Completed" in status.stdout
+
+    rerun = await steadfast("run", *common, "--rerun", "--wait")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"started {wf_id}" in rerun.stdout
+    assert await executions(temporal_client, wf_id) == 2
+
+
+async def test_concurrent_starts_share_one_run(
+    worker_queue: str, temporal_address: str, temporal_client: Client
+) -> None:
+    topic = f"concurrent {uuid.uuid4()}"
+    args = ["run", "-f", "examples/market-watch.yaml", "--topic", topic]
+    args += ["--task-queue", worker_queue, "--address", temporal_address]
+    outs = await asyncio.gather(*(steadfast(*args) for _ in range(3)))
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    wf_id = ids.workflow_id("research", "market-watch", topic)
+    assert await executions(temporal_client, wf_id) == 1
+    await runs.wait_closed(temporal_client, wf_id)
+
+
+async def test_follow_prints_the_report_live(worker_queue: str, temporal_address: str) -> None:
+    topic = f"follow {uuid.uuid4()}"
+    out = await steadfast(
+        "run",
+        "-f",
+        "examples/market-watch.yaml",
+        "--topic",
+        topic,
+        "--task-queue",
+        worker_queue,
+        "--address",
+        temporal_address,
+        "--follow",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^#", out.stdout, re.MULTILINE), out.stdout
+    assert "http" in out.stdout  # the report cites its sources
+    assert "Completed" in out.stdout
+
+
+async def test_approve_and_reject(
+    worker_queue: str, temporal_address: str, temporal_client: Client
+) -> None:
+    conn = ["--address", temporal_address]
+    gate = ["-f", "examples/approval-gate.yaml", "--task-queue", worker_queue, *conn]
+    approved, rejected = f"approve me {uuid.uuid4()}", f"reject me {uuid.uuid4()}"
+    out = await steadfast("run", *gate, "--topic", approved, "--topic", rejected)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ok_id = ids.workflow_id("research", "approval-gate", approved)
+    no_id = ids.workflow_id("research", "approval-gate", rejected)
+    for wf_id in (ok_id, no_id):
+        await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.AWAITING_APPROVAL)
+
+    listed = await steadfast("status", *gate, "--topic", approved, "--topic", rejected)
+    assert listed.stdout.count("AwaitingApproval") == 2, listed.stdout
+
+    nameless = await steadfast("approve", ok_id, *conn)
+    assert nameless.returncode == 2
+    assert "--reviewer is required" in nameless.stdout
+
+    yes = await steadfast("approve", ok_id, "--reviewer", "alice", "--comment", "fine", *conn)
+    assert yes.returncode == 0, yes.stdout + yes.stderr
+    assert "approved" in yes.stdout
+
+    no = await steadfast("approve", no_id, "--reject", "--reason", "thin sources", *conn)
+    assert no.returncode == 0, no.stdout + no.stderr
+
+    await runs.wait_closed(temporal_client, ok_id)
+    await runs.wait_closed(temporal_client, no_id)
+    ok_row = await runs.describe_run(temporal_client, ok_id)
+    no_row = await runs.describe_run(temporal_client, no_id)
+    assert ok_row.phase == models.Phase.COMPLETED.value
+    assert no_row.phase == models.Phase.REJECTED.value
+    status = await runs.query_status(temporal_client, ok_id)
+    assert status.reviewer == "alice"
+
+    twice = await steadfast("approve", ok_id, "--reviewer", "bob", *conn)
+    assert twice.returncode == 1
+    assert "refused" in twice.stdout or "error" in twice.stdout
+
+
+async def test_status_of_unknown_run_fails(temporal_address: str) -> None:
+    out = await steadfast("status", "research-nope-nope-x", "--address", temporal_address)
+    assert out.returncode == 1
+    assert "NotFound" in out.stdout
+
+
+async def test_commands_fail_clearly_without_temporal() -> None:
+    out = await steadfast("status", "--address", "127.0.0.1:1")
+    assert out.returncode == 1
+    assert "cannot connect to Temporal at 127.0.0.1:1" in out.stdout
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,75 @@
+"""Worker processes and a simulator beside the session's dev server, for CLI and crash tests.
+
+The tests that kill workers or drive the ``steadfast`` command line need the
+worker as a real process (``steadfast worker --config``), exactly as ``steadfast
+dev`` and a pod run it. :class:`steadfast_worker.embedded.Stack` provides that; here
+it is pointed at the session's dev server instead of starting its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steadfast_worker import agentfile, embedded
+from steadfast_worker.config import WorkerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def example_config(name: str = "market-watch.yaml", **overrides: Any) -> WorkerConfig:
+    return agentfile.worker_config_from_agent(agentfile.load_manifest(EXAMPLES / name), **overrides)
+
+
+def on_queue(cfg: WorkerConfig, task_queue: str, **worker: object) -> WorkerConfig:
+    """``cfg`` on a test's own task queue, with worker tuning overrides."""
+    temporal = cfg.temporal.model_copy(update={"task_queue": task_queue})
+    tuned = cfg.worker.model_copy(update=worker) if worker else cfg.worker
+    return cfg.model_copy(update={"temporal": temporal, "worker": tuned})
+
+
+async def open_stack(
+    address: str, state_dir: Path, sim_flags: Sequence[str] = ()
+) -> embedded.Stack:
+    options = embedded.StackOptions(
+        state_dir=state_dir, server_address=address, sim_flags=list(sim_flags)
+    )
+    return await embedded.Stack(options).start()
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[embedded.Stack]:
+    """A simulator (slow enough streams to kill a worker mid-report) and room for workers."""
+    s = await open_stack(
+        temporal_address, tmp_path_factory.mktemp("stack"), ["--chunk-delay-ms", "30"]
+    )
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``steadfast <args>`` as a user would; wide output so tables do not fold ids."""
+    run_env = dict(os.environ if env is None else env)
+    run_env["COLUMNS"] = "250"
+    return subprocess.run(
+        [sys.executable, "-m", "steadfast_worker", *args],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
