@@ -133,3 +133,17 @@ def test_dev_server_command_is_loopback_only(tmp_path: Path) -> None:
     headless = devserver.command(devserver.DevServerSpec(tmp_path, ui_port=0, binary="t"))
     assert "--headless" in headless
     assert "--ui-port" not in headless
+
+
+def test_resume_is_the_next_step_scheduled_after_the_kill() -> None:
+    marks = [
+        (1.0, "scheduled", "generate_queries"),
+        (2.0, "scheduled", "web_search"),
+        (3.0, "scheduled", "write_report"),
+        (20.0, "scheduled", "write_report"),  # the retry is not the step being done
+        (24.0, "scheduled", "save_report"),
+        (25.0, "closed", ""),
+    ]
+    assert chaos.resume_seconds(marks, 5.0, 3) == pytest.approx(19.0)
+    assert chaos.resume_seconds(marks, 5.0, 4) == pytest.approx(20.0)  # closed
+    assert chaos.resume_seconds(marks, 30.0, 3) is None

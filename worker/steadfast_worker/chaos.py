@@ -8,8 +8,8 @@ simulator's request log:
 * every LLM request the simulator had *served* (a complete 200) before the
   SIGKILL is, at the end of the run, still served exactly once;
 * the resume time is the time from the SIGKILL to the interrupted step being
-  done (the workflow's step counter moving past it), which includes Temporal
-  noticing the dead worker through the heartbeat timeout.
+  done (the next step scheduled, or the run closed, by the server's clock),
+  which includes Temporal noticing the dead worker through the heartbeat timeout.
 
 The verdicts are pure functions of log entries (dicts as ``GET /_sim/log``
 returns them); :func:`crash_during` is the I/O that produces them.
@@ -21,8 +21,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from steadfast_worker import models, runs
@@ -79,6 +82,55 @@ def first_attempt_after(entries: Iterable[Entry], keys: set[str], at: float) -> 
     return min(starts) - at if starts else None
 
 
+#: Activity type -> the workflow step it belongs to.
+STEP_OF_ACTIVITY: Mapping[str, int] = {
+    "generate_queries": 1,
+    "web_search": 2,
+    "write_report": 3,
+    "save_report": 4,
+    "send_email": 5,
+}
+
+_CLOSED_EVENTS = frozenset(
+    {
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+    }
+)
+
+#: (server time, "scheduled" or "closed", activity type or "") from a history.
+Mark = tuple[float, str, str]
+
+
+def timeline(events: Iterable[HistoryEvent]) -> list[Mark]:
+    """The events that tell when a step began: activity schedules and the close."""
+    marks: list[Mark] = []
+    for e in events:
+        at = e.event_time.ToDatetime(tzinfo=UTC).timestamp()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+            marks.append((at, "scheduled", name))
+        elif e.event_type in _CLOSED_EVENTS:
+            marks.append((at, "closed", ""))
+    return marks
+
+
+def resume_seconds(marks: Iterable[Mark], killed_at: float, step: int) -> float | None:
+    """Kill -> the interrupted step done: the next step scheduled, or the run closed.
+
+    Server timestamps, so the figure does not depend on how often anyone polled.
+    """
+    after = [
+        at
+        for at, kind, name in marks
+        if at > killed_at and (kind == "closed" or STEP_OF_ACTIVITY.get(name, 0) > step)
+    ]
+    return min(after) - killed_at if after else None
+
+
 @dataclass
 class CrashReport:
     """What one SIGKILL showed."""
@@ -95,7 +147,7 @@ class CrashReport:
     retry_after_s: float | None = None
     """Kill → the first new attempt of an interrupted LLM request."""
     resume_s: float | None = None
-    """Kill → the interrupted step done (the status query's step moved past it)."""
+    """Kill → the interrupted step done (next step scheduled or run closed, server time)."""
     final_phase: str = ""
 
     @property
@@ -159,22 +211,12 @@ async def crash_during(
     start_worker()
     step = STEP_OF_PHASE.get(phase, status.step)
     report = CrashReport(workflow_id, phase, step, len(before), interrupted=len(interrupted))
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        current = await _status(client, workflow_id)
-        if (
-            current is not None
-            and report.resume_s is None
-            and (current.phase.terminal or STEP_OF_PHASE.get(str(current.phase), 99) > step)
-        ):
-            report.resume_s = time.time() - killed_at
-        if current is not None and current.phase.terminal:
-            break
-        await asyncio.sleep(0.1)
     await runs.wait_closed(client, workflow_id)
     final = await runs.describe_run(client, workflow_id)
     report.final_phase = final.phase
     log = await admin.log("llm")
     report.repeated = repeated_calls(before, log["served"]["llm"])
     report.retry_after_s = first_attempt_after(log["entries"], interrupted, killed_at)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    report.resume_s = resume_seconds(timeline(history.events), killed_at, step)
     return report

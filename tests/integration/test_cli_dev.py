@@ -1,0 +1,109 @@
+"""``steadfast dev`` end to end, as a subprocess: runs, chaos, and Ctrl-C leaving nothing behind.
+
+Each test gives ``dev`` its own state directory and free ports, so it starts its
+own dev server, simulator and worker exactly as a user's ``steadfast dev`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from tests.support.stack import ROOT, cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def dev_env() -> dict[str, str]:
+    """No API key: ``steadfast dev`` must bring its own simulators."""
+    env = dict(os.environ)
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("STEADFAST_POSTGRES_DSN", None)
+    return env
+
+
+def leftovers(state_dir: Path) -> list[str]:
+    """Processes still running that belong to this ``steadfast dev`` (by state dir)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(state_dir) in cmdline:
+            found.append(f"{proc.pid}: {cmdline}")
+    return found
+
+
+def test_dev_runs_the_example_and_prints_the_table(tmp_path: Path) -> None:
+    out = cli(
+        "dev",
+        "--exit-when-done",
+        "--no-ui",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--topic",
+        "dev smoke topic",
+        "--topic",
+        "dev second topic",
+        env=dev_env(),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Research runs" in out.stdout
+    assert out.stdout.count("Completed") >= 2
+    for header in ("Topic", "Workflow ID", "Phase", "Report ID", "LLM calls", "Retries", "Cost"):
+        assert header in out.stdout
+    assert "research-research-market-watch-dev-smoke-topic" in out.stdout
+    assert (tmp_path / "temporal.db").exists()
+    assert (tmp_path / "reports.db").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_dev_chaos_resumes_without_repeating_llm_calls(tmp_path: Path) -> None:
+    out = cli(
+        "dev",
+        "--chaos",
+        "--exit-when-done",
+        "--no-ui",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--topic",
+        "chaos topic",
+        env=dev_env(),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SIGKILLed the worker during Writing" in out.stdout
+    assert "no finished LLM call was repeated" in out.stdout
+    assert "after the kill" in out.stdout
+    assert leftovers(tmp_path) == []
+
+
+def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
+    env = dev_env() | {"COLUMNS": "250"}
+    cmd = [sys.executable, "-m", "steadfast_worker", "dev", "--port", "0", "--ui-port", "0"]
+    cmd += ["--state-dir", str(tmp_path), "--topic", "interrupted topic"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "worker pid" in line or not line:
+            break
+    assert any("Temporal Web UI: http://127.0.0.1:" in x for x in lines), lines
+    assert len(leftovers(tmp_path)) >= 2  # dev server and worker are up
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert "stopping" in rest
+    time.sleep(0.5)
+    assert leftovers(tmp_path) == []

@@ -1,0 +1,62 @@
+"""Replay: recorded histories of real runs must replay on the current workflow code.
+
+The fixtures were captured by ``hack/capture-histories`` from real runs (happy
+path with email, LLM retries, a failed search, budget exhaustion, approval,
+rejection, a worker SIGKILLed mid-report). Replaying them with
+``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
+yesterday's events: a change that would make runs in flight non-deterministic
+(reordered activities, a new timer, a changed branch) fails here, not in
+production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from steadfast_worker.workflows import ResearchWorkflow
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
+HISTORIES = sorted(FIXTURES.glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_fixtures_exist() -> None:
+    names = {p.stem for p in HISTORIES}
+    assert {"happy_path_with_email", "approved", "worker_killed_while_writing"} <= names
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays(path: Path) -> None:
+    history = load(path)
+    result = await Replayer(workflows=[ResearchWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+async def test_replay_detects_a_nondeterministic_change() -> None:
+    """The check can fail: a workflow that schedules different activities is caught."""
+    from temporalio import workflow
+
+    from steadfast_worker.models import WORKFLOW_NAME, ResearchInput
+
+    @workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
+    class Reordered:
+        @workflow.run
+        async def run(self, inp: ResearchInput) -> None:
+            await workflow.sleep(1)
+
+    history = load(FIXTURES / "happy_path_with_email.json")
+    result = await Replayer(workflows=[Reordered]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None

@@ -1,0 +1,187 @@
+"""Capture the replay fixtures: histories of real ResearchWorkflow runs.
+
+``hack/capture-histories`` (``python -m tests.support.histories``) starts the
+embedded stack (its own headless dev server, the simulator, an SMTP server and
+``steadfast worker`` processes), runs one workflow per scenario, and writes each
+history to ``tests/fixtures/histories/<scenario>.json``. ``test_replay.py``
+replays them with ``temporalio.worker.Replayer``, so a change to the workflow
+that would break runs already in flight fails the tests.
+
+Re-capture only when a change to the workflow is *meant* to be incompatible
+(and then it also needs a versioning plan for runs in flight); otherwise the old
+histories are exactly what must keep replaying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from temporalio.client import Client
+
+from steadfast_worker import chaos, embedded, models, runs
+from steadfast_worker.config import WorkerConfig
+from tests.support.ports import free_port
+from tests.support.stack import ROOT, example_config, on_queue
+
+FIXTURES = ROOT / "tests" / "fixtures" / "histories"
+
+
+class _Sink:
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        return "250 OK"
+
+
+Scenario = Callable[[embedded.Stack, WorkerConfig, str], Awaitable[str]]
+
+
+async def _start(client: Client, cfg: WorkerConfig, name: str) -> str:
+    started = await runs.start_topic(client, cfg, f"history {name} {uuid.uuid4().hex[:6]}")
+    return started.workflow_id
+
+
+async def happy(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    wf = await _start(s.client, cfg, name)
+    await runs.wait_closed(s.client, wf)
+    return wf
+
+
+async def llm_retries(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    await s.sim_admin.set_faults({"llm": {"first_n": 2, "kind": "429", "retry_after": 0.1}})
+    try:
+        return await happy(s, cfg, name)
+    finally:
+        await s.sim_admin.reset()
+
+
+async def search_failure(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    await s.sim_admin.set_faults({"search": {"rates": {"401": 1.0}}})
+    try:
+        return await happy(s, cfg, name)
+    finally:
+        await s.sim_admin.reset()
+
+
+async def budget_exhausted(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    tight = cfg.model_copy(
+        update={"budget": cfg.budget.model_copy(update={"max_usd_per_run": 0.034})}
+    )
+    return await happy(s, tight, name)
+
+
+def _approval(cfg: WorkerConfig) -> WorkerConfig:
+    return cfg.model_copy(
+        update={"notify": cfg.notify.model_copy(update={"require_approval": True})}
+    )
+
+
+async def approved(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    wf = await _start(s.client, _approval(cfg), name)
+    await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
+    handle = s.client.get_workflow_handle(wf)
+    await handle.execute_update(models.APPROVE_UPDATE, models.ApproveInput("alice", "ok"))
+    await runs.wait_closed(s.client, wf)
+    return wf
+
+
+async def rejected(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    wf = await _start(s.client, _approval(cfg), name)
+    await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
+    handle = s.client.get_workflow_handle(wf)
+    await handle.signal(models.REJECT_SIGNAL, models.RejectInput("bob", "thin"))
+    await runs.wait_closed(s.client, wf)
+    return wf
+
+
+async def worker_killed_while_writing(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    wf = await _start(s.client, cfg, name)
+    report = await chaos.crash_during(
+        s.client,
+        s.sim_admin,
+        wf,
+        models.Phase.WRITING.value,
+        s.workers[-1],
+        lambda: s.start_worker(cfg, _env(s)),
+    )
+    if not report.held:
+        raise RuntimeError(f"crash scenario did not complete cleanly: {report}")
+    return wf
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "happy_path_with_email": happy,
+    "llm_retries": llm_retries,
+    "search_failed": search_failure,
+    "budget_exhausted": budget_exhausted,
+    "approved": approved,
+    "rejected": rejected,
+    "worker_killed_while_writing": worker_killed_while_writing,
+}
+
+
+def _env(s: embedded.Stack) -> dict[str, str]:
+    env = dict(os.environ, STEADFAST_SMTP_URL=os.environ["_CAPTURE_SMTP_URL"])
+    env.pop("STEADFAST_POSTGRES_DSN", None)
+    return env
+
+
+async def capture(names: list[str]) -> dict[str, str]:
+    """Run each scenario; return its history as JSON, by scenario name."""
+    port = free_port()
+    smtp = Controller(_Sink(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    os.environ["_CAPTURE_SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+    captured: dict[str, str] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="steadfast-histories-") as tmp:
+            options = embedded.StackOptions(
+                state_dir=Path(tmp),
+                port=embedded.free_port(),
+                ui_port=0,
+                sim_flags=["--chunk-delay-ms", "20"],
+            )
+            async with embedded.Stack(options) as s:
+                base = example_config()
+                email = base.notify.email.model_copy(update={"to": ["reviewer@example.com"]})
+                base = base.model_copy(
+                    update={"notify": base.notify.model_copy(update={"email": email})}
+                )
+                cfg = s.worker_config(on_queue(base, "histories", heartbeat_timeout="3s"))
+                s.start_worker(cfg, _env(s))
+                for name in names:
+                    wf = await SCENARIOS[name](s, cfg, name)
+                    history = await s.client.get_workflow_handle(wf).fetch_history()
+                    captured[name] = history.to_json()
+                    row = await runs.describe_run(s.client, wf)
+                    print(f"{name}: {row.phase}, {len(history.events)} events")
+    finally:
+        smtp.stop()
+    return captured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", help=f"some of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--out", type=Path, default=FIXTURES)
+    args = parser.parse_args()
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    captured = asyncio.run(capture(args.scenarios or list(SCENARIOS)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in captured.items():
+        (args.out / f"{name}.json").write_text(text)
+    print(f"wrote {len(captured)} histories to {args.out}")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
