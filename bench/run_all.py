@@ -1,5 +1,6 @@
 """Run every benchmark in turn (``make bench``) and print their figures.
 
+``python bench/run_all.py [SCRIPT ...]`` runs all, or only the named scripts.
 Each benchmark is its own process with its own dev server, so one's leftovers
 cannot skew the next. Benchmarks print figures; they do not assert timings.
 """
@@ -12,18 +13,33 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["orchestration_overhead.py", "throughput.py", "resume_time.py"]
+#: (script, arguments). The operator's benchmarks need the Kubernetes binaries that
+#: ``hack/k8s-binaries`` builds; they run after the worker's.
+BENCHMARKS: list[tuple[str, list[str]]] = [
+    ("orchestration_overhead.py", []),
+    ("throughput.py", []),
+    ("resume_time.py", []),
+    ("operator_bench.py", ["reconcile"]),
+    ("operator_bench.py", ["scale"]),
+    ("operator_bench.py", ["fleet"]),
+]
 
 
 def main() -> int:
     failed = []
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
+    only = set(sys.argv[1:])
+    for name, args in BENCHMARKS:
+        label = " ".join([name, *args])
+        if only and name not in only and label not in only:
+            continue
+        if not (HERE / name).exists():
+            continue
+        print(f"== {label}", flush=True)
         t0 = time.monotonic()
-        code = subprocess.call([sys.executable, str(HERE / name)], cwd=HERE.parent)
+        code = subprocess.call([sys.executable, str(HERE / name), *args], cwd=HERE.parent)
         print(f"   ({time.monotonic() - t0:.0f}s, exit {code})\n", flush=True)
         if code != 0:
-            failed.append(name)
+            failed.append(label)
     if failed:
         print("failed:", ", ".join(failed))
     return 1 if failed else 0
