@@ -97,6 +97,11 @@ class RunSettings:
     query_count: int = 3
     retry_policies: RetryPolicies = field(default_factory=RetryPolicies)
     heartbeat_timeout_seconds: float = 10.0
+    search_provider: str = "http"
+    """``http`` or ``anthropic-web-search``; the latter is an LLM call the budget covers."""
+    search_max_results: int = 5
+    max_output_reasks: int = 2
+    """Re-asks when the model's query list does not parse, before ``InvalidModelOutput``."""
 
 
 @dataclass
@@ -125,8 +130,8 @@ class RunStatus:
     retries: int = 0
     report_id: str = ""
     email: str = ""
-    """``""`` (not yet), ``sent``, ``skipped``, or ``unknown`` when the process
-    may have died between the SMTP server accepting the mail and its record."""
+    """``""`` (not yet), ``sent``, ``skipped``, ``failed``, or ``unknown`` when the
+    process may have died between the SMTP server accepting the mail and its record."""
     reviewer: str = ""
     message: str = ""
 
@@ -161,7 +166,24 @@ class RejectInput:
     reason: str = ""
 
 
+@dataclass
+class ReportChunk:
+    """One piece of report text on the workflow stream's :data:`REPORT_TOPIC`.
+
+    ``offset`` is the character position in the report written by ``attempt``;
+    when a retried attempt starts over, its chunks begin again at offset 0 with
+    a higher ``attempt``, so a follower can tell a restart from a continuation.
+    """
+
+    attempt: int
+    offset: int
+    text: str
+
+
 WORKFLOW_NAME = "ResearchWorkflow"
 STATUS_QUERY = "status"
 APPROVE_UPDATE = "approve"
 REJECT_SIGNAL = "reject"
+#: Workflow-stream topics: report text (:class:`ReportChunk`), phase changes (:class:`RunStatus`).
+REPORT_TOPIC = "report"
+STATUS_TOPIC = "status"

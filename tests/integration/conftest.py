@@ -1,0 +1,230 @@
+"""Integration fixtures: SMTP sink, databases, and a research worker in this process.
+
+Every server here is real and on loopback: the session's Temporal dev server,
+the project's LLM/search simulator (spoken to through the real ``anthropic`` SDK
+and ``httpx``), an ``aiosmtpd`` server that keeps what it receives, SQLite files
+and the Debian Postgres that ``make integration`` / ``.ci/run`` start
+(``STEADFAST_TEST_POSTGRES_DSN``; missing it fails under ``CI=true``).
+
+:func:`harness` builds a worker for the test's own task queue from a
+:class:`~steadfast_worker.config.WorkerConfig` with short retry intervals, runs
+it on the test's event loop, and offers helpers to start runs and read metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from tests.support.ports import free_port
+from tests.support.sim import SimHandle, sim, sim_server  # noqa: F401  (fixtures)
+
+from steadfast_worker.activities import ResearchActivities
+from steadfast_worker.activities.storage import ReportStore, open_store
+from steadfast_worker.config import WorkerConfig, parse_config
+from steadfast_worker.ids import workflow_id
+from steadfast_worker.metrics import Metrics
+from steadfast_worker.models import WORKFLOW_NAME, ResearchResult
+from steadfast_worker.worker import build_worker, research_input
+
+API_KEY_ENV = "STEADFAST_TEST_ANTHROPIC_KEY"
+SMTP_URL_ENV = "STEADFAST_TEST_SMTP_URL"
+PG_DSN_ENV = "STEADFAST_TEST_PG_DSN"
+
+
+class _Sink:
+    """aiosmtpd handler that keeps every accepted message."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        with self._lock:
+            self.messages.append(
+                email.message_from_bytes(envelope.content, policy=email.policy.default)
+            )
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    sink: _Sink
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def messages_for(self, wf_id: str) -> list[Message]:
+        # Long header values arrive folded; compare them unfolded.
+        return [
+            m
+            for m in self.sink.messages
+            if " ".join(str(m["X-Steadfast-Workflow-Id"]).split()) == wf_id
+        ]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback that records what it accepts."""
+    sink = _Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, sink)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The Postgres DSN the Makefile exports; CI must have one, a laptop may skip."""
+    dsn = os.environ.get("STEADFAST_TEST_POSTGRES_DSN", "")
+    if not dsn:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("STEADFAST_TEST_POSTGRES_DSN is not set (run `make integration`)")
+        pytest.skip("STEADFAST_TEST_POSTGRES_DSN is not set; run scripts/start-postgres")
+    return dsn
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def base_config(simulator: SimHandle, task_queue: str, sqlite_path: Path) -> dict[str, Any]:
+    """A worker configuration against the simulator with test-sized intervals."""
+    fast = {"initialInterval": "100ms", "backoffCoefficient": 1.0}
+    return {
+        "agent": "itest",
+        "namespace": "itest-ns",
+        "temporal": {"taskQueue": task_queue},
+        "model": {
+            "name": "claude-sonnet-4-6",
+            "maxTokens": 1000,
+            "baseURL": simulator.llm_base_url,
+            "apiKeyEnv": API_KEY_ENV,
+            "timeout": "2s",
+        },
+        "search": {"provider": "http", "endpoint": simulator.search_url},
+        "storage": {"postgresDsnEnv": PG_DSN_ENV, "sqlitePath": str(sqlite_path)},
+        "notify": {
+            "email": {
+                "to": ["reviewer@example.test"],
+                "from": "steadfast@example.test",
+                "smtpUrlEnv": SMTP_URL_ENV,
+            }
+        },
+        "retryPolicies": {
+            "llm": {**fast, "maximumAttempts": 5},
+            "search": {**fast, "maximumAttempts": 3},
+            "database": {**fast, "maximumAttempts": 10},
+            "email": {"maximumAttempts": 1},
+        },
+        "budget": {"maxUSDPerRun": 1.0},
+        "worker": {"metricsPort": 0, "sdkMetricsPort": 0, "heartbeatTimeout": "3s"},
+    }
+
+
+@dataclass
+class Harness:
+    """A running in-process worker and the servers it talks to."""
+
+    client: Client
+    sim: SimHandle
+    smtp: SmtpServer
+    config: WorkerConfig
+    env: dict[str, str]
+    metrics: Metrics
+    activities: ResearchActivities
+    handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+
+    @property
+    def task_queue(self) -> str:
+        return self.config.task_queue
+
+    def workflow_id(self, topic: str) -> str:
+        return workflow_id(self.config.namespace, self.config.agent, topic)
+
+    async def start(self, topic: str) -> WorkflowHandle[Any, ResearchResult]:
+        handle = await self.client.start_workflow(
+            WORKFLOW_NAME,
+            research_input(self.config, topic),
+            id=self.workflow_id(topic),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            result_type=ResearchResult,
+        )
+        self.handles.append(handle)
+        return handle
+
+    async def run(self, topic: str) -> ResearchResult:
+        return await (await self.start(topic)).result()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from this worker's registry (0 when never incremented)."""
+        full = {"agent": self.config.agent, "namespace": self.config.namespace, **labels}
+        value = self.metrics.registry.get_sample_value(name, full)
+        return 0.0 if value is None else value
+
+    async def store(self) -> ReportStore:
+        dsn = self.env.get(PG_DSN_ENV, "")
+        return await open_store(dsn, self.config.storage.sqlite_path)
+
+
+HarnessFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
+
+
+@pytest.fixture
+def harness(
+    temporal_client: Client,
+    sim: SimHandle,  # noqa: F811  (fixture)
+    smtp_server: SmtpServer,
+    task_queue: str,
+    tmp_path: Path,
+) -> HarnessFactory:
+    """``async with harness(overrides, postgres_dsn=None) as h:`` runs a worker for one test."""
+
+    @contextlib.asynccontextmanager
+    async def start(
+        overrides: Mapping[str, Any] | None = None, *, postgres_dsn: str = ""
+    ) -> AsyncIterator[Harness]:
+        raw = _merge(base_config(sim, task_queue, tmp_path / "reports.db"), overrides or {})
+        config = parse_config(raw)
+        env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
+        if postgres_dsn:
+            env[PG_DSN_ENV] = postgres_dsn
+        metrics = Metrics()
+        activities = ResearchActivities(config, metrics, env)
+        worker = build_worker(temporal_client, config, activities)
+        h = Harness(temporal_client, sim, smtp_server, config, env, metrics, activities)
+        async with worker:
+            try:
+                yield h
+            finally:
+                for handle in h.handles:
+                    with contextlib.suppress(Exception):
+                        await handle.terminate("test over")
+        await activities.aclose()
+
+    return start

@@ -1,0 +1,34 @@
+"""All I/O of a research run, as Temporal activities (one module per concern).
+
+:class:`ResearchActivities` bundles them on one object per worker process, built
+from the worker's configuration; :meth:`ResearchActivities.all` lists the
+callables to register with a :class:`temporalio.worker.Worker`. Activity names
+and dataclasses are in :mod:`steadfast_worker.activities.types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from steadfast_worker.activities.email import StorageActivities
+from steadfast_worker.activities.queries import QueriesActivities
+from steadfast_worker.activities.report import ReportActivities
+from steadfast_worker.activities.search import SearchActivities
+
+
+class ResearchActivities(QueriesActivities, SearchActivities, ReportActivities, StorageActivities):
+    """Every activity of ``ResearchWorkflow``, sharing one set of clients."""
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.generate_queries,
+            self.web_search,
+            self.write_report,
+            self.save_report,
+            self.send_email,
+            self.record_run,
+        ]
+
+
+__all__ = ["ResearchActivities"]

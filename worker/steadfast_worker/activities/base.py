@@ -1,0 +1,200 @@
+"""What every activity shares: configuration, clients, heartbeats and attempt metrics.
+
+Activities are methods of one object built per worker process, because their
+configuration (endpoints, which environment variable holds which secret, the
+database) belongs to the worker, not to the workflow input that history records.
+Clients are created lazily and reused across activities.
+
+Two helpers carry the cross-cutting behaviour:
+
+- :class:`Heartbeater` heartbeats in the background while an activity waits on
+  the network, so a worker that dies is noticed after the heartbeat timeout
+  (seconds) instead of the start-to-close timeout (minutes). Its details carry
+  the spend of earlier, failed attempts forward to the next attempt.
+- :meth:`ActivityBase.attempt` maps every exception to a typed
+  ``ApplicationError`` and records the attempt's outcome in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from steadfast_worker import errors, llm
+from steadfast_worker.activities.storage import ReportStore, open_store
+from steadfast_worker.config import WorkerConfig
+from steadfast_worker.metrics import (
+    OUTCOME_CANCELLED,
+    OUTCOME_FAILURE,
+    OUTCOME_SUCCESS,
+    Labels,
+    Metrics,
+)
+
+
+@dataclass
+class Carried:
+    """Heartbeat details that survive into the next attempt of the same activity."""
+
+    failed_cost_usd: float = 0.0
+    calls: int = 0
+    progress: int = 0
+
+    @classmethod
+    def from_info(cls) -> Carried:
+        details = activity.info().heartbeat_details
+        if not details:
+            return cls()
+        raw = details[0]
+        if isinstance(raw, Mapping):
+            return cls(
+                float(raw.get("failed_cost_usd", 0.0)),
+                int(raw.get("calls", 0)),
+                int(raw.get("progress", 0)),
+            )
+        return cls()
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "failed_cost_usd": self.failed_cost_usd,
+            "calls": self.calls,
+            "progress": self.progress,
+        }
+
+
+class Heartbeater:
+    """Heartbeats ``state`` periodically until closed; publishes changes promptly."""
+
+    def __init__(self, state: Carried) -> None:
+        self.state = state
+        timeout = activity.info().heartbeat_timeout
+        seconds = timeout.total_seconds() if timeout else 10.0
+        # A third of the timeout leaves room for two lost heartbeats.
+        self._interval = max(min(seconds / 3.0, 5.0), 0.1)
+        self._task: asyncio.Task[None] | None = None
+
+    def beat(self) -> None:
+        activity.heartbeat(self.state.as_details())
+
+    async def _loop(self) -> None:
+        while True:
+            self.beat()
+            await asyncio.sleep(self._interval)
+
+    async def __aenter__(self) -> Heartbeater:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # The final state must reach the server with the attempt's outcome, so
+        # a retry starts from it.
+        self.beat()
+
+
+def _will_retry(err: ApplicationError) -> bool:
+    if not errors.is_retryable(err):
+        return False
+    info = activity.info()
+    policy = info.retry_policy
+    maximum = policy.maximum_attempts if policy is not None else 0
+    return maximum == 0 or info.attempt < maximum
+
+
+class ActivityBase:
+    """Configuration, lazily created clients and the attempt wrapper."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        metrics: Metrics | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.labels = Labels(config.agent, config.namespace)
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self._llm: anthropic.AsyncAnthropic | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._store: ReportStore | None = None
+        self._store_lock = asyncio.Lock()
+
+    # -- clients -----------------------------------------------------------------
+
+    def llm_client(self) -> anthropic.AsyncAnthropic:
+        if self._llm is None:
+            self._llm = llm.make_client(self.config.model, self.env)
+        return self._llm
+
+    def http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.config.model.timeout.total_seconds())
+        return self._http
+
+    async def store(self) -> ReportStore:
+        async with self._store_lock:
+            if self._store is None:
+                dsn = self.env.get(self.config.storage.postgres_dsn_env, "")
+                self._store = await open_store(dsn, self.config.storage.sqlite_path)
+            return self._store
+
+    async def aclose(self) -> None:
+        """Close clients; called when the worker stops."""
+        if self._llm is not None:
+            await self._llm.close()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._store is not None:
+            await self._store.close()
+
+    # -- attempts ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def attempt(
+        self, name: str, *, details: FailureDetailsFactory | None = None
+    ) -> AsyncIterator[None]:
+        """Run one attempt: typed errors out, one ``activity_attempts`` sample in.
+
+        ``details`` builds the payload attached to a failure (spend so far), so
+        the workflow can account for an activity that failed for good.
+        """
+        try:
+            yield
+        except (asyncio.CancelledError, CancelledError):
+            self.metrics.record_attempt(self.labels, name, OUTCOME_CANCELLED)
+            raise
+        except Exception as exc:
+            extra = [details()] if details is not None else []
+            err = errors.to_application_error(exc, *extra)
+            retry_type = (err.type or errors.UNEXPECTED) if _will_retry(err) else None
+            self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, retry_type)
+            if err is exc:
+                raise
+            raise err from exc
+        self.metrics.record_attempt(self.labels, name, OUTCOME_SUCCESS)
+
+
+class FailureDetailsFactory:
+    """Callable producing the details dict attached to a failed attempt."""
+
+    def __init__(self, state: Carried) -> None:
+        self.state = state
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            "attempt": activity.info().attempt,
+            "failed_cost_usd": self.state.failed_cost_usd,
+            "calls": self.state.calls,
+        }

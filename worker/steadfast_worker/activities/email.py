@@ -1,0 +1,168 @@
+"""Activities ``save_report`` and ``send_email``: the run's two durable side effects.
+
+``save_report`` upserts the report keyed on the workflow id (see
+:mod:`~steadfast_worker.activities.storage`), so retries and repeated runs of
+the same id leave exactly one row and return its original report id.
+
+``send_email`` sends the review-request mail **at most once per run**, using the
+database as the record:
+
+1. *Claim* the run's row in ``steadfast_emails`` (insert ``claimed``; a row that
+   already exists is not claimed again).
+2. Hand the message to the SMTP server.
+3. Mark the row ``sent``.
+
+If the claim finds an existing row, this is a retry or a repeat: ``sent`` means
+the mail went out earlier, and the activity returns ``sent`` without sending.
+
+**The edge case.** If the process dies (SIGKILL, node loss) or the connection
+drops after step 2 began but before step 3 committed, the row stays ``claimed``
+and nobody can know whether the SMTP server accepted the mail. The activity
+never resends in that state: it returns ``email="unknown"``, which the workflow
+puts in its result and ``status`` query (and ``steadfast status`` shows), so an
+operator can check the mail server's log. Sending again would risk the
+duplicate the guarantee rules out; losing the mail silently would be worse than
+saying "unknown". When the SMTP server *refuses* the mail (an SMTP error reply
+or a refused connection) it certainly was not delivered: the row is marked
+``failed`` and may be claimed again by a later attempt.
+"""
+
+from __future__ import annotations
+
+import email.message
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from steadfast_worker import errors
+from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater
+from steadfast_worker.activities.types import (
+    RECORD_RUN,
+    SAVE_REPORT,
+    SEND_EMAIL,
+    RecordRunInput,
+    SaveReportInput,
+    SaveReportOutput,
+    SendEmailInput,
+    SendEmailOutput,
+)
+
+SMTP_TIMEOUT_SECONDS = 30.0
+
+#: Failures after which the mail was certainly not delivered. Timeouts and
+#: disconnects are deliberately absent: after DATA they are ambiguous.
+_REFUSED = (
+    aiosmtplib.SMTPResponseException,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPNotSupported,
+)
+
+
+def smtp_target(url: str) -> dict[str, object]:
+    """``aiosmtplib.send`` keyword arguments from ``smtp[s]://[user:pass@]host[:port]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("expected smtp://[user:pass@]host[:port] or smtps://...")
+    secure = parts.scheme == "smtps"
+    return {
+        "hostname": parts.hostname,
+        "port": parts.port or (465 if secure else 25),
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "use_tls": secure,
+        "start_tls": False if secure else None,
+        "timeout": SMTP_TIMEOUT_SECONDS,
+    }
+
+
+def build_message(inp: SendEmailInput, sender: str, to: list[str]) -> email.message.EmailMessage:
+    msg = email.message.EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = f"[steadfast] Review requested: {inp.topic}"
+    # Lets a mail server's log be matched to a run when the outcome is "unknown".
+    msg["X-Steadfast-Workflow-Id"] = inp.workflow_id
+    msg["X-Steadfast-Report-Id"] = inp.report_id
+    approved = f"Approved for review by {inp.reviewer}.\n\n" if inp.reviewer else ""
+    msg.set_content(
+        f"A research report is ready for review.\n\n{approved}"
+        f"Topic: {inp.topic}\nReport id: {inp.report_id}\nWorkflow: {inp.workflow_id}\n"
+        f"Agent: {inp.namespace}/{inp.agent}\n\n{inp.summary}\n"
+    )
+    return msg
+
+
+class StorageActivities(ActivityBase):
+    @activity.defn(name=SAVE_REPORT)
+    async def save_report(self, inp: SaveReportInput) -> SaveReportOutput:
+        async with self.attempt(SAVE_REPORT), Heartbeater(Carried()):
+            store = await self.store()
+            saved = await store.save_report(
+                workflow_id=inp.workflow_id,
+                report_id=inp.report_id,
+                run_id=inp.run_id,
+                agent=inp.agent,
+                namespace=inp.namespace,
+                topic=inp.topic,
+                markdown=inp.markdown,
+                cost_usd=inp.cost_usd,
+            )
+            return SaveReportOutput(
+                saved.report_id, saved.created, store.backend, activity.info().attempt
+            )
+
+    @activity.defn(name=SEND_EMAIL)
+    async def send_email(self, inp: SendEmailInput) -> SendEmailOutput:
+        async with self.attempt(SEND_EMAIL), Heartbeater(Carried()):
+            return await self._send(inp)
+
+    async def _send(self, inp: SendEmailInput) -> SendEmailOutput:
+        attempt = activity.info().attempt
+        cfg = self.config.notify.email
+        if not cfg.to:
+            return SendEmailOutput("skipped", "no recipients configured", attempt)
+        url = self.env.get(cfg.smtp_url_env, "")
+        try:
+            target = smtp_target(url)
+        except ValueError as err:
+            raise ApplicationError(
+                f"{cfg.smtp_url_env} (notify.email.smtpUrlEnv): {err}",
+                type=errors.MISCONFIGURED,
+                non_retryable=True,
+            ) from None
+        store = await self.store()
+        if not await store.claim_email(inp.workflow_id, ", ".join(cfg.to)):
+            status = await store.email_status(inp.workflow_id)
+            if status == "sent":
+                return SendEmailOutput("sent", "already sent by an earlier attempt", attempt)
+            return SendEmailOutput(
+                "unknown",
+                "an earlier attempt claimed the email but never confirmed it; not resending "
+                "(check the mail server's log for X-Steadfast-Workflow-Id)",
+                attempt,
+            )
+        message = build_message(inp, cfg.from_, cfg.to)
+        try:
+            await aiosmtplib.send(message, **target)  # type: ignore[arg-type]
+        except _REFUSED as err:
+            # Refused outright (or never connected): certainly not delivered.
+            await store.mark_email(inp.workflow_id, "failed", str(err)[:500])
+            code = getattr(err, "code", 0)
+            raise ApplicationError(
+                f"SMTP server refused the review email: {err}",
+                type=errors.EMAIL_REJECTED if 500 <= code < 600 else errors.EMAIL_FAILED,
+                non_retryable=500 <= code < 600,
+            ) from None
+        # Any other failure (timeout, disconnect mid-DATA) leaves the row claimed:
+        # the outcome is unknown and a retry must not resend.
+        await store.mark_email(inp.workflow_id, "sent")
+        return SendEmailOutput("sent", f"sent to {len(cfg.to)} recipient(s)", attempt)
+
+    @activity.defn(name=RECORD_RUN)
+    async def record_run(self, inp: RecordRunInput) -> None:
+        """Run-level metrics, as a local activity: workflows cannot touch Prometheus,
+        and a local activity's completion is recorded, so replays don't count twice."""
+        self.metrics.record_run(self.labels, inp.phase, inp.cost_usd)

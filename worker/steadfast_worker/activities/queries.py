@@ -1,0 +1,138 @@
+"""Activity ``generate_queries``: ask the model for search queries as JSON.
+
+Model output is untrusted input. The reply must be a JSON array of non-empty
+strings; anything else is re-asked a bounded number of times (each re-ask is a
+new, billed call, counted as failed spend), then the activity fails with the
+non-retryable ``InvalidModelOutput``: retrying the whole activity would ask the
+same question again and spend more for the same answer.
+
+The prompt follows the simulator's contract (:mod:`steadfast_worker.sim.content`):
+"Return a JSON array of N search queries" and a ``Topic:`` line. A real model
+follows the same instructions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from steadfast_worker import errors, llm, pricing
+from steadfast_worker.activities.base import (
+    ActivityBase,
+    Carried,
+    FailureDetailsFactory,
+    Heartbeater,
+)
+from steadfast_worker.activities.types import (
+    GENERATE_QUERIES,
+    GenerateQueriesInput,
+    GenerateQueriesOutput,
+    LlmCall,
+)
+
+SYSTEM = (
+    "You are a research assistant planning web searches. Answer with only the "
+    "requested JSON, no prose and no code fence."
+)
+MAX_QUERY_CHARS = 300
+
+
+def prompt(topic: str, count: int) -> str:
+    return (
+        f"Return a JSON array of {count} search queries that together cover the topic "
+        f"below from different angles (market size, key players, risks, recent news).\n"
+        f"Topic: {topic}"
+    )
+
+
+def parse_queries(text: str, count: int) -> list[str]:
+    """The queries in ``text``; raises ValueError saying what is wrong with it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        # Models sometimes fence JSON despite instructions; the content is still usable.
+        stripped = stripped.strip("`").removeprefix("json").strip()
+    try:
+        data: Any = json.loads(stripped)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at char {err.pos})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON array, got {type(data).__name__}")
+    queries = [q.strip() for q in data if isinstance(q, str) and q.strip()]
+    if len(queries) != len(data) or not queries:
+        raise ValueError("the array must hold only non-empty strings")
+    return [q[:MAX_QUERY_CHARS] for q in queries[:count]]
+
+
+class QueriesActivities(ActivityBase):
+    @activity.defn(name=GENERATE_QUERIES)
+    async def generate_queries(self, inp: GenerateQueriesInput) -> GenerateQueriesOutput:
+        carried = Carried.from_info()
+        async with (
+            self.attempt(GENERATE_QUERIES, details=FailureDetailsFactory(carried)),
+            Heartbeater(carried),
+        ):
+            return await self._generate(inp, carried)
+
+    async def _generate(self, inp: GenerateQueriesInput, carried: Carried) -> GenerateQueriesOutput:
+        price = pricing.lookup(inp.model, inp.pricing)
+        client = self.llm_client()
+        info = activity.info()
+        messages: list[anthropic.types.MessageParam] = [
+            {"role": "user", "content": prompt(inp.topic, inp.count)}
+        ]
+        problem = ""
+        for ask in range(inp.max_reasks + 1):
+            reply = await client.messages.create(
+                model=inp.model,
+                max_tokens=inp.max_tokens,
+                system=SYSTEM,
+                messages=messages,
+                extra_headers={
+                    llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}/ask{ask}"
+                },
+            )
+            usage = llm.usage_of(reply.usage)
+            cost = pricing.cost_usd(usage, price)
+            carried.calls += 1
+            text = llm.text_of(reply)
+            try:
+                queries = parse_queries(text, inp.count)
+            except ValueError as err:
+                problem = str(err)
+                carried.failed_cost_usd += cost
+                self.metrics.record_llm(self.labels, inp.model, usage, cost)
+                self.metrics.record_retry_cost(self.labels, inp.model, cost)
+                activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": text or "(empty)"},
+                    {
+                        "role": "user",
+                        "content": f"That was not valid: {problem}. Return a JSON array of "
+                        f"{inp.count} search queries and nothing else.\nTopic: {inp.topic}",
+                    },
+                ]
+                continue
+            self.metrics.record_llm(self.labels, inp.model, usage, cost)
+            return GenerateQueriesOutput(
+                queries=queries,
+                llm=LlmCall(
+                    model=inp.model,
+                    usage=usage,
+                    cost_usd=cost,
+                    failed_cost_usd=carried.failed_cost_usd,
+                    calls=carried.calls,
+                ),
+                attempt=info.attempt,
+                reasks=ask,
+            )
+        raise ApplicationError(
+            f"model output stayed invalid after {inp.max_reasks} re-asks: {problem}",
+            FailureDetailsFactory(carried)(),
+            type=errors.INVALID_MODEL_OUTPUT,
+            non_retryable=True,
+        )

@@ -1,0 +1,103 @@
+"""``steadfast worker``: run one Temporal worker for one ResearchAgent.
+
+The operator runs this in each worker Deployment with the ConfigMap it rendered;
+locally it runs against any Temporal (dev server, self-hosted with mTLS, or
+Temporal Cloud with an API key). Connection flags given on the command line
+override the file's ``temporal`` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from steadfast_worker.config import ConfigError, TemporalConfig, WorkerConfig, load_config
+from steadfast_worker.connection import add_connection_arguments
+
+HELP = (
+    "Run a Temporal worker for one ResearchAgent: polls its task queue, runs "
+    "ResearchWorkflow and its activities, serves Prometheus metrics, and shuts "
+    "down gracefully on SIGTERM. Secrets come from the environment variables the "
+    "configuration names (model.apiKeyEnv, storage.postgresDsnEnv, ...)."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="worker configuration (YAML or JSON, ResearchAgent field names); "
+        "without it the built-in defaults are used",
+    )
+    parser.add_argument("--task-queue", default="", help="override temporal.taskQueue")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    add_connection_arguments(parser)
+    # Connection flags override the file only when given explicitly.
+    parser.set_defaults(
+        **{
+            k: None
+            for k in (
+                "address",
+                "namespace",
+                "tls_cert",
+                "tls_key",
+                "tls_ca",
+                "tls_server_name",
+                "api_key_env",
+            )
+        }
+    )
+
+
+def apply_overrides(config: WorkerConfig, args: argparse.Namespace) -> WorkerConfig:
+    """``config`` with the connection flags that were given on the command line."""
+    t = config.temporal
+    tls = t.tls.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "cert_file": args.tls_cert,
+                "key_file": args.tls_key,
+                "ca_file": args.tls_ca,
+                "server_name": args.tls_server_name,
+            }.items()
+            if v is not None
+        }
+    )
+    updates: dict[str, object] = {
+        k: v
+        for k, v in {
+            "address": args.address or os.environ.get("TEMPORAL_ADDRESS"),
+            "namespace": args.namespace or os.environ.get("TEMPORAL_NAMESPACE"),
+            "api_key_env": args.api_key_env,
+            "task_queue": args.task_queue or None,
+        }.items()
+        if v is not None
+    }
+    data = t.model_dump(by_alias=True)
+    data.update({TemporalConfig.model_fields[k].alias or k: v for k, v in updates.items()})
+    data["tls"] = tls.model_dump(by_alias=True)
+    temporal = TemporalConfig.model_validate(data)
+    return config.model_copy(update={"temporal": temporal})
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config) if args.config else WorkerConfig()
+        config = apply_overrides(config, args)
+        from steadfast_worker.worker import run_settings, run_worker
+
+        run_settings(config)
+    except ConfigError as err:
+        print(f"steadfast worker: {err}", file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(config))
+    return 0

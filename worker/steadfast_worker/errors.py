@@ -1,0 +1,180 @@
+"""Which failures are worth retrying: typed Temporal errors from HTTP outcomes.
+
+Temporal retries an activity unless its error is marked non-retryable, so the
+whole retry behaviour of a run hangs on how each failure is classified. The
+classification is a pure function of the HTTP status and headers
+(:func:`classify_status`) so it is unit-tested without servers; the functions
+below it only pull those facts out of ``anthropic``/``httpx`` exceptions.
+
+- 400/401/403/404 (and other 4xx), and model output that stays invalid after
+  bounded re-asks, fail fast: retrying cannot fix them and would burn budget.
+- 408/409/429/5xx/529, timeouts and connection failures retry, and a
+  ``retry-after`` header becomes the error's ``next_retry_delay`` so Temporal
+  waits as long as the server asked instead of its own backoff.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import anthropic
+import httpx
+import httpx2
+from temporalio.exceptions import ApplicationError
+
+# Error type names: stable strings that appear in metrics labels, workflow
+# failures and RetryPolicy.non_retryable_error_types.
+RATE_LIMITED: Final = "RateLimited"
+OVERLOADED: Final = "Overloaded"
+SERVER_ERROR: Final = "ServerError"
+TIMEOUT: Final = "Timeout"
+CONNECTION_FAILED: Final = "ConnectionFailed"
+BAD_REQUEST: Final = "BadRequest"
+UNAUTHORIZED: Final = "Unauthorized"
+FORBIDDEN: Final = "Forbidden"
+NOT_FOUND: Final = "NotFound"
+CLIENT_ERROR: Final = "ClientError"
+INVALID_MODEL_OUTPUT: Final = "InvalidModelOutput"
+MISSING_CREDENTIALS: Final = "MissingCredentials"
+MISCONFIGURED: Final = "Misconfigured"
+BUDGET_EXHAUSTED: Final = "BudgetExhausted"
+EMAIL_REJECTED: Final = "EmailRejected"
+EMAIL_FAILED: Final = "EmailFailed"
+DATABASE_ERROR: Final = "DatabaseError"
+UNEXPECTED: Final = "Unexpected"
+
+#: Types that must never be retried, whatever the retry policy says.
+NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    CLIENT_ERROR,
+    INVALID_MODEL_OUTPUT,
+    MISSING_CREDENTIALS,
+    MISCONFIGURED,
+    BUDGET_EXHAUSTED,
+    EMAIL_REJECTED,
+)
+
+#: A server asking for longer than this is treated as asking for this long:
+#: an hour-long retry-after would otherwise park a run silently.
+MAX_RETRY_AFTER_SECONDS: Final = 300.0
+
+_BY_STATUS: Final[Mapping[int, tuple[str, bool]]] = {
+    400: (BAD_REQUEST, False),
+    401: (UNAUTHORIZED, False),
+    403: (FORBIDDEN, False),
+    404: (NOT_FOUND, False),
+    408: (TIMEOUT, True),
+    409: (SERVER_ERROR, True),
+    413: (BAD_REQUEST, False),
+    422: (BAD_REQUEST, False),
+    429: (RATE_LIMITED, True),
+    504: (TIMEOUT, True),
+    529: (OVERLOADED, True),
+}
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What to tell Temporal about one failed attempt."""
+
+    type: str
+    retryable: bool
+    retry_after_seconds: float | None = None
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return _clamp(float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return _clamp(float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return _clamp((when - now).total_seconds())
+
+
+def _clamp(seconds: float) -> float | None:
+    if seconds != seconds or seconds < 0:  # NaN or in the past: use the policy's backoff
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+def classify_status(status: int, headers: Mapping[str, str] | None = None) -> Classified:
+    """Classify an HTTP error status; ``headers`` supply ``retry-after``."""
+    retry_after = parse_retry_after(headers or {})
+    if status in _BY_STATUS:
+        kind, retryable = _BY_STATUS[status]
+    elif status >= 500:
+        kind, retryable = SERVER_ERROR, True
+    elif status >= 400:
+        kind, retryable = CLIENT_ERROR, False
+    else:
+        kind, retryable = UNEXPECTED, True
+    return Classified(kind, retryable, retry_after if retryable else None)
+
+
+def classify_exception(exc: BaseException) -> Classified:
+    """Classify an exception raised by ``anthropic``, ``httpx`` or ``httpx2``."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return classify_status(exc.status_code, dict(exc.response.headers))
+    if isinstance(exc, httpx.HTTPStatusError | httpx2.HTTPStatusError):
+        return classify_status(exc.response.status_code, dict(exc.response.headers))
+    if isinstance(
+        exc, anthropic.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException
+    ):
+        return Classified(TIMEOUT, True)
+    if isinstance(exc, TimeoutError):
+        return Classified(TIMEOUT, True)
+    if isinstance(exc, anthropic.APIConnectionError | httpx.TransportError | httpx2.TransportError):
+        return Classified(CONNECTION_FAILED, True)
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return Classified(INVALID_MODEL_OUTPUT, False)
+    return Classified(UNEXPECTED, True)
+
+
+def to_application_error(exc: BaseException, *details: Any) -> ApplicationError:
+    """The :class:`ApplicationError` an activity raises for ``exc``.
+
+    ``details`` travel with the failure (the workflow reads spend and attempt
+    numbers from them). An ``ApplicationError`` passes through unchanged.
+    """
+    if isinstance(exc, ApplicationError):
+        return exc
+    c = classify_exception(exc)
+    message = f"{c.type}: {type(exc).__name__}: {exc}"
+    return ApplicationError(
+        message,
+        *details,
+        type=c.type,
+        non_retryable=not c.retryable,
+        next_retry_delay=(
+            timedelta(seconds=c.retry_after_seconds) if c.retry_after_seconds is not None else None
+        ),
+    )
+
+
+def is_retryable(err: ApplicationError) -> bool:
+    """Whether Temporal may retry ``err`` (flag or type in the never-retry list)."""
+    return not err.non_retryable and (err.type or "") not in NON_RETRYABLE_TYPES

@@ -1,0 +1,143 @@
+"""The worker's Prometheus metrics, named exactly as DESIGN §4 promises.
+
+Dashboards, alert rules and the operator's cost roll-up all query these names,
+so they live in one module and nowhere else. Each :class:`Metrics` owns its own
+:class:`~prometheus_client.CollectorRegistry`: tests can run several workers in
+one process and read each one's values without cross-talk, and the exposition
+holds only Steadfast's series (no process collectors fighting the SDK's).
+
+Labels never carry a workflow id or topic: per-run series would grow without
+bound. Per-run figures belong in the ``status`` query and the run's result.
+
+The Temporal SDK's own metrics are served by its Rust core on a second port
+(:func:`sdk_runtime`), because they are produced outside Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from steadfast_worker.pricing import Usage
+
+#: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
+RUN_COST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_FAILURE = "failure"
+OUTCOME_CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The identity of the ResearchAgent this worker serves."""
+
+    agent: str
+    namespace: str
+
+
+class Metrics:
+    """All of the worker's series, on a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.llm_tokens = Counter(
+            "steadfast_llm_tokens_total",
+            "LLM tokens consumed, by token type (input, output, cache_read, cache_write).",
+            ["agent", "namespace", "model", "token_type"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "steadfast_llm_cost_usd_total",
+            "USD spent on LLM calls that completed.",
+            ["agent", "namespace", "model"],
+            registry=r,
+        )
+        self.llm_retry_cost = Counter(
+            "steadfast_llm_retry_cost_usd_total",
+            "USD spent on LLM attempts that failed (re-asked output, streams cut off).",
+            ["agent", "namespace", "model"],
+            registry=r,
+        )
+        self.activity_attempts = Counter(
+            "steadfast_activity_attempts_total",
+            "Activity attempts, by outcome (success, failure, cancelled).",
+            ["agent", "namespace", "activity", "outcome"],
+            registry=r,
+        )
+        self.activity_retries = Counter(
+            "steadfast_activity_retries_total",
+            "Failed activity attempts that Temporal will retry, by error type.",
+            ["agent", "namespace", "activity", "error_type"],
+            registry=r,
+        )
+        self.runs = Counter(
+            "steadfast_runs_total",
+            "Research runs that ended, by final phase.",
+            ["agent", "namespace", "phase"],
+            registry=r,
+        )
+        self.run_cost = Histogram(
+            "steadfast_run_cost_usd",
+            "Total USD cost of each research run that ended.",
+            ["agent", "namespace"],
+            buckets=RUN_COST_BUCKETS,
+            registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "steadfast_budget_exhausted_total",
+            "Runs stopped because the next LLM call did not fit the per-run budget.",
+            ["agent", "namespace"],
+            registry=r,
+        )
+
+    def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
+        """Tokens and spend of LLM calls that completed."""
+        for token_type, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ):
+            if count:
+                self.llm_tokens.labels(labels.agent, labels.namespace, model, token_type).inc(count)
+        self.llm_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)
+
+    def record_retry_cost(self, labels: Labels, model: str, cost_usd: float) -> None:
+        if cost_usd > 0:
+            self.llm_retry_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)
+
+    def record_attempt(
+        self, labels: Labels, activity: str, outcome: str, retry_error_type: str | None = None
+    ) -> None:
+        """One attempt ended; ``retry_error_type`` when Temporal will try again."""
+        self.activity_attempts.labels(labels.agent, labels.namespace, activity, outcome).inc()
+        if retry_error_type is not None:
+            self.activity_retries.labels(
+                labels.agent, labels.namespace, activity, retry_error_type
+            ).inc()
+
+    def record_run(self, labels: Labels, phase: str, cost_usd: float) -> None:
+        self.runs.labels(labels.agent, labels.namespace, phase).inc()
+        self.run_cost.labels(labels.agent, labels.namespace).observe(cost_usd)
+        if phase == "BudgetExhausted":
+            self.budget_exhausted.labels(labels.agent, labels.namespace).inc()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose ``/metrics`` on ``port`` in a daemon thread (0: don't)."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)
+
+
+def sdk_runtime(host: str, port: int) -> Runtime | None:
+    """A Temporal runtime exporting the SDK's metrics on ``host:port`` (0: none)."""
+    if not port:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"{host}:{port}", counters_total_suffix=True)
+        )
+    )

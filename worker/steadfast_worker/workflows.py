@@ -1,0 +1,369 @@
+"""``ResearchWorkflow``: topic -> queries -> search -> report -> save -> (approval) -> email.
+
+Deterministic code only. Every side effect is an activity (by name, so the
+sandbox never loads the I/O libraries' code paths); time, randomness and waiting
+come from ``workflow.now()``, ``workflow.uuid4()`` and ``workflow.sleep()``. The
+decisions made here -- budget checks, which policy retries what, when to stop --
+are pure functions from :mod:`steadfast_worker.budget`, :mod:`.pricing` and
+:mod:`.retry`, fed only with the workflow input and activity results, so a
+replay decides exactly as the original run did.
+
+Cost and retries are accounted from what activities report back (their usage,
+their attempt numbers and the spend of failed attempts), so the ``status`` query
+and the result carry the same figures a user is billed for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from temporalio.contrib.workflow_streams import WorkflowStream
+
+    from steadfast_worker import budget, errors, pricing
+    from steadfast_worker.activities import types as act
+    from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
+    from steadfast_worker.models import (
+        APPROVE_UPDATE,
+        REJECT_SIGNAL,
+        STATUS_QUERY,
+        STATUS_TOPIC,
+        WORKFLOW_NAME,
+        ApproveInput,
+        ApproveResult,
+        Phase,
+        Pricing,
+        RejectInput,
+        ResearchInput,
+        ResearchResult,
+        RetryPolicySpec,
+        RunStatus,
+    )
+    from steadfast_worker.retry import to_retry_policy
+
+LLM_START_TO_CLOSE = timedelta(minutes=10)
+IO_START_TO_CLOSE = timedelta(minutes=2)
+#: A send_email attempt lost with its worker is re-run this many times; the
+#: database claim makes that safe (it answers "unknown" instead of resending).
+EMAIL_LOST_WORKER_RERUNS = 2
+QUERY_PROMPT_CHARS = 400
+
+
+class _BudgetStopError(Exception):
+    def __init__(self, decision: budget.BudgetDecision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class ResearchWorkflow:
+    @workflow.init
+    def __init__(self, inp: ResearchInput) -> None:
+        self._inp = inp
+        self._status = RunStatus(topic=inp.topic)
+        self._stream = WorkflowStream()
+        self._approval: ApproveInput | None = None
+        self._rejection: RejectInput | None = None
+        self._markdown_chars = 0
+        self._accounted: set[int] = set()
+
+    # -- handlers ------------------------------------------------------------------
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> RunStatus:
+        return replace(self._status)
+
+    @workflow.update(name=APPROVE_UPDATE)
+    async def approve(self, inp: ApproveInput) -> ApproveResult:
+        self._approval = inp
+        return ApproveResult(True, f"approved by {inp.reviewer.strip()}")
+
+    @approve.validator
+    def _validate_approve(self, inp: ApproveInput) -> None:
+        # Validator rejections never reach history, so a typo costs nothing.
+        if not inp.reviewer or not inp.reviewer.strip():
+            raise ValueError("reviewer is required: say who approves the report")
+        if not self._inp.settings.require_approval:
+            raise ValueError("this run does not require approval")
+        if self._approval is not None or self._rejection is not None:
+            raise ValueError("this run has already been approved or rejected")
+        if self._status.phase.terminal:
+            raise ValueError(f"this run has already ended ({self._status.phase.value})")
+
+    @workflow.signal(name=REJECT_SIGNAL)
+    def reject(self, inp: RejectInput) -> None:
+        if self._approval is None and self._rejection is None:
+            self._rejection = inp
+
+    # -- the run -------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: ResearchInput) -> ResearchResult:
+        try:
+            price = pricing.lookup(inp.settings.model, inp.settings.pricing)
+        except pricing.UnknownModelError as err:
+            await self._finish(Phase.FAILED, str(err))
+            raise ApplicationError(
+                str(err), type=errors.MISCONFIGURED, non_retryable=True
+            ) from None
+        try:
+            await self._pipeline(inp, price)
+        except _BudgetStopError as stop:
+            await self._finish(Phase.BUDGET_EXHAUSTED, stop.decision.message)
+            raise ApplicationError(
+                f"run budget exhausted: {stop.decision.message}",
+                type=errors.BUDGET_EXHAUSTED,
+                non_retryable=True,
+            ) from None
+        except ActivityError as err:
+            if id(err) not in self._accounted:
+                self._account_failure(err)
+            kind, message = _describe(err)
+            await self._finish(Phase.FAILED, message)
+            raise ApplicationError(message, type=kind, non_retryable=True) from err
+        except asyncio.CancelledError:
+            await self._finish(Phase.CANCELLED, "cancelled")
+            raise
+        return ResearchResult(replace(self._status), self._markdown_chars)
+
+    async def _pipeline(self, inp: ResearchInput, price: Pricing) -> None:
+        s = inp.settings
+        info = workflow.info()
+
+        self._enter(Phase.GENERATING_QUERIES, 1)
+        self._reserve(
+            budget.reserve_usd(s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price)
+        )
+        queries = await self._activity(
+            act.GENERATE_QUERIES,
+            act.GenerateQueriesInput(
+                inp.topic, s.query_count, s.model, s.max_tokens, s.pricing, s.max_output_reasks
+            ),
+            act.GenerateQueriesOutput,
+            s.retry_policies.llm,
+            LLM_START_TO_CLOSE,
+        )
+        self._account_llm(queries.llm, queries.attempt)
+
+        self._enter(Phase.SEARCHING, 2)
+        results = await self._search(inp, queries.queries, price)
+
+        self._enter(Phase.WRITING, 3)
+        self._reserve(
+            budget.reserve_usd(
+                s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
+            )
+        )
+        report = await self._activity(
+            act.WRITE_REPORT,
+            act.WriteReportInput(inp.topic, results, s.model, s.max_tokens, s.pricing),
+            act.WriteReportOutput,
+            s.retry_policies.llm,
+            LLM_START_TO_CLOSE,
+        )
+        self._account_llm(report.llm, report.attempt)
+        self._markdown_chars = len(report.markdown)
+
+        self._enter(Phase.SAVING, 4)
+        saved = await self._activity(
+            act.SAVE_REPORT,
+            act.SaveReportInput(
+                info.workflow_id,
+                info.run_id,
+                str(workflow.uuid4()),
+                inp.topic,
+                report.markdown,
+                inp.agent,
+                inp.namespace,
+                self._status.cost_usd,
+            ),
+            act.SaveReportOutput,
+            s.retry_policies.database,
+            IO_START_TO_CLOSE,
+        )
+        self._status.retries += saved.attempt - 1
+        self._status.report_id = saved.report_id
+
+        if s.require_approval:
+            self._enter(Phase.AWAITING_APPROVAL, 4)
+            await workflow.wait_condition(
+                lambda: self._approval is not None or self._rejection is not None
+            )
+            if self._rejection is not None:
+                self._status.reviewer = self._rejection.reviewer
+                self._status.email = "skipped"
+                reason = self._rejection.reason or "no reason given"
+                await self._finish(Phase.REJECTED, f"rejected: {reason}")
+                return
+            if self._approval is not None:
+                self._status.reviewer = self._approval.reviewer.strip()
+
+        self._enter(Phase.EMAILING, 5)
+        await self._email(inp, report.markdown)
+        await self._finish(Phase.COMPLETED, self._status.message or "report saved")
+
+    async def _search(
+        self, inp: ResearchInput, queries: list[str], price: Pricing
+    ) -> list[act.SearchResult]:
+        s = inp.settings
+        uses_llm = s.search_provider == "anthropic-web-search"
+        if uses_llm:
+            per_call = budget.reserve_usd(
+                s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
+            )
+            # The searches run concurrently, so all of them must fit at once.
+            self._reserve(per_call * len(queries))
+        calls = [
+            self._activity(
+                act.WEB_SEARCH,
+                act.WebSearchInput(q, s.search_max_results, s.model, s.max_tokens, s.pricing),
+                act.WebSearchOutput,
+                s.retry_policies.search,
+                IO_START_TO_CLOSE,
+            )
+            for q in queries
+        ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        seen: set[str] = set()
+        results: list[act.SearchResult] = []
+        failures: list[ActivityError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, ActivityError):
+                failures.append(outcome)
+                self._account_failure(outcome)
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            self._status.retries += outcome.attempt - 1
+            if outcome.llm is not None:
+                self._account_llm(outcome.llm, 1)
+            for r in outcome.results:
+                if r.url not in seen:
+                    seen.add(r.url)
+                    results.append(r)
+        if failures and not results:
+            # Nothing to write from: the run fails with the first search's reason.
+            raise failures[0]
+        if failures:
+            self._status.message = f"{len(failures)} of {len(queries)} searches failed"
+        return results
+
+    async def _email(self, inp: ResearchInput, markdown: str) -> None:
+        info = workflow.info()
+        summary = markdown[:1500]
+        request = act.SendEmailInput(
+            info.workflow_id,
+            inp.topic,
+            self._status.report_id,
+            summary,
+            self._status.reviewer,
+            inp.agent,
+            inp.namespace,
+        )
+        for rerun in range(EMAIL_LOST_WORKER_RERUNS + 1):
+            try:
+                sent = await self._activity(
+                    act.SEND_EMAIL,
+                    request,
+                    act.SendEmailOutput,
+                    inp.settings.retry_policies.email,
+                    IO_START_TO_CLOSE,
+                )
+            except ActivityError as err:
+                lost = isinstance(err.cause, TimeoutError)
+                if lost and rerun < EMAIL_LOST_WORKER_RERUNS:
+                    self._status.retries += 1
+                    continue
+                self._status.email = "failed"
+                raise
+            self._status.retries += sent.attempt - 1
+            self._status.email = sent.email
+            if sent.email == "unknown":
+                self._status.message = f"email outcome unknown: {sent.message}"
+            return
+
+    # -- helpers -------------------------------------------------------------------
+
+    async def _activity(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[Any],
+        policy: RetryPolicySpec,
+        start_to_close: timedelta,
+    ) -> Any:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=timedelta(seconds=self._inp.settings.heartbeat_timeout_seconds),
+            retry_policy=to_retry_policy(policy),
+        )
+
+    def _enter(self, phase: Phase, step: int) -> None:
+        self._status.phase = phase
+        self._status.step = step
+        self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
+
+    def _reserve(self, reserve: float) -> None:
+        decision = budget.check(self._status.cost_usd, reserve, self._inp.settings.max_usd_per_run)
+        self._status.reserved_usd = reserve if decision.fits else 0.0
+        if not decision.fits:
+            raise _BudgetStopError(decision)
+
+    def _account_llm(self, call: act.LlmCall, attempt: int) -> None:
+        st = self._status
+        st.cost_usd += call.cost_usd + call.failed_cost_usd
+        st.input_tokens += (
+            call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens
+        )
+        st.output_tokens += call.usage.output_tokens
+        st.llm_calls += call.calls
+        st.retries += attempt - 1
+        st.reserved_usd = 0.0
+
+    def _account_failure(self, err: ActivityError) -> None:
+        self._accounted.add(id(err))
+        details = _failure_details(err)
+        self._status.cost_usd += float(details.get("failed_cost_usd", 0.0))
+        self._status.llm_calls += int(details.get("calls", 0))
+        self._status.retries += max(int(details.get("attempt", 1)) - 1, 0)
+
+    async def _finish(self, phase: Phase, message: str) -> None:
+        self._status.phase = phase
+        self._status.message = message
+        self._status.reserved_usd = 0.0
+        self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
+        await workflow.execute_local_activity(
+            act.RECORD_RUN,
+            act.RecordRunInput(
+                self._inp.agent, self._inp.namespace, phase.value, self._status.cost_usd
+            ),
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+
+
+def _failure_details(err: ActivityError) -> dict[str, Any]:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        first = cause.details[0]
+        if isinstance(first, dict):
+            return first
+    return {}
+
+
+def _describe(err: ActivityError) -> tuple[str, str]:
+    """The error type and message a failed run reports, from its activity's failure."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or errors.UNEXPECTED, f"{err.activity_type}: {cause.message}"
+    if isinstance(cause, TimeoutError):
+        return errors.TIMEOUT, f"{err.activity_type}: timed out ({cause.type})"
+    return errors.UNEXPECTED, f"{err.activity_type}: {err.message}"
