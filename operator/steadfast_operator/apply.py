@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from steadfast_operator.kube import Kube, path
 
 Obj = dict[str, Any]
@@ -154,7 +156,14 @@ async def apply_children(
             continue
         url = path(kind, namespace, name)
         # Without KEDA installed this GET is a 404 for the whole API group: same answer.
-        live = await kube.get(url)
+        # A 403 means the operator was not granted the kind (a chart without KEDA
+        # support): it cannot have created one either, so there is nothing to delete.
+        try:
+            live = await kube.get(url)
+        except ApiException as err:
+            if err.status == 403:
+                continue
+            raise
         if live is None:
             continue
         owners = live.get("metadata", {}).get("ownerReferences") or []

@@ -74,6 +74,8 @@ class Operator:
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.kubeconfig = cluster.kubeconfig
+        """Admin by default; a test of RBAC gives a ServiceAccount's."""
 
     def start(self) -> None:
         argv = [
@@ -82,7 +84,7 @@ class Operator:
             "--namespace",
             self.namespace,
             "--kubeconfig",
-            str(self.cluster.kubeconfig),
+            str(self.kubeconfig),
             "--worker-image",
             "steadfast/worker:e2e",
             "--temporal-address",
