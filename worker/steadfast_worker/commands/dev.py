@@ -207,8 +207,12 @@ async def _watch(
                     continue
                 row = await runs.describe_run(stack.client, s.workflow_id, s.topic)
                 # While no worker answers queries (the chaos gap), keep the last known row.
-                if row.phase != "Running":
-                    rows[s.workflow_id] = row
+                if row.phase == "Running":
+                    continue
+                if row.phase != rows[s.workflow_id].phase and not console.is_terminal:
+                    # No live display in a log or a pipe: one line per phase change instead.
+                    console.print(f"{s.topic}: {progress_line(row)}")
+                rows[s.workflow_id] = row
             lines = [
                 Text.from_markup(f"[bold]{r.topic}[/bold]  {progress_line(r)}")
                 for r in rows.values()
