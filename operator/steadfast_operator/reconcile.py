@@ -46,6 +46,8 @@ class AgentState:
     config: WorkerConfig | None = None
     spec: AgentSpec | None = None
     generation: int = 0
+    schedules_paused: bool = False
+    """Whether the agent's Schedules were last left paused (daily budget spent)."""
 
 
 def agent_of(body: kopf.Body) -> render.Agent:
@@ -130,6 +132,13 @@ async def reconcile(shared: Shared, state: AgentState, body: kopf.Body, patch: k
         if err.retry is not None:
             await refresh(shared, state, body, patch)
             raise kopf.TemporaryError(err.problem.message, delay=err.retry) from None
+    except (ApiException, RPCError) as err:
+        # Not the user's doing (an API server or Temporal hiccup): say so, retry soon.
+        outcome = "error"
+        what = "Kubernetes API" if isinstance(err, ApiException) else "Temporal"
+        state.problem = status.Problem("ReconcileError", f"{what} call failed, retrying: {err}")
+        await refresh(shared, state, body, patch)
+        raise kopf.TemporaryError(state.problem.message, delay=RETRY_TEMPORAL) from None
     finally:
         metrics.RECONCILES.labels("reconcile", outcome).inc()
         metrics.RECONCILE_SECONDS.labels("reconcile").observe(time.perf_counter() - started)
@@ -170,7 +179,9 @@ async def _reconcile(
     previous = {r.get("topic") for r in (body.status.get("runs") or [])}
     removed = sorted(t for t in previous if t and t not in topics)
     try:
-        await runs.sync_schedules(client, cfg, topics, spec.schedule, removed, paused=False)
+        await runs.sync_schedules(
+            client, cfg, topics, spec.schedule, removed, paused=state.schedules_paused
+        )
     except RPCError as err:
         raise UnreadyError(
             "ScheduleInvalid", f"Temporal refused spec.schedule {spec.schedule!r}: {err}", None
@@ -207,6 +218,9 @@ async def _refresh(
     observed: list[status.RunInfo] = []
     desired = current
     if spec is None:
+        if problem is None:
+            return  # not reconciled yet (the resume handler runs first); nothing to report
+        # The spec never validated: report the problem with the schema's defaults.
         spec = parse_spec(agent.namespace, agent.name, {"topics": ["-"]})
     elif cfg is not None and (problem is None or problem.reason == "ScheduleInvalid"):
         try:
@@ -223,10 +237,13 @@ async def _refresh(
                 due = [t for t in spec.unique_topics() if t not in seen]
                 if due:
                     await runs.start_topics(client, cfg, due)
-            if spec.schedule and problem is None:
+            if spec.schedule and problem is None and exhausted != state.schedules_paused:
+                # Only on a change of the day's budget state: an update per topic per
+                # tick would cost Temporal calls for nothing.
                 await runs.sync_schedules(
                     client, cfg, spec.unique_topics(), spec.schedule, [], paused=exhausted
                 )
+                state.schedules_paused = exhausted
         except UnreadyError as err:
             problem = err.problem
         except RPCError as err:
