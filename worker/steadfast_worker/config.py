@@ -256,7 +256,13 @@ class RetryPoliciesConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> RetryPoliciesConfig:
-        self.resolve()
+        base = models.RetryPolicies()
+        for name in ("llm", "search", "database", "email"):
+            try:
+                getattr(self, name).over(getattr(base, name))
+            except ValueError as err:
+                # Name the activity class: the defaults it layers over differ.
+                raise ValueError(f"{name}: {err}") from None
         return self
 
 

@@ -52,7 +52,8 @@ class Metrics:
         )
         self.llm_cost = Counter(
             "steadfast_llm_cost_usd_total",
-            "USD spent on LLM calls that completed.",
+            "USD spent on LLM calls: every billed call, including failed attempts "
+            "(steadfast_llm_retry_cost_usd_total counts those separately).",
             ["agent", "namespace", "model"],
             registry=r,
         )

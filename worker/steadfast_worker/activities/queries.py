@@ -49,6 +49,13 @@ def prompt(topic: str, count: int) -> str:
     )
 
 
+def reask_prompt(topic: str, count: int, problem: str) -> str:
+    return (
+        f"A previous answer to this request was rejected ({problem}). Return a JSON array "
+        f"of {count} search queries as strings, and nothing else.\nTopic: {topic}"
+    )
+
+
 def parse_queries(text: str, count: int) -> list[str]:
     """The queries in ``text``; raises ValueError saying what is wrong with it."""
     stripped = text.strip()
@@ -107,14 +114,10 @@ class QueriesActivities(ActivityBase):
                 self.metrics.record_llm(self.labels, inp.model, usage, cost)
                 self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)
+                # A fresh, stricter prompt rather than the conversation so far:
+                # cheaper (the broken answer is not resent) and just as clear.
                 messages = [
-                    *messages,
-                    {"role": "assistant", "content": text or "(empty)"},
-                    {
-                        "role": "user",
-                        "content": f"That was not valid: {problem}. Return a JSON array of "
-                        f"{inp.count} search queries and nothing else.\nTopic: {inp.topic}",
-                    },
+                    {"role": "user", "content": reask_prompt(inp.topic, inp.count, problem)}
                 ]
                 continue
             self.metrics.record_llm(self.labels, inp.model, usage, cost)

@@ -1,0 +1,59 @@
+"""Budget arithmetic: reserve the worst case of the next call, never overspend by more."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_worker import budget
+from steadfast_worker.models import Pricing
+from steadfast_worker.pricing import Usage, cost_usd
+
+pytestmark = pytest.mark.unit
+
+SONNET = Pricing(3.0, 15.0, 0.30, 3.75)
+
+
+def test_reserve_is_max_tokens_at_output_price_plus_input() -> None:
+    assert budget.reserve_usd(2000, 0, SONNET) == pytest.approx(0.03)
+    assert budget.reserve_usd(2000, 1000, SONNET) == pytest.approx(0.03 + 0.003)
+    assert budget.reserve_usd(0, 0, SONNET, web_searches=2) == pytest.approx(0.02)
+
+
+def test_estimate_rounds_up_and_adds_framing() -> None:
+    assert budget.estimate_tokens(0) == budget.OVERHEAD_TOKENS
+    assert budget.estimate_tokens(1) == 1 + budget.OVERHEAD_TOKENS
+    assert budget.estimate_tokens(400) == 100 + budget.OVERHEAD_TOKENS
+
+
+def test_check_fits_exactly_and_refuses_beyond() -> None:
+    assert budget.check(0.0, 0.5, 0.5).fits
+    assert budget.check(0.1 + 0.2, 0.2, 0.5).fits  # float sums do not steal a call
+    refused = budget.check(0.31, 0.2, 0.5)
+    assert not refused.fits
+    assert "would exceed" in refused.message
+    assert "$0.5000" in refused.message
+
+
+def test_a_run_of_calls_never_overspends() -> None:
+    """Simulate calls that each cost up to their reservation: the total stays within
+    the limit, and the first refused call is the only one not made."""
+    limit = 0.1
+    spent = 0.0
+    calls = 0
+    while True:
+        reserve = budget.reserve_usd(2000, budget.estimate_tokens(2000), SONNET)
+        if not budget.check(spent, reserve, limit).fits:
+            break
+        actual = cost_usd(Usage(input_tokens=500, output_tokens=2000), SONNET)
+        assert actual <= reserve
+        spent += actual
+        calls += 1
+    assert calls == 3
+    assert spent <= limit
+
+
+def test_min_budget_allows_one_call() -> None:
+    minimum = budget.min_budget_usd(2000, SONNET)
+    one_call = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
+    assert budget.check(0.0, one_call, minimum).fits
+    assert minimum > 0.03

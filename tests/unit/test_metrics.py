@@ -1,0 +1,84 @@
+"""Metrics: DESIGN §4 names and labels, on a private registry, never a workflow id."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from steadfast_worker.metrics import Labels, Metrics
+from steadfast_worker.pricing import Usage
+
+pytestmark = pytest.mark.unit
+
+L = Labels("market-watch", "research")
+BASE = {"agent": "market-watch", "namespace": "research"}
+
+EXPECTED = {
+    "steadfast_llm_tokens_total": {"agent", "namespace", "model", "token_type"},
+    "steadfast_llm_cost_usd_total": {"agent", "namespace", "model"},
+    "steadfast_activity_attempts_total": {"agent", "namespace", "activity", "outcome"},
+    "steadfast_activity_retries_total": {"agent", "namespace", "activity", "error_type"},
+    "steadfast_llm_retry_cost_usd_total": {"agent", "namespace", "model"},
+    "steadfast_runs_total": {"agent", "namespace", "phase"},
+    "steadfast_run_cost_usd_count": {"agent", "namespace"},
+    "steadfast_budget_exhausted_total": {"agent", "namespace"},
+}
+
+
+def _exercise(m: Metrics) -> None:
+    m.record_llm(L, "claude-sonnet-4-6", Usage(100, 50, 10, 5), 0.002)
+    m.record_retry_cost(L, "claude-sonnet-4-6", 0.001)
+    m.record_attempt(L, "write_report", "failure", "RateLimited")
+    m.record_attempt(L, "write_report", "success")
+    m.record_run(L, "BudgetExhausted", 0.9)
+
+
+def test_names_and_label_sets_match_the_design() -> None:
+    m = Metrics()
+    _exercise(m)
+    seen: dict[str, set[str]] = {}
+    for family in m.registry.collect():
+        for sample in family.samples:
+            seen.setdefault(sample.name, set()).update(sample.labels)
+    for name, labels in EXPECTED.items():
+        assert name in seen, name
+        assert seen[name] - {"le"} == labels, name
+    for labels in seen.values():
+        assert not {"workflow_id", "run_id", "topic"} & labels
+
+
+def test_values_are_recorded() -> None:
+    m = Metrics()
+    _exercise(m)
+    get = m.registry.get_sample_value
+    model = {**BASE, "model": "claude-sonnet-4-6"}
+    assert get("steadfast_llm_tokens_total", {**model, "token_type": "input"}) == 100
+    assert get("steadfast_llm_tokens_total", {**model, "token_type": "cache_write"}) == 5
+    assert get("steadfast_llm_cost_usd_total", model) == pytest.approx(0.002)
+    assert get("steadfast_llm_retry_cost_usd_total", model) == pytest.approx(0.001)
+    attempts = {**BASE, "activity": "write_report"}
+    assert get("steadfast_activity_attempts_total", {**attempts, "outcome": "failure"}) == 1
+    assert get("steadfast_activity_attempts_total", {**attempts, "outcome": "success"}) == 1
+    assert get("steadfast_activity_retries_total", {**attempts, "error_type": "RateLimited"}) == 1
+    assert get("steadfast_runs_total", {**BASE, "phase": "BudgetExhausted"}) == 1
+    assert get("steadfast_budget_exhausted_total", BASE) == 1
+    assert get("steadfast_run_cost_usd_sum", BASE) == pytest.approx(0.9)
+    assert get("steadfast_run_cost_usd_bucket", {**BASE, "le": "1.0"}) == 1
+    assert get("steadfast_run_cost_usd_bucket", {**BASE, "le": "0.5"}) == 0
+
+
+def test_a_completed_run_does_not_count_as_budget_exhausted() -> None:
+    m = Metrics()
+    m.record_run(L, "Completed", 0.01)
+    assert m.registry.get_sample_value("steadfast_budget_exhausted_total", BASE) is None
+
+
+def test_registries_are_private() -> None:
+    a, b = Metrics(), Metrics()
+    a.record_run(L, "Completed", 0.01)
+    completed = {**BASE, "phase": "Completed"}
+    assert b.registry.get_sample_value("steadfast_runs_total", completed) is None
+    text = generate_latest(a.registry).decode()
+    assert "python_gc" not in text
+    assert "process_cpu" not in text
+    assert "# TYPE steadfast_runs_total counter" in text
