@@ -134,6 +134,7 @@ def prometheus_config(namespace: str, operator_port: int, workers: dict[str, Por
     return yaml.safe_dump(
         {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+            "rule_files": [str(REPO / "alerts" / "steadfast.rules.yaml")],
             "scrape_configs": [
                 {
                     # The name a ServiceMonitor on the chart's metrics Service produces.
@@ -165,6 +166,11 @@ class Prometheus:
         assert body["status"] == "success", f"{expr}: {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
+
+    def get(self, path: str) -> Any:
+        body = httpx.get(f"{self.base_url}{path}", timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]
 
     def ready(self) -> bool:
         try:
@@ -322,3 +328,19 @@ def test_every_dashboard_query_returns_data(
             assert not empty, "panels without data:\n" + "\n".join(empty)
             # The panels waiting for the operator's budget gauge are the only exceptions.
             assert pending == ["steadfast-cost / Daily budget used per agent / A"]
+
+            # The alert rules evaluate cleanly on live data, and the ones this run
+            # provoked are active: a run stopped on its budget, a third of runs failed.
+            rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
+            assert len(rules) == 8
+            unhealthy = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+            assert not unhealthy, unhealthy
+            active = {
+                (a["labels"]["alertname"], a["labels"].get("agent"))
+                for a in prom.get("/api/v1/alerts")["alerts"]
+            }
+            assert ("SteadfastBudgetExhausted", "tight") in active
+            assert ("SteadfastRunsFailing", "steady") in active
+            assert ("SteadfastRunsFailing", "tight") not in active
+            # The operator's scrape job carries the name the OperatorDown rule matches.
+            assert ("SteadfastOperatorDown", None) not in active
