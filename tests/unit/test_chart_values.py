@@ -161,3 +161,7 @@ def test_chart_declares_a_kube_version_and_the_crds_are_shipped() -> None:
     assert chart["apiVersion"] == "v2"
     assert re.match(r"^>=\s*1\.\d+\.\d+-0$", chart["kubeVersion"]), chart["kubeVersion"]
     assert chart["appVersion"]
+    # Helm installs crds/ before the templates; the operator cannot start without it.
+    # (test_operator_spec.py checks that the copy matches the generator and crds/.)
+    shipped = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert shipped == ["researchagents.steadfast.dev.yaml"]
