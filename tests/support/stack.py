@@ -31,7 +31,8 @@ def example_config(name: str = "market-watch.yaml", **overrides: Any) -> WorkerC
 def on_queue(cfg: WorkerConfig, task_queue: str, **worker: object) -> WorkerConfig:
     """``cfg`` on a test's own task queue, with worker tuning overrides."""
     temporal = cfg.temporal.model_copy(update={"task_queue": task_queue})
-    tuned = cfg.worker.model_copy(update=worker) if worker else cfg.worker
+    # Validated, not model_copy'd, so "3s" becomes a duration as in a config file.
+    tuned = type(cfg.worker).model_validate({**cfg.worker.model_dump(), **worker})
     return cfg.model_copy(update={"temporal": temporal, "worker": tuned})
 
 
