@@ -11,12 +11,15 @@ production.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from steadfast_worker.models import WORKFLOW_NAME, ResearchInput
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration
@@ -43,20 +46,22 @@ async def test_history_replays(path: Path) -> None:
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
+@workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
+class SearchFirstWorkflow:
+    """ResearchWorkflow with its first two steps swapped: the change replay must catch."""
+
+    @workflow.run
+    async def run(self, inp: ResearchInput) -> None:
+        await workflow.execute_activity(
+            "web_search", inp.topic, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
 async def test_replay_detects_a_nondeterministic_change() -> None:
-    """The check can fail: a workflow that schedules different activities is caught."""
-    from temporalio import workflow
-
-    from steadfast_worker.models import WORKFLOW_NAME, ResearchInput
-
-    @workflow.defn(name=WORKFLOW_NAME, sandboxed=False)
-    class Reordered:
-        @workflow.run
-        async def run(self, inp: ResearchInput) -> None:
-            await workflow.sleep(1)
-
+    """The check can fail: a workflow that schedules a different first activity is caught."""
     history = load(FIXTURES / "happy_path_with_email.json")
-    result = await Replayer(workflows=[Reordered]).replay_workflow(
+    result = await Replayer(workflows=[SearchFirstWorkflow]).replay_workflow(
         history, raise_on_replay_failure=False
     )
     assert result.replay_failure is not None
+    assert "nondetermin" in str(result.replay_failure).lower()
