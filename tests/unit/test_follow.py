@@ -1,0 +1,34 @@
+"""``steadfast run --follow``: printing streamed report chunks across worker restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_worker.follow import Follower
+from steadfast_worker.models import ReportChunk
+
+pytestmark = pytest.mark.unit
+
+
+def test_chunks_print_in_order_once() -> None:
+    f = Follower()
+    assert f.feed(ReportChunk(1, 0, "Hello ")) == "Hello "
+    assert f.feed(ReportChunk(1, 6, "world")) == "world"
+    assert f.feed(ReportChunk(1, 6, "world")) == ""  # redelivered
+    assert f.printed == 11
+
+
+def test_overlapping_chunk_prints_only_the_new_part() -> None:
+    f = Follower()
+    f.feed(ReportChunk(1, 0, "abcdef"))
+    assert f.feed(ReportChunk(1, 3, "defgh")) == "gh"
+
+
+def test_a_retried_attempt_starts_over_with_a_notice() -> None:
+    f = Follower()
+    f.feed(ReportChunk(1, 0, "first try"))
+    out = f.feed(ReportChunk(2, 0, "second"))
+    assert "attempt 2" in out
+    assert out.endswith("second")
+    assert f.feed(ReportChunk(1, 9, "late")) == ""  # the abandoned attempt's leftovers
+    assert f.printed == 6
