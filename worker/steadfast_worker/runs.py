@@ -35,16 +35,15 @@ from steadfast_worker.config import WorkerConfig
 
 
 def settings_from_config(cfg: WorkerConfig) -> models.RunSettings:
-    """The deterministic part of a configuration, as it travels in the workflow input."""
-    return models.RunSettings(
-        model=cfg.model.name,
-        max_tokens=cfg.model.max_tokens,
-        pricing=cfg.model.pricing.to_pricing() if cfg.model.pricing else None,
-        max_usd_per_run=cfg.budget.max_usd_per_run,
-        require_approval=cfg.notify.require_approval,
-        retry_policies=cfg.retry_policies.resolve(),
-        heartbeat_timeout_seconds=cfg.worker.heartbeat_timeout.total_seconds(),
-    )
+    """The deterministic part of a configuration, as it travels in the workflow input.
+
+    The worker owns the mapping (it resolves the model's price at start, so a
+    later change of the built-in table cannot change what a replay decides);
+    every starter goes through it. Raises ConfigError for an unpriced model.
+    """
+    from steadfast_worker.worker import run_settings
+
+    return run_settings(cfg)
 
 
 def research_input(cfg: WorkerConfig, topic: str) -> models.ResearchInput:

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = agentfile.load_manifest(_manifest_path(args.file))
         agent = agentfile.agent_from_manifest(manifest)
+        runs.settings_from_config(agent.config)  # an unpriced model fails here, not mid-run
     except ConfigError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2

@@ -73,7 +73,11 @@ async def _run(
     client = await connect_or_explain(temporal, console)
     if client is None:
         return 1
-    started = [await runs.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
+    try:
+        started = [await runs.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
     for s in started:
         verb = "reused" if s.existing else "started"
         console.print(f"{verb} [bold]{s.workflow_id}[/bold] (run {s.run_id}) · {s.topic}")
