@@ -70,6 +70,22 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     async def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
         await reconcile.refresh(_shared(memo), _state(memo), body, patch)
 
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": "steadfast-operator"},
+        registry=registry,
+    )
+    def on_deployment(
+        type: str, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
+        known = _shared(memo).deployments
+        if type == "DELETED":
+            known.pop((namespace or "", name), None)
+        else:
+            known[(namespace or "", name)] = reconcile.replica_counts(dict(body))
+
     @kopf.on.delete(*RESOURCE, retries=6, backoff=5, registry=registry)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
         await reconcile.finalize(_shared(memo), _state(memo), body)

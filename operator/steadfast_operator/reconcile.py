@@ -47,7 +47,16 @@ class AgentState:
     spec: AgentSpec | None = None
     generation: int = 0
     schedules_paused: bool = False
+    last_write: float = 0.0
+    """Monotonic time of the last status write (volatile fields are throttled)."""
     """Whether the agent's Schedules were last left paused (daily budget spent)."""
+
+
+def replica_counts(deployment: dict[str, Any]) -> tuple[int, int]:
+    """(spec replicas, ready replicas) of a Deployment object."""
+    spec = deployment.get("spec") or {}
+    live_status = deployment.get("status") or {}
+    return int(spec.get("replicas") or 0), int(live_status.get("readyReplicas") or 0)
 
 
 def agent_of(body: kopf.Body) -> render.Agent:
@@ -211,9 +220,14 @@ async def _refresh(
     now = datetime.now(UTC)
     spec, cfg, problem = state.spec, state.config, state.problem
     generation = int(body.meta.get("generation") or 0)
-    dep = await shared.kube.get(path("Deployment", agent.namespace, render.deployment_name(agent)))
-    current = int((dep or {}).get("spec", {}).get("replicas") or 0)
-    ready = int((dep or {}).get("status", {}).get("readyReplicas") or 0)
+    dep = shared.deployments.get((agent.namespace, render.deployment_name(agent)))
+    if dep is None:
+        # Not seen on the watch yet (just created, or the operator just started).
+        live = await shared.kube.get(
+            path("Deployment", agent.namespace, render.deployment_name(agent))
+        )
+        dep = replica_counts(live) if live is not None else None
+    current, ready = dep if dep is not None else (0, 0)
     queue: status.QueueInfo | None = None
     observed: list[status.RunInfo] = []
     desired = current
@@ -271,8 +285,10 @@ async def _refresh(
         # Temporal was unreachable: keep what is known instead of blanking it.
         for key in ("runs", "runsSummary", "cost"):
             doc.pop(key, None)
-    if status.differs(body.status, doc):
+    since = time.monotonic() - state.last_write if state.last_write else None
+    if status.needs_write(body.status, doc, since):
         patch.status.update(doc)
+        state.last_write = time.monotonic()
     _export(agent, doc, queue)
 
 

@@ -221,6 +221,31 @@ def build_status(
     return status
 
 
+#: Fields that change on every tick while work waits; rewriting the status for
+#: them alone would be a write per agent per tick.
+VOLATILE = ("backlogAgeSeconds", "addRate", "dispatchRate")
+VOLATILE_REFRESH = 30.0
+"""Seconds after which a change in volatile fields alone is written."""
+
+
+def _stable(doc: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(doc)
+    if isinstance(out.get("taskQueue"), Mapping):
+        out["taskQueue"] = {k: v for k, v in out["taskQueue"].items() if k not in VOLATILE}
+    return out
+
+
 def differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether writing ``desired`` would change the stored status (so a write is due)."""
+    """Whether writing ``desired`` would change the stored status."""
     return any(current.get(k) != v for k, v in desired.items())
+
+
+def needs_write(
+    current: Mapping[str, Any], desired: Mapping[str, Any], since_last_write: float | None
+) -> bool:
+    """Write on any meaningful change; on volatile-only changes at most every 30 s."""
+    if differs(_stable(current), _stable(desired)):
+        return True
+    if not differs(current, desired):
+        return False
+    return since_last_write is None or since_last_write >= VOLATILE_REFRESH

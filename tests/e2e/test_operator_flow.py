@@ -130,7 +130,7 @@ def test_spec_edit_rolls_and_resync_writes_nothing(
     operator.start()
     wait_for(
         "the resync's status refresh",
-        lambda: operator.requests().get("GET", 0) >= 8,
+        lambda: operator.requests().get("GET", 0) >= 5,
         timeout=30,
     )
     time.sleep(3)

@@ -39,7 +39,11 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
         "resources": ["researchagents/finalizers"],
         "verbs": ["update"],
     },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "update"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    },
     {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
     {
         "apiGroups": [""],

@@ -115,3 +115,14 @@ def test_unchanged_status_needs_no_write() -> None:
     s = build([run("x", 0.2, NOW)])
     assert not st.differs(s, build([run("x", 0.2, NOW)], previous=s))
     assert st.differs(s, build([run("x", 0.3, NOW)], previous=s))
+
+
+def test_volatile_fields_are_throttled() -> None:
+    s = build([], queue=st.QueueInfo(name="q", backlog=3, backlog_age_seconds=1.0))
+    older = build([], queue=st.QueueInfo(name="q", backlog=3, backlog_age_seconds=6.0))
+    assert not st.needs_write(s, older, since_last_write=5.0)
+    assert st.needs_write(s, older, since_last_write=31.0)
+    assert st.needs_write(s, older, since_last_write=None)
+    grown = build([], queue=st.QueueInfo(name="q", backlog=4, backlog_age_seconds=6.0))
+    assert st.needs_write(s, grown, since_last_write=1.0)
+    assert not st.needs_write(s, s, since_last_write=None)
