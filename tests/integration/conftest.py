@@ -191,6 +191,12 @@ class Harness:
         dsn = self.env.get(PG_DSN_ENV, "")
         return await open_store(dsn, self.config.storage.sqlite_path)
 
+    @contextlib.asynccontextmanager
+    async def worker(self) -> AsyncIterator[None]:
+        """Run this harness's worker for the duration of the block."""
+        async with build_worker(self.client, self.config, self.activities):
+            yield
+
 
 HarnessFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
 
@@ -203,11 +209,18 @@ def harness(
     task_queue: str,
     tmp_path: Path,
 ) -> HarnessFactory:
-    """``async with harness(overrides, postgres_dsn=None) as h:`` runs a worker for one test."""
+    """``async with harness(overrides, postgres_dsn="") as h:`` runs a worker for one test.
+
+    ``start_worker=False`` leaves the worker to ``async with h.worker():`` later
+    (a test that first lets another worker process take the run).
+    """
 
     @contextlib.asynccontextmanager
     async def start(
-        overrides: Mapping[str, Any] | None = None, *, postgres_dsn: str = ""
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        postgres_dsn: str = "",
+        start_worker: bool = True,
     ) -> AsyncIterator[Harness]:
         raw = _merge(base_config(sim, task_queue, tmp_path / "reports.db"), overrides or {})
         config = parse_config(raw)
@@ -216,9 +229,10 @@ def harness(
             env[PG_DSN_ENV] = postgres_dsn
         metrics = Metrics()
         activities = ResearchActivities(config, metrics, env)
-        worker = build_worker(temporal_client, config, activities)
         h = Harness(temporal_client, sim, smtp_server, config, env, metrics, activities)
-        async with worker:
+        async with contextlib.AsyncExitStack() as stack:
+            if start_worker:
+                await stack.enter_async_context(h.worker())
             try:
                 yield h
             finally:

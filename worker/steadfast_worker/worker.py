@@ -19,6 +19,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -32,6 +33,12 @@ from steadfast_worker.models import ResearchInput, RunSettings
 from steadfast_worker.workflows import ResearchWorkflow
 
 log = logging.getLogger("steadfast.worker")
+
+#: How long a workflow task waits on a worker's sticky queue before any worker
+#: may take it. After a SIGKILL the dead worker's sticky queue holds the run's
+#: next workflow task, so this adds directly to resume time (the SDK's default
+#: is 10 s, which with a 10 s heartbeat timeout would miss the ~15 s target).
+STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
 
 
 def run_settings(config: WorkerConfig) -> RunSettings:
@@ -81,6 +88,7 @@ def build_worker(
         max_concurrent_activities=config.worker.max_concurrent_activities,
         max_concurrent_workflow_tasks=config.worker.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=config.worker.graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
     )
 
 

@@ -48,6 +48,9 @@ class Carried:
     failed_cost_usd: float = 0.0
     calls: int = 0
     progress: int = 0
+    ended_attempt: int = 0
+    """The last attempt that ended here (and recorded its own failure metrics);
+    an attempt that vanished with its worker never gets to set it."""
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -60,6 +63,7 @@ class Carried:
                 float(raw.get("failed_cost_usd", 0.0)),
                 int(raw.get("calls", 0)),
                 int(raw.get("progress", 0)),
+                int(raw.get("ended_attempt", 0)),
             )
         return cls()
 
@@ -68,6 +72,7 @@ class Carried:
             "failed_cost_usd": self.failed_cost_usd,
             "calls": self.calls,
             "progress": self.progress,
+            "ended_attempt": self.ended_attempt,
         }
 
 
@@ -95,6 +100,7 @@ class Heartbeater:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        self.state.ended_attempt = activity.info().attempt
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -169,7 +175,14 @@ class ActivityBase:
 
         ``details`` builds the payload attached to a failure (spend so far), so
         the workflow can account for an activity that failed for good.
+
+        An attempt that vanished (its worker was killed, so Temporal timed it
+        out) recorded nothing; the attempt after it records it, as a failure
+        retried for ``Timeout``, so the metrics match the attempts history shows.
         """
+        info = activity.info()
+        if info.attempt > 1 and Carried.from_info().ended_attempt != info.attempt - 1:
+            self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, errors.TIMEOUT)
         try:
             yield
         except (asyncio.CancelledError, CancelledError):
