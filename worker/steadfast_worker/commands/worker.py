@@ -25,7 +25,19 @@ HELP = (
 )
 
 
+EPILOG = (
+    "The configuration file uses the ResearchAgent's field names (model, search, "
+    "storage, notify, retryPolicies, budget, temporal) plus a worker section: "
+    "maxConcurrentActivities, gracefulShutdown (how long SIGTERM waits for running "
+    "activities), heartbeatTimeout (how soon a dead worker's call moves elsewhere), "
+    "metricsPort (Steadfast metrics, default 9464) and sdkMetricsPort (Temporal SDK "
+    "metrics, default 9465). Connection flags given here override the file. Exit "
+    "status: 0 after a graceful shutdown, 2 for an invalid configuration."
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument(
         "--config",
         metavar="FILE",

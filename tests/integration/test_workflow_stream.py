@@ -1,0 +1,69 @@
+"""The live report stream (what ``steadfast run --follow`` reads) and the
+``anthropic-web-search`` provider, both against the real SDK and simulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from tests.integration.conftest import HarnessFactory
+
+from steadfast_worker.models import REPORT_TOPIC, STATUS_TOPIC, Phase, ReportChunk, RunStatus
+from steadfast_worker.pricing import WEB_SEARCH_USD_PER_REQUEST
+
+pytestmark = pytest.mark.integration
+
+
+async def test_report_text_and_phases_stream_while_the_run_goes(harness: HarnessFactory) -> None:
+    async with harness() as h:
+        h.sim.set_faults({"llm": {"chunk_delay_ms": 5, "match": "research report"}})
+        handle = await h.start("streamed report")
+        stream = WorkflowStreamClient.create(h.client, handle.id)
+
+        async def collect_report() -> list[ReportChunk]:
+            chunks = []
+            async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk):
+                chunks.append(item.data)
+            return chunks
+
+        async def collect_phases() -> list[Phase]:
+            phases = []
+            async for item in stream.subscribe([STATUS_TOPIC], result_type=RunStatus):
+                phases.append(item.data.phase)
+            return phases
+
+        chunks, phases = await asyncio.wait_for(
+            asyncio.gather(collect_report(), collect_phases()), 60
+        )
+        result = await handle.result()
+
+        assert len(chunks) > 1  # arrived in pieces, not as one block at the end
+        assert all(c.attempt == 1 for c in chunks)
+        offsets = [c.offset for c in chunks]
+        assert offsets == sorted(offsets)
+        assert offsets[0] == 0
+        text = "".join(c.text for c in chunks)
+        assert len(text) == result.report_markdown_chars
+        assert phases == [
+            Phase.GENERATING_QUERIES,
+            Phase.SEARCHING,
+            Phase.WRITING,
+            Phase.SAVING,
+            Phase.EMAILING,
+            Phase.COMPLETED,
+        ]
+
+
+async def test_anthropic_web_search_provider(harness: HarnessFactory) -> None:
+    async with harness({"search": {"provider": "anthropic-web-search"}}) as h:
+        result = await h.run("searched by the model")
+        st = result.status
+        assert st.phase == Phase.COMPLETED
+        assert st.llm_calls == 2 + 3  # queries, three searches, report
+        assert not h.sim.attempts("search")  # the http provider was not used
+        assert st.cost_usd > 3 * WEB_SEARCH_USD_PER_REQUEST
+        assert (
+            h.metric("steadfast_activity_attempts_total", activity="web_search", outcome="success")
+            == 3
+        )
