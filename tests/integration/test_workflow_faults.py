@@ -148,3 +148,18 @@ async def test_search_faults_retry_with_the_search_policy(harness: HarnessFactor
             )
             == 2 * n
         )
+
+
+async def test_missing_api_key_fails_fast_without_calling_the_api(
+    harness: HarnessFactory,
+) -> None:
+    async with harness({"model": {"apiKeyEnv": "STEADFAST_TEST_UNSET_KEY"}}) as h:
+        handle = await h.start("no key")
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+        cause = info.value.cause
+        assert isinstance(cause, ApplicationError)
+        assert cause.type == "MissingCredentials"
+        assert "STEADFAST_TEST_UNSET_KEY" in str(cause)
+        assert not h.sim.attempts("llm")
+        assert _attempts(h, QUERIES, "failure") == 1

@@ -129,3 +129,16 @@ async def test_approve_is_refused_when_the_run_needs_no_approval(harness: Harnes
             await handle.execute_update(APPROVE_UPDATE, ApproveInput(reviewer="dave"))
         assert "does not require approval" in str(info.value.cause)
         assert (await handle.result()).status.phase == Phase.COMPLETED
+
+
+async def test_cancelled_run_records_its_phase(harness: HarnessFactory) -> None:
+    async with harness({"notify": {"requireApproval": True}}) as h:
+        handle = await h.start("cancelled while waiting")
+        await _wait_phase(handle, Phase.AWAITING_APPROVAL)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert status.phase == Phase.CANCELLED
+        assert not h.smtp.messages_for(handle.id)
+        assert h.metric("steadfast_runs_total", phase="Cancelled") == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from steadfast_worker.activities.email import StorageActivities
+from steadfast_worker.activities.delivery import StorageActivities
 from steadfast_worker.activities.queries import QueriesActivities
 from steadfast_worker.activities.report import ReportActivities
 from steadfast_worker.activities.search import SearchActivities
