@@ -163,3 +163,28 @@ async def test_missing_api_key_fails_fast_without_calling_the_api(
         assert "STEADFAST_TEST_UNSET_KEY" in str(cause)
         assert not h.sim.attempts("llm")
         assert _attempts(h, QUERIES, "failure") == 1
+
+
+async def test_stream_cut_off_mid_report_counts_its_spend_as_failed(
+    harness: HarnessFactory,
+) -> None:
+    async with harness() as h:
+        h.sim.set_faults(
+            {"llm": {"first_n": 1, "kind": "stream_error", "match": "research report"}}
+        )
+        result = await h.run("report cut off")
+        st = result.status
+        assert st.phase == Phase.COMPLETED
+        assert st.retries == 1
+        model = h.config.model.name
+        assert (
+            h.metric(
+                "steadfast_activity_retries_total", activity="write_report", error_type="Overloaded"
+            )
+            == 1
+        )
+        failed = h.metric("steadfast_llm_retry_cost_usd_total", model=model)
+        assert failed > 0
+        # The run's cost includes what the cut-off attempt was billed.
+        assert st.cost_usd == pytest.approx(h.metric("steadfast_llm_cost_usd_total", model=model))
+        assert st.cost_usd > failed

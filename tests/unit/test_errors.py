@@ -123,3 +123,15 @@ def test_type_list_makes_errors_non_retryable_even_without_the_flag() -> None:
 def test_unknown_exceptions_retry_as_unexpected() -> None:
     err = errors.to_application_error(RuntimeError("surprise"))
     assert (err.type, err.non_retryable) == (errors.UNEXPECTED, False)
+
+
+def test_error_event_inside_a_streamed_answer_is_classified_by_its_type() -> None:
+    response = httpx2.Response(200, request=_REQUEST)
+    client = anthropic.AsyncAnthropic(api_key="k", base_url="http://127.0.0.1:1")
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    err = errors.to_application_error(client._make_status_error("m", body=body, response=response))
+    assert (err.type, err.non_retryable) == (errors.OVERLOADED, False)
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}
+    err = errors.to_application_error(client._make_status_error("m", body=body, response=response))
+    assert (err.type, err.non_retryable) == (errors.BAD_REQUEST, True)
+    assert errors.classify_api_error_type("something_new") is None

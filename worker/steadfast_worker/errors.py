@@ -80,6 +80,21 @@ _BY_STATUS: Final[Mapping[int, tuple[str, bool]]] = {
 }
 
 
+#: The Messages API's error ``type`` names. A stream that fails after its 200
+#: header carries the real cause only here (the HTTP status is still 200).
+_BY_API_ERROR_TYPE: Final[Mapping[str, tuple[str, bool]]] = {
+    "invalid_request_error": (BAD_REQUEST, False),
+    "authentication_error": (UNAUTHORIZED, False),
+    "permission_error": (FORBIDDEN, False),
+    "not_found_error": (NOT_FOUND, False),
+    "request_too_large": (BAD_REQUEST, False),
+    "rate_limit_error": (RATE_LIMITED, True),
+    "api_error": (SERVER_ERROR, True),
+    "overloaded_error": (OVERLOADED, True),
+    "timeout_error": (TIMEOUT, True),
+}
+
+
 @dataclass(frozen=True)
 class Classified:
     """What to tell Temporal about one failed attempt."""
@@ -135,9 +150,26 @@ def classify_status(status: int, headers: Mapping[str, str] | None = None) -> Cl
     return Classified(kind, retryable, retry_after if retryable else None)
 
 
+def classify_api_error_type(name: str) -> Classified | None:
+    """Classify a Messages API error ``type`` (``overloaded_error``, ...), if known."""
+    found = _BY_API_ERROR_TYPE.get(name)
+    return Classified(*found) if found else None
+
+
+def _api_error_type(body: object) -> str:
+    error = body.get("error") if isinstance(body, Mapping) else None
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return kind if isinstance(kind, str) else ""
+
+
 def classify_exception(exc: BaseException) -> Classified:
     """Classify an exception raised by ``anthropic``, ``httpx`` or ``httpx2``."""
     if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code < 400:
+            # An error event inside a streamed 200 answer.
+            by_type = classify_api_error_type(_api_error_type(exc.body))
+            if by_type is not None:
+                return by_type
         return classify_status(exc.status_code, dict(exc.response.headers))
     if isinstance(exc, httpx.HTTPStatusError | httpx2.HTTPStatusError):
         return classify_status(exc.response.status_code, dict(exc.response.headers))
