@@ -111,5 +111,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"steadfast worker: {err}", file=sys.stderr)
         return 2
-    asyncio.run(run_worker(config))
+    try:
+        asyncio.run(run_worker(config))
+    except (RuntimeError, OSError) as err:
+        # Unreachable Temporal, refused credentials, a metrics port in use: say
+        # what failed instead of a traceback, and exit non-zero for the restart policy.
+        print(
+            f"steadfast worker: cannot run against {config.temporal.address} "
+            f"(namespace {config.temporal.namespace}): {err}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
