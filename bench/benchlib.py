@@ -95,6 +95,21 @@ def tree_rss(child: Child) -> int:
     return total
 
 
+def tree_cpu(child: Child) -> float:
+    """CPU seconds (user + system) used so far by a child process and its descendants."""
+    try:
+        proc = psutil.Process(child.pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with suppress(psutil.NoSuchProcess):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 

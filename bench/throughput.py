@@ -53,14 +53,29 @@ async def main(n: int) -> int:
 
         sampler = asyncio.create_task(sample())
         await batch(s, cfg, 2, 1)  # warm-up
+        others = {"dev server": s.server, "simulator": s.sim}
+        cpu0 = benchlib.tree_cpu(worker)
         one = await batch(s, cfg, n, 1)
-        twenty = await batch(s, cfg, max(n * 3, 20), 20)
+        cpu1 = benchlib.tree_cpu(worker)
+        other1 = {k: benchlib.tree_cpu(c) for k, c in others.items() if c is not None}
+        many = max(n * 3, 20)
+        twenty = await batch(s, cfg, many, 20)
+        cpu2 = benchlib.tree_cpu(worker)
+        other2 = {k: benchlib.tree_cpu(c) for k, c in others.items() if c is not None}
         stop.set()
         await sampler
         print("throughput of one worker (zero-latency simulator, default settings)")
         print(f"  1 concurrent run:   {one:.2f} runs/s")
         print(f"  20 concurrent runs: {twenty:.2f} runs/s  ({twenty / one:.1f}x)")
         print(f"  worker RSS: idle {benchlib.mib(idle)}, peak {benchlib.mib(peak)}")
+        print(
+            f"  worker CPU per run: {(cpu1 - cpu0) / n * 1000:.0f} ms at 1, "
+            f"{(cpu2 - cpu1) / many * 1000:.0f} ms at 20 (a ceiling of about "
+            f"{many / max(cpu2 - cpu1, 1e-9):.1f} runs/s per busy core)"
+        )
+        for k in other2:
+            print(f"  {k} CPU per run at 20: {(other2[k] - other1[k]) / many * 1000:.0f} ms")
+        print(f"  machine load average during the run: {os.getloadavg()[0]:.1f}")
     return 0
 
 
