@@ -123,11 +123,16 @@ class RunStatus:
     step: int = 0
     total_steps: int = 5
     cost_usd: float = 0.0
+    """Everything billed so far, failed attempts (re-asks, cut-off streams) included."""
     reserved_usd: float = 0.0
+    """What the LLM call in flight may cost at most (the budget's reservation)."""
     input_tokens: int = 0
+    """All prompt tokens: uncached input plus cache reads and cache writes."""
     output_tokens: int = 0
     llm_calls: int = 0
+    """LLM API calls that returned an answer (each one billed)."""
     retries: int = 0
+    """Activity attempts beyond the first, summed over the run's activities."""
     report_id: str = ""
     email: str = ""
     """``""`` (not yet), ``sent``, ``skipped``, ``failed``, or ``unknown`` when the
