@@ -165,3 +165,27 @@ async def test_commands_fail_clearly_without_temporal() -> None:
     assert out.returncode == 1
     assert "cannot connect to Temporal at 127.0.0.1:1" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+async def test_status_lists_recent_runs(worker_queue: str, temporal_address: str) -> None:
+    topic = f"listed {uuid.uuid4()}"
+    common = ["-f", "examples/market-watch.yaml", "--topic", topic, "--task-queue", worker_queue]
+    done = await steadfast("run", *common, "--address", temporal_address, "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = await steadfast("status", "--limit", "50", "--address", temporal_address)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ids.workflow_id("research", "market-watch", topic) in out.stdout
+
+
+async def test_mtls_flags_with_unreadable_files_fail_with_the_field(temporal_address: str) -> None:
+    out = await steadfast(
+        "status",
+        "--address",
+        temporal_address,
+        "--tls-cert",
+        "/nonexistent/tls.crt",
+        "--tls-key",
+        "/nonexistent/tls.key",
+    )
+    assert out.returncode == 1
+    assert "temporal.tls.certFile" in out.stdout

@@ -64,6 +64,19 @@ async def recent_runs(client: Client, limit: int) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+async def describe_all(
+    client: Client, targets: list[tuple[str, str]], concurrency: int = 10
+) -> list[runs.RunRow]:
+    """Rows for many runs at once: a closed run with no worker to query costs a timeout."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(wf_id: str, topic: str) -> runs.RunRow:
+        async with gate:
+            return await runs.describe_run(client, wf_id, topic)
+
+    return list(await asyncio.gather(*(one(w, t) for w, t in targets)))
+
+
 async def _status(
     args: argparse.Namespace,
     console: Console,
@@ -79,7 +92,7 @@ async def _status(
             console.print("no research runs found")
             return 0
     while True:
-        rows = [await runs.describe_run(client, wf_id, topic) for wf_id, topic in targets]
+        rows = await describe_all(client, targets)
         console.print(runs_table(rows))
         for row in rows:
             if row.message:
