@@ -23,13 +23,13 @@ from temporalio.api.enums.v1 import EventType
 
 import benchlib
 from bare import WORKFLOW_NAME as BARE
-from steadfast_worker import runs
+from steadfast_worker import embedded, runs
 
 TARGET = 1.2
 HERE = Path(__file__).resolve().parent
 
 
-async def activity_steps(s: benchlib.embedded.Stack, workflow_id: str) -> int:
+async def activity_steps(s: embedded.Stack, workflow_id: str) -> int:
     """Activities a Steadfast run scheduled: the bare workflow runs as many."""
     history = await s.client.get_workflow_handle(workflow_id).fetch_history()
     return sum(

@@ -17,10 +17,11 @@ import time
 import uuid
 
 import benchlib
-from steadfast_worker import runs
+from steadfast_worker import embedded, runs
+from steadfast_worker.config import WorkerConfig
 
 
-async def batch(s: benchlib.embedded.Stack, cfg: benchlib.WorkerConfig, n: int, c: int) -> float:
+async def batch(s: embedded.Stack, cfg: WorkerConfig, n: int, c: int) -> float:
     """Run ``n`` runs with at most ``c`` in flight; return runs per second."""
     gate = asyncio.Semaphore(c)
     tag = uuid.uuid4().hex[:6]
