@@ -322,8 +322,8 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
     # Upgrade to a namespace list: the old pod is replaced, rights shrink to the list.
     first_pod = operator_pods(cluster, restricted_ns, release)[0]["metadata"]["uid"]
     cluster.helm(
-        "upgrade", release, CHART, "-n", restricted_ns, "--wait", "--timeout", "120s",
-        "--reuse-values", "--set", "watch.scope=namespaces",
+        "upgrade", release, CHART, "-n", restricted_ns, "--reuse-values",
+        "--set", "watch.scope=namespaces",
         "--set", f"watch.namespaces={{{watched[0]}}}", "--set", "rbac.keda=false",
     )  # fmt: skip
 
@@ -331,7 +331,11 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
         pods = operator_pods(cluster, restricted_ns, release)
         return running(pods) and all(p["metadata"]["uid"] != first_pod for p in pods)
 
-    wait_for("the upgraded operator pod Running", replaced)
+    try:
+        wait_for("the upgraded operator pod Running", replaced, timeout=180)
+    except AssertionError as err:
+        pods = cluster.kubectl("get", "pods,rs", "-n", restricted_ns, "-o", "wide").stdout
+        raise AssertionError(f"{err}\n{pods}") from None
     deployment = cluster.kubectl_json(
         "get", "deployment", "-n", restricted_ns, f"{release}-steadfast-operator"
     )
