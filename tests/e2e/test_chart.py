@@ -288,7 +288,7 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
     sa = f"{release}-steadfast"
     installed = cluster.helm(
         "install", release, CHART, "-n", restricted_ns, "--wait", "--timeout", "120s",
-        "--set", "temporal.dev.enabled=true",
+        "--set", "temporal.dev.enabled=true", timeout=240,
     )  # fmt: skip
     # NOTES: warnings first, then the next command.
     notes = installed.stdout[installed.stdout.index("NOTES:") :]
@@ -350,7 +350,9 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
             f"operator may still {verb} {group}/{resource} in an unwatched namespace"
         )
 
-    cluster.helm("uninstall", release, "-n", restricted_ns, "--wait", "--timeout", "120s")
+    cluster.helm(
+        "uninstall", release, "-n", restricted_ns, "--wait", "--timeout", "120s", timeout=240
+    )
     wait_for("operator pods gone", lambda: not operator_pods(cluster, restricted_ns, release))
     leftover = cluster.kubectl(
         "get", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
