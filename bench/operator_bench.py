@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -290,9 +291,13 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    code = 0
     try:
         asyncio.run(main())
-    finally:
-        # temporalio's core can crash during interpreter teardown (sdk-python#300).
-        sys.stdout.flush()
-        os._exit(0)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    # temporalio's core can crash during interpreter teardown (sdk-python#300).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
