@@ -102,6 +102,12 @@ def postgres_dsn() -> str:
     return dsn
 
 
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    """A fresh SQLite report database for one test (the embedded default backend)."""
+    return tmp_path / "reports.db"
+
+
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -207,7 +213,7 @@ def harness(
     sim: SimHandle,  # noqa: F811  (fixture)
     smtp_server: SmtpServer,
     task_queue: str,
-    tmp_path: Path,
+    sqlite_path: Path,
 ) -> HarnessFactory:
     """``async with harness(overrides, postgres_dsn="") as h:`` runs a worker for one test.
 
@@ -222,7 +228,7 @@ def harness(
         postgres_dsn: str = "",
         start_worker: bool = True,
     ) -> AsyncIterator[Harness]:
-        raw = _merge(base_config(sim, task_queue, tmp_path / "reports.db"), overrides or {})
+        raw = _merge(base_config(sim, task_queue, sqlite_path), overrides or {})
         config = parse_config(raw)
         env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
         if postgres_dsn:
