@@ -32,10 +32,10 @@ ENV PATH=/opt/steadfast/bin:$PATH \
     HOME=/tmp
 # A fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without
 # reading /etc/passwd; the chart's securityContext uses the same numbers.
-RUN groupadd --system --gid 10001 steadfast \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin steadfast
+RUN groupadd --system --gid 65532 steadfast \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin steadfast
 COPY --from=build /opt/steadfast /opt/steadfast
-USER 10001:10001
+USER 65532:65532
 # Metrics (/metrics) and health (/healthz), as the chart configures them.
 EXPOSE 9090 8080
 ENTRYPOINT ["steadfast"]

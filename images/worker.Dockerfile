@@ -31,11 +31,11 @@ ENV PATH=/opt/steadfast/bin:$PATH \
     HOME=/tmp
 # A fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without
 # reading /etc/passwd; the chart's securityContext uses the same numbers.
-RUN groupadd --system --gid 10001 steadfast \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin steadfast \
-    && install -d -o 10001 -g 10001 /var/lib/steadfast
+RUN groupadd --system --gid 65532 steadfast \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin steadfast \
+    && install -d -o 65532 -g 65532 /var/lib/steadfast
 COPY --from=build /opt/steadfast /opt/steadfast
-USER 10001:10001
+USER 65532:65532
 WORKDIR /var/lib/steadfast
 # Steadfast's metrics and the Temporal SDK's metrics.
 EXPOSE 9464 9465

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from steadfast_operator import render
+
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +74,9 @@ def test_runtime_stage_runs_as_the_charts_numeric_non_root_user(name: str) -> No
     assert users, "the runtime stage sets no USER"
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit(), "runAsNonRoot can only verify a numeric UID"
-    assert int(uid) == chart_run_as_user() != 0
+    # The chart runs the operator (and the dev server) with this UID, the operator
+    # runs worker pods with render.RUN_AS: one UID everywhere.
+    assert int(uid) == chart_run_as_user() == render.RUN_AS != 0
     assert gid.isdigit()
     assert int(gid) != 0
     # Only the venv crosses from the build stage; the runtime stage installs nothing.
@@ -104,3 +108,16 @@ def test_chart_defaults_point_at_these_images() -> None:
         title = re.search(r'org\.opencontainers\.image\.title="([^"]+)"', path.read_text())
         assert title, path.name
         assert repo.endswith(name), (repo, path.name)
+
+
+def test_chart_worker_pod_monitor_matches_the_pods_the_operator_renders() -> None:
+    """The PodMonitor's selector, ports and agent label follow render.py's worker pods."""
+    values = yaml.safe_load((REPO / "charts" / "steadfast" / "values.yaml").read_text())
+    monitor = values["workers"]["podMonitor"]
+    pod_labels = render.labels(render.Agent(name="market-watch", namespace="research", uid="u"))
+    assert monitor["selector"].items() <= pod_labels.items()
+    assert pod_labels[monitor["agentPodLabel"]] == "market-watch"
+    steps = instructions(IMAGES["worker"].read_text())
+    exposed = {int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()}
+    assert exposed == {render.METRICS_PORT, render.SDK_METRICS_PORT}
+    assert monitor["portNames"] == ["metrics", "sdk-metrics"]
