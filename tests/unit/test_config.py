@@ -11,7 +11,7 @@ import pytest
 from steadfast_worker.commands import worker as worker_command
 from steadfast_worker.config import ConfigError, WorkerConfig, load_config, parse_config
 from steadfast_worker.models import Pricing, RetryPolicySpec
-from steadfast_worker.worker import research_input, run_settings
+from steadfast_worker.worker import missing_secrets, research_input, run_settings
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +109,12 @@ def test_connection_flags_override_the_file(monkeypatch: pytest.MonkeyPatch) -> 
     assert changed.temporal.namespace == "fromfile"
     assert changed.task_queue == "tq-1"
     assert isinstance(changed, WorkerConfig)
+
+
+def test_missing_secrets_are_named() -> None:
+    cfg = parse_config({"notify": {"email": {"to": ["a@example.test"]}}})
+    warnings = missing_secrets(cfg, {})
+    assert any("ANTHROPIC_API_KEY (model.apiKeyEnv)" in w for w in warnings)
+    assert any("STEADFAST_SMTP_URL (notify.email.smtpUrlEnv)" in w for w in warnings)
+    env = {"ANTHROPIC_API_KEY": "k", "STEADFAST_SMTP_URL": "smtp://127.0.0.1:25"}
+    assert missing_secrets(cfg, env) == []

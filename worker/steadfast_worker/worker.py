@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Mapping
 from datetime import timedelta
@@ -65,6 +66,26 @@ def run_settings(config: WorkerConfig) -> RunSettings:
     )
 
 
+def missing_secrets(config: WorkerConfig, env: Mapping[str, str]) -> list[str]:
+    """Secrets the configuration needs but the environment lacks.
+
+    Only warnings: runs fail with a typed error when they reach the step, and the
+    operator reports missing Secrets on the ResearchAgent; a worker that refused
+    to start would just crash-loop.
+    """
+    found = []
+    if not env.get(config.model.api_key_env):
+        found.append(
+            f"{config.model.api_key_env} (model.apiKeyEnv) is not set: LLM calls will fail"
+        )
+    if config.notify.email.to and not env.get(config.notify.email.smtp_url_env):
+        found.append(
+            f"{config.notify.email.smtp_url_env} (notify.email.smtpUrlEnv) is not set: "
+            "review emails will fail"
+        )
+    return found
+
+
 def research_input(config: WorkerConfig, topic: str) -> ResearchInput:
     """The complete workflow input for one topic of the agent ``config`` describes."""
     return ResearchInput(
@@ -101,6 +122,8 @@ async def run_worker(
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
     run_settings(config)  # fail before connecting if the model cannot be priced
+    for warning in missing_secrets(config, os.environ if env is None else env):
+        log.warning("%s", warning)
     metrics = metrics or Metrics()
     metrics.serve(config.worker.metrics_port, config.worker.metrics_host)
     runtime = sdk_runtime(config.worker.metrics_host, config.worker.sdk_metrics_port)
