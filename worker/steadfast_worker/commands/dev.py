@@ -71,7 +71,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chaos",
         action="store_true",
-        help="SIGKILL the worker while a report is written, start another, check the log",
+        help="SIGKILL the worker while a report is written, start another, and prove from "
+        "the simulator's request log that no finished LLM call was repeated (uses the "
+        "LLM simulator even with an API key)",
     )
     parser.add_argument(
         "--exit-when-done",
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if not topics:
         console.print("[red]error:[/red] the manifest has no spec.topics; give --topic")
         return 2
-    llm_sim = embedded.use_llm_simulator(os.environ, args.sim)
+    # The simulator's request log is what proves --chaos; it needs the LLM simulator.
+    llm_sim = embedded.use_llm_simulator(os.environ, args.sim or args.chaos)
     chunk_flags = ["--chunk-delay-ms", str(max(args.chunk_delay_ms, 40 if args.chaos else 0))]
     options = embedded.StackOptions(
         state_dir=Path(args.state_dir).resolve(),
