@@ -102,8 +102,13 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
             break
     assert any("Temporal Web UI: http://127.0.0.1:" in x for x in lines), lines
     assert len(leftovers(tmp_path)) >= 2  # dev server and worker are up
+    children = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    for part in ("server start-dev", "steadfast_worker sim", "steadfast_worker worker"):
+        assert part in names, names
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert "stopping" in rest
-    time.sleep(0.5)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], [c.cmdline() for c in alive]
     assert leftovers(tmp_path) == []
