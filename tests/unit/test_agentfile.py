@@ -131,3 +131,15 @@ def test_load_manifest_errors(tmp_path: Path) -> None:
     other.write_text("kind: ConfigMap\n")
     with pytest.raises(AgentError, match="no document with kind"):
         agentfile.load_manifest(other)
+
+
+def test_examples_pass_the_operators_spec_validation() -> None:
+    """The examples are what the e2e tests `kubectl apply`; the operator must accept them."""
+    from steadfast_operator.spec import parse_spec
+
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        manifest = agentfile.load_manifest(path)
+        spec = parse_spec(
+            manifest["metadata"]["namespace"], manifest["metadata"]["name"], manifest["spec"]
+        )
+        assert spec.unique_topics() == agentfile.topics_from_agent(manifest), path
