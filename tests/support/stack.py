@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from steadfast_worker import agentfile, embedded
 from steadfast_worker.config import WorkerConfig
@@ -43,20 +41,6 @@ async def open_stack(
         state_dir=state_dir, server_address=address, sim_flags=list(sim_flags)
     )
     return await embedded.Stack(options).start()
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    temporal_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[embedded.Stack]:
-    """A simulator (slow enough streams to kill a worker mid-report) and room for workers."""
-    s = await open_stack(
-        temporal_address, tmp_path_factory.mktemp("stack"), ["--chunk-delay-ms", "30"]
-    )
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def cli(
