@@ -96,7 +96,8 @@ def manifest(name: str, topics: list[str], **workers: Any) -> dict[str, Any]:
 
 
 def kubectl_apply(cluster: KubeCluster, *docs: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    # A busy API server (hundreds of agents arriving at once) can be slow to answer.
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), timeout=900)
 
 
 def get_json(cluster: KubeCluster, *args: str) -> Any:
@@ -232,8 +233,8 @@ async def bench_fleet(
 ) -> None:
     docs = [manifest(f"fleet-{i}", [f"fleet topic {i}"]) for i in range(args.agents)]
     t0 = time.monotonic()
-    for start in range(0, len(docs), 50):
-        kubectl_apply(cluster, *docs[start : start + 50])
+    for start in range(0, len(docs), 25):
+        kubectl_apply(cluster, *docs[start : start + 25])
 
     def ready_count() -> int:
         items = (get_json(cluster, "ra", "-n", NS) or {}).get("items") or []
