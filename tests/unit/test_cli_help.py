@@ -13,12 +13,12 @@ pytestmark = pytest.mark.unit
 #: Flags each verb must document (a subset; the point is that they are there).
 EXPECTED_FLAGS: dict[str, list[str]] = {
     "dev": ["--file", "--state-dir", "--ui-port", "--chaos", "--no-ui", "--exit-when-done"],
-    "worker": ["--config"],
+    "worker": ["--config", "--task-queue", "--address", "--tls-cert", "--api-key-env"],
     "run": ["--file", "--topic", "--follow", "--wait", "--rerun", "--address", "--tls-cert"],
     "status": ["--file", "--watch", "--address", "--api-key-env", "WORKFLOW_ID"],
     "approve": ["--reviewer", "--comment", "--reject", "--reason", "--tls-key", "WORKFLOW_ID"],
-    "sim": ["--port"],
-    "operator": [],
+    "sim": ["--port", "--latency-ms", "--chunk-delay-ms", "--llm-429-rate", "--search-500-rate"],
+    "operator": ["--kubeconfig", "--all-namespaces", "--metrics-port", "--health-port"],
 }
 
 
