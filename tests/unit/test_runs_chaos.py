@@ -133,6 +133,7 @@ def test_dev_server_command_is_loopback_only(tmp_path: Path) -> None:
     assert argv[argv.index("--ui-ip") + 1] == "127.0.0.1"
     assert argv[argv.index("--db-filename") + 1] == str(tmp_path / "temporal.db")
     assert spec.ui_url == "http://127.0.0.1:8000"
+    assert argv[argv.index("--sqlite-pragma") + 1] == "journal_mode=wal"
     headless = devserver.command(devserver.DevServerSpec(tmp_path, ui_port=0, binary="t"))
     assert "--headless" in headless
     assert "--ui-port" not in headless
