@@ -7,33 +7,57 @@ kube-scheduler and kwok (which plays the kubelets of N fake Nodes), all built by
 cluster. Every process runs in its own process group and dies with its parent, so
 a failed or killed test run leaves nothing behind.
 
-Only the standard library and the ``openssl`` CLI are used, so ``hack/cluster`` can
-run it before the project's venv exists.
+Certificates and kubeconfigs come from ``kube_pki``, spawning, readiness waits and
+teardown from ``kube_procs``. Only the standard library and the ``openssl`` CLI are
+used, so ``hack/cluster`` can run it before the project's venv exists.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import ctypes
 import json
 import os
-import secrets
 import shutil
-import signal
-import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import weakref
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.kube_pki import SERVER_SANS, make_pki, write_kubeconfig
+from tests.support.kube_procs import (
+    TMP_PREFIX,
+    ClusterStartError,
+    Component,
+    cleanup,
+    https_ok,
+    spawn,
+    sweep_stale_workdirs,
+    terminate,
+    wait_ready,
+)
 from tests.support.ports import free_port
+
+__all__ = [
+    "BINARIES",
+    "K8S_BINARIES_SCRIPT",
+    "KWOK_NODE_ANNOTATION",
+    "REPO",
+    "SERVER_SANS",
+    "SERVICE_ACCOUNT_ISSUER",
+    "SERVICE_CIDR",
+    "TMP_PREFIX",
+    "ClusterStartError",
+    "Component",
+    "KubeBinaries",
+    "KubeCluster",
+    "make_pki",
+    "pinned_versions",
+    "start_cluster",
+    "sweep_stale_workdirs",
+    "write_kubeconfig",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_BINARIES_SCRIPT = REPO / "hack" / "k8s-binaries"
@@ -50,16 +74,6 @@ BINARIES = (
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-TMP_PREFIX = "steadfast-kube-"
-
-
-class ClusterStartError(RuntimeError):
-    """The control plane did not come up; the message carries the failing log's tail."""
-
-    def __init__(self, message: str, port_clash: bool = False) -> None:
-        super().__init__(message)
-        #: A listener lost a race for its port; starting again with new ports may work.
-        self.port_clash = port_clash
 
 
 @dataclass(frozen=True)
@@ -103,175 +117,6 @@ def pinned_versions() -> dict[str, str]:
     return versions
 
 
-# --- certificates --------------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ClusterStartError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
-
-
-def _new_key(pki: Path, name: str) -> None:
-    # P-256 keys take milliseconds where RSA takes a noticeable fraction of a second.
-    _openssl(
-        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-out", f"{name}.key", cwd=pki,
-    )  # fmt: skip
-
-
-def _issue(pki: Path, name: str, subject: str, sans: Sequence[str] = ()) -> None:
-    """A leaf certificate signed by this cluster's CA, good for server and client use."""
-    _new_key(pki, name)
-    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
-    ext = [
-        "basicConstraints=critical,CA:FALSE",
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        "extendedKeyUsage=serverAuth,clientAuth",
-    ]
-    if sans:
-        ext.append("subjectAltName=" + ",".join(sans))
-    (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-set_serial", "0x" + secrets.token_hex(16), "-days", "7", "-sha256",
-        "-extfile", f"{name}.ext", "-out", f"{name}.crt",
-        cwd=pki,
-    )  # fmt: skip
-
-
-SERVER_SANS = (
-    "IP:127.0.0.1",
-    "DNS:localhost",
-    # The in-cluster names and the first service IP, so the certificate is valid for
-    # what the cluster itself advertises (nothing here dials them).
-    "IP:10.96.0.1",
-    "DNS:kubernetes",
-    "DNS:kubernetes.default",
-    "DNS:kubernetes.default.svc",
-    "DNS:kubernetes.default.svc.cluster.local",
-)
-
-
-def make_pki(pki: Path) -> None:
-    """A fresh CA, serving and client certificates, and the service-account key pair."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _new_key(pki, "ca")
-    _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=steadfast-test-ca",
-        "-days", "7", "-sha256", "-out", "ca.crt",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=pki,
-    )  # fmt: skip
-    _issue(pki, "etcd-server", "/CN=etcd", SERVER_SANS)
-    _issue(pki, "apiserver-etcd-client", "/CN=kube-apiserver-etcd-client")
-    _issue(pki, "apiserver", "/CN=kube-apiserver", SERVER_SANS)
-    _issue(pki, "admin", "/O=system:masters/CN=steadfast-admin")
-    _issue(pki, "controller-manager", "/CN=system:kube-controller-manager", SERVER_SANS)
-    _issue(pki, "scheduler", "/CN=system:kube-scheduler", SERVER_SANS)
-    # kwok stands in for every kubelet; it updates Node and Pod status of all nodes,
-    # which no single system:node identity may do, so it gets cluster-admin.
-    _issue(pki, "kwok", "/O=system:masters/CN=kwok", SERVER_SANS)
-    _new_key(pki, "sa")
-    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-
-
-def write_kubeconfig(
-    path: Path, server: str, ca: Path, cert: Path | None = None, key: Path | None = None,
-    token: str | None = None,
-) -> Path:  # fmt: skip
-    """A kubeconfig with the credentials embedded, so it stays valid when copied."""
-    user: dict[str, str] = {}
-    if cert is not None and key is not None:
-        user["client-certificate-data"] = _b64(cert.read_bytes())
-        user["client-key-data"] = _b64(key.read_bytes())
-    if token is not None:
-        user["token"] = token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "steadfast",
-                "cluster": {"server": server, "certificate-authority-data": _b64(ca.read_bytes())},
-            }
-        ],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [{"name": "steadfast", "context": {"cluster": "steadfast", "user": "user"}}],
-        "current-context": "steadfast",
-    }
-    # JSON is YAML, and every kubeconfig loader reads it.
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-# --- processes -----------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the test process is killed outright
-    # (SIGKILL, OOM), the kernel ends this component too, so nothing is left behind.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-@dataclass
-class Component:
-    """One running binary of the control plane."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def rss_bytes(self) -> int:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-
-def _terminate(components: list[Component], grace: float = 15.0) -> None:
-    """SIGTERM every process group, then SIGKILL what outlives the grace period."""
-    for comp in reversed(components):
-        if comp.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(comp.proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for comp in reversed(components):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            comp.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        # Also reaps whatever the component may have forked into its group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(comp.proc.pid, signal.SIGKILL)
-        comp.proc.wait()
-    components.clear()
-
-
-def _cleanup(components: list[Component], workdir: Path, remove: list[bool]) -> None:
-    _terminate(components)
-    if remove[0]:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 # --- the cluster ---------------------------------------------------------------------
 
 
@@ -292,7 +137,7 @@ class KubeCluster:
         # processes go and a healthy run's workdir is removed.
         self._remove_workdir = [False]
         self._finalizer = weakref.finalize(
-            self, _cleanup, self.components, self.workdir, self._remove_workdir
+            self, cleanup, self.components, self.workdir, self._remove_workdir
         )
 
     @property
@@ -366,52 +211,10 @@ class KubeCluster:
     # --- start-up ---------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str]) -> Component:
-        logs = self.workdir / "logs"
-        logs.mkdir(exist_ok=True)
-        log = logs / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.workdir, start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
-            )  # fmt: skip
-        comp = Component(name, proc, log)
-        self.components.append(comp)
-        return comp
-
-    def _wait(self, comp: Component, ready: Callable[[], bool], timeout: float) -> None:
-        """Poll ``ready`` until true; fail early, with the log, if the process dies."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if comp.proc.poll() is not None:
-                tail = comp.tail()
-                raise ClusterStartError(
-                    f"{comp.name} exited with {comp.proc.returncode} during start-up; "
-                    f"log {comp.log}:\n{tail}",
-                    port_clash="address already in use" in tail,
-                )
-            try:
-                if ready():
-                    return
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise ClusterStartError(
-                    f"{comp.name} not ready after {timeout:.0f}s; log {comp.log}:\n{comp.tail()}"
-                )
-            time.sleep(0.2)
+        return spawn(self.components, self.workdir, name, argv, self.die_with_parent)
 
     def _https_ok(self, port: int, path: str, client: str | None = "admin") -> bool:
-        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        if client is not None:
-            ctx.load_cert_chain(self.pki / f"{client}.crt", self.pki / f"{client}.key")
-        try:
-            with urllib.request.urlopen(
-                f"https://127.0.0.1:{port}{path}", context=ctx, timeout=5
-            ) as resp:
-                return bool(resp.status == 200)
-        except urllib.error.HTTPError:
-            return False
+        return https_ok(self.pki, port, path, client)
 
     def start(self) -> None:
         started = time.monotonic()
@@ -457,7 +260,7 @@ class KubeCluster:
             "--unsafe-no-fsync=true",
             "--log-level=warn",
         ])  # fmt: skip
-        self._wait(
+        wait_ready(
             etcd,
             lambda: self._https_ok(ports["etcd"], "/health", "apiserver-etcd-client"),
             timeout=30,
@@ -486,7 +289,7 @@ class KubeCluster:
             "--allow-privileged=true",
             "--profiling=false",
         ])  # fmt: skip
-        self._wait(apiserver, lambda: self._https_ok(ports["apiserver"], "/readyz"), timeout=90)
+        wait_ready(apiserver, lambda: self._https_ok(ports["apiserver"], "/readyz"), timeout=90)
 
         kcm = self._spawn("kube-controller-manager", [
             bins.path("kube-controller-manager"),
@@ -532,12 +335,12 @@ class KubeCluster:
             f"--tls-cert-file={pki / 'kwok.crt'}",
             f"--tls-private-key-file={pki / 'kwok.key'}",
         ])  # fmt: skip
-        self._wait(kcm, lambda: self._https_ok(ports["controller-manager"], "/healthz"), 60)
-        self._wait(scheduler, lambda: self._https_ok(ports["scheduler"], "/healthz"), 60)
-        self._wait(kwok, lambda: self._https_ok(ports["kwok"], "/healthz", None), 60)
+        wait_ready(kcm, lambda: self._https_ok(ports["controller-manager"], "/healthz"), 60)
+        wait_ready(scheduler, lambda: self._https_ok(ports["scheduler"], "/healthz"), 60)
+        wait_ready(kwok, lambda: self._https_ok(ports["kwok"], "/healthz", None), 60)
 
         self.kubectl("apply", "-f", "-", input=json.dumps(self._node_list()))
-        self._wait(
+        wait_ready(
             kwok,
             lambda: self.kubectl(
                 "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=5s", check=False
@@ -545,7 +348,7 @@ class KubeCluster:
             timeout=60,
         )  # fmt: skip
         # Pods are refused until the namespace's default ServiceAccount exists.
-        self._wait(
+        wait_ready(
             kcm,
             lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
             timeout=60,
@@ -577,33 +380,6 @@ class KubeCluster:
         return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_stale_workdirs() -> list[Path]:
-    """Remove the temporary dirs of clusters whose owner was killed before cleaning up.
-
-    Their processes died with the owner (see ``_die_with_parent``); only files remain.
-    """
-    removed = []
-    for path in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
-        try:
-            owner = int((path / "owner.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if not _pid_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
 def start_cluster(
     nodes: int = 2,
     workdir: Path | None = None,
@@ -632,7 +408,7 @@ def start_cluster(
             return cluster
         except BaseException as exc:
             # Keep the logs of the failed attempt but no process.
-            _terminate(cluster.components)
+            terminate(cluster.components)
             if isinstance(exc, ClusterStartError) and exc.port_clash and attempt < attempts:
                 continue
             raise
