@@ -246,3 +246,27 @@ async def test_killed_mid_reconcile_converges_without_duplicates(
             "get", kind, "-n", namespace, "-l", "steadfast.dev/agent=crashy"
         )
         assert len(items["items"]) == 1, kind
+
+
+def test_scale_subresource_sets_the_floor(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
+) -> None:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    workers = {"minReplicas": 0, "maxReplicas": 4, "targetBacklogPerWorker": 50}
+    apply(kube_cluster, agent_manifest("floor", namespace, op_sim, ["f"], workers=workers))
+    wait_for("the Deployment", lambda: get(kube_cluster, "deploy", namespace, "floor-worker"))
+    kube_cluster.kubectl("scale", "ra/floor", "-n", namespace, "--replicas=3")
+    ra = get(kube_cluster, "ra", namespace, "floor")
+    assert ra is not None
+    assert ra["spec"]["workers"]["minReplicas"] == 3
+
+    def replicas() -> int:
+        dep = get(kube_cluster, "deploy", namespace, "floor-worker") or {}
+        return int((dep.get("spec") or {}).get("replicas") or 0)
+
+    wait_for("the autoscaler to keep the new floor", lambda: replicas() == 3)
+    refused = kube_cluster.kubectl(
+        "scale", "ra/floor", "-n", namespace, "--replicas=9", check=False
+    )
+    assert refused.returncode != 0
+    assert "minReplicas cannot exceed maxReplicas" in refused.stderr
