@@ -39,5 +39,5 @@ e2e:
 k8s-binaries:
 	hack/k8s-binaries
 
-bench: bootstrap
+bench: bootstrap-all ## the operator benchmarks need the Kubernetes binaries
 	$(VENV)/python bench/run_all.py
