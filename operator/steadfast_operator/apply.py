@@ -83,6 +83,29 @@ def covers(live: object, desired: object, at: tuple[str, ...] = ()) -> bool:
     return False
 
 
+def first_difference(live: object, desired: object, at: str = "") -> str | None:
+    """The path of the first owned field that differs (for the log), or ``None``."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return at or "."
+        for k, v in desired.items():
+            if k not in live:
+                return f"{at}.{k}"
+            found = first_difference(live[k], v, f"{at}.{k}")
+            if found:
+                return found
+        return None
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return at
+        for i, (lv, dv) in enumerate(zip(live, desired, strict=True)):
+            found = first_difference(lv, dv, f"{at}[{i}]")
+            if found:
+                return found
+        return None
+    return None if covers(live, desired, tuple(at.split("."))) else at
+
+
 def owned_view(obj: Obj) -> Obj:
     """The part of a rendered object the operator owns (and compares)."""
     view = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
@@ -136,7 +159,7 @@ async def apply_one(kube: Kube, desired: Obj, result: ApplyResult) -> Obj:
     if covers(live, owned_view(desired)):
         result.unchanged.append(label)
         return live
-    result.updated.append(label)
+    result.updated.append(f"{label} ({first_difference(live, owned_view(desired))})")
     return await kube.replace(url, merged_for_replace(desired, live))
 
 

@@ -121,9 +121,15 @@ def test_spec_edit_rolls_and_resync_writes_nothing(
         ):
             obj = get(kube_cluster, kind, namespace, name)
             assert obj is not None
-            out[kind] = obj["metadata"]["resourceVersion"]
+            # The Deployment's status keeps moving (its controller writes it); its
+            # generation moves only when its spec is written.
+            meta = obj["metadata"]
+            out[kind] = str(meta["generation"] if kind == "deploy" else meta["resourceVersion"])
         return out
 
+    kube_cluster.kubectl(
+        "rollout", "status", "deploy/roll-worker", "-n", namespace, "--timeout=60s"
+    )
     before = versions()
     # A restart replays every agent through the resume handler: a full resync.
     operator.stop()
@@ -135,7 +141,7 @@ def test_spec_edit_rolls_and_resync_writes_nothing(
     )
     time.sleep(3)
     writes = {v: n for v, n in operator.requests().items() if v != "GET"}
-    assert writes == {}, f"an unchanged resync wrote: {writes}"
+    assert writes == {}, f"an unchanged resync wrote: {writes}\n{operator.log.read_text()[-4000:]}"
     assert versions() == before
 
 

@@ -73,3 +73,11 @@ def test_replace_keeps_what_others_own() -> None:
     assert body["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
     live_svc = {"metadata": {"resourceVersion": "3"}, "spec": {"clusterIP": "10.0.0.9"}}
     assert apply.merged_for_replace(objs["Service"], live_svc)["spec"]["clusterIP"] == "10.0.0.9"
+
+
+def test_first_difference_names_the_field() -> None:
+    desired = {"spec": {"template": {"a": 1, "resources": {"requests": {"cpu": "0.5"}}}}}
+    live = {"spec": {"template": {"a": 1, "resources": {"requests": {"cpu": "500m"}}}}}
+    assert apply.first_difference(live, desired) is None
+    live["spec"]["template"]["a"] = 2
+    assert apply.first_difference(live, desired) == ".spec.template.a"
