@@ -11,9 +11,11 @@ and the operator keeps running.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e import operator_env
 from tests.e2e.operator_env import (
     Operator,
@@ -24,7 +26,7 @@ from tests.e2e.operator_env import (
     secret,
     wait_for,
 )
-from tests.support.kube import KubeCluster
+from tests.support.kube import REPO, KubeCluster
 from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.e2e
@@ -180,3 +182,11 @@ def test_unworkable_agents_are_reported_and_isolated(
     assert get(kube_cluster, "deploy", namespace, "missing-secret-worker") is None
     assert operator.proc is not None
     assert operator.proc.poll() is None, "the operator must survive bad input"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_accepted(crd: None, kube_cluster: KubeCluster, path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    doc["metadata"]["namespace"] = "default"
+    out = apply(kube_cluster, doc, dry_run=True)
+    assert "created (server dry run)" in out, out

@@ -132,3 +132,13 @@ def test_user_resources_replace_defaults() -> None:
     raw["workers"] = {"resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}}
     container = children(raw)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_renders(path: Path) -> None:
+    doc = yaml.safe_load(path.read_text())
+    raw = dict(doc["spec"])
+    agent = render.Agent(doc["metadata"]["name"], doc["metadata"]["namespace"], "uid")
+    spec = parse_spec(agent.namespace, agent.name, raw)
+    kinds = {o["kind"] for o in render.children(agent, spec, raw, DEFAULTS)}
+    assert {"ConfigMap", "Deployment", "Service"} <= kinds
