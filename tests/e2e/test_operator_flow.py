@@ -276,3 +276,42 @@ def test_scale_subresource_sets_the_floor(
     )
     assert refused.returncode != 0
     assert "minReplicas cannot exceed maxReplicas" in refused.stderr
+
+
+def test_daily_budget_stops_new_runs(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle, tmp_path: Path
+) -> None:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    manifest = agent_manifest("thrifty", namespace, op_sim, ["first"])
+    apply(kube_cluster, manifest)
+
+    def runs() -> list[dict[str, Any]]:
+        ra = get(kube_cluster, "ra", namespace, "thrifty")
+        return list(((ra or {}).get("status") or {}).get("runs") or [])
+
+    with worker_process(kube_cluster, namespace, "thrifty", tmp_path, op_sim):
+        wait_for("the first run", lambda: [r for r in runs() if r["phase"] == "Completed"], 120)
+    spent = runs()[0]["costUSD"]
+    assert spent > 0
+    # Today's spend is now above the day's budget: a new topic must wait for tomorrow.
+    manifest["spec"]["budget"] = {"maxUSDPerRun": spent / 2, "maxUSDPerDay": spent / 2}
+    manifest["spec"]["model"]["maxTokens"] = 1
+    manifest["spec"]["topics"] = ["first", "second"]
+    apply(kube_cluster, manifest)
+    exhausted = wait_for(
+        "BudgetExhausted=True",
+        lambda: (
+            (c := condition(get(kube_cluster, "ra", namespace, "thrifty"), "BudgetExhausted")).get(
+                "status"
+            )
+            == "True"
+            and c
+        ),
+    )
+    assert exhausted["reason"] == "DailyBudgetReached"
+    time.sleep(3)
+    assert [r["topic"] for r in runs()] == ["first"]
+    # Raising the budget lets the waiting topic start at once.
+    manifest["spec"]["budget"] = {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}
+    apply(kube_cluster, manifest)
+    wait_for("the second topic started", lambda: len(runs()) == 2)
