@@ -298,16 +298,12 @@ def test_daily_budget_stops_new_runs(
     manifest["spec"]["model"]["maxTokens"] = 1
     manifest["spec"]["topics"] = ["first", "second"]
     apply(kube_cluster, manifest)
-    exhausted = wait_for(
-        "BudgetExhausted=True",
-        lambda: (
-            (c := condition(get(kube_cluster, "ra", namespace, "thrifty"), "BudgetExhausted")).get(
-                "status"
-            )
-            == "True"
-            and c
-        ),
-    )
+
+    def budget_condition() -> dict[str, Any] | None:
+        found = condition(get(kube_cluster, "ra", namespace, "thrifty"), "BudgetExhausted")
+        return found if found.get("status") == "True" else None
+
+    exhausted = wait_for("BudgetExhausted=True", budget_condition)
     assert exhausted["reason"] == "DailyBudgetReached"
     time.sleep(3)
     assert [r["topic"] for r in runs()] == ["first"]
