@@ -1,9 +1,10 @@
 """The operator works with exactly the RBAC its README lists, and no more.
 
-The operator runs as a ServiceAccount bound to a Role (in the watched
-namespace) and a ClusterRole (Kopf's CRD discovery) holding the README's rules;
-with that token it must reconcile, scale through ``deployments/scale``, report
-status and finalize. The chart's RBAC is built from the same list.
+The operator runs as the chart's ServiceAccount, bound by the chart's Role (in
+the watched namespace) and ClusterRole (Kopf's CRD and namespace discovery),
+rendered by ``helm template``; the test first checks those rules are exactly the
+README's list. With that token the operator must reconcile, scale through
+``deployments/scale``, report status and finalize.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.e2e import operator_env
 from tests.e2e.operator_env import Operator, agent_manifest, apply, condition, get, secret, wait_for
 from tests.support.kube import KubeCluster
@@ -74,50 +76,37 @@ CLUSTER_RULES: list[dict[str, Any]] = [
 ]
 
 
-def rbac_objects(namespace: str) -> list[dict[str, Any]]:
-    sa = {"kind": "ServiceAccount", "name": "steadfast-operator", "namespace": namespace}
-    cluster_name = f"steadfast-operator-{namespace}"
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": sa["name"], "namespace": namespace},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "steadfast-operator", "namespace": namespace},
-            "rules": NAMESPACED_RULES,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "steadfast-operator", "namespace": namespace},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "steadfast-operator",
-            },
-            "subjects": [sa],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": cluster_name},
-            "rules": CLUSTER_RULES,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": cluster_name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": cluster_name,
-            },
-            "subjects": [sa],
-        },
-    ]
+CHART = Path(__file__).parents[2] / "charts" / "steadfast"
+
+
+def chart_rbac(kube_cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount and RBAC for a release watching only ``namespace``."""
+    out = kube_cluster.helm(
+        "template",
+        f"rbac-{namespace}",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "watch.scope=namespaces",
+        "--set",
+        f"watch.namespaces={{{namespace}}}",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def test_operator_runs_on_the_listed_rbac_only(
@@ -128,14 +117,21 @@ def test_operator_runs_on_the_listed_rbac_only(
     temporal_address: str,
     tmp_path: Path,
 ) -> None:
-    apply(kube_cluster, *rbac_objects(namespace))
+    # The operator runs on exactly what the chart grants, which is the README's list.
+    objects = chart_rbac(kube_cluster, namespace)
+    by_kind = {doc["kind"]: doc for doc in objects}
+    assert rule_set(by_kind["Role"]["rules"]) == rule_set(NAMESPACED_RULES)
+    assert rule_set(by_kind["ClusterRole"]["rules"]) == rule_set(CLUSTER_RULES)
+    account = by_kind["ServiceAccount"]["metadata"]["name"]
+    cluster_name = by_kind["ClusterRole"]["metadata"]["name"]
+    apply(kube_cluster, *objects)
     token = kube_cluster.kubectl(
-        "create", "token", "steadfast-operator", "-n", namespace, "--duration=1h"
+        "create", "token", account, "-n", namespace, "--duration=1h"
     ).stdout.strip()
     kubeconfig = kube_cluster.token_kubeconfig(token, tmp_path / "operator.kubeconfig")
 
     # Nothing beyond the list: the ServiceAccount cannot read Pods or other namespaces.
-    who = f"system:serviceaccount:{namespace}:steadfast-operator"
+    who = f"system:serviceaccount:{namespace}:{account}"
     for args in (("get", "pods", "-n", namespace), ("list", "secrets", "-n", "default")):
         answer = kube_cluster.kubectl("auth", "can-i", *args, "--as", who, check=False)
         assert answer.stdout.strip() == "no", args
@@ -167,7 +163,7 @@ def test_operator_runs_on_the_listed_rbac_only(
         kube_cluster.kubectl(
             "delete",
             "clusterrole,clusterrolebinding",
-            f"steadfast-operator-{namespace}",
+            cluster_name,
             check=False,
         )
 

@@ -157,22 +157,25 @@ def rules_of(role: Any) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-CRUD = {"get", "list", "watch", "create", "patch", "update", "delete"}
+#: The operator's proven minimum (tests/e2e/test_operator_rbac.py runs it on these).
 NAMESPACED_RULES = {
-    ("steadfast.dev", "researchagents"): {"get", "list", "watch", "patch", "update"},
-    ("steadfast.dev", "researchagents/status"): {"get", "patch", "update"},
+    ("steadfast.dev", "researchagents"): {"get", "list", "watch", "patch"},
+    ("steadfast.dev", "researchagents/status"): {"get", "patch"},
     ("steadfast.dev", "researchagents/finalizers"): {"update"},
-    ("apps", "deployments"): CRUD,
-    ("apps", "deployments/scale"): {"get", "patch", "update"},
-    ("", "configmaps"): CRUD,
-    ("", "services"): CRUD,
-    ("policy", "poddisruptionbudgets"): CRUD,
-    ("", "secrets"): {"get", "list", "watch"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("keda.sh", "scaledobjects"): CRUD,
+    ("apps", "deployments"): {"get", "list", "watch", "create", "update"},
+    ("apps", "deployments/scale"): {"patch"},
+    ("", "configmaps"): {"get", "create", "update"},
+    ("", "services"): {"get", "create", "update"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "update", "delete"},
+    ("", "secrets"): {"get"},
+    ("", "events"): {"create"},
+    ("events.k8s.io", "events"): {"create"},
+    ("keda.sh", "scaledobjects"): {"get", "create", "update", "delete"},
 }
-CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+CLUSTER_RULES = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
+}
 
 
 def test_cluster_mode_grants_exactly_the_operators_rules_cluster_wide() -> None:
@@ -194,7 +197,7 @@ def test_namespace_mode_grants_roles_only_in_the_listed_namespaces() -> None:
         assert rules_of(role) == NAMESPACED_RULES
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["finance", "research"]
-    # Cluster-wide, only what Kopf needs to discover its CRD.
+    # Cluster-wide, only what Kopf needs to discover its CRD and namespaces.
     assert rules_of(only(docs, "ClusterRole")) == CLUSTER_RULES
     args = operator_container(docs)["args"]
     assert "--all-namespaces" not in args
