@@ -6,8 +6,11 @@ ran it or ``steadfast status`` looked it up later.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
+from rich.console import Console
 from rich.table import Table
 
 from steadfast_worker.runs import RunRow, total_cost
@@ -24,6 +27,18 @@ _PHASE_STYLE = {
 }
 
 
+#: Width used when output is not a terminal: rich would otherwise assume 80
+#: columns and fold workflow and report ids, which then cannot be copied.
+PIPE_WIDTH = 200
+
+
+def console() -> Console:
+    """The console every verb prints through; wide when piped, unless COLUMNS says."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
 def phase_text(phase: str) -> str:
     style = _PHASE_STYLE.get(phase, "cyan")
     return f"[{style}]{phase}[/{style}]"
@@ -37,9 +52,9 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
     """topic, workflow id, phase, report id, LLM calls, retries, cost; with a total."""
     table = Table(title=title, show_footer=len(rows) > 1)
     table.add_column("Topic", footer="Total", overflow="fold")
-    table.add_column("Workflow ID", overflow="fold")
+    table.add_column("Workflow ID", no_wrap=True, overflow="fold")
     table.add_column("Phase")
-    table.add_column("Report ID", overflow="fold")
+    table.add_column("Report ID", no_wrap=True, overflow="fold")
     table.add_column("LLM calls", justify="right", footer=str(sum(r.llm_calls for r in rows)))
     table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in rows)))
     table.add_column("Cost (USD)", justify="right", footer=format_cost(total_cost(list(rows))))

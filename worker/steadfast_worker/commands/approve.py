@@ -15,7 +15,7 @@ from rich.console import Console
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from steadfast_worker import models
+from steadfast_worker import display, models
 from steadfast_worker.commands._agents import connect_or_explain
 from steadfast_worker.config import TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = display.console()
     if not args.reject and not args.reviewer.strip():
         console.print("[red]error:[/red] --reviewer is required to approve")
         return 2

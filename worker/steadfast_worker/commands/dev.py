@@ -22,7 +22,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from steadfast_worker import agentfile, chaos, embedded, runs
+from steadfast_worker import agentfile, chaos, display, embedded, runs
 from steadfast_worker.config import ConfigError, WorkerConfig
 from steadfast_worker.display import progress_line, runs_table
 from steadfast_worker.models import Phase
@@ -97,7 +97,7 @@ def _port(wanted: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = display.console()
     try:
         manifest = agentfile.load_manifest(_manifest_path(args.file))
         agent = agentfile.agent_from_manifest(manifest)

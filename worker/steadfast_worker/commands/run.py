@@ -15,7 +15,7 @@ import sys
 
 from rich.console import Console
 
-from steadfast_worker import runs
+from steadfast_worker import display, runs
 from steadfast_worker.commands._agents import (
     add_agent_arguments,
     agent_from_args,
@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = display.console()
     try:
         cfg, topics = agent_from_args(args)
     except ConfigError as err:

@@ -14,7 +14,7 @@ import asyncio
 from rich.console import Console
 from temporalio.client import Client
 
-from steadfast_worker import ids, models, runs
+from steadfast_worker import display, ids, models, runs
 from steadfast_worker.commands._agents import (
     add_agent_arguments,
     agent_from_args,
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = display.console()
     targets: list[tuple[str, str]] = [(wf_id, "") for wf_id in args.workflow_ids]
     if args.file or args.config or args.topic:
         try:
