@@ -63,6 +63,12 @@ AGENT_COST = Gauge(
     ["namespace", "agent", "window"],
     registry=REGISTRY,
 )
+AGENT_BUDGET = Gauge(
+    "steadfast_agent_budget_usd",
+    "An agent's daily LLM budget in USD: spec.budget.maxUSDPerDay of its last valid spec.",
+    ["namespace", "agent"],
+    registry=REGISTRY,
+)
 KUBE_REQUESTS = Counter(
     "steadfast_operator_kube_requests_total",
     "Kubernetes API requests made by the operator's own client, by verb.",
@@ -75,7 +81,7 @@ TEMPORAL_DESCRIBES = Counter(
     registry=REGISTRY,
 )
 
-_PER_AGENT = (WORKERS_DESIRED, WORKERS_READY)
+_PER_AGENT = (WORKERS_DESIRED, WORKERS_READY, AGENT_BUDGET)
 
 
 def forget_agent(namespace: str, agent: str, task_queue: str) -> None:
@@ -88,6 +94,11 @@ def forget_agent(namespace: str, agent: str, task_queue: str) -> None:
         _remove(g, namespace, agent, task_queue)
     for direction in ("up", "down"):
         _remove(SCALE_EVENTS, namespace, agent, direction)
+
+
+def forget_budget(namespace: str, agent: str) -> None:
+    """Drop an agent's daily-budget series (no spec has validated yet)."""
+    _remove(AGENT_BUDGET, namespace, agent)
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

@@ -289,7 +289,7 @@ async def _refresh(
     if status.needs_write(body.status, doc, since):
         patch.status.update(doc)
         state.last_write = time.monotonic()
-    _export(agent, doc, queue)
+    _export(agent, doc, queue, state.spec)
 
 
 async def _autoscale(
@@ -337,8 +337,23 @@ async def _autoscale(
     return decision.desired
 
 
-def _export(agent: render.Agent, doc: dict[str, Any], queue: status.QueueInfo | None) -> None:
+def _export(
+    agent: render.Agent,
+    doc: dict[str, Any],
+    queue: status.QueueInfo | None,
+    spec: AgentSpec | None,
+) -> None:
+    """Set the agent's gauges from the status just built and the spec in force.
+
+    ``spec`` is the last spec that validated (the one the workers run with); the
+    daily budget is not exported before there is one, because the schema's
+    defaults that stand in for an invalid spec are nobody's budget.
+    """
     ns, name = agent.namespace, agent.name
+    if spec is not None:
+        metrics.AGENT_BUDGET.labels(ns, name).set(spec.budget.max_usd_per_day)
+    else:
+        metrics.forget_budget(ns, name)
     workers = doc.get("workers", {})
     metrics.WORKERS_DESIRED.labels(ns, name).set(workers.get("desired", 0))
     metrics.WORKERS_READY.labels(ns, name).set(workers.get("ready", 0))
@@ -362,7 +377,11 @@ async def finalize(shared: Shared, state: AgentState, body: kopf.Body) -> None:
         spec = parse_spec(agent.namespace, agent.name, raw)
         cfg = render.worker_config(agent, spec, raw, shared.config.defaults)
     except (InvalidSpec, AgentError):
-        return  # nothing was ever started for a spec that never validated
+        # Nothing to stop for a spec that does not validate now, but the agent's
+        # series (and an earlier valid spec's backlog) must still go.
+        queue = state.config.task_queue if state.config is not None else ""
+        metrics.forget_agent(agent.namespace, agent.name, queue)
+        return
     async with shared.lock(agent.namespace, agent.name):
         try:
             client = await connect(shared, agent, spec)

@@ -45,8 +45,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
-#: Metrics the operator does not export yet (see tests/unit/test_dashboards.py).
-PENDING = {"steadfast_agent_budget_usd"}
 SCRAPE_INTERVAL = "1s"
 
 
@@ -315,19 +313,50 @@ def test_every_dashboard_query_returns_data(
             wait_runs("the tight agent's second run", "tight", 2)
             time.sleep(5)
 
-            empty: list[str] = []
-            pending: list[str] = []
-            for where, expr, _legend in panel_queries():
-                result = prom.query(substitute(expr, namespace))
-                if finite(result):
-                    continue
-                if any(name in expr for name in PENDING):
-                    pending.append(where)
-                else:
-                    empty.append(f"{where}: {expr}")
+            empty = [
+                f"{where}: {expr}"
+                for where, expr, _legend in panel_queries()
+                if not finite(prom.query(substitute(expr, namespace)))
+            ]
             assert not empty, "panels without data:\n" + "\n".join(empty)
-            # The panels waiting for the operator's budget gauge are the only exceptions.
-            assert pending == ["steadfast-cost / Daily budget used per agent / A"]
+
+            # The daily budget: the operator exports spec.budget.maxUSDPerDay, and
+            # lowering steady's below what it has spent today exhausts it for the day.
+            # (Tight's spend today is 0: a run stopped on its budget has no result,
+            # so the operator's status counts no cost for it.)
+            here = f'namespace="{namespace}"'
+            daily = f"max by (agent) (steadfast_agent_budget_usd{{{here}}})"
+            assert {r["metric"]["agent"]: float(r["value"][1]) for r in prom.query(daily)} == {
+                "steady": 50.0,
+                "tight": 5.0,
+            }
+            today = prom.query(
+                f'steadfast_agent_cost_usd{{{here}, agent="steady", window="today"}}'
+            )
+            spent = float(today[0]["value"][1])
+            # Tight's per-run budget: one the operator accepts for this model and maxTokens.
+            lowered = tight["spec"]["budget"]["maxUSDPerRun"]
+            assert spent >= lowered, f"steady spent {spent} today, less than {lowered}"
+            budget = {"maxUSDPerRun": lowered, "maxUSDPerDay": lowered}
+            kube_cluster.kubectl(
+                "patch", "researchagent", "steady", "-n", namespace, "--type=merge",
+                "-p", json.dumps({"spec": {"budget": budget}}),
+            )  # fmt: skip
+
+            def daily_budget_alerts() -> set[tuple[str, str]]:
+                return {
+                    (a["labels"]["alertname"], a["labels"]["agent"])
+                    for a in prom.get("/api/v1/alerts")["alerts"]
+                    if a["labels"]["alertname"].startswith("SteadfastDailyBudget")
+                    and a["state"] == "firing"
+                }
+
+            wait_for(
+                "SteadfastDailyBudgetExhausted to fire for steady",
+                lambda: ("SteadfastDailyBudgetExhausted", "steady") in daily_budget_alerts(),
+                timeout=60,
+            )
+            assert daily_budget_alerts() == {("SteadfastDailyBudgetExhausted", "steady")}
 
             # The alert rules evaluate cleanly on live data, and the ones this run
             # provoked are active: a run stopped on its budget, a third of runs failed.
