@@ -10,7 +10,9 @@ paused (when the day's budget is spent) and deleted here.
 Observation is bounded per agent and tick: one visibility list of the agent's
 workflows (prefix query, filtered to the exact ids), a ``status`` query per
 *running* run only when a worker is polling, and a result fetch once per closed
-run (cached by run id, since a closed run never changes).
+run (cached by run id, since a closed run never changes). A failed run's result
+fetch yields the final status the workflow attached to its failure, so the
+spend of failed and budget-stopped runs counts towards the day's budget.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowQueryFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -220,7 +223,12 @@ async def _closed_status(client: Client, wf_id: str, run_id: str) -> models.RunS
     handle = client.get_workflow_handle(wf_id, run_id=run_id, result_type=models.ResearchResult)
     try:
         result: models.ResearchResult = await handle.result(follow_runs=False)
-    except Exception:  # a failed run has no result; its failure is its phase
+    except WorkflowFailureError as err:
+        # A failed run has no result; the workflow attaches its final status
+        # (phase, cost, calls) to the failure. Older runs and runs ended from
+        # outside carry none: their failure is their phase, at no known cost.
+        return worker_runs.status_from_failure(err, client.data_converter.payload_converter)
+    except Exception:
         return None
     return result.status
 

@@ -1,7 +1,8 @@
 """The operator's Temporal side against the real dev server: starts, schedules, stats.
 
 No worker polls these task queues, so started workflows stay running with their
-first workflow task in the backlog: exactly what the autoscaler has to see.
+first workflow task in the backlog: exactly what the autoscaler has to see. The
+last test runs one workflow to its budget with a worker, then observes it without.
 """
 
 from __future__ import annotations
@@ -9,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
+from tests.integration.conftest import HarnessFactory
 
-from steadfast_operator import runs, taskqueues
-from steadfast_worker import ids
+from steadfast_operator import runs, status, taskqueues
+from steadfast_worker import budget, ids, pricing
+from steadfast_worker import runs as worker_runs
 from steadfast_worker.config import WorkerConfig, parse_config
+from steadfast_worker.workflows import QUERY_PROMPT_CHARS
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +148,38 @@ async def test_bad_cron_is_refused_by_temporal(
     cfg = config(agent, task_queue)
     with pytest.raises(RPCError):
         await runs.sync_schedules(temporal_client, cfg, ["t"], "99 * * * *", [], paused=False)
+
+
+async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, agent: str) -> None:
+    """A run that fails on its budget has no result, yet its cost reaches the status."""
+    price = pricing.lookup("claude-sonnet-4-6")
+    # Room for the query call's reservation, not for the report's.
+    limit = budget.reserve_usd(1000, budget.estimate_tokens(QUERY_PROMPT_CHARS), price) * 1.05
+    topic = f"budget squeeze {agent}"
+    async with harness({"budget": {"maxUSDPerRun": limit}}, start_worker=False) as h:
+        async with h.worker():
+            handle = await h.start(topic)
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+        # No worker polls now: nothing can answer a status query for the closed run.
+        cache = runs.RunCache()
+        (seen,) = await eventually(
+            lambda: runs.observe(h.client, h.config, [topic], cache, query_running=True),
+            lambda rs: len(rs) == 1 and not rs[0].running,
+        )
+        assert seen.phase == "BudgetExhausted"
+        assert 0 < seen.cost_usd <= limit
+        assert seen.llm_calls == 1
+        assert seen.input_tokens > 0
+        assert seen.output_tokens > 0
+        now = datetime.now(UTC)
+        assert status.cost_today([seen], now) == seen.cost_usd
+
+        # `steadfast status` / `dev` describe the same run with the same spend.
+        row = await worker_runs.describe_run(h.client, handle.id, topic)
+        assert (row.phase, row.cost_usd, row.llm_calls) == (
+            "BudgetExhausted",
+            seen.cost_usd,
+            1,
+        )
+        assert "would exceed" in row.message

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.api.failure.v1 import Failure
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
 
 from steadfast_worker import agentfile, chaos, devserver, embedded, models, runs
 from steadfast_worker.config import WorkerConfig
@@ -60,6 +63,36 @@ def test_row_for_closed_from_outside_uses_the_closing_status() -> None:
     assert runs.row_for_closed("wf", "t", WorkflowExecutionStatus.TIMED_OUT, None).phase == (
         "TimedOut"
     )
+
+
+async def _through_the_wire(err: ApplicationError) -> WorkflowFailureError:
+    """The error as a client sees it: encoded to a Failure and decoded again."""
+    failure = Failure()
+    await DataConverter.default.encode_failure(err, failure)
+    return WorkflowFailureError(cause=await DataConverter.default.decode_failure(failure))
+
+
+async def test_status_from_failure_reads_the_attached_status() -> None:
+    sent = models.RunStatus(
+        topic="t", phase=models.Phase.BUDGET_EXHAUSTED, cost_usd=0.42, llm_calls=2, retries=1
+    )
+    err = await _through_the_wire(
+        ApplicationError("run budget exhausted", sent, type="BudgetExhausted")
+    )
+    got = runs.status_from_failure(err, DataConverter.default.payload_converter)
+    assert got == sent
+    assert got is not None
+    assert got.phase is models.Phase.BUDGET_EXHAUSTED
+
+
+async def test_status_from_failure_without_a_status_is_none() -> None:
+    conv = DataConverter.default.payload_converter
+    # Histories from before the status was attached, and unrelated details.
+    old = await _through_the_wire(ApplicationError("boom", type="Failed"))
+    assert runs.status_from_failure(old, conv) is None
+    odd = await _through_the_wire(ApplicationError("boom", "not a status", type="Failed"))
+    assert runs.status_from_failure(odd, conv) is None
+    assert runs.status_from_failure(RuntimeError("x"), conv) is None
 
 
 def test_running_rows_are_not_terminal() -> None:

@@ -22,12 +22,14 @@ from typing import Any
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.converter import PayloadConverter, value_to_type
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from steadfast_worker import ids, models
@@ -148,6 +150,29 @@ def row_for_closed(
     return row
 
 
+def status_from_failure(err: BaseException, converter: PayloadConverter) -> models.RunStatus | None:
+    """The final status a failed run attached to its failure, or ``None``.
+
+    ``ResearchWorkflow`` ends a failed, misconfigured or budget-stopped run with
+    an ``ApplicationError`` whose details are its last :class:`RunStatus`, so the
+    cost of a run without a result is still known. Runs from before that (and
+    failures from outside the workflow: terminations, timeouts) carry none.
+    """
+    cause = err.cause if isinstance(err, WorkflowFailureError) else err
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    failure = cause.failure
+    try:
+        if failure is not None and failure.application_failure_info.details.payloads:
+            payloads = failure.application_failure_info.details.payloads
+            decoded = converter.from_payloads(payloads[:1], [models.RunStatus])[0]
+        else:
+            decoded = value_to_type(models.RunStatus, cause.details[0])
+    except Exception:  # details of another shape: not a status
+        return None
+    return decoded if isinstance(decoded, models.RunStatus) else None
+
+
 def total_cost(rows: list[RunRow]) -> float:
     return sum(r.cost_usd for r in rows)
 
@@ -226,15 +251,17 @@ async def describe_run(client: Client, workflow_id: str, topic: str = "") -> Run
         result: models.ResearchResult = await typed.result()
         return row_for_closed(workflow_id, topic, desc.status, result.status)
     failure = ""
+    last: models.RunStatus | None = None
     try:
         await handle.result()
     except Exception as err:  # the failure text is what the row reports
         cause = err.__cause__ or err
         failure = str(cause)
-    last: models.RunStatus | None = None
-    # Without a worker to replay the closed run, the closing status is all there is.
-    with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
-        last = await query_status(client, workflow_id, rpc_timeout=3.0)
+        last = status_from_failure(err, client.data_converter.payload_converter)
+    if last is None:
+        # Without a worker to replay the closed run, the closing status is all there is.
+        with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+            last = await query_status(client, workflow_id, rpc_timeout=3.0)
     return row_for_closed(workflow_id, topic, desc.status, last, failure)
 
 

@@ -105,12 +105,14 @@ class ResearchWorkflow:
 
     @workflow.run
     async def run(self, inp: ResearchInput) -> ResearchResult:
+        # A failed run has no result, so its final status travels as the failure's
+        # details: observers read the cost of failed and budget-stopped runs from it.
         try:
             price = pricing.lookup(inp.settings.model, inp.settings.pricing)
         except pricing.UnknownModelError as err:
             await self._finish(Phase.FAILED, str(err))
             raise ApplicationError(
-                str(err), type=errors.MISCONFIGURED, non_retryable=True
+                str(err), replace(self._status), type=errors.MISCONFIGURED, non_retryable=True
             ) from None
         try:
             await self._pipeline(inp, price)
@@ -118,6 +120,7 @@ class ResearchWorkflow:
             await self._finish(Phase.BUDGET_EXHAUSTED, stop.decision.message)
             raise ApplicationError(
                 f"run budget exhausted: {stop.decision.message}",
+                replace(self._status),
                 type=errors.BUDGET_EXHAUSTED,
                 non_retryable=True,
             ) from None
@@ -126,7 +129,9 @@ class ResearchWorkflow:
                 self._account_failure(err)
             kind, message = _describe(err)
             await self._finish(Phase.FAILED, message)
-            raise ApplicationError(message, type=kind, non_retryable=True) from err
+            raise ApplicationError(
+                message, replace(self._status), type=kind, non_retryable=True
+            ) from err
         except asyncio.CancelledError:
             await self._finish(Phase.CANCELLED, "cancelled")
             raise
