@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.e2e.test_operator_rbac import NAMESPACED_RULES
 from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.e2e
@@ -239,23 +240,18 @@ def can(
     return bool(json.loads(out.stdout)["status"].get("allowed", False))
 
 
-CRUD = ("get", "list", "watch", "create", "patch", "update", "delete")
-#: What the operator must be able to do wherever ResearchAgents live.
+#: What the operator must be able to do wherever ResearchAgents live: the
+#: namespaced rules it is proven to run on (tests/e2e/test_operator_rbac.py).
 NEEDED = [
-    *(("steadfast.dev", "researchagents", v) for v in ("get", "list", "watch", "patch", "update")),
-    *(("steadfast.dev", "researchagents/status", v) for v in ("get", "patch", "update")),
-    ("steadfast.dev", "researchagents/finalizers", "update"),
-    *(("apps", "deployments", v) for v in CRUD),
-    *(("apps", "deployments/scale", v) for v in ("get", "patch", "update")),
-    *(("", "configmaps", v) for v in CRUD),
-    *(("", "services", v) for v in CRUD),
-    *(("policy", "poddisruptionbudgets", v) for v in CRUD),
-    *(("", "secrets", v) for v in ("get", "list", "watch")),
-    ("", "events", "create"),
-    ("keda.sh", "scaledobjects", "create"),
+    (group, resource, verb)
+    for rule in NAMESPACED_RULES
+    for group in rule["apiGroups"]
+    for resource in rule["resources"]
+    for verb in rule["verbs"]
 ]
 #: What it must not be able to do anywhere.
 FORBIDDEN = [
+    ("", "secrets", "list"),
     ("", "secrets", "create"),
     ("", "secrets", "update"),
     ("", "secrets", "delete"),
@@ -263,6 +259,7 @@ FORBIDDEN = [
     ("", "pods/exec", "create"),
     ("steadfast.dev", "researchagents", "create"),
     ("steadfast.dev", "researchagents", "delete"),
+    ("apps", "deployments", "delete"),
     ("apps", "daemonsets", "create"),
     ("rbac.authorization.k8s.io", "rolebindings", "create"),
     ("", "serviceaccounts/token", "create"),
