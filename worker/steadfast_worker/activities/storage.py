@@ -78,9 +78,15 @@ _EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1}"
 _COUNT_REPORTS = "SELECT count(*) FROM steadfast_reports WHERE workflow_id = {p1}"
 
 
+#: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).
+_MARKS: dict[str, dict[str, str]] = {
+    style: {f"p{i}": (f"${i}" if style == "pg" else f":p{i}") for i in range(1, 10)}
+    for style in ("pg", "sqlite")
+}
+
+
 def _sql(template: str, style: str) -> str:
-    marks = {f"p{i}": (f"${i}" if style == "pg" else f":p{i}") for i in range(1, 10)}
-    return template.format(**marks)
+    return template.format(**_MARKS[style])
 
 
 def _now() -> str:
@@ -240,16 +246,17 @@ class SqliteStore:
             _MARK_EMAIL, {"p1": workflow_id, "p2": status, "p3": _now(), "p4": detail}
         )
 
-    async def email_status(self, workflow_id: str) -> str | None:
+    async def _read(self, template: str, params: dict[str, Any]) -> Any:
         async with self._connect() as db:
-            cursor = await db.execute(_sql(_EMAIL_STATUS, "sqlite"), {"p1": workflow_id})
-            row = await cursor.fetchone()
+            cursor = await db.execute(_sql(template, "sqlite"), params)
+            return await cursor.fetchone()
+
+    async def email_status(self, workflow_id: str) -> str | None:
+        row = await self._read(_EMAIL_STATUS, {"p1": workflow_id})
         return None if row is None else str(row[0])
 
     async def count_reports(self, workflow_id: str) -> int:
-        async with self._connect() as db:
-            cursor = await db.execute(_sql(_COUNT_REPORTS, "sqlite"), {"p1": workflow_id})
-            row = await cursor.fetchone()
+        row = await self._read(_COUNT_REPORTS, {"p1": workflow_id})
         return int(row[0]) if row is not None else 0
 
     async def close(self) -> None:
