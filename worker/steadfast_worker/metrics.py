@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from steadfast_worker.models import Phase
 from steadfast_worker.pricing import Usage
 
 #: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
@@ -124,7 +125,7 @@ class Metrics:
     def record_run(self, labels: Labels, phase: str, cost_usd: float) -> None:
         self.runs.labels(labels.agent, labels.namespace, phase).inc()
         self.run_cost.labels(labels.agent, labels.namespace).observe(cost_usd)
-        if phase == "BudgetExhausted":
+        if phase == Phase.BUDGET_EXHAUSTED:
             self.budget_exhausted.labels(labels.agent, labels.namespace).inc()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
