@@ -239,9 +239,7 @@ async def _refresh(
     elif cfg is not None and (problem is None or problem.reason == "ScheduleInvalid"):
         try:
             client = await connect(shared, agent, spec)
-            before = shared.queues.calls
             queue = await shared.queues.get(client, cfg.task_queue)
-            metrics.TEMPORAL_DESCRIBES.inc(shared.queues.calls - before)
             observed = await runs.observe(
                 client, cfg, spec.unique_topics(), state.cache, query_running=queue.pollers > 0
             )

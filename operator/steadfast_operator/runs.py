@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from temporalio.client import (
@@ -277,12 +277,3 @@ async def observe(
             return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running)
 
     return list(await asyncio.gather(*(one(t, wf) for t, wf in listed)))
-
-
-def today_start(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def next_day(now: datetime) -> timedelta:
-    """Time until the next UTC day, when a spent daily budget is available again."""
-    return today_start(now) + timedelta(days=1) - now

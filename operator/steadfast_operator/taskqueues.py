@@ -25,6 +25,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from steadfast_operator import metrics
 from steadfast_operator.status import QueueInfo
 
 
@@ -89,6 +90,7 @@ class QueueStats:
         self._inflight[key] = future
         try:
             self.calls += 1
+            metrics.TEMPORAL_DESCRIBES.inc()
             info = await describe(client, task_queue)
         except BaseException as err:
             future.set_exception(err)
