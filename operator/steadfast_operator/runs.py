@@ -71,10 +71,6 @@ def topic_ids(cfg: WorkerConfig, topics: Iterable[str]) -> dict[str, str]:
     return {ids.workflow_id(cfg.namespace, cfg.agent, t): t for t in topics}
 
 
-def agent_prefix(namespace: str, agent: str) -> str:
-    return f"research-{namespace}-{agent}-"
-
-
 def owner_topic(workflow_id: str, known: dict[str, str]) -> str | None:
     """The topic a listed workflow belongs to, or ``None`` if it is another agent's.
 
@@ -168,7 +164,7 @@ async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], 
         return 0
     count = 0
     query = (
-        f"WorkflowId STARTS_WITH '{agent_prefix(cfg.namespace, cfg.agent)}' "
+        f"WorkflowId STARTS_WITH '{ids.workflow_id_prefix(cfg.namespace, cfg.agent)}' "
         "AND ExecutionStatus = 'Running'"
     )
     async for wf in client.list_workflows(query):
@@ -247,7 +243,7 @@ async def observe(
     if not known:
         return []
     listed = []
-    query = f"WorkflowId STARTS_WITH '{agent_prefix(cfg.namespace, cfg.agent)}'"
+    query = f"WorkflowId STARTS_WITH '{ids.workflow_id_prefix(cfg.namespace, cfg.agent)}'"
     async for wf in client.list_workflows(query, limit=limit):
         topic = owner_topic(wf.id, known)
         if topic is not None:

@@ -24,6 +24,11 @@ def topic_slug(topic: str, limit: int = 40) -> str:
     return slug[:limit].rstrip("-") or "topic"
 
 
+def workflow_id_prefix(namespace: str, agent: str) -> str:
+    """What every workflow id of one agent starts with (for visibility queries)."""
+    return f"research-{namespace}-{agent}-"
+
+
 def workflow_id(namespace: str, agent: str, topic: str) -> str:
     """Stable workflow id for one topic of one agent.
 
@@ -31,4 +36,4 @@ def workflow_id(namespace: str, agent: str, topic: str) -> str:
     slug, while the slug keeps them readable in the Temporal UI.
     """
     digest = hashlib.sha256(f"{namespace}\0{agent}\0{topic}".encode()).hexdigest()[:10]
-    return f"research-{namespace}-{agent}-{topic_slug(topic)}-{digest}"
+    return f"{workflow_id_prefix(namespace, agent)}{topic_slug(topic)}-{digest}"
