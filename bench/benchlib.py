@@ -9,13 +9,16 @@ figures describe the product as shipped, not a test double.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psutil
 from temporalio.client import Client, WorkflowHandle
@@ -81,15 +84,19 @@ async def server_seconds(handle: WorkflowHandle[object, object]) -> float:
     return (desc.close_time - desc.start_time).total_seconds()
 
 
-def tree_rss(child: Child) -> int:
-    """Resident memory of a child process and its descendants, in bytes."""
+def _tree(child: Child) -> list[psutil.Process]:
+    """A child process and its descendants (empty once it has gone)."""
     try:
         proc = psutil.Process(child.pid)
-        procs = [proc, *proc.children(recursive=True)]
+        return [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def tree_rss(child: Child) -> int:
+    """Resident memory of a child process and its descendants, in bytes."""
     total = 0
-    for p in procs:
+    for p in _tree(child):
         with suppress(psutil.NoSuchProcess):
             total += p.memory_info().rss
     return total
@@ -97,13 +104,8 @@ def tree_rss(child: Child) -> int:
 
 def tree_cpu(child: Child) -> float:
     """CPU seconds (user + system) used so far by a child process and its descendants."""
-    try:
-        proc = psutil.Process(child.pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
     total = 0.0
-    for p in procs:
+    for p in _tree(child):
         with suppress(psutil.NoSuchProcess):
             times = p.cpu_times()
             total += times.user + times.system
@@ -120,3 +122,10 @@ def summary(values: Sequence[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return f"median {statistics.median(ordered):.3f}s  p95 {p95:.3f}s  (n={len(ordered)})"
+
+
+def run_and_exit(main: Coroutine[Any, Any, int]) -> NoReturn:
+    """Run a benchmark's ``main`` and exit with its code, without waiting on leftover threads."""
+    code = asyncio.run(main)
+    sys.stdout.flush()
+    os._exit(code)

@@ -16,7 +16,6 @@ orchestration ratio.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -141,6 +140,4 @@ async def main(n: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    code = asyncio.run(main(parser.parse_args().runs))
-    sys.stdout.flush()
-    os._exit(code)
+    benchlib.run_and_exit(main(parser.parse_args().runs))

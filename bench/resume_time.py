@@ -12,9 +12,6 @@ whether any LLM call that had finished before the kill was served again.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import sys
 import uuid
 
 import benchlib
@@ -64,6 +61,4 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--phase", default="Writing", choices=sorted(chaos.STEP_OF_PHASE))
     ns = parser.parse_args()
-    code = asyncio.run(main(ns.trials, ns.phase))
-    sys.stdout.flush()
-    os._exit(code)
+    benchlib.run_and_exit(main(ns.trials, ns.phase))

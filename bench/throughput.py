@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 import uuid
 
@@ -83,6 +82,4 @@ async def main(n: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
-    code = asyncio.run(main(parser.parse_args().runs))
-    sys.stdout.flush()
-    os._exit(code)
+    benchlib.run_and_exit(main(parser.parse_args().runs))

@@ -172,13 +172,18 @@ class Harness:
     def workflow_id(self, topic: str) -> str:
         return workflow_id(self.config.namespace, self.config.agent, topic)
 
-    async def start(self, topic: str) -> WorkflowHandle[Any, ResearchResult]:
+    async def start(
+        self,
+        topic: str,
+        *,
+        id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+    ) -> WorkflowHandle[Any, ResearchResult]:
         handle = await self.client.start_workflow(
             WORKFLOW_NAME,
             research_input(self.config, topic),
             id=self.workflow_id(topic),
             task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=id_conflict_policy,
             result_type=ResearchResult,
         )
         self.handles.append(handle)

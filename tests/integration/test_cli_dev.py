@@ -38,21 +38,23 @@ def leftovers(state_dir: Path) -> list[str]:
     return found
 
 
-def test_dev_runs_the_example_and_prints_the_table(tmp_path: Path) -> None:
-    out = cli(
+def dev_until_done(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``steadfast dev --exit-when-done`` headless, on a free port, in ``state_dir``."""
+    return cli(
         "dev",
         "--exit-when-done",
         "--no-ui",
         "--port",
         "0",
         "--state-dir",
-        str(tmp_path),
-        "--topic",
-        "dev smoke topic",
-        "--topic",
-        "dev second topic",
+        str(state_dir),
+        *args,
         env=dev_env(),
     )
+
+
+def test_dev_runs_the_example_and_prints_the_table(tmp_path: Path) -> None:
+    out = dev_until_done(tmp_path, "--topic", "dev smoke topic", "--topic", "dev second topic")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Research runs" in out.stdout
     assert out.stdout.count("Completed") >= 2
@@ -65,19 +67,7 @@ def test_dev_runs_the_example_and_prints_the_table(tmp_path: Path) -> None:
 
 
 def test_dev_chaos_resumes_without_repeating_llm_calls(tmp_path: Path) -> None:
-    out = cli(
-        "dev",
-        "--chaos",
-        "--exit-when-done",
-        "--no-ui",
-        "--port",
-        "0",
-        "--state-dir",
-        str(tmp_path),
-        "--topic",
-        "chaos topic",
-        env=dev_env(),
-    )
+    out = dev_until_done(tmp_path, "--chaos", "--topic", "chaos topic")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SIGKILLed the worker during Writing" in out.stdout
     assert "no finished LLM call was repeated" in out.stdout

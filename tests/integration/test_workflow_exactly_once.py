@@ -9,8 +9,7 @@ import pytest
 from temporalio.common import WorkflowIDConflictPolicy
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_worker.models import WORKFLOW_NAME, Phase, ResearchResult
-from steadfast_worker.worker import research_input
+from steadfast_worker.models import Phase
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +50,7 @@ async def test_rerun_of_a_finished_id_keeps_one_row_and_one_mail(
         first = await h.run(topic)
         # A new run under the same workflow id (as a retried start would after the
         # first run closed): the upsert keeps the row, the email record stops a resend.
-        handle = await h.client.start_workflow(
-            WORKFLOW_NAME,
-            research_input(h.config, topic),
-            id=h.workflow_id(topic),
-            task_queue=h.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            result_type=ResearchResult,
-        )
+        handle = await h.start(topic, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
         second = await handle.result()
         assert second.status.phase == Phase.COMPLETED
         assert second.status.report_id == first.status.report_id

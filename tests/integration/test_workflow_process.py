@@ -18,7 +18,7 @@ import httpx
 import pytest
 from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, HarnessFactory, base_config
 from tests.support.ports import free_port
-from tests.support.sim import SimHandle
+from tests.support.sim import wait_for_report_call
 
 from steadfast_worker.models import Phase
 
@@ -36,14 +36,6 @@ async def _scrape(port: int) -> str:
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"nothing serves metrics on port {port}")
-
-
-async def _report_started(sim: SimHandle, wf_id: str) -> None:
-    for _ in range(400):
-        if any(e["key"].startswith(wf_id) and "/ask" not in e["key"] for e in sim.entries("llm")):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the report call never started")
 
 
 async def test_metrics_ports_and_graceful_sigterm(
@@ -79,7 +71,7 @@ async def test_metrics_ports_and_graceful_sigterm(
             # About three seconds of streaming: long enough to SIGTERM in the middle.
             h.sim.set_faults({"llm": {"chunk_delay_ms": 40, "match": "research report"}})
             handle = await h.start("graceful stop")
-            await _report_started(h.sim, handle.id)
+            await wait_for_report_call(h.sim, handle.id)
             steadfast = await _scrape(metrics_port)
             sdk = await _scrape(sdk_port)
             proc.send_signal(signal.SIGTERM)

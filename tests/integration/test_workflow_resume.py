@@ -17,21 +17,11 @@ from pathlib import Path
 
 import pytest
 from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, HarnessFactory, base_config
-from tests.support.sim import SimHandle
+from tests.support.sim import wait_for_report_call
 
 from steadfast_worker.models import Phase
 
 pytestmark = pytest.mark.integration
-
-
-async def _wait_for_report_call(sim: SimHandle, wf_id: str) -> None:
-    """Until the report call of ``wf_id`` is streaming (its key has no ``/ask`` part)."""
-    for _ in range(400):
-        if any(e["key"].startswith(wf_id) and "/ask" not in e["key"] for e in sim.entries("llm")):
-            await asyncio.sleep(0.5)  # let some chunks through
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the report call never started")
 
 
 async def test_killed_worker_resumes_within_heartbeat_timeout(
@@ -55,7 +45,7 @@ async def test_killed_worker_resumes_within_heartbeat_timeout(
         )
         try:
             handle = await h.start("resume after kill")
-            await _wait_for_report_call(h.sim, handle.id)
+            await wait_for_report_call(h.sim, handle.id, settle=0.5)
             proc.send_signal(signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 10)
             killed_at = time.monotonic()

@@ -33,8 +33,8 @@ def _new_key(pki: Path, name: str) -> None:
     )  # fmt: skip
 
 
-def _issue(pki: Path, name: str, subject: str, sans: Sequence[str] = ()) -> None:
-    """A leaf certificate signed by this cluster's CA, good for server and client use."""
+def issue(pki: Path, name: str, subject: str, sans: Sequence[str] = ()) -> None:
+    """A leaf certificate signed by the CA in ``pki``, good for server and client use."""
     _new_key(pki, name)
     _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
     ext = [
@@ -66,26 +66,31 @@ SERVER_SANS = (
 )
 
 
-def make_pki(pki: Path) -> None:
-    """A fresh CA, serving and client certificates, and the service-account key pair."""
-    pki.mkdir(parents=True, exist_ok=True)
+def new_ca(pki: Path, subject: str) -> None:
+    """A self-signed CA valid for a week: ``ca.key`` and ``ca.crt`` in ``pki``."""
     _new_key(pki, "ca")
     _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=steadfast-test-ca",
+        "req", "-x509", "-new", "-key", "ca.key", "-subj", subject,
         "-days", "7", "-sha256", "-out", "ca.crt",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         cwd=pki,
     )  # fmt: skip
-    _issue(pki, "etcd-server", "/CN=etcd", SERVER_SANS)
-    _issue(pki, "apiserver-etcd-client", "/CN=kube-apiserver-etcd-client")
-    _issue(pki, "apiserver", "/CN=kube-apiserver", SERVER_SANS)
-    _issue(pki, "admin", "/O=system:masters/CN=steadfast-admin")
-    _issue(pki, "controller-manager", "/CN=system:kube-controller-manager", SERVER_SANS)
-    _issue(pki, "scheduler", "/CN=system:kube-scheduler", SERVER_SANS)
+
+
+def make_pki(pki: Path) -> None:
+    """A fresh CA, serving and client certificates, and the service-account key pair."""
+    pki.mkdir(parents=True, exist_ok=True)
+    new_ca(pki, "/CN=steadfast-test-ca")
+    issue(pki, "etcd-server", "/CN=etcd", SERVER_SANS)
+    issue(pki, "apiserver-etcd-client", "/CN=kube-apiserver-etcd-client")
+    issue(pki, "apiserver", "/CN=kube-apiserver", SERVER_SANS)
+    issue(pki, "admin", "/O=system:masters/CN=steadfast-admin")
+    issue(pki, "controller-manager", "/CN=system:kube-controller-manager", SERVER_SANS)
+    issue(pki, "scheduler", "/CN=system:kube-scheduler", SERVER_SANS)
     # kwok stands in for every kubelet; it updates Node and Pod status of all nodes,
     # which no single system:node identity may do, so it gets cluster-admin.
-    _issue(pki, "kwok", "/O=system:masters/CN=kwok", SERVER_SANS)
+    issue(pki, "kwok", "/O=system:masters/CN=kwok", SERVER_SANS)
     _new_key(pki, "sa")
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 

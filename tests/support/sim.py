@@ -14,6 +14,7 @@ a conftest, or wrap :func:`running_sim` in a fixture of your own.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import tempfile
@@ -150,3 +151,14 @@ def sim(sim_server: SimHandle) -> SimHandle:
     """The session's simulator, reset to no faults and an empty log for this test."""
     sim_server.reset()
     return sim_server
+
+
+async def wait_for_report_call(sim: SimHandle, wf_id: str, *, settle: float = 0.0) -> None:
+    """Until the report call of ``wf_id`` has started (its key has no ``/ask`` part),
+    then ``settle`` seconds more (to let some chunks through)."""
+    for _ in range(400):
+        if any(e["key"].startswith(wf_id) and "/ask" not in e["key"] for e in sim.entries("llm")):
+            await asyncio.sleep(settle)
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the report call never started")

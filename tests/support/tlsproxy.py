@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.kube_pki import _issue, _new_key, _openssl
+from tests.support.kube_pki import issue, new_ca
 from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
@@ -67,16 +67,9 @@ class TestPKI:
 def make_test_pki(pki: Path, client_subject: str = CLIENT_SUBJECT) -> TestPKI:
     """Mint a fresh CA with a server (SAN IP:127.0.0.1, DNS:localhost) and a client cert."""
     pki.mkdir(parents=True, exist_ok=True)
-    _new_key(pki, "ca")
-    _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=steadfast-tls-proxy-test-ca",
-        "-days", "7", "-sha256", "-out", "ca.crt",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=pki,
-    )  # fmt: skip
-    _issue(pki, "server", "/CN=localhost", ("IP:127.0.0.1", "DNS:localhost"))
-    _issue(pki, "client", client_subject)
+    new_ca(pki, "/CN=steadfast-tls-proxy-test-ca")
+    issue(pki, "server", "/CN=localhost", ("IP:127.0.0.1", "DNS:localhost"))
+    issue(pki, "client", client_subject)
     return TestPKI(pki, client_subject)
 
 

@@ -54,6 +54,9 @@ def test_a_run_of_calls_never_overspends() -> None:
 
 def test_min_budget_allows_one_call() -> None:
     minimum = budget.min_budget_usd(2000, SONNET)
+    # 2000 output tokens at $15/MTok plus ceil(400 / 4) + 64 input tokens at $3/MTok.
+    assert minimum == pytest.approx(0.03 + 164 * 3.0 / 1_000_000)
     one_call = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
     assert budget.check(0.0, one_call, minimum).fits
+    assert not budget.check(0.0, one_call, minimum - 1e-6).fits
     assert minimum > 0.03
