@@ -30,8 +30,9 @@ typecheck:
 unit:
 	$(PYTEST) -m unit tests/unit
 
+# Two steps so that a Postgres that fails to start stops here, with its own error.
 integration:
-	STEADFAST_TEST_POSTGRES_DSN=$$(scripts/start-postgres) $(PYTEST) -m integration tests/integration
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m integration tests/integration
 
 e2e:
 	$(PYTEST) -m e2e tests/e2e

@@ -99,6 +99,9 @@ def postgres_dsn() -> str:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("STEADFAST_TEST_POSTGRES_DSN is not set (run `make integration`)")
         pytest.skip("STEADFAST_TEST_POSTGRES_DSN is not set; run scripts/start-postgres")
+    if not dsn.startswith(("postgresql://", "postgres://")) or "\n" in dsn:
+        # Caught once: a start-up message leaked into the captured DSN.
+        pytest.fail(f"STEADFAST_TEST_POSTGRES_DSN is not one postgresql:// URL: {dsn!r}")
     return dsn
 
 
