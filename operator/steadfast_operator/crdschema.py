@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from steadfast_operator.status import MAX_RUNS_LISTED
+
 Schema = dict[str, Any]
 
 _DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
@@ -393,7 +395,14 @@ def status_schema() -> Schema:
                     "runningWorkflows": {"type": "integer"},
                 },
             },
-            "runs": {"type": "array", "items": run},
+            "runs": {
+                "type": "array",
+                "description": (
+                    "Each topic's newest run first, then older runs, newest first;"
+                    f" at most {MAX_RUNS_LISTED}."
+                ),
+                "items": run,
+            },
             "runsSummary": _str("Completed runs / all runs.", None, 32),
             "schedule": {"type": "object", "properties": {"id": {"type": "string"}}},
             "cost": {

@@ -127,11 +127,21 @@ def condition(
 
 
 def latest_runs(runs: Iterable[RunInfo]) -> list[RunInfo]:
-    """Newest run per topic first, then the rest by start, capped for the status size."""
+    """Each topic's newest run first, then the older runs; newest first within each.
+
+    Capped at MAX_RUNS_LISTED for the status size. Listing every topic's newest run
+    before any older one keeps a topic that reruns often from pushing the others out.
+    """
     ordered = sorted(
         runs, key=lambda r: r.started_at or datetime.min.replace(tzinfo=UTC), reverse=True
     )
-    return ordered[:MAX_RUNS_LISTED]
+    seen: set[str] = set()
+    newest: list[RunInfo] = []
+    older: list[RunInfo] = []
+    for run in ordered:
+        (older if run.topic in seen else newest).append(run)
+        seen.add(run.topic)
+    return (newest + older)[:MAX_RUNS_LISTED]
 
 
 def build_status(

@@ -126,3 +126,15 @@ def test_volatile_fields_are_throttled() -> None:
     grown = build([], queue=st.QueueInfo(name="q", backlog=4, backlog_age_seconds=6.0))
     assert st.needs_write(s, grown, since_last_write=1.0)
     assert not st.needs_write(s, s, since_last_write=None)
+
+
+def test_listed_runs_put_each_topics_newest_first() -> None:
+    # "x" reruns every minute; "y" ran once, long ago. Its only run must still be
+    # listed right after x's newest, ahead of x's older runs, and the cap holds.
+    reruns = [run("x", 0.1, NOW - timedelta(minutes=i)) for i in range(st.MAX_RUNS_LISTED + 5)]
+    once = run("y", 0.1, NOW - timedelta(days=2))
+    listed = st.latest_runs([*reversed(reruns), once])
+    assert [r.run_id for r in listed[:3]] == [reruns[0].run_id, once.run_id, reruns[1].run_id]
+    assert len(listed) == st.MAX_RUNS_LISTED
+    starts = [r.started_at for r in listed[1:] if r.topic == "x"]
+    assert starts == sorted(starts, reverse=True)
