@@ -154,6 +154,37 @@ async def test_approve_and_reject(
     assert "refused" in twice.stdout or "error" in twice.stdout
 
 
+async def test_wait_reports_each_run_as_it_closes(
+    worker_queue: str, temporal_address: str, temporal_client: Client
+) -> None:
+    # The second topic is rejected while the first still waits for approval, so a
+    # wait that goes through the runs in start order could not report it first.
+    conn = ["--address", temporal_address]
+    gate = ["-f", "examples/approval-gate.yaml", "--task-queue", worker_queue, *conn]
+    slow, quick = f"approved later {uuid.uuid4()}", f"rejected first {uuid.uuid4()}"
+    slow_id = ids.workflow_id("research", "approval-gate", slow)
+    quick_id = ids.workflow_id("research", "approval-gate", quick)
+    waiting = asyncio.create_task(
+        steadfast("run", *gate, "--topic", slow, "--topic", quick, "--wait")
+    )
+    for wf_id in (slow_id, quick_id):
+        await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.AWAITING_APPROVAL)
+    no = await steadfast("approve", quick_id, "--reject", "--reason", "off topic", *conn)
+    assert no.returncode == 0, no.stdout + no.stderr
+    await runs.wait_closed(temporal_client, quick_id)
+    yes = await steadfast("approve", slow_id, "--reviewer", "alice", *conn)
+    assert yes.returncode == 0, yes.stdout + yes.stderr
+
+    out = await waiting
+    assert out.returncode == 1, out.stdout + out.stderr  # one run did not complete
+    assert "waiting for 2 runs" in out.stdout
+    first = out.stdout.index(f"closed 1/2: {quick_id} Rejected")
+    second = out.stdout.index(f"closed 2/2: {slow_id} Completed")
+    assert first < second
+    table = out.stdout[second:]
+    assert table.index(slow_id) < table.index(quick_id)  # the table keeps start order
+
+
 async def test_status_of_unknown_run_fails(temporal_address: str) -> None:
     out = await steadfast("status", "research-nope-nope-x", "--address", temporal_address)
     assert out.returncode == 1

@@ -14,6 +14,7 @@ import asyncio
 import sys
 
 from rich.console import Console
+from temporalio.client import Client
 
 from steadfast_worker import display, runs
 from steadfast_worker.commands._agents import (
@@ -36,7 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="research again topics whose workflow already finished (running ones are reused)",
     )
     parser.add_argument(
-        "--wait", action="store_true", help="wait for the runs to finish and print their table"
+        "--wait",
+        action="store_true",
+        help="wait for the runs, report each as it closes, then print their table"
+        " (exit 1 unless every run completed)",
     )
     parser.add_argument(
         "--follow",
@@ -88,9 +92,24 @@ async def _run(
         await follow_report(client, started[0].workflow_id, sys.stdout)
     if not (args.wait or args.follow):
         return 0
-    rows = []
-    for s in started:
-        await runs.wait_closed(client, s.workflow_id)
-        rows.append(await runs.describe_run(client, s.workflow_id, s.topic))
+    rows = await _wait_all(client, started, console)
     console.print(runs_table(rows))
     return 0 if all(r.phase == "Completed" for r in rows) else 1
+
+
+async def _wait_all(
+    client: Client, started: list[runs.Started], console: Console
+) -> list[runs.RunRow]:
+    """Wait for every run at once, saying as each one closes; rows in start order."""
+
+    async def closed(s: runs.Started) -> runs.RunRow:
+        await runs.wait_closed(client, s.workflow_id)
+        return await runs.describe_run(client, s.workflow_id, s.topic)
+
+    tasks = [asyncio.create_task(closed(s)) for s in started]
+    if len(tasks) > 1:
+        console.print(f"waiting for {len(tasks)} runs")
+        for n, next_closed in enumerate(asyncio.as_completed(tasks), 1):
+            row = await next_closed
+            console.print(f"closed {n}/{len(tasks)}: {row.workflow_id} {row.phase}")
+    return [await t for t in tasks]
