@@ -53,7 +53,7 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.probe(id="temporal_clients", registry=registry)
     def probe(memo: Any, **_: Any) -> int:
-        return len(_shared(memo).temporal._clients)
+        return _shared(memo).temporal.connected
 
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)

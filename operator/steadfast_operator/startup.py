@@ -72,12 +72,26 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
 
 @dataclass
 class TemporalPool:
-    """Temporal clients keyed by address, namespace and credentials."""
+    """Temporal clients keyed by address, namespace and credentials.
+
+    Each target has its own lock: agents sharing a target connect once, and an
+    unreachable target holds up only its own agents for ``connect_timeout``, not
+    every other agent's reconcile.
+    """
 
     kube: Kube
     connect_timeout: float = 10.0
     _clients: dict[tuple[str, ...], Client] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _locks: dict[tuple[str, ...], asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> int:
+        """How many targets have a connected client."""
+        return len(self._clients)
+
+    def clear(self) -> None:
+        """Forget every client, so the next use reconnects."""
+        self._clients.clear()
 
     async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         secret = await self.kube.get(path("Secret", namespace, name))
@@ -97,9 +111,12 @@ class TemporalPool:
             t.api_key_secret_ref.name,
             t.api_key_secret_ref.key,
         )
-        async with self._lock:
+        found = self._clients.get(key)
+        if found is not None:
+            return found
+        async with self._locks.setdefault(key, asyncio.Lock()):
             found = self._clients.get(key)
-            if found is not None:
+            if found is not None:  # another agent connected while this one waited
                 return found
             tls: TLSConfig | bool = False
             api_key: str | None = None
@@ -164,4 +181,4 @@ async def stop(memo: Any) -> None:
         await shared.kube.close()
         # Temporal clients hold no resources that need closing beyond their runtime,
         # which ends with the process; dropping them lets a restart in-process reconnect.
-        shared.temporal._clients.clear()
+        shared.temporal.clear()

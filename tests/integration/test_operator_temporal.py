@@ -8,11 +8,13 @@ last test runs one workflow to its budget with a worker, then observes it withou
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import kubernetes_asyncio.client as k8s
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
@@ -20,6 +22,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from tests.integration.conftest import HarnessFactory
 
 from steadfast_operator import runs, status, taskqueues
+from steadfast_operator.kube import Kube
+from steadfast_operator.spec import parse_spec
+from steadfast_operator.startup import TemporalPool
 from steadfast_worker import budget, ids, pricing
 from steadfast_worker import runs as worker_runs
 from steadfast_worker.config import WorkerConfig, parse_config
@@ -183,3 +188,31 @@ async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, ag
             1,
         )
         assert "would exceed" in row.message
+
+
+async def test_an_unreachable_temporal_holds_up_only_its_own_agents(
+    temporal_address: str,
+) -> None:
+    # A listener that completes the TCP handshake but never speaks: Client.connect
+    # hangs on it until the pool's connect timeout. No Secret is read for targets
+    # without credentials, so the Kube client points nowhere and is never called.
+    silent = socket.create_server(("127.0.0.1", 0))
+    pool = TemporalPool(Kube(k8s.Configuration(host="http://127.0.0.1:1")), 10.0)
+    try:
+        unreachable = f"127.0.0.1:{silent.getsockname()[1]}"
+        stuck = asyncio.create_task(
+            pool.client("it", parse_spec("it", "a", {"topics": ["x"]}), unreachable)
+        )
+        await asyncio.sleep(0.5)  # let it take its target's lock and start connecting
+        client = await pool.client("it", parse_spec("it", "b", {"topics": ["y"]}), temporal_address)
+        # With one lock for the whole pool the second agent would have waited for the
+        # first connect to time out, and `stuck` would be done by now.
+        assert not stuck.done()
+        assert await client.service_client.check_health()
+        assert pool.connected == 1
+        with pytest.raises(TimeoutError):
+            await stuck
+        assert pool.connected == 1  # a failed connect is not cached
+    finally:
+        silent.close()
+        await pool.kube.close()
