@@ -214,6 +214,41 @@ def condition(agent: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
+def mount_secrets(
+    cluster: KubeCluster, namespace: str, dep: dict[str, Any], config: Any, root: Path
+) -> None:
+    """Write the Secrets the pod mounts under ``root`` and point ``config`` at them.
+
+    What kubelet would do for a Secret volume: each key becomes a file in the
+    mount path. Config values under a mount path move to the host-local copy.
+    """
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    moved: dict[str, str] = {}
+    for mount in pod["containers"][0].get("volumeMounts") or []:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        sec = get(cluster, "secret", namespace, source["secretName"])
+        assert sec is not None, f"the pod mounts Secret {source['secretName']}, which is missing"
+        local = root / mount["name"]
+        local.mkdir(parents=True, exist_ok=True)
+        for key, value in (sec.get("data") or {}).items():
+            (local / key).write_bytes(base64.b64decode(value))
+        moved[mount["mountPath"].rstrip("/")] = str(local)
+
+    def relocate(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: relocate(v) for k, v in node.items()}
+        if isinstance(node, str):
+            for mounted, local_dir in moved.items():
+                if node == mounted or node.startswith(mounted + "/"):
+                    return local_dir + node[len(mounted) :]
+        return node
+
+    config.update(relocate(config))
+
+
 @contextmanager
 def worker_process(
     cluster: KubeCluster, namespace: str, agent: str, tmp_path: Path, sim: SimHandle
@@ -228,10 +263,11 @@ def worker_process(
     config["worker"]["metricsPort"] = 0
     config["worker"]["sdkMetricsPort"] = 0
     config["worker"]["gracefulShutdown"] = "2s"
-    path = tmp_path / f"{agent}-worker.yaml"
-    path.write_text(yaml.safe_dump(config))
     dep = get(cluster, "deploy", namespace, f"{agent}-worker")
     assert dep is not None
+    mount_secrets(cluster, namespace, dep, config, tmp_path / f"{agent}-mounts")
+    path = tmp_path / f"{agent}-worker.yaml"
+    path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     for var in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
         if "valueFrom" in var:

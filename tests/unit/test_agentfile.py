@@ -70,9 +70,9 @@ def test_tls_secret_maps_to_mounted_files() -> None:
     m = copy.deepcopy(example())
     m["spec"]["temporal"]["tls"] = {"secretName": "temporal-client"}
     cfg = agentfile.worker_config_from_agent(m, tls_dir="/certs")
-    assert cfg.temporal.tls.cert_file == "/certs/tls.crt"
-    assert cfg.temporal.tls.key_file == "/certs/tls.key"
-    assert cfg.temporal.tls.ca_file == "/certs/ca.crt"
+    assert cfg.temporal.tls.secret_dir == "/certs"
+    assert cfg.temporal.tls.enabled
+    assert (cfg.temporal.tls.cert_file, cfg.temporal.tls.ca_file) == ("", "")
 
 
 def test_no_secret_value_reaches_the_config() -> None:

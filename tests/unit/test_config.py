@@ -111,6 +111,15 @@ def test_connection_flags_override_the_file(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(changed, WorkerConfig)
 
 
+def test_certificate_flags_replace_a_mounted_secret_dir() -> None:
+    cfg = parse_config({"temporal": {"tls": {"secretDir": "/etc/steadfast/temporal-tls"}}})
+    assert worker_command.apply_overrides(cfg, _args()).temporal.tls == cfg.temporal.tls
+    flags = _args("--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-server-name", "t.local")
+    tls = worker_command.apply_overrides(cfg, flags).temporal.tls
+    assert (tls.secret_dir, tls.cert_file, tls.key_file, tls.ca_file) == ("", "c.pem", "k.pem", "")
+    assert tls.server_name == "t.local"
+
+
 def test_missing_secrets_are_named() -> None:
     cfg = parse_config({"notify": {"email": {"to": ["a@example.test"]}}})
     warnings = missing_secrets(cfg, {})

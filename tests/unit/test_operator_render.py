@@ -97,7 +97,14 @@ def test_tls_secret_is_mounted_not_copied() -> None:
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["temporal-tls"]["secret"] == {"secretName": "temporal-client"}
     cfg = yaml.safe_load(children(raw)["ConfigMap"]["data"][render.CONFIG_FILE])
-    assert cfg["temporal"]["tls"]["certFile"].endswith("/tls.crt")
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert cfg["temporal"]["tls"] == {
+        "secretDir": mounts["temporal-tls"]["mountPath"],
+        "certFile": "",
+        "keyFile": "",
+        "caFile": "",
+        "serverName": "",
+    }
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ manifest field                                 environment variable
 ``spec.temporal.apiKeySecretRef``              ``TEMPORAL_API_KEY``
 =============================================  ==========================
 
-``spec.temporal.tls.secretName`` names a ``kubernetes.io/tls`` Secret; its
-``tls.crt``, ``tls.key`` and ``ca.crt`` are expected as files in ``tls_dir``
-(where the operator mounts the Secret).
+``spec.temporal.tls.secretName`` names a ``kubernetes.io/tls`` Secret; the
+worker reads its ``tls.crt``, ``tls.key`` and, when present, ``ca.crt`` from
+``tls_dir`` (where the operator mounts the Secret).
 """
 
 from __future__ import annotations
@@ -170,12 +170,7 @@ def _temporal(spec: Mapping[str, Any], tls_dir: str) -> dict[str, Any]:
     if not isinstance(tls, Mapping):
         raise AgentError("spec.temporal.tls: expected {secretName}")
     if tls.get("secretName"):
-        d = Path(tls_dir)
-        out["tls"] = {
-            "certFile": str(d / "tls.crt"),
-            "keyFile": str(d / "tls.key"),
-            "caFile": str(d / "ca.crt"),
-        }
+        out["tls"] = {"secretDir": tls_dir}
     _secret_set(src.get("apiKeySecretRef"), "temporal.apiKeySecretRef")
     out["apiKeyEnv"] = SECRET_ENV["temporal.apiKeySecretRef"]
     return out

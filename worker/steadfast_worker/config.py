@@ -84,8 +84,12 @@ class _Model(BaseModel):
 
 
 class TLSConfig(_Model):
-    """mTLS client certificate files for the Temporal frontend."""
+    """TLS to the Temporal frontend: a mounted TLS Secret, or certificate files."""
 
+    secret_dir: str = ""
+    """Directory where a ``kubernetes.io/tls`` Secret is mounted (what the operator
+    renders): ``tls.crt`` and ``tls.key`` are required, ``ca.crt`` is used when the
+    Secret has one and the system roots otherwise. Excludes the file fields."""
     cert_file: str = ""
     """PEM client certificate (``tls.crt`` of the ResearchAgent's TLS Secret)."""
     key_file: str = ""
@@ -97,13 +101,15 @@ class TLSConfig(_Model):
 
     @model_validator(mode="after")
     def _pair(self) -> TLSConfig:
+        if self.secret_dir and (self.cert_file or self.key_file or self.ca_file):
+            raise ValueError("secretDir excludes certFile, keyFile and caFile")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("certFile and keyFile must be given together")
         return self
 
     @property
     def enabled(self) -> bool:
-        return bool(self.cert_file or self.ca_file)
+        return bool(self.secret_dir or self.cert_file or self.ca_file)
 
 
 class TemporalConfig(_Model):

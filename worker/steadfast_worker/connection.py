@@ -39,15 +39,37 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"temporal.tls.{what}: cannot read {path}: {err.strerror}") from None
 
 
+def _files(tls: TLSFiles) -> tuple[tuple[str, str] | None, ...]:
+    """(path, field) of the CA, certificate and key to read; ``None`` where unused.
+
+    A mounted Secret's ``ca.crt`` is optional (kubelet writes only the keys the
+    Secret has); an explicitly configured file is always read.
+    """
+    if tls.secret_dir:
+        d = Path(tls.secret_dir)
+        ca = d / "ca.crt"
+        return (
+            (str(ca), "secretDir") if ca.exists() else None,
+            (str(d / "tls.crt"), "secretDir"),
+            (str(d / "tls.key"), "secretDir"),
+        )
+    return (
+        (tls.ca_file, "caFile") if tls.ca_file else None,
+        (tls.cert_file, "certFile") if tls.cert_file else None,
+        (tls.key_file, "keyFile") if tls.key_file else None,
+    )
+
+
 def connect_options(cfg: TemporalConfig, env: Mapping[str, str]) -> ConnectOptions:
     """Decide how to connect. An API key implies TLS (Temporal Cloud requires it)."""
     api_key = env.get(cfg.api_key_env) or None if cfg.api_key_env else None
     tls: TLSConfig | bool = False
     if cfg.tls.enabled:
+        ca, cert, key = (_read(*f) if f else None for f in _files(cfg.tls))
         tls = TLSConfig(
-            server_root_ca_cert=_read(cfg.tls.ca_file, "caFile") if cfg.tls.ca_file else None,
-            client_cert=_read(cfg.tls.cert_file, "certFile") if cfg.tls.cert_file else None,
-            client_private_key=_read(cfg.tls.key_file, "keyFile") if cfg.tls.key_file else None,
+            server_root_ca_cert=ca,
+            client_cert=cert,
+            client_private_key=key,
             domain=cfg.tls.server_name or None,
         )
     elif api_key:

@@ -69,16 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def apply_overrides(config: WorkerConfig, args: argparse.Namespace) -> WorkerConfig:
     """``config`` with the connection flags that were given on the command line."""
     t = config.temporal
+    files = {"cert_file": args.tls_cert, "key_file": args.tls_key, "ca_file": args.tls_ca}
+    given = {k: v for k, v in files.items() if v is not None}
+    # Certificate files on the command line replace a mounted Secret's directory.
     tls = t.tls.model_copy(
         update={
-            k: v
-            for k, v in {
-                "cert_file": args.tls_cert,
-                "key_file": args.tls_key,
-                "ca_file": args.tls_ca,
-                "server_name": args.tls_server_name,
-            }.items()
-            if v is not None
+            **given,
+            **({"secret_dir": ""} if given else {}),
+            **({"server_name": args.tls_server_name} if args.tls_server_name is not None else {}),
         }
     )
     updates: dict[str, object] = {
