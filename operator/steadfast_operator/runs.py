@@ -12,7 +12,10 @@ workflows (prefix query, filtered to the exact ids), a ``status`` query per
 *running* run only when a worker is polling, and a result fetch once per closed
 run (cached by run id, since a closed run never changes). A failed run's result
 fetch yields the final status the workflow attached to its failure, so the
-spend of failed and budget-stopped runs counts towards the day's budget.
+spend of failed and budget-stopped runs counts towards the day's budget. A run
+with neither (terminated, timed out or cancelled from outside, or running with
+no worker to answer the query) counts with the spend it keeps in its memo
+(:class:`steadfast_worker.models.Spend`), which the visibility list returns.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from temporalio.client import (
     Client,
@@ -36,6 +38,7 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowQueryFailedError,
@@ -198,7 +201,10 @@ def _info(
     started: datetime | None,
     closed: datetime | None,
     s: models.RunStatus | None,
+    spend: models.Spend | None,
 ) -> RunInfo:
+    """The run as status lists it: figures from its own status, else from its memo."""
+    figures = s if s is not None else spend or models.Spend()
     return RunInfo(
         topic=topic,
         workflow_id=wf_id,
@@ -206,12 +212,12 @@ def _info(
         phase=phase,
         started_at=started,
         closed_at=closed,
-        cost_usd=s.cost_usd if s else 0.0,
-        llm_calls=s.llm_calls if s else 0,
-        retries=s.retries if s else 0,
+        cost_usd=figures.cost_usd,
+        llm_calls=figures.llm_calls,
+        retries=figures.retries,
         report_id=s.report_id if s else "",
-        input_tokens=s.input_tokens if s else 0,
-        output_tokens=s.output_tokens if s else 0,
+        input_tokens=figures.input_tokens,
+        output_tokens=figures.output_tokens,
     )
 
 
@@ -222,7 +228,7 @@ async def _closed_status(client: Client, wf_id: str, run_id: str) -> models.RunS
     except WorkflowFailureError as err:
         # A failed run has no result; the workflow attaches its final status
         # (phase, cost, calls) to the failure. Older runs and runs ended from
-        # outside carry none: their failure is their phase, at no known cost.
+        # outside carry none: their failure is their phase, their memo the spend.
         return worker_runs.status_from_failure(err, client.data_converter.payload_converter)
     except Exception:
         return None
@@ -252,7 +258,7 @@ async def observe(
     # cannot stretch the tick of the whole agent.
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
-    async def one(topic: str, wf: Any) -> RunInfo:
+    async def one(topic: str, wf: WorkflowExecution) -> RunInfo:
         async with gate:
             if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
                 cached = cache.closed.get(wf.run_id)
@@ -261,7 +267,10 @@ async def observe(
                     phase = _PHASE_OF_CLOSED.get(wf.status, "Unknown")
                     if s is not None and models.Phase(s.phase).terminal:
                         phase = str(s.phase)
-                    cached = _info(topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s)
+                    spend = None if s is not None else await worker_runs.memo_spend(wf)
+                    cached = _info(
+                        topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s, spend
+                    )
                     cache.put(cached)
                 return cached
             s_running: models.RunStatus | None = None
@@ -270,6 +279,7 @@ async def observe(
                 with contextlib.suppress(RPCError, WorkflowQueryFailedError, asyncio.TimeoutError):
                     s_running = await worker_runs.query_status(client, wf.id, rpc_timeout=3.0)
             phase = str(s_running.phase) if s_running else "Running"
-            return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running)
+            spend = None if s_running is not None else await worker_runs.memo_spend(wf)
+            return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running, spend)
 
     return list(await asyncio.gather(*(one(t, wf) for t, wf in listed)))

@@ -25,7 +25,7 @@ from steadfast_operator import runs, status, taskqueues
 from steadfast_operator.kube import Kube
 from steadfast_operator.spec import parse_spec
 from steadfast_operator.startup import TemporalPool
-from steadfast_worker import budget, ids, pricing
+from steadfast_worker import budget, chaos, ids, models, pricing
 from steadfast_worker import runs as worker_runs
 from steadfast_worker.config import WorkerConfig, parse_config
 from steadfast_worker.workflows import QUERY_PROMPT_CHARS
@@ -216,3 +216,38 @@ async def test_an_unreachable_temporal_holds_up_only_its_own_agents(
     finally:
         silent.close()
         await pool.kube.close()
+
+
+async def test_a_terminated_run_counts_the_spend_in_its_memo(
+    harness: HarnessFactory, agent: str
+) -> None:
+    """Terminated from outside, a run has no result and no final status; its memo counts."""
+    topic = f"terminated {agent}"
+    async with harness({"notify": {"requireApproval": True}}, start_worker=False) as h:
+        async with h.worker():
+            handle = await h.start(topic)
+            before = await chaos.wait_for_phase(
+                h.client, handle.id, models.Phase.AWAITING_APPROVAL.value
+            )
+            assert before.cost_usd > 0
+            assert before.llm_calls == 2  # the queries and the report
+            # Running, with no worker asked: the memo already carries the spend.
+            cache = runs.RunCache()
+            (running,) = await runs.observe(h.client, h.config, [topic], cache, query_running=False)
+            assert (running.phase, running.cost_usd) == ("Running", before.cost_usd)
+            await handle.terminate("stopped by an operator")
+        # No worker now, so nothing can replay the run to answer a query either.
+        (seen,) = await eventually(
+            lambda: runs.observe(h.client, h.config, [topic], cache, query_running=True),
+            lambda rs: len(rs) == 1 and not rs[0].running,
+        )
+        assert seen.phase == "Terminated"
+        assert (seen.cost_usd, seen.llm_calls) == (before.cost_usd, before.llm_calls)
+        assert (seen.input_tokens, seen.output_tokens) == (
+            before.input_tokens,
+            before.output_tokens,
+        )
+        assert status.cost_today([seen], datetime.now(UTC)) == before.cost_usd
+
+        row = await worker_runs.describe_run(h.client, handle.id, topic)
+        assert (row.phase, row.cost_usd, row.llm_calls) == ("Terminated", before.cost_usd, 2)

@@ -142,6 +142,23 @@ class RunStatus:
 
 
 @dataclass
+class Spend:
+    """What a run has spent so far, kept in its memo under :data:`SPEND_MEMO`.
+
+    Visibility lists return the memo with each workflow, so the spend of a run is
+    known without a worker, a query or a result: even for a run terminated, timed
+    out or cancelled from outside, which has neither a result nor a final status.
+    The operator counts it towards the day's budget.
+    """
+
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    llm_calls: int = 0
+    retries: int = 0
+
+
+@dataclass
 class ResearchResult:
     """Output of ``ResearchWorkflow``."""
 
@@ -192,3 +209,7 @@ REJECT_SIGNAL = "reject"
 #: Workflow-stream topics: report text (:class:`ReportChunk`), phase changes (:class:`RunStatus`).
 REPORT_TOPIC = "report"
 STATUS_TOPIC = "status"
+SPEND_MEMO = "steadfast.spend"
+#: The ``workflow.patched`` id that guards the memo upserts: runs recorded before
+#: they existed replay without them.
+SPEND_MEMO_PATCH = "spend-memo"

@@ -15,12 +15,14 @@ the bottom are the I/O.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -34,6 +36,8 @@ from temporalio.service import RPCError
 
 from steadfast_worker import ids, models
 from steadfast_worker.config import WorkerConfig
+
+log = logging.getLogger(__name__)
 
 
 def settings_from_config(cfg: WorkerConfig) -> models.RunSettings:
@@ -128,6 +132,7 @@ def row_for_closed(
     execution: WorkflowExecutionStatus | None,
     last: models.RunStatus | None,
     failure: str = "",
+    spend: models.Spend | None = None,
 ) -> RunRow:
     """A finished workflow: its last known status, with the phase its closing implies.
 
@@ -137,7 +142,7 @@ def row_for_closed(
     """
     closed = _CLOSED_PHASES.get(execution, "Unknown") if execution else "Unknown"
     if last is None:
-        return RunRow(topic=topic, workflow_id=workflow_id, phase=closed, message=failure)
+        return _spend_row(topic, workflow_id, closed, failure, spend)
     row = row_from_status(workflow_id, last, topic)
     if not models.Phase(last.phase).terminal or execution in (
         WorkflowExecutionStatus.TERMINATED,
@@ -148,6 +153,22 @@ def row_for_closed(
     if failure and not row.message:
         row = replace(row, message=failure)
     return row
+
+
+def _spend_row(
+    topic: str, workflow_id: str, phase: str, message: str, spend: models.Spend | None
+) -> RunRow:
+    """A row for a run whose own status is out of reach: figures from its memo, if any."""
+    spent = spend or models.Spend()
+    return RunRow(
+        topic=topic,
+        workflow_id=workflow_id,
+        phase=phase,
+        llm_calls=spent.llm_calls,
+        retries=spent.retries,
+        cost_usd=spent.cost_usd,
+        message=message,
+    )
 
 
 def status_from_failure(err: BaseException, converter: PayloadConverter) -> models.RunStatus | None:
@@ -240,12 +261,8 @@ async def describe_run(client: Client, workflow_id: str, topic: str = "") -> Run
         try:
             return row_from_status(workflow_id, await query_status(client, workflow_id), topic)
         except (RPCError, WorkflowQueryFailedError) as err:
-            return RunRow(
-                topic=topic,
-                workflow_id=workflow_id,
-                phase="Running",
-                message=f"no worker answered the status query: {err}",
-            )
+            message = f"no worker answered the status query: {err}"
+            return _spend_row(topic, workflow_id, "Running", message, await memo_spend(desc))
     if desc.status == WorkflowExecutionStatus.COMPLETED:
         typed = client.get_workflow_handle(workflow_id, result_type=models.ResearchResult)
         result: models.ResearchResult = await typed.result()
@@ -262,7 +279,18 @@ async def describe_run(client: Client, workflow_id: str, topic: str = "") -> Run
         # Without a worker to replay the closed run, the closing status is all there is.
         with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
             last = await query_status(client, workflow_id, rpc_timeout=3.0)
-    return row_for_closed(workflow_id, topic, desc.status, last, failure)
+    spend = await memo_spend(desc) if last is None else None
+    return row_for_closed(workflow_id, topic, desc.status, last, failure, spend)
+
+
+async def memo_spend(wf: WorkflowExecution) -> models.Spend | None:
+    """The spend a run keeps in its memo; ``None`` for runs from before it did."""
+    try:
+        spend = await wf.memo_value(models.SPEND_MEMO, None, type_hint=models.Spend)
+    except Exception:  # a memo this version cannot decode counts as none
+        log.warning("workflow %s: unreadable %s memo", wf.id, models.SPEND_MEMO)
+        return None
+    return spend if isinstance(spend, models.Spend) else None
 
 
 async def wait_closed(client: Client, workflow_id: str) -> None:

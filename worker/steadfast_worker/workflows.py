@@ -32,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_worker.models import (
         APPROVE_UPDATE,
         REJECT_SIGNAL,
+        SPEND_MEMO,
+        SPEND_MEMO_PATCH,
         STATUS_QUERY,
         STATUS_TOPIC,
         WORKFLOW_NAME,
@@ -44,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ResearchResult,
         RetryPolicySpec,
         RunStatus,
+        Spend,
     )
     from steadfast_worker.retry import to_retry_policy
 
@@ -72,6 +75,7 @@ class ResearchWorkflow:
         self._rejection: RejectInput | None = None
         self._markdown_chars = 0
         self._accounted: set[int] = set()
+        self._published_spend = Spend()
 
     # -- handlers ------------------------------------------------------------------
 
@@ -333,6 +337,7 @@ class ResearchWorkflow:
         st.llm_calls += call.calls
         st.retries += attempt - 1
         st.reserved_usd = 0.0
+        self._publish_spend()
 
     def _account_failure(self, err: ActivityError) -> None:
         self._accounted.add(id(err))
@@ -340,6 +345,17 @@ class ResearchWorkflow:
         self._status.cost_usd += float(details.get("failed_cost_usd", 0.0))
         self._status.llm_calls += int(details.get("calls", 0))
         self._status.retries += max(int(details.get("attempt", 1)) - 1, 0)
+        self._publish_spend()
+
+    def _publish_spend(self) -> None:
+        """Keep the spend so far in the memo, where visibility lists it (see Spend)."""
+        if not workflow.patched(SPEND_MEMO_PATCH):
+            return  # a run recorded before the memo existed: replay it as it ran
+        st = self._status
+        spend = Spend(st.cost_usd, st.input_tokens, st.output_tokens, st.llm_calls, st.retries)
+        if spend != self._published_spend:  # one history event per change, no more
+            workflow.upsert_memo({SPEND_MEMO: spend})
+            self._published_spend = spend
 
     async def _finish(self, phase: Phase, message: str) -> None:
         self._status.phase = phase
