@@ -2,7 +2,8 @@
 
 The fixtures were captured by ``hack/capture-histories`` from real runs (happy
 path with email, LLM retries, a failed search, budget exhaustion, approval,
-rejection, a worker SIGKILLed mid-report). Replaying them with
+rejection, a worker SIGKILLed mid-report), some of them before and after runs
+kept their spend in a memo (``*_spend_memo``). Replaying them with
 ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -35,6 +37,16 @@ def load(path: Path) -> WorkflowHistory:
 def test_fixtures_exist() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"happy_path_with_email", "approved", "worker_killed_while_writing"} <= names
+
+
+def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
+    # Runs recorded before the memo existed (no upserts) must replay as they ran;
+    # the *_spend_memo ones record the patch marker and the memo upserts.
+    for path in HISTORIES:
+        kinds = {e.event_type for e in load(path).events}
+        upserts = EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds
+        assert upserts == path.stem.endswith("_spend_memo"), path.name
+        assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
