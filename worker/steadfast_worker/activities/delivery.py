@@ -22,14 +22,17 @@ never resends in that state: it returns ``email="unknown"``, which the workflow
 puts in its result and ``status`` query (and ``steadfast status`` shows), so an
 operator can check the mail server's log. Sending again would risk the
 duplicate the guarantee rules out; losing the mail silently would be worse than
-saying "unknown". When the SMTP server *refuses* the mail (an SMTP error reply
-or a refused connection) it certainly was not delivered: the row is marked
-``failed`` and may be claimed again by a later attempt.
+saying "unknown". When the mail certainly was not delivered -- anything that
+fails before the message is handed over (connection, TLS or STARTTLS, certificate
+check, login, even a timeout there) or an SMTP error reply refusing it -- the row
+is marked ``failed`` and may be claimed again by a later attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.message
+from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -38,6 +41,7 @@ from temporalio.exceptions import ApplicationError
 
 from steadfast_worker import errors
 from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater
+from steadfast_worker.activities.storage import ReportStore
 from steadfast_worker.activities.types import (
     RECORD_RUN,
     SAVE_REPORT,
@@ -76,6 +80,21 @@ def smtp_target(url: str) -> dict[str, object]:
         "start_tls": False if secure else None,
         "timeout": SMTP_TIMEOUT_SECONDS,
     }
+
+
+async def _not_delivered(store: ReportStore, workflow_id: str, err: Exception) -> NoReturn:
+    """Release the claim of a mail that certainly did not go out, and fail the attempt.
+
+    A 5xx reply (a refused login or recipient) is permanent: retrying cannot help.
+    """
+    await store.mark_email(workflow_id, "failed", str(err)[:500])
+    code = getattr(err, "code", 0)
+    permanent = 500 <= code < 600
+    raise ApplicationError(
+        f"SMTP server refused the review email: {err}",
+        type=errors.EMAIL_REJECTED if permanent else errors.EMAIL_FAILED,
+        non_retryable=permanent,
+    ) from None
 
 
 def build_message(inp: SendEmailInput, sender: str, to: list[str]) -> email.message.EmailMessage:
@@ -145,20 +164,28 @@ class StorageActivities(ActivityBase):
                 attempt,
             )
         message = build_message(inp, cfg.from_, cfg.to)
+        client = aiosmtplib.SMTP(**target)  # type: ignore[arg-type]
         try:
-            await aiosmtplib.send(message, **target)  # type: ignore[arg-type]
+            await client.connect()  # TCP, TLS or STARTTLS, EHLO and login
+        except (aiosmtplib.SMTPException, OSError) as err:
+            # Whatever failed (a refused login, an unverifiable certificate, a
+            # timeout), no mail had been handed over yet: certainly not delivered.
+            client.close()
+            await _not_delivered(store, inp.workflow_id, err)
+        try:
+            await client.send_message(message)
         except _REFUSED as err:
-            # Refused outright (or never connected): certainly not delivered.
-            await store.mark_email(inp.workflow_id, "failed", str(err)[:500])
-            code = getattr(err, "code", 0)
-            raise ApplicationError(
-                f"SMTP server refused the review email: {err}",
-                type=errors.EMAIL_REJECTED if 500 <= code < 600 else errors.EMAIL_FAILED,
-                non_retryable=500 <= code < 600,
-            ) from None
-        # Any other failure (timeout, disconnect mid-DATA) leaves the row claimed:
-        # the outcome is unknown and a retry must not resend.
+            client.close()
+            await _not_delivered(store, inp.workflow_id, err)
+        except BaseException:
+            # Any other failure (timeout, disconnect mid-DATA) leaves the row claimed:
+            # the outcome is unknown and a retry must not resend.
+            client.close()
+            raise
         await store.mark_email(inp.workflow_id, "sent")
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()  # the mail is accepted; a failed goodbye changes nothing
+        client.close()
         return SendEmailOutput("sent", f"sent to {len(cfg.to)} recipient(s)", attempt)
 
     @activity.defn(name=RECORD_RUN)
