@@ -83,7 +83,11 @@ async def connect(
     runtime: Runtime | None = None,
 ) -> Client:
     """Connect a client as ``cfg`` says; secrets come from ``env`` (default: os.environ)."""
-    opts = connect_options(cfg, os.environ if env is None else env)
+    return await connect_with(connect_options(cfg, os.environ if env is None else env), runtime)
+
+
+async def connect_with(opts: ConnectOptions, runtime: Runtime | None = None) -> Client:
+    """Connect a client with options already resolved by :func:`connect_options`."""
     return await Client.connect(
         opts.target_host,
         namespace=opts.namespace,

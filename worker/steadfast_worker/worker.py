@@ -25,10 +25,10 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from steadfast_worker import pricing
+from steadfast_worker import pricing, rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.config import ConfigError, WorkerConfig
-from steadfast_worker.connection import connect
+from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.metrics import Metrics, sdk_runtime
 from steadfast_worker.models import ResearchInput, RunSettings
 from steadfast_worker.workflows import ResearchWorkflow
@@ -119,17 +119,31 @@ async def run_worker(
     env: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
     metrics: Metrics | None = None,
+    tls_check_seconds: float = rotation.CHECK_EVERY_SECONDS,
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    """Run a worker until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
+
+    With TLS files configured, they are re-read every ``tls_check_seconds`` and a
+    rotated certificate is picked up without a restart (:mod:`.rotation`).
+    """
     run_settings(config)  # fail before connecting if the model cannot be priced
-    for warning in missing_secrets(config, os.environ if env is None else env):
+    env = os.environ if env is None else env
+    for warning in missing_secrets(config, env):
         log.warning("%s", warning)
     metrics = metrics or Metrics()
     metrics.serve(config.worker.metrics_port, config.worker.metrics_host)
     runtime = sdk_runtime(config.worker.metrics_host, config.worker.sdk_metrics_port)
-    client = await connect(config.temporal, env, runtime=runtime)
+    options = connect_options(config.temporal, env)
+    client = await connect_with(options, runtime)
     activities = ResearchActivities(config, metrics, env)
     worker = build_worker(client, config, activities)
+    rotating = None
+    if config.temporal.tls.enabled:
+        rotating = asyncio.create_task(
+            rotation.follow_tls_files(
+                worker, config.temporal, env, runtime, options, tls_check_seconds
+            )
+        )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -156,6 +170,8 @@ async def run_worker(
         await running
     finally:
         stopping.cancel()
+        if rotating is not None:
+            rotating.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
         await activities.aclose()

@@ -1,0 +1,139 @@
+"""A worker follows a rotated mTLS certificate without restarting.
+
+The worker reads its certificate from a directory laid out like a mounted
+``kubernetes.io/tls`` Secret and reaches the dev server through
+:class:`tests.support.tlsproxy.TLSProxy`, which requires a client certificate
+from the test CA and records each one it accepts. The test rewrites the files
+as kubelet does when the Secret is renewed: first with a certificate from a
+CA the proxy does not trust (the worker must keep its working connection),
+then with a good one under a new subject (the worker must switch to it).
+Research runs complete before, between and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, SmtpServer, base_config
+from tests.support.kube_pki import issue
+from tests.support.sim import SimHandle
+from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
+
+from steadfast_worker import models
+from steadfast_worker.config import WorkerConfig, parse_config
+from steadfast_worker.ids import workflow_id
+from steadfast_worker.worker import research_input, run_worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+ROTATED_SUBJECT = "/O=steadfast-tests/CN=steadfast-worker-renewed"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_test_pki(tmp_path_factory.mktemp("rotation-pki"))
+
+
+@pytest.fixture(scope="module")
+def proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
+    with TLSProxy(temporal_address, pki) as p:
+        yield p
+
+
+def mount(secret_dir: Path, cert: Path, key: Path, ca: Path) -> None:
+    """Write the Secret's keys as files, each replaced whole (kubelet swaps a symlink)."""
+    secret_dir.mkdir(exist_ok=True)
+    for source, name in ((key, "tls.key"), (cert, "tls.crt"), (ca, "ca.crt")):
+        staged = secret_dir / f".{name}.new"
+        shutil.copyfile(source, staged)
+        staged.replace(secret_dir / name)
+
+
+@pytest.fixture
+def secret_dir(tmp_path: Path, pki: TestPKI) -> Path:
+    d = tmp_path / "temporal-tls"
+    mount(d, pki.client_cert, pki.client_key, pki.ca)
+    return d
+
+
+@pytest.fixture
+async def worker_config(
+    proxy: TLSProxy,
+    secret_dir: Path,
+    sim: SimHandle,
+    task_queue: str,
+    tmp_path: Path,
+) -> WorkerConfig:
+    raw = base_config(sim, task_queue, tmp_path / "reports.db")
+    raw["temporal"] = {**raw["temporal"], "address": proxy.address}
+    raw["temporal"]["tls"] = {"secretDir": str(secret_dir)}
+    return parse_config(raw)
+
+
+@pytest.fixture
+async def worker(worker_config: WorkerConfig, smtp_server: SmtpServer) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
+    running = asyncio.create_task(
+        run_worker(worker_config, env=env, stop=stop, tls_check_seconds=0.2)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+async def research(client: Client, cfg: WorkerConfig) -> models.ResearchResult:
+    topic = f"rotation {uuid.uuid4().hex[:6]}"
+    result: models.ResearchResult = await client.execute_workflow(
+        models.WORKFLOW_NAME,
+        research_input(cfg, topic),
+        id=workflow_id(cfg.namespace, cfg.agent, topic),
+        task_queue=cfg.task_queue,
+        result_type=models.ResearchResult,
+    )
+    return result
+
+
+async def test_a_renewed_certificate_is_used_and_a_bad_one_is_not(
+    worker: None,
+    worker_config: WorkerConfig,
+    temporal_client: Client,
+    proxy: TLSProxy,
+    pki: TestPKI,
+    secret_dir: Path,
+    tmp_path: Path,
+) -> None:
+    assert (await research(temporal_client, worker_config)).status.phase == "Completed"
+    assert set(proxy.subjects) == {pki.client_subject}
+
+    # A certificate the proxy does not trust: the new connection is refused, so
+    # the worker keeps the one it has and runs still complete.
+    stranger = make_test_pki(tmp_path / "stranger", client_subject="/O=elsewhere/CN=w")
+    refused_before = proxy.rejected
+    mount(secret_dir, stranger.client_cert, stranger.client_key, pki.ca)
+    for _ in range(100):
+        if proxy.rejected > refused_before:
+            break
+        await asyncio.sleep(0.1)
+    assert proxy.rejected > refused_before, "the worker never tried the new files"
+    assert (await research(temporal_client, worker_config)).status.phase == "Completed"
+    assert set(proxy.subjects) == {pki.client_subject}
+
+    # The renewed certificate from the right CA, under a new subject: the worker
+    # connects with it, and work keeps flowing through that connection.
+    issue(pki.dir, "renewed", ROTATED_SUBJECT)
+    mount(secret_dir, pki.dir / "renewed.crt", pki.dir / "renewed.key", pki.ca)
+    for _ in range(100):
+        if ROTATED_SUBJECT in proxy.subjects:
+            break
+        await asyncio.sleep(0.1)
+    assert ROTATED_SUBJECT in proxy.subjects, "the worker never connected with the renewed files"
+    assert (await research(temporal_client, worker_config)).status.phase == "Completed"
