@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds between status refreshes and autoscaling decisions per agent",
     )
+    parser.add_argument(
+        "--credentials-check",
+        type=float,
+        default=60.0,
+        help="seconds between re-reads of the Secrets a Temporal connection uses "
+        "(spec.temporal.tls.secretName, apiKeySecretRef), to follow renewed certificates",
+    )
     parser.add_argument("--metrics-port", type=int, default=8080, help="/metrics port (0: off)")
     parser.add_argument("--health-port", type=int, default=8081, help="/healthz port (0: off)")
     parser.add_argument("--listen", default="0.0.0.0", help="address the two ports bind to")
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         defaults=render.Defaults(image=args.worker_image, temporal_address=args.temporal_address),
         status_interval=args.status_interval,
+        credentials_check=args.credentials_check,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         listen=args.listen,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,11 @@ from temporalio.service import TLSConfig
 
 from steadfast_operator import metrics, render
 from steadfast_operator.kube import Kube, load_config, path
-from steadfast_operator.spec import AgentSpec
+from steadfast_operator.spec import AgentSpec, TemporalSpec
 from steadfast_operator.taskqueues import QueueStats
 
 PREFIX = "steadfast.dev"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class OperatorConfig:
     """Seconds a watch request stays open before it is renewed."""
     connect_timeout: float = 10.0
     """Seconds to wait for a Temporal frontend before reporting it unreachable."""
+    credentials_check: float = 60.0
+    """Seconds between re-reads of the Secrets a Temporal client was made with."""
 
 
 def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
@@ -70,6 +74,22 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a Temporal client is made with, read from the agent's Secrets."""
+
+    tls: TLSConfig | bool = False
+    api_key: str | None = None
+
+
+@dataclass
+class _Connected:
+    client: Client
+    credentials: Credentials
+    checked: float
+    """``time.monotonic()`` when the Secrets were last read for this client."""
+
+
 @dataclass
 class TemporalPool:
     """Temporal clients keyed by address, namespace and credentials.
@@ -77,11 +97,18 @@ class TemporalPool:
     Each target has its own lock: agents sharing a target connect once, and an
     unreachable target holds up only its own agents for ``connect_timeout``, not
     every other agent's reconcile.
+
+    A client made from Secrets (mTLS, API key) re-reads them at most every
+    ``credentials_check`` seconds, on use. A renewed certificate gets a new
+    connection; a new API key is set on the client in place. If the new
+    credentials cannot connect, the working client is kept and the failure
+    logged, as the workers do (:mod:`steadfast_worker.rotation`).
     """
 
     kube: Kube
     connect_timeout: float = 10.0
-    _clients: dict[tuple[str, ...], Client] = field(default_factory=dict)
+    credentials_check: float = 60.0
+    _clients: dict[tuple[str, ...], _Connected] = field(default_factory=dict)
     _locks: dict[tuple[str, ...], asyncio.Lock] = field(default_factory=dict)
 
     @property
@@ -99,44 +126,88 @@ class TemporalPool:
             return {}
         return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
 
+    async def _credentials(self, namespace: str, t: TemporalSpec) -> Credentials:
+        tls: TLSConfig | bool = False
+        api_key: str | None = None
+        if t.tls.secret_name:
+            data = await self._secret_data(namespace, t.tls.secret_name)
+            tls = TLSConfig(
+                server_root_ca_cert=data.get("ca.crt"),
+                client_cert=data.get("tls.crt"),
+                client_private_key=data.get("tls.key"),
+            )
+        if t.api_key_secret_ref.set:
+            data = await self._secret_data(namespace, t.api_key_secret_ref.name)
+            api_key = data.get(t.api_key_secret_ref.key, b"").decode() or None
+            tls = tls or True
+        return Credentials(tls, api_key)
+
     async def client(self, namespace: str, spec: AgentSpec, default_address: str) -> Client:
         """A connected client for the agent, reused across agents with the same target."""
         t = spec.temporal
         address = t.address or default_address
+        from_secrets = bool(t.tls.secret_name or t.api_key_secret_ref.set)
         key = (
             address,
             t.namespace,
-            namespace if (t.tls.secret_name or t.api_key_secret_ref.set) else "",
+            namespace if from_secrets else "",
             t.tls.secret_name,
             t.api_key_secret_ref.name,
             t.api_key_secret_ref.key,
         )
         found = self._clients.get(key)
-        if found is not None:
-            return found
+        if found is not None and not self._due(found, from_secrets):
+            return found.client
         async with self._locks.setdefault(key, asyncio.Lock()):
             found = self._clients.get(key)
-            if found is not None:  # another agent connected while this one waited
-                return found
-            tls: TLSConfig | bool = False
-            api_key: str | None = None
-            if t.tls.secret_name:
-                data = await self._secret_data(namespace, t.tls.secret_name)
-                tls = TLSConfig(
-                    server_root_ca_cert=data.get("ca.crt"),
-                    client_cert=data.get("tls.crt"),
-                    client_private_key=data.get("tls.key"),
-                )
-            if t.api_key_secret_ref.set:
-                data = await self._secret_data(namespace, t.api_key_secret_ref.name)
-                api_key = data.get(t.api_key_secret_ref.key, b"").decode() or None
-                tls = tls or True
-            connected = await asyncio.wait_for(
-                Client.connect(address, namespace=t.namespace, tls=tls, api_key=api_key),
-                self.connect_timeout,
-            )
-            self._clients[key] = connected
+            if found is not None and not self._due(found, from_secrets):
+                return found.client  # another agent connected or checked meanwhile
+            creds = await self._credentials(namespace, t)
+            if found is not None:
+                return await self._refresh(key, found, creds, address, t.namespace)
+            connected = await self._connect(address, t.namespace, creds)
+            self._clients[key] = _Connected(connected, creds, time.monotonic())
             return connected
+
+    def _due(self, found: _Connected, from_secrets: bool) -> bool:
+        return from_secrets and time.monotonic() - found.checked >= self.credentials_check
+
+    async def _connect(self, address: str, namespace: str, creds: Credentials) -> Client:
+        return await asyncio.wait_for(
+            Client.connect(address, namespace=namespace, tls=creds.tls, api_key=creds.api_key),
+            self.connect_timeout,
+        )
+
+    async def _refresh(
+        self,
+        key: tuple[str, ...],
+        found: _Connected,
+        creds: Credentials,
+        address: str,
+        namespace: str,
+    ) -> Client:
+        """``found``'s client, or a new one if the Secrets changed and it connects."""
+        found.checked = time.monotonic()
+        if creds == found.credentials:
+            return found.client
+        if creds.tls == found.credentials.tls:
+            found.client.api_key = creds.api_key  # the connection stays; calls carry the new key
+            found.credentials = creds
+            log.info("Temporal at %s: API key changed, using the new one", address)
+            return found.client
+        try:
+            renewed = await self._connect(address, namespace, creds)
+        except (RuntimeError, OSError, TimeoutError) as err:
+            log.warning(
+                "Temporal at %s: the TLS Secret changed, but connecting with it failed (%s); "
+                "keeping the current connection",
+                address,
+                err,
+            )
+            return found.client
+        self._clients[key] = _Connected(renewed, creds, found.checked)
+        log.info("Temporal at %s: the TLS Secret changed, reconnected with it", address)
+        return renewed
 
 
 @dataclass
@@ -163,7 +234,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, cfg: OperatorConfig)
     shared = Shared(
         config=cfg,
         kube=kube,
-        temporal=TemporalPool(kube, cfg.connect_timeout),
+        temporal=TemporalPool(kube, cfg.connect_timeout, cfg.credentials_check),
         queues=QueueStats(max_age=max(1.0, cfg.status_interval / 2)),
     )
     memo.shared = shared

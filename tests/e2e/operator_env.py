@@ -69,8 +69,12 @@ def op_sim() -> Iterator[SimHandle]:
 class Operator:
     """A ``steadfast operator`` subprocess for one namespace."""
 
-    def __init__(self, cluster: KubeCluster, namespace: str, temporal: str, log: Path) -> None:
+    def __init__(
+        self, cluster: KubeCluster, namespace: str, temporal: str, log: Path, *extra: str
+    ) -> None:
         self.cluster, self.namespace, self.temporal, self.log = cluster, namespace, temporal, log
+        self.extra = list(extra)
+        """More ``steadfast operator`` flags, after the defaults."""
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -98,6 +102,7 @@ class Operator:
             "--listen",
             "127.0.0.1",
             "--no-events",
+            *self.extra,
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -139,11 +144,12 @@ class Operator:
                 self.proc.wait()
 
 
-@pytest.fixture
-def operator(
-    crd: None, kube_cluster: KubeCluster, namespace: str, temporal_address: str, tmp_path: Path
+@contextmanager
+def running_operator(
+    cluster: KubeCluster, namespace: str, temporal: str, log: Path, *extra: str
 ) -> Iterator[Operator]:
-    op = Operator(kube_cluster, namespace, temporal_address, tmp_path / "operator.log")
+    """An operator for ``namespace`` that deletes the namespace's agents before it stops."""
+    op = Operator(cluster, namespace, temporal, log, *extra)
     op.start()
     try:
         yield op
@@ -151,10 +157,18 @@ def operator(
         # While the operator still runs, so finalizers cancel runs and let agents go
         # (a namespace deleted with agents but no operator would never finish).
         if op.proc is not None and op.proc.poll() is None:
-            kube_cluster.kubectl(
-                "delete", "ra", "--all", "-n", namespace, "--timeout=60s", check=False
-            )
+            cluster.kubectl("delete", "ra", "--all", "-n", namespace, "--timeout=60s", check=False)
         op.stop()
+
+
+@pytest.fixture
+def operator(
+    crd: None, kube_cluster: KubeCluster, namespace: str, temporal_address: str, tmp_path: Path
+) -> Iterator[Operator]:
+    with running_operator(
+        kube_cluster, namespace, temporal_address, tmp_path / "operator.log"
+    ) as op:
+        yield op
 
 
 def agent_manifest(

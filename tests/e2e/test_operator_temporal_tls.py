@@ -5,11 +5,13 @@ front of it: it requires a client certificate signed by the test CA and records
 the subject of every certificate it accepted. The agent names a Secret with
 ``tls.crt``, ``tls.key`` and ``ca.crt``; the operator connects with it to start
 runs, and a worker started from the rendered ConfigMap, with the Secret written
-where the Deployment mounts it, finishes them through the same proxy.
+where the Deployment mounts it, finishes them through the same proxy. When the
+Secret is renewed, the operator reconnects with the new certificate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,15 @@ from tests.e2e.operator_env import (
     apply,
     condition,
     get,
+    running_operator,
     secret,
     wait_for,
     worker_process,
 )
 from tests.support.kube import KubeCluster
+from tests.support.kube_pki import issue
 from tests.support.sim import SimHandle
-from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
+from tests.support.tlsproxy import TLSProxy, make_test_pki
 
 from steadfast_worker import ids
 
@@ -37,20 +41,26 @@ pytestmark = pytest.mark.e2e
 
 crd = operator_env.crd
 op_sim = operator_env.op_sim
-operator = operator_env.operator
+
+RENEWED_SUBJECT = "/O=steadfast-tests/CN=steadfast-operator-renewed"
 
 
-def tls_secret(cluster: KubeCluster, namespace: str, name: str, client: TestPKI, ca: Path) -> None:
-    secret(
-        cluster,
-        namespace,
-        name,
-        {
-            "tls.crt": client.client_cert.read_text(),
-            "tls.key": client.client_key.read_text(),
-            "ca.crt": ca.read_text(),
-        },
-    )
+@pytest.fixture
+def operator(
+    crd: None, kube_cluster: KubeCluster, namespace: str, temporal_address: str, tmp_path: Path
+) -> Iterator[Operator]:
+    """The operator, re-reading Temporal credential Secrets every second."""
+    log = tmp_path / "operator.log"
+    extra = ("--credentials-check", "1")
+    with running_operator(kube_cluster, namespace, temporal_address, log, *extra) as op:
+        yield op
+
+
+def tls_secret(
+    cluster: KubeCluster, namespace: str, name: str, cert: Path, key: Path, ca: Path
+) -> None:
+    data = {"tls.crt": cert.read_text(), "tls.key": key.read_text(), "ca.crt": ca.read_text()}
+    secret(cluster, namespace, name, data)
 
 
 async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
@@ -70,7 +80,9 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
         secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
         # First a Secret whose CA did not sign the proxy's certificate: the operator
         # must refuse the server, say so in the status, and start nothing.
-        tls_secret(kube_cluster, namespace, "temporal-mtls", pki, stranger.ca)
+        tls_secret(
+            kube_cluster, namespace, "temporal-mtls", pki.client_cert, pki.client_key, stranger.ca
+        )
         temporal = {"address": proxy.address, "tls": {"secretName": "temporal-mtls"}}
         apply(
             kube_cluster,
@@ -89,7 +101,9 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
 
         # The right CA: the operator's retry reconnects (a failed connect is not
         # cached) and starts the run through the proxy with the Secret's certificate.
-        tls_secret(kube_cluster, namespace, "temporal-mtls", pki, pki.ca)
+        tls_secret(
+            kube_cluster, namespace, "temporal-mtls", pki.client_cert, pki.client_key, pki.ca
+        )
 
         def listed() -> dict[str, Any] | None:
             ra = get(kube_cluster, "ra", namespace, "secure")
@@ -126,5 +140,17 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
             wait_for("the run Completed over mTLS", completed, timeout=120)
         assert proxy.accepted > before  # the worker connected through the proxy too
         assert set(proxy.subjects) == {pki.client_subject}
+
+        # The Secret is renewed (a new certificate, a new subject): within its
+        # credentials check the operator reconnects with it, and keeps working.
+        issue(pki.dir, "renewed", RENEWED_SUBJECT)
+        renewed = (pki.dir / "renewed.crt", pki.dir / "renewed.key", pki.ca)
+        tls_secret(kube_cluster, namespace, "temporal-mtls", *renewed)
+        wait_for(
+            "the operator to connect with the renewed certificate",
+            lambda: RENEWED_SUBJECT in proxy.subjects,
+            timeout=30,
+        )
+        assert reason() not in ("TemporalUnreachable", "ReconcileError")
         # Delete while the proxy still serves, so the finalizer can reach Temporal.
         kube_cluster.kubectl("delete", "ra", "secure", "-n", namespace, "--timeout=60s")
