@@ -6,10 +6,10 @@ profile) and that the RBAC it grants lets the operator do its job and nothing
 more. Pods never run real containers: kwok marks them Running, which is what the
 chart controls (scheduling, admission, the Deployment's rollout).
 
-The Prometheus Operator's CRDs are not available offline; permissive stand-ins
-with the same group, version and kinds let the API server accept the
-ServiceMonitor, PodMonitor and PrometheusRule objects (their fields are checked
-by tests/unit/test_chart_render.py instead).
+The ServiceMonitor, PodMonitor and PrometheusRule objects are checked against
+the Prometheus Operator's real CRDs, at the version ``hack/k8s-binaries`` pins and
+fetches from the Go module proxy, so a field the upstream schema refuses fails
+here, not in a user's cluster.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.e2e.test_operator_rbac import NAMESPACED_RULES
-from tests.support.kube import KubeCluster
+from tests.support.kube import KubeCluster, upstream_crd
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +39,14 @@ RESTRICTED = {
 }
 
 
+#: The Prometheus Operator CRDs the chart can render objects of.
+MONITORING_CRDS = (
+    "servicemonitors.monitoring.coreos.com",
+    "podmonitors.monitoring.coreos.com",
+    "prometheusrules.monitoring.coreos.com",
+)
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -47,46 +55,21 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 90.0) -> Non
         time.sleep(0.5)
 
 
-def stand_in_crd(kind: str, plural: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def cluster(kube_cluster: KubeCluster) -> KubeCluster:
-    """The session cluster with the ResearchAgent CRD and the monitoring stand-ins."""
-    crds = [
-        stand_in_crd("ServiceMonitor", "servicemonitors"),
-        stand_in_crd("PodMonitor", "podmonitors"),
-        stand_in_crd("PrometheusRule", "prometheusrules"),
-    ]
-    kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(crds))
+    """The session cluster with the ResearchAgent CRD and the real monitoring CRDs."""
+    try:
+        monitoring = [upstream_crd(name) for name in MONITORING_CRDS]
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    # Server-side, so the large upstream schemas are not copied into a
+    # last-applied-configuration annotation as client-side apply would.
+    files = [arg for path in monitoring for arg in ("-f", str(path))]
+    kube_cluster.kubectl("apply", "--server-side", *files)
     kube_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     kube_cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/servicemonitors.monitoring.coreos.com", "crd/podmonitors.monitoring.coreos.com",
-        "crd/prometheusrules.monitoring.coreos.com", "crd/researchagents.steadfast.dev",
+        *(f"crd/{name}" for name in MONITORING_CRDS), "crd/researchagents.steadfast.dev",
     )  # fmt: skip
     return kube_cluster
 

@@ -5,7 +5,8 @@ kube-apiserver (TLS, RBAC, service-account signing keys), kube-controller-manage
 kube-scheduler and kwok (which plays the kubelets of N fake Nodes), all built by
 ``hack/k8s-binaries``, on free 127.0.0.1 ports with certificates minted for this one
 cluster. Every process runs in its own process group and dies with its parent, so
-a failed or killed test run leaves nothing behind.
+a failed or killed test run leaves nothing behind. ``upstream_crd()`` finds the
+Prometheus Operator and KEDA CRDs the same script fetches at pinned versions.
 
 Certificates and kubeconfigs come from ``kube_pki``, spawning, readiness waits and
 teardown from ``kube_procs``. Only the standard library and the ``openssl`` CLI are
@@ -56,6 +57,8 @@ __all__ = [
     "pinned_versions",
     "start_cluster",
     "sweep_stale_workdirs",
+    "upstream_crd",
+    "upstream_crds_dir",
     "write_kubeconfig",
 ]
 
@@ -106,6 +109,33 @@ class KubeBinaries:
                 "build them with `hack/k8s-binaries` (or `make k8s-binaries`)"
             )
         return cls(bin_dir)
+
+
+def upstream_crds_dir() -> Path:
+    """``$STEADFAST_K8S_CRDS``, else the crds dir the build script reports."""
+    configured = os.environ.get("STEADFAST_K8S_CRDS")
+    if configured:
+        return Path(configured)
+    out = subprocess.run(
+        [str(K8S_BINARIES_SCRIPT), "--print-crds-dir"], capture_output=True, text=True, check=True
+    )
+    return Path(out.stdout.strip())
+
+
+def upstream_crd(name: str) -> Path:
+    """The pinned upstream CRD file for ``name``, e.g. ``servicemonitors.monitoring.coreos.com``.
+
+    ``hack/k8s-binaries`` copies them out of the Prometheus Operator and KEDA Go
+    modules, named as upstream names them: ``<group>_<plural>.yaml``.
+    """
+    plural, _, group = name.partition(".")
+    path = upstream_crds_dir() / f"{group}_{plural}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"upstream CRD {name} missing: no {path}; fetch it with `hack/k8s-binaries` "
+            "(`hack/k8s-binaries --crds-only` skips the Kubernetes build)"
+        )
+    return path
 
 
 def pinned_versions() -> dict[str, str]:
