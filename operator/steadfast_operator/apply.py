@@ -45,8 +45,9 @@ _SUFFIX = {
 #: ("0.5" comes back as "500m"), compared by value instead of spelling.
 _QUANTITY_PARENTS = frozenset({"requests", "limits"})
 
-#: Optional kinds: deleted when the spec no longer asks for them.
-OPTIONAL_KINDS = ("PodDisruptionBudget", "ScaledObject")
+#: Optional kinds: deleted when the spec no longer asks for them (a ScaledObject
+#: before the TriggerAuthentication it refers to).
+OPTIONAL_KINDS = ("PodDisruptionBudget", "ScaledObject", "TriggerAuthentication")
 
 
 def quantity(value: object) -> Decimal | None:

@@ -28,6 +28,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
+    "TriggerAuthentication": ("/apis/keda.sh/v1alpha1", "triggerauthentications"),
 }
 
 

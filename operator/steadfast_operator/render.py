@@ -290,8 +290,50 @@ def pdb(agent: Agent) -> Obj:
     }
 
 
-def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults) -> Obj:
-    """KEDA's own Temporal scaler, for clusters that prefer KEDA to own replicas."""
+def trigger_authentication(agent: Agent, spec: AgentSpec) -> Obj | None:
+    """The credentials KEDA's Temporal scaler needs, from the agent's own Secrets.
+
+    The same Secrets the workers use: the TLS Secret's ``tls.crt``/``tls.key``
+    (and ``ca.crt``, which KEDA reads as empty, so the system roots, when the
+    Secret has none) and the API key. ``None`` for a Temporal without credentials.
+    """
+    t = spec.temporal
+    refs = []
+    if t.tls.secret_name:
+        for parameter, key in (("cert", "tls.crt"), ("key", "tls.key"), ("ca", "ca.crt")):
+            refs.append({"parameter": parameter, "name": t.tls.secret_name, "key": key})
+    if t.api_key_secret_ref.set:
+        ref = t.api_key_secret_ref
+        refs.append({"parameter": "apiKey", "name": ref.name, "key": ref.key})
+    if not refs:
+        return None
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": _meta(agent, deployment_name(agent)),
+        "spec": {"secretTargetRef": refs},
+    }
+
+
+def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults, authenticated: bool) -> Obj:
+    """KEDA's own Temporal scaler, for clusters that prefer KEDA to own replicas.
+
+    With ``authenticated`` the trigger uses the agent's TriggerAuthentication
+    (same name), which makes KEDA connect with TLS like the workers do.
+    """
+    trigger: Obj = {
+        "type": "temporal",
+        "metadata": {
+            "endpoint": spec.temporal.address or d.temporal_address,
+            "namespace": spec.temporal.namespace,
+            "taskQueue": task_queue(agent, spec),
+            "queueTypes": "workflow,activity",
+            "targetQueueSize": str(spec.workers.target_backlog_per_worker),
+            "activationTargetQueueSize": "0",
+        },
+    }
+    if authenticated:
+        trigger["authenticationRef"] = {"name": deployment_name(agent)}
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -301,19 +343,7 @@ def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults) -> Obj:
             "minReplicaCount": spec.workers.min_replicas,
             "maxReplicaCount": spec.workers.max_replicas,
             "cooldownPeriod": int(spec.workers.scale_down_delay.total_seconds()),
-            "triggers": [
-                {
-                    "type": "temporal",
-                    "metadata": {
-                        "endpoint": spec.temporal.address or d.temporal_address,
-                        "namespace": spec.temporal.namespace,
-                        "taskQueue": task_queue(agent, spec),
-                        "queueTypes": "workflow,activity",
-                        "targetQueueSize": str(spec.workers.target_backlog_per_worker),
-                        "activationTargetQueueSize": "0",
-                    },
-                }
-            ],
+            "triggers": [trigger],
         },
     }
 
@@ -339,5 +369,8 @@ def children(agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defa
     if wants_pdb(spec):
         objs.append(pdb(agent))
     if spec.workers.autoscaler == "keda":
-        objs.append(scaled_object(agent, spec, d))
+        auth = trigger_authentication(agent, spec)
+        if auth is not None:
+            objs.append(auth)  # before the ScaledObject that refers to it
+        objs.append(scaled_object(agent, spec, d, authenticated=auth is not None))
     return objs

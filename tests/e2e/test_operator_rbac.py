@@ -60,7 +60,7 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
     },
     {
         "apiGroups": ["keda.sh"],
-        "resources": ["scaledobjects"],
+        "resources": ["scaledobjects", "triggerauthentications"],
         "verbs": ["get", "create", "update", "delete"],
     },
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},

@@ -173,6 +173,7 @@ NAMESPACED_RULES = {
     ("", "events"): {"create"},
     ("events.k8s.io", "events"): {"create"},
     ("keda.sh", "scaledobjects"): {"get", "create", "update", "delete"},
+    ("keda.sh", "triggerauthentications"): {"get", "create", "update", "delete"},
 }
 CLUSTER_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -209,6 +210,7 @@ def test_namespace_mode_grants_roles_only_in_the_listed_namespaces() -> None:
 def test_keda_rights_can_be_left_out() -> None:
     role = only(render("rbac.keda=false"), "ClusterRole")
     assert ("keda.sh", "scaledobjects") not in rules_of(role)
+    assert ("keda.sh", "triggerauthentications") not in rules_of(role)
 
 
 def test_rbac_can_be_left_to_the_cluster_administrator() -> None:

@@ -132,6 +132,36 @@ def test_keda_scaled_object() -> None:
     (trigger,) = so["triggers"]
     assert trigger["type"] == "temporal"
     assert trigger["metadata"]["taskQueue"] == "steadfast-research-market-watch"
+    # No credentials: no TriggerAuthentication, and KEDA connects without TLS.
+    assert "authenticationRef" not in trigger
+    assert "TriggerAuthentication" not in children(raw)
+
+
+def test_keda_gets_the_agents_temporal_credentials() -> None:
+    raw = example_spec()
+    raw["workers"] = {"autoscaler": "keda"}
+    raw["temporal"] = {
+        **raw["temporal"],
+        "tls": {"secretName": "temporal-mtls"},
+        "apiKeySecretRef": {"name": "temporal-cloud", "key": "api-key"},
+    }
+    kids = children(raw)
+    auth = kids["TriggerAuthentication"]
+    (trigger,) = kids["ScaledObject"]["spec"]["triggers"]
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert (
+        auth["metadata"]["ownerReferences"] == kids["ScaledObject"]["metadata"]["ownerReferences"]
+    )
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        "cert": ("temporal-mtls", "tls.crt"),
+        "key": ("temporal-mtls", "tls.key"),
+        "ca": ("temporal-mtls", "ca.crt"),
+        "apiKey": ("temporal-cloud", "api-key"),
+    }
+    spec = parse_spec(AGENT.namespace, AGENT.name, raw)
+    order = [o["kind"] for o in render.children(AGENT, spec, raw, DEFAULTS)]
+    assert order.index("TriggerAuthentication") < order.index("ScaledObject")
 
 
 def test_user_resources_replace_defaults() -> None:
