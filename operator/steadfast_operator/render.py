@@ -24,7 +24,12 @@ import yaml
 
 from steadfast_operator import crdgen
 from steadfast_operator.spec import AgentSpec
-from steadfast_worker.agentfile import DEFAULT_TLS_DIR, SECRET_ENV, worker_config_from_agent
+from steadfast_worker.agentfile import (
+    DEFAULT_API_KEY_FILE,
+    DEFAULT_TLS_DIR,
+    SECRET_ENV,
+    worker_config_from_agent,
+)
 from steadfast_worker.config import WorkerConfig
 from steadfast_worker.ids import default_task_queue
 
@@ -126,6 +131,7 @@ def worker_config(
         temporal_address=None if spec.temporal.address else d.temporal_address,
         sqlite_path=f"{DATA_DIR}/reports.db",
         tls_dir=DEFAULT_TLS_DIR,
+        api_key_file=DEFAULT_API_KEY_FILE,
         metrics_port=METRICS_PORT,
         sdk_metrics_port=SDK_METRICS_PORT,
     )
@@ -147,9 +153,16 @@ def config_hash(objs: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: Secret references the worker reads as files the Deployment mounts, not as
+#: environment variables, so a rotated value reaches a running worker.
+MOUNTED_REFS = frozenset({"temporal.apiKeySecretRef"})
+
+
 def _env(spec: AgentSpec) -> list[Obj]:
     env: list[Obj] = []
     for path, ref in sorted(spec.secret_refs().items()):
+        if path in MOUNTED_REFS:
+            continue
         env.append(
             {
                 "name": SECRET_ENV[path],
@@ -182,6 +195,12 @@ def deployment(agent: Agent, spec: AgentSpec, d: Defaults, cfg_hash: str, replic
             {"name": "temporal-tls", "secret": {"secretName": spec.temporal.tls.secret_name}}
         )
         mounts.append({"name": "temporal-tls", "mountPath": DEFAULT_TLS_DIR, "readOnly": True})
+    if spec.temporal.api_key_secret_ref.set:
+        ref = spec.temporal.api_key_secret_ref
+        key_dir, key_file = DEFAULT_API_KEY_FILE.rsplit("/", 1)
+        secret = {"secretName": ref.name, "items": [{"key": ref.key, "path": key_file}]}
+        volumes.append({"name": "temporal-api-key", "secret": secret})
+        mounts.append({"name": "temporal-api-key", "mountPath": key_dir, "readOnly": True})
     container: Obj = {
         "name": "worker",
         "image": spec.workers.image or d.image,

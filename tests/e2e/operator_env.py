@@ -233,8 +233,9 @@ def mount_secrets(
 ) -> None:
     """Write the Secrets the pod mounts under ``root`` and point ``config`` at them.
 
-    What kubelet would do for a Secret volume: each key becomes a file in the
-    mount path. Config values under a mount path move to the host-local copy.
+    What kubelet would do for a Secret volume: each key (or each of ``items``)
+    becomes a file in the mount path. Config values under a mount path move to the
+    host-local copy.
     """
     pod = dep["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
@@ -247,8 +248,11 @@ def mount_secrets(
         assert sec is not None, f"the pod mounts Secret {source['secretName']}, which is missing"
         local = root / mount["name"]
         local.mkdir(parents=True, exist_ok=True)
-        for key, value in (sec.get("data") or {}).items():
-            (local / key).write_bytes(base64.b64decode(value))
+        data = sec.get("data") or {}
+        # Without ``items`` every key becomes a file of its name; with it, only those.
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            (local / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
         moved[mount["mountPath"].rstrip("/")] = str(local)
 
     def relocate(node: Any) -> Any:

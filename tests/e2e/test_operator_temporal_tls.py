@@ -11,6 +11,7 @@ Secret is renewed, the operator reconnects with the new certificate.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,14 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
         tls_secret(
             kube_cluster, namespace, "temporal-mtls", pki.client_cert, pki.client_key, stranger.ca
         )
-        temporal = {"address": proxy.address, "tls": {"secretName": "temporal-mtls"}}
+        # An API key as well (Temporal Cloud takes both): the workers read it from
+        # the file the Deployment mounts, so a worker that could not would fail.
+        secret(kube_cluster, namespace, "temporal-cloud", {"api-key": "tk-e2e"})
+        temporal = {
+            "address": proxy.address,
+            "tls": {"secretName": "temporal-mtls"},
+            "apiKeySecretRef": {"name": "temporal-cloud", "key": "api-key"},
+        }
         apply(
             kube_cluster,
             agent_manifest("secure", namespace, op_sim, [topic], temporal=temporal),
@@ -126,8 +134,11 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
         volume = {v["name"]: v for v in pod["volumes"]}["temporal-tls"]
         assert volume["secret"]["secretName"] == "temporal-mtls"
         mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["temporal-tls"]
-        tls = yaml.safe_load(cm["data"]["worker.yaml"])["temporal"]["tls"]
-        assert tls["secretDir"] == mount["mountPath"]
+        temporal_cfg = yaml.safe_load(cm["data"]["worker.yaml"])["temporal"]
+        assert temporal_cfg["tls"]["secretDir"] == mount["mountPath"]
+        key_mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["temporal-api-key"]
+        assert temporal_cfg["apiKeyFile"] == f"{key_mount['mountPath']}/api-key"
+        assert "tk-e2e" not in json.dumps(dep)
 
         before = proxy.accepted
         with worker_process(kube_cluster, namespace, "secure", tmp_path, op_sim):

@@ -1,4 +1,4 @@
-"""A worker follows a rotated mTLS certificate without restarting.
+"""A worker follows rotated Temporal credentials without restarting.
 
 The worker reads its certificate from a directory laid out like a mounted
 ``kubernetes.io/tls`` Secret and reaches the dev server through
@@ -7,7 +7,8 @@ from the test CA and records each one it accepts. The test rewrites the files
 as kubelet does when the Secret is renewed: first with a certificate from a
 CA the proxy does not trust (the worker must keep its working connection),
 then with a good one under a new subject (the worker must switch to it).
-Research runs complete before, between and after.
+Research runs complete before, between and after. A rotated API key file is
+set on the worker's client in place, with no new connection.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from tests.support.kube_pki import issue
 from tests.support.sim import SimHandle
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
-from steadfast_worker import models
+from steadfast_worker import models, rotation
+from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.config import WorkerConfig, parse_config
+from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ids import workflow_id
-from steadfast_worker.worker import research_input, run_worker
+from steadfast_worker.metrics import Metrics
+from steadfast_worker.worker import build_worker, research_input, run_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -81,7 +85,7 @@ async def worker(worker_config: WorkerConfig, smtp_server: SmtpServer) -> AsyncI
     stop = asyncio.Event()
     env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
     running = asyncio.create_task(
-        run_worker(worker_config, env=env, stop=stop, tls_check_seconds=0.2)
+        run_worker(worker_config, env=env, stop=stop, credentials_check_seconds=0.2)
     )
     try:
         yield
@@ -137,3 +141,55 @@ async def test_a_renewed_certificate_is_used_and_a_bad_one_is_not(
         await asyncio.sleep(0.1)
     assert ROTATED_SUBJECT in proxy.subjects, "the worker never connected with the renewed files"
     assert (await research(temporal_client, worker_config)).status.phase == "Completed"
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
+    """Server-authenticated TLS only, as Temporal Cloud with an API key."""
+    with TLSProxy(temporal_address, pki, require_client_cert=False) as p:
+        yield p
+
+
+async def test_a_rotated_api_key_is_set_on_the_client_in_place(
+    tls_proxy: TLSProxy,
+    pki: TestPKI,
+    sim: SimHandle,
+    smtp_server: SmtpServer,
+    task_queue: str,
+    temporal_client: Client,
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("tk-first\n")
+    raw = base_config(sim, task_queue, tmp_path / "reports.db")
+    raw["temporal"] = {
+        **raw["temporal"],
+        "address": tls_proxy.address,
+        "tls": {"caFile": str(pki.ca)},
+        "apiKeyFile": str(key_file),
+    }
+    cfg = parse_config(raw)
+    env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
+    options = connect_options(cfg.temporal, env)
+    assert options.api_key == "tk-first"
+    client = await connect_with(options)
+    activities = ResearchActivities(cfg, Metrics(), env)
+    async with build_worker(client, cfg, activities) as worker:
+        following = asyncio.create_task(
+            rotation.follow_credentials(worker, cfg.temporal, env, None, options, every=0.1)
+        )
+        try:
+            assert (await research(temporal_client, cfg)).status.phase == "Completed"
+            staged = tmp_path / ".api-key.new"
+            staged.write_text("tk-second\n")
+            staged.replace(key_file)
+            for _ in range(100):
+                if worker.client.api_key == "tk-second":
+                    break
+                await asyncio.sleep(0.05)
+            assert worker.client.api_key == "tk-second"
+            assert worker.client is client  # the same connection, not a new one
+            assert (await research(temporal_client, cfg)).status.phase == "Completed"
+        finally:
+            following.cancel()
+    await activities.aclose()

@@ -75,6 +75,17 @@ def test_tls_secret_maps_to_mounted_files() -> None:
     assert (cfg.temporal.tls.cert_file, cfg.temporal.tls.ca_file) == ("", "")
 
 
+def test_api_key_file_only_when_the_operator_mounts_one() -> None:
+    m = copy.deepcopy(example())
+    m["spec"]["temporal"]["apiKeySecretRef"] = {"name": "temporal-cloud", "key": "k"}
+    local = agentfile.worker_config_from_agent(m)
+    assert (local.temporal.api_key_file, local.temporal.api_key_env) == ("", "TEMPORAL_API_KEY")
+    mounted = agentfile.worker_config_from_agent(m, api_key_file="/keys/api-key")
+    assert mounted.temporal.api_key_file == "/keys/api-key"
+    del m["spec"]["temporal"]["apiKeySecretRef"]
+    assert agentfile.worker_config_from_agent(m, api_key_file="/k").temporal.api_key_file == ""
+
+
 def test_no_secret_value_reaches_the_config() -> None:
     m = copy.deepcopy(example())
     m["spec"]["model"]["apiKeySecretRef"] = {"name": "anthropic", "key": "sk-not-a-value"}

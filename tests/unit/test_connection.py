@@ -1,4 +1,4 @@
-"""How the worker decides to connect to Temporal: plain, TLS files, a mounted Secret, API key."""
+"""How the worker decides to connect to Temporal, and what a credential rotation needs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from temporalio.service import TLSConfig
 
+from steadfast_worker import rotation
 from steadfast_worker.config import ConfigError, TemporalConfig, parse_config
-from steadfast_worker.connection import connect_options
+from steadfast_worker.connection import ConnectOptions, connect_options
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +66,46 @@ def test_an_api_key_alone_means_tls_with_the_system_roots() -> None:
     assert opts.tls is True
     assert opts.api_key == "tk-1"
     assert connect_options(temporal({}), {}).tls is False
+
+
+def test_an_api_key_file_wins_over_the_environment(tmp_path: Path) -> None:
+    key = tmp_path / "api-key"
+    key.write_text("tk-from-file\n")
+    cfg = parse_config(
+        {"agent": "a", "temporal": {"apiKeyEnv": "KEY", "apiKeyFile": str(key)}}
+    ).temporal
+    opts = connect_options(cfg, {"KEY": "tk-from-env"})
+    assert opts.api_key == "tk-from-file"
+    assert opts.tls is True
+
+
+def test_a_missing_api_key_file_names_the_field(tmp_path: Path) -> None:
+    cfg = parse_config({"agent": "a", "temporal": {"apiKeyFile": str(tmp_path / "no")}}).temporal
+    with pytest.raises(ConfigError, match=r"temporal\.apiKeyFile: cannot read"):
+        connect_options(cfg, {})
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "change"),
+    [
+        (("k1", b"cert"), ("k1", b"cert"), rotation.Change.NONE),
+        (("k1", b"cert"), ("k2", b"cert"), rotation.Change.API_KEY),
+        (("k1", b"cert"), ("k1", b"renewed"), rotation.Change.RECONNECT),
+        (("k1", b"cert"), ("k2", b"renewed"), rotation.Change.RECONNECT),
+    ],
+)
+def test_what_a_rotation_needs(
+    before: tuple[str, bytes], after: tuple[str, bytes], change: rotation.Change
+) -> None:
+    def opts(key: str, cert: bytes) -> ConnectOptions:
+        tls = TLSConfig(client_cert=cert, client_private_key=b"k")
+        return ConnectOptions("127.0.0.1:7233", "default", tls, key)
+
+    assert rotation.plan(opts(*before), opts(*after)) is change
+
+
+def test_only_file_credentials_are_followed(tmp_path: Path) -> None:
+    assert not rotation.follows_files(temporal({}, api_key_env="KEY"))
+    assert rotation.follows_files(temporal({"secretDir": str(tmp_path)}))
+    cfg = parse_config({"agent": "a", "temporal": {"apiKeyFile": "/k"}}).temporal
+    assert rotation.follows_files(cfg)

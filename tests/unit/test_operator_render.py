@@ -107,6 +107,28 @@ def test_tls_secret_is_mounted_not_copied() -> None:
     }
 
 
+def test_temporal_api_key_is_mounted_as_a_file_not_an_env_var() -> None:
+    raw = example_spec()
+    raw["temporal"] = {
+        **raw["temporal"],
+        "apiKeySecretRef": {"name": "temporal-cloud", "key": "api-key"},
+    }
+    kids = children(raw)
+    pod = kids["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "TEMPORAL_API_KEY" not in {e["name"] for e in container["env"]}
+    volume = {v["name"]: v for v in pod["volumes"]}["temporal-api-key"]
+    assert volume["secret"] == {
+        "secretName": "temporal-cloud",
+        "items": [{"key": "api-key", "path": "api-key"}],
+    }
+    mount = {m["name"]: m for m in container["volumeMounts"]}["temporal-api-key"]
+    cfg = yaml.safe_load(kids["ConfigMap"]["data"][render.CONFIG_FILE])
+    assert cfg["temporal"]["apiKeyFile"] == f"{mount['mountPath']}/api-key"
+    # The other secrets stay environment variables.
+    assert "ANTHROPIC_API_KEY" in {e["name"] for e in container["env"]}
+
+
 @pytest.mark.parametrize(
     ("workers", "kinds"),
     [

@@ -23,7 +23,9 @@ manifest field                                 environment variable
 
 ``spec.temporal.tls.secretName`` names a ``kubernetes.io/tls`` Secret; the
 worker reads its ``tls.crt``, ``tls.key`` and, when present, ``ca.crt`` from
-``tls_dir`` (where the operator mounts the Secret).
+``tls_dir`` (where the operator mounts the Secret). The operator also mounts the
+Temporal API key as a file (``api_key_file``) instead of the environment
+variable, so a rotated key reaches a running worker.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ SECRET_ENV: Final[Mapping[str, str]] = {
 
 #: Where the operator mounts the Temporal client certificate Secret.
 DEFAULT_TLS_DIR: Final = "/etc/steadfast/temporal-tls"
+DEFAULT_API_KEY_FILE: Final = "/etc/steadfast/temporal-api-key/api-key"
 
 #: Fields of ``spec`` and of its sections. The CRD rejects unknown fields on a
 #: cluster; a local file gets the same treatment so a typo is not silently ignored.
@@ -160,7 +163,7 @@ def schedule_from_agent(manifest: Mapping[str, Any]) -> str:
     return value
 
 
-def _temporal(spec: Mapping[str, Any], tls_dir: str) -> dict[str, Any]:
+def _temporal(spec: Mapping[str, Any], tls_dir: str, api_key_file: str) -> dict[str, Any]:
     src = _section(spec, "temporal")
     out: dict[str, Any] = {}
     for key in ("address", "namespace", "taskQueue"):
@@ -171,7 +174,8 @@ def _temporal(spec: Mapping[str, Any], tls_dir: str) -> dict[str, Any]:
         raise AgentError("spec.temporal.tls: expected {secretName}")
     if tls.get("secretName"):
         out["tls"] = {"secretDir": tls_dir}
-    _secret_set(src.get("apiKeySecretRef"), "temporal.apiKeySecretRef")
+    if _secret_set(src.get("apiKeySecretRef"), "temporal.apiKeySecretRef") and api_key_file:
+        out["apiKeyFile"] = api_key_file
     out["apiKeyEnv"] = SECRET_ENV["temporal.apiKeySecretRef"]
     return out
 
@@ -224,6 +228,7 @@ def worker_config_from_agent(
     search_endpoint: str | None = None,
     sqlite_path: str | None = None,
     tls_dir: str = DEFAULT_TLS_DIR,
+    api_key_file: str = "",
     metrics_port: int | None = None,
     sdk_metrics_port: int | None = None,
 ) -> WorkerConfig:
@@ -243,7 +248,7 @@ def worker_config_from_agent(
     doc: dict[str, Any] = {
         "agent": metadata["name"],
         "namespace": metadata.get("namespace") or "default",
-        "temporal": _temporal(spec, tls_dir),
+        "temporal": _temporal(spec, tls_dir, api_key_file),
         "model": _model(spec),
         "search": _search(spec),
         "storage": {"postgresDsnEnv": SECRET_ENV["storage.postgresSecretRef"]},

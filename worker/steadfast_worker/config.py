@@ -125,6 +125,10 @@ class TemporalConfig(_Model):
     """Client certificate for mTLS; empty disables TLS unless an API key is set."""
     api_key_env: str = "TEMPORAL_API_KEY"
     """Environment variable holding a Temporal Cloud API key (implies TLS)."""
+    api_key_file: str = ""
+    """File holding the API key instead (a mounted Secret key, what the operator
+    renders); re-read while the worker runs, so a rotated key is used without a
+    restart. Wins over ``apiKeyEnv``."""
 
 
 class PricingConfig(_Model):

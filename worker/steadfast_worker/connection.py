@@ -32,11 +32,17 @@ class ConnectOptions:
     api_key: str | None
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, section: str = "temporal.tls") -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as err:
-        raise ConfigError(f"temporal.tls.{what}: cannot read {path}: {err.strerror}") from None
+        raise ConfigError(f"{section}.{what}: cannot read {path}: {err.strerror}") from None
+
+
+def _api_key(cfg: TemporalConfig, env: Mapping[str, str]) -> str | None:
+    if cfg.api_key_file:
+        return _read(cfg.api_key_file, "apiKeyFile", "temporal").decode().strip() or None
+    return env.get(cfg.api_key_env) or None if cfg.api_key_env else None
 
 
 def _files(tls: TLSFiles) -> tuple[tuple[str, str] | None, ...]:
@@ -62,7 +68,7 @@ def _files(tls: TLSFiles) -> tuple[tuple[str, str] | None, ...]:
 
 def connect_options(cfg: TemporalConfig, env: Mapping[str, str]) -> ConnectOptions:
     """Decide how to connect. An API key implies TLS (Temporal Cloud requires it)."""
-    api_key = env.get(cfg.api_key_env) or None if cfg.api_key_env else None
+    api_key = _api_key(cfg, env)
     tls: TLSConfig | bool = False
     if cfg.tls.enabled:
         ca, cert, key = (_read(*f) if f else None for f in _files(cfg.tls))

@@ -1,18 +1,20 @@
-"""Following rotated TLS credentials without restarting the worker.
+"""Following rotated Temporal credentials without restarting the worker.
 
-A certificate for Temporal's mTLS is short-lived when cert-manager or a similar
-tool issues it: the Secret is renewed, and kubelet rewrites the mounted files in
-place (within about a minute). The worker reads those files only when it
-connects, so without this it would keep presenting the old certificate until it
-restarted, and fail once that certificate expired.
+Certificates for Temporal's mTLS are short-lived when cert-manager or a similar
+tool issues them, and API keys get rotated: the Secret is renewed, and kubelet
+rewrites the mounted files in place (within about a minute). The worker reads
+those files only when it connects, so without this it would keep presenting the
+old credentials until it restarted, and fail once they expired or were revoked.
 
-:func:`follow_tls_files` re-reads the files every ``every`` seconds. When what
-it reads differs from what the current connection was made with, it connects a
-new client with the new files and hands it to the worker
+:func:`follow_credentials` re-reads the files every ``every`` seconds and
+compares them with what the current connection uses (:func:`plan`, a pure
+decision). A new API key alone is set on the worker's client in place (every
+call carries it from then on). New certificate files need a new connection: a
+client is connected with them and handed to the worker
 (``temporalio.worker.Worker.client`` is settable for exactly this); polls and
-calls already in flight finish on the old connection. Files caught half-written
-or a new certificate that Temporal refuses are logged and retried at the next
-check, while the worker keeps the connection it has.
+calls already in flight finish on the old one. Files caught half-written or
+credentials that Temporal refuses are logged and retried at the next check,
+while the worker keeps the connection it has.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from enum import Enum
 
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
@@ -32,12 +35,29 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_SECONDS = 30.0
 
 
-def changed(current: ConnectOptions, latest: ConnectOptions) -> bool:
-    """Whether the credentials read now differ from those of the current connection."""
-    return latest.tls != current.tls
+class Change(Enum):
+    NONE = "none"
+    API_KEY = "api key"
+    """Only the API key differs: set it on the client."""
+    RECONNECT = "reconnect"
+    """The TLS material differs: only a new connection can present it."""
 
 
-async def follow_tls_files(
+def plan(current: ConnectOptions, latest: ConnectOptions) -> Change:
+    """What a worker connected with ``current`` must do to use ``latest``."""
+    if latest.tls != current.tls:
+        return Change.RECONNECT
+    if latest.api_key != current.api_key:
+        return Change.API_KEY
+    return Change.NONE
+
+
+def follows_files(cfg: TemporalConfig) -> bool:
+    """Whether the credentials come from files that can change under a running worker."""
+    return cfg.tls.enabled or bool(cfg.api_key_file)
+
+
+async def follow_credentials(
     worker: Worker,
     cfg: TemporalConfig,
     env: Mapping[str, str],
@@ -45,7 +65,7 @@ async def follow_tls_files(
     current: ConnectOptions,
     every: float = CHECK_EVERY_SECONDS,
 ) -> None:
-    """Reconnect ``worker`` whenever its TLS files change; runs until cancelled.
+    """Keep ``worker`` on its current credential files; runs until cancelled.
 
     ``runtime`` must be the one the worker's client was made with (``None``: the
     default), since a worker accepts a new client only on the same runtime.
@@ -55,9 +75,15 @@ async def follow_tls_files(
         try:
             latest = connect_options(cfg, env)
         except ConfigError as err:  # e.g. caught between two file writes
-            log.warning("cannot read the Temporal TLS files now (%s); checking again soon", err)
+            log.warning("cannot read the Temporal credentials now (%s); checking again soon", err)
             continue
-        if not changed(current, latest):
+        change = plan(current, latest)
+        if change is Change.NONE:
+            continue
+        if change is Change.API_KEY:
+            worker.client.api_key = latest.api_key
+            current = latest
+            log.info("the Temporal API key changed: the worker uses the new one")
             continue
         try:
             client = await connect_with(latest, runtime)

@@ -119,12 +119,13 @@ async def run_worker(
     env: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
     metrics: Metrics | None = None,
-    tls_check_seconds: float = rotation.CHECK_EVERY_SECONDS,
+    credentials_check_seconds: float = rotation.CHECK_EVERY_SECONDS,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
 
-    With TLS files configured, they are re-read every ``tls_check_seconds`` and a
-    rotated certificate is picked up without a restart (:mod:`.rotation`).
+    Credentials read from files (TLS, ``apiKeyFile``) are re-read every
+    ``credentials_check_seconds``, and rotated ones are used without a restart
+    (:mod:`.rotation`).
     """
     run_settings(config)  # fail before connecting if the model cannot be priced
     env = os.environ if env is None else env
@@ -138,10 +139,10 @@ async def run_worker(
     activities = ResearchActivities(config, metrics, env)
     worker = build_worker(client, config, activities)
     rotating = None
-    if config.temporal.tls.enabled:
+    if rotation.follows_files(config.temporal):
         rotating = asyncio.create_task(
-            rotation.follow_tls_files(
-                worker, config.temporal, env, runtime, options, tls_check_seconds
+            rotation.follow_credentials(
+                worker, config.temporal, env, runtime, options, credentials_check_seconds
             )
         )
     stop = stop or asyncio.Event()
