@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -309,6 +310,10 @@ def pdb(agent: Agent) -> Obj:
     }
 
 
+#: Task queue names KEDA's Temporal scaler accepts with includeRunningWorkflowCount.
+KEDA_QUERY_SAFE = re.compile(r"[a-zA-Z0-9\-_./:]+")
+
+
 def trigger_authentication(agent: Agent, spec: AgentSpec) -> Obj | None:
     """The credentials KEDA's Temporal scaler needs, from the agent's own Secrets.
 
@@ -340,17 +345,21 @@ def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults, authenticated: boo
     With ``authenticated`` the trigger uses the agent's TriggerAuthentication
     (same name), which makes KEDA connect with TLS like the workers do.
     """
-    trigger: Obj = {
-        "type": "temporal",
-        "metadata": {
-            "endpoint": spec.temporal.address or d.temporal_address,
-            "namespace": spec.temporal.namespace,
-            "taskQueue": task_queue(agent, spec),
-            "queueTypes": "workflow,activity",
-            "targetQueueSize": str(spec.workers.target_backlog_per_worker),
-            "activationTargetQueueSize": "0",
-        },
+    queue = task_queue(agent, spec)
+    metadata = {
+        "endpoint": spec.temporal.address or d.temporal_address,
+        "namespace": spec.temporal.namespace,
+        "taskQueue": queue,
+        "queueTypes": "workflow,activity",
+        "targetQueueSize": str(spec.workers.target_backlog_per_worker),
+        "activationTargetQueueSize": "0",
     }
+    if KEDA_QUERY_SAFE.fullmatch(queue):
+        # As the built-in autoscaler does: no scale to zero while runs are in
+        # flight, only when nothing waits and nothing runs (KEDA 2.21+). KEDA
+        # refuses the option for a queue name its visibility query cannot quote.
+        metadata["includeRunningWorkflowCount"] = "true"
+    trigger: Obj = {"type": "temporal", "metadata": metadata}
     if authenticated:
         trigger["authenticationRef"] = {"name": deployment_name(agent)}
     return {

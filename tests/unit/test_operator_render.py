@@ -157,6 +157,17 @@ def test_keda_scaled_object() -> None:
     # No credentials: no TriggerAuthentication, and KEDA connects without TLS.
     assert "authenticationRef" not in trigger
     assert "TriggerAuthentication" not in children(raw)
+    # Like the built-in autoscaler, no scale to zero while runs are in flight.
+    assert trigger["metadata"]["includeRunningWorkflowCount"] == "true"
+
+
+def test_keda_leaves_out_running_counts_for_a_queue_name_it_would_refuse() -> None:
+    raw = example_spec()
+    raw["workers"] = {"autoscaler": "keda"}
+    raw["temporal"] = {**raw["temporal"], "taskQueue": "research queue #1"}
+    (trigger,) = children(raw)["ScaledObject"]["spec"]["triggers"]
+    assert trigger["metadata"]["taskQueue"] == "research queue #1"
+    assert "includeRunningWorkflowCount" not in trigger["metadata"]
 
 
 def test_keda_gets_the_agents_temporal_credentials() -> None:
