@@ -1,15 +1,16 @@
 """Pure rendering: a ResearchAgent's spec to the Kubernetes objects its workers need.
 
 Everything the operator writes for an agent is decided here, without I/O, so a
-unit test can read the exact Deployment, ConfigMap, Service, PodDisruptionBudget
-and KEDA ScaledObject a spec produces. The worker configuration comes from the
-same mapping ``steadfast dev`` uses (:mod:`steadfast_worker.agentfile`), so a
-cluster and a laptop run an agent identically.
+unit test can read the exact Deployment, ConfigMap, Service, PodDisruptionBudget,
+KEDA ScaledObject and TriggerAuthentication a spec produces. The worker
+configuration comes from the same mapping ``steadfast dev`` uses
+(:mod:`steadfast_worker.agentfile`), so a cluster and a laptop run an agent
+identically.
 
 Rules kept here: secrets reach pods only as ``secretKeyRef`` environment
-variables or a mounted TLS Secret, never as values; pods meet the ``restricted``
-Pod Security Standard; the pod template carries a hash of the configuration so
-a changed ConfigMap rolls the Deployment.
+variables or mounted Secrets (TLS, the Temporal API key), never as values; pods
+meet the ``restricted`` Pod Security Standard; the pod template carries a hash of
+the configuration so a changed ConfigMap rolls the Deployment.
 """
 
 from __future__ import annotations
