@@ -3,7 +3,9 @@
 The cluster is built from the binaries of ``hack/k8s-binaries`` (located through
 ``$STEADFAST_K8S_BIN`` or the script itself) and started by ``tests.support.kube``.
 Starting it takes seconds, so the whole session shares it; tests stay apart by
-working in their own namespace.
+working in their own namespace. The operator tests' fixtures (the CRD, the
+simulator, an operator process per test) live in :mod:`tests.e2e.operator_env`
+and are registered here for every module.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.e2e.operator_env import crd, op_sim, operator  # noqa: F401  (fixtures)
 from tests.support.kube import KubeBinaries, KubeCluster, start_cluster
 
 

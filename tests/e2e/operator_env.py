@@ -16,11 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,22 +27,10 @@ import yaml
 from tests.support.kube import REPO, KubeCluster
 from tests.support.ports import free_port
 from tests.support.sim import SimHandle, running_sim
+from tests.support.waiting import wait_for
 
 CRD = REPO / "crds" / "researchagents.steadfast.dev.yaml"
 STEADFAST = str(Path(sys.executable).with_name("steadfast"))
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +201,14 @@ def secret(cluster: KubeCluster, namespace: str, name: str, data: dict[str, str]
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         },
     )
+
+
+def tls_secret(
+    cluster: KubeCluster, namespace: str, name: str, cert: Path, key: Path, ca: Path
+) -> None:
+    """A TLS Secret as ``spec.temporal.tls.secretName`` expects it, from PEM files."""
+    data = {"tls.crt": cert.read_text(), "tls.key": key.read_text(), "ca.crt": ca.read_text()}
+    secret(cluster, namespace, name, data)
 
 
 def get(cluster: KubeCluster, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 import yaml
 from tests.e2e.test_operator_rbac import NAMESPACED_RULES
 from tests.support.kube import KubeCluster, upstream_crd
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,6 @@ MONITORING_CRDS = (
     "podmonitors.monitoring.coreos.com",
     "prometheusrules.monitoring.coreos.com",
 )
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +268,9 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
     assert f"rollout status deployment/{release}-steadfast-operator" in notes
 
     wait_for(
-        "operator pod Running", lambda: running(operator_pods(cluster, restricted_ns, release))
+        "operator pod Running",
+        lambda: running(operator_pods(cluster, restricted_ns, release)),
+        timeout=90,
     )
     dev = cluster.kubectl_json(
         "get", "pods", "-n", restricted_ns, "-l", "app.kubernetes.io/component=temporal-dev"
@@ -333,7 +327,9 @@ def test_install_upgrade_uninstall_with_rbac_checked_both_ways(
     cluster.helm(
         "uninstall", release, "-n", restricted_ns, "--wait", "--timeout", "120s", timeout=240
     )
-    wait_for("operator pods gone", lambda: not operator_pods(cluster, restricted_ns, release))
+    wait_for(
+        "operator pods gone", lambda: not operator_pods(cluster, restricted_ns, release), timeout=90
+    )
     leftover = cluster.kubectl(
         "get", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}",
         "-o", "name",

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +24,9 @@ from tests.support.kube import (
     start_cluster,
     sweep_stale_workdirs,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def running_pods(cluster: KubeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:

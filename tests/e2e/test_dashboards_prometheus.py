@@ -38,6 +38,7 @@ import yaml
 from tests.support.kube import KubeCluster
 from tests.support.ports import free_port
 from tests.support.sim import SimHandle, running_sim
+from tests.support.waiting import wait_for
 
 from steadfast_worker import agentfile
 
@@ -46,14 +47,6 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 SCRAPE_INTERVAL = "1s"
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e import operator_env
 from tests.e2e.operator_env import (
     Operator,
     agent_manifest,
@@ -31,9 +30,6 @@ from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.e2e
 
-crd = operator_env.crd
-op_sim = operator_env.op_sim
-operator = operator_env.operator
 
 Patch = dict[str, Any]
 

@@ -16,7 +16,6 @@ import pytest
 import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
-from tests.e2e import operator_env
 from tests.e2e.operator_env import (
     Operator,
     agent_manifest,
@@ -33,11 +32,6 @@ from tests.support.sim import SimHandle
 from steadfast_worker import ids
 
 pytestmark = pytest.mark.e2e
-
-# Fixtures shared with the other operator e2e modules.
-crd = operator_env.crd
-op_sim = operator_env.op_sim
-operator = operator_env.operator
 
 
 def test_example_becomes_children_and_finished_runs(

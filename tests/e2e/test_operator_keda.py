@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e import operator_env
 from tests.e2e.operator_env import (
     Operator,
     agent_manifest,
     apply,
     get,
     secret,
+    tls_secret,
     wait_for,
 )
 from tests.support.kube import KubeCluster, upstream_crd
@@ -37,9 +37,6 @@ from steadfast_operator.spec import parse_spec
 
 pytestmark = pytest.mark.e2e
 
-crd = operator_env.crd
-op_sim = operator_env.op_sim
-operator = operator_env.operator
 
 KEDA_CRDS = ("scaledobjects.keda.sh", "triggerauthentications.keda.sh")
 
@@ -93,15 +90,8 @@ def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(
     pki = make_test_pki(tmp_path / "pki")
     with TLSProxy(temporal_address, pki) as proxy:
         secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
-        secret(
-            kube_cluster,
-            namespace,
-            "temporal-mtls",
-            {
-                "tls.crt": pki.client_cert.read_text(),
-                "tls.key": pki.client_key.read_text(),
-                "ca.crt": pki.ca.read_text(),
-            },
+        tls_secret(
+            kube_cluster, namespace, "temporal-mtls", pki.client_cert, pki.client_key, pki.ca
         )
         topics = [f"keda topic {i}" for i in range(4)]
         workers = {"autoscaler": "keda", "minReplicas": 0, "maxReplicas": 5}

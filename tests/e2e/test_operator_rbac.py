@@ -14,15 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e import operator_env
 from tests.e2e.operator_env import Operator, agent_manifest, apply, condition, get, secret, wait_for
 from tests.support.kube import KubeCluster
 from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.e2e
 
-crd = operator_env.crd
-op_sim = operator_env.op_sim
 
 #: The README's table, namespaced part.
 NAMESPACED_RULES: list[dict[str, Any]] = [

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
-from tests.e2e import operator_env
 from tests.e2e.operator_env import (
     Operator,
     agent_manifest,
@@ -28,6 +27,7 @@ from tests.e2e.operator_env import (
     get,
     running_operator,
     secret,
+    tls_secret,
     wait_for,
     worker_process,
 )
@@ -40,8 +40,6 @@ from steadfast_worker import ids
 
 pytestmark = pytest.mark.e2e
 
-crd = operator_env.crd
-op_sim = operator_env.op_sim
 
 RENEWED_SUBJECT = "/O=steadfast-tests/CN=steadfast-operator-renewed"
 
@@ -55,13 +53,6 @@ def operator(
     extra = ("--credentials-check", "1")
     with running_operator(kube_cluster, namespace, temporal_address, log, *extra) as op:
         yield op
-
-
-def tls_secret(
-    cluster: KubeCluster, namespace: str, name: str, cert: Path, key: Path, ca: Path
-) -> None:
-    data = {"tls.crt": cert.read_text(), "tls.key": key.read_text(), "ca.crt": ca.read_text()}
-    secret(cluster, namespace, name, data)
 
 
 async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(

@@ -13,9 +13,11 @@ it on the test's event loop, and offers helpers to start runs and read metrics.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -30,6 +32,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from tests.support.ports import free_port
 from tests.support.sim import SimHandle, sim, sim_server  # noqa: F401  (fixtures)
+from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.activities.storage import ReportStore, open_store
@@ -37,6 +40,7 @@ from steadfast_worker.config import WorkerConfig, parse_config
 from steadfast_worker.ids import workflow_id
 from steadfast_worker.metrics import Metrics
 from steadfast_worker.models import WORKFLOW_NAME, ResearchResult
+from steadfast_worker.processes import steadfast_command
 from steadfast_worker.worker import build_worker, research_input
 
 API_KEY_ENV = "STEADFAST_TEST_ANTHROPIC_KEY"
@@ -89,6 +93,29 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, sink)
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """A throwaway CA with a 127.0.0.1 server certificate and a client certificate."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mtls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
+    """The dev server behind TLS that requires a client certificate from ``pki``.
+
+    Per module, so the subjects it records belong to that module's tests alone.
+    """
+    with TLSProxy(temporal_address, pki) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
+    """Server-authenticated TLS only, as Temporal Cloud with an API key."""
+    with TLSProxy(temporal_address, pki, require_client_cert=False) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")
@@ -204,6 +231,16 @@ class Harness:
     async def store(self) -> ReportStore:
         dsn = self.env.get(PG_DSN_ENV, "")
         return await open_store(dsn, self.config.storage.sqlite_path)
+
+    async def spawn_worker(
+        self, doc: Mapping[str, Any], temporal_address: str, config_path: Path
+    ) -> asyncio.subprocess.Process:
+        """A ``steadfast worker`` process configured by ``doc``, with this harness's secrets."""
+        await asyncio.to_thread(config_path.write_text, json.dumps(doc))
+        argv = ["worker", "--config", str(config_path), "--address", temporal_address]
+        return await asyncio.create_subprocess_exec(
+            *steadfast_command(*argv, "--log-level", "ERROR"), env={**os.environ, **self.env}
+        )
 
     @contextlib.asynccontextmanager
     async def worker(self) -> AsyncIterator[None]:

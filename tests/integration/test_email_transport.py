@@ -29,7 +29,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from tests.integration.conftest import SMTP_URL_ENV, HarnessFactory
 from tests.support.ports import free_port
-from tests.support.tlsproxy import TestPKI, make_test_pki
+from tests.support.tlsproxy import TestPKI
 
 from steadfast_worker import errors
 
@@ -79,11 +79,6 @@ class Relay:
 
     def url(self, scheme: str = "smtp", password: str = URL_PASSWORD) -> str:
         return f"{scheme}://{USER}:{password}@127.0.0.1:{self.port}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return make_test_pki(tmp_path_factory.mktemp("smtp-pki"))
 
 
 def server_context(pki: TestPKI) -> ssl.SSLContext:
@@ -179,16 +174,27 @@ async def test_a_wrong_password_fails_the_run_and_sends_nothing(
     assert for_run(plain_relay, h.workflow_id(t)) == []
 
 
-async def test_smtps_verifies_the_relay_and_logs_in_over_tls(
-    harness: HarnessFactory, smtps_relay: Relay, trust: Path
+@pytest.mark.parametrize(
+    ("relay_fixture", "scheme"),
+    [("smtps_relay", "smtps"), ("starttls_relay", "smtp")],
+    ids=["smtps-verifies-the-relay", "smtp-upgrades-with-starttls"],
+)
+async def test_the_login_and_the_mail_go_over_verified_tls(
+    harness: HarnessFactory,
+    trust: Path,
+    relay_fixture: str,
+    scheme: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """``smtps://`` from the first byte, or ``smtp://`` upgraded with STARTTLS before login."""
+    relay: Relay = request.getfixturevalue(relay_fixture)
     async with harness() as h:
-        h.env[SMTP_URL_ENV] = smtps_relay.url("smtps")
+        h.env[SMTP_URL_ENV] = relay.url(scheme)
         t = topic()
         result = await h.run(t)
     assert result.status.email == "sent"
-    assert smtps_relay.logins == [(USER, True, True)]
-    [(_, over_tls)] = for_run(smtps_relay, h.workflow_id(t))
+    assert relay.logins == [(USER, True, True)]
+    [(_, over_tls)] = for_run(relay, h.workflow_id(t))
     assert over_tls
 
 
@@ -244,16 +250,3 @@ async def test_a_relay_that_hangs_up_before_the_mail_releases_the_claim(
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == errors.EMAIL_FAILED
-
-
-async def test_smtp_upgrades_with_starttls_before_logging_in(
-    harness: HarnessFactory, starttls_relay: Relay, trust: Path
-) -> None:
-    async with harness() as h:
-        h.env[SMTP_URL_ENV] = starttls_relay.url("smtp")
-        t = topic()
-        result = await h.run(t)
-    assert result.status.email == "sent"
-    assert starttls_relay.logins == [(USER, True, True)]
-    [(_, over_tls)] = for_run(starttls_relay, h.workflow_id(t))
-    assert over_tls

@@ -14,7 +14,7 @@ import asyncio
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,27 +36,9 @@ API_KEY_ENV = "STEADFAST_TEST_TEMPORAL_API_KEY"
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
 def stranger_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     """Another CA: trusting it instead of ``pki`` must not let the client in."""
     return make_test_pki(tmp_path_factory.mktemp("stranger-pki"))
-
-
-@pytest.fixture(scope="module")
-def mtls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
-    with TLSProxy(temporal_address, pki) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def tls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
-    """Server-authenticated TLS only, as Temporal Cloud with an API key."""
-    with TLSProxy(temporal_address, pki, require_client_cert=False) as proxy:
-        yield proxy
 
 
 def mtls_files(pki: TestPKI, ca: Path | None = None) -> TLSFiles:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, SmtpServer, ba
 from tests.support.kube_pki import issue
 from tests.support.sim import SimHandle
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
+from tests.support.waiting import wait_until
 
 from steadfast_worker import models, rotation
 from steadfast_worker.activities import ResearchActivities
@@ -37,17 +38,6 @@ from steadfast_worker.worker import build_worker, research_input, run_worker
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ROTATED_SUBJECT = "/O=steadfast-tests/CN=steadfast-worker-renewed"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    return make_test_pki(tmp_path_factory.mktemp("rotation-pki"))
-
-
-@pytest.fixture(scope="module")
-def proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
-    with TLSProxy(temporal_address, pki) as p:
-        yield p
 
 
 def mount(secret_dir: Path, cert: Path, key: Path, ca: Path) -> None:
@@ -68,14 +58,14 @@ def secret_dir(tmp_path: Path, pki: TestPKI) -> Path:
 
 @pytest.fixture
 async def worker_config(
-    proxy: TLSProxy,
+    mtls_proxy: TLSProxy,
     secret_dir: Path,
     sim: SimHandle,
     task_queue: str,
     tmp_path: Path,
 ) -> WorkerConfig:
     raw = base_config(sim, task_queue, tmp_path / "reports.db")
-    raw["temporal"] = {**raw["temporal"], "address": proxy.address}
+    raw["temporal"] = {**raw["temporal"], "address": mtls_proxy.address}
     raw["temporal"]["tls"] = {"secretDir": str(secret_dir)}
     return parse_config(raw)
 
@@ -110,44 +100,34 @@ async def test_a_renewed_certificate_is_used_and_a_bad_one_is_not(
     worker: None,
     worker_config: WorkerConfig,
     temporal_client: Client,
-    proxy: TLSProxy,
+    mtls_proxy: TLSProxy,
     pki: TestPKI,
     secret_dir: Path,
     tmp_path: Path,
 ) -> None:
     assert (await research(temporal_client, worker_config)).status.phase == "Completed"
-    assert set(proxy.subjects) == {pki.client_subject}
+    assert set(mtls_proxy.subjects) == {pki.client_subject}
 
     # A certificate the proxy does not trust: the new connection is refused, so
     # the worker keeps the one it has and runs still complete.
     stranger = make_test_pki(tmp_path / "stranger", client_subject="/O=elsewhere/CN=w")
-    refused_before = proxy.rejected
+    refused_before = mtls_proxy.rejected
     mount(secret_dir, stranger.client_cert, stranger.client_key, pki.ca)
-    for _ in range(100):
-        if proxy.rejected > refused_before:
-            break
-        await asyncio.sleep(0.1)
-    assert proxy.rejected > refused_before, "the worker never tried the new files"
+    await wait_until(
+        "the worker to try the new files", lambda: mtls_proxy.rejected > refused_before
+    )
     assert (await research(temporal_client, worker_config)).status.phase == "Completed"
-    assert set(proxy.subjects) == {pki.client_subject}
+    assert set(mtls_proxy.subjects) == {pki.client_subject}
 
     # The renewed certificate from the right CA, under a new subject: the worker
     # connects with it, and work keeps flowing through that connection.
     issue(pki.dir, "renewed", ROTATED_SUBJECT)
     mount(secret_dir, pki.dir / "renewed.crt", pki.dir / "renewed.key", pki.ca)
-    for _ in range(100):
-        if ROTATED_SUBJECT in proxy.subjects:
-            break
-        await asyncio.sleep(0.1)
-    assert ROTATED_SUBJECT in proxy.subjects, "the worker never connected with the renewed files"
+    await wait_until(
+        "the worker to connect with the renewed files",
+        lambda: ROTATED_SUBJECT in mtls_proxy.subjects,
+    )
     assert (await research(temporal_client, worker_config)).status.phase == "Completed"
-
-
-@pytest.fixture(scope="module")
-def tls_proxy(temporal_address: str, pki: TestPKI) -> Iterator[TLSProxy]:
-    """Server-authenticated TLS only, as Temporal Cloud with an API key."""
-    with TLSProxy(temporal_address, pki, require_client_cert=False) as p:
-        yield p
 
 
 async def test_a_rotated_api_key_is_set_on_the_client_in_place(
@@ -183,11 +163,9 @@ async def test_a_rotated_api_key_is_set_on_the_client_in_place(
             staged = tmp_path / ".api-key.new"
             staged.write_text("tk-second\n")
             staged.replace(key_file)
-            for _ in range(100):
-                if worker.client.api_key == "tk-second":
-                    break
-                await asyncio.sleep(0.05)
-            assert worker.client.api_key == "tk-second"
+            await wait_until(
+                "the new API key on the client", lambda: worker.client.api_key == "tk-second"
+            )
             assert worker.client is client  # the same connection, not a new one
             assert (await research(temporal_client, cfg)).status.phase == "Completed"
         finally:

@@ -8,15 +8,12 @@ run then completes on another worker without rewriting the report.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, HarnessFactory, base_config
+from tests.integration.conftest import HarnessFactory, base_config
 from tests.support.ports import free_port
 from tests.support.sim import wait_for_report_call
 
@@ -52,21 +49,7 @@ async def test_metrics_ports_and_graceful_sigterm(
                 "gracefulShutdown": "20s",
             }
         )
-        config_path = tmp_path / "worker.json"
-        config_path.write_text(json.dumps(doc))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "steadfast_worker",
-            "worker",
-            "--config",
-            str(config_path),
-            "--address",
-            temporal_address,
-            "--log-level",
-            "ERROR",
-            env={**os.environ, API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: h.smtp.url},
-        )
+        proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
         try:
             # About three seconds of streaming: long enough to SIGTERM in the middle.
             h.sim.set_faults({"llm": {"chunk_delay_ms": 40, "match": "research report"}})

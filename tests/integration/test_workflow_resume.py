@@ -8,15 +8,12 @@ the second is the in-process test worker on the same task queue.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import API_KEY_ENV, SMTP_URL_ENV, HarnessFactory, base_config
+from tests.integration.conftest import HarnessFactory, base_config
 from tests.support.sim import wait_for_report_call
 
 from steadfast_worker.models import Phase
@@ -28,21 +25,10 @@ async def test_killed_worker_resumes_within_heartbeat_timeout(
     harness: HarnessFactory, temporal_address: str, tmp_path: Path
 ) -> None:
     async with harness(start_worker=False) as h:
-        config_path = tmp_path / "worker.json"
         doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
-        config_path.write_text(json.dumps(doc))
         # Slow the report's stream so the kill lands in the middle of it.
         h.sim.set_faults({"llm": {"chunk_delay_ms": 150, "match": "research report"}})
-        command = [sys.executable, "-m", "steadfast_worker", "worker", "--config"]
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            str(config_path),
-            "--address",
-            temporal_address,
-            "--log-level",
-            "ERROR",
-            env={**os.environ, API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: h.smtp.url},
-        )
+        proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
         try:
             handle = await h.start("resume after kill")
             await wait_for_report_call(h.sim, handle.id, settle=0.5)
