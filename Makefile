@@ -18,7 +18,7 @@ bootstrap-all:
 	scripts/bootstrap --all
 
 # hack/ holds extension-less Python scripts that ruff would skip in a directory walk.
-LINT_PATHS := worker operator tests bench hack/k8s-binaries hack/cluster
+LINT_PATHS := contract worker operator dev cli tests bench hack/k8s-binaries hack/cluster
 
 lint:
 	$(VENV)/ruff check $(LINT_PATHS)

@@ -2,7 +2,7 @@
 
 Each benchmark is a script (``python bench/<name>.py``) that starts its own
 headless dev server, simulator and worker processes through the same
-:class:`steadfast_worker.embedded.Stack` that ``steadfast dev`` uses, so the
+:class:`steadfast_dev.embedded.Stack` that ``steadfast dev`` uses, so the
 figures describe the product as shipped, not a test double.
 """
 
@@ -23,9 +23,10 @@ from typing import Any, NoReturn
 import psutil
 from temporalio.client import Client, WorkflowHandle
 
-from steadfast_worker import agentfile, embedded
-from steadfast_worker.config import WorkerConfig
-from steadfast_worker.processes import Child
+from steadfast_contract import agentfile
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import embedded
+from steadfast_dev.processes import Child
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "market-watch.yaml"

@@ -54,8 +54,8 @@ from tests.support.ports import free_port  # noqa: E402
 from tests.support.temporal import DEV_SERVER_ARGS  # noqa: E402
 
 from operator_noop import NoopResearch  # noqa: E402
-from steadfast_worker import ids  # noqa: E402
-from steadfast_worker.devserver import temporal_binary  # noqa: E402
+from steadfast_contract import ids  # noqa: E402
+from steadfast_dev.devserver import temporal_binary  # noqa: E402
 
 STEADFAST = str(Path(sys.executable).with_name("steadfast"))
 NS = "bench"

@@ -28,7 +28,8 @@ from temporalio.api.history.v1 import HistoryEvent
 
 import benchlib
 from bare import WORKFLOW_NAME as BARE
-from steadfast_worker import embedded, runs
+from steadfast_contract import starter
+from steadfast_dev import embedded
 
 TARGET = 1.2
 HERE = Path(__file__).resolve().parent
@@ -86,7 +87,7 @@ async def main(n: int) -> int:
         await benchlib.wait_polling(s.client, bare_queue)
 
         async def steadfast_run(i: int) -> tuple[float, float, list[int]]:
-            started = await runs.start_topic(s.client, cfg, f"overhead topic {i} {uuid.uuid4()}")
+            started = await starter.start_topic(s.client, cfg, f"overhead topic {i} {uuid.uuid4()}")
             handle = s.client.get_workflow_handle(started.workflow_id)
             await handle.result()
             seconds = await benchlib.server_seconds(handle)

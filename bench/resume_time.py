@@ -15,7 +15,8 @@ import argparse
 import uuid
 
 import benchlib
-from steadfast_worker import chaos, runs
+from steadfast_contract import starter
+from steadfast_dev import chaos
 
 TARGET_S = 20.0
 
@@ -29,7 +30,7 @@ async def main(trials: int, phase: str) -> int:
         resumes: list[float] = []
         held = True
         for i in range(trials):
-            started = await runs.start_topic(s.client, cfg, f"resume {i} {uuid.uuid4()}")
+            started = await starter.start_topic(s.client, cfg, f"resume {i} {uuid.uuid4()}")
             report = await chaos.crash_during(
                 s.client,
                 s.sim_admin,

@@ -16,8 +16,9 @@ import time
 import uuid
 
 import benchlib
-from steadfast_worker import embedded, runs
-from steadfast_worker.config import WorkerConfig
+from steadfast_contract import starter
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import embedded
 
 
 async def batch(s: embedded.Stack, cfg: WorkerConfig, n: int, c: int) -> float:
@@ -27,7 +28,7 @@ async def batch(s: embedded.Stack, cfg: WorkerConfig, n: int, c: int) -> float:
 
     async def one(i: int) -> None:
         async with gate:
-            started = await runs.start_topic(s.client, cfg, f"throughput {tag} {i}")
+            started = await starter.start_topic(s.client, cfg, f"throughput {tag} {i}")
             await s.client.get_workflow_handle(started.workflow_id).result()
 
     t0 = time.monotonic()

@@ -12,7 +12,8 @@ from typing import Any
 
 import kopf
 
-from steadfast_operator import crdgen, reconcile, startup
+from steadfast_contract import crdgen
+from steadfast_operator import reconcile, startup
 from steadfast_operator.reconcile import AgentState
 from steadfast_operator.startup import OperatorConfig, Shared
 

@@ -21,13 +21,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from steadfast_contract.agentfile import AgentError
+from steadfast_contract.config import WorkerConfig
+from steadfast_contract.pricing import UnknownModelError, lookup
+from steadfast_contract.spec import AgentSpec
 from steadfast_operator import apply, autoscale, metrics, render, runs, status
 from steadfast_operator.kube import path
-from steadfast_operator.spec import AgentSpec, InvalidSpec, check_semantics, parse_spec
+from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
 from steadfast_operator.startup import Shared
-from steadfast_worker.agentfile import AgentError
-from steadfast_worker.config import WorkerConfig
-from steadfast_worker.pricing import UnknownModelError, lookup
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Everything the operator writes for an agent is decided here, without I/O, so a
 unit test can read the exact Deployment, ConfigMap, Service, PodDisruptionBudget,
 KEDA ScaledObject and TriggerAuthentication a spec produces. The worker
 configuration comes from the same mapping ``steadfast dev`` uses
-(:mod:`steadfast_worker.agentfile`), so a cluster and a laptop run an agent
+(:mod:`steadfast_contract.agentfile`), so a cluster and a laptop run an agent
 identically.
 
 Rules kept here: secrets reach pods only as ``secretKeyRef`` environment
@@ -24,16 +24,16 @@ from typing import Any
 
 import yaml
 
-from steadfast_operator import crdgen
-from steadfast_operator.spec import AgentSpec
-from steadfast_worker.agentfile import (
+from steadfast_contract import crdgen
+from steadfast_contract.agentfile import (
     DEFAULT_API_KEY_FILE,
     DEFAULT_TLS_DIR,
     SECRET_ENV,
     worker_config_from_agent,
 )
-from steadfast_worker.config import WorkerConfig
-from steadfast_worker.ids import default_task_queue
+from steadfast_contract.config import WorkerConfig
+from steadfast_contract.ids import default_task_queue
+from steadfast_contract.spec import AgentSpec
 
 Obj = dict[str, Any]
 

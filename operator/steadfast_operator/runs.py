@@ -1,7 +1,7 @@
 """The operator's side of workflows: starts, schedules, observation and cancellation.
 
 An agent's topics become workflows through the same idempotent start the
-command line uses (:func:`steadfast_worker.runs.start_topic`): the id is derived
+command line uses (:func:`steadfast_contract.starter.start_topic`): the id is derived
 from namespace, agent and topic, a running workflow is reused, a completed one
 is not re-run, so repeated events and operator restarts never duplicate a run.
 A ``schedule`` becomes one Temporal Schedule per topic, created, updated,
@@ -15,7 +15,7 @@ fetch yields the final status the workflow attached to its failure, so the
 spend of failed and budget-stopped runs counts towards the day's budget. A run
 with neither (terminated, timed out or cancelled from outside, or running with
 no worker to answer the query) counts with the spend it keeps in its memo
-(:class:`steadfast_worker.models.Spend`), which the visibility list returns.
+(:class:`steadfast_contract.models.Spend`), which the visibility list returns.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from steadfast_contract import ids, models
+from steadfast_contract import starter as worker_runs
+from steadfast_contract.config import WorkerConfig
 from steadfast_operator.status import RunInfo
-from steadfast_worker import ids, models
-from steadfast_worker import runs as worker_runs
-from steadfast_worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 

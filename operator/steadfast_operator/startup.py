@@ -21,9 +21,9 @@ import kopf
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from steadfast_contract.spec import AgentSpec, TemporalSpec
 from steadfast_operator import metrics, render
 from steadfast_operator.kube import Kube, load_config, path
-from steadfast_operator.spec import AgentSpec, TemporalSpec
 from steadfast_operator.taskqueues import QueueStats
 
 PREFIX = "steadfast.dev"

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from steadfast_operator.spec import AgentSpec
+from steadfast_contract.crdschema import MAX_RUNS_LISTED as MAX_RUNS_LISTED
+from steadfast_contract.spec import AgentSpec
 
 READY = "Ready"
 WORKERS_AVAILABLE = "WorkersAvailable"
 BUDGET_EXHAUSTED = "BudgetExhausted"
-MAX_RUNS_LISTED = 50
 
 
 @dataclass(frozen=True)

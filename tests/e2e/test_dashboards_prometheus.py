@@ -40,7 +40,7 @@ from tests.support.ports import free_port
 from tests.support.sim import SimHandle, running_sim
 from tests.support.waiting import wait_for
 
-from steadfast_worker import agentfile
+from steadfast_contract import agentfile
 
 pytestmark = pytest.mark.e2e
 
@@ -236,7 +236,7 @@ def test_every_dashboard_query_returns_data(
         prom_dir.mkdir()
         (prom_dir / "prometheus.yml").write_text(prometheus_config(namespace, operator_port, ports))
         worker_env = {**os.environ, "ANTHROPIC_API_KEY": "sk-x"}
-        steadfast = [sys.executable, "-m", "steadfast_worker"]
+        steadfast = [sys.executable, "-m", "steadfast_cli"]
 
         with contextlib.ExitStack() as stack:
             stack.enter_context(

@@ -29,7 +29,7 @@ from tests.e2e.operator_env import (
 from tests.support.kube import KubeCluster
 from tests.support.sim import SimHandle
 
-from steadfast_worker import ids
+from steadfast_contract import ids
 
 pytestmark = pytest.mark.e2e
 

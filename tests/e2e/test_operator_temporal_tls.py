@@ -36,7 +36,7 @@ from tests.support.kube_pki import issue
 from tests.support.sim import SimHandle
 from tests.support.tlsproxy import TLSProxy, make_test_pki
 
-from steadfast_worker import ids
+from steadfast_contract import ids
 
 pytestmark = pytest.mark.e2e
 

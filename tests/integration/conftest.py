@@ -7,7 +7,7 @@ and the Debian Postgres that ``make integration`` / ``.ci/run`` start
 (``STEADFAST_TEST_POSTGRES_DSN``; missing it fails under ``CI=true``).
 
 :func:`harness` builds a worker for the test's own task queue from a
-:class:`~steadfast_worker.config.WorkerConfig` with short retry intervals, runs
+:class:`~steadfast_contract.config.WorkerConfig` with short retry intervals, runs
 it on the test's event loop, and offers helpers to start runs and read metrics.
 """
 
@@ -34,13 +34,13 @@ from tests.support.ports import free_port
 from tests.support.sim import SimHandle, sim, sim_server  # noqa: F401  (fixtures)
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
+from steadfast_contract.config import WorkerConfig, parse_config
+from steadfast_contract.ids import workflow_id
+from steadfast_contract.models import WORKFLOW_NAME, ResearchResult
+from steadfast_dev.processes import steadfast_command
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.activities.storage import ReportStore, open_store
-from steadfast_worker.config import WorkerConfig, parse_config
-from steadfast_worker.ids import workflow_id
 from steadfast_worker.metrics import Metrics
-from steadfast_worker.models import WORKFLOW_NAME, ResearchResult
-from steadfast_worker.processes import steadfast_command
 from steadfast_worker.worker import build_worker, research_input
 
 API_KEY_ENV = "STEADFAST_TEST_ANTHROPIC_KEY"

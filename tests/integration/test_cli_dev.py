@@ -77,7 +77,7 @@ def test_dev_chaos_resumes_without_repeating_llm_calls(tmp_path: Path) -> None:
 
 def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     env = dev_env() | {"COLUMNS": "250"}
-    cmd = [sys.executable, "-m", "steadfast_worker", "dev", "--port", "0", "--ui-port", "0"]
+    cmd = [sys.executable, "-m", "steadfast_cli", "dev", "--port", "0", "--ui-port", "0"]
     cmd += ["--state-dir", str(tmp_path), "--topic", "interrupted topic"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
@@ -94,7 +94,7 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     assert len(leftovers(tmp_path)) >= 2  # dev server and worker are up
     children = psutil.Process(proc.pid).children(recursive=True)
     names = " ".join(" ".join(c.cmdline()) for c in children)
-    for part in ("server start-dev", "steadfast_worker sim", "steadfast_worker worker"):
+    for part in ("server start-dev", "steadfast_cli sim", "steadfast_cli worker"):
         assert part in names, names
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)

@@ -16,7 +16,8 @@ import pytest
 from temporalio.client import Client
 from tests.support.stack import cli, example_config, on_queue, open_stack
 
-from steadfast_worker import chaos, embedded, ids, models, runs
+from steadfast_contract import ids, models, starter
+from steadfast_dev import chaos, embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -90,7 +91,7 @@ async def test_concurrent_starts_share_one_run(
     assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
     wf_id = ids.workflow_id("research", "market-watch", topic)
     assert await executions(temporal_client, wf_id) == 1
-    await runs.wait_closed(temporal_client, wf_id)
+    await starter.wait_closed(temporal_client, wf_id)
 
 
 async def test_follow_prints_the_report_live(worker_queue: str, temporal_address: str) -> None:
@@ -140,13 +141,13 @@ async def test_approve_and_reject(
     no = await steadfast("approve", no_id, "--reject", "--reason", "thin sources", *conn)
     assert no.returncode == 0, no.stdout + no.stderr
 
-    await runs.wait_closed(temporal_client, ok_id)
-    await runs.wait_closed(temporal_client, no_id)
-    ok_row = await runs.describe_run(temporal_client, ok_id)
-    no_row = await runs.describe_run(temporal_client, no_id)
+    await starter.wait_closed(temporal_client, ok_id)
+    await starter.wait_closed(temporal_client, no_id)
+    ok_row = await starter.describe_run(temporal_client, ok_id)
+    no_row = await starter.describe_run(temporal_client, no_id)
     assert ok_row.phase == models.Phase.COMPLETED.value
     assert no_row.phase == models.Phase.REJECTED.value
-    status = await runs.query_status(temporal_client, ok_id)
+    status = await starter.query_status(temporal_client, ok_id)
     assert status.reviewer == "alice"
 
     twice = await steadfast("approve", ok_id, "--reviewer", "bob", *conn)
@@ -171,7 +172,7 @@ async def test_wait_reports_each_run_as_it_closes(
         await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.AWAITING_APPROVAL)
     no = await steadfast("approve", quick_id, "--reject", "--reason", "off topic", *conn)
     assert no.returncode == 0, no.stdout + no.stderr
-    await runs.wait_closed(temporal_client, quick_id)
+    await starter.wait_closed(temporal_client, quick_id)
     yes = await steadfast("approve", slow_id, "--reviewer", "alice", *conn)
     assert yes.returncode == 0, yes.stdout + yes.stderr
 

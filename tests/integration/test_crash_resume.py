@@ -31,8 +31,9 @@ from temporalio.client import Client
 from tests.support.ports import free_port
 from tests.support.stack import ROOT, example_config, on_queue, open_stack
 
-from steadfast_worker import chaos, embedded, models, runs
-from steadfast_worker.processes import Child
+from steadfast_contract import models, starter
+from steadfast_dev import chaos, embedded
+from steadfast_dev.processes import Child
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -149,7 +150,9 @@ async def test_sigkill_during_step_resumes_without_repeating_llm_calls(
     mails_before = len(handler.messages)
 
     worker = crash_stack.start_worker(cfg, env)
-    started = await runs.start_topic(temporal_client, cfg, f"crash during {phase} {uuid.uuid4()}")
+    started = await starter.start_topic(
+        temporal_client, cfg, f"crash during {phase} {uuid.uuid4()}"
+    )
     lock: FileLock | None = None
     if phase == models.Phase.SAVING.value:
         # Hold the database so the save is in progress (blocked) when the worker dies.
@@ -186,7 +189,7 @@ async def test_sigkill_during_step_resumes_without_repeating_llm_calls(
         assert report.served_before >= 1, "the kill came before any LLM call had finished"
     assert all(count == 1 for count in served.values()), served
     assert report.resume_s is not None
-    final = await runs.query_status(temporal_client, started.workflow_id)
+    final = await starter.query_status(temporal_client, started.workflow_id)
     assert final.report_id
     assert final.llm_calls == 2
     # At most one review mail per run, whatever the kill interrupted.

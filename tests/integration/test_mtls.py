@@ -24,11 +24,12 @@ from temporalio.service import TLSConfig
 from tests.support.stack import cli, example_config, on_queue, open_stack
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
-from steadfast_worker import embedded, ids
-from steadfast_worker.config import TemporalConfig
-from steadfast_worker.config import TLSConfig as TLSFiles
+from steadfast_contract import ids
+from steadfast_contract.config import TemporalConfig
+from steadfast_contract.config import TLSConfig as TLSFiles
+from steadfast_dev import embedded
+from steadfast_dev.processes import steadfast_command
 from steadfast_worker.connection import connect, connect_options
-from steadfast_worker.processes import steadfast_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -21,13 +21,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 from tests.integration.conftest import HarnessFactory
 
+from steadfast_contract import budget, ids, models, pricing
+from steadfast_contract import starter as worker_runs
+from steadfast_contract.config import WorkerConfig, parse_config
+from steadfast_dev import chaos
 from steadfast_operator import runs, status, taskqueues
 from steadfast_operator.kube import Kube
 from steadfast_operator.spec import parse_spec
 from steadfast_operator.startup import TemporalPool
-from steadfast_worker import budget, chaos, ids, models, pricing
-from steadfast_worker import runs as worker_runs
-from steadfast_worker.config import WorkerConfig, parse_config
 from steadfast_worker.workflows import QUERY_PROMPT_CHARS
 
 pytestmark = pytest.mark.integration

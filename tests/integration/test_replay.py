@@ -21,7 +21,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from steadfast_worker.models import WORKFLOW_NAME, ResearchInput
+from steadfast_contract.models import WORKFLOW_NAME, ResearchInput
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration

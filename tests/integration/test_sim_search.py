@@ -10,8 +10,8 @@ import httpx
 import pytest
 from tests.support.sim import SimHandle, running_sim, spawned_sim
 
-from steadfast_worker.sim import SimConfig, served_more_than_once
-from steadfast_worker.sim.faults import ServicePlan
+from steadfast_dev.sim import SimConfig, served_more_than_once
+from steadfast_dev.sim.faults import ServicePlan
 
 pytestmark = pytest.mark.integration
 

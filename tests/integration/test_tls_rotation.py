@@ -27,11 +27,12 @@ from tests.support.sim import SimHandle
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 from tests.support.waiting import wait_until
 
-from steadfast_worker import models, rotation
+from steadfast_contract import models
+from steadfast_contract.config import WorkerConfig, parse_config
+from steadfast_contract.ids import workflow_id
+from steadfast_worker import rotation
 from steadfast_worker.activities import ResearchActivities
-from steadfast_worker.config import WorkerConfig, parse_config
 from steadfast_worker.connection import connect_options, connect_with
-from steadfast_worker.ids import workflow_id
 from steadfast_worker.metrics import Metrics
 from steadfast_worker.worker import build_worker, research_input, run_worker
 

@@ -9,7 +9,7 @@ import pytest
 from temporalio.common import WorkflowIDConflictPolicy
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_worker.models import Phase
+from steadfast_contract.models import Phase
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from tests.integration.conftest import Harness, HarnessFactory
 
-from steadfast_worker.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_worker import budget, pricing
-from steadfast_worker.models import (
+from steadfast_contract import budget, pricing
+from steadfast_contract.models import (
     APPROVE_UPDATE,
     REJECT_SIGNAL,
     STATUS_QUERY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_worker.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 
 pytestmark = pytest.mark.integration
 

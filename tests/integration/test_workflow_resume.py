@@ -16,7 +16,7 @@ import pytest
 from tests.integration.conftest import HarnessFactory, base_config
 from tests.support.sim import wait_for_report_call
 
-from steadfast_worker.models import Phase
+from steadfast_contract.models import Phase
 
 pytestmark = pytest.mark.integration
 

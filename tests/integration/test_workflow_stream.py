@@ -9,8 +9,8 @@ import pytest
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_worker.models import REPORT_TOPIC, STATUS_TOPIC, Phase, ReportChunk, RunStatus
-from steadfast_worker.pricing import WEB_SEARCH_USD_PER_REQUEST
+from steadfast_contract.models import REPORT_TOPIC, STATUS_TOPIC, Phase, ReportChunk, RunStatus
+from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
 
 pytestmark = pytest.mark.integration
 

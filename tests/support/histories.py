@@ -26,8 +26,9 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
-from steadfast_worker import chaos, embedded, models, runs
-from steadfast_worker.config import WorkerConfig
+from steadfast_contract import models, starter
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import chaos, embedded
 from tests.support.ports import free_port
 from tests.support.stack import ROOT, example_config, on_queue
 
@@ -43,13 +44,13 @@ Scenario = Callable[[embedded.Stack, WorkerConfig, str], Awaitable[str]]
 
 
 async def _start(client: Client, cfg: WorkerConfig, name: str) -> str:
-    started = await runs.start_topic(client, cfg, f"history {name} {uuid.uuid4().hex[:6]}")
+    started = await starter.start_topic(client, cfg, f"history {name} {uuid.uuid4().hex[:6]}")
     return started.workflow_id
 
 
 async def happy(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     wf = await _start(s.client, cfg, name)
-    await runs.wait_closed(s.client, wf)
+    await starter.wait_closed(s.client, wf)
     return wf
 
 
@@ -87,7 +88,7 @@ async def approved(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
     handle = s.client.get_workflow_handle(wf)
     await handle.execute_update(models.APPROVE_UPDATE, models.ApproveInput("alice", "ok"))
-    await runs.wait_closed(s.client, wf)
+    await starter.wait_closed(s.client, wf)
     return wf
 
 
@@ -96,7 +97,7 @@ async def rejected(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
     handle = s.client.get_workflow_handle(wf)
     await handle.signal(models.REJECT_SIGNAL, models.RejectInput("bob", "thin"))
-    await runs.wait_closed(s.client, wf)
+    await starter.wait_closed(s.client, wf)
     return wf
 
 
@@ -159,7 +160,7 @@ async def capture(names: list[str]) -> dict[str, str]:
                     wf = await SCENARIOS[name](s, cfg, name)
                     history = await s.client.get_workflow_handle(wf).fetch_history()
                     captured[name] = history.to_json()
-                    row = await runs.describe_run(s.client, wf)
+                    row = await starter.describe_run(s.client, wf)
                     print(f"{name}: {row.phase}, {len(history.events)} events")
     finally:
         smtp.stop()

@@ -27,7 +27,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from steadfast_worker.sim import SimAdmin, SimConfig, SimulatorThread
+from steadfast_dev.sim import SimAdmin, SimConfig, SimulatorThread
 from tests.support.ports import free_port
 
 
@@ -118,7 +118,7 @@ def spawned_sim(*flags: str, port: int | None = None) -> Iterator[SimHandle]:
     Runs the verb's module directly, which skips importing the other verbs.
     """
     port = port or free_port()
-    module = "steadfast_worker.commands.sim"
+    module = "steadfast_cli.commands.sim"
     command = [sys.executable, "-m", module, "--port", str(port), *flags]
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)

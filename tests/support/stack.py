@@ -2,7 +2,7 @@
 
 The tests that kill workers or drive the ``steadfast`` command line need the
 worker as a real process (``steadfast worker --config``), exactly as ``steadfast
-dev`` and a pod run it. :class:`steadfast_worker.embedded.Stack` provides that; here
+dev`` and a pod run it. :class:`steadfast_dev.embedded.Stack` provides that; here
 it is pointed at the session's dev server instead of starting its own.
 """
 
@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from steadfast_worker import agentfile, embedded
-from steadfast_worker.config import WorkerConfig
+from steadfast_contract import agentfile
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -50,7 +51,7 @@ def cli(
     run_env = dict(os.environ if env is None else env)
     run_env["COLUMNS"] = "250"
     return subprocess.run(
-        [sys.executable, "-m", "steadfast_worker", *args],
+        [sys.executable, "-m", "steadfast_cli", *args],
         capture_output=True,
         text=True,
         env=run_env,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio.testing import WorkflowEnvironment
 
-from steadfast_worker.devserver import temporal_binary
+from steadfast_dev.devserver import temporal_binary
 from tests.support.ports import free_port
 
 #: Task-queue statistics are cached for ~5 s by default; tests that read backlog

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from steadfast_worker import agentfile
-from steadfast_worker.agentfile import AgentError
+from steadfast_contract import agentfile
+from steadfast_contract.agentfile import AgentError
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from steadfast_worker import budget
-from steadfast_worker.models import Pricing
-from steadfast_worker.pricing import Usage, cost_usd
+from steadfast_contract import budget
+from steadfast_contract.models import Pricing
+from steadfast_contract.pricing import Usage, cost_usd
 
 pytestmark = pytest.mark.unit
 

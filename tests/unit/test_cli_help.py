@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from steadfast_worker import cli
+from steadfast_cli import main
 
 pytestmark = pytest.mark.unit
 
@@ -24,17 +24,17 @@ EXPECTED_FLAGS: dict[str, list[str]] = {
 
 def verb_parser(verb: str) -> argparse.ArgumentParser:
     """The verb's parser as the dispatcher builds it, without loading the other verbs."""
-    module = cli._load(verb)
+    module = main._load(verb)
     parser = argparse.ArgumentParser(prog=f"steadfast {verb}", description=module.HELP)
     module.configure(parser)
     return parser
 
 
 def test_every_verb_is_checked() -> None:
-    assert set(EXPECTED_FLAGS) == set(cli.VERBS)
+    assert set(EXPECTED_FLAGS) == set(main.VERBS)
 
 
-@pytest.mark.parametrize("verb", list(cli.VERBS))
+@pytest.mark.parametrize("verb", list(main.VERBS))
 def test_verb_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         verb_parser(verb).parse_args(["--help"])
@@ -47,20 +47,20 @@ def test_verb_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_top_level_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["--help"])
+        main.build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    for verb in cli.VERBS:
+    for verb in main.VERBS:
         assert verb in out
 
 
 def test_approve_requires_a_reviewer(capsys: pytest.CaptureFixture[str]) -> None:
     # Refused before any connection is attempted.
     args = verb_parser("approve").parse_args(["wf-1", "--address", "127.0.0.1:1"])
-    assert cli._load("approve").run(args) == 2
+    assert main._load("approve").run(args) == 2
     assert "--reviewer is required" in capsys.readouterr().out
 
 
 def test_run_without_topics_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     args = verb_parser("run").parse_args(["--address", "127.0.0.1:1"])
-    assert cli._load("run").run(args) == 2
+    assert main._load("run").run(args) == 2
     assert "no topics" in capsys.readouterr().out

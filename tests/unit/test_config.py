@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from steadfast_worker.commands import worker as worker_command
-from steadfast_worker.config import ConfigError, WorkerConfig, load_config, parse_config
-from steadfast_worker.models import Pricing, RetryPolicySpec
-from steadfast_worker.worker import missing_secrets, research_input, run_settings
+from steadfast_cli.commands import worker as worker_command
+from steadfast_contract.config import ConfigError, WorkerConfig, load_config, parse_config
+from steadfast_contract.models import Pricing, RetryPolicySpec
+from steadfast_contract.starter import research_input
+from steadfast_contract.starter import settings_from_config as run_settings
+from steadfast_worker.worker import missing_secrets
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from temporalio.service import TLSConfig
 
+from steadfast_contract.config import ConfigError, TemporalConfig, parse_config
 from steadfast_worker import rotation
-from steadfast_worker.config import ConfigError, TemporalConfig, parse_config
 from steadfast_worker.connection import ConnectOptions, connect_options
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steadfast_worker.follow import Follower
-from steadfast_worker.models import ReportChunk
+from steadfast_cli.follow import Follower
+from steadfast_contract.models import ReportChunk
 
 pytestmark = pytest.mark.unit
 

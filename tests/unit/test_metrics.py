@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
+from steadfast_contract.pricing import Usage
 from steadfast_worker.metrics import Labels, Metrics
-from steadfast_worker.pricing import Usage
 
 pytestmark = pytest.mark.unit
 

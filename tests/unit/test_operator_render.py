@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from steadfast_contract.config import parse_config
 from steadfast_operator import render
 from steadfast_operator.spec import parse_spec
-from steadfast_worker.config import parse_config
 
 pytestmark = pytest.mark.unit
 

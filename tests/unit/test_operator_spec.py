@@ -9,7 +9,7 @@ import kopf
 import pytest
 import yaml
 
-from steadfast_operator import crdgen
+from steadfast_contract import crdgen
 from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
 
 pytestmark = pytest.mark.unit
@@ -102,7 +102,7 @@ def test_committed_crds_match_the_generator() -> None:
     rendered = crdgen.render()
     for path in ("crds", "charts/steadfast/crds"):
         committed = (ROOT / path / "researchagents.steadfast.dev.yaml").read_text()
-        assert committed == rendered, f"{path} drifted: run python -m steadfast_operator.crdgen"
+        assert committed == rendered, f"{path} drifted: run python -m steadfast_contract.crdgen"
 
 
 def _walk(schema: dict[str, Any], where: str) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steadfast_worker.models import Pricing
-from steadfast_worker.pricing import (
+from steadfast_contract.models import Pricing
+from steadfast_contract.pricing import (
     PRICES,
     UnknownModelError,
     Usage,

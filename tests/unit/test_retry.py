@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from steadfast_contract.models import RetryPolicies, RetryPolicySpec
+from steadfast_contract.retry import backoff_schedule, to_retry_policy
 from steadfast_worker.errors import NON_RETRYABLE_TYPES
-from steadfast_worker.models import RetryPolicies, RetryPolicySpec
-from steadfast_worker.retry import backoff_schedule, to_retry_policy
 
 pytestmark = pytest.mark.unit
 

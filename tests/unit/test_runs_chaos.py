@@ -11,8 +11,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from steadfast_worker import agentfile, chaos, devserver, embedded, models, runs
-from steadfast_worker.config import WorkerConfig
+from steadfast_contract import agentfile, models, starter
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import chaos, devserver, embedded
 
 pytestmark = pytest.mark.unit
 
@@ -25,7 +26,7 @@ def config() -> WorkerConfig:
 
 def test_settings_carry_the_deterministic_config() -> None:
     cfg = config()
-    inp = runs.research_input(cfg, "t")
+    inp = starter.research_input(cfg, "t")
     assert inp.topic == "t"
     assert (inp.agent, inp.namespace) == ("market-watch", "research")
     s = inp.settings
@@ -41,13 +42,13 @@ def test_settings_carry_the_deterministic_config() -> None:
 
 
 def test_reuse_policy() -> None:
-    assert runs.reuse_policy(True) == WorkflowIDReusePolicy.ALLOW_DUPLICATE
-    assert runs.reuse_policy(False) == WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+    assert starter.reuse_policy(True) == WorkflowIDReusePolicy.ALLOW_DUPLICATE
+    assert starter.reuse_policy(False) == WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
 
 
 def test_row_for_closed_keeps_the_workflows_own_terminal_phase() -> None:
     status = models.RunStatus(topic="t", phase=models.Phase.BUDGET_EXHAUSTED, cost_usd=0.9)
-    row = runs.row_for_closed("wf", "t", WorkflowExecutionStatus.FAILED, status, "budget")
+    row = starter.row_for_closed("wf", "t", WorkflowExecutionStatus.FAILED, status, "budget")
     assert row.phase == "BudgetExhausted"
     assert row.cost_usd == 0.9
     assert row.message == "budget"
@@ -56,11 +57,11 @@ def test_row_for_closed_keeps_the_workflows_own_terminal_phase() -> None:
 
 def test_row_for_closed_from_outside_uses_the_closing_status() -> None:
     status = models.RunStatus(topic="t", phase=models.Phase.WRITING, llm_calls=1)
-    row = runs.row_for_closed("wf", "t", WorkflowExecutionStatus.TERMINATED, status)
+    row = starter.row_for_closed("wf", "t", WorkflowExecutionStatus.TERMINATED, status)
     assert row.phase == "Terminated"
     assert row.llm_calls == 1
     assert row.terminal
-    assert runs.row_for_closed("wf", "t", WorkflowExecutionStatus.TIMED_OUT, None).phase == (
+    assert starter.row_for_closed("wf", "t", WorkflowExecutionStatus.TIMED_OUT, None).phase == (
         "TimedOut"
     )
 
@@ -79,7 +80,7 @@ async def test_status_from_failure_reads_the_attached_status() -> None:
     err = await _through_the_wire(
         ApplicationError("run budget exhausted", sent, type="BudgetExhausted")
     )
-    got = runs.status_from_failure(err, DataConverter.default.payload_converter)
+    got = starter.status_from_failure(err, DataConverter.default.payload_converter)
     assert got == sent
     assert got is not None
     assert got.phase is models.Phase.BUDGET_EXHAUSTED
@@ -89,15 +90,15 @@ async def test_status_from_failure_without_a_status_is_none() -> None:
     conv = DataConverter.default.payload_converter
     # Histories from before the status was attached, and unrelated details.
     old = await _through_the_wire(ApplicationError("boom", type="Failed"))
-    assert runs.status_from_failure(old, conv) is None
+    assert starter.status_from_failure(old, conv) is None
     odd = await _through_the_wire(ApplicationError("boom", "not a status", type="Failed"))
-    assert runs.status_from_failure(odd, conv) is None
-    assert runs.status_from_failure(RuntimeError("x"), conv) is None
+    assert starter.status_from_failure(odd, conv) is None
+    assert starter.status_from_failure(RuntimeError("x"), conv) is None
 
 
 def test_running_rows_are_not_terminal() -> None:
-    assert not runs.RunRow("t", "wf", "Writing").terminal
-    assert not runs.RunRow("t", "wf", "Running").terminal
+    assert not starter.RunRow("t", "wf", "Writing").terminal
+    assert not starter.RunRow("t", "wf", "Running").terminal
 
 
 def _entry(key: str, outcome: str, start: float, end: float | None) -> dict[str, object]:
@@ -147,7 +148,7 @@ def test_local_config_points_at_the_stack(tmp_path: Path) -> None:
         config(), temporal_address="a:1", state_dir=tmp_path, sim_url="http://s", llm_sim=False
     )
     assert real.model.base_url == ""
-    from steadfast_worker.config import parse_config
+    from steadfast_contract.config import parse_config
 
     assert parse_config(embedded.config_document(cfg)) == cfg
 

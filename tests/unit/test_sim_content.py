@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from steadfast_worker.sim import content, messages
+from steadfast_dev.sim import content, messages
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from steadfast_worker.sim.faults import (
+from steadfast_dev.sim.faults import (
     FAULT_KINDS,
     ServicePlan,
     choose_fault,

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from steadfast_worker.commands import sim as sim_command
-from steadfast_worker.sim.requestlog import RequestLog, body_key, request_key
+from steadfast_cli.commands import sim as sim_command
+from steadfast_dev.sim.requestlog import RequestLog, body_key, request_key
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,9 @@
 """Steadfast's durable research worker.
 
 The package holds everything a Temporal worker process needs to run
-``ResearchWorkflow``: the workflow, its activities, their configuration, the
-cost model, metrics, the LLM and search simulators, and the ``steadfast``
-command line that drives all of it.
+``ResearchWorkflow``: the workflow, its activities, the LLM client, error
+classification, metrics and the connection to Temporal. What it shares with the
+operator and the starters lives in :mod:`steadfast_contract`.
 """
 
 __version__ = "0.1.0"

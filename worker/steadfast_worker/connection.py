@@ -18,8 +18,8 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from steadfast_worker.config import ConfigError, TemporalConfig
-from steadfast_worker.config import TLSConfig as TLSFiles
+from steadfast_contract.config import ConfigError, TemporalConfig
+from steadfast_contract.config import TLSConfig as TLSFiles
 
 
 @dataclass(frozen=True)

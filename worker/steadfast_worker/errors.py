@@ -26,39 +26,62 @@ import httpx
 import httpx2
 from temporalio.exceptions import ApplicationError
 
-# Error type names: stable strings that appear in metrics labels, workflow
-# failures and RetryPolicy.non_retryable_error_types.
-RATE_LIMITED: Final = "RateLimited"
-OVERLOADED: Final = "Overloaded"
-SERVER_ERROR: Final = "ServerError"
-TIMEOUT: Final = "Timeout"
-CONNECTION_FAILED: Final = "ConnectionFailed"
-BAD_REQUEST: Final = "BadRequest"
-UNAUTHORIZED: Final = "Unauthorized"
-FORBIDDEN: Final = "Forbidden"
-NOT_FOUND: Final = "NotFound"
-CLIENT_ERROR: Final = "ClientError"
-INVALID_MODEL_OUTPUT: Final = "InvalidModelOutput"
-MISSING_CREDENTIALS: Final = "MissingCredentials"
-MISCONFIGURED: Final = "Misconfigured"
-BUDGET_EXHAUSTED: Final = "BudgetExhausted"
-EMAIL_REJECTED: Final = "EmailRejected"
-EMAIL_FAILED: Final = "EmailFailed"
-DATABASE_ERROR: Final = "DatabaseError"
-UNEXPECTED: Final = "Unexpected"
-
-#: Types that must never be retried, whatever the retry policy says.
-NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (
-    BAD_REQUEST,
-    UNAUTHORIZED,
-    FORBIDDEN,
-    NOT_FOUND,
-    CLIENT_ERROR,
-    INVALID_MODEL_OUTPUT,
-    MISSING_CREDENTIALS,
-    MISCONFIGURED,
-    BUDGET_EXHAUSTED,
-    EMAIL_REJECTED,
+from steadfast_contract.errortypes import (
+    BAD_REQUEST as BAD_REQUEST,
+)
+from steadfast_contract.errortypes import (
+    BUDGET_EXHAUSTED as BUDGET_EXHAUSTED,
+)
+from steadfast_contract.errortypes import (
+    CLIENT_ERROR as CLIENT_ERROR,
+)
+from steadfast_contract.errortypes import (
+    CONNECTION_FAILED as CONNECTION_FAILED,
+)
+from steadfast_contract.errortypes import (
+    DATABASE_ERROR as DATABASE_ERROR,
+)
+from steadfast_contract.errortypes import (
+    EMAIL_FAILED as EMAIL_FAILED,
+)
+from steadfast_contract.errortypes import (
+    EMAIL_REJECTED as EMAIL_REJECTED,
+)
+from steadfast_contract.errortypes import (
+    FORBIDDEN as FORBIDDEN,
+)
+from steadfast_contract.errortypes import (
+    INVALID_MODEL_OUTPUT as INVALID_MODEL_OUTPUT,
+)
+from steadfast_contract.errortypes import (
+    MISCONFIGURED as MISCONFIGURED,
+)
+from steadfast_contract.errortypes import (
+    MISSING_CREDENTIALS as MISSING_CREDENTIALS,
+)
+from steadfast_contract.errortypes import (
+    NON_RETRYABLE_TYPES as NON_RETRYABLE_TYPES,
+)
+from steadfast_contract.errortypes import (
+    NOT_FOUND as NOT_FOUND,
+)
+from steadfast_contract.errortypes import (
+    OVERLOADED as OVERLOADED,
+)
+from steadfast_contract.errortypes import (
+    RATE_LIMITED as RATE_LIMITED,
+)
+from steadfast_contract.errortypes import (
+    SERVER_ERROR as SERVER_ERROR,
+)
+from steadfast_contract.errortypes import (
+    TIMEOUT as TIMEOUT,
+)
+from steadfast_contract.errortypes import (
+    UNAUTHORIZED as UNAUTHORIZED,
+)
+from steadfast_contract.errortypes import (
+    UNEXPECTED as UNEXPECTED,
 )
 
 #: A server asking for longer than this is treated as asking for this long:

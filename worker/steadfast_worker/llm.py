@@ -6,7 +6,7 @@ metrics and a retried call is never retried twice over. The API key is read from
 the environment here, inside the activity worker, so it never enters workflow
 inputs, history, logs or status.
 
-The helpers convert the SDK's usage objects into :class:`~steadfast_worker.pricing.Usage`.
+The helpers convert the SDK's usage objects into :class:`~steadfast_contract.pricing.Usage`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import anthropic
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract.config import ModelConfig
+from steadfast_contract.pricing import Usage
 from steadfast_worker import errors
-from steadfast_worker.config import ModelConfig
-from steadfast_worker.pricing import Usage
 
 #: Sent with every call so the simulator's request log (and a gateway's) can tie
 #: all attempts of one logical call together.

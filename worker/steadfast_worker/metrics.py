@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from steadfast_worker.models import Phase
-from steadfast_worker.pricing import Usage
+from steadfast_contract.models import Phase
+from steadfast_contract.pricing import Usage
 
 #: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
 RUN_COST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -27,7 +27,7 @@ from enum import Enum
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
-from steadfast_worker.config import ConfigError, TemporalConfig
+from steadfast_contract.config import ConfigError, TemporalConfig
 from steadfast_worker.connection import ConnectOptions, connect_options, connect_with
 
 log = logging.getLogger(__name__)

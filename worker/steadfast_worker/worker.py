@@ -1,15 +1,14 @@
 """The worker process: one task queue, ``ResearchWorkflow`` and its activities.
 
-Everything a worker needs comes from a :class:`~steadfast_worker.config.WorkerConfig`
+Everything a worker needs comes from a :class:`~steadfast_contract.config.WorkerConfig`
 (the operator renders it from a ResearchAgent; ``steadfast dev`` builds it from
 an example). :func:`run_worker` is what ``steadfast worker`` runs: it serves
 the Steadfast metrics and the Temporal SDK's metrics on their two ports,
 connects, polls, and on SIGTERM/SIGINT stops polling and gives running
 activities ``worker.gracefulShutdown`` to finish (Temporal's own default is 0).
 
-:func:`run_settings` and :func:`research_input` turn the same configuration into
-a workflow input, so every starter (CLI, operator, tests) decides budgets and
-retry policies the same way.
+The workflow input every starter sends is built from the same configuration by
+:func:`steadfast_contract.starter.research_input`.
 """
 
 from __future__ import annotations
@@ -25,12 +24,12 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from steadfast_worker import pricing, rotation
+from steadfast_contract.config import WorkerConfig
+from steadfast_contract.starter import settings_from_config
+from steadfast_worker import rotation
 from steadfast_worker.activities import ResearchActivities
-from steadfast_worker.config import ConfigError, WorkerConfig
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.metrics import Metrics, sdk_runtime
-from steadfast_worker.models import ResearchInput, RunSettings
 from steadfast_worker.workflows import ResearchWorkflow
 
 log = logging.getLogger("steadfast.worker")
@@ -40,30 +39,6 @@ log = logging.getLogger("steadfast.worker")
 #: next workflow task, so this adds directly to resume time (the SDK's default
 #: is 10 s, which with a 10 s heartbeat timeout would miss the ~15 s target).
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=3)
-
-
-def run_settings(config: WorkerConfig) -> RunSettings:
-    """The workflow's ``settings`` for ``config``; raises ConfigError for an unpriced model.
-
-    The price is resolved here, at start, and recorded in the input: a later
-    change of the built-in table must not change what a replay decides.
-    """
-    override = config.model.pricing.to_pricing() if config.model.pricing else None
-    try:
-        price = pricing.lookup(config.model.name, override)
-    except pricing.UnknownModelError as err:
-        raise ConfigError(f"model.pricing: {err.args[0]}") from None
-    return RunSettings(
-        model=config.model.name,
-        max_tokens=config.model.max_tokens,
-        pricing=price,
-        max_usd_per_run=config.budget.max_usd_per_run,
-        require_approval=config.notify.require_approval,
-        retry_policies=config.retry_policies.resolve(),
-        heartbeat_timeout_seconds=config.worker.heartbeat_timeout.total_seconds(),
-        search_provider=config.search.provider,
-        search_max_results=config.search.max_results,
-    )
 
 
 def missing_secrets(config: WorkerConfig, env: Mapping[str, str]) -> list[str]:
@@ -84,13 +59,6 @@ def missing_secrets(config: WorkerConfig, env: Mapping[str, str]) -> list[str]:
             "review emails will fail"
         )
     return found
-
-
-def research_input(config: WorkerConfig, topic: str) -> ResearchInput:
-    """The complete workflow input for one topic of the agent ``config`` describes."""
-    return ResearchInput(
-        topic=topic, agent=config.agent, namespace=config.namespace, settings=run_settings(config)
-    )
 
 
 def build_worker(
@@ -127,7 +95,7 @@ async def run_worker(
     ``credentials_check_seconds``, and rotated ones are used without a restart
     (:mod:`.rotation`).
     """
-    run_settings(config)  # fail before connecting if the model cannot be priced
+    settings_from_config(config)  # fail before connecting if the model cannot be priced
     env = os.environ if env is None else env
     for warning in missing_secrets(config, env):
         log.warning("%s", warning)

@@ -4,7 +4,7 @@ Deterministic code only. Every side effect is an activity (by name, so the
 sandbox never loads the I/O libraries' code paths); time, randomness and waiting
 come from ``workflow.now()``, ``workflow.uuid4()`` and ``workflow.sleep()``. The
 decisions made here -- budget checks, which policy retries what, when to stop --
-are pure functions from :mod:`steadfast_worker.budget`, :mod:`.pricing` and
+are pure functions from :mod:`steadfast_contract.budget`, :mod:`.pricing` and
 :mod:`.retry`, fed only with the workflow input and activity results, so a
 replay decides exactly as the original run did.
 
@@ -26,10 +26,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.workflow_streams import WorkflowStream
 
-    from steadfast_worker import budget, errors, pricing
-    from steadfast_worker.activities import types as act
-    from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
-    from steadfast_worker.models import (
+    from steadfast_contract import activities as act
+    from steadfast_contract import budget, pricing
+    from steadfast_contract.models import (
         APPROVE_UPDATE,
         REJECT_SIGNAL,
         SPEND_MEMO,
@@ -48,7 +47,9 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         Spend,
     )
-    from steadfast_worker.retry import to_retry_policy
+    from steadfast_contract.retry import to_retry_policy
+    from steadfast_worker import errors
+    from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
 IO_START_TO_CLOSE = timedelta(minutes=2)

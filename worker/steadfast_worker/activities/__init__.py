@@ -3,7 +3,7 @@
 :class:`ResearchActivities` bundles them on one object per worker process, built
 from the worker's configuration; :meth:`ResearchActivities.all` lists the
 callables to register with a :class:`temporalio.worker.Worker`. Activity names
-and dataclasses are in :mod:`steadfast_worker.activities.types`.
+and dataclasses are in :mod:`steadfast_contract.activities`.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from steadfast_contract.config import WorkerConfig
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.storage import ReportStore, open_store
-from steadfast_worker.config import WorkerConfig
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
     OUTCOME_FAILURE,

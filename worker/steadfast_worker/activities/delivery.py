@@ -39,10 +39,7 @@ import aiosmtplib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_worker import errors
-from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater
-from steadfast_worker.activities.storage import ReportStore
-from steadfast_worker.activities.types import (
+from steadfast_contract.activities import (
     RECORD_RUN,
     SAVE_REPORT,
     SEND_EMAIL,
@@ -52,6 +49,9 @@ from steadfast_worker.activities.types import (
     SendEmailInput,
     SendEmailOutput,
 )
+from steadfast_worker import errors
+from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater
+from steadfast_worker.activities.storage import ReportStore
 
 SMTP_TIMEOUT_SECONDS = 30.0
 

@@ -6,7 +6,7 @@ new, billed call, counted as failed spend), then the activity fails with the
 non-retryable ``InvalidModelOutput``: retrying the whole activity would ask the
 same question again and spend more for the same answer.
 
-The prompt follows the simulator's contract (:mod:`steadfast_worker.sim.content`):
+The prompt follows the simulator's contract (:mod:`steadfast_dev.sim.content`):
 "Return a JSON array of N search queries" and a ``Topic:`` line. A real model
 follows the same instructions.
 """
@@ -20,18 +20,19 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_worker import errors, llm, pricing
+from steadfast_contract import pricing
+from steadfast_contract.activities import (
+    GENERATE_QUERIES,
+    GenerateQueriesInput,
+    GenerateQueriesOutput,
+    LlmCall,
+)
+from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     FailureDetailsFactory,
     Heartbeater,
-)
-from steadfast_worker.activities.types import (
-    GENERATE_QUERIES,
-    GenerateQueriesInput,
-    GenerateQueriesOutput,
-    LlmCall,
 )
 
 SYSTEM = (

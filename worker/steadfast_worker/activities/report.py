@@ -3,7 +3,7 @@
 The report is the long call of a run (tens of seconds with a real model), so it
 streams: text chunks are published to the workflow's stream
 (``temporalio.contrib.workflow_streams``, topic
-:data:`~steadfast_worker.models.REPORT_TOPIC`) for ``steadfast run --follow``,
+:data:`~steadfast_contract.models.REPORT_TOPIC`) for ``steadfast run --follow``,
 and every chunk is also a heartbeat, so a worker that dies mid-report is noticed
 within the heartbeat timeout and the call restarts on another worker.
 
@@ -21,22 +21,23 @@ from anthropic.lib.streaming import AsyncMessageStream
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
-from steadfast_worker import budget, llm, pricing
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    Carried,
-    FailureDetailsFactory,
-    Heartbeater,
-)
-from steadfast_worker.activities.types import (
+from steadfast_contract import budget, pricing
+from steadfast_contract.activities import (
     WRITE_REPORT,
     LlmCall,
     SearchResult,
     WriteReportInput,
     WriteReportOutput,
 )
-from steadfast_worker.models import REPORT_TOPIC, ReportChunk
-from steadfast_worker.pricing import Usage
+from steadfast_contract.models import REPORT_TOPIC, ReportChunk
+from steadfast_contract.pricing import Usage
+from steadfast_worker import llm
+from steadfast_worker.activities.base import (
+    ActivityBase,
+    Carried,
+    FailureDetailsFactory,
+    Heartbeater,
+)
 
 SYSTEM = (
     "You are a careful research analyst. Write a concise markdown report with a "

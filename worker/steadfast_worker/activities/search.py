@@ -20,19 +20,20 @@ from anthropic.types import WebSearchTool20250305Param
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_worker import errors, llm, pricing
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    Carried,
-    FailureDetailsFactory,
-    Heartbeater,
-)
-from steadfast_worker.activities.types import (
+from steadfast_contract import pricing
+from steadfast_contract.activities import (
     WEB_SEARCH,
     LlmCall,
     SearchResult,
     WebSearchInput,
     WebSearchOutput,
+)
+from steadfast_worker import errors, llm
+from steadfast_worker.activities.base import (
+    ActivityBase,
+    Carried,
+    FailureDetailsFactory,
+    Heartbeater,
 )
 
 

@@ -1,0 +1,1 @@
+"""One module per ``steadfast`` verb; see :mod:`steadfast_cli.main`."""

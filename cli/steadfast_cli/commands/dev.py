@@ -1,0 +1,260 @@
+"""``steadfast dev``: the whole product on one machine, with one command.
+
+Starts the Temporal dev server (SQLite state in ``--state-dir``, Web UI on
+``--ui-port``), the LLM and search simulators when no ``ANTHROPIC_API_KEY`` is
+set, and a worker process; runs the topics of a ResearchAgent manifest with a
+live progress display and ends with a table of the runs. ``--chaos`` SIGKILLs the
+worker while a report is being written, starts a new one, and shows from the
+simulator's request log that the run resumed without paying twice for any LLM
+call that had finished. Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from steadfast_cli import display
+from steadfast_cli.display import progress_line, runs_table
+from steadfast_contract import agentfile, starter
+from steadfast_contract.config import ConfigError, WorkerConfig
+from steadfast_contract.models import Phase
+from steadfast_dev import chaos, embedded
+
+HELP = (
+    "run a ResearchAgent locally: embedded Temporal, simulators when no API key, a worker, "
+    "live progress"
+)
+
+DEFAULT_MANIFEST = "examples/market-watch.yaml"
+#: Where the example lives in a source checkout, when the command runs elsewhere.
+_REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+#: Phases where the dev display stops waiting: a run waiting for a human is done for now.
+_SETTLED = {Phase.AWAITING_APPROVAL.value}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--file", default=DEFAULT_MANIFEST, help="ResearchAgent manifest to run"
+    )
+    parser.add_argument(
+        "--topic", action="append", default=[], help="topic to research instead of the manifest's"
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=".steadfast",
+        help="directory for the dev server's SQLite file, reports, worker configs and logs",
+    )
+    parser.add_argument("--port", type=int, default=7233, help="Temporal frontend port")
+    parser.add_argument(
+        "--ui-port", type=int, default=8233, help="Temporal Web UI port (0 picks a free one)"
+    )
+    parser.add_argument("--no-ui", action="store_true", help="run the dev server headless")
+    parser.add_argument(
+        "--sim",
+        action="store_true",
+        help="use the LLM simulator even when ANTHROPIC_API_KEY is set",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=int,
+        default=20,
+        help="simulator delay between streamed chunks, so progress is visible",
+    )
+    parser.add_argument(
+        "--chaos",
+        action="store_true",
+        help="SIGKILL the worker while a report is written, start another, and prove from "
+        "the simulator's request log that no finished LLM call was repeated (uses the "
+        "LLM simulator even with an API key)",
+    )
+    parser.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit after the table instead of serving the Web UI until Ctrl-C",
+    )
+
+
+def _manifest_path(name: str) -> Path:
+    path = Path(name)
+    if not path.exists() and name == DEFAULT_MANIFEST:
+        path = _REPO_EXAMPLES / Path(name).name
+    return path
+
+
+def _port(wanted: int) -> int:
+    """The wanted port when free; otherwise a free one, so two dev stacks can coexist."""
+    if wanted and embedded.port_free(wanted):
+        return wanted
+    return embedded.free_port()
+
+
+def run(args: argparse.Namespace) -> int:
+    console = display.console()
+    try:
+        manifest = agentfile.load_manifest(_manifest_path(args.file))
+        agent = agentfile.agent_from_manifest(manifest)
+        starter.settings_from_config(agent.config)  # an unpriced model fails here, not mid-run
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    topics = list(dict.fromkeys(args.topic)) or list(agent.topics)
+    if not topics:
+        console.print("[red]error:[/red] the manifest has no spec.topics; give --topic")
+        return 2
+    # The simulator's request log is what proves --chaos; it needs the LLM simulator.
+    llm_sim = embedded.use_llm_simulator(os.environ, args.sim or args.chaos)
+    chunk_flags = ["--chunk-delay-ms", str(max(args.chunk_delay_ms, 40 if args.chaos else 0))]
+    options = embedded.StackOptions(
+        state_dir=Path(args.state_dir).resolve(),
+        port=_port(args.port),
+        ui_port=0 if args.no_ui else _port(args.ui_port),
+        llm_sim=llm_sim,
+        search_sim=agent.config.search.provider == "http",
+        sim_flags=chunk_flags,
+        metrics=True,
+    )
+    return asyncio.run(_dev(args, console, agent.config, topics, options))
+
+
+async def _dev(
+    args: argparse.Namespace,
+    console: Console,
+    cfg: WorkerConfig,
+    topics: list[str],
+    options: embedded.StackOptions,
+) -> int:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        # SIGTERM (or a closing terminal) must clean up exactly like Ctrl-C.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+    stack = embedded.Stack(options)
+    try:
+        console.print(f"starting Temporal dev server (state in {options.state_dir}) ...")
+        await stack.start()
+        console.print(f"Temporal: {stack.address}   namespace: {cfg.temporal.namespace}")
+        if stack.ui_url:
+            console.print(f"Temporal Web UI: [link={stack.ui_url}]{stack.ui_url}[/link]")
+        if stack.sim_url:
+            what = "LLM and search" if options.llm_sim else "search"
+            console.print(f"{what} simulator: {stack.sim_url}  (log: {stack.sim_url}/_sim/log)")
+        wcfg = stack.worker_config(cfg)
+        worker = stack.start_worker(wcfg)
+        console.print(
+            f"worker pid {worker.pid} on task queue {wcfg.task_queue}, "
+            f"metrics http://127.0.0.1:{wcfg.worker.metrics_port}/metrics"
+        )
+        started = [await starter.start_topic(stack.client, wcfg, t, rerun=True) for t in topics]
+        chaos_task = None
+        if args.chaos:
+            chaos_task = asyncio.create_task(
+                chaos.crash_during(
+                    stack.client,
+                    stack.sim_admin,
+                    started[0].workflow_id,
+                    Phase.WRITING.value,
+                    worker,
+                    lambda: stack.start_worker(wcfg),
+                )
+            )
+        rows = await _watch(console, stack, started, chaos_task)
+        console.print(runs_table(rows))
+        code = 0 if all(r.phase in {"Completed", *_SETTLED} for r in rows) else 1
+        for r in rows:
+            if r.phase == Phase.AWAITING_APPROVAL.value:
+                console.print(
+                    f"awaiting approval: steadfast approve {r.workflow_id} --reviewer YOU "
+                    f"--address {stack.address}"
+                )
+            elif r.message and r.phase != "Completed":
+                console.print(f"[yellow]{r.workflow_id}:[/yellow] {r.message}")
+        if chaos_task is not None:
+            report = await chaos_task
+            _print_chaos(console, report)
+            if not report.held:
+                code = 1
+        state = options.state_dir
+        console.print(f"reports in {state / 'reports.db'}; logs in {state / 'logs'}")
+        if not args.exit_when_done:
+            console.print("serving the Web UI; Ctrl-C stops everything")
+            await asyncio.Event().wait()
+        return code
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        console.print("stopping ...")
+        return 130
+    finally:
+        stack.stop()
+
+
+async def _watch(
+    console: Console,
+    stack: embedded.Stack,
+    started: list[starter.Started],
+    chaos_task: asyncio.Task[chaos.CrashReport] | None,
+) -> list[starter.RunRow]:
+    """Live progress until every run is finished (or waits for a human)."""
+    rows = {s.workflow_id: starter.RunRow(s.topic, s.workflow_id, "Pending") for s in started}
+    t0 = time.monotonic()
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        while True:
+            for s in started:
+                if rows[s.workflow_id].terminal:
+                    continue
+                row = await starter.describe_run(stack.client, s.workflow_id, s.topic)
+                # While no worker answers queries (the chaos gap), keep the last known row.
+                if row.phase == "Running":
+                    continue
+                if row.phase != rows[s.workflow_id].phase and not console.is_terminal:
+                    # No live display in a log or a pipe: one line per phase change instead.
+                    console.print(f"{s.topic}: {progress_line(row)}")
+                rows[s.workflow_id] = row
+            lines = [
+                Text.from_markup(f"[bold]{r.topic}[/bold]  {progress_line(r)}")
+                for r in rows.values()
+            ]
+            lines.append(Text(f"elapsed {time.monotonic() - t0:.1f}s", style="dim"))
+            if chaos_task is not None:
+                lines.append(Text(_chaos_state(stack, chaos_task), style="yellow"))
+            live.update(Group(*lines))
+            if all(r.terminal or r.phase in _SETTLED for r in rows.values()):
+                return list(rows.values())
+            await asyncio.sleep(0.25)
+
+
+def _chaos_state(stack: embedded.Stack, task: asyncio.Task[chaos.CrashReport]) -> str:
+    if task.done():
+        return "chaos: done"
+    alive = [w for w in stack.workers if w.alive()]
+    if len(stack.workers) == 1:
+        return "chaos: waiting for the report to be written, then SIGKILL the worker"
+    return f"chaos: worker killed; replacement pid {alive[-1].pid if alive else '-'} resuming"
+
+
+def _print_chaos(console: Console, r: chaos.CrashReport) -> None:
+    console.print(f"[bold]chaos[/bold]: SIGKILLed the worker during {r.phase} (step {r.step}).")
+    console.print(
+        f"  LLM calls completed before the kill: {r.served_before}; "
+        f"in flight at the kill: {r.interrupted}"
+    )
+    if r.retry_after_s is not None:
+        console.print(f"  interrupted call retried by the new worker after {r.retry_after_s:.1f}s")
+    if r.resume_s is not None:
+        console.print(f"  run resumed and finished step {r.step} {r.resume_s:.1f}s after the kill")
+    if r.repeated:
+        console.print(f"  [red]repeated LLM calls:[/red] {r.repeated}")
+    else:
+        console.print(
+            f"  [green]no finished LLM call was repeated[/green] "
+            f"(simulator request log; final phase {r.final_phase})"
+        )

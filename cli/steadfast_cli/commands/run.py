@@ -1,0 +1,116 @@
+"""``steadfast run``: start research runs on any Temporal, idempotently.
+
+The workflow id is derived from the agent and topic, so running the same command
+twice never starts a second run of a topic that is already running; a topic that
+already finished is re-researched only with ``--rerun``. Workers are not started
+here: any worker polling the agent's task queue (``steadfast worker``, a pod the
+operator manages, ``steadfast dev``) picks the runs up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from rich.console import Console
+from temporalio.client import Client
+
+from steadfast_cli import display
+from steadfast_cli.commands._agents import (
+    add_agent_arguments,
+    agent_from_args,
+    connect_or_explain,
+)
+from steadfast_cli.display import runs_table
+from steadfast_contract import starter
+from steadfast_contract.config import ConfigError, TemporalConfig, WorkerConfig
+from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
+
+HELP = "start a ResearchAgent's topics (or --topic) as durable workflows"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_agent_arguments(parser)
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="research again topics whose workflow already finished (running ones are reused)",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the runs, report each as it closes, then print their table"
+        " (exit 1 unless every run completed)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the report text live as it is written (one topic), then wait",
+    )
+    add_connection_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = display.console()
+    try:
+        cfg, topics = agent_from_args(args)
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    if not topics:
+        console.print("[red]error:[/red] no topics: give -f with spec.topics, or --topic")
+        return 2
+    if args.follow and len(topics) != 1:
+        console.print("[red]error:[/red] --follow follows one topic; give exactly one")
+        return 2
+    temporal = temporal_config_from_args(args)
+    return asyncio.run(_run(args, console, cfg, topics, temporal))
+
+
+async def _run(
+    args: argparse.Namespace,
+    console: Console,
+    cfg: WorkerConfig,
+    topics: list[str],
+    temporal: TemporalConfig,
+) -> int:
+    client = await connect_or_explain(temporal, console)
+    if client is None:
+        return 1
+    try:
+        started = [await starter.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    for s in started:
+        verb = "reused" if s.existing else "started"
+        console.print(f"{verb} [bold]{s.workflow_id}[/bold] (run {s.run_id}) · {s.topic}")
+    console.print(f"task queue: {cfg.task_queue}")
+    if args.follow:
+        from steadfast_cli.follow import follow_report
+
+        await follow_report(client, started[0].workflow_id, sys.stdout)
+    if not (args.wait or args.follow):
+        return 0
+    rows = await _wait_all(client, started, console)
+    console.print(runs_table(rows))
+    return 0 if all(r.phase == "Completed" for r in rows) else 1
+
+
+async def _wait_all(
+    client: Client, started: list[starter.Started], console: Console
+) -> list[starter.RunRow]:
+    """Wait for every run at once, saying as each one closes; rows in start order."""
+
+    async def closed(s: starter.Started) -> starter.RunRow:
+        await starter.wait_closed(client, s.workflow_id)
+        return await starter.describe_run(client, s.workflow_id, s.topic)
+
+    tasks = [asyncio.create_task(closed(s)) for s in started]
+    if len(tasks) > 1:
+        console.print(f"waiting for {len(tasks)} runs")
+        for n, next_closed in enumerate(asyncio.as_completed(tasks), 1):
+            row = await next_closed
+            console.print(f"closed {n}/{len(tasks)}: {row.workflow_id} {row.phase}")
+    return [await t for t in tasks]

@@ -1,0 +1,107 @@
+"""``steadfast status``: a table of research runs, from the workflows themselves.
+
+Runs are named by workflow id, by a ResearchAgent manifest (its topics' ids),
+or not at all (the most recent ResearchWorkflow executions). Running workflows
+answer the ``status`` query; finished ones are described from their result or
+failure, so the table works even when no worker is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from rich.console import Console
+from temporalio.client import Client
+
+from steadfast_cli import display
+from steadfast_cli.commands._agents import (
+    add_agent_arguments,
+    agent_from_args,
+    connect_or_explain,
+)
+from steadfast_cli.display import progress_line, runs_table
+from steadfast_contract import ids, models, starter
+from steadfast_contract.config import ConfigError, TemporalConfig
+from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
+
+HELP = "show research runs: phase, report id, LLM calls, retries and cost"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow_ids", nargs="*", metavar="WORKFLOW_ID", help="runs to show")
+    add_agent_arguments(parser)
+    parser.add_argument(
+        "--limit", type=int, default=20, help="how many recent runs to list when none are named"
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="refresh until every shown run has finished"
+    )
+    add_connection_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = display.console()
+    targets: list[tuple[str, str]] = [(wf_id, "") for wf_id in args.workflow_ids]
+    if args.file or args.config or args.topic:
+        try:
+            cfg, topics = agent_from_args(args)
+        except ConfigError as err:
+            console.print(f"[red]error:[/red] {err}")
+            return 2
+        targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
+    return asyncio.run(_status(args, console, targets, temporal_config_from_args(args)))
+
+
+async def recent_runs(client: Client, limit: int) -> list[tuple[str, str]]:
+    """The newest ResearchWorkflow executions, newest first, one per workflow id."""
+    seen: dict[str, str] = {}
+    query = f"WorkflowType = '{models.WORKFLOW_NAME}'"
+    async for execution in client.list_workflows(query, limit=limit * 3):
+        if execution.id not in seen:
+            seen[execution.id] = ""
+        if len(seen) >= limit:
+            break
+    return list(seen.items())
+
+
+async def describe_all(
+    client: Client, targets: list[tuple[str, str]], concurrency: int = 10
+) -> list[starter.RunRow]:
+    """Rows for many runs at once: a closed run with no worker to query costs a timeout."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(wf_id: str, topic: str) -> starter.RunRow:
+        async with gate:
+            return await starter.describe_run(client, wf_id, topic)
+
+    return list(await asyncio.gather(*(one(w, t) for w, t in targets)))
+
+
+async def _status(
+    args: argparse.Namespace,
+    console: Console,
+    targets: list[tuple[str, str]],
+    temporal: TemporalConfig,
+) -> int:
+    client = await connect_or_explain(temporal, console)
+    if client is None:
+        return 1
+    if not targets:
+        targets = await recent_runs(client, args.limit)
+        if not targets:
+            console.print("no research runs found")
+            return 0
+    while True:
+        rows = await describe_all(client, targets)
+        console.print(runs_table(rows))
+        for row in rows:
+            if row.message:
+                console.print(f"[dim]{row.workflow_id}:[/dim] {row.message}")
+        if not args.watch or all(r.terminal for r in rows):
+            break
+        for row in rows:
+            if not row.terminal:
+                console.print(f"{row.workflow_id}: {progress_line(row)}")
+        await asyncio.sleep(2.0)
+    return 1 if any(r.phase == "NotFound" for r in rows) else 0

@@ -1,0 +1,61 @@
+"""Printing a report while the workflow writes it.
+
+The writing activity publishes the report text, chunk by chunk, to the
+workflow's stream (temporalio's ``contrib.workflow_streams``, topic
+:data:`~steadfast_contract.models.REPORT_TOPIC`); this module is the reading side
+that ``steadfast run --follow`` uses. The stream is durable and offset-addressed,
+so following a run that is already half written prints it from the start. When
+a worker dies mid-report, the retried attempt starts the text over: the follower
+says so and prints the new attempt's text instead of interleaving the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TextIO
+
+from temporalio.client import Client
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+from steadfast_contract.models import REPORT_TOPIC, ReportChunk
+
+
+@dataclass
+class Follower:
+    """What has been printed so far: which attempt, up to which character."""
+
+    attempt: int = 0
+    printed: int = 0
+
+    def feed(self, chunk: ReportChunk) -> str:
+        """The text to print for ``chunk`` (possibly empty, for a repeat)."""
+        prefix = ""
+        if chunk.attempt < self.attempt:
+            return ""  # a late chunk of an abandoned attempt
+        if chunk.attempt > self.attempt:
+            if self.attempt:
+                prefix = (
+                    f"\n\n--- attempt {chunk.attempt}: the worker writing the report was lost; "
+                    "the report is being written again ---\n\n"
+                )
+            self.attempt, self.printed = chunk.attempt, 0
+        end = chunk.offset + len(chunk.text)
+        if end <= self.printed:
+            return prefix
+        new = chunk.text[max(self.printed - chunk.offset, 0) :]
+        self.printed = end
+        return prefix + new
+
+
+async def follow_report(client: Client, workflow_id: str, out: TextIO) -> int:
+    """Write the report to ``out`` as it is written, until the run closes; return chars."""
+    stream = WorkflowStreamClient.create(client, workflow_id)
+    follower = Follower()
+    async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk):
+        text = follower.feed(item.data)
+        if text:
+            out.write(text)
+            out.flush()
+    if follower.printed:
+        out.write("\n")
+    return follower.printed

@@ -1,0 +1,7 @@
+"""The contract between the Steadfast operator, its workers and every starter of runs.
+
+The ResearchAgent spec and the worker configuration it maps to, the types that
+cross the workflow boundary, ids, pricing, budget arithmetic and retry policies.
+Both the operator and the worker import this package; it imports neither, nor any
+LLM, database or mail client (import-linter checks it: ``make lint``).
+"""

@@ -1,0 +1,163 @@
+"""The dataclasses in and out of each activity.
+
+Like :mod:`steadfast_contract.models` these are recorded in workflow history, so
+new fields always get defaults and nothing secret appears here: activities read
+keys, DSNs and SMTP URLs from the worker's configuration and environment.
+Kept free of I/O imports so the workflow sandbox can load it cheaply. No
+``from __future__ import annotations`` here: the payload converter resolves
+field types with ``get_type_hints`` inside the sandbox, where string
+annotations naming other classes of this module do not resolve.
+"""
+
+from dataclasses import dataclass, field
+
+from steadfast_contract.models import Pricing
+from steadfast_contract.pricing import Usage
+
+GENERATE_QUERIES = "generate_queries"
+WEB_SEARCH = "web_search"
+WRITE_REPORT = "write_report"
+SAVE_REPORT = "save_report"
+SEND_EMAIL = "send_email"
+RECORD_RUN = "record_run"
+
+#: The activities that call the LLM (and so are budgeted and heartbeat while waiting).
+LLM_ACTIVITIES = frozenset({GENERATE_QUERIES, WRITE_REPORT})
+
+
+@dataclass
+class LlmCall:
+    """What the LLM part of an activity cost. Shared by every LLM activity's output."""
+
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    """Spend of the calls whose output this activity used."""
+    failed_cost_usd: float = 0.0
+    """Spend of calls that were paid for but thrown away (re-asks, cut-off streams,
+    earlier attempts of this activity)."""
+    calls: int = 0
+    """API calls that returned a response (the ones billed)."""
+
+
+@dataclass
+class FailureDetails:
+    """Attached to an activity's ApplicationError so the workflow can still
+    account for spend and retries of an activity that failed for good."""
+
+    attempt: int = 1
+    failed_cost_usd: float = 0.0
+    calls: int = 0
+
+
+@dataclass
+class GenerateQueriesInput:
+    topic: str
+    count: int = 3
+    model: str = "claude-sonnet-4-6"
+    max_tokens: int = 2000
+    pricing: Pricing | None = None
+    max_reasks: int = 2
+    """Re-asks after unparsable output before failing with ``InvalidModelOutput``."""
+
+
+@dataclass
+class GenerateQueriesOutput:
+    queries: list[str]
+    llm: LlmCall = field(default_factory=LlmCall)
+    attempt: int = 1
+    reasks: int = 0
+
+
+@dataclass
+class SearchResult:
+    title: str
+    url: str
+    snippet: str = ""
+
+
+@dataclass
+class WebSearchInput:
+    query: str
+    max_results: int = 5
+    model: str = "claude-sonnet-4-6"
+    """Used only by provider ``anthropic-web-search``."""
+    max_tokens: int = 2000
+    pricing: Pricing | None = None
+
+
+@dataclass
+class WebSearchOutput:
+    query: str
+    results: list[SearchResult] = field(default_factory=list)
+    provider: str = "http"
+    llm: LlmCall | None = None
+    """Set when the search ran through the LLM's server-side web search tool."""
+    attempt: int = 1
+
+
+@dataclass
+class WriteReportInput:
+    topic: str
+    results: list[SearchResult] = field(default_factory=list)
+    model: str = "claude-sonnet-4-6"
+    max_tokens: int = 2000
+    pricing: Pricing | None = None
+
+
+@dataclass
+class WriteReportOutput:
+    markdown: str
+    llm: LlmCall = field(default_factory=LlmCall)
+    attempt: int = 1
+    stop_reason: str = ""
+
+
+@dataclass
+class SaveReportInput:
+    workflow_id: str
+    run_id: str
+    report_id: str
+    """Proposed id (from ``workflow.uuid4()``); an existing row keeps its own."""
+    topic: str
+    markdown: str
+    agent: str = "local"
+    namespace: str = "default"
+    cost_usd: float = 0.0
+
+
+@dataclass
+class SaveReportOutput:
+    report_id: str
+    created: bool = True
+    """False when the row already existed (a retried or repeated save)."""
+    backend: str = "sqlite"
+    attempt: int = 1
+
+
+@dataclass
+class SendEmailInput:
+    workflow_id: str
+    topic: str
+    report_id: str
+    summary: str = ""
+    reviewer: str = ""
+    agent: str = "local"
+    namespace: str = "default"
+
+
+@dataclass
+class SendEmailOutput:
+    email: str
+    """``sent``, ``skipped`` (no recipients) or ``unknown`` (claimed by an earlier
+    attempt that never confirmed: the mail may or may not have been accepted)."""
+    message: str = ""
+    attempt: int = 1
+
+
+@dataclass
+class RecordRunInput:
+    agent: str
+    namespace: str
+    phase: str
+    cost_usd: float = 0.0

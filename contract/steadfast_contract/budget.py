@@ -1,0 +1,73 @@
+"""The per-run budget: may the next LLM call start?
+
+DESIGN §3 promises that a run never overspends by more than one call. The rule
+that delivers it: before each call, reserve the most that call can cost (every
+output token it may produce at ``max_tokens`` plus an estimate of its input) and
+start it only if what was already spent plus that reservation fits the limit.
+The only overspend left is an input estimate that was too low, bounded by one
+call.
+
+Pure functions only: the workflow makes this decision, and it must replay.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from steadfast_contract.models import Pricing
+from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
+
+#: Rule of thumb for English text; the simulator counts the same way.
+CHARS_PER_TOKEN = 4
+#: Role markers, system prompt framing and tool definitions the text alone misses.
+OVERHEAD_TOKENS = 64
+
+
+def estimate_tokens(text_chars: int) -> int:
+    """Input tokens for a prompt of ``text_chars`` characters (rounded up, plus framing)."""
+    return math.ceil(max(text_chars, 0) / CHARS_PER_TOKEN) + OVERHEAD_TOKENS
+
+
+def reserve_usd(
+    max_tokens: int, input_tokens: int, pricing: Pricing, *, web_searches: int = 0
+) -> float:
+    """The most one call may cost: ``max_tokens`` of output plus its input.
+
+    Input is priced at the uncached rate, the highest an input token can cost
+    apart from a cache write, which the workflow's prompts only ever make once.
+    """
+    return (
+        max_tokens * pricing.output_per_mtok + input_tokens * pricing.input_per_mtok
+    ) / 1_000_000.0 + web_searches * WEB_SEARCH_USD_PER_REQUEST
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """Whether the next call may start, with the numbers that decided it."""
+
+    fits: bool
+    spent_usd: float
+    reserve_usd: float
+    limit_usd: float
+
+    @property
+    def message(self) -> str:
+        verdict = "fits within" if self.fits else "would exceed"
+        return (
+            f"spent ${self.spent_usd:.4f} + next call up to ${self.reserve_usd:.4f} "
+            f"{verdict} the run budget of ${self.limit_usd:.4f}"
+        )
+
+
+def check(spent_usd: float, reserve: float, limit_usd: float) -> BudgetDecision:
+    """Decide whether a call reserving ``reserve`` may start after ``spent_usd``."""
+    # A hair of tolerance so a budget set to exactly N calls allows N calls
+    # despite floating-point sums.
+    fits = spent_usd + reserve <= limit_usd + 1e-12
+    return BudgetDecision(fits, spent_usd, reserve, limit_usd)
+
+
+def min_budget_usd(max_tokens: int, pricing: Pricing, prompt_chars: int = 400) -> float:
+    """The smallest per-run budget that allows even one call (the operator's sanity check)."""
+    return reserve_usd(max_tokens, estimate_tokens(prompt_chars), pricing)

@@ -1,0 +1,45 @@
+"""The error type names a failed activity carries, and which of them never retry.
+
+They are part of the contract: they appear in workflow failures, metric labels and
+``RetryPolicy.non_retryable_error_types``, which the workflow builds (through
+:mod:`steadfast_contract.retry`) without importing the HTTP clients that raise them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Error type names: stable strings that appear in metrics labels, workflow
+# failures and RetryPolicy.non_retryable_error_types.
+RATE_LIMITED: Final = "RateLimited"
+OVERLOADED: Final = "Overloaded"
+SERVER_ERROR: Final = "ServerError"
+TIMEOUT: Final = "Timeout"
+CONNECTION_FAILED: Final = "ConnectionFailed"
+BAD_REQUEST: Final = "BadRequest"
+UNAUTHORIZED: Final = "Unauthorized"
+FORBIDDEN: Final = "Forbidden"
+NOT_FOUND: Final = "NotFound"
+CLIENT_ERROR: Final = "ClientError"
+INVALID_MODEL_OUTPUT: Final = "InvalidModelOutput"
+MISSING_CREDENTIALS: Final = "MissingCredentials"
+MISCONFIGURED: Final = "Misconfigured"
+BUDGET_EXHAUSTED: Final = "BudgetExhausted"
+EMAIL_REJECTED: Final = "EmailRejected"
+EMAIL_FAILED: Final = "EmailFailed"
+DATABASE_ERROR: Final = "DatabaseError"
+UNEXPECTED: Final = "Unexpected"
+
+#: Types that must never be retried, whatever the retry policy says.
+NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    CLIENT_ERROR,
+    INVALID_MODEL_OUTPUT,
+    MISSING_CREDENTIALS,
+    MISCONFIGURED,
+    BUDGET_EXHAUSTED,
+    EMAIL_REJECTED,
+)

@@ -1,0 +1,312 @@
+"""Starting research runs and reading their state, for every starter.
+
+``steadfast run``, ``steadfast dev`` and ``steadfast status`` (and the
+benchmarks) start the same workflow the same way and describe runs in the
+same rows. Starting is idempotent: the workflow id is derived from the agent
+and topic (:mod:`steadfast_contract.ids`), a running workflow with that id is
+reused rather than duplicated, and whether a *finished* one is re-run is an
+explicit choice of the caller.
+
+Decisions (settings from a configuration, which id-reuse policy, what a row
+says for a workflow in a given state) are pure functions; the coroutines at
+the bottom are the I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.converter import PayloadConverter, value_to_type
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from steadfast_contract import ids, models, pricing
+from steadfast_contract.config import ConfigError, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+def settings_from_config(config: WorkerConfig) -> models.RunSettings:
+    """The workflow's ``settings`` for ``config``; raises ConfigError for an unpriced model.
+
+    The price is resolved here, at start, and recorded in the input: a later
+    change of the built-in table must not change what a replay decides.
+    """
+    override = config.model.pricing.to_pricing() if config.model.pricing else None
+    try:
+        price = pricing.lookup(config.model.name, override)
+    except pricing.UnknownModelError as err:
+        raise ConfigError(f"model.pricing: {err.args[0]}") from None
+    return models.RunSettings(
+        model=config.model.name,
+        max_tokens=config.model.max_tokens,
+        pricing=price,
+        max_usd_per_run=config.budget.max_usd_per_run,
+        require_approval=config.notify.require_approval,
+        retry_policies=config.retry_policies.resolve(),
+        heartbeat_timeout_seconds=config.worker.heartbeat_timeout.total_seconds(),
+        search_provider=config.search.provider,
+        search_max_results=config.search.max_results,
+    )
+
+
+def research_input(cfg: WorkerConfig, topic: str) -> models.ResearchInput:
+    return models.ResearchInput(
+        topic=topic,
+        agent=cfg.agent,
+        namespace=cfg.namespace,
+        settings=settings_from_config(cfg),
+    )
+
+
+def reuse_policy(rerun: bool) -> WorkflowIDReusePolicy:
+    """A finished topic is re-researched only when asked; a failed one always may be."""
+    if rerun:
+        return WorkflowIDReusePolicy.ALLOW_DUPLICATE
+    return WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a start did: ``existing`` when the id was already running or finished."""
+
+    topic: str
+    workflow_id: str
+    run_id: str
+    existing: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the run tables of ``dev`` and ``status``."""
+
+    topic: str
+    workflow_id: str
+    phase: str
+    report_id: str = ""
+    llm_calls: int = 0
+    retries: int = 0
+    cost_usd: float = 0.0
+    step: int = 0
+    total_steps: int = 5
+    message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        try:
+            return models.Phase(self.phase).terminal
+        except ValueError:
+            return self.phase in _CLOSED_PHASES.values()
+
+
+_CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
+    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
+    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+}
+
+
+def row_from_status(workflow_id: str, status: models.RunStatus, topic: str = "") -> RunRow:
+    return RunRow(
+        topic=status.topic or topic,
+        workflow_id=workflow_id,
+        phase=str(status.phase),
+        report_id=status.report_id,
+        llm_calls=status.llm_calls,
+        retries=status.retries,
+        cost_usd=status.cost_usd,
+        step=status.step,
+        total_steps=status.total_steps,
+        message=status.message,
+    )
+
+
+def row_for_closed(
+    workflow_id: str,
+    topic: str,
+    execution: WorkflowExecutionStatus | None,
+    last: models.RunStatus | None,
+    failure: str = "",
+    spend: models.Spend | None = None,
+) -> RunRow:
+    """A finished workflow: its last known status, with the phase its closing implies.
+
+    A run that failed in a way the workflow itself reported (budget exhausted,
+    rejected) keeps its own phase; a run that was terminated or timed out from
+    outside keeps the workflow's closing status, since the workflow never saw it.
+    """
+    closed = _CLOSED_PHASES.get(execution, "Unknown") if execution else "Unknown"
+    if last is None:
+        return _spend_row(topic, workflow_id, closed, failure, spend)
+    row = row_from_status(workflow_id, last, topic)
+    if not models.Phase(last.phase).terminal or execution in (
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.TIMED_OUT,
+        WorkflowExecutionStatus.CANCELED,
+    ):
+        row = replace(row, phase=closed)
+    if failure and not row.message:
+        row = replace(row, message=failure)
+    return row
+
+
+def _spend_row(
+    topic: str, workflow_id: str, phase: str, message: str, spend: models.Spend | None
+) -> RunRow:
+    """A row for a run whose own status is out of reach: figures from its memo, if any."""
+    spent = spend or models.Spend()
+    return RunRow(
+        topic=topic,
+        workflow_id=workflow_id,
+        phase=phase,
+        llm_calls=spent.llm_calls,
+        retries=spent.retries,
+        cost_usd=spent.cost_usd,
+        message=message,
+    )
+
+
+def status_from_failure(err: BaseException, converter: PayloadConverter) -> models.RunStatus | None:
+    """The final status a failed run attached to its failure, or ``None``.
+
+    ``ResearchWorkflow`` ends a failed, misconfigured or budget-stopped run with
+    an ``ApplicationError`` whose details are its last :class:`RunStatus`, so the
+    cost of a run without a result is still known. Runs from before that (and
+    failures from outside the workflow: terminations, timeouts) carry none.
+    """
+    cause = err.cause if isinstance(err, WorkflowFailureError) else err
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    failure = cause.failure
+    try:
+        if failure is not None and failure.application_failure_info.details.payloads:
+            payloads = failure.application_failure_info.details.payloads
+            decoded = converter.from_payloads(payloads[:1], [models.RunStatus])[0]
+        else:
+            decoded = value_to_type(models.RunStatus, cause.details[0])
+    except Exception:  # details of another shape: not a status
+        return None
+    return decoded if isinstance(decoded, models.RunStatus) else None
+
+
+def total_cost(rows: list[RunRow]) -> float:
+    return sum(r.cost_usd for r in rows)
+
+
+# --- I/O -----------------------------------------------------------------------------
+
+
+async def start_topic(
+    client: Client,
+    cfg: WorkerConfig,
+    topic: str,
+    *,
+    rerun: bool = False,
+    workflow_id: str | None = None,
+) -> Started:
+    """Start one topic's workflow, or find the one already there."""
+    wf_id = workflow_id or ids.workflow_id(cfg.namespace, cfg.agent, topic)
+    # Only to tell the user whether this start was new; USE_EXISTING is what keeps
+    # a concurrent start from duplicating the run.
+    running_before = await _running_run_id(client, wf_id)
+    try:
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+            models.WORKFLOW_NAME,
+            research_input(cfg, topic),
+            id=wf_id,
+            task_queue=cfg.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=reuse_policy(rerun),
+        )
+    except WorkflowAlreadyStartedError as err:
+        return Started(topic, wf_id, err.run_id or "", existing=True)
+    run_id = handle.result_run_id or handle.first_execution_run_id or ""
+    return Started(topic, wf_id, run_id, existing=running_before == run_id)
+
+
+async def _running_run_id(client: Client, workflow_id: str) -> str | None:
+    try:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return None
+    return desc.run_id if desc.status == WorkflowExecutionStatus.RUNNING else None
+
+
+async def query_status(
+    client: Client, workflow_id: str, rpc_timeout: float = 5.0
+) -> models.RunStatus:
+    """The workflow's own account of itself (needs a worker polling its task queue)."""
+    handle = client.get_workflow_handle(workflow_id)
+    status: models.RunStatus = await handle.query(
+        models.STATUS_QUERY,
+        result_type=models.RunStatus,
+        rpc_timeout=timedelta(seconds=rpc_timeout),
+    )
+    return status
+
+
+async def describe_run(client: Client, workflow_id: str, topic: str = "") -> RunRow:
+    """A row for one workflow in whatever state it is, with or without a worker."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        return RunRow(topic=topic, workflow_id=workflow_id, phase="NotFound", message=str(err))
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        try:
+            return row_from_status(workflow_id, await query_status(client, workflow_id), topic)
+        except (RPCError, WorkflowQueryFailedError) as err:
+            message = f"no worker answered the status query: {err}"
+            return _spend_row(topic, workflow_id, "Running", message, await memo_spend(desc))
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        typed = client.get_workflow_handle(workflow_id, result_type=models.ResearchResult)
+        result: models.ResearchResult = await typed.result()
+        return row_for_closed(workflow_id, topic, desc.status, result.status)
+    failure = ""
+    last: models.RunStatus | None = None
+    try:
+        await handle.result()
+    except Exception as err:  # the failure text is what the row reports
+        cause = err.__cause__ or err
+        failure = str(cause)
+        last = status_from_failure(err, client.data_converter.payload_converter)
+    if last is None:
+        # Without a worker to replay the closed run, the closing status is all there is.
+        with contextlib.suppress(RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+            last = await query_status(client, workflow_id, rpc_timeout=3.0)
+    spend = await memo_spend(desc) if last is None else None
+    return row_for_closed(workflow_id, topic, desc.status, last, failure, spend)
+
+
+async def memo_spend(wf: WorkflowExecution) -> models.Spend | None:
+    """The spend a run keeps in its memo; ``None`` for runs from before it did."""
+    try:
+        spend = await wf.memo_value(models.SPEND_MEMO, None, type_hint=models.Spend)
+    except Exception:  # a memo this version cannot decode counts as none
+        log.warning("workflow %s: unreadable %s memo", wf.id, models.SPEND_MEMO)
+        return None
+    return spend if isinstance(spend, models.Spend) else None
+
+
+async def wait_closed(client: Client, workflow_id: str) -> None:
+    """Return once the workflow's latest run has closed, however it closed."""
+    # The outcome is read by describe_run; here only the waiting matters.
+    with contextlib.suppress(Exception):
+        await client.get_workflow_handle(workflow_id).result()

@@ -1,0 +1,204 @@
+"""The embedded stack: dev server, simulators and worker processes on one machine.
+
+``steadfast dev`` is the product's default way to run, and the crash tests and
+benchmarks need the very same arrangement (real processes that can be
+SIGKILLed, talking over real sockets), so the stack is assembled here once.
+Every process is a supervised child (:mod:`steadfast_dev.processes`); the
+worker is ``steadfast worker --config <file>``, the same command a pod runs,
+with a configuration derived from a ResearchAgent manifest and pointed at the
+local services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client
+
+from steadfast_contract.config import WorkerConfig
+from steadfast_dev import devserver
+from steadfast_dev.processes import Child, Supervisor, steadfast_command
+from steadfast_dev.sim.client import SimAdmin
+
+#: The key the worker presents to the simulator; the simulator accepts any key
+#: unless started with ``--llm-api-key``, but the SDK refuses to send none.
+SIM_API_KEY = "sk-steadfast-simulator"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((devserver.LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((devserver.LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def use_llm_simulator(env: Mapping[str, str], force: bool) -> bool:
+    """The simulator stands in for the model when asked, or when there is no API key."""
+    return force or not env.get("ANTHROPIC_API_KEY")
+
+
+def local_config(
+    cfg: WorkerConfig,
+    *,
+    temporal_address: str,
+    state_dir: Path,
+    sim_url: str | None,
+    llm_sim: bool,
+    metrics_port: int = 0,
+    sdk_metrics_port: int = 0,
+) -> WorkerConfig:
+    """``cfg`` pointed at the local stack: embedded Temporal, simulators, SQLite, loopback."""
+    temporal = cfg.temporal.model_copy(update={"address": temporal_address})
+    model = cfg.model
+    search = cfg.search
+    if sim_url and llm_sim:
+        model = model.model_copy(update={"base_url": sim_url})
+    if sim_url and search.provider == "http":
+        search = search.model_copy(update={"endpoint": f"{sim_url}/search"})
+    storage = cfg.storage.model_copy(update={"sqlite_path": str(state_dir / "reports.db")})
+    worker = cfg.worker.model_copy(
+        update={
+            "metrics_port": metrics_port,
+            "sdk_metrics_port": sdk_metrics_port,
+            "metrics_host": devserver.LOOPBACK,
+        }
+    )
+    return cfg.model_copy(
+        update={
+            "temporal": temporal,
+            "model": model,
+            "search": search,
+            "storage": storage,
+            "worker": worker,
+        }
+    )
+
+
+def config_document(cfg: WorkerConfig) -> dict[str, Any]:
+    """The configuration as ``steadfast worker --config`` reads it."""
+    return cfg.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+@dataclass
+class StackOptions:
+    state_dir: Path
+    port: int = 7233
+    ui_port: int = 8233
+    """0 runs the dev server headless."""
+    llm_sim: bool = True
+    """Run the model simulator (no API key) or talk to the real model."""
+    search_sim: bool = True
+    sim_flags: Sequence[str] = ()
+    """Extra ``steadfast sim`` flags: latency, chunk delay, fault rates."""
+    metrics: bool = False
+    """Give each worker prometheus ports (else metrics are off)."""
+    server_address: str = ""
+    """Use this Temporal instead of starting the embedded dev server."""
+
+
+@dataclass
+class Stack:
+    """A running embedded stack. Use as ``async with Stack(options) as stack``."""
+
+    options: StackOptions
+    supervisor: Supervisor = field(init=False)
+    client: Client = field(init=False)
+    address: str = ""
+    ui_url: str = ""
+    sim_url: str = ""
+    server: Child | None = None
+    sim: Child | None = None
+    workers: list[Child] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.options.state_dir / "logs")
+
+    @property
+    def sim_admin(self) -> SimAdmin:
+        return SimAdmin(self.sim_url)
+
+    async def start(self) -> Stack:
+        opts = self.options
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if opts.server_address:
+                self.address = opts.server_address
+                self.client = await Client.connect(self.address)
+            else:
+                spec = devserver.DevServerSpec(
+                    state_dir=opts.state_dir, port=opts.port, ui_port=opts.ui_port
+                )
+                self.server, self.client = await devserver.start(spec, self.supervisor)
+                self.address, self.ui_url = spec.address, spec.ui_url
+            if opts.llm_sim or opts.search_sim:
+                await self._start_sim()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _start_sim(self) -> None:
+        port = free_port()
+        self.sim_url = f"http://{devserver.LOOPBACK}:{port}"
+        self.sim = self.supervisor.spawn(
+            "sim", steadfast_command("sim", "--port", str(port), *self.options.sim_flags)
+        )
+        deadline = time.monotonic() + 30
+        while not await self.sim_admin.healthy():
+            if not self.sim.alive() or time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not start:\n" + self.sim.log_tail())
+            await asyncio.sleep(0.1)
+
+    def worker_config(self, cfg: WorkerConfig) -> WorkerConfig:
+        metrics = self.options.metrics
+        return local_config(
+            cfg,
+            temporal_address=self.address,
+            state_dir=self.options.state_dir,
+            sim_url=self.sim_url or None,
+            llm_sim=self.options.llm_sim,
+            metrics_port=free_port() if metrics else 0,
+            sdk_metrics_port=free_port() if metrics else 0,
+        )
+
+    def start_worker(self, cfg: WorkerConfig, env: Mapping[str, str] | None = None) -> Child:
+        """Start ``steadfast worker`` for ``cfg`` (already passed through worker_config)."""
+        n = len(self.workers) + 1
+        path = self.options.state_dir / f"worker-{n}.yaml"
+        path.write_text(yaml.safe_dump(config_document(cfg), sort_keys=False))
+        child_env = dict(os.environ if env is None else env)
+        if self.options.llm_sim:
+            child_env[cfg.model.api_key_env] = SIM_API_KEY
+        child = self.supervisor.spawn(
+            f"worker-{n}", steadfast_command("worker", "--config", str(path)), env=child_env
+        )
+        self.workers.append(child)
+        return child
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop everything; a worker still busy after ``grace`` seconds is killed."""
+        self.supervisor.stop_all(grace)
+
+    async def __aenter__(self) -> Stack:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,126 @@
+"""``POST /v1/messages``: the Anthropic Messages API, as the real SDK sees it.
+
+The worker points ``anthropic.AsyncAnthropic(base_url=...)`` here, so this
+handler must answer exactly what the SDK parses: JSON messages, SSE streams in the
+real event order, and error bodies whose status maps to the SDK's exception
+classes (429 ``RateLimitError``, 529 ``OverloadedError``, ...). The content it
+writes, and the prompt markers that select it, are described in
+:mod:`steadfast_dev.sim.content`; usage and caching in
+:mod:`steadfast_dev.sim.messages`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from steadfast_dev.sim import content, messages
+from steadfast_dev.sim.requestlog import Entry
+from steadfast_dev.sim.state import (
+    STATE,
+    SimState,
+    drop_connection,
+    error_response,
+    pause,
+    preamble,
+)
+
+
+def _error_body(status: int, message: str) -> Mapping[str, object]:
+    return messages.error_json(status, message)
+
+
+async def handle_messages(request: web.Request) -> web.StreamResponse:
+    """Answer one Messages API call (one attempt in the request log)."""
+    state = request.app[STATE]
+    try:
+        body: Any = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    is_map = isinstance(body, Mapping)
+    stream = bool(body.get("stream")) if is_map else False
+    text = content.prompt_text(body) if is_map else ""
+    entry, fault = state.begin("llm", request, body, text=text, stream=stream)
+    early = await preamble(state, "llm", request, entry, fault, _error_body)
+    if early is not None:
+        return early
+    problem = messages.validate_request(body)
+    if problem is not None:
+        state.log.finish(entry, "rejected", 400)
+        return error_response(400, problem, _error_body)
+
+    cache = messages.cache_use(messages.account_input(body), state.is_cached)
+    reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
+    entry.usage = reply.usage
+    msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
+    events = messages.sse_events(reply, msg_id, str(body["model"]))
+    if stream:
+        return await _answer_stream(request, state, entry, events, cache)
+    if fault == "disconnect":
+        state.log.finish(entry, "fault", None)
+        return drop_connection(request)
+    if fault == "stream_error":
+        state.log.finish(entry, "fault", 529)
+        retry_after = state.plans["llm"].retry_after
+        return error_response(529, "simulated overload", _error_body, retry_after)
+    # A whole answer takes as long as its stream would have.
+    deltas = sum(1 for name, _ in events if name == "content_block_delta")
+    generating = state.plans["llm"].chunk_delay_ms * deltas / 1000
+    if generating and not await pause(request, generating, state.stopping):
+        state.log.finish(entry, "aborted", None)
+        return web.Response(status=499)
+    _remember(state, cache)
+    state.log.finish(entry, "served", 200)
+    return web.json_response(messages.message_json(reply, msg_id, str(body["model"])))
+
+
+async def _answer_stream(
+    request: web.Request,
+    state: SimState,
+    entry: Entry,
+    events: list[tuple[str, dict[str, object]]],
+    cache: messages.CacheUse,
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
+    await response.prepare(request)
+    delay = state.plans["llm"].chunk_delay_ms / 1000
+    # Stream faults strike halfway through the text, after the client has seen some.
+    deltas = [i for i, (name, _) in enumerate(events) if name == "content_block_delta"]
+    cut = deltas[len(deltas) // 2] if entry.fault in ("stream_error", "disconnect") else -1
+    try:
+        if not delay and cut < 0:
+            # Zero latency (benchmarks): one write, so the simulator costs next to nothing.
+            await response.write(b"".join(messages.encode_sse(e, d) for e, d in events))
+            events = []
+        for index, (event, data) in enumerate(events):
+            slow = event == "content_block_delta" and delay
+            if slow and not await pause(request, delay, state.stopping):
+                raise ConnectionResetError("client left mid-stream")
+            if index == cut:
+                state.log.finish(entry, "fault", 200)
+                if entry.fault == "disconnect":
+                    drop_connection(request)
+                    return response
+                error = messages.error_json(529, "simulated overload mid-stream")
+                await response.write(messages.encode_sse("error", error))
+                await response.write_eof()
+                return response
+            await response.write(messages.encode_sse(event, data))
+        await response.write_eof()
+    except ConnectionError:
+        state.log.finish(entry, "aborted", 200)
+        return response
+    _remember(state, cache)
+    state.log.finish(entry, "served", 200)
+    return response
+
+
+def _remember(state: SimState, cache: messages.CacheUse) -> None:
+    """Only a served answer warms the cache, as a failed call would not."""
+    for breakpoint in cache.touched:
+        state.store_cache(breakpoint.digest, breakpoint.ttl_s)

@@ -1,0 +1,203 @@
+"""The simulators' fault plan: which fault, if any, the nth attempt of a request gets.
+
+Tests need two kinds of misbehaviour from the stand-in services. Soak runs and
+``steadfast dev --chaos`` want *rates* ("5 % of calls answer 429"), reproducible
+from a seed. Integration tests want *exact* sequences ("the first two attempts of
+each logical request fail with 429, the third succeeds") so they can assert the
+number of attempts and the metrics that follow. Both live here as pure functions
+of (plan, seed, request key, attempt number): the decision for a given attempt
+does not depend on the order in which concurrent requests happened to arrive.
+
+Attempt numbers are counted per logical request key (see
+:mod:`steadfast_dev.sim.requestlog`) since the plan was last changed, so a test
+that installs ``first_n=2`` sees its own first two attempts fail even if the same
+request was served earlier in the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Final, Literal, get_args
+
+FaultKind = Literal[
+    "429", "500", "529", "timeout", "hang", "400", "401", "bad_json", "stream_error", "disconnect"
+]  # fmt: skip
+
+#: Every fault kind, in the order rates are laid out on the unit interval.
+FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
+
+#: Faults the services shape themselves, because what they look like depends on the
+#: answer: ``bad_json`` breaks the output; ``stream_error`` ends a stream with an
+#: ``overloaded_error`` event (a non-streamed call gets 529, search 500);
+#: ``disconnect`` drops the connection (mid-stream, or before any answer).
+SERVICE_FAULTS: Final[frozenset[FaultKind]] = frozenset({"bad_json", "stream_error", "disconnect"})
+
+#: Fault kinds answered with an HTTP error status, and that status.
+ERROR_STATUS: Final[Mapping[FaultKind, int]] = {
+    "429": 429,
+    "500": 500,
+    "529": 529,
+    "400": 400,
+    "401": 401,
+}
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """How one simulated service (``llm`` or ``search``) behaves."""
+
+    rates: Mapping[FaultKind, float] = field(default_factory=dict)
+    """Probability of each fault kind per attempt; they must sum to at most 1."""
+
+    sequence: tuple[FaultKind, ...] = ()
+    """Faults for attempts 1..len(sequence) of every logical request, in order.
+
+    ``first_n=2, kind="429"`` in the JSON form is shorthand for ``("429", "429")``.
+    Attempts past the sequence fall through to ``rates``."""
+
+    scope: Literal["key", "service"] = "key"
+    """What ``sequence`` counts: attempts of each logical request (``key``), or all
+    requests to the service that pass ``match`` since the plan was set
+    (``service``: "the next two query-generation calls fail", whatever their keys)."""
+
+    match: str = ""
+    """When set, faults apply only to requests whose prompt or query contains this
+    text (case-insensitive), so a test can target one step of the workflow."""
+
+    retry_after: float = 1.0
+    """Seconds sent in the ``retry-after`` header of a 429 (and 529) answer."""
+
+    timeout_s: float = 30.0
+    """How long a ``timeout`` fault stalls before answering 504; set it above the
+    client's timeout so the client gives up first."""
+
+    latency_ms: int = 0
+    """Delay before the response starts."""
+
+    chunk_delay_ms: int = 0
+    """Delay between streamed chunks (and, summed, extra time for a non-streamed
+    answer), so a test can kill a worker in the middle of a call."""
+
+    api_key: str = ""
+    """When set, requests must present this key or get 401."""
+
+
+def draw(seed: int, key: str, attempt: int) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key, attempt)."""
+    digest = hashlib.sha256(f"{seed}\x00{key}\x00{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / float(1 << 64)
+
+
+def matches(plan: ServicePlan, text: str) -> bool:
+    """Whether the plan's faults apply to a request with this prompt or query."""
+    return not plan.match or plan.match.lower() in text.lower()
+
+
+def choose_fault(
+    plan: ServicePlan, *, seed: int, key: str, attempt: int, text: str, ordinal: int = 0
+) -> FaultKind | None:
+    """The fault for the ``attempt``-th (1-based) attempt of request ``key``, or None.
+
+    ``ordinal`` is the request's 1-based position among the service's matching
+    requests since the plan was set; it indexes ``sequence`` when ``scope`` is
+    ``service``.
+    """
+    if not matches(plan, text):
+        return None
+    position = ordinal if plan.scope == "service" else attempt
+    if 1 <= position <= len(plan.sequence):
+        return plan.sequence[position - 1]
+    point = draw(seed, key, attempt)
+    edge = 0.0
+    for kind in FAULT_KINDS:
+        edge += plan.rates.get(kind, 0.0)
+        if point < edge:
+            return kind
+    return None
+
+
+def _as_kind(value: object, where: str) -> FaultKind:
+    text = str(value)
+    if text not in FAULT_KINDS:
+        raise ValueError(f"{where}: unknown fault kind {value!r}; expected one of {FAULT_KINDS}")
+    return text
+
+
+def _as_number(value: object, where: str, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _rates(value: object, where: str) -> dict[FaultKind, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected an object of fault kind -> rate")
+    rates = {_as_kind(k, where): _as_number(v, f"{where}.{k}") for k, v in value.items() if v != 0}
+    if any(rate > 1.0 for rate in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
+        raise ValueError(f"{where}: rates must each be within [0, 1] and sum to at most 1")
+    return rates
+
+
+_PLAIN_FIELDS: Final = {"retry_after", "timeout_s", "latency_ms", "chunk_delay_ms"}
+_KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
+
+
+def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> ServicePlan:
+    """Apply the JSON form of a plan on top of ``base``; raises ValueError naming the field.
+
+    Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
+    ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
+    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``api_key``, and ``clear``
+    (true: start from a plan with no faults and no latency instead of ``base``).
+    Keys not given keep their value from ``base``.
+    """
+    unknown = set(data) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    plan = ServicePlan(api_key=base.api_key) if data.get("clear") is True else base
+    changes: dict[str, object] = {}
+    if "rates" in data:
+        changes["rates"] = _rates(data["rates"], f"{where}.rates")
+    if "sequence" in data:
+        seq = data["sequence"]
+        if not isinstance(seq, list):
+            raise ValueError(f"{where}.sequence: expected a list of fault kinds")
+        changes["sequence"] = tuple(_as_kind(k, f"{where}.sequence") for k in seq)
+    if "first_n" in data:
+        count = int(_as_number(data["first_n"], f"{where}.first_n"))
+        kind = _as_kind(data.get("kind", "500"), f"{where}.kind")
+        changes["sequence"] = (kind,) * count
+    elif "kind" in data:
+        raise ValueError(f"{where}.kind: only meaningful together with first_n")
+    for name in _PLAIN_FIELDS & set(data):
+        number = _as_number(data[name], f"{where}.{name}")
+        changes[name] = int(number) if name.endswith("_ms") else number
+    if "scope" in data:
+        if data["scope"] not in ("key", "service"):
+            raise ValueError(f"{where}.scope: expected 'key' or 'service'")
+        changes["scope"] = data["scope"]
+    for name in ("match", "api_key"):
+        if name in data:
+            if not isinstance(data[name], str):
+                raise ValueError(f"{where}.{name}: expected a string")
+            changes[name] = data[name]
+    return replace(plan, **changes)  # type: ignore[arg-type]
+
+
+def plan_to_json(plan: ServicePlan) -> dict[str, object]:
+    """The JSON form of a plan, as ``GET /_sim/faults`` shows it (the API key masked)."""
+    return {
+        "rates": dict(plan.rates),
+        "sequence": list(plan.sequence),
+        "scope": plan.scope,
+        "match": plan.match,
+        "retry_after": plan.retry_after,
+        "timeout_s": plan.timeout_s,
+        "latency_ms": plan.latency_ms,
+        "chunk_delay_ms": plan.chunk_delay_ms,
+        "api_key": "***" if plan.api_key else "",
+    }

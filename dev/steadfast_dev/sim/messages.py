@@ -1,0 +1,307 @@
+"""Pure builders for the simulated Messages API: usage, the reply, and its SSE events.
+
+Kept apart from the HTTP handler so the wire shapes -- the part the real
+``anthropic`` SDK must parse -- are unit-tested without a server.
+
+Prompt caching follows the real API's model closely enough for cost accounting:
+each content block carrying ``cache_control`` (in the order tools, system,
+messages) is a breakpoint that caches the prefix ending there. A request reads the
+longest prefix already cached and writes the last breakpoint's prefix if it is
+new; the tokens in neither are plain ``input_tokens``. Cache entries live for
+their ``ttl`` (5 minutes, or 1 hour with ``"ttl": "1h"``), refreshed on each read.
+Unlike the real API there is no minimum cacheable length, so small test prompts
+exercise the cache fields too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from steadfast_dev.sim import content
+
+#: Characters per streamed text delta: a few tokens, as the real API sends.
+CHUNK_CHARS: Final = 24
+WEB_SEARCH_RESULTS: Final = 5
+#: Per-message framing tokens (role markers) the real tokenizer adds.
+MESSAGE_OVERHEAD_TOKENS: Final = 3
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """A cacheable prefix of the request."""
+
+    digest: str
+    tokens: int
+    ttl_s: int
+
+
+@dataclass(frozen=True)
+class InputAccount:
+    """The input side of a request: its size and its cache breakpoints."""
+
+    total_tokens: int
+    breakpoints: tuple[Breakpoint, ...]
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """Tokens read from and written to the prompt cache by one request."""
+
+    read: int = 0
+    write: int = 0
+    write_ttl_s: int = 300
+    touched: tuple[Breakpoint, ...] = ()
+    """Breakpoints to (re)store in the cache once the request is served."""
+
+
+def _ttl(block: Mapping[str, object]) -> int | None:
+    control = block.get("cache_control")
+    if not isinstance(control, Mapping):
+        return None
+    return 3600 if control.get("ttl") == "1h" else 300
+
+
+def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
+    """(text, tokens, cache ttl or None) for each block, in cache-prefix order."""
+    units: list[tuple[str, int, int | None]] = []
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, Mapping):
+            bare = {k: v for k, v in tool.items() if k != "cache_control"}
+            text = json.dumps(bare, sort_keys=True)
+            units.append((text, content.estimate_tokens(text), _ttl(tool)))
+    system = body.get("system")
+    if isinstance(system, str):
+        units.append((system, content.estimate_tokens(system), None))
+    elif isinstance(system, list):
+        for block in system:
+            if isinstance(block, Mapping):
+                text = content.block_text([block])
+                units.append((text, content.estimate_tokens(text), _ttl(block)))
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, Mapping):
+            continue
+        blocks = message.get("content")
+        if isinstance(blocks, str):
+            blocks = [{"type": "text", "text": blocks}]
+        overhead = MESSAGE_OVERHEAD_TOKENS
+        for block in blocks if isinstance(blocks, list) else []:
+            if not isinstance(block, Mapping):
+                continue
+            text = content.block_text([block]) or json.dumps(block, sort_keys=True)
+            tag = f"{message.get('role')}:{text}"
+            units.append((tag, content.estimate_tokens(text) + overhead, _ttl(block)))
+            overhead = 0
+    return units
+
+
+def account_input(body: Mapping[str, object]) -> InputAccount:
+    """Count the request's input tokens and find its cache breakpoints."""
+    running = hashlib.sha256(str(body.get("model", "")).encode())
+    total = 0
+    breakpoints: list[Breakpoint] = []
+    for text, tokens, ttl in _units(body):
+        running.update(text.encode() + b"\x00")
+        total += tokens
+        if ttl is not None:
+            breakpoints.append(Breakpoint(running.copy().hexdigest()[:32], total, ttl))
+    return InputAccount(max(total, 1), tuple(breakpoints))
+
+
+def cache_use(account: InputAccount, is_cached: Callable[[str], bool]) -> CacheUse:
+    """How the request uses the cache, given which prefixes are cached now."""
+    if not account.breakpoints:
+        return CacheUse()
+    read = max((b.tokens for b in account.breakpoints if is_cached(b.digest)), default=0)
+    last = account.breakpoints[-1]
+    write = 0 if is_cached(last.digest) else last.tokens - read
+    touched = tuple(b for b in account.breakpoints if b.tokens <= read or b is last)
+    return CacheUse(read=read, write=write, write_ttl_s=last.ttl_s, touched=touched)
+
+
+def web_search_tool(body: Mapping[str, object]) -> Mapping[str, object] | None:
+    """The request's server-side web search tool definition, if it has one."""
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search_"):
+            return tool
+    return None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Everything the model "said" for one request, independent of the wire format."""
+
+    blocks: tuple[dict[str, object], ...]
+    """Content blocks before the final text block (server tool use and results)."""
+
+    text: str
+    stop_reason: str
+    stop_sequence: str | None
+    usage: dict[str, object]
+
+
+def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: bool) -> Reply:
+    """The reply to a validated Messages request."""
+    account = account_input(body)
+    blocks: list[dict[str, object]] = []
+    context = ""
+    searches = 0
+    output_tokens = 0
+    if web_search_tool(body) is not None:
+        query = content.topic_of(content.prompt_text(body), content.last_user_text(body))
+        tool_id = "srvtoolu_" + hashlib.sha256(query.encode()).hexdigest()[:24]
+        results = content.web_search_result_blocks(query, WEB_SEARCH_RESULTS)
+        blocks.append(
+            {
+                "type": "server_tool_use",
+                "id": tool_id,
+                "name": "web_search",
+                "input": {"query": query},
+            }
+        )
+        blocks.append(
+            {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": results}
+        )
+        context = "\n".join(f"{r['title']} {r['url']}" for r in results)
+        searches = 1
+        output_tokens += content.estimate_tokens(json.dumps({"query": query}))
+    full = content.model_answer(body, broken_json=broken_json, context=context)
+    max_tokens = body.get("max_tokens")
+    limit = max_tokens if isinstance(max_tokens, int) else 4096
+    raw_stops = body.get("stop_sequences")
+    stops = [s for s in raw_stops if isinstance(s, str)] if isinstance(raw_stops, list) else []
+    text, stop_reason, stop_sequence = content.truncate(full, max(limit - output_tokens, 0), stops)
+    output_tokens += max(content.estimate_tokens(text), 1)
+    usage: dict[str, object] = {
+        "input_tokens": account.total_tokens - cache.read - cache.write,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": cache.write,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write if cache.write_ttl_s < 3600 else 0,
+            "ephemeral_1h_input_tokens": cache.write if cache.write_ttl_s >= 3600 else 0,
+        },
+        "service_tier": "standard",
+    }
+    if searches:
+        usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
+    return Reply(tuple(blocks), text, stop_reason, stop_sequence, usage)
+
+
+def message_json(reply: Reply, msg_id: str, model: str) -> dict[str, object]:
+    """The non-streaming response body."""
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [*reply.blocks, {"type": "text", "text": reply.text}],
+        "stop_reason": reply.stop_reason,
+        "stop_sequence": reply.stop_sequence,
+        "usage": reply.usage,
+    }
+
+
+def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[str, object]]]:
+    """The streaming response as (event name, data) pairs, in the real API's order."""
+    start_usage = {**reply.usage, "output_tokens": 1}
+    start_usage.pop("server_tool_use", None)
+    message = {
+        **message_json(reply, msg_id, model),
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": start_usage,
+    }
+    events: list[tuple[str, dict[str, object]]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("ping", {"type": "ping"}),
+    ]
+    index = 0
+    for block in reply.blocks:
+        if block["type"] == "server_tool_use":
+            # Tool input arrives as JSON deltas after an empty-input block start.
+            events.append(_block_start(index, {**block, "input": {}}))
+            partial = json.dumps(block["input"])
+            delta = {"type": "input_json_delta", "partial_json": partial}
+            events.append(_block_delta(index, delta))
+        else:
+            events.append(_block_start(index, block))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
+    events.append(_block_start(index, {"type": "text", "text": ""}))
+    for at in range(0, len(reply.text), CHUNK_CHARS):
+        chunk = reply.text[at : at + CHUNK_CHARS]
+        events.append(_block_delta(index, {"type": "text_delta", "text": chunk}))
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    final_usage = {
+        k: v for k, v in reply.usage.items() if k not in ("cache_creation", "service_tier")
+    }
+    ending: dict[str, object] = {
+        "stop_reason": reply.stop_reason,
+        "stop_sequence": reply.stop_sequence,
+    }
+    events.append(
+        ("message_delta", {"type": "message_delta", "delta": ending, "usage": final_usage})
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _block_start(index: int, block: Mapping[str, object]) -> tuple[str, dict[str, object]]:
+    data = {"type": "content_block_start", "index": index, "content_block": dict(block)}
+    return "content_block_start", data
+
+
+def _block_delta(index: int, delta: Mapping[str, object]) -> tuple[str, dict[str, object]]:
+    return "content_block_delta", {
+        "type": "content_block_delta",
+        "index": index,
+        "delta": dict(delta),
+    }
+
+
+def encode_sse(event: str, data: Mapping[str, object]) -> bytes:
+    """One server-sent event on the wire."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def error_json(status: int, message: str) -> dict[str, object]:
+    """The Messages API's error body for an HTTP status."""
+    kinds = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        504: "timeout_error",
+        529: "overloaded_error",
+    }
+    return {"type": "error", "error": {"type": kinds.get(status, "api_error"), "message": message}}
+
+
+def validate_request(body: object) -> str | None:
+    """Why a Messages request is invalid (the 400 message), or None if it is fine."""
+    if not isinstance(body, Mapping):
+        return "request body must be a JSON object"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "model: Field required"
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        return "max_tokens: Field required and must be a positive integer"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: must be 'user' or 'assistant'"
+        if not isinstance(message.get("content"), str | list):
+            return f"messages.{i}.content: Field required"
+    return None

@@ -1,0 +1,81 @@
+"""``GET|POST /search``: a minimal web search provider for the ``http`` search backend.
+
+Real search APIs differ in shape; this one is the contract of Steadfast's
+``search.provider: http``. Request: ``GET /search?q=...&count=5`` or ``POST
+/search`` with ``{"query": "...", "count": 5}`` (``q`` is accepted too). Answer:
+``{"query": "...", "results": [{"title", "url", "snippet"}, ...]}``, the same
+results for the same query. When the simulator has a search API key, requests
+must send it as ``x-api-key`` or ``Authorization: Bearer``. Errors are
+``{"error": {"type": ..., "message": ...}}`` with the fault's HTTP status;
+``bad_json`` answers 200 with a body that does not parse, ``stream_error`` 500,
+``disconnect`` closes the connection without an answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import web
+
+from steadfast_dev.sim import content
+from steadfast_dev.sim.state import STATE, drop_connection, error_response, preamble
+
+DEFAULT_COUNT: Final = 5
+MAX_COUNT: Final = 20
+
+
+def _error_body(status: int, message: str) -> Mapping[str, object]:
+    kinds = {400: "bad_request", 401: "unauthorized", 429: "rate_limited", 504: "timeout"}
+    return {"error": {"type": kinds.get(status, "server_error"), "message": message}}
+
+
+def parse_search(params: Mapping[str, str], body: object) -> tuple[str, int] | str:
+    """(query, count) from the query string or JSON body, or the 400 message."""
+    source: Mapping[str, object] = body if isinstance(body, Mapping) else params
+    query = source.get("query", source.get("q", ""))
+    if not isinstance(query, str) or not query.strip():
+        return "query: a non-empty `q` or `query` is required"
+    raw = source.get("count", DEFAULT_COUNT)
+    try:
+        count = int(str(raw))
+    except ValueError:
+        return f"count: expected an integer, got {raw!r}"
+    if not 1 <= count <= MAX_COUNT:
+        return f"count: must be within 1..{MAX_COUNT}"
+    return query.strip(), count
+
+
+async def handle_search(request: web.Request) -> web.StreamResponse:
+    """Answer one search call (one attempt in the request log)."""
+    state = request.app[STATE]
+    body: object = None
+    if request.method == "POST" and request.can_read_body:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = "<unparsable>"
+    parsed = parse_search(request.query, body)
+    # The key is the normalised query, so GET and POST of the same search match.
+    keyed = {"q": parsed[0], "count": parsed[1]} if isinstance(parsed, tuple) else body
+    text = parsed[0] if isinstance(parsed, tuple) else ""
+    entry, fault = state.begin("search", request, keyed, text=text)
+    early = await preamble(state, "search", request, entry, fault, _error_body)
+    if early is not None:
+        return early
+    if isinstance(parsed, str):
+        state.log.finish(entry, "rejected", 400)
+        return error_response(400, parsed, _error_body)
+    if fault == "disconnect":
+        state.log.finish(entry, "fault", None)
+        return drop_connection(request)
+    if fault == "stream_error":
+        state.log.finish(entry, "fault", 500)
+        return error_response(500, "simulated upstream failure", _error_body)
+    query, count = parsed
+    answer = json.dumps({"query": query, "results": content.search_results(query, count)})
+    if fault == "bad_json":
+        answer = answer[: len(answer) // 2]
+    state.log.finish(entry, "served", 200)
+    return web.Response(text=answer, content_type="application/json")

@@ -1,1 +1,0 @@
-"""One module per ``steadfast`` verb; see :mod:`steadfast_worker.cli`."""
