@@ -23,6 +23,7 @@ LINT_PATHS := contract worker operator dev cli tests bench hack/k8s-binaries hac
 lint:
 	$(VENV)/ruff check $(LINT_PATHS)
 	$(VENV)/ruff format --check $(LINT_PATHS)
+	$(VENV)/lint-imports
 
 typecheck:
 	$(VENV)/mypy
