@@ -8,6 +8,7 @@ figures describe the product as shipped, not a test double.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
@@ -130,3 +131,12 @@ def run_and_exit(main: Coroutine[Any, Any, int]) -> NoReturn:
     code = asyncio.run(main)
     sys.stdout.flush()
     os._exit(code)
+
+
+def main_with_runs(
+    main: Callable[[int], Coroutine[Any, Any, int]], default_runs: int, doc: str | None
+) -> NoReturn:
+    """The ``__main__`` of a benchmark whose only argument is ``--runs``."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--runs", type=int, default=default_runs)
+    run_and_exit(main(parser.parse_args().runs))

@@ -15,7 +15,6 @@ orchestration ratio.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -139,6 +138,4 @@ async def main(n: int) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    benchlib.run_and_exit(main(parser.parse_args().runs))
+    benchlib.main_with_runs(main, 10, __doc__)

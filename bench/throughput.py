@@ -9,7 +9,6 @@ started polling and before any run; peak RSS is sampled during the runs.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import time
@@ -81,6 +80,4 @@ async def main(n: int) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
-    benchlib.run_and_exit(main(parser.parse_args().runs))
+    benchlib.main_with_runs(main, 20, __doc__)

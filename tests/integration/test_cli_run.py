@@ -40,6 +40,22 @@ def worker_queue(cli_stack: embedded.Stack, task_queue: str) -> str:
     return task_queue
 
 
+@pytest.fixture
+def gate(worker_queue: str, temporal_address: str) -> list[str]:
+    """``steadfast run`` arguments for the approval-gate example on this test's worker."""
+    return [
+        "-f",
+        "examples/approval-gate.yaml",
+        "--task-queue",
+        worker_queue,
+        *conn(temporal_address),
+    ]
+
+
+def conn(temporal_address: str) -> list[str]:
+    return ["--address", temporal_address]
+
+
 async def steadfast(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(cli, *args)
 
@@ -115,10 +131,8 @@ async def test_follow_prints_the_report_live(worker_queue: str, temporal_address
 
 
 async def test_approve_and_reject(
-    worker_queue: str, temporal_address: str, temporal_client: Client
+    gate: list[str], temporal_address: str, temporal_client: Client
 ) -> None:
-    conn = ["--address", temporal_address]
-    gate = ["-f", "examples/approval-gate.yaml", "--task-queue", worker_queue, *conn]
     approved, rejected = f"approve me {uuid.uuid4()}", f"reject me {uuid.uuid4()}"
     out = await steadfast("run", *gate, "--topic", approved, "--topic", rejected)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -130,15 +144,19 @@ async def test_approve_and_reject(
     listed = await steadfast("status", *gate, "--topic", approved, "--topic", rejected)
     assert listed.stdout.count("AwaitingApproval") == 2, listed.stdout
 
-    nameless = await steadfast("approve", ok_id, *conn)
+    nameless = await steadfast("approve", ok_id, *conn(temporal_address))
     assert nameless.returncode == 2
     assert "--reviewer is required" in nameless.stdout
 
-    yes = await steadfast("approve", ok_id, "--reviewer", "alice", "--comment", "fine", *conn)
+    yes = await steadfast(
+        "approve", ok_id, "--reviewer", "alice", "--comment", "fine", *conn(temporal_address)
+    )
     assert yes.returncode == 0, yes.stdout + yes.stderr
     assert "approved" in yes.stdout
 
-    no = await steadfast("approve", no_id, "--reject", "--reason", "thin sources", *conn)
+    no = await steadfast(
+        "approve", no_id, "--reject", "--reason", "thin sources", *conn(temporal_address)
+    )
     assert no.returncode == 0, no.stdout + no.stderr
 
     await starter.wait_closed(temporal_client, ok_id)
@@ -150,18 +168,16 @@ async def test_approve_and_reject(
     status = await starter.query_status(temporal_client, ok_id)
     assert status.reviewer == "alice"
 
-    twice = await steadfast("approve", ok_id, "--reviewer", "bob", *conn)
+    twice = await steadfast("approve", ok_id, "--reviewer", "bob", *conn(temporal_address))
     assert twice.returncode == 1
     assert "refused" in twice.stdout or "error" in twice.stdout
 
 
 async def test_wait_reports_each_run_as_it_closes(
-    worker_queue: str, temporal_address: str, temporal_client: Client
+    gate: list[str], temporal_address: str, temporal_client: Client
 ) -> None:
     # The second topic is rejected while the first still waits for approval, so a
     # wait that goes through the runs in start order could not report it first.
-    conn = ["--address", temporal_address]
-    gate = ["-f", "examples/approval-gate.yaml", "--task-queue", worker_queue, *conn]
     slow, quick = f"approved later {uuid.uuid4()}", f"rejected first {uuid.uuid4()}"
     slow_id = ids.workflow_id("research", "approval-gate", slow)
     quick_id = ids.workflow_id("research", "approval-gate", quick)
@@ -170,10 +186,12 @@ async def test_wait_reports_each_run_as_it_closes(
     )
     for wf_id in (slow_id, quick_id):
         await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.AWAITING_APPROVAL)
-    no = await steadfast("approve", quick_id, "--reject", "--reason", "off topic", *conn)
+    no = await steadfast(
+        "approve", quick_id, "--reject", "--reason", "off topic", *conn(temporal_address)
+    )
     assert no.returncode == 0, no.stdout + no.stderr
     await starter.wait_closed(temporal_client, quick_id)
-    yes = await steadfast("approve", slow_id, "--reviewer", "alice", *conn)
+    yes = await steadfast("approve", slow_id, "--reviewer", "alice", *conn(temporal_address))
     assert yes.returncode == 0, yes.stdout + yes.stderr
 
     out = await waiting

@@ -9,9 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 from tests.integration.conftest import Harness, HarnessFactory
+from tests.support.temporal import failure_of
 
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 
@@ -77,10 +76,7 @@ async def test_non_retryable_fault_fails_fast(
     async with harness() as h:
         h.sim.set_faults({"llm": {"first_n": 5, "kind": kind, "match": "JSON array"}})
         handle = await h.start(f"fail fast {kind}")
-        with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
-        cause = info.value.cause
-        assert isinstance(cause, ApplicationError)
+        cause = await failure_of(handle)
         assert cause.type == error_type
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         assert status.phase == Phase.FAILED
@@ -99,10 +95,7 @@ async def test_unparsable_output_is_reasked_then_fails_typed(harness: HarnessFac
         # Every distinct ask's first attempt answers broken JSON.
         h.sim.set_faults({"llm": {"first_n": 1, "kind": "bad_json", "match": "JSON array"}})
         handle = await h.start("always broken json")
-        with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
-        cause = info.value.cause
-        assert isinstance(cause, ApplicationError)
+        cause = await failure_of(handle)
         assert cause.type == "InvalidModelOutput"
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         # One activity attempt, three billed asks (the first and two re-asks).
@@ -155,10 +148,7 @@ async def test_missing_api_key_fails_fast_without_calling_the_api(
 ) -> None:
     async with harness({"model": {"apiKeyEnv": "STEADFAST_TEST_UNSET_KEY"}}) as h:
         handle = await h.start("no key")
-        with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
-        cause = info.value.cause
-        assert isinstance(cause, ApplicationError)
+        cause = await failure_of(handle)
         assert cause.type == "MissingCredentials"
         assert "STEADFAST_TEST_UNSET_KEY" in str(cause)
         assert not h.sim.attempts("llm")

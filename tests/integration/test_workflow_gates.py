@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from tests.integration.conftest import HarnessFactory
+from tests.support.temporal import failure_of
 
 from steadfast_contract import budget, pricing
 from steadfast_contract.models import (
@@ -45,10 +45,7 @@ async def test_budget_exhausted_before_the_call_that_would_overspend(
     limit = budget.reserve_usd(1000, budget.estimate_tokens(QUERY_PROMPT_CHARS), price) * 1.05
     async with harness({"budget": {"maxUSDPerRun": limit}}) as h:
         handle = await h.start("budget squeeze")
-        with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
-        cause = info.value.cause
-        assert isinstance(cause, ApplicationError)
+        cause = await failure_of(handle)
         assert cause.type == "BudgetExhausted"
         assert cause.non_retryable
 

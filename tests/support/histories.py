@@ -83,22 +83,25 @@ def _approval(cfg: WorkerConfig) -> WorkerConfig:
     )
 
 
-async def approved(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+async def _reviewed(s: embedded.Stack, cfg: WorkerConfig, name: str, approve: bool) -> str:
+    """A run that waits for approval, then is approved (update) or rejected (signal)."""
     wf = await _start(s.client, _approval(cfg), name)
     await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
     handle = s.client.get_workflow_handle(wf)
-    await handle.execute_update(models.APPROVE_UPDATE, models.ApproveInput("alice", "ok"))
+    if approve:
+        await handle.execute_update(models.APPROVE_UPDATE, models.ApproveInput("alice", "ok"))
+    else:
+        await handle.signal(models.REJECT_SIGNAL, models.RejectInput("bob", "thin"))
     await starter.wait_closed(s.client, wf)
     return wf
+
+
+async def approved(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    return await _reviewed(s, cfg, name, approve=True)
 
 
 async def rejected(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
-    wf = await _start(s.client, _approval(cfg), name)
-    await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
-    handle = s.client.get_workflow_handle(wf)
-    await handle.signal(models.REJECT_SIGNAL, models.RejectInput("bob", "thin"))
-    await starter.wait_closed(s.client, wf)
-    return wf
+    return await _reviewed(s, cfg, name, approve=False)
 
 
 async def worker_killed_while_writing(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:

@@ -6,6 +6,11 @@ installed in the same environment as the tests.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from steadfast_dev.devserver import temporal_binary
@@ -33,3 +38,12 @@ async def start_dev_server(db_file: str | None = None) -> WorkflowEnvironment:
         dev_server_database_filename=db_file,
         dev_server_extra_args=DEV_SERVER_ARGS,
     )
+
+
+async def failure_of(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
+    """The ``ApplicationError`` a run failed with (the test fails if it did not fail so)."""
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    return cause

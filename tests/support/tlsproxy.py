@@ -25,7 +25,6 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from tests.support.kube_pki import issue, new_ca
 from tests.support.ports import free_port
@@ -138,12 +137,7 @@ class TLSProxy:
             raise RuntimeError(f"the TLS proxy did not start: {self._start_error}")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:

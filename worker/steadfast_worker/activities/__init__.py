@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from steadfast_worker.activities.delivery import StorageActivities
+from steadfast_worker.activities.mail import MailActivities
 from steadfast_worker.activities.queries import QueriesActivities
 from steadfast_worker.activities.report import ReportActivities
+from steadfast_worker.activities.saving import SavingActivities
 from steadfast_worker.activities.search import SearchActivities
 
 
-class ResearchActivities(QueriesActivities, SearchActivities, ReportActivities, StorageActivities):
+class ResearchActivities(
+    QueriesActivities, SearchActivities, ReportActivities, SavingActivities, MailActivities
+):
     """Every activity of ``ResearchWorkflow``, sharing one set of clients."""
 
     def all(self) -> list[Callable[..., Any]]:

@@ -168,6 +168,19 @@ class ActivityBase:
     # -- attempts ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
+    async def tracked(self, name: str, *, billed: bool = False) -> AsyncIterator[Heartbeater]:
+        """One attempt of activity ``name``, heartbeating: the wrapper every activity runs in.
+
+        With ``billed`` (the LLM activities) the progress carried from earlier
+        attempts (failed spend, calls) is read into the heartbeat state and attached
+        to a failure, so the workflow can account for an activity that failed for good.
+        """
+        carried = Carried.from_info() if billed else Carried()
+        details = FailureDetailsFactory(carried) if billed else None
+        async with self.attempt(name, details=details), Heartbeater(carried) as beat:
+            yield beat
+
+    @contextlib.asynccontextmanager
     async def attempt(
         self, name: str, *, details: FailureDetailsFactory | None = None
     ) -> AsyncIterator[None]:

@@ -32,7 +32,6 @@ from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     FailureDetailsFactory,
-    Heartbeater,
 )
 
 SYSTEM = (
@@ -78,12 +77,8 @@ def parse_queries(text: str, count: int) -> list[str]:
 class QueriesActivities(ActivityBase):
     @activity.defn(name=GENERATE_QUERIES)
     async def generate_queries(self, inp: GenerateQueriesInput) -> GenerateQueriesOutput:
-        carried = Carried.from_info()
-        async with (
-            self.attempt(GENERATE_QUERIES, details=FailureDetailsFactory(carried)),
-            Heartbeater(carried),
-        ):
-            return await self._generate(inp, carried)
+        async with self.tracked(GENERATE_QUERIES, billed=True) as beat:
+            return await self._generate(inp, beat.state)
 
     async def _generate(self, inp: GenerateQueriesInput, carried: Carried) -> GenerateQueriesOutput:
         price = pricing.lookup(inp.model, inp.pricing)

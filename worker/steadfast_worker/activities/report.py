@@ -35,7 +35,6 @@ from steadfast_worker import llm
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
-    FailureDetailsFactory,
     Heartbeater,
 )
 
@@ -67,12 +66,8 @@ def prompt_chars(topic: str, results: list[SearchResult]) -> int:
 class ReportActivities(ActivityBase):
     @activity.defn(name=WRITE_REPORT)
     async def write_report(self, inp: WriteReportInput) -> WriteReportOutput:
-        carried = Carried.from_info()
-        async with (
-            self.attempt(WRITE_REPORT, details=FailureDetailsFactory(carried)),
-            Heartbeater(carried) as beat,
-        ):
-            return await self._write(inp, carried, beat)
+        async with self.tracked(WRITE_REPORT, billed=True) as beat:
+            return await self._write(inp, beat.state, beat)
 
     async def _write(
         self, inp: WriteReportInput, carried: Carried, beat: Heartbeater

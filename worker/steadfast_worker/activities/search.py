@@ -32,8 +32,6 @@ from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
-    FailureDetailsFactory,
-    Heartbeater,
 )
 
 
@@ -76,13 +74,9 @@ def results_from_blocks(blocks: list[Any], limit: int) -> list[SearchResult]:
 class SearchActivities(ActivityBase):
     @activity.defn(name=WEB_SEARCH)
     async def web_search(self, inp: WebSearchInput) -> WebSearchOutput:
-        carried = Carried.from_info()
-        async with (
-            self.attempt(WEB_SEARCH, details=FailureDetailsFactory(carried)),
-            Heartbeater(carried),
-        ):
+        async with self.tracked(WEB_SEARCH, billed=True) as beat:
             if self.config.search.provider == "anthropic-web-search":
-                return await self._anthropic(inp, carried)
+                return await self._anthropic(inp, beat.state)
             return await self._search_http(inp)
 
     async def _search_http(self, inp: WebSearchInput) -> WebSearchOutput:

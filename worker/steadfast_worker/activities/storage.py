@@ -7,7 +7,7 @@ Two guarantees of DESIGN §3 are enforced by the database rather than by hope:
   and returns the report id it was first given.
 - **At most one review email per run.** ``emails`` is keyed on the workflow id;
   the email activity *claims* the row before talking to SMTP and marks it sent
-  after. See :mod:`steadfast_worker.activities.delivery` for the edge case this
+  after. See :mod:`steadfast_worker.activities.mail` for the edge case this
   leaves and how it is surfaced.
 
 Both backends speak the same SQL apart from placeholders and timestamps, and

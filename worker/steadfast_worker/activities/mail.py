@@ -1,8 +1,4 @@
-"""Activities ``save_report`` and ``send_email``: the run's two durable side effects.
-
-``save_report`` upserts the report keyed on the workflow id (see
-:mod:`~steadfast_worker.activities.storage`), so retries and repeated runs of
-the same id leave exactly one row and return its original report id.
+"""Activity ``send_email``: the review-request mail, at most once per run.
 
 ``send_email`` sends the review-request mail **at most once per run**, using the
 database as the record:
@@ -39,18 +35,9 @@ import aiosmtplib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_contract.activities import (
-    RECORD_RUN,
-    SAVE_REPORT,
-    SEND_EMAIL,
-    RecordRunInput,
-    SaveReportInput,
-    SaveReportOutput,
-    SendEmailInput,
-    SendEmailOutput,
-)
+from steadfast_contract.activities import SEND_EMAIL, SendEmailInput, SendEmailOutput
 from steadfast_worker import errors
-from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater
+from steadfast_worker.activities.base import ActivityBase
 from steadfast_worker.activities.storage import ReportStore
 
 SMTP_TIMEOUT_SECONDS = 30.0
@@ -114,28 +101,10 @@ def build_message(inp: SendEmailInput, sender: str, to: list[str]) -> email.mess
     return msg
 
 
-class StorageActivities(ActivityBase):
-    @activity.defn(name=SAVE_REPORT)
-    async def save_report(self, inp: SaveReportInput) -> SaveReportOutput:
-        async with self.attempt(SAVE_REPORT), Heartbeater(Carried()):
-            store = await self.store()
-            saved = await store.save_report(
-                workflow_id=inp.workflow_id,
-                report_id=inp.report_id,
-                run_id=inp.run_id,
-                agent=inp.agent,
-                namespace=inp.namespace,
-                topic=inp.topic,
-                markdown=inp.markdown,
-                cost_usd=inp.cost_usd,
-            )
-            return SaveReportOutput(
-                saved.report_id, saved.created, store.backend, activity.info().attempt
-            )
-
+class MailActivities(ActivityBase):
     @activity.defn(name=SEND_EMAIL)
     async def send_email(self, inp: SendEmailInput) -> SendEmailOutput:
-        async with self.attempt(SEND_EMAIL), Heartbeater(Carried()):
+        async with self.tracked(SEND_EMAIL):
             return await self._send(inp)
 
     async def _send(self, inp: SendEmailInput) -> SendEmailOutput:
@@ -187,9 +156,3 @@ class StorageActivities(ActivityBase):
             await client.quit()  # the mail is accepted; a failed goodbye changes nothing
         client.close()
         return SendEmailOutput("sent", f"sent to {len(cfg.to)} recipient(s)", attempt)
-
-    @activity.defn(name=RECORD_RUN)
-    async def record_run(self, inp: RecordRunInput) -> None:
-        """Run-level metrics, as a local activity: workflows cannot touch Prometheus,
-        and a local activity's completion is recorded, so replays don't count twice."""
-        self.metrics.record_run(self.labels, inp.phase, inp.cost_usd)
