@@ -26,6 +26,8 @@ from steadfast_contract.pricing import Usage
 #: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
 RUN_COST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+AGENT_LABELS = ("agent", "namespace")
+
 OUTCOME_SUCCESS = "success"
 OUTCOME_FAILURE = "failure"
 OUTCOME_CANCELLED = "cancelled"
@@ -45,55 +47,57 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.llm_tokens = Counter(
+
+        # Every series is per agent: the two labels are written here, once.
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, [*AGENT_LABELS, *labels], registry=r)
+
+        def histogram(name: str, doc: str, *labels: str) -> Histogram:
+            return Histogram(
+                name, doc, [*AGENT_LABELS, *labels], buckets=RUN_COST_BUCKETS, registry=r
+            )
+
+        self.llm_tokens = counter(
             "steadfast_llm_tokens_total",
             "LLM tokens consumed, by token type (input, output, cache_read, cache_write).",
-            ["agent", "namespace", "model", "token_type"],
-            registry=r,
+            "model",
+            "token_type",
         )
-        self.llm_cost = Counter(
+        self.llm_cost = counter(
             "steadfast_llm_cost_usd_total",
             "USD spent on LLM calls: every billed call, including failed attempts "
             "(steadfast_llm_retry_cost_usd_total counts those separately).",
-            ["agent", "namespace", "model"],
-            registry=r,
+            "model",
         )
-        self.llm_retry_cost = Counter(
+        self.llm_retry_cost = counter(
             "steadfast_llm_retry_cost_usd_total",
             "USD spent on LLM attempts that failed (re-asked output, streams cut off).",
-            ["agent", "namespace", "model"],
-            registry=r,
+            "model",
         )
-        self.activity_attempts = Counter(
+        self.activity_attempts = counter(
             "steadfast_activity_attempts_total",
             "Activity attempts, by outcome (success, failure, cancelled).",
-            ["agent", "namespace", "activity", "outcome"],
-            registry=r,
+            "activity",
+            "outcome",
         )
-        self.activity_retries = Counter(
+        self.activity_retries = counter(
             "steadfast_activity_retries_total",
             "Failed activity attempts that Temporal will retry, by error type.",
-            ["agent", "namespace", "activity", "error_type"],
-            registry=r,
+            "activity",
+            "error_type",
         )
-        self.runs = Counter(
+        self.runs = counter(
             "steadfast_runs_total",
             "Research runs that ended, by final phase.",
-            ["agent", "namespace", "phase"],
-            registry=r,
+            "phase",
         )
-        self.run_cost = Histogram(
+        self.run_cost = histogram(
             "steadfast_run_cost_usd",
             "Total USD cost of each research run that ended.",
-            ["agent", "namespace"],
-            buckets=RUN_COST_BUCKETS,
-            registry=r,
         )
-        self.budget_exhausted = Counter(
+        self.budget_exhausted = counter(
             "steadfast_budget_exhausted_total",
             "Runs stopped because the next LLM call did not fit the per-run budget.",
-            ["agent", "namespace"],
-            registry=r,
         )
 
     def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
