@@ -80,6 +80,23 @@ def reuse_policy(rerun: bool) -> WorkflowIDReusePolicy:
     return WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
 
 
+CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
+    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
+    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+}
+"""The phase a run shows for how Temporal closed it, when the run's own status does not
+say (the command line's rows and the operator's status use this one table)."""
+
+
+def closed_phase(execution: WorkflowExecutionStatus | None) -> str:
+    """The phase of a run Temporal closed as ``execution``; ``Unknown`` for anything else."""
+    return CLOSED_PHASES.get(execution, "Unknown") if execution is not None else "Unknown"
+
+
 @dataclass(frozen=True)
 class Started:
     """What a start did: ``existing`` when the id was already running or finished."""
@@ -110,17 +127,7 @@ class RunRow:
         try:
             return models.Phase(self.phase).terminal
         except ValueError:
-            return self.phase in _CLOSED_PHASES.values()
-
-
-_CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
-    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
-    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
-    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
-    WorkflowExecutionStatus.TERMINATED: "Terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
-}
+            return self.phase in CLOSED_PHASES.values()
 
 
 def row_from_status(workflow_id: str, status: models.RunStatus, topic: str = "") -> RunRow:
@@ -152,7 +159,7 @@ def row_for_closed(
     rejected) keeps its own phase; a run that was terminated or timed out from
     outside keeps the workflow's closing status, since the workflow never saw it.
     """
-    closed = _CLOSED_PHASES.get(execution, "Unknown") if execution else "Unknown"
+    closed = closed_phase(execution)
     if last is None:
         return _spend_row(topic, workflow_id, closed, failure, spend)
     row = row_from_status(workflow_id, last, topic)
