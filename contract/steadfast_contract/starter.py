@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -109,7 +110,8 @@ class Started:
 
 @dataclass(frozen=True)
 class RunRow:
-    """One line of the run tables of ``dev`` and ``status``."""
+    """One run as every reader describes it: the tables of ``dev`` and ``status``, and
+    the operator's status (which also needs its run id, times and tokens)."""
 
     topic: str
     workflow_id: str
@@ -121,6 +123,17 @@ class RunRow:
     step: int = 0
     total_steps: int = 5
     message: str = ""
+    run_id: str = ""
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    """When Temporal closed the run; ``None`` while it is open."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether Temporal still has the run open (by its close time)."""
+        return self.closed_at is None
 
     @property
     def terminal(self) -> bool:
@@ -276,6 +289,14 @@ async def describe_run(client: Client, workflow_id: str, topic: str = "") -> Run
         desc = await handle.describe()
     except RPCError as err:
         return RunRow(topic=topic, workflow_id=workflow_id, phase="NotFound", message=str(err))
+    row = await _describe(client, desc, workflow_id, topic)
+    return replace(row, run_id=desc.run_id, started_at=desc.start_time, closed_at=desc.close_time)
+
+
+async def _describe(
+    client: Client, desc: WorkflowExecutionDescription, workflow_id: str, topic: str
+) -> RunRow:
+    handle = client.get_workflow_handle(workflow_id)
     if desc.status == WorkflowExecutionStatus.RUNNING:
         try:
             return row_from_status(workflow_id, await query_status(client, workflow_id), topic)

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from steadfast_contract.spec import AgentSpec
-    from steadfast_operator.status import QueueInfo, RunInfo
+    from steadfast_contract.starter import RunRow
+    from steadfast_operator.status import QueueInfo
 
 GROWTH_HORIZON = 10.0
 """Seconds of net arrivals to provision for when the backlog is growing."""
@@ -131,7 +132,7 @@ def decide(
 def decide_for(
     spec: AgentSpec,
     queue: QueueInfo,
-    runs: Sequence[RunInfo],
+    runs: Sequence[RunRow],
     current: int,
     history: History,
     now: datetime,

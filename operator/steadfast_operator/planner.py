@@ -28,8 +28,9 @@ from typing import Any, Literal
 from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
+from steadfast_contract.starter import RunRow
 from steadfast_operator import apply, autoscale, render, status
-from steadfast_operator.status import Problem, QueueInfo, RunInfo
+from steadfast_operator.status import Problem, QueueInfo
 
 Obj = dict[str, Any]
 
@@ -54,7 +55,7 @@ class TemporalView:
     """What Temporal said during this pass."""
 
     queue: QueueInfo | None = None
-    runs: tuple[RunInfo, ...] = ()
+    runs: tuple[RunRow, ...] = ()
     problem: Problem | None = None
     """Why Temporal could not be read (``TemporalUnreachable``, ``TemporalError``)."""
 
@@ -292,7 +293,7 @@ def setup_schedules(spec: AgentSpec, removed: tuple[str, ...], paused: bool) -> 
     return ScheduleChange(delete=topics + removed)
 
 
-def due_starts(cfg: WorkerConfig, spec: AgentSpec, runs: tuple[RunInfo, ...]) -> tuple[Start, ...]:
+def due_starts(cfg: WorkerConfig, spec: AgentSpec, runs: tuple[RunRow, ...]) -> tuple[Start, ...]:
     """Topics with no run yet (a finished run is not repeated: only a Schedule re-runs)."""
     seen = {r.topic for r in runs}
     return tuple(

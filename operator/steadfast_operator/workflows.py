@@ -37,7 +37,7 @@ from temporalio.service import RPCError
 
 from steadfast_contract import ids, models, starter
 from steadfast_contract.config import WorkerConfig
-from steadfast_operator.status import RunInfo
+from steadfast_contract.starter import RunRow
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,10 @@ async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], 
 class RunCache:
     """Closed runs by run id: their outcome never changes, so it is fetched once."""
 
-    closed: dict[str, RunInfo] = field(default_factory=dict)
+    closed: dict[str, RunRow] = field(default_factory=dict)
     limit: int = 500
 
-    def put(self, info: RunInfo) -> None:
+    def put(self, info: RunRow) -> None:
         if len(self.closed) >= self.limit:
             self.closed.pop(next(iter(self.closed)))
         self.closed[info.run_id] = info
@@ -120,10 +120,10 @@ def _info(
     closed: datetime | None,
     s: models.RunStatus | None,
     spend: models.Spend | None,
-) -> RunInfo:
+) -> RunRow:
     """The run as status lists it: figures from its own status, else from its memo."""
     figures = s if s is not None else spend or models.Spend()
-    return RunInfo(
+    return RunRow(
         topic=topic,
         workflow_id=wf_id,
         run_id=run_id,
@@ -161,7 +161,7 @@ async def observe(
     *,
     query_running: bool,
     limit: int = 200,
-) -> list[RunInfo]:
+) -> list[RunRow]:
     """The agent's runs (latest first), each with phase, cost and report id."""
     known = topic_ids(cfg, topics)
     if not known:
@@ -176,7 +176,7 @@ async def observe(
     # cannot stretch the tick of the whole agent.
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
-    async def one(topic: str, wf: WorkflowExecution) -> RunInfo:
+    async def one(topic: str, wf: WorkflowExecution) -> RunRow:
         async with gate:
             if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
                 cached = cache.closed.get(wf.run_id)

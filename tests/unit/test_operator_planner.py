@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from steadfast_contract.starter import RunRow
 from steadfast_operator import planner, render
 from steadfast_operator.planner import (
     Failure,
@@ -23,7 +24,7 @@ from steadfast_operator.planner import (
     TemporalView,
 )
 from steadfast_operator.spec import validate, worker_config
-from steadfast_operator.status import Problem, QueueInfo, RunInfo
+from steadfast_operator.status import Problem, QueueInfo
 
 pytestmark = pytest.mark.unit
 
@@ -64,8 +65,8 @@ def observed(raw: dict[str, Any] | None = None, **kw: Any) -> Observed:
     return replace(base, **kw)
 
 
-def run(topic: str, cost: float = 0.1, *, started: datetime = NOW, done: bool = True) -> RunInfo:
-    return RunInfo(
+def run(topic: str, cost: float = 0.1, *, started: datetime = NOW, done: bool = True) -> RunRow:
+    return RunRow(
         topic=topic,
         workflow_id=ID[topic],
         run_id=f"run-{topic}",
@@ -76,7 +77,7 @@ def run(topic: str, cost: float = 0.1, *, started: datetime = NOW, done: bool = 
     )
 
 
-def view(*runs: RunInfo, backlog: int = 0, pollers: int = 1) -> TemporalView:
+def view(*runs: RunRow, backlog: int = 0, pollers: int = 1) -> TemporalView:
     return TemporalView(QueueInfo(QUEUE, backlog=backlog, pollers=pollers), tuple(runs))
 
 
@@ -246,7 +247,7 @@ def test_topic_removed_is_stopped_and_its_schedule_deleted(
     ],
 )
 def test_daily_budget_gates_starts_and_pauses_schedules(
-    runs: tuple[RunInfo, ...],
+    runs: tuple[RunRow, ...],
     paused: bool,
     start: tuple[Start, ...],
     pause: ScheduleChange | None,
