@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     "approve": "steadfast_cli.commands.approve",
     "sim": "steadfast_cli.commands.sim",
     "operator": "steadfast_cli.commands.operator",
+    "plan": "steadfast_cli.commands.plan",
 }
 
 

@@ -1,6 +1,6 @@
 """The per-run budget: may the next LLM call start?
 
-DESIGN §3 promises that a run never overspends by more than one call. The rule
+The product promises that a run never overspends by more than one call. The rule
 that delivers it: before each call, reserve the most that call can cost (every
 output token it may produce at ``max_tokens`` plus an estimate of its input) and
 start it only if what was already spent plus that reservation fits the limit.
@@ -68,6 +68,10 @@ def check(spent_usd: float, reserve: float, limit_usd: float) -> BudgetDecision:
     return BudgetDecision(fits, spent_usd, reserve, limit_usd)
 
 
-def min_budget_usd(max_tokens: int, pricing: Pricing, prompt_chars: int = 400) -> float:
-    """The smallest per-run budget that allows even one call (the operator's sanity check)."""
-    return reserve_usd(max_tokens, estimate_tokens(prompt_chars), pricing)
+def one_call_usd(max_tokens: int, output_per_mtok: float) -> float:
+    """What one call's output can cost at most: ``max_tokens`` at the output price.
+
+    The floor below which a per-run budget cannot pay for a single call, whatever
+    its prompt; the operator refuses a spec whose ``maxUSDPerRun`` is under it.
+    """
+    return max_tokens * output_per_mtok / 1_000_000

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -80,6 +81,23 @@ def reuse_policy(rerun: bool) -> WorkflowIDReusePolicy:
     return WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
 
 
+CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
+    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
+    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+}
+"""The phase a run shows for how Temporal closed it, when the run's own status does not
+say (the command line's rows and the operator's status use this one table)."""
+
+
+def closed_phase(execution: WorkflowExecutionStatus | None) -> str:
+    """The phase of a run Temporal closed as ``execution``; ``Unknown`` for anything else."""
+    return CLOSED_PHASES.get(execution, "Unknown") if execution is not None else "Unknown"
+
+
 @dataclass(frozen=True)
 class Started:
     """What a start did: ``existing`` when the id was already running or finished."""
@@ -92,7 +110,8 @@ class Started:
 
 @dataclass(frozen=True)
 class RunRow:
-    """One line of the run tables of ``dev`` and ``status``."""
+    """One run as every reader describes it: the tables of ``dev`` and ``status``, and
+    the operator's status (which also needs its run id, times and tokens)."""
 
     topic: str
     workflow_id: str
@@ -104,23 +123,24 @@ class RunRow:
     step: int = 0
     total_steps: int = 5
     message: str = ""
+    run_id: str = ""
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    """When Temporal closed the run; ``None`` while it is open."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether Temporal still has the run open (by its close time)."""
+        return self.closed_at is None
 
     @property
     def terminal(self) -> bool:
         try:
             return models.Phase(self.phase).terminal
         except ValueError:
-            return self.phase in _CLOSED_PHASES.values()
-
-
-_CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
-    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
-    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
-    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
-    WorkflowExecutionStatus.TERMINATED: "Terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
-}
+            return self.phase in CLOSED_PHASES.values()
 
 
 def row_from_status(workflow_id: str, status: models.RunStatus, topic: str = "") -> RunRow:
@@ -152,7 +172,7 @@ def row_for_closed(
     rejected) keeps its own phase; a run that was terminated or timed out from
     outside keeps the workflow's closing status, since the workflow never saw it.
     """
-    closed = _CLOSED_PHASES.get(execution, "Unknown") if execution else "Unknown"
+    closed = closed_phase(execution)
     if last is None:
         return _spend_row(topic, workflow_id, closed, failure, spend)
     row = row_from_status(workflow_id, last, topic)
@@ -269,6 +289,14 @@ async def describe_run(client: Client, workflow_id: str, topic: str = "") -> Run
         desc = await handle.describe()
     except RPCError as err:
         return RunRow(topic=topic, workflow_id=workflow_id, phase="NotFound", message=str(err))
+    row = await _describe(client, desc, workflow_id, topic)
+    return replace(row, run_id=desc.run_id, started_at=desc.start_time, closed_at=desc.close_time)
+
+
+async def _describe(
+    client: Client, desc: WorkflowExecutionDescription, workflow_id: str, topic: str
+) -> RunRow:
+    handle = client.get_workflow_handle(workflow_id)
     if desc.status == WorkflowExecutionStatus.RUNNING:
         try:
             return row_from_status(workflow_id, await query_status(client, workflow_id), topic)

@@ -1,24 +1,20 @@
-"""Idempotent apply: write a child only when a field the operator owns differs.
+"""Idempotent apply, as rules: when a live child already is what was rendered.
 
-A reconcile renders every child and compares it with the live object field by
-field, over the fields the operator rendered only (the API server adds
-defaults and status; other controllers add annotations). Equal means no
-request beyond the GET, so an unchanged resync writes nothing. Different means
-one PUT that keeps what others own: the Deployment's replicas (the autoscaler
+The planner (:mod:`.planner`) compares every rendered child with the live
+object field by field, over the fields the operator rendered only (the API
+server adds defaults and status; other controllers add annotations). Equal
+means no write, so an unchanged resync writes nothing. Different means one PUT
+whose body keeps what others own: the Deployment's replicas (the autoscaler
 writes them through the scale subresource), a Service's cluster IPs, and
-labels and annotations the operator did not render.
+labels and annotations the operator did not render. Pure: the reads and writes
+are the executor's (:mod:`.reconcile`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
-
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from steadfast_operator.kube import Kube, path
 
 Obj = dict[str, Any]
 
@@ -135,62 +131,3 @@ def merged_for_replace(desired: Obj, live: Obj) -> Obj:
                 spec[key] = live["spec"][key]
         body["spec"] = spec
     return body
-
-
-@dataclass
-class ApplyResult:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-
-    @property
-    def wrote(self) -> bool:
-        return bool(self.created or self.updated or self.deleted)
-
-
-async def apply_one(kube: Kube, desired: Obj, result: ApplyResult) -> Obj:
-    meta = desired["metadata"]
-    url = path(desired["kind"], meta["namespace"], meta["name"])
-    label = f"{desired['kind']}/{meta['name']}"
-    live = await kube.get(url)
-    if live is None:
-        result.created.append(label)
-        return await kube.create(path(desired["kind"], meta["namespace"]), desired)
-    if covers(live, owned_view(desired)):
-        result.unchanged.append(label)
-        return live
-    result.updated.append(f"{label} ({first_difference(live, owned_view(desired))})")
-    return await kube.replace(url, merged_for_replace(desired, live))
-
-
-async def apply_children(
-    kube: Kube, desired: list[Obj], namespace: str, name: str, owner_uid: str
-) -> ApplyResult:
-    """Apply every desired child; delete optional kinds no longer desired (if ours).
-
-    ``name`` is the optional children's name (they share the Deployment's).
-    """
-    result = ApplyResult()
-    for obj in desired:
-        await apply_one(kube, obj, result)
-    wanted = {o["kind"] for o in desired}
-    for kind in OPTIONAL_KINDS:
-        if kind in wanted:
-            continue
-        url = path(kind, namespace, name)
-        # Without KEDA installed this GET is a 404 for the whole API group: same answer.
-        # A 403 means the operator was not granted the kind (a chart without KEDA
-        # support): it cannot have created one either, so there is nothing to delete.
-        try:
-            live = await kube.get(url)
-        except ApiException as err:
-            if err.status == 403:
-                continue
-            raise
-        if live is None:
-            continue
-        owners = live.get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == owner_uid for o in owners) and await kube.delete(url):
-            result.deleted.append(f"{kind}/{name}")
-    return result

@@ -24,7 +24,15 @@ Policy, in the order it is applied:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from steadfast_contract.spec import AgentSpec
+    from steadfast_contract.starter import RunRow
+    from steadfast_operator.status import QueueInfo
 
 GROWTH_HORIZON = 10.0
 """Seconds of net arrivals to provision for when the backlog is growing."""
@@ -119,3 +127,34 @@ def decide(
     if peak >= current:
         return Decision(current, raw, f"holding: need reached {peak} within scaleDownDelay")
     return Decision(peak, raw, f"scale down: need at most {peak} for {window:g}s")
+
+
+def decide_for(
+    spec: AgentSpec,
+    queue: QueueInfo,
+    runs: Sequence[RunRow],
+    current: int,
+    history: History,
+    now: datetime,
+) -> Decision:
+    """The decision for an agent's spec, task queue and runs (``history`` updated in place)."""
+    w = spec.workers
+    return decide(
+        Observation(
+            backlog=queue.backlog,
+            backlog_age_seconds=queue.backlog_age_seconds,
+            add_rate=queue.add_rate,
+            dispatch_rate=queue.dispatch_rate,
+            pollers=queue.pollers,
+            running_workflows=sum(1 for r in runs if r.running),
+        ),
+        current,
+        Limits(
+            w.min_replicas,
+            w.max_replicas,
+            w.target_backlog_per_worker,
+            w.scale_down_delay.total_seconds(),
+        ),
+        history,
+        now.timestamp(),
+    )

@@ -13,9 +13,10 @@ from typing import Any
 import kopf
 
 from steadfast_contract import crdgen
-from steadfast_operator import reconcile, startup
+from steadfast_operator import reconcile, shared
 from steadfast_operator.reconcile import AgentState
-from steadfast_operator.startup import OperatorConfig, Shared
+from steadfast_operator.settings import OperatorConfig
+from steadfast_operator.shared import Shared
 
 RESOURCE = (crdgen.GROUP, crdgen.VERSION, crdgen.PLURAL)
 
@@ -30,8 +31,8 @@ def _state(memo: Any) -> AgentState:
 
 
 def _shared(memo: Any) -> Shared:
-    shared: Shared = memo.shared
-    return shared
+    found: Shared = memo.shared
+    return found
 
 
 def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
@@ -46,11 +47,11 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-        await startup.start(settings, memo, cfg)
+        await shared.start(settings, memo, cfg)
 
     @kopf.on.cleanup(registry=registry)
     async def on_cleanup(memo: Any, **_: Any) -> None:
-        await startup.stop(memo)
+        await shared.stop(memo)
 
     @kopf.on.probe(id="temporal_clients", registry=registry)
     def probe(memo: Any, **_: Any) -> int:

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN §4), on a registry of its own.
+"""The operator's Prometheus metrics, on a registry of its own.
 
 A registry of its own keeps the operator's series apart from the worker's when
 both run in one process (tests, ``steadfast dev``), and lets the operator drop
@@ -9,8 +9,14 @@ never a workflow id.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from steadfast_contract.spec import AgentSpec
+    from steadfast_operator.status import QueueInfo
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -82,6 +88,34 @@ TEMPORAL_DESCRIBES = Counter(
 )
 
 _PER_AGENT = (WORKERS_DESIRED, WORKERS_READY, AGENT_BUDGET)
+
+
+def export_agent(
+    namespace: str,
+    name: str,
+    doc: Mapping[str, Any],
+    queue: QueueInfo | None,
+    spec: AgentSpec | None,
+) -> None:
+    """Set the agent's gauges from the status just built and the spec in force.
+
+    ``spec`` is the last spec that validated (the one the workers run with); the
+    daily budget is not exported before there is one, because the schema's
+    defaults that stand in for an invalid spec are nobody's budget.
+    """
+    if spec is not None:
+        AGENT_BUDGET.labels(namespace, name).set(spec.budget.max_usd_per_day)
+    else:
+        forget_budget(namespace, name)
+    workers = doc.get("workers", {})
+    WORKERS_DESIRED.labels(namespace, name).set(workers.get("desired", 0))
+    WORKERS_READY.labels(namespace, name).set(workers.get("ready", 0))
+    if "cost" in doc:
+        AGENT_COST.labels(namespace, name, "total").set(doc["cost"]["totalUSD"])
+        AGENT_COST.labels(namespace, name, "today").set(doc["cost"]["todayUSD"])
+    if queue is not None:
+        BACKLOG.labels(namespace, name, queue.name).set(queue.backlog)
+        BACKLOG_AGE.labels(namespace, name, queue.name).set(queue.backlog_age_seconds)
 
 
 def forget_agent(namespace: str, agent: str, task_queue: str) -> None:

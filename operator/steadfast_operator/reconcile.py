@@ -1,11 +1,15 @@
-"""The service behind the handlers: reconcile, refresh status and autoscale, finalize.
+"""One pass over one agent: observe, plan, execute, one status write.
 
-Handlers stay thin (:mod:`.handlers`); this module holds the order of
-operations and the mapping of every failure to a ``Ready=False`` reason with a
-message saying what to fix. User input never raises out of here except as a
-Kopf error that says whether retrying can help: :class:`kopf.TemporaryError`
-with a delay for things that may appear (a Secret, a reachable Temporal),
-nothing at all for things only a spec edit can fix (the status says which).
+The handlers (:mod:`.handlers`) call :func:`reconcile` on a change or resume,
+:func:`refresh` on every timer tick and :func:`finalize` before the agent goes.
+Each reads the cluster and Temporal (:func:`observe`), asks the pure planner
+what to do (:func:`steadfast_operator.planner.plan`), performs exactly that
+(:func:`execute`) and writes the status once.
+
+User input never raises out of here except as a Kopf error that says whether
+retrying can help: :class:`kopf.TemporaryError` with a delay for things that
+may appear (a Secret, a reachable Temporal), nothing at all for things only a
+spec edit can fix (the ``Ready`` condition says which).
 """
 
 from __future__ import annotations
@@ -21,36 +25,36 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from steadfast_contract.agentfile import AgentError
 from steadfast_contract.config import WorkerConfig
-from steadfast_contract.pricing import UnknownModelError, lookup
 from steadfast_contract.spec import AgentSpec
-from steadfast_operator import apply, autoscale, metrics, render, runs, status
+from steadfast_operator import apply, autoscale, metrics, planner, render, schedules, workflows
 from steadfast_operator.kube import path
-from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
-from steadfast_operator.startup import Shared
+from steadfast_operator.planner import Failure, Observed, Plan, TemporalView
+from steadfast_operator.shared import Shared
+from steadfast_operator.spec import InvalidSpec, parse_spec, validate, worker_config
+from steadfast_operator.status import Problem
 
 log = logging.getLogger(__name__)
 
-RETRY_SECRET = 15.0
-RETRY_TEMPORAL = 10.0
-RETRY_KEDA = 120.0
+#: Live children the operator reads on a change, named as :mod:`.render` names them.
+CHILD_KINDS = ("ConfigMap", "Deployment", "Service", *apply.OPTIONAL_KINDS)
 
 
 @dataclass
 class AgentState:
-    """Per-agent memory between ticks (lost on restart, rebuilt safely)."""
+    """Per-agent memory between passes (lost on restart, rebuilt safely)."""
 
-    problem: status.Problem | None = None
+    problem: Problem | None = None
+    """The last change's problem; ticks report it until the next change."""
     history: autoscale.History = field(default_factory=autoscale.History)
-    cache: runs.RunCache = field(default_factory=runs.RunCache)
+    cache: workflows.RunCache = field(default_factory=workflows.RunCache)
     config: WorkerConfig | None = None
     spec: AgentSpec | None = None
     generation: int = 0
     schedules_paused: bool = False
+    """Whether the agent's Schedules were last left paused (daily budget spent)."""
     last_write: float = 0.0
     """Monotonic time of the last status write (volatile fields are throttled)."""
-    """Whether the agent's Schedules were last left paused (daily budget spent)."""
 
 
 def replica_counts(deployment: dict[str, Any]) -> tuple[int, int]:
@@ -60,31 +64,120 @@ def replica_counts(deployment: dict[str, Any]) -> tuple[int, int]:
     return int(spec.get("replicas") or 0), int(live_status.get("readyReplicas") or 0)
 
 
-def agent_of(body: kopf.Body) -> render.Agent:
-    return render.Agent(
+def agent_of(body: kopf.Body) -> render.AgentRef:
+    return render.AgentRef(
         name=body.meta["name"], namespace=body.meta["namespace"], uid=body.meta["uid"]
     )
 
 
-def _output_price(spec: AgentSpec) -> float | None:
+async def reconcile(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Create/update/resume: validate, check Secrets, apply children, Schedules and runs."""
+    await _pass(shared, state, body, patch, changed=True)
+
+
+async def refresh(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Status, autoscaling and starts due: the timer's work."""
+    await _pass(shared, state, body, patch, changed=False)
+
+
+async def _pass(
+    shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch, *, changed: bool
+) -> None:
+    agent = agent_of(body)
+    started = time.perf_counter()
+    outcome = "error"
     try:
-        return lookup(spec.model.name).output_per_mtok
-    except UnknownModelError:
-        return None
+        async with shared.lock(agent.namespace, agent.name):
+            obs, client = await observe(shared, state, agent, body, changed=changed)
+            plan = planner.plan(obs)
+            while (failure := await execute(shared, state, obs, client, plan)) is not None:
+                obs = obs.after(failure)
+                plan = planner.plan(obs)
+            _remember(state, obs, plan, changed)
+            if plan.status is not None:
+                if plan.write_status:
+                    patch.status.update(plan.status)
+                    state.last_write = time.monotonic()
+                queue = obs.temporal.queue if obs.temporal is not None else None
+                metrics.export_agent(agent.namespace, agent.name, plan.status, queue, state.spec)
+        outcome = _outcome(plan.remember)
+    finally:
+        if changed:
+            metrics.RECONCILES.labels("reconcile", outcome).inc()
+        kind = "reconcile" if changed else "refresh"
+        metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+    if plan.retry is not None and plan.remember is not None:
+        raise kopf.TemporaryError(plan.remember.message, delay=plan.retry)
 
 
-def validate(shared: Shared, agent: render.Agent, raw: dict[str, Any]) -> AgentSpec:
-    spec = parse_spec(agent.namespace, agent.name, raw)
-    d = shared.config.defaults
-    check_semantics(
-        agent.namespace,
-        agent.name,
-        spec,
-        default_image=d.image,
-        default_temporal_address=d.temporal_address,
-        output_price_per_mtok=_output_price(spec),
+def _outcome(problem: Problem | None) -> str:
+    if problem is None:
+        return "ok"
+    if problem.reason in ("InvalidSpec", "BudgetBelowOneCall"):
+        return "invalid"
+    return "error" if problem.reason == "ReconcileError" else "unready"
+
+
+def _remember(state: AgentState, obs: Observed, plan: Plan, changed: bool) -> None:
+    """Keep what the next pass needs: the spec in force, its problem, the autoscaler's memory."""
+    state.spec, state.config, state.generation = obs.spec, obs.config, obs.generation
+    if changed:
+        state.problem = plan.remember
+    if plan.history is not None:
+        state.history = plan.history
+
+
+# --- observe -------------------------------------------------------------------------
+
+
+async def observe(
+    shared: Shared, state: AgentState, agent: render.AgentRef, body: kopf.Body, *, changed: bool
+) -> tuple[Observed, Client | None]:
+    """What the planner needs, read from the spec, the cluster and Temporal."""
+    raw = dict(body.spec)
+    spec, config, problem = state.spec, state.config, state.problem
+    generation = state.generation
+    children: dict[str, dict[str, Any] | None] = {}
+    forbidden: set[str] = set()
+    if changed:
+        generation = int(body.meta.get("generation") or 0)
+        problem = None
+        try:
+            spec = validate(agent, raw, shared.config.defaults)
+            config = worker_config(agent, spec, raw, shared.config.defaults)
+            missing = await missing_secrets(shared, agent.namespace, spec)
+            if missing:
+                problem = Problem("SecretMissing", missing)
+            else:
+                children, forbidden = await live_children(shared, agent)
+        except InvalidSpec as err:
+            problem = Problem(err.reason, err.detail)
+        except ApiException as err:
+            problem = Problem("ReconcileError", f"Kubernetes API call failed, retrying: {err}")
+    view: TemporalView | None = None
+    client: Client | None = None
+    if spec is not None and config is not None and planner.needs_temporal(problem):
+        view, client = await read_temporal(shared, state, agent, spec, config)
+    obs = Observed(
+        agent=agent,
+        now=datetime.now(UTC),
+        generation=generation,
+        raw=raw,
+        defaults=shared.config.defaults,
+        spec=spec,
+        config=config,
+        problem=problem,
+        changed=changed,
+        children=children,
+        forbidden=frozenset(forbidden),
+        replicas=await deployment_replicas(shared, agent),
+        temporal=view,
+        previous_status=dict(body.status),
+        schedules_paused=state.schedules_paused,
+        history=state.history,
+        since_last_write=time.monotonic() - state.last_write if state.last_write else None,
     )
-    return spec
+    return obs, client
 
 
 async def missing_secrets(shared: Shared, namespace: str, spec: AgentSpec) -> str | None:
@@ -102,299 +195,200 @@ async def missing_secrets(shared: Shared, namespace: str, spec: AgentSpec) -> st
     return None
 
 
-async def connect(shared: Shared, agent: render.Agent, spec: AgentSpec) -> Client:
+async def live_children(
+    shared: Shared, agent: render.AgentRef
+) -> tuple[dict[str, dict[str, Any] | None], set[str]]:
+    """Every child kind's live object (``None``: absent) and the kinds the operator may not read.
+
+    Without KEDA installed its kinds answer 404 for the whole API group: the
+    same as absent. A 403 means the operator was not granted the kind (a chart
+    without KEDA support): it cannot have created one either.
+    """
+    live: dict[str, dict[str, Any] | None] = {}
+    forbidden: set[str] = set()
+    for kind in CHILD_KINDS:
+        name = (
+            render.config_map_name(agent) if kind == "ConfigMap" else render.deployment_name(agent)
+        )
+        try:
+            live[kind] = await shared.kube.get(path(kind, agent.namespace, name))
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            forbidden.add(kind)
+    return live, forbidden
+
+
+async def deployment_replicas(shared: Shared, agent: render.AgentRef) -> tuple[int, int] | None:
+    """The worker Deployment's (spec, ready) replicas: from the watch, else one GET."""
+    name = render.deployment_name(agent)
+    known = shared.deployments.get((agent.namespace, name))
+    if known is not None:
+        return known
+    # Not seen on the watch yet (just created, or the operator just started).
+    live = await shared.kube.get(path("Deployment", agent.namespace, name))
+    return replica_counts(live) if live is not None else None
+
+
+async def connect(shared: Shared, agent: render.AgentRef, spec: AgentSpec) -> Client | Problem:
+    """The agent's Temporal client, or the problem that says why there is none."""
     address = spec.temporal.address or shared.config.defaults.temporal_address
     try:
         return await shared.temporal.client(
             agent.namespace, spec, shared.config.defaults.temporal_address
         )
     except (RuntimeError, OSError, TimeoutError) as err:
-        raise UnreadyError(
+        return Problem(
             "TemporalUnreachable",
             f"cannot connect to Temporal at {address} (namespace {spec.temporal.namespace}): "
             f"{err}; check spec.temporal.address and its credentials",
-            RETRY_TEMPORAL,
-        ) from None
-
-
-class UnreadyError(Exception):
-    def __init__(self, reason: str, message: str, retry: float | None) -> None:
-        super().__init__(message)
-        self.problem = status.Problem(reason, message)
-        self.retry = retry
-
-
-async def reconcile(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Create/update/resume: validate, check Secrets, apply children, start runs."""
-    agent = agent_of(body)
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        async with shared.lock(agent.namespace, agent.name):
-            await _reconcile(shared, state, agent, body)
-        state.problem = None
-    except InvalidSpec as err:
-        outcome = "invalid"
-        state.problem = status.Problem(err.reason, err.detail)
-    except UnreadyError as err:
-        outcome = "unready"
-        state.problem = err.problem
-        if err.retry is not None:
-            await refresh(shared, state, body, patch)
-            raise kopf.TemporaryError(err.problem.message, delay=err.retry) from None
-    except (ApiException, RPCError) as err:
-        # Not the user's doing (an API server or Temporal hiccup): say so, retry soon.
-        outcome = "error"
-        what = "Kubernetes API" if isinstance(err, ApiException) else "Temporal"
-        state.problem = status.Problem("ReconcileError", f"{what} call failed, retrying: {err}")
-        await refresh(shared, state, body, patch)
-        raise kopf.TemporaryError(state.problem.message, delay=RETRY_TEMPORAL) from None
-    finally:
-        metrics.RECONCILES.labels("reconcile", outcome).inc()
-        metrics.RECONCILE_SECONDS.labels("reconcile").observe(time.perf_counter() - started)
-    await refresh(shared, state, body, patch)
-
-
-async def _reconcile(
-    shared: Shared, state: AgentState, agent: render.Agent, body: kopf.Body
-) -> None:
-    raw = dict(body.spec)
-    state.generation = int(body.meta.get("generation") or 0)
-    state.spec = spec = validate(shared, agent, raw)
-    try:
-        state.config = cfg = render.worker_config(agent, spec, raw, shared.config.defaults)
-    except AgentError as err:
-        raise InvalidSpec(agent.namespace, agent.name, str(err)) from None
-    missing = await missing_secrets(shared, agent.namespace, spec)
-    if missing:
-        raise UnreadyError("SecretMissing", missing, RETRY_SECRET)
-    children = render.children(agent, spec, raw, shared.config.defaults)
-    try:
-        result = await apply.apply_children(
-            shared.kube, children, agent.namespace, render.deployment_name(agent), agent.uid
         )
-    except ApiException as err:
-        if err.status == 404 and spec.workers.autoscaler == "keda":
-            raise UnreadyError(
-                "KedaNotInstalled",
-                "spec.workers.autoscaler is keda but the ScaledObject API is not served: "
-                "install KEDA or use autoscaler builtin",
-                RETRY_KEDA,
-            ) from None
-        raise
-    if result.wrote:
-        log.info("%s/%s children: %s", agent.namespace, agent.name, result)
+
+
+async def read_temporal(
+    shared: Shared, state: AgentState, agent: render.AgentRef, spec: AgentSpec, cfg: WorkerConfig
+) -> tuple[TemporalView, Client | None]:
+    """The agent's task-queue statistics and runs."""
     client = await connect(shared, agent, spec)
-    topics = spec.unique_topics()
-    previous = {r.get("topic") for r in (body.status.get("runs") or [])}
-    removed = sorted(t for t in previous if t and t not in topics)
+    if isinstance(client, Problem):
+        return TemporalView(problem=client), None
+    queue = None
     try:
-        await runs.sync_schedules(
-            client, cfg, topics, spec.schedule, removed, paused=state.schedules_paused
+        queue = await shared.queues.get(client, cfg.task_queue)
+        runs = await workflows.observe(
+            client, cfg, spec.unique_topics(), state.cache, query_running=queue.pollers > 0
         )
     except RPCError as err:
-        raise UnreadyError(
-            "ScheduleInvalid", f"Temporal refused spec.schedule {spec.schedule!r}: {err}", None
-        ) from None
-    if removed:
-        await runs.stop_topics(client, cfg, removed, spec.deletion_policy)
+        return TemporalView(
+            queue, problem=Problem("TemporalError", f"Temporal call failed: {err}")
+        ), client
+    return TemporalView(queue, tuple(runs)), client
 
 
-async def refresh(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Status, autoscaling and starts due: the timer's work, also run after a reconcile."""
-    agent = agent_of(body)
-    started = time.perf_counter()
-    try:
-        async with shared.lock(agent.namespace, agent.name):
-            await _refresh(shared, state, agent, body, patch)
-    finally:
-        metrics.RECONCILE_SECONDS.labels("refresh").observe(time.perf_counter() - started)
+# --- execute -------------------------------------------------------------------------
 
 
-async def _refresh(
-    shared: Shared,
-    state: AgentState,
-    agent: render.Agent,
-    body: kopf.Body,
-    patch: kopf.Patch,
-) -> None:
-    now = datetime.now(UTC)
-    spec, cfg, problem = state.spec, state.config, state.problem
-    generation = int(body.meta.get("generation") or 0)
-    dep = shared.deployments.get((agent.namespace, render.deployment_name(agent)))
-    if dep is None:
-        # Not seen on the watch yet (just created, or the operator just started).
-        live = await shared.kube.get(
-            path("Deployment", agent.namespace, render.deployment_name(agent))
-        )
-        dep = replica_counts(live) if live is not None else None
-    current, ready = dep if dep is not None else (0, 0)
-    queue: status.QueueInfo | None = None
-    observed: list[status.RunInfo] = []
-    desired = current
-    if spec is None:
-        if problem is None:
-            return  # not reconciled yet (the resume handler runs first); nothing to report
-        # The spec never validated: report the problem with the schema's defaults.
-        spec = parse_spec(agent.namespace, agent.name, {"topics": ["-"]})
-    elif cfg is not None and (problem is None or problem.reason == "ScheduleInvalid"):
+async def execute(
+    shared: Shared, state: AgentState, obs: Observed, client: Client | None, plan: Plan
+) -> Failure | None:
+    """Perform ``plan`` in order; the first step that fails ends it and says why."""
+    agent, spec, cfg = obs.agent, obs.spec, obs.config
+    if plan.children:
         try:
-            client = await connect(shared, agent, spec)
-            queue = await shared.queues.get(client, cfg.task_queue)
-            observed = await runs.observe(
-                client, cfg, spec.unique_topics(), state.cache, query_running=queue.pollers > 0
-            )
-            exhausted = status.budget_exhausted(spec, observed, now)
-            if not exhausted:
-                seen = {r.topic for r in observed}
-                due = [t for t in spec.unique_topics() if t not in seen]
-                if due:
-                    await runs.start_topics(client, cfg, due)
-            if spec.schedule and problem is None and exhausted != state.schedules_paused:
-                # Only on a change of the day's budget state: an update per topic per
-                # tick would cost Temporal calls for nothing.
-                await runs.sync_schedules(
-                    client, cfg, spec.unique_topics(), spec.schedule, [], paused=exhausted
+            for change in plan.children:
+                await write_child(shared, agent, change)
+        except ApiException as err:
+            if err.status == 404 and spec is not None and spec.workers.autoscaler == "keda":
+                return Failure(
+                    Problem(
+                        "KedaNotInstalled",
+                        "spec.workers.autoscaler is keda but the ScaledObject API is not "
+                        "served: install KEDA or use autoscaler builtin",
+                    ),
+                    "setup",
                 )
-                state.schedules_paused = exhausted
-        except UnreadyError as err:
-            problem = err.problem
-        except RPCError as err:
-            problem = status.Problem("TemporalError", f"Temporal call failed: {err}")
-        if queue is not None and dep is not None and spec.workers.autoscaler == "builtin":
-            desired = await _autoscale(shared, state, agent, spec, queue, observed, current)
-    doc = status.build_status(
-        generation=generation if state.generation == generation else state.generation,
-        spec=spec,
-        runs=observed,
-        queue=queue,
-        desired=desired,
-        ready=ready,
-        selector=render.selector_string(agent),
-        problem=problem,
-        previous=body.status,
-        now=now,
-        last_active=(
-            datetime.fromtimestamp(state.history.last_active, UTC)
-            if state.history.last_active
-            else None
-        ),
-    )
-    if not observed and body.status.get("runs"):
-        # Temporal was unreachable: keep what is known instead of blanking it.
-        for key in ("runs", "runsSummary", "cost"):
-            doc.pop(key, None)
-    since = time.monotonic() - state.last_write if state.last_write else None
-    if status.needs_write(body.status, doc, since):
-        patch.status.update(doc)
-        state.last_write = time.monotonic()
-    _export(agent, doc, queue, state.spec)
-
-
-async def _autoscale(
-    shared: Shared,
-    state: AgentState,
-    agent: render.Agent,
-    spec: AgentSpec,
-    queue: status.QueueInfo,
-    observed: list[status.RunInfo],
-    current: int,
-) -> int:
-    w = spec.workers
-    decision = autoscale.decide(
-        autoscale.Observation(
-            backlog=queue.backlog,
-            backlog_age_seconds=queue.backlog_age_seconds,
-            add_rate=queue.add_rate,
-            dispatch_rate=queue.dispatch_rate,
-            pollers=queue.pollers,
-            running_workflows=sum(1 for r in observed if r.running),
-        ),
-        current,
-        autoscale.Limits(
-            w.min_replicas,
-            w.max_replicas,
-            w.target_backlog_per_worker,
-            w.scale_down_delay.total_seconds(),
-        ),
-        state.history,
-        time.time(),
-    )
-    if decision.desired != current:
-        url = path("Deployment", agent.namespace, render.deployment_name(agent), "scale")
-        await shared.kube.merge_patch(url, {"spec": {"replicas": decision.desired}})
-        direction = "up" if decision.desired > current else "down"
-        metrics.SCALE_EVENTS.labels(agent.namespace, agent.name, direction).inc()
+            what = f"Kubernetes API call failed, retrying: {err}"
+            return Failure(Problem("ReconcileError", what), "setup")
         log.info(
-            "%s/%s scaled %d -> %d: %s",
-            agent.namespace,
-            agent.name,
-            current,
-            decision.desired,
-            decision.reason,
+            "%s/%s children: %s", agent.namespace, agent.name, ", ".join(map(str, plan.children))
         )
-    return decision.desired
+    if client is None or cfg is None or spec is None:
+        return None
+    if plan.schedules is not None:
+        try:
+            await schedules.upsert(
+                client, cfg, plan.schedules.upsert, plan.schedules.cron, plan.schedules.paused
+            )
+            await schedules.delete(client, cfg, plan.schedules.delete)
+        except RPCError as err:
+            what = f"Temporal refused spec.schedule {spec.schedule!r}: {err}"
+            return Failure(Problem("ScheduleInvalid", what), "setup")
+    if plan.stop:
+        try:
+            await workflows.stop_topics(client, cfg, plan.stop, plan.deletion_policy)
+        except RPCError as err:
+            return Failure(
+                Problem("ReconcileError", f"Temporal call failed, retrying: {err}"), "setup"
+            )
+    try:
+        if plan.start:
+            await workflows.start_topics(client, cfg, [s.topic for s in plan.start])
+        if plan.pause is not None:
+            await schedules.upsert(
+                client, cfg, plan.pause.upsert, plan.pause.cron, plan.pause.paused
+            )
+            state.schedules_paused = plan.pause.paused
+    except RPCError as err:
+        return Failure(Problem("TemporalError", f"Temporal call failed: {err}"), "temporal")
+    if plan.scale is not None and plan.scale.changed:
+        await scale(shared, agent, plan.scale)
+    return None
 
 
-def _export(
-    agent: render.Agent,
-    doc: dict[str, Any],
-    queue: status.QueueInfo | None,
-    spec: AgentSpec | None,
-) -> None:
-    """Set the agent's gauges from the status just built and the spec in force.
+async def write_child(shared: Shared, agent: render.AgentRef, change: planner.ChildChange) -> None:
+    url = path(change.kind, agent.namespace, change.name)
+    if change.verb == "create" and change.body is not None:
+        await shared.kube.create(path(change.kind, agent.namespace), change.body)
+    elif change.verb == "replace" and change.body is not None:
+        await shared.kube.replace(url, change.body)
+    elif change.verb == "delete":
+        await shared.kube.delete(url)
 
-    ``spec`` is the last spec that validated (the one the workers run with); the
-    daily budget is not exported before there is one, because the schema's
-    defaults that stand in for an invalid spec are nobody's budget.
-    """
-    ns, name = agent.namespace, agent.name
-    if spec is not None:
-        metrics.AGENT_BUDGET.labels(ns, name).set(spec.budget.max_usd_per_day)
-    else:
-        metrics.forget_budget(ns, name)
-    workers = doc.get("workers", {})
-    metrics.WORKERS_DESIRED.labels(ns, name).set(workers.get("desired", 0))
-    metrics.WORKERS_READY.labels(ns, name).set(workers.get("ready", 0))
-    if "cost" in doc:
-        metrics.AGENT_COST.labels(ns, name, "total").set(doc["cost"]["totalUSD"])
-        metrics.AGENT_COST.labels(ns, name, "today").set(doc["cost"]["todayUSD"])
-    if queue is not None:
-        metrics.BACKLOG.labels(ns, name, queue.name).set(queue.backlog)
-        metrics.BACKLOG_AGE.labels(ns, name, queue.name).set(queue.backlog_age_seconds)
+
+async def scale(shared: Shared, agent: render.AgentRef, decision: planner.Scale) -> None:
+    url = path("Deployment", agent.namespace, render.deployment_name(agent), "scale")
+    await shared.kube.merge_patch(url, {"spec": {"replicas": decision.desired}})
+    direction = "up" if decision.desired > decision.current else "down"
+    metrics.SCALE_EVENTS.labels(agent.namespace, agent.name, direction).inc()
+    log.info(
+        "%s/%s scaled %d -> %d: %s",
+        agent.namespace,
+        agent.name,
+        decision.current,
+        decision.desired,
+        decision.reason,
+    )
+
+
+# --- finalize ------------------------------------------------------------------------
 
 
 async def finalize(shared: Shared, state: AgentState, body: kopf.Body) -> None:
-    """Before the agent goes: apply deletionPolicy to its runs, delete its Schedules.
-
-    Children need no deleting here: their owner references let the garbage
-    collector remove them once the agent is gone.
-    """
+    """Before the agent goes: apply deletionPolicy to its runs, delete its Schedules."""
     agent = agent_of(body)
     raw = dict(body.spec)
     try:
         spec = parse_spec(agent.namespace, agent.name, raw)
-        cfg = render.worker_config(agent, spec, raw, shared.config.defaults)
-    except (InvalidSpec, AgentError):
+        cfg = worker_config(agent, spec, raw, shared.config.defaults)
+    except InvalidSpec:
         # Nothing to stop for a spec that does not validate now, but the agent's
         # series (and an earlier valid spec's backlog) must still go.
         queue = state.config.task_queue if state.config is not None else ""
         metrics.forget_agent(agent.namespace, agent.name, queue)
         return
     async with shared.lock(agent.namespace, agent.name):
-        try:
-            client = await connect(shared, agent, spec)
-        except UnreadyError as err:
-            raise kopf.TemporaryError(err.problem.message, delay=RETRY_TEMPORAL) from None
-        previous = {r.get("topic") for r in (body.status.get("runs") or []) if r.get("topic")}
-        topics = sorted(set(spec.unique_topics()) | previous)
-        await runs.sync_schedules(client, cfg, [], "", topics, paused=False)
-        stopped = await runs.stop_topics(client, cfg, topics, spec.deletion_policy)
+        client = await connect(shared, agent, spec)
+        if isinstance(client, Problem):
+            raise kopf.TemporaryError(client.message, delay=planner.RETRY_AFTER[client.reason])
+        plan = planner.plan(
+            Observed(
+                agent=agent,
+                now=datetime.now(UTC),
+                generation=state.generation,
+                spec=spec,
+                config=cfg,
+                deleting=True,
+                previous_status=dict(body.status),
+            )
+        )
+        if plan.schedules is not None:
+            await schedules.delete(client, cfg, plan.schedules.delete)
+        stopped = await workflows.stop_topics(client, cfg, plan.stop, plan.deletion_policy)
         log.info(
             "%s/%s deleted: %s %d running workflows",
             agent.namespace,
             agent.name,
-            "cancelled" if spec.deletion_policy == "Cancel" else "abandoned",
+            "cancelled" if plan.deletion_policy == "Cancel" else "abandoned",
             stopped,
         )
     metrics.forget_agent(agent.namespace, agent.name, cfg.task_queue)

@@ -2,7 +2,7 @@
 
 Everything the operator writes for an agent is decided here, without I/O, so a
 unit test can read the exact Deployment, ConfigMap, Service, PodDisruptionBudget,
-KEDA ScaledObject and TriggerAuthentication a spec produces. The worker
+KEDA ScaledObject and TriggerAuthentication (:mod:`.keda`) a spec produces. The worker
 configuration comes from the same mapping ``steadfast dev`` uses
 (:mod:`steadfast_contract.agentfile`), so a cluster and a laptop run an agent
 identically.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from steadfast_contract.agentfile import (
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.ids import default_task_queue
 from steadfast_contract.spec import AgentSpec
+from steadfast_operator import keda
 
 Obj = dict[str, Any]
 
@@ -59,7 +59,7 @@ class Defaults:
 
 
 @dataclass(frozen=True)
-class Agent:
+class AgentRef:
     """The identity of the ResearchAgent being rendered."""
 
     name: str
@@ -67,7 +67,7 @@ class Agent:
     uid: str
 
 
-def owner_reference(agent: Agent) -> Obj:
+def owner_reference(agent: AgentRef) -> Obj:
     return {
         "apiVersion": f"{crdgen.GROUP}/{crdgen.VERSION}",
         "kind": crdgen.KIND,
@@ -78,11 +78,11 @@ def owner_reference(agent: Agent) -> Obj:
     }
 
 
-def selector_labels(agent: Agent) -> dict[str, str]:
+def selector_labels(agent: AgentRef) -> dict[str, str]:
     return {AGENT_LABEL: agent.name, "app.kubernetes.io/component": "worker"}
 
 
-def labels(agent: Agent) -> dict[str, str]:
+def labels(agent: AgentRef) -> dict[str, str]:
     return {
         **selector_labels(agent),
         "app.kubernetes.io/name": "steadfast-worker",
@@ -91,24 +91,24 @@ def labels(agent: Agent) -> dict[str, str]:
     }
 
 
-def selector_string(agent: Agent) -> str:
+def selector_string(agent: AgentRef) -> str:
     """The label selector in the form the scale subresource reports."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(agent).items()))
 
 
-def deployment_name(agent: Agent) -> str:
+def deployment_name(agent: AgentRef) -> str:
     return f"{agent.name}-worker"
 
 
-def config_map_name(agent: Agent) -> str:
+def config_map_name(agent: AgentRef) -> str:
     return f"{agent.name}-worker-config"
 
 
-def task_queue(agent: Agent, spec: AgentSpec) -> str:
+def task_queue(agent: AgentRef, spec: AgentSpec) -> str:
     return spec.temporal.task_queue or default_task_queue(agent.namespace, agent.name)
 
 
-def _meta(agent: Agent, name: str, **extra: Any) -> Obj:
+def _meta(agent: AgentRef, name: str, **extra: Any) -> Obj:
     return {
         "name": name,
         "namespace": agent.namespace,
@@ -119,7 +119,7 @@ def _meta(agent: Agent, name: str, **extra: Any) -> Obj:
 
 
 def worker_config(
-    agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
+    agent: AgentRef, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
 ) -> WorkerConfig:
     """The worker's configuration for this agent (raises ``AgentError`` if unusable)."""
     manifest = {
@@ -139,7 +139,7 @@ def worker_config(
     )
 
 
-def config_map(agent: Agent, config: WorkerConfig) -> Obj:
+def config_map(agent: AgentRef, config: WorkerConfig) -> Obj:
     text = yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=True)
     return {
         "apiVersion": "v1",
@@ -180,7 +180,7 @@ def _resources(spec: AgentSpec) -> Obj:
     return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
 
-def deployment(agent: Agent, spec: AgentSpec, d: Defaults, cfg_hash: str, replicas: int) -> Obj:
+def deployment(agent: AgentRef, spec: AgentSpec, d: Defaults, cfg_hash: str, replicas: int) -> Obj:
     """The worker Deployment; ``replicas`` is only used when the object is created."""
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": config_map_name(agent)}},
@@ -274,7 +274,7 @@ def deployment(agent: Agent, spec: AgentSpec, d: Defaults, cfg_hash: str, replic
     }
 
 
-def service(agent: Agent) -> Obj:
+def service(agent: AgentRef) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -300,7 +300,7 @@ def service(agent: Agent) -> Obj:
     }
 
 
-def pdb(agent: Agent) -> Obj:
+def pdb(agent: AgentRef) -> Obj:
     # maxUnavailable rather than minAvailable: a drain may always evict one worker,
     # so a single-replica agent never blocks node maintenance.
     return {
@@ -311,77 +311,13 @@ def pdb(agent: Agent) -> Obj:
     }
 
 
-#: Task queue names KEDA's Temporal scaler accepts with includeRunningWorkflowCount.
-KEDA_QUERY_SAFE = re.compile(r"[a-zA-Z0-9\-_./:]+")
-
-
-def trigger_authentication(agent: Agent, spec: AgentSpec) -> Obj | None:
-    """The credentials KEDA's Temporal scaler needs, from the agent's own Secrets.
-
-    The same Secrets the workers use: the TLS Secret's ``tls.crt``/``tls.key``
-    (and ``ca.crt``, which KEDA reads as empty, so the system roots, when the
-    Secret has none) and the API key. ``None`` for a Temporal without credentials.
-    """
-    t = spec.temporal
-    refs = []
-    if t.tls.secret_name:
-        for parameter, key in (("cert", "tls.crt"), ("key", "tls.key"), ("ca", "ca.crt")):
-            refs.append({"parameter": parameter, "name": t.tls.secret_name, "key": key})
-    if t.api_key_secret_ref.set:
-        ref = t.api_key_secret_ref
-        refs.append({"parameter": "apiKey", "name": ref.name, "key": ref.key})
-    if not refs:
-        return None
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "TriggerAuthentication",
-        "metadata": _meta(agent, deployment_name(agent)),
-        "spec": {"secretTargetRef": refs},
-    }
-
-
-def scaled_object(agent: Agent, spec: AgentSpec, d: Defaults, authenticated: bool) -> Obj:
-    """KEDA's own Temporal scaler, for clusters that prefer KEDA to own replicas.
-
-    With ``authenticated`` the trigger uses the agent's TriggerAuthentication
-    (same name), which makes KEDA connect with TLS like the workers do.
-    """
-    queue = task_queue(agent, spec)
-    metadata = {
-        "endpoint": spec.temporal.address or d.temporal_address,
-        "namespace": spec.temporal.namespace,
-        "taskQueue": queue,
-        "queueTypes": "workflow,activity",
-        "targetQueueSize": str(spec.workers.target_backlog_per_worker),
-        "activationTargetQueueSize": "0",
-    }
-    if KEDA_QUERY_SAFE.fullmatch(queue):
-        # As the built-in autoscaler does: no scale to zero while runs are in
-        # flight, only when nothing waits and nothing runs (KEDA 2.21+). KEDA
-        # refuses the option for a queue name its visibility query cannot quote.
-        metadata["includeRunningWorkflowCount"] = "true"
-    trigger: Obj = {"type": "temporal", "metadata": metadata}
-    if authenticated:
-        trigger["authenticationRef"] = {"name": deployment_name(agent)}
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _meta(agent, deployment_name(agent)),
-        "spec": {
-            "scaleTargetRef": {"name": deployment_name(agent)},
-            "minReplicaCount": spec.workers.min_replicas,
-            "maxReplicaCount": spec.workers.max_replicas,
-            "cooldownPeriod": int(spec.workers.scale_down_delay.total_seconds()),
-            "triggers": [trigger],
-        },
-    }
-
-
 def wants_pdb(spec: AgentSpec) -> bool:
     return spec.workers.max_replicas > 1
 
 
-def children(agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults) -> list[Obj]:
+def children(
+    agent: AgentRef, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
+) -> list[Obj]:
     """Every object the agent should own, in the order they should be applied.
 
     The ConfigMap precedes the Deployment so new pods find their configuration.
@@ -398,8 +334,16 @@ def children(agent: Agent, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defa
     if wants_pdb(spec):
         objs.append(pdb(agent))
     if spec.workers.autoscaler == "keda":
-        auth = trigger_authentication(agent, spec)
+        auth = keda.trigger_authentication(spec, _meta(agent, deployment_name(agent)))
         if auth is not None:
             objs.append(auth)  # before the ScaledObject that refers to it
-        objs.append(scaled_object(agent, spec, d, authenticated=auth is not None))
+        objs.append(
+            keda.scaled_object(
+                spec,
+                _meta(agent, deployment_name(agent)),
+                task_queue(agent, spec),
+                spec.temporal.address or d.temporal_address,
+                authenticated=auth is not None,
+            )
+        )
     return objs

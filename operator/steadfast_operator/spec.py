@@ -19,7 +19,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from steadfast_contract.agentfile import AgentError
+from steadfast_contract.budget import one_call_usd
+from steadfast_contract.config import WorkerConfig
+from steadfast_contract.pricing import UnknownModelError, lookup
 from steadfast_contract.spec import AgentSpec
+from steadfast_operator import render
 
 
 class InvalidSpec(kopf.PermanentError):
@@ -88,7 +93,7 @@ def check_semantics(
         )
     price = spec.model.pricing.output_per_m_tok if spec.model.pricing else output_price_per_mtok
     if price is not None:
-        one_call = spec.model.max_tokens * price / 1_000_000
+        one_call = one_call_usd(spec.model.max_tokens, price)
         if one_call > spec.budget.max_usd_per_run:
             raise InvalidSpec(
                 namespace,
@@ -98,3 +103,37 @@ def check_semantics(
                 "raise the budget or lower model.maxTokens",
                 reason="BudgetBelowOneCall",
             )
+
+
+def _output_price(spec: AgentSpec) -> float | None:
+    """The price table's output price for the spec's model; ``None`` for an unknown model."""
+    try:
+        return lookup(spec.model.name).output_per_mtok
+    except UnknownModelError:
+        return None
+
+
+def validate(
+    agent: render.AgentRef, raw: Mapping[str, Any], defaults: render.Defaults
+) -> AgentSpec:
+    """The spec, if the operator would run it; :class:`InvalidSpec` naming the field if not."""
+    spec = parse_spec(agent.namespace, agent.name, raw)
+    check_semantics(
+        agent.namespace,
+        agent.name,
+        spec,
+        default_image=defaults.image,
+        default_temporal_address=defaults.temporal_address,
+        output_price_per_mtok=_output_price(spec),
+    )
+    return spec
+
+
+def worker_config(
+    agent: render.AgentRef, spec: AgentSpec, raw: Mapping[str, Any], defaults: render.Defaults
+) -> WorkerConfig:
+    """The workers' configuration; :class:`InvalidSpec` when the manifest cannot give one."""
+    try:
+        return render.worker_config(agent, spec, raw, defaults)
+    except AgentError as err:
+        raise InvalidSpec(agent.namespace, agent.name, str(err)) from None

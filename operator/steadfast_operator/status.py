@@ -17,49 +17,30 @@ from typing import Any
 
 from steadfast_contract.crdschema import MAX_RUNS_LISTED as MAX_RUNS_LISTED
 from steadfast_contract.spec import AgentSpec
+from steadfast_contract.starter import RunRow
 
 READY = "Ready"
 WORKERS_AVAILABLE = "WorkersAvailable"
 BUDGET_EXHAUSTED = "BudgetExhausted"
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """One workflow run of the agent, as Temporal reports it."""
-
-    topic: str
-    workflow_id: str
-    run_id: str
-    phase: str
-    started_at: datetime | None = None
-    closed_at: datetime | None = None
-    cost_usd: float = 0.0
-    llm_calls: int = 0
-    retries: int = 0
-    report_id: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.closed_at is None
-
-    def as_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "topic": self.topic,
-            "workflowId": self.workflow_id,
-            "runId": self.run_id,
-            "phase": self.phase,
-            "costUSD": round(self.cost_usd, 6),
-            "llmCalls": self.llm_calls,
-            "retries": self.retries,
-            "reportId": self.report_id,
-        }
-        if self.started_at:
-            out["startedAt"] = _ts(self.started_at)
-        if self.closed_at:
-            out["closedAt"] = _ts(self.closed_at)
-        return out
+def run_line(run: RunRow) -> dict[str, Any]:
+    """One run as ``status.runs`` lists it."""
+    out: dict[str, Any] = {
+        "topic": run.topic,
+        "workflowId": run.workflow_id,
+        "runId": run.run_id,
+        "phase": run.phase,
+        "costUSD": round(run.cost_usd, 6),
+        "llmCalls": run.llm_calls,
+        "retries": run.retries,
+        "reportId": run.report_id,
+    }
+    if run.started_at:
+        out["startedAt"] = _ts(run.started_at)
+    if run.closed_at:
+        out["closedAt"] = _ts(run.closed_at)
+    return out
 
 
 @dataclass(frozen=True)
@@ -90,13 +71,13 @@ def day_of(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def cost_today(runs: Iterable[RunInfo], now: datetime) -> float:
+def cost_today(runs: Iterable[RunRow], now: datetime) -> float:
     """USD spent by runs started on ``now``'s UTC day (running runs included)."""
     today = day_of(now)
     return sum(r.cost_usd for r in runs if r.started_at and day_of(r.started_at) == today)
 
 
-def budget_exhausted(spec: AgentSpec, runs: Iterable[RunInfo], now: datetime) -> bool:
+def budget_exhausted(spec: AgentSpec, runs: Iterable[RunRow], now: datetime) -> bool:
     """Whether ``maxUSDPerDay`` is reached, which stops new runs until the next UTC day."""
     return cost_today(runs, now) >= spec.budget.max_usd_per_day
 
@@ -126,7 +107,7 @@ def condition(
     }
 
 
-def latest_runs(runs: Iterable[RunInfo]) -> list[RunInfo]:
+def latest_runs(runs: Iterable[RunRow]) -> list[RunRow]:
     """Each topic's newest run first, then the older runs; newest first within each.
 
     Capped at MAX_RUNS_LISTED for the status size. Listing every topic's newest run
@@ -136,8 +117,8 @@ def latest_runs(runs: Iterable[RunInfo]) -> list[RunInfo]:
         runs, key=lambda r: r.started_at or datetime.min.replace(tzinfo=UTC), reverse=True
     )
     seen: set[str] = set()
-    newest: list[RunInfo] = []
-    older: list[RunInfo] = []
+    newest: list[RunRow] = []
+    older: list[RunRow] = []
     for run in ordered:
         (older if run.topic in seen else newest).append(run)
         seen.add(run.topic)
@@ -148,7 +129,7 @@ def build_status(
     *,
     generation: int,
     spec: AgentSpec,
-    runs: Sequence[RunInfo],
+    runs: Sequence[RunRow],
     queue: QueueInfo | None,
     desired: int,
     ready: int,
@@ -208,7 +189,7 @@ def build_status(
         "observedGeneration": generation,
         "conditions": conditions,
         "workers": worker_status,
-        "runs": [r.as_status() for r in listed],
+        "runs": [run_line(r) for r in listed],
         "runsSummary": f"{finished}/{len(runs)}",
         "cost": {
             "totalUSD": round(sum(r.cost_usd for r in runs), 6),

@@ -72,7 +72,7 @@ def pruned(live: Any, written: Any, at: str = "") -> list[str]:
 def rendered_children(manifest: dict[str, Any], temporal_address: str) -> dict[str, Any]:
     """What the operator renders for ``manifest``, by kind (its pure render functions)."""
     meta, raw = manifest["metadata"], manifest["spec"]
-    agent = render.Agent(meta["name"], meta["namespace"], "uid")
+    agent = render.AgentRef(meta["name"], meta["namespace"], "uid")
     spec = parse_spec(agent.namespace, agent.name, raw)
     defaults = render.Defaults(image="steadfast/worker:e2e", temporal_address=temporal_address)
     return {o["kind"]: o for o in render.children(agent, spec, raw, defaults)}

@@ -21,14 +21,13 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 from tests.integration.conftest import HarnessFactory
 
-from steadfast_contract import budget, ids, models, pricing
-from steadfast_contract import starter as worker_runs
+from steadfast_contract import budget, ids, models, pricing, starter
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_dev import chaos
-from steadfast_operator import runs, status, taskqueues
+from steadfast_operator import schedules, status, taskqueues, workflows
 from steadfast_operator.kube import Kube
 from steadfast_operator.spec import parse_spec
-from steadfast_operator.startup import TemporalPool
+from steadfast_operator.temporal_pool import TemporalPool
 from steadfast_worker.workflows import QUERY_PROMPT_CHARS
 
 pytestmark = pytest.mark.integration
@@ -68,18 +67,18 @@ async def test_starts_are_idempotent_and_observed(
 ) -> None:
     cfg = config(agent, task_queue)
     topics = ["alpha", "beta", "gamma"]
-    first = await runs.start_topics(temporal_client, cfg, topics)
-    again = await runs.start_topics(temporal_client, cfg, topics)
+    first = await workflows.start_topics(temporal_client, cfg, topics)
+    again = await workflows.start_topics(temporal_client, cfg, topics)
     assert sorted(first) == sorted(ids.workflow_id("it", agent, t) for t in topics)
     assert again == []
 
     # An agent whose name extends this one's must not be counted as this agent's.
     other = config(agent + "-b", task_queue + "-b")
-    await runs.start_topics(temporal_client, other, ["alpha"])
+    await workflows.start_topics(temporal_client, other, ["alpha"])
 
-    cache = runs.RunCache()
+    cache = workflows.RunCache()
     seen = await eventually(
-        lambda: runs.observe(temporal_client, cfg, topics, cache, query_running=False),
+        lambda: workflows.observe(temporal_client, cfg, topics, cache, query_running=False),
         lambda rs: len(rs) == 3,
     )
     assert sorted(r.topic for r in seen) == topics
@@ -90,7 +89,7 @@ async def test_backlog_and_stats_shared(
     temporal_client: Client, task_queue: str, agent: str
 ) -> None:
     cfg = config(agent, task_queue)
-    await runs.start_topics(temporal_client, cfg, ["one", "two", "three", "four"])
+    await workflows.start_topics(temporal_client, cfg, ["one", "two", "three", "four"])
     stats = taskqueues.QueueStats(max_age=60.0)
     info = await eventually(
         lambda: stats.get(temporal_client, task_queue, fresh=True), lambda i: i.backlog >= 4
@@ -106,14 +105,16 @@ async def test_backlog_and_stats_shared(
 
 async def test_cancel_policy(temporal_client: Client, task_queue: str, agent: str) -> None:
     cfg = config(agent, task_queue)
-    await runs.start_topics(temporal_client, cfg, ["keep", "drop"])
-    cache = runs.RunCache()
+    await workflows.start_topics(temporal_client, cfg, ["keep", "drop"])
+    cache = workflows.RunCache()
     await eventually(
-        lambda: runs.observe(temporal_client, cfg, ["keep", "drop"], cache, query_running=False),
+        lambda: workflows.observe(
+            temporal_client, cfg, ["keep", "drop"], cache, query_running=False
+        ),
         lambda rs: len(rs) == 2,
     )
-    assert await runs.stop_topics(temporal_client, cfg, ["drop"], "Abandon") == 1
-    assert await runs.stop_topics(temporal_client, cfg, ["drop"], "Cancel") == 1
+    assert await workflows.stop_topics(temporal_client, cfg, ["drop"], "Abandon") == 1
+    assert await workflows.stop_topics(temporal_client, cfg, ["drop"], "Cancel") == 1
 
     async def cancel_requested(topic: str) -> bool:
         handle = temporal_client.get_workflow_handle(ids.workflow_id("it", agent, topic))
@@ -128,21 +129,21 @@ async def test_schedules_follow_the_spec(
     temporal_client: Client, task_queue: str, agent: str
 ) -> None:
     cfg = config(agent, task_queue)
-    sched = runs.schedule_id(ids.workflow_id("it", agent, "weekly"))
-    await runs.sync_schedules(temporal_client, cfg, ["weekly"], "0 6 * * 1", [], paused=False)
+    sched = schedules.schedule_id(ids.workflow_id("it", agent, "weekly"))
+    await schedules.upsert(temporal_client, cfg, ["weekly"], "0 6 * * 1", paused=False)
     desc = await temporal_client.get_schedule_handle(sched).describe()
     # The server stores a cron as calendar specs.
     (cal,) = desc.schedule.spec.calendars
     assert (cal.hour[0].start, cal.day_of_week[0].start) == (6, 1)
     assert not desc.schedule.state.paused
 
-    await runs.sync_schedules(temporal_client, cfg, ["weekly"], "0 7 * * *", [], paused=True)
+    await schedules.upsert(temporal_client, cfg, ["weekly"], "0 7 * * *", paused=True)
     desc = await temporal_client.get_schedule_handle(sched).describe()
     (cal,) = desc.schedule.spec.calendars
     assert cal.hour[0].start == 7
     assert desc.schedule.state.paused
 
-    await runs.sync_schedules(temporal_client, cfg, [], "0 7 * * *", ["weekly"], paused=False)
+    await schedules.delete(temporal_client, cfg, ["weekly"])
     with pytest.raises(RPCError) as err:
         await temporal_client.get_schedule_handle(sched).describe()
     assert err.value.status == RPCStatusCode.NOT_FOUND
@@ -153,7 +154,7 @@ async def test_bad_cron_is_refused_by_temporal(
 ) -> None:
     cfg = config(agent, task_queue)
     with pytest.raises(RPCError):
-        await runs.sync_schedules(temporal_client, cfg, ["t"], "99 * * * *", [], paused=False)
+        await schedules.upsert(temporal_client, cfg, ["t"], "99 * * * *", paused=False)
 
 
 async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, agent: str) -> None:
@@ -168,9 +169,9 @@ async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, ag
             with pytest.raises(WorkflowFailureError):
                 await handle.result()
         # No worker polls now: nothing can answer a status query for the closed run.
-        cache = runs.RunCache()
+        cache = workflows.RunCache()
         (seen,) = await eventually(
-            lambda: runs.observe(h.client, h.config, [topic], cache, query_running=True),
+            lambda: workflows.observe(h.client, h.config, [topic], cache, query_running=True),
             lambda rs: len(rs) == 1 and not rs[0].running,
         )
         assert seen.phase == "BudgetExhausted"
@@ -182,7 +183,7 @@ async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, ag
         assert status.cost_today([seen], now) == seen.cost_usd
 
         # `steadfast status` / `dev` describe the same run with the same spend.
-        row = await worker_runs.describe_run(h.client, handle.id, topic)
+        row = await starter.describe_run(h.client, handle.id, topic)
         assert (row.phase, row.cost_usd, row.llm_calls) == (
             "BudgetExhausted",
             seen.cost_usd,
@@ -233,13 +234,15 @@ async def test_a_terminated_run_counts_the_spend_in_its_memo(
             assert before.cost_usd > 0
             assert before.llm_calls == 2  # the queries and the report
             # Running, with no worker asked: the memo already carries the spend.
-            cache = runs.RunCache()
-            (running,) = await runs.observe(h.client, h.config, [topic], cache, query_running=False)
+            cache = workflows.RunCache()
+            (running,) = await workflows.observe(
+                h.client, h.config, [topic], cache, query_running=False
+            )
             assert (running.phase, running.cost_usd) == ("Running", before.cost_usd)
             await handle.terminate("stopped by an operator")
         # No worker now, so nothing can replay the run to answer a query either.
         (seen,) = await eventually(
-            lambda: runs.observe(h.client, h.config, [topic], cache, query_running=True),
+            lambda: workflows.observe(h.client, h.config, [topic], cache, query_running=True),
             lambda rs: len(rs) == 1 and not rs[0].running,
         )
         assert seen.phase == "Terminated"
@@ -250,5 +253,5 @@ async def test_a_terminated_run_counts_the_spend_in_its_memo(
         )
         assert status.cost_today([seen], datetime.now(UTC)) == before.cost_usd
 
-        row = await worker_runs.describe_run(h.client, handle.id, topic)
+        row = await starter.describe_run(h.client, handle.id, topic)
         assert (row.phase, row.cost_usd, row.llm_calls) == ("Terminated", before.cost_usd, 2)

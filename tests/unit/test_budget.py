@@ -52,11 +52,23 @@ def test_a_run_of_calls_never_overspends() -> None:
     assert spent <= limit
 
 
-def test_min_budget_allows_one_call() -> None:
-    minimum = budget.min_budget_usd(2000, SONNET)
-    # 2000 output tokens at $15/MTok plus ceil(400 / 4) + 64 input tokens at $3/MTok.
+def test_one_call_with_a_short_prompt_costs_output_and_input() -> None:
+    # What the removed min_budget_usd computed, now spelled with reserve_usd: 2000 output
+    # tokens at $15/MTok plus ceil(400 / 4) + 64 input tokens at $3/MTok.
+    minimum = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
     assert minimum == pytest.approx(0.03 + 164 * 3.0 / 1_000_000)
     one_call = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
     assert budget.check(0.0, one_call, minimum).fits
     assert not budget.check(0.0, one_call, minimum - 1e-6).fits
     assert minimum > 0.03
+
+
+@pytest.mark.parametrize(
+    ("max_tokens", "price", "floor"),
+    [(2000, 15.0, 0.03), (1000, 15.0, 0.015), (1500, 100.0, 0.15), (1, 0.0, 0.0)],
+)
+def test_one_call_floor_is_max_tokens_at_the_output_price(
+    max_tokens: int, price: float, floor: float
+) -> None:
+    """The operator's floor for maxUSDPerRun: output only, whatever the prompt."""
+    assert budget.one_call_usd(max_tokens, price) == pytest.approx(floor)

@@ -19,6 +19,7 @@ EXPECTED_FLAGS: dict[str, list[str]] = {
     "approve": ["--reviewer", "--comment", "--reject", "--reason", "--tls-key", "WORKFLOW_ID"],
     "sim": ["--port", "--latency-ms", "--chunk-delay-ms", "--llm-429-rate", "--search-500-rate"],
     "operator": ["--kubeconfig", "--all-namespaces", "--metrics-port", "--health-port"],
+    "plan": ["--file", "--worker-image", "--temporal-address", "--namespace", "Exit status"],
 }
 
 

@@ -114,7 +114,7 @@ def test_chart_worker_pod_monitor_matches_the_pods_the_operator_renders() -> Non
     """The PodMonitor's selector, ports and agent label follow render.py's worker pods."""
     values = yaml.safe_load((REPO / "charts" / "steadfast" / "values.yaml").read_text())
     monitor = values["workers"]["podMonitor"]
-    pod_labels = render.labels(render.Agent(name="market-watch", namespace="research", uid="u"))
+    pod_labels = render.labels(render.AgentRef(name="market-watch", namespace="research", uid="u"))
     assert monitor["selector"].items() <= pod_labels.items()
     assert pod_labels[monitor["agentPodLabel"]] == "market-watch"
     steps = instructions(IMAGES["worker"].read_text())

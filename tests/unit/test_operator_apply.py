@@ -12,7 +12,7 @@ from steadfast_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 
-AGENT = render.Agent("a", "ns", "uid")
+AGENT = render.AgentRef("a", "ns", "uid")
 SPEC_RAW = {"topics": ["t"], "search": {"endpoint": "http://s/"}, "workers": {"maxReplicas": 3}}
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from steadfast_operator import metrics, reconcile, render
+from steadfast_operator import metrics, render
 from steadfast_operator.spec import parse_spec
 
 pytestmark = pytest.mark.unit
 
-AGENT = render.Agent(name="market-watch", namespace="research", uid="uid-1")
+AGENT = render.AgentRef(name="market-watch", namespace="research", uid="uid-1")
 LABELS = {"namespace": "research", "agent": "market-watch"}
 DOC: dict[str, Any] = {
     "workers": {"desired": 1, "ready": 1},
@@ -34,7 +34,7 @@ def test_the_budget_gauge_is_the_specs_max_usd_per_day() -> None:
     spec = parse_spec(
         "research", "market-watch", {"topics": ["x"], "budget": {"maxUSDPerDay": 7.5}}
     )
-    reconcile._export(AGENT, DOC, None, spec)
+    metrics.export_agent(AGENT.namespace, AGENT.name, DOC, None, spec)
     assert sample("steadfast_agent_budget_usd") == 7.5
     # What the daily-budget panel and alerts divide: today's spend by the budget.
     assert sample("steadfast_agent_cost_usd", window="today") == 4.5
@@ -42,25 +42,25 @@ def test_the_budget_gauge_is_the_specs_max_usd_per_day() -> None:
     raised = parse_spec(
         "research", "market-watch", {"topics": ["x"], "budget": {"maxUSDPerDay": 20}}
     )
-    reconcile._export(AGENT, DOC, None, raised)
+    metrics.export_agent(AGENT.namespace, AGENT.name, DOC, None, raised)
     assert sample("steadfast_agent_budget_usd") == 20
 
 
 def test_the_budget_gauge_uses_the_schema_default_when_the_spec_sets_none() -> None:
     spec = parse_spec("research", "market-watch", {"topics": ["x"]})
-    reconcile._export(AGENT, DOC, None, spec)
+    metrics.export_agent(AGENT.namespace, AGENT.name, DOC, None, spec)
     assert sample("steadfast_agent_budget_usd") == spec.budget.max_usd_per_day == 50.0
 
 
 def test_no_budget_series_without_a_valid_spec() -> None:
-    reconcile._export(AGENT, DOC, None, None)
+    metrics.export_agent(AGENT.namespace, AGENT.name, DOC, None, None)
     assert sample("steadfast_agent_budget_usd") is None
     assert sample("steadfast_workers_desired") == 1
 
 
 def test_deleting_the_agent_drops_its_budget_series() -> None:
     spec = parse_spec("research", "market-watch", {"topics": ["x"]})
-    reconcile._export(AGENT, DOC, None, spec)
+    metrics.export_agent(AGENT.namespace, AGENT.name, DOC, None, spec)
     metrics.forget_agent(AGENT.namespace, AGENT.name, "q")
     assert sample("steadfast_agent_budget_usd") is None
     assert sample("steadfast_agent_cost_usd", window="today") is None

@@ -15,7 +15,7 @@ from steadfast_operator.spec import parse_spec
 pytestmark = pytest.mark.unit
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "market-watch.yaml"
-AGENT = render.Agent(name="market-watch", namespace="research", uid="uid-1")
+AGENT = render.AgentRef(name="market-watch", namespace="research", uid="uid-1")
 DEFAULTS = render.Defaults(image="steadfast/worker:test", temporal_address="temporal:7233")
 
 
@@ -208,7 +208,7 @@ def test_user_resources_replace_defaults() -> None:
 def test_every_example_renders(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     raw = dict(doc["spec"])
-    agent = render.Agent(doc["metadata"]["name"], doc["metadata"]["namespace"], "uid")
+    agent = render.AgentRef(doc["metadata"]["name"], doc["metadata"]["namespace"], "uid")
     spec = parse_spec(agent.namespace, agent.name, raw)
     kinds = {o["kind"] for o in render.children(agent, spec, raw, DEFAULTS)}
     assert {"ConfigMap", "Deployment", "Service"} <= kinds

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from steadfast_contract.starter import RunRow
 from steadfast_operator import status as st
 from steadfast_operator.spec import parse_spec
 
@@ -16,8 +17,8 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SPEC = parse_spec("ns", "a", {"topics": ["x", "y"], "budget": {"maxUSDPerDay": 1.0}})
 
 
-def run(topic: str, cost: float, started: datetime, closed: bool = True) -> st.RunInfo:
-    return st.RunInfo(
+def run(topic: str, cost: float, started: datetime, closed: bool = True) -> RunRow:
+    return RunRow(
         topic=topic,
         workflow_id=f"wf-{topic}",
         run_id=f"run-{topic}-{started.isoformat()}",
@@ -33,7 +34,7 @@ def run(topic: str, cost: float, started: datetime, closed: bool = True) -> st.R
     )
 
 
-def build(runs: list[st.RunInfo], **kw: Any) -> dict[str, Any]:
+def build(runs: list[RunRow], **kw: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "generation": 3,
         "spec": SPEC,

@@ -1,7 +1,7 @@
 """``steadfast operator``: run the ResearchAgent operator in a cluster or from a kubeconfig.
 
 The verb's module (looked up by :mod:`steadfast_cli.main`) only parses flags
-and hands an :class:`~steadfast_operator.startup.OperatorConfig` to the
+and hands an :class:`~steadfast_operator.settings.OperatorConfig` to the
 handlers; Kopf and the Kubernetes clients are imported when the verb runs.
 """
 
@@ -76,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from steadfast_operator import handlers, render
-    from steadfast_operator.startup import OperatorConfig
+    from steadfast_operator.settings import OperatorConfig
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -1,11 +1,10 @@
-"""The operator's side of workflows: starts, schedules, observation and cancellation.
+"""The operator's side of an agent's workflows: starts, observation and cancellation.
 
 An agent's topics become workflows through the same idempotent start the
 command line uses (:func:`steadfast_contract.starter.start_topic`): the id is derived
 from namespace, agent and topic, a running workflow is reused, a completed one
 is not re-run, so repeated events and operator restarts never duplicate a run.
-A ``schedule`` becomes one Temporal Schedule per topic, created, updated,
-paused (when the day's budget is spent) and deleted here.
+(Schedules have their own module, :mod:`.schedules`.)
 
 Observation is bounded per agent and tick: one visibility list of the agent's
 workflows (prefix query, filtered to the exact ids), a ``status`` query per
@@ -29,44 +28,21 @@ from datetime import datetime
 
 from temporalio.client import (
     Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowQueryFailedError,
 )
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from steadfast_contract import ids, models
-from steadfast_contract import starter as worker_runs
+from steadfast_contract import ids, models, starter
 from steadfast_contract.config import WorkerConfig
-from steadfast_operator.status import RunInfo
+from steadfast_contract.starter import RunRow
 
 log = logging.getLogger(__name__)
 
 QUERY_CONCURRENCY = 8
 """Status queries and result fetches in flight at once, per agent."""
-
-_PHASE_OF_CLOSED = {
-    WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
-    WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
-    WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
-    WorkflowExecutionStatus.TERMINATED: "Terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
-}
-
-
-def schedule_id(workflow_id: str) -> str:
-    """One Schedule per topic; its runs get ``<workflow_id>-<timestamp>`` ids."""
-    return f"{workflow_id}-schedule"
 
 
 def topic_ids(cfg: WorkerConfig, topics: Iterable[str]) -> dict[str, str]:
@@ -92,68 +68,10 @@ async def start_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str])
     """Start every topic not yet run; returns the workflow ids newly started."""
     started = []
     for topic in topics:
-        result = await worker_runs.start_topic(client, cfg, topic)
+        result = await starter.start_topic(client, cfg, topic)
         if not result.existing:
             started.append(result.workflow_id)
     return started
-
-
-def _schedule(cfg: WorkerConfig, topic: str, cron: str, paused: bool, note: str) -> Schedule:
-    wf_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            models.WORKFLOW_NAME,
-            worker_runs.research_input(cfg, topic),
-            id=wf_id,
-            task_queue=cfg.task_queue,
-        ),
-        spec=ScheduleSpec(cron_expressions=[cron]),
-        # A topic whose previous run is still going is skipped, never doubled up.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(paused=paused, note=note),
-    )
-
-
-async def sync_schedules(
-    client: Client,
-    cfg: WorkerConfig,
-    topics: Iterable[str],
-    cron: str,
-    removed: Iterable[str],
-    paused: bool,
-) -> None:
-    """Create or update one Schedule per topic; delete those of removed topics.
-
-    With an empty ``cron`` every schedule of the agent's topics is deleted.
-    ``paused`` holds them while the day's budget is spent.
-    """
-    note = "paused by steadfast: daily budget reached" if paused else "managed by steadfast"
-    for topic in topics:
-        wf_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
-        if not cron:
-            await _delete_schedule(client, schedule_id(wf_id))
-            continue
-        desired = _schedule(cfg, topic, cron, paused, note)
-        try:
-            await client.create_schedule(schedule_id(wf_id), desired)
-        except ScheduleAlreadyRunningError:
-            handle = client.get_schedule_handle(schedule_id(wf_id))
-
-            def _update(_: ScheduleUpdateInput, s: Schedule = desired) -> ScheduleUpdate:
-                return ScheduleUpdate(schedule=s)
-
-            await handle.update(_update)
-    for topic in removed:
-        removed_id = ids.workflow_id(cfg.namespace, cfg.agent, topic)
-        await _delete_schedule(client, schedule_id(removed_id))
-
-
-async def _delete_schedule(client: Client, sched_id: str) -> None:
-    try:
-        await client.get_schedule_handle(sched_id).delete()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
 
 
 async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], policy: str) -> int:
@@ -184,10 +102,10 @@ async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], 
 class RunCache:
     """Closed runs by run id: their outcome never changes, so it is fetched once."""
 
-    closed: dict[str, RunInfo] = field(default_factory=dict)
+    closed: dict[str, RunRow] = field(default_factory=dict)
     limit: int = 500
 
-    def put(self, info: RunInfo) -> None:
+    def put(self, info: RunRow) -> None:
         if len(self.closed) >= self.limit:
             self.closed.pop(next(iter(self.closed)))
         self.closed[info.run_id] = info
@@ -202,10 +120,10 @@ def _info(
     closed: datetime | None,
     s: models.RunStatus | None,
     spend: models.Spend | None,
-) -> RunInfo:
+) -> RunRow:
     """The run as status lists it: figures from its own status, else from its memo."""
     figures = s if s is not None else spend or models.Spend()
-    return RunInfo(
+    return RunRow(
         topic=topic,
         workflow_id=wf_id,
         run_id=run_id,
@@ -229,7 +147,7 @@ async def _closed_status(client: Client, wf_id: str, run_id: str) -> models.RunS
         # A failed run has no result; the workflow attaches its final status
         # (phase, cost, calls) to the failure. Older runs and runs ended from
         # outside carry none: their failure is their phase, their memo the spend.
-        return worker_runs.status_from_failure(err, client.data_converter.payload_converter)
+        return starter.status_from_failure(err, client.data_converter.payload_converter)
     except Exception:
         return None
     return result.status
@@ -243,7 +161,7 @@ async def observe(
     *,
     query_running: bool,
     limit: int = 200,
-) -> list[RunInfo]:
+) -> list[RunRow]:
     """The agent's runs (latest first), each with phase, cost and report id."""
     known = topic_ids(cfg, topics)
     if not known:
@@ -258,16 +176,16 @@ async def observe(
     # cannot stretch the tick of the whole agent.
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
-    async def one(topic: str, wf: WorkflowExecution) -> RunInfo:
+    async def one(topic: str, wf: WorkflowExecution) -> RunRow:
         async with gate:
             if wf.status != WorkflowExecutionStatus.RUNNING and wf.status is not None:
                 cached = cache.closed.get(wf.run_id)
                 if cached is None:
                     s = await _closed_status(client, wf.id, wf.run_id)
-                    phase = _PHASE_OF_CLOSED.get(wf.status, "Unknown")
+                    phase = starter.closed_phase(wf.status)
                     if s is not None and models.Phase(s.phase).terminal:
                         phase = str(s.phase)
-                    spend = None if s is not None else await worker_runs.memo_spend(wf)
+                    spend = None if s is not None else await starter.memo_spend(wf)
                     cached = _info(
                         topic, wf.id, wf.run_id, phase, wf.start_time, wf.close_time, s, spend
                     )
@@ -277,9 +195,9 @@ async def observe(
             if query_running:
                 # The query needs a worker; without one it would wait out its timeout.
                 with contextlib.suppress(RPCError, WorkflowQueryFailedError, asyncio.TimeoutError):
-                    s_running = await worker_runs.query_status(client, wf.id, rpc_timeout=3.0)
+                    s_running = await starter.query_status(client, wf.id, rpc_timeout=3.0)
             phase = str(s_running.phase) if s_running else "Running"
-            spend = None if s_running is not None else await worker_runs.memo_spend(wf)
+            spend = None if s_running is not None else await starter.memo_spend(wf)
             return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running, spend)
 
     return list(await asyncio.gather(*(one(t, wf) for t, wf in listed)))

@@ -1,11 +1,9 @@
-"""Operator start-up: Kopf settings, shared clients in the memo, and their cleanup.
+"""Temporal clients shared by every agent with the same target and credentials.
 
-Everything long-lived is created once here and handed to handlers through
-Kopf's memo: the Kubernetes JSON client, a pool of Temporal clients (one per
-distinct address, namespace and credentials, shared by every agent that uses
-them), and the task-queue statistics cache. Kopf's settings are tuned for an
-operator whose watches must recover fast and whose bookkeeping must survive a
-structural status schema (progress and diff-base go in annotations).
+One client per distinct address, namespace and credentials (read from the
+agent's Secrets), so a thousand agents on one Temporal make one connection, and
+an unreachable target holds up only its own agents. Credentials rotate in
+place: see :class:`TemporalPool`.
 """
 
 from __future__ import annotations
@@ -15,63 +13,14 @@ import base64
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-import kopf
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from steadfast_contract.spec import AgentSpec, TemporalSpec
-from steadfast_operator import metrics, render
-from steadfast_operator.kube import Kube, load_config, path
-from steadfast_operator.taskqueues import QueueStats
+from steadfast_operator.kube import Kube, path
 
-PREFIX = "steadfast.dev"
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    """What ``steadfast operator`` was told on its command line."""
-
-    namespaces: tuple[str, ...] = ()
-    """Namespaces to watch; empty with ``all_namespaces`` watches the cluster."""
-    all_namespaces: bool = False
-    kubeconfig: str | None = None
-    defaults: render.Defaults = field(default_factory=render.Defaults)
-    status_interval: float = 5.0
-    """Seconds between status refreshes and autoscaling decisions per agent."""
-    metrics_port: int = 8080
-    health_port: int = 8081
-    listen: str = "0.0.0.0"
-    post_events: bool = True
-    """Post Kubernetes Events about handler failures (tests switch this off)."""
-    watch_timeout: int = 60
-    """Seconds a watch request stays open before it is renewed."""
-    connect_timeout: float = 10.0
-    """Seconds to wait for a Temporal frontend before reporting it unreachable."""
-    credentials_check: float = 60.0
-    """Seconds between re-reads of the Secrets a Temporal client was made with."""
-
-
-def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
-    """Kopf settings: fast watch recovery, annotations for bookkeeping, one finalizer."""
-    settings.watching.server_timeout = cfg.watch_timeout
-    settings.watching.client_timeout = cfg.watch_timeout + 10
-    settings.watching.connect_timeout = 10
-    settings.watching.reconnect_backoff = 1.0
-    settings.networking.request_timeout = 30
-    settings.posting.enabled = cfg.post_events
-    settings.posting.level = logging.WARNING
-    # The CRD's status schema is structural: Kopf's default ``status.kopf`` would be
-    # pruned by the API server and re-written forever, so its state lives in annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    settings.peering.standalone = True
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
 
 
 @dataclass(frozen=True)
@@ -208,48 +157,3 @@ class TemporalPool:
         self._clients[key] = _Connected(renewed, creds, found.checked)
         log.info("Temporal at %s: the TLS Secret changed, reconnected with it", address)
         return renewed
-
-
-@dataclass
-class Shared:
-    """What every handler reaches through ``memo.shared``."""
-
-    config: OperatorConfig
-    kube: Kube
-    temporal: TemporalPool
-    queues: QueueStats
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    deployments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    """(namespace, name) -> (replicas, ready) of worker Deployments, kept by a watch,
-    so a status tick costs no GET."""
-
-    def lock(self, namespace: str, name: str) -> asyncio.Lock:
-        """One lock per agent, so its timer and its change handlers never interleave."""
-        return self.locks.setdefault((namespace, name), asyncio.Lock())
-
-
-async def start(settings: kopf.OperatorSettings, memo: Any, cfg: OperatorConfig) -> Shared:
-    configure(settings, cfg)
-    kube = Kube(await load_config(cfg.kubeconfig), on_request=_count_request)
-    shared = Shared(
-        config=cfg,
-        kube=kube,
-        temporal=TemporalPool(kube, cfg.connect_timeout, cfg.credentials_check),
-        queues=QueueStats(max_age=max(1.0, cfg.status_interval / 2)),
-    )
-    memo.shared = shared
-    metrics.serve(cfg.metrics_port, cfg.listen)
-    return shared
-
-
-def _count_request(verb: str) -> None:
-    metrics.KUBE_REQUESTS.labels(verb).inc()
-
-
-async def stop(memo: Any) -> None:
-    shared: Shared | None = getattr(memo, "shared", None)
-    if shared is not None:
-        await shared.kube.close()
-        # Temporal clients hold no resources that need closing beyond their runtime,
-        # which ends with the process; dropping them lets a restart in-process reconnect.
-        shared.temporal.clear()

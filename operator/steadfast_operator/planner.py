@@ -1,0 +1,384 @@
+"""The operator's decisions: what was observed in, a :class:`Plan` out, no I/O.
+
+A reconcile reads as observe → plan → execute → one status write
+(:mod:`.reconcile`). Everything it decides is decided here, by :func:`plan`,
+from an :class:`Observed` snapshot: which children to create, replace or
+delete, which Schedules to create, update, pause or delete, which topics to
+start or stop, how many workers the task queue needs, and the status document
+with whether it must be written. The executor performs a plan and nothing else,
+so every decision has a table test without a server (``tests/unit``).
+
+The building blocks stay where they were: :mod:`.render` (children),
+:mod:`.apply` (what "already applied" means), :mod:`.autoscale` (replicas) and
+:mod:`.status` (the status document).
+
+When an execution step fails, its failure is folded back into the observation
+(:meth:`Observed.after`) and the planner is asked again: a plan made with a
+problem never repeats the step that failed, so the status always says why.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from steadfast_contract import ids
+from steadfast_contract.config import WorkerConfig
+from steadfast_contract.spec import AgentSpec
+from steadfast_contract.starter import RunRow
+from steadfast_operator import apply, autoscale, render, status
+from steadfast_operator.status import Problem, QueueInfo
+
+Obj = dict[str, Any]
+
+#: Seconds before Kopf retries a change whose problem may go away by itself.
+RETRY_AFTER: Mapping[str, float] = {
+    "SecretMissing": 15.0,
+    "TemporalUnreachable": 10.0,
+    "KedaNotInstalled": 120.0,
+    "ReconcileError": 10.0,
+}
+
+#: Problems of a change that still let the operator read Temporal: the spec is valid
+#: and Temporal answers; only its Schedule was refused.
+TEMPORAL_STILL_READ = frozenset({"ScheduleInvalid"})
+
+#: The spec the status is written with while no spec of the agent has validated.
+_PLACEHOLDER_SPEC = {"topics": ["-"]}
+
+
+@dataclass(frozen=True)
+class TemporalView:
+    """What Temporal said during this pass."""
+
+    queue: QueueInfo | None = None
+    runs: tuple[RunRow, ...] = ()
+    problem: Problem | None = None
+    """Why Temporal could not be read (``TemporalUnreachable``, ``TemporalError``)."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a decision may depend on, gathered before any is made."""
+
+    agent: render.AgentRef
+    now: datetime
+    generation: int
+    """The generation last reconciled, which the status reports as observed."""
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    """The spec as stored (the worker configuration is rendered from it)."""
+    defaults: render.Defaults = field(default_factory=render.Defaults)
+    spec: AgentSpec | None = None
+    """The last spec that validated (an invalid edit leaves the previous one in force)."""
+    config: WorkerConfig | None = None
+    problem: Problem | None = None
+    """Why the agent is not Ready: found by this change, or remembered from the last."""
+    changed: bool = False
+    """A change or resume: children, Schedules and removed topics are reconciled too."""
+    settled: bool = False
+    """The change's own steps were performed (or failed): plan none of them again."""
+    deleting: bool = False
+    children: Mapping[str, Obj | None] = field(default_factory=dict)
+    """Live children by kind (``None``: absent); read on a change only."""
+    forbidden: frozenset[str] = frozenset()
+    """Child kinds the operator may not read (a chart without KEDA support)."""
+    replicas: tuple[int, int] | None = None
+    """(spec, ready) replicas of the worker Deployment; ``None`` when it does not exist."""
+    temporal: TemporalView | None = None
+    """``None`` when Temporal was not asked (a problem only a change can fix)."""
+    previous_status: Mapping[str, Any] = field(default_factory=dict)
+    schedules_paused: bool = False
+    """Whether the Schedules were last left paused (daily budget spent)."""
+    history: autoscale.History = field(default_factory=autoscale.History)
+    since_last_write: float | None = None
+    """Seconds since the last status write (``None``: none yet)."""
+
+    def after(self, failure: Failure) -> Observed:
+        """This observation once ``failure`` happened executing its plan."""
+        if failure.stage == "setup":
+            return replace(self, problem=failure.problem, settled=True)
+        view = self.temporal or TemporalView()
+        return replace(self, settled=True, temporal=replace(view, problem=failure.problem))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An execution step that failed: a change's own step, or a Temporal call of the tick."""
+
+    problem: Problem
+    stage: Literal["setup", "temporal"]
+
+
+@dataclass(frozen=True)
+class ChildChange:
+    """One write to a child object."""
+
+    verb: Literal["create", "replace", "delete"]
+    kind: str
+    name: str
+    body: Obj | None = None
+    """The object to POST or PUT (``None`` for a delete)."""
+    why: str = ""
+    """For a replace: the first owned field that differs."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.verb, self.kind
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.kind}/{self.name}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """Schedules to create or update (one per topic, on ``cron``) and to delete."""
+
+    upsert: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    cron: str = ""
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Start:
+    topic: str
+    workflow_id: str
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The built-in autoscaler's answer for the worker Deployment."""
+
+    current: int
+    desired: int
+    reason: str
+
+    @property
+    def changed(self) -> bool:
+        return self.desired != self.current
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do, in the order the executor does it."""
+
+    children: tuple[ChildChange, ...] = ()
+    schedules: ScheduleChange | None = None
+    """A change's Schedules: every topic's on the current cron, removed topics' deleted."""
+    stop: tuple[str, ...] = ()
+    """Topics whose running workflows ``deletion_policy`` applies to."""
+    deletion_policy: str = "Cancel"
+    start: tuple[Start, ...] = ()
+    pause: ScheduleChange | None = None
+    """Schedules paused or resumed because the day's budget state changed."""
+    scale: Scale | None = None
+    """``None`` when the operator does not own replicas now (keda, none, no statistics)."""
+    history: autoscale.History | None = None
+    """The autoscaler's memory after this decision; kept when the plan is done."""
+    status: Obj | None = None
+    """The status document (``None``: nothing to report yet)."""
+    write_status: bool = False
+    problem: Problem | None = None
+    """What the status reports as the reason the agent is not Ready."""
+    remember: Problem | None = None
+    """The change's own problem, kept until the next change (ticks do not clear it)."""
+    retry: float | None = None
+    """Seconds until Kopf should retry the change; ``None`` when only an edit can help."""
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write anywhere."""
+        return not (
+            self.children
+            or self.schedules
+            or self.stop
+            or self.start
+            or self.pause
+            or (self.scale is not None and self.scale.changed)
+            or self.write_status
+        )
+
+
+def needs_temporal(problem: Problem | None) -> bool:
+    """Whether Temporal is worth asking while ``problem`` stands."""
+    return problem is None or problem.reason in TEMPORAL_STILL_READ
+
+
+def plan(obs: Observed) -> Plan:
+    """Every decision for one pass over one agent."""
+    if obs.deleting:
+        return plan_deletion(obs)
+    spec, config, problem = obs.spec, obs.config, obs.problem
+    view = obs.temporal if needs_temporal(problem) else None
+    setup = obs.changed and not obs.settled and problem is None and spec is not None
+    if setup and view is not None and _unreachable(view):
+        # A change that cannot reach Temporal is retried; its children still go out.
+        problem = view.problem
+    out = Plan()
+    if setup and spec is not None:
+        out = replace(out, children=child_changes(obs, spec))
+        if obs.replicas is None and any(c.key == ("create", "Deployment") for c in out.children):
+            # The Deployment this plan creates starts at minReplicas, none ready yet.
+            obs = replace(obs, replicas=(spec.workers.min_replicas, 0))
+    if setup and spec is not None and config is not None and problem is None:
+        removed = removed_topics(spec, obs.previous_status)
+        out = replace(
+            out,
+            schedules=setup_schedules(spec, removed, obs.schedules_paused),
+            stop=removed,
+            deletion_policy=spec.deletion_policy,
+        )
+    if spec is not None and config is not None and view is not None and view.problem is None:
+        exhausted = status.budget_exhausted(spec, view.runs, obs.now)
+        out = replace(
+            out,
+            start=() if exhausted else due_starts(config, spec, view.runs),
+            pause=pause_change(spec, problem, exhausted, obs.schedules_paused),
+        )
+    # A failed Temporal read is what the status says now; the change's own problem
+    # (if any) is remembered for the ticks until the next change.
+    shown = view.problem if view is not None and view.problem is not None else problem
+    out = replace(out, problem=shown, **_replicas(obs, view))
+    doc, write = status_document(obs, view, out)
+    remember = problem if obs.changed else None
+    retry = RETRY_AFTER.get(remember.reason) if remember is not None else None
+    return replace(out, status=doc, write_status=write, remember=remember, retry=retry)
+
+
+def _unreachable(view: TemporalView) -> bool:
+    return view.problem is not None and view.problem.reason == "TemporalUnreachable"
+
+
+def child_changes(obs: Observed, spec: AgentSpec) -> tuple[ChildChange, ...]:
+    """Writes that make the live children what the spec renders; none when they are."""
+    desired = render.children(obs.agent, spec, obs.raw, obs.defaults)
+    changes: list[ChildChange] = []
+    for obj in desired:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        live = obs.children.get(kind)
+        if live is None:
+            changes.append(ChildChange("create", kind, name, obj))
+        elif not apply.covers(live, apply.owned_view(obj)):
+            why = apply.first_difference(live, apply.owned_view(obj)) or ""
+            changes.append(
+                ChildChange("replace", kind, name, apply.merged_for_replace(obj, live), why)
+            )
+    wanted = {o["kind"] for o in desired}
+    name = render.deployment_name(obs.agent)
+    for kind in apply.OPTIONAL_KINDS:
+        live = obs.children.get(kind)
+        if kind in wanted or kind in obs.forbidden or live is None:
+            continue
+        owners = live.get("metadata", {}).get("ownerReferences") or []
+        if any(o.get("uid") == obs.agent.uid for o in owners):
+            changes.append(ChildChange("delete", kind, name))
+    return tuple(changes)
+
+
+def removed_topics(spec: AgentSpec, previous_status: Mapping[str, Any]) -> tuple[str, ...]:
+    """Topics the status still lists that the spec no longer has."""
+    topics = set(spec.unique_topics())
+    previous = {r.get("topic") for r in (previous_status.get("runs") or [])}
+    return tuple(sorted(t for t in previous if t and t not in topics))
+
+
+def setup_schedules(spec: AgentSpec, removed: tuple[str, ...], paused: bool) -> ScheduleChange:
+    """One Schedule per topic on ``spec.schedule`` (none without one); removed topics' go."""
+    topics = tuple(spec.unique_topics())
+    if spec.schedule:
+        return ScheduleChange(upsert=topics, delete=removed, cron=spec.schedule, paused=paused)
+    return ScheduleChange(delete=topics + removed)
+
+
+def due_starts(cfg: WorkerConfig, spec: AgentSpec, runs: tuple[RunRow, ...]) -> tuple[Start, ...]:
+    """Topics with no run yet (a finished run is not repeated: only a Schedule re-runs)."""
+    seen = {r.topic for r in runs}
+    return tuple(
+        Start(t, ids.workflow_id(cfg.namespace, cfg.agent, t))
+        for t in spec.unique_topics()
+        if t not in seen
+    )
+
+
+def pause_change(
+    spec: AgentSpec, problem: Problem | None, exhausted: bool, paused: bool
+) -> ScheduleChange | None:
+    """Pause the Schedules when the day's budget is spent, resume them the next day.
+
+    Only on a change of that state: an update per topic per tick would cost
+    Temporal calls for nothing.
+    """
+    if not spec.schedule or problem is not None or exhausted == paused:
+        return None
+    return ScheduleChange(upsert=tuple(spec.unique_topics()), cron=spec.schedule, paused=exhausted)
+
+
+def _replicas(obs: Observed, view: TemporalView | None) -> dict[str, Any]:
+    """The built-in autoscaler's decision, made on a copy of its memory."""
+    spec = obs.spec
+    if (
+        spec is None
+        or view is None
+        or view.queue is None
+        or obs.replicas is None
+        or spec.workers.autoscaler != "builtin"
+    ):
+        return {}
+    history = copy.deepcopy(obs.history)
+    decision = autoscale.decide_for(spec, view.queue, view.runs, obs.replicas[0], history, obs.now)
+    scale = Scale(obs.replicas[0], decision.desired, decision.reason)
+    return {"scale": scale, "history": history}
+
+
+def status_document(obs: Observed, view: TemporalView | None, out: Plan) -> tuple[Obj | None, bool]:
+    """The status for this pass and whether it must be written."""
+    spec = obs.spec
+    if spec is None:
+        if out.problem is None:
+            return None, False  # not reconciled yet: nothing to report
+        # The spec never validated: report the problem with the schema's defaults.
+        spec = AgentSpec.model_validate(_PLACEHOLDER_SPEC)
+    current, ready = obs.replicas if obs.replicas is not None else (0, 0)
+    runs = view.runs if view is not None else ()
+    history = out.history or obs.history
+    doc = status.build_status(
+        generation=obs.generation,
+        spec=spec,
+        runs=runs,
+        queue=view.queue if view is not None else None,
+        desired=out.scale.desired if out.scale is not None else current,
+        ready=ready,
+        selector=render.selector_string(obs.agent),
+        problem=out.problem,
+        previous=obs.previous_status,
+        now=obs.now,
+        last_active=(
+            datetime.fromtimestamp(history.last_active, UTC) if history.last_active else None
+        ),
+    )
+    if not runs and obs.previous_status.get("runs"):
+        # Temporal was not read: keep what is known instead of blanking it.
+        for key in ("runs", "runsSummary", "cost"):
+            doc.pop(key, None)
+    return doc, status.needs_write(obs.previous_status, doc, obs.since_last_write)
+
+
+def plan_deletion(obs: Observed) -> Plan:
+    """Before the agent goes: every Schedule deleted, ``deletionPolicy`` applied to runs.
+
+    Topics the status still lists count too (an edit may have dropped them before
+    their runs ended). Children need no deleting: their owner references let the
+    garbage collector remove them.
+    """
+    if obs.spec is None:
+        return Plan()
+    previous = {r.get("topic") for r in (obs.previous_status.get("runs") or []) if r.get("topic")}
+    topics = tuple(sorted(set(obs.spec.unique_topics()) | previous))
+    return Plan(
+        schedules=ScheduleChange(delete=topics),
+        stop=topics,
+        deletion_policy=obs.spec.deletion_policy,
+    )
