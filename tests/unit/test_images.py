@@ -12,6 +12,7 @@ by tests/integration/test_image_install.py.
 
 from __future__ import annotations
 
+import argparse
 import re
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from steadfast_cli.commands import operator as operator_verb
 from steadfast_operator import render
 
 pytestmark = pytest.mark.unit
@@ -113,6 +115,19 @@ def test_operator_image_exposes_the_charts_ports() -> None:
     steps = instructions(IMAGES["operator"].read_text())
     exposed = {int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()}
     assert {values["operator"]["metricsPort"], values["operator"]["healthPort"]} <= exposed
+
+
+def test_operator_ports_agree_in_the_image_the_cli_and_the_chart() -> None:
+    """``steadfast operator`` run by hand listens where the chart and the image say."""
+    values = yaml.safe_load((REPO / "charts" / "steadfast" / "values.yaml").read_text())
+    chart = (values["operator"]["metricsPort"], values["operator"]["healthPort"])
+    parser = argparse.ArgumentParser()
+    operator_verb.configure(parser)
+    defaults = parser.parse_args([])
+    cli = (defaults.metrics_port, defaults.health_port)
+    steps = instructions(IMAGES["operator"].read_text())
+    exposed = [int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()]
+    assert cli == chart == tuple(exposed), f"CLI {cli}, chart {chart}, image EXPOSE {exposed}"
 
 
 def test_chart_defaults_point_at_these_images() -> None:
