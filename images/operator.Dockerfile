@@ -4,6 +4,10 @@
 #   docker build -f images/operator.Dockerfile -t steadfast/operator:0.1.0 .
 # It installs the same distribution as the worker (one pyproject), without the
 # `temporal` CLI binary, which only the worker image needs for the dev server.
+# Of the source it copies the contract, the operator and the command line, and
+# the worker runtime only because the CLI's run/status/approve verbs use its
+# connection helpers; never the dev sandbox (dev/: simulators, embedded stack,
+# chaos), whose verbs (`steadfast dev`, `steadfast sim`) say so in one line here.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -15,8 +19,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/steadfast
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY worker ./worker
 COPY operator ./operator
+COPY cli ./cli
 RUN /opt/steadfast/bin/pip install --no-compile . \
     && rm -f /opt/steadfast/bin/temporal \
     && find /opt/steadfast -name '__pycache__' -type d -prune -exec rm -rf {} +

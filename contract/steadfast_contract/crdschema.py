@@ -110,7 +110,7 @@ def _retry(cls: str, initial: str, coeff: float, max_interval: str | None, attem
 
 
 def spec_schema() -> Schema:
-    """The ``spec`` of DESIGN §2, every field described, typed, bounded and defaulted."""
+    """The ``spec`` of docs/design.md §2, every field described, typed, bounded and defaulted."""
     temporal = _obj(
         "Where the agent's workflows run.",
         {

@@ -10,8 +10,11 @@ environment inside activities).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
 
 
 class Phase(StrEnum):
@@ -38,6 +41,21 @@ class Phase(StrEnum):
 _TERMINAL = frozenset(
     {Phase.COMPLETED, Phase.REJECTED, Phase.BUDGET_EXHAUSTED, Phase.FAILED, Phase.CANCELLED}
 )
+
+#: The pipeline step (``RunStatus.step``) of each working phase, in the order the
+#: workflow goes through them. Waiting for approval belongs to step 4: the report is
+#: saved and not yet mailed. The workflow reports these; the chaos driver reads them.
+STEP_OF_PHASE: Final[Mapping[Phase, int]] = MappingProxyType(
+    {
+        Phase.GENERATING_QUERIES: 1,
+        Phase.SEARCHING: 2,
+        Phase.WRITING: 3,
+        Phase.SAVING: 4,
+        Phase.AWAITING_APPROVAL: 4,
+        Phase.EMAILING: 5,
+    }
+)
+TOTAL_STEPS: Final = max(STEP_OF_PHASE.values())
 
 
 @dataclass
@@ -121,7 +139,7 @@ class RunStatus:
     topic: str = ""
     phase: Phase = Phase.PENDING
     step: int = 0
-    total_steps: int = 5
+    total_steps: int = TOTAL_STEPS
     cost_usd: float = 0.0
     """Everything billed so far, failed attempts (re-asks, cut-off streams) included."""
     reserved_usd: float = 0.0

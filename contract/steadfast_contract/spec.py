@@ -103,7 +103,7 @@ class WorkersSpec(_Model):
 
 
 class AgentSpec(_Model):
-    """``spec`` of a ResearchAgent (DESIGN §2), defaults as in the CRD."""
+    """``spec`` of a ResearchAgent (docs/design.md §2), defaults as in the CRD."""
 
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)

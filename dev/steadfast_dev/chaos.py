@@ -29,20 +29,12 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from steadfast_contract import models, starter
+from steadfast_contract.activities import STEP_OF_ACTIVITY as STEP_OF_ACTIVITY  # re-exported
+from steadfast_contract.models import STEP_OF_PHASE as STEP_OF_PHASE  # re-exported
 from steadfast_dev.processes import Child
 from steadfast_dev.sim.client import SimAdmin
 
 Entry = Mapping[str, Any]
-
-#: Workflow phases in the order the workflow goes through them, with their step.
-STEP_OF_PHASE: Mapping[str, int] = {
-    models.Phase.GENERATING_QUERIES.value: 1,
-    models.Phase.SEARCHING.value: 2,
-    models.Phase.WRITING.value: 3,
-    models.Phase.SAVING.value: 4,
-    models.Phase.AWAITING_APPROVAL.value: 5,
-    models.Phase.EMAILING.value: 5,
-}
 
 #: Phases whose activity is an LLM call (so the kill can wait for the call in flight).
 LLM_PHASES = frozenset({models.Phase.GENERATING_QUERIES.value, models.Phase.WRITING.value})
@@ -81,15 +73,6 @@ def first_attempt_after(entries: Iterable[Entry], keys: set[str], at: float) -> 
     starts = [e["started_at"] for e in entries if e["key"] in keys and e["started_at"] > at]
     return min(starts) - at if starts else None
 
-
-#: Activity type -> the workflow step it belongs to.
-STEP_OF_ACTIVITY: Mapping[str, int] = {
-    "generate_queries": 1,
-    "web_search": 2,
-    "write_report": 3,
-    "save_report": 4,
-    "send_email": 5,
-}
 
 _CLOSED_EVENTS = frozenset(
     {
@@ -209,7 +192,7 @@ async def crash_during(
     before = served_keys_before(entries, killed_at)
     interrupted = in_flight_keys(entries, killed_at)
     start_worker()
-    step = STEP_OF_PHASE.get(phase, status.step)
+    step = STEP_OF_PHASE.get(models.Phase(phase), status.step)
     report = CrashReport(workflow_id, phase, step, len(before), interrupted=len(interrupted))
     await starter.wait_closed(client, workflow_id)
     final = await starter.describe_run(client, workflow_id)

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics, on a registry of its own.
+"""The operator's Prometheus metrics (docs/design.md §4), on a registry of its own.
 
 A registry of its own keeps the operator's series apart from the worker's when
 both run in one process (tests, ``steadfast dev``), and lets the operator drop

@@ -28,8 +28,8 @@ class OperatorConfig:
     defaults: render.Defaults = field(default_factory=render.Defaults)
     status_interval: float = 5.0
     """Seconds between status refreshes and autoscaling decisions per agent."""
-    metrics_port: int = 8080
-    health_port: int = 8081
+    metrics_port: int = 9090
+    health_port: int = 8080
     listen: str = "0.0.0.0"
     post_events: bool = True
     """Post Kubernetes Events about handler failures (tests switch this off)."""

@@ -45,7 +45,7 @@ from steadfast_contract import agentfile
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+DASHBOARDS = sorted((REPO / "charts" / "steadfast" / "dashboards").glob("*.json"))
 SCRAPE_INTERVAL = "1s"
 
 
@@ -125,7 +125,7 @@ def prometheus_config(namespace: str, operator_port: int, workers: dict[str, Por
     return yaml.safe_dump(
         {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
-            "rule_files": [str(REPO / "alerts" / "steadfast.rules.yaml")],
+            "rule_files": [str(REPO / "charts" / "steadfast" / "alerts" / "steadfast.rules.yaml")],
             "scrape_configs": [
                 {
                     # The name a ServiceMonitor on the chart's metrics Service produces.

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane on loopback, for the e2e tests and ``hack/cluster``.
 
-DESIGN §6: the tests talk to the real thing. This module starts etcd,
+docs/design.md §6: the tests talk to the real thing. This module starts etcd,
 kube-apiserver (TLS, RBAC, service-account signing keys), kube-controller-manager,
 kube-scheduler and kwok (which plays the kubelets of N fake Nodes), all built by
 ``hack/k8s-binaries``, on free 127.0.0.1 ports with certificates minted for this one

@@ -2,8 +2,9 @@
 
 An alert that never fires (a typo in a metric name, a threshold on the wrong side)
 looks exactly like a healthy system, so every alert has promtool unit tests that
-show it firing on bad input and staying silent on good input. The chart renders
-the same rules from its own copy, which must not drift from alerts/.
+show it firing on bad input and staying silent on good input. The rules have
+one home, the chart's ``alerts/``, so what promtool tests is what the chart ships
+(tests/unit/test_chart_render.py checks the rendered PrometheusRule).
 
 promtool comes from Debian's ``prometheus`` package (``scripts/bootstrap --all``).
 """
@@ -22,9 +23,9 @@ from tests.unit.test_dashboards import known_metric_names, metric_names_in
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "alerts" / "steadfast.rules.yaml"
-CHART_RULES = REPO / "charts" / "steadfast" / "alerts" / "steadfast.rules.yaml"
-TESTS = sorted((REPO / "alerts" / "tests").glob("*.yaml"))
+ALERTS = REPO / "charts" / "steadfast" / "alerts"
+RULES = ALERTS / "steadfast.rules.yaml"
+TESTS = sorted((ALERTS / "tests").glob("*.yaml"))
 
 #: What issue 5 asks for, by alert name.
 EXPECTED_ALERTS = {
@@ -68,7 +69,7 @@ def test_promtool_unit_tests_pass() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=REPO / "alerts",
+        cwd=ALERTS,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(TESTS)
@@ -76,9 +77,7 @@ def test_promtool_unit_tests_pass() -> None:
 
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     # Guards the test above: a test that expects silence where the alert fires must fail.
-    broken = yaml.safe_load(
-        (REPO / "alerts" / "tests" / "workers_unavailable_test.yaml").read_text()
-    )
+    broken = yaml.safe_load((ALERTS / "tests" / "workers_unavailable_test.yaml").read_text())
     broken["rule_files"] = [str(RULES)]
     for case in broken["tests"]:
         for check in case["alert_rule_test"]:
@@ -126,9 +125,3 @@ def test_every_alert_is_tested_firing_and_not_firing(alert: str) -> None:
     checks = _checks(alert)
     assert any(c["exp_alerts"] for c in checks), f"no promtool test shows {alert} firing"
     assert any(not c["exp_alerts"] for c in checks), f"no promtool test shows {alert} silent"
-
-
-def test_the_chart_copy_matches() -> None:
-    assert CHART_RULES.read_bytes() == RULES.read_bytes(), (
-        "charts/steadfast/alerts/steadfast.rules.yaml differs from alerts/steadfast.rules.yaml"
-    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,7 @@ def test_dashboards_carry_the_configurable_sidecar_label_and_the_exact_json() ->
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         ((key, text),) = cm["data"].items()
-        assert text.strip() == (REPO / "dashboards" / key).read_text().strip()
+        assert text.strip() == (CHART / "dashboards" / key).read_text().strip()
         json.loads(text)
     custom = render(
         "dashboards.label=grafana_dashboard_steadfast",
@@ -317,7 +318,7 @@ def test_prometheus_rule_is_the_alerts_file() -> None:
     rule = only(
         render("prometheusRule.enabled=true", "prometheusRule.labels.release=kps"), "PrometheusRule"
     )
-    expected = yaml.safe_load((REPO / "alerts" / "steadfast.rules.yaml").read_text())
+    expected = yaml.safe_load((CHART / "alerts" / "steadfast.rules.yaml").read_text())
     assert rule["spec"]["groups"] == expected["groups"]
     assert rule["metadata"]["labels"]["release"] == "kps"
 
@@ -389,3 +390,53 @@ def test_every_name_fits_in_63_characters_for_a_long_release() -> None:
     assert not too_long, too_long
     assert all(not n.endswith("-") for n in names)
     assert any(n.endswith("-operator-metrics") for n in names)
+
+
+def test_the_packaged_chart_ships_the_one_home_of_each_artefact(tmp_path: Path) -> None:
+    """``helm package`` carries the canonical CRD, the dashboards and the alert rules.
+
+    The CRD has its home in the top-level ``crds/`` (the chart's ``crds`` is a symlink,
+    which Helm follows); the dashboards and alert rules live in the chart itself. The
+    promtool tests beside the rules stay out of the package.
+    """
+    assert (CHART / "crds").is_symlink()
+    assert (CHART / "crds").resolve() == (REPO / "crds").resolve()
+    for gone in ("dashboards", "alerts"):
+        assert not (REPO / gone).exists(), f"{gone}/ is back at the top level: one home only"
+    assert HELM is not None
+    proc = subprocess.run(
+        [HELM, "package", str(CHART), "--destination", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HELM_CACHE_HOME": "/tmp/steadfast-helm-cache"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    (archive,) = tmp_path.glob("steadfast-*.tgz")
+    with tarfile.open(archive) as tar:
+        shipped = {
+            m.name.removeprefix("steadfast/"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+    expected = {f"crds/{p.name}": p.read_bytes() for p in sorted((REPO / "crds").glob("*.yaml"))}
+    expected |= {
+        f"dashboards/{p.name}": p.read_bytes() for p in (CHART / "dashboards").glob("*.json")
+    }
+    expected["alerts/steadfast.rules.yaml"] = (
+        CHART / "alerts" / "steadfast.rules.yaml"
+    ).read_bytes()
+    assert "crds/researchagents.steadfast.dev.yaml" in expected
+    for name, content in expected.items():
+        assert shipped.get(name) == content, f"the packaged chart's {name} is not the tree's"
+    assert not [n for n in shipped if n.startswith("alerts/tests/")]
+    with_crds = subprocess.run(
+        [HELM, "template", RELEASE, str(CHART), "--include-crds"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HELM_CACHE_HOME": "/tmp/steadfast-helm-cache"},
+    )
+    assert with_crds.returncode == 0, with_crds.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(with_crds.stdout) if d]
+    assert kinds.count("CustomResourceDefinition") == 1

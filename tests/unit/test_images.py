@@ -4,18 +4,25 @@ There is no Docker engine here, so the images cannot be built in CI; what can be
 checked is that they keep the properties the chart relies on: a pinned base (no
 ``latest``, which would change under a running cluster), a separate build stage,
 a numeric non-root USER matching the chart's runAsUser (runAsNonRoot can only
-verify a numeric UID), and the ``steadfast`` entrypoint with the right verb.
+verify a numeric UID), the ``steadfast`` entrypoint with the right verb, and the
+source each build stage installs: the contract, the command line and the image's
+runtime package, never the dev sandbox (``dev/``). The install itself is checked
+by tests/integration/test_image_install.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from steadfast_cli.commands import operator as operator_verb
 from steadfast_operator import render
+from steadfast_operator.settings import OperatorConfig
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +43,16 @@ def instructions(text: str) -> list[tuple[str, str]]:
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
+
+
+def build_stage_sources(text: str) -> list[str]:
+    """The repository paths the build stage COPYs (not what crosses between stages)."""
+    sources: list[str] = []
+    for word, rest in instructions(text):
+        if word == "COPY" and not rest.startswith("--from"):
+            *srcs, _dest = rest.split()
+            sources += [s.rstrip("/") for s in srcs if not s.startswith("--")]
+    return sources
 
 
 def base_images(steps: list[tuple[str, str]]) -> list[str]:
@@ -101,6 +118,21 @@ def test_operator_image_exposes_the_charts_ports() -> None:
     assert {values["operator"]["metricsPort"], values["operator"]["healthPort"]} <= exposed
 
 
+def test_operator_ports_agree_in_the_image_the_cli_and_the_chart() -> None:
+    """``steadfast operator`` run by hand listens where the chart and the image say."""
+    values = yaml.safe_load((REPO / "charts" / "steadfast" / "values.yaml").read_text())
+    chart = (values["operator"]["metricsPort"], values["operator"]["healthPort"])
+    parser = argparse.ArgumentParser()
+    operator_verb.configure(parser)
+    defaults = parser.parse_args([])
+    cli = (defaults.metrics_port, defaults.health_port)
+    config = (OperatorConfig().metrics_port, OperatorConfig().health_port)
+    assert config == cli, f"OperatorConfig {config}, CLI {cli}"
+    steps = instructions(IMAGES["operator"].read_text())
+    exposed = [int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()]
+    assert cli == chart == tuple(exposed), f"CLI {cli}, chart {chart}, image EXPOSE {exposed}"
+
+
 def test_chart_defaults_point_at_these_images() -> None:
     values = yaml.safe_load((REPO / "charts" / "steadfast" / "values.yaml").read_text())
     for name, path in IMAGES.items():
@@ -121,3 +153,26 @@ def test_chart_worker_pod_monitor_matches_the_pods_the_operator_renders() -> Non
     exposed = {int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()}
     assert exposed == {render.METRICS_PORT, render.SDK_METRICS_PORT}
     assert monitor["portNames"] == ["metrics", "sdk-metrics"]
+
+
+#: Source directories each image installs. The operator image carries the worker
+#: runtime only because the CLI's run/status/approve verbs import its connection helpers.
+IMAGE_PACKAGES = {
+    "worker": {"contract", "worker", "cli"},
+    "operator": {"contract", "worker", "operator", "cli"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_build_stage_copies_its_packages_and_not_the_dev_sandbox(name: str) -> None:
+    sources = build_stage_sources(IMAGES[name].read_text())
+    assert "dev" not in sources, "the dev sandbox must stay out of production images"
+    assert "." not in sources, "copy named directories, so nothing else slips in"
+    package_dirs = {s for s in sources if (REPO / s).is_dir()}
+    assert package_dirs == IMAGE_PACKAGES[name]
+    assert {"pyproject.toml", "README.md"} <= set(sources)
+    # Every copied directory is one the distribution builds packages from.
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    where = set(pyproject["tool"]["setuptools"]["packages"]["find"]["where"])
+    assert package_dirs <= where
+    assert "dev" in where, "a checkout's `pip install -e .` still installs the sandbox"

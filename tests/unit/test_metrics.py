@@ -1,4 +1,4 @@
-"""Metrics: DESIGN §4 names and labels, on a private registry, never a workflow id."""
+"""Metrics: docs/design.md §4 names and labels, on a private registry, never a workflow id."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract import activities as act
 from steadfast_contract import agentfile, models, starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_dev import chaos, devserver, embedded
@@ -185,3 +186,33 @@ def test_resume_is_the_next_step_scheduled_after_the_kill() -> None:
     assert chaos.resume_seconds(marks, 5.0, 3) == pytest.approx(19.0)
     assert chaos.resume_seconds(marks, 5.0, 4) == pytest.approx(20.0)  # closed
     assert chaos.resume_seconds(marks, 30.0, 3) is None
+
+
+def test_chaos_reads_the_workflows_own_step_numbers() -> None:
+    assert chaos.STEP_OF_PHASE is models.STEP_OF_PHASE
+    assert chaos.STEP_OF_ACTIVITY is act.STEP_OF_ACTIVITY
+    assert set(act.STEP_OF_ACTIVITY) == {
+        act.GENERATE_QUERIES,
+        act.WEB_SEARCH,
+        act.WRITE_REPORT,
+        act.SAVE_REPORT,
+        act.SEND_EMAIL,
+    }
+    assert sorted(set(models.STEP_OF_PHASE.values())) == list(range(1, models.TOTAL_STEPS + 1))
+    assert models.RunStatus().total_steps == models.TOTAL_STEPS
+
+
+def test_a_kill_while_awaiting_approval_is_resumed_when_the_email_is_scheduled() -> None:
+    """Awaiting approval is step 4, as the workflow reports it (chaos used to say 5).
+
+    With 5, a run killed while it waited for a reviewer counted as resumed only when it
+    closed, after the email, instead of when the email step began.
+    """
+    marks = [
+        (1.0, "scheduled", act.SAVE_REPORT),
+        (30.0, "scheduled", act.SEND_EMAIL),
+        (32.0, "closed", ""),
+    ]
+    step = chaos.STEP_OF_PHASE[models.Phase.AWAITING_APPROVAL]
+    assert step == models.STEP_OF_PHASE[models.Phase.SAVING] == 4
+    assert chaos.resume_seconds(marks, 10.0, step) == pytest.approx(20.0)

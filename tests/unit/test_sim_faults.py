@@ -110,3 +110,10 @@ def test_service_scope_counts_matching_requests_whatever_their_keys() -> None:
     assert choose_fault(plan, seed=0, key="ask2", attempt=1, text="", ordinal=2) is None
     with pytest.raises(ValueError, match=r"llm\.scope"):
         update_plan(ServicePlan(), {"scope": "global"}, "llm")
+
+
+def test_sim_verb_documents_every_fault_kind_in_order() -> None:
+    """``steadfast sim`` builds its fault flags without importing the sandbox."""
+    from steadfast_cli.commands import sim as sim_verb
+
+    assert tuple(sim_verb._FAULT_HELP) == FAULT_KINDS

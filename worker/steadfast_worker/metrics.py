@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, named exactly as DESIGN §4 promises.
+"""The worker's Prometheus metrics, named exactly as docs/design.md §4 promises.
 
 Dashboards, alert rules and the operator's cost roll-up all query these names,
 so they live in one module and nowhere else. Each :class:`Metrics` owns its own

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SPEND_MEMO_PATCH,
         STATUS_QUERY,
         STATUS_TOPIC,
+        STEP_OF_PHASE,
         WORKFLOW_NAME,
         ApproveInput,
         ApproveResult,
@@ -146,7 +147,7 @@ class ResearchWorkflow:
         s = inp.settings
         info = workflow.info()
 
-        self._enter(Phase.GENERATING_QUERIES, 1)
+        self._enter(Phase.GENERATING_QUERIES)
         self._reserve(
             budget.reserve_usd(s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price)
         )
@@ -161,10 +162,10 @@ class ResearchWorkflow:
         )
         self._account_llm(queries.llm, queries.attempt)
 
-        self._enter(Phase.SEARCHING, 2)
+        self._enter(Phase.SEARCHING)
         results = await self._search(inp, queries.queries, price)
 
-        self._enter(Phase.WRITING, 3)
+        self._enter(Phase.WRITING)
         self._reserve(
             budget.reserve_usd(
                 s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
@@ -180,7 +181,7 @@ class ResearchWorkflow:
         self._account_llm(report.llm, report.attempt)
         self._markdown_chars = len(report.markdown)
 
-        self._enter(Phase.SAVING, 4)
+        self._enter(Phase.SAVING)
         saved = await self._activity(
             act.SAVE_REPORT,
             act.SaveReportInput(
@@ -201,7 +202,7 @@ class ResearchWorkflow:
         self._status.report_id = saved.report_id
 
         if s.require_approval:
-            self._enter(Phase.AWAITING_APPROVAL, 4)
+            self._enter(Phase.AWAITING_APPROVAL)
             await workflow.wait_condition(
                 lambda: self._approval is not None or self._rejection is not None
             )
@@ -214,7 +215,7 @@ class ResearchWorkflow:
             if self._approval is not None:
                 self._status.reviewer = self._approval.reviewer.strip()
 
-        self._enter(Phase.EMAILING, 5)
+        self._enter(Phase.EMAILING)
         await self._email(inp, report.markdown)
         await self._finish(Phase.COMPLETED, self._status.message or "report saved")
 
@@ -317,9 +318,9 @@ class ResearchWorkflow:
             retry_policy=to_retry_policy(policy),
         )
 
-    def _enter(self, phase: Phase, step: int) -> None:
+    def _enter(self, phase: Phase) -> None:
         self._status.phase = phase
-        self._status.step = step
+        self._status.step = STEP_OF_PHASE[phase]
         self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
 
     def _reserve(self, reserve: float) -> None:

@@ -17,17 +17,22 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
 from steadfast_cli import display
+from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import progress_line, runs_table
 from steadfast_contract import agentfile, starter
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.models import Phase
-from steadfast_dev import chaos, embedded
+
+if TYPE_CHECKING:
+    # Imported when the verb runs: production images do not install the sandbox.
+    from steadfast_dev import chaos, embedded
 
 HELP = (
     "run a ResearchAgent locally: embedded Temporal, simulators when no API key, a worker, "
@@ -93,12 +98,18 @@ def _manifest_path(name: str) -> Path:
 
 def _port(wanted: int) -> int:
     """The wanted port when free; otherwise a free one, so two dev stacks can coexist."""
+    from steadfast_dev import embedded
+
     if wanted and embedded.port_free(wanted):
         return wanted
     return embedded.free_port()
 
 
 def run(args: argparse.Namespace) -> int:
+    if not _sandbox.installed():
+        return _sandbox.refuse("dev")
+    from steadfast_dev import embedded
+
     console = display.console()
     try:
         manifest = agentfile.load_manifest(_manifest_path(args.file))
@@ -133,6 +144,8 @@ async def _dev(
     topics: list[str],
     options: embedded.StackOptions,
 ) -> int:
+    from steadfast_dev import chaos, embedded
+
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:

@@ -11,6 +11,11 @@ import argparse
 import logging
 import os
 
+#: The ports the Helm chart (values.yaml operator.metricsPort/healthPort) and the
+#: operator image's EXPOSE use; tests/unit/test_images.py keeps the three equal.
+METRICS_PORT = 9090
+HEALTH_PORT = 8080
+
 HELP = (
     "Run the ResearchAgent operator: reconcile agents into worker Deployments and "
     "workflows, report status, and autoscale workers per task queue."
@@ -63,8 +68,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds between re-reads of the Secrets a Temporal connection uses "
         "(spec.temporal.tls.secretName, apiKeySecretRef), to follow renewed certificates",
     )
-    parser.add_argument("--metrics-port", type=int, default=8080, help="/metrics port (0: off)")
-    parser.add_argument("--health-port", type=int, default=8081, help="/healthz port (0: off)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=METRICS_PORT, help="/metrics port (0: off)"
+    )
+    parser.add_argument(
+        "--health-port", type=int, default=HEALTH_PORT, help="/healthz port (0: off)"
+    )
     parser.add_argument("--listen", default="0.0.0.0", help="address the two ports bind to")
     parser.add_argument(
         "--no-events",

@@ -13,10 +13,12 @@ import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from steadfast_dev.sim.faults import FAULT_KINDS, ServicePlan, update_plan
-from steadfast_dev.sim.server import Simulator
-from steadfast_dev.sim.state import SimConfig
+from steadfast_cli.commands import _sandbox
+
+if TYPE_CHECKING:
+    from steadfast_dev.sim.state import SimConfig
 
 HELP = (
     "Run the Anthropic Messages API and search simulators (with fault injection and a "
@@ -25,6 +27,9 @@ HELP = (
 
 _SERVICES = {"llm": "the Messages API", "search": "the search provider"}
 
+#: Fault kind -> what it does, in the order of ``steadfast_dev.sim.faults.FAULT_KINDS``
+#: (a unit test keeps the two equal). Held here so ``--help`` lists the fault flags
+#: where the sandbox is not installed.
 _FAULT_HELP = {
     "429": "429 rate limited, with retry-after",
     "500": "500 internal error",
@@ -97,7 +102,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     for service, name in _SERVICES.items():
         group = parser.add_argument_group(f"{service} faults", f"fault rates of {name}")
-        for kind in FAULT_KINDS:
+        for kind in _FAULT_HELP:
             group.add_argument(
                 f"--{service}-{kind.replace('_', '-')}-rate",
                 dest=_dest(service, kind),
@@ -117,7 +122,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             f"--{service}-first-kind",
             dest=f"{service}_first_kind",
-            choices=FAULT_KINDS,
+            choices=list(_FAULT_HELP),
             default="500",
             help="the fault the first N attempts get",
         )
@@ -132,6 +137,9 @@ def _api_key(args: argparse.Namespace, service: str) -> str:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The start-up configuration the flags describe; ValueError names a bad flag."""
+    from steadfast_dev.sim.faults import FAULT_KINDS, ServicePlan, update_plan
+    from steadfast_dev.sim.state import SimConfig
+
     plans: dict[str, ServicePlan] = {}
     for service in _SERVICES:
         rates = {kind: getattr(args, _dest(service, kind)) for kind in FAULT_KINDS}
@@ -155,6 +163,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 async def serve(config: SimConfig) -> None:
     """Serve until SIGINT or SIGTERM."""
+    from steadfast_dev.sim.server import Simulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -169,6 +179,8 @@ async def serve(config: SimConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not _sandbox.installed():
+        return _sandbox.refuse("sim")
     try:
         config = config_from_args(args)
     except ValueError as exc:

@@ -1,6 +1,6 @@
 """Where reports and email records live: Postgres in production, SQLite embedded.
 
-Two guarantees of DESIGN §3 are enforced by the database rather than by hope:
+Two guarantees of docs/design.md §3 are enforced by the database rather than by hope:
 
 - **One report row per run.** ``reports`` is keyed on the workflow id and saved
   with an upsert, so a retried or repeated ``save_report`` updates the same row
