@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 
@@ -88,6 +87,16 @@ class Child:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGTERM one process, wait up to ``grace`` seconds, then SIGKILL; return its exit code."""
+    popen.terminate()
+    try:
+        return popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return popen.wait()
+
+
 class Supervisor:
     """Starts children and guarantees they are all gone when it is closed."""
 
@@ -137,10 +146,5 @@ class Supervisor:
     def __enter__(self) -> Supervisor:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop_all()

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+
+def _agent_gauge(name: str, doc: str, *labels: str) -> Gauge:
+    """A gauge per agent: ``namespace`` and ``agent`` first, then ``labels``."""
+    return Gauge(name, doc, ["namespace", "agent", *labels], registry=REGISTRY)
+
+
 RECONCILES = Counter(
     "steadfast_reconcile_total",
     "Reconciliations of ResearchAgents by handler and outcome.",
@@ -33,29 +39,23 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
-BACKLOG = Gauge(
+BACKLOG = _agent_gauge(
     "steadfast_task_queue_backlog",
     "Approximate backlogged tasks (workflow and activity) of an agent's task queue.",
-    ["namespace", "agent", "task_queue"],
-    registry=REGISTRY,
+    "task_queue",
 )
-BACKLOG_AGE = Gauge(
+BACKLOG_AGE = _agent_gauge(
     "steadfast_task_queue_backlog_age_seconds",
     "Age of the oldest backlogged task of an agent's task queue.",
-    ["namespace", "agent", "task_queue"],
-    registry=REGISTRY,
+    "task_queue",
 )
-WORKERS_DESIRED = Gauge(
+WORKERS_DESIRED = _agent_gauge(
     "steadfast_workers_desired",
     "Worker replicas the operator wants for an agent.",
-    ["namespace", "agent"],
-    registry=REGISTRY,
 )
-WORKERS_READY = Gauge(
+WORKERS_READY = _agent_gauge(
     "steadfast_workers_ready",
     "Ready worker replicas of an agent.",
-    ["namespace", "agent"],
-    registry=REGISTRY,
 )
 SCALE_EVENTS = Counter(
     "steadfast_scale_events_total",
@@ -63,17 +63,14 @@ SCALE_EVENTS = Counter(
     ["namespace", "agent", "direction"],
     registry=REGISTRY,
 )
-AGENT_COST = Gauge(
+AGENT_COST = _agent_gauge(
     "steadfast_agent_cost_usd",
     "An agent's LLM spend in USD as its status reports it, all time and today (UTC).",
-    ["namespace", "agent", "window"],
-    registry=REGISTRY,
+    "window",
 )
-AGENT_BUDGET = Gauge(
+AGENT_BUDGET = _agent_gauge(
     "steadfast_agent_budget_usd",
     "An agent's daily LLM budget in USD: spec.budget.maxUSDPerDay of its last valid spec.",
-    ["namespace", "agent"],
-    registry=REGISTRY,
 )
 KUBE_REQUESTS = Counter(
     "steadfast_operator_kube_requests_total",

@@ -29,6 +29,8 @@ from tests.support.ports import free_port
 from tests.support.sim import SimHandle, running_sim
 from tests.support.waiting import wait_for
 
+from steadfast_dev.processes import terminate
+
 CRD = REPO / "crds" / "researchagents.steadfast.dev.yaml"
 STEADFAST = str(Path(sys.executable).with_name("steadfast"))
 
@@ -295,10 +297,5 @@ def worker_process(
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, grace=20)
         log.close()

@@ -27,6 +27,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from steadfast_dev.processes import terminate
 from steadfast_dev.sim import SimAdmin, SimConfig, SimulatorThread
 from tests.support.ports import free_port
 
@@ -131,12 +132,7 @@ def spawned_sim(*flags: str, port: int | None = None) -> Iterator[SimHandle]:
                 raise RuntimeError(f"steadfast sim failed: {output.read().decode()}") from None
             yield handle
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process)
 
 
 @pytest.fixture(scope="session")

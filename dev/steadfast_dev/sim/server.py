@@ -28,7 +28,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -137,12 +136,7 @@ class Simulator:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
 
@@ -191,10 +185,5 @@ class SimulatorThread:
         self.start()
         return self.simulator
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
