@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
+
+DEFAULT_MODEL: Final = "claude-sonnet-4-6"
+"""The model a ResearchAgent calls unless ``spec.model.name`` says otherwise."""
+DEFAULT_MAX_TOKENS: Final = 2000
+"""Output tokens per call unless ``spec.model.maxTokens`` says otherwise."""
 
 
 class Phase(StrEnum):
@@ -55,7 +61,11 @@ class RetryPolicySpec:
 
 @dataclass
 class RetryPolicies:
-    """One retry policy per activity class. Defaults are the seed's patterns."""
+    """One retry policy per activity class. Defaults are the seed's patterns.
+
+    These defaults are the only place they are written: the CRD shows them, the
+    worker layers a spec's overrides over them, and old histories replay with them.
+    """
 
     llm: RetryPolicySpec = field(
         default_factory=lambda: RetryPolicySpec(2.0, 2.0, 60.0, 5),
@@ -89,8 +99,8 @@ class RunSettings:
     the workflow must decide budgets and retry policies identically on replay.
     """
 
-    model: str = "claude-sonnet-4-6"
-    max_tokens: int = 2000
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
     max_usd_per_run: float = 1.0
     require_approval: bool = False
