@@ -141,7 +141,7 @@ def test_unknown_field_lists_the_known_ones() -> None:
         agentfile.agent_from_manifest(m)
     message = str(err.value)
     assert "spec.model.nmae: unknown field" in message
-    assert "maxTokens" in message and "name" in message
+    assert "(known: apiKeySecretRef, baseURL, maxTokens, name, pricing, provider)" in message
 
 
 def test_a_validated_spec_maps_as_its_manifest_does() -> None:
