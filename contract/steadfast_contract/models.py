@@ -18,6 +18,8 @@ DEFAULT_MODEL: Final = "claude-sonnet-4-6"
 """The model a ResearchAgent calls unless ``spec.model.name`` says otherwise."""
 DEFAULT_MAX_TOKENS: Final = 2000
 """Output tokens per call unless ``spec.model.maxTokens`` says otherwise."""
+DEFAULT_MAX_USD_PER_RUN: Final = 1.0
+"""A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
 
 
 class Phase(StrEnum):
@@ -102,7 +104,7 @@ class RunSettings:
     model: str = DEFAULT_MODEL
     max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
-    max_usd_per_run: float = 1.0
+    max_usd_per_run: float = DEFAULT_MAX_USD_PER_RUN
     require_approval: bool = False
     query_count: int = 3
     retry_policies: RetryPolicies = field(default_factory=RetryPolicies)

@@ -211,7 +211,7 @@ class BudgetSpec(SpecModel):
     )
 
     max_usd_per_run: float = Field(
-        default=1.0,
+        default=models.DEFAULT_MAX_USD_PER_RUN,
         ge=0.0001,
         le=100000,
         alias="maxUSDPerRun",
