@@ -37,11 +37,12 @@ from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
 from steadfast_contract.models import WORKFLOW_NAME, ResearchResult
+from steadfast_contract.starter import research_input
 from steadfast_dev.processes import steadfast_command
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.activities.storage import ReportStore, open_store
 from steadfast_worker.metrics import Metrics
-from steadfast_worker.worker import build_worker, research_input
+from steadfast_worker.worker import build_worker
 
 API_KEY_ENV = "STEADFAST_TEST_ANTHROPIC_KEY"
 SMTP_URL_ENV = "STEADFAST_TEST_SMTP_URL"
