@@ -30,11 +30,12 @@ from tests.support.waiting import wait_until
 from steadfast_contract import models
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
+from steadfast_contract.starter import research_input
 from steadfast_worker import rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.metrics import Metrics
-from steadfast_worker.worker import build_worker, research_input, run_worker
+from steadfast_worker.worker import build_worker, run_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
