@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from steadfast_contract.models import STEP_OF_PHASE, Phase, Pricing
+from steadfast_contract.models import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MODEL,
+    STEP_OF_PHASE,
+    Phase,
+    Pricing,
+)
 from steadfast_contract.pricing import Usage
 
 GENERATE_QUERIES = "generate_queries"
@@ -55,8 +61,8 @@ class LlmCall:
 class GenerateQueriesInput:
     topic: str
     count: int = 3
-    model: str = "claude-sonnet-4-6"
-    max_tokens: int = 2000
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
     max_reasks: int = 2
     """Re-asks after unparsable output before failing with ``InvalidModelOutput``."""
@@ -81,9 +87,9 @@ class SearchResult:
 class WebSearchInput:
     query: str
     max_results: int = 5
-    model: str = "claude-sonnet-4-6"
+    model: str = DEFAULT_MODEL
     """Used only by provider ``anthropic-web-search``."""
-    max_tokens: int = 2000
+    max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
 
 
@@ -101,8 +107,8 @@ class WebSearchOutput:
 class WriteReportInput:
     topic: str
     results: list[SearchResult] = field(default_factory=list)
-    model: str = "claude-sonnet-4-6"
-    max_tokens: int = 2000
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
 
 

@@ -4,7 +4,10 @@ A user describes an agent once, as a ``ResearchAgent`` resource (docs/design.md 
 ``steadfast dev`` and ``steadfast run`` read that resource from a file, and the
 operator reads it from the Kubernetes API; both must turn it into the same
 :class:`~steadfast_contract.config.WorkerConfig`, so the mapping lives here as
-pure functions of the manifest.
+pure functions of the manifest. A file is validated by the same model as the
+cluster's objects (:class:`~steadfast_contract.spec.AgentSpec`, from which the
+CRD is generated), so a typo such as ``spec.model.nmae`` is refused here with
+the field's path, as the API server would refuse it.
 
 Secrets never travel in the configuration. A ``...SecretRef`` in the manifest
 names a Kubernetes Secret; the worker reads the value from an environment
@@ -33,11 +36,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from steadfast_contract.config import ConfigError, WorkerConfig, parse_config
+from steadfast_contract.spec import AgentSpec, ModelSpec, NotifySpec, SearchSpec, TemporalSpec
 
 API_VERSION: Final = "steadfast.dev/v1alpha1"
 KIND: Final = "ResearchAgent"
@@ -55,33 +60,6 @@ SECRET_ENV: Final[Mapping[str, str]] = {
 DEFAULT_TLS_DIR: Final = "/etc/steadfast/temporal-tls"
 DEFAULT_API_KEY_FILE: Final = "/etc/steadfast/temporal-api-key/api-key"
 
-#: Fields of ``spec`` and of its sections. The CRD rejects unknown fields on a
-#: cluster; a local file gets the same treatment so a typo is not silently ignored.
-_SPEC_FIELDS: Final[Mapping[str, frozenset[str] | None]] = {
-    "temporal": frozenset({"address", "namespace", "taskQueue", "tls", "apiKeySecretRef"}),
-    "model": frozenset({"provider", "name", "maxTokens", "apiKeySecretRef", "baseURL", "pricing"}),
-    "search": frozenset({"provider", "endpoint", "apiKeySecretRef"}),
-    "storage": frozenset({"postgresSecretRef"}),
-    "notify": frozenset({"email", "requireApproval"}),
-    "topics": None,
-    "schedule": None,
-    "retryPolicies": frozenset({"llm", "search", "database", "email"}),
-    "budget": frozenset({"maxUSDPerRun", "maxUSDPerDay"}),
-    "workers": frozenset(
-        {
-            "image",
-            "minReplicas",
-            "maxReplicas",
-            "targetBacklogPerWorker",
-            "scaleDownDelay",
-            "autoscaler",
-            "maxConcurrentActivities",
-            "resources",
-        }
-    ),
-    "deletionPolicy": None,
-}
-
 
 class AgentError(ConfigError):
     """The manifest is not a usable ResearchAgent; the message names the field."""
@@ -98,24 +76,8 @@ class Agent:
     schedule: str
 
 
-def _section(spec: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = spec.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise AgentError(f"spec.{key}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _secret_set(ref: object, where: str) -> bool:
-    """Whether a ``{name, key}`` Secret reference is filled in."""
-    if ref is None:
-        return False
-    if not isinstance(ref, Mapping):
-        raise AgentError(f"spec.{where}: expected {{name, key}}, got {ref!r}")
-    return bool(ref.get("name"))
-
-
 def check_manifest(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Check the envelope and field names; return ``spec``."""
+    """Check the envelope (apiVersion, kind, metadata.name); return ``spec`` unvalidated."""
     if manifest.get("apiVersion") != API_VERSION:
         got = manifest.get("apiVersion")
         raise AgentError(f"apiVersion: expected {API_VERSION!r}, got {got!r}")
@@ -127,101 +89,130 @@ def check_manifest(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = manifest.get("spec") or {}
     if not isinstance(spec, Mapping):
         raise AgentError("spec: expected a mapping")
-    for key, value in spec.items():
-        if key not in _SPEC_FIELDS:
-            raise AgentError(f"spec.{key}: unknown field (known: {', '.join(_SPEC_FIELDS)})")
-        allowed = _SPEC_FIELDS[key]
-        if allowed is not None and isinstance(value, Mapping):
-            for sub in value:
-                if sub not in allowed:
-                    raise AgentError(
-                        f"spec.{key}.{sub}: unknown field (known: {', '.join(sorted(allowed))})"
-                    )
+    return spec
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    # pydantic marks a bad mapping key with a "[key]" step; the path is the mapping's.
+    steps = [p for p in loc if p != "[key]"]
+    return "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in steps)
+
+
+def _known_fields(loc: tuple[int | str, ...]) -> str:
+    """The field names allowed where ``loc`` (an unknown field) was found."""
+    model: Any = AgentSpec
+    for part in loc[:-1]:
+        fields = {info.alias or name: info for name, info in model.model_fields.items()}
+        info = fields.get(str(part))
+        if info is None:
+            return ""
+        model = next(
+            (
+                t
+                for t in (info.annotation, *get_args(info.annotation))
+                if isinstance(t, type) and issubclass(t, BaseModel)
+            ),
+            None,
+        )
+        if model is None:
+            return ""
+    names = sorted(info.alias or name for name, info in model.model_fields.items())
+    return f" (known: {', '.join(names)})"
+
+
+def describe_errors(err: ValidationError) -> list[str]:
+    """One ``spec.path: problem`` line per error of :class:`AgentSpec` validation."""
+    lines = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{_where(loc)}: unknown field{_known_fields(loc)}")
+        else:
+            lines.append(f"{_where(loc)}: {item['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+def parse_agent_spec(manifest: Mapping[str, Any]) -> AgentSpec:
+    """The manifest's ``spec``, validated by the same model the operator and the CRD use."""
+    raw = check_manifest(manifest)
+    name = manifest["metadata"]["name"]
+    try:
+        spec = AgentSpec.model_validate(dict(raw))
+    except ValidationError as err:
+        raise AgentError(f"ResearchAgent {name}: " + "; ".join(describe_errors(err))) from None
+    for i, topic in enumerate(spec.topics):
+        # The CRD only refuses an empty topic; a blank one is a mistake all the same.
+        if not topic.strip():
+            raise AgentError(
+                f"ResearchAgent {name}: spec.topics[{i}]: expected a non-empty string, "
+                f"got {topic!r}"
+            )
     return spec
 
 
 def topics_from_agent(manifest: Mapping[str, Any]) -> list[str]:
     """The topics to research, one workflow each, in the manifest's order, deduplicated."""
-    spec = check_manifest(manifest)
-    topics = spec.get("topics") or []
-    if not isinstance(topics, list):
-        raise AgentError("spec.topics: expected a list of strings")
-    seen: list[str] = []
-    for i, topic in enumerate(topics):
-        if not isinstance(topic, str) or not topic.strip():
-            raise AgentError(f"spec.topics[{i}]: expected a non-empty string, got {topic!r}")
-        if topic not in seen:
-            seen.append(topic)
-    return seen
+    return parse_agent_spec(manifest).unique_topics()
 
 
 def schedule_from_agent(manifest: Mapping[str, Any]) -> str:
     """The optional cron expression that re-runs the topics ("" when none)."""
-    value = check_manifest(manifest).get("schedule") or ""
-    if not isinstance(value, str):
-        raise AgentError("spec.schedule: expected a cron string")
-    return value
+    return parse_agent_spec(manifest).schedule
 
 
-def _temporal(spec: Mapping[str, Any], tls_dir: str, api_key_file: str) -> dict[str, Any]:
-    src = _section(spec, "temporal")
-    out: dict[str, Any] = {}
-    for key in ("address", "namespace", "taskQueue"):
-        if src.get(key):
-            out[key] = src[key]
-    tls = src.get("tls") or {}
-    if not isinstance(tls, Mapping):
-        raise AgentError("spec.temporal.tls: expected {secretName}")
-    if tls.get("secretName"):
+def _temporal(spec: TemporalSpec, tls_dir: str, api_key_file: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiKeyEnv": SECRET_ENV["temporal.apiKeySecretRef"]}
+    # Empty means "the worker's default" here, as it does in the spec.
+    for key, value in (
+        ("address", spec.address),
+        ("namespace", spec.namespace),
+        ("taskQueue", spec.task_queue),
+    ):
+        if value:
+            out[key] = value
+    if spec.tls.secret_name:
         out["tls"] = {"secretDir": tls_dir}
-    if _secret_set(src.get("apiKeySecretRef"), "temporal.apiKeySecretRef") and api_key_file:
+    if spec.api_key_secret_ref.set and api_key_file:
         out["apiKeyFile"] = api_key_file
-    out["apiKeyEnv"] = SECRET_ENV["temporal.apiKeySecretRef"]
     return out
 
 
-def _model(spec: Mapping[str, Any]) -> dict[str, Any]:
-    src = _section(spec, "model")
-    out: dict[str, Any] = {"apiKeyEnv": SECRET_ENV["model.apiKeySecretRef"]}
-    _secret_set(src.get("apiKeySecretRef"), "model.apiKeySecretRef")
-    for key in ("provider", "name", "maxTokens", "baseURL", "pricing"):
-        if src.get(key) not in (None, ""):
-            out[key] = src[key]
+def _model(spec: ModelSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiKeyEnv": SECRET_ENV["model.apiKeySecretRef"],
+        "provider": spec.provider,
+        "name": spec.name,
+        "maxTokens": spec.max_tokens,
+        "pricing": spec.pricing,
+    }
+    if spec.base_url:
+        out["baseURL"] = spec.base_url
     return out
 
 
-def _search(spec: Mapping[str, Any]) -> dict[str, Any]:
-    src = _section(spec, "search")
-    _secret_set(src.get("apiKeySecretRef"), "search.apiKeySecretRef")
-    out: dict[str, Any] = {"apiKeyEnv": SECRET_ENV["search.apiKeySecretRef"]}
-    for key in ("provider", "endpoint"):
-        if src.get(key):
-            out[key] = src[key]
+def _search(spec: SearchSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiKeyEnv": SECRET_ENV["search.apiKeySecretRef"],
+        "provider": spec.provider,
+    }
+    if spec.endpoint:
+        out["endpoint"] = spec.endpoint
     return out
 
 
-def _notify(spec: Mapping[str, Any]) -> dict[str, Any]:
-    src = _section(spec, "notify")
-    email = src.get("email") or {}
-    if not isinstance(email, Mapping):
-        raise AgentError("spec.notify.email: expected {to, from, smtpSecretRef}")
-    unknown = set(email) - {"to", "from", "smtpSecretRef"}
-    if unknown:
-        raise AgentError(f"spec.notify.email.{sorted(unknown)[0]}: unknown field")
-    _secret_set(email.get("smtpSecretRef"), "notify.email.smtpSecretRef")
-    out_email: dict[str, Any] = {"smtpUrlEnv": SECRET_ENV["notify.email.smtpSecretRef"]}
-    if email.get("to"):
-        out_email["to"] = email["to"]
-    if email.get("from"):
-        out_email["from"] = email["from"]
-    out: dict[str, Any] = {"email": out_email}
-    if "requireApproval" in src:
-        out["requireApproval"] = src["requireApproval"]
-    return out
+def _notify(spec: NotifySpec) -> dict[str, Any]:
+    email: dict[str, Any] = {"smtpUrlEnv": SECRET_ENV["notify.email.smtpSecretRef"]}
+    if spec.email.to:
+        email["to"] = list(spec.email.to)
+    if spec.email.from_:
+        email["from"] = spec.email.from_
+    return {"email": email, "requireApproval": spec.require_approval}
 
 
-def worker_config_from_agent(
-    manifest: Mapping[str, Any],
+def worker_config_from_spec(
+    name: str,
+    namespace: str,
+    spec: AgentSpec,
     *,
     temporal_address: str | None = None,
     model_base_url: str | None = None,
@@ -232,33 +223,28 @@ def worker_config_from_agent(
     metrics_port: int | None = None,
     sdk_metrics_port: int | None = None,
 ) -> WorkerConfig:
-    """Map a ResearchAgent manifest to the configuration of its workers.
+    """Map a validated spec to the configuration of its workers.
 
-    Keyword overrides replace what the manifest says, for the places where the
+    Keyword overrides replace what the spec says, for the places where the
     runtime knows better than the author: ``steadfast dev`` points the model and
     search at its simulators and Temporal at its embedded server; the operator
     chooses metrics ports. Fields that only the operator uses (replicas,
-    autoscaler, image, deletionPolicy, schedule) do not reach the worker.
+    autoscaler, image, deletionPolicy, schedule) do not reach the worker. The
+    pricing, budget and retry sections are the same models on both sides and
+    pass through as they are.
     """
-    spec = check_manifest(manifest)
-    metadata = manifest["metadata"]
-    storage = _section(spec, "storage")
-    _secret_set(storage.get("postgresSecretRef"), "storage.postgresSecretRef")
-    workers = _section(spec, "workers")
     doc: dict[str, Any] = {
-        "agent": metadata["name"],
-        "namespace": metadata.get("namespace") or "default",
-        "temporal": _temporal(spec, tls_dir, api_key_file),
-        "model": _model(spec),
-        "search": _search(spec),
+        "agent": name,
+        "namespace": namespace,
+        "temporal": _temporal(spec.temporal, tls_dir, api_key_file),
+        "model": _model(spec.model),
+        "search": _search(spec.search),
         "storage": {"postgresDsnEnv": SECRET_ENV["storage.postgresSecretRef"]},
-        "notify": _notify(spec),
-        "retryPolicies": dict(_section(spec, "retryPolicies")),
-        "budget": dict(_section(spec, "budget")),
-        "worker": {},
+        "notify": _notify(spec.notify),
+        "retryPolicies": spec.retry_policies,
+        "budget": spec.budget,
+        "worker": {"maxConcurrentActivities": spec.workers.max_concurrent_activities},
     }
-    if "maxConcurrentActivities" in workers:
-        doc["worker"]["maxConcurrentActivities"] = workers["maxConcurrentActivities"]
     if temporal_address is not None:
         doc["temporal"]["address"] = temporal_address
     if model_base_url is not None:
@@ -276,7 +262,18 @@ def worker_config_from_agent(
         return parse_config(doc)
     except ConfigError as err:
         # The configuration's field paths are the spec's, so say where they came from.
-        raise AgentError(f"ResearchAgent {metadata['name']} (spec.*): {err}") from None
+        raise AgentError(f"ResearchAgent {name} (spec.*): {err}") from None
+
+
+def worker_config_from_agent(manifest: Mapping[str, Any], **overrides: Any) -> WorkerConfig:
+    """Validate a ResearchAgent manifest and map it to the configuration of its workers.
+
+    ``overrides`` are those of :func:`worker_config_from_spec`.
+    """
+    spec = parse_agent_spec(manifest)
+    metadata = manifest["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    return worker_config_from_spec(metadata["name"], namespace, spec, **overrides)
 
 
 def load_manifest(path: str | Path) -> Mapping[str, Any]:
@@ -298,11 +295,14 @@ def load_manifest(path: str | Path) -> Mapping[str, Any]:
 
 def agent_from_manifest(manifest: Mapping[str, Any], **overrides: Any) -> Agent:
     """Everything ``steadfast dev``/``run`` need from one manifest."""
-    config = worker_config_from_agent(manifest, **overrides)
+    spec = parse_agent_spec(manifest)
+    metadata = manifest["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    config = worker_config_from_spec(metadata["name"], namespace, spec, **overrides)
     return Agent(
         name=config.agent,
         namespace=config.namespace,
         config=config,
-        topics=tuple(topics_from_agent(manifest)),
-        schedule=schedule_from_agent(manifest),
+        topics=tuple(spec.unique_topics()),
+        schedule=spec.schedule,
     )

@@ -9,81 +9,43 @@ logged, diffed and stored in a ConfigMap without leaking anything.
 Field names in the file are the ResearchAgent's camelCase names, so the operator
 can copy a spec across with little translation. A bad file fails at start with
 :class:`ConfigError`, whose message names the offending field.
+
+The sections that mean the same thing in a ResearchAgent (``model.pricing``,
+``budget``, ``retryPolicies``) are the spec's own models from :mod:`.specbase`,
+and the defaults shared with the spec (model name, maxTokens, concurrency) are
+the same constants, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, model_validator
 
 from steadfast_contract import models
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+from steadfast_contract.durations import Duration
+from steadfast_contract.specbase import (
+    DEFAULT_MAX_CONCURRENT_ACTIVITIES,
+    BudgetSpec,
+    ConcurrentActivities,
+    MaxTokens,
+    ModelName,
+    PricingSpec,
+    RetryPoliciesSpec,
+    SpecModel,
+)
 
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message names the field to fix."""
 
 
-def parse_duration(value: object) -> timedelta:
-    """Parse ``"500ms"``, ``"2s"``, ``"1m"``, ``"1h"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '2s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration like '500ms', '2s' or '1m', got {value!r}")
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(value: timedelta) -> str:
-    """Inverse of :func:`parse_duration`: ``"500ms"``, ``"2s"``, ``"1.5s"``."""
-    ms = round(value.total_seconds() * 1000)
-    if ms % 1000:
-        return f"{ms}ms"
-    return f"{ms // 1000}s"
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
-
-
-class TLSConfig(_Model):
+class TLSConfig(SpecModel):
     """TLS to the Temporal frontend: a mounted TLS Secret, or certificate files."""
 
     secret_dir: str = ""
@@ -112,7 +74,7 @@ class TLSConfig(_Model):
         return bool(self.secret_dir or self.cert_file or self.ca_file)
 
 
-class TemporalConfig(_Model):
+class TemporalConfig(SpecModel):
     """Where the Temporal frontend is and how to authenticate to it."""
 
     address: str = "127.0.0.1:7233"
@@ -131,41 +93,24 @@ class TemporalConfig(_Model):
     restart. Wins over ``apiKeyEnv``."""
 
 
-class PricingConfig(_Model):
-    """USD per million tokens; overrides the built-in table for the model."""
-
-    input_per_m_tok: float = Field(ge=0, alias="inputPerMTok")
-    output_per_m_tok: float = Field(ge=0, alias="outputPerMTok")
-    cache_read_per_m_tok: float = Field(default=0.0, ge=0, alias="cacheReadPerMTok")
-    cache_write_per_m_tok: float = Field(default=0.0, ge=0, alias="cacheWritePerMTok")
-
-    def to_pricing(self) -> models.Pricing:
-        return models.Pricing(
-            self.input_per_m_tok,
-            self.output_per_m_tok,
-            self.cache_read_per_m_tok,
-            self.cache_write_per_m_tok,
-        )
-
-
-class ModelConfig(_Model):
+class ModelConfig(SpecModel):
     """The LLM the agent calls."""
 
     provider: Literal["anthropic"] = "anthropic"
-    name: str = Field(default="claude-sonnet-4-6", min_length=1)
-    max_tokens: int = Field(default=2000, ge=1, le=128_000)
+    name: ModelName = models.DEFAULT_MODEL
+    max_tokens: MaxTokens = models.DEFAULT_MAX_TOKENS
     """Upper bound of output tokens per call; also what the budget reserves."""
     base_url: str = Field(default="", alias="baseURL")
     """Alternative API base URL (a gateway or the simulator); empty is the vendor's."""
     api_key_env: str = "ANTHROPIC_API_KEY"
     """Environment variable holding the API key."""
-    pricing: PricingConfig | None = None
+    pricing: PricingSpec | None = None
     """Price override; empty uses the built-in table for ``name``."""
     timeout: Duration = timedelta(seconds=120)
     """Per-request HTTP timeout of the LLM client."""
 
 
-class SearchConfig(_Model):
+class SearchConfig(SpecModel):
     """The web search the agent uses."""
 
     provider: Literal["http", "anthropic-web-search"] = "http"
@@ -182,7 +127,7 @@ class SearchConfig(_Model):
         return self
 
 
-class StorageConfig(_Model):
+class StorageConfig(SpecModel):
     """Where reports are saved."""
 
     postgres_dsn_env: str = "STEADFAST_POSTGRES_DSN"
@@ -191,7 +136,7 @@ class StorageConfig(_Model):
     """SQLite file used when no Postgres DSN is set (the embedded default)."""
 
 
-class EmailConfig(_Model):
+class EmailConfig(SpecModel):
     """The review-request email."""
 
     to: list[str] = Field(default_factory=list)
@@ -201,90 +146,16 @@ class EmailConfig(_Model):
     """Environment variable with ``smtp://[user:pass@]host:port`` (``smtps://`` for TLS)."""
 
 
-class NotifyConfig(_Model):
+class NotifyConfig(SpecModel):
     email: EmailConfig = Field(default_factory=EmailConfig)
     require_approval: bool = False
     """Wait for ``steadfast approve`` before sending the review-request email."""
 
 
-class RetryPolicyConfig(_Model):
-    """A Temporal retry policy; unset fields take the activity class's defaults."""
-
-    initial_interval: Duration | None = None
-    backoff_coefficient: float | None = Field(default=None, ge=1.0)
-    maximum_interval: Duration | None = None
-    maximum_attempts: int | None = Field(default=None, ge=0)
-    """0 means unlimited, as in Temporal."""
-
-    def over(self, base: models.RetryPolicySpec) -> models.RetryPolicySpec:
-        """This policy's fields layered over ``base``."""
-        spec = models.RetryPolicySpec(
-            initial_interval_seconds=(
-                self.initial_interval.total_seconds()
-                if self.initial_interval is not None
-                else base.initial_interval_seconds
-            ),
-            backoff_coefficient=(
-                self.backoff_coefficient
-                if self.backoff_coefficient is not None
-                else base.backoff_coefficient
-            ),
-            maximum_interval_seconds=(
-                self.maximum_interval.total_seconds()
-                if self.maximum_interval is not None
-                else base.maximum_interval_seconds
-            ),
-            maximum_attempts=(
-                self.maximum_attempts
-                if self.maximum_attempts is not None
-                else base.maximum_attempts
-            ),
-        )
-        if (
-            spec.maximum_interval_seconds is not None
-            and spec.maximum_interval_seconds < spec.initial_interval_seconds
-        ):
-            raise ValueError("maximumInterval must be at least initialInterval")
-        return spec
-
-
-class RetryPoliciesConfig(_Model):
-    llm: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
-    search: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
-    database: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
-    email: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
-
-    def resolve(self) -> models.RetryPolicies:
-        """Overrides layered over the seed's default patterns."""
-        base = models.RetryPolicies()
-        return models.RetryPolicies(
-            llm=self.llm.over(base.llm),
-            search=self.search.over(base.search),
-            database=self.database.over(base.database),
-            email=self.email.over(base.email),
-        )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RetryPoliciesConfig:
-        base = models.RetryPolicies()
-        for name in ("llm", "search", "database", "email"):
-            try:
-                getattr(self, name).over(getattr(base, name))
-            except ValueError as err:
-                # Name the activity class: the defaults it layers over differ.
-                raise ValueError(f"{name}: {err}") from None
-        return self
-
-
-class BudgetConfig(_Model):
-    max_usd_per_run: float = Field(default=1.0, gt=0, alias="maxUSDPerRun")
-    max_usd_per_day: float = Field(default=50.0, gt=0, alias="maxUSDPerDay")
-
-
-class WorkerTuning(_Model):
+class WorkerTuning(SpecModel):
     """Process-level settings of the worker."""
 
-    max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
+    max_concurrent_activities: ConcurrentActivities = DEFAULT_MAX_CONCURRENT_ACTIVITIES
     max_concurrent_workflow_tasks: int = Field(default=20, ge=1, le=1000)
     graceful_shutdown: Duration = timedelta(seconds=30)
     """How long SIGTERM waits for running activities before cancelling them."""
@@ -297,7 +168,7 @@ class WorkerTuning(_Model):
     metrics_host: str = "0.0.0.0"
 
 
-class WorkerConfig(_Model):
+class WorkerConfig(SpecModel):
     """Everything one worker process needs, secrets excepted."""
 
     agent: str = "local"
@@ -311,8 +182,8 @@ class WorkerConfig(_Model):
     )
     storage: StorageConfig = Field(default_factory=StorageConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
-    retry_policies: RetryPoliciesConfig = Field(default_factory=RetryPoliciesConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    retry_policies: RetryPoliciesSpec = Field(default_factory=RetryPoliciesSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     worker: WorkerTuning = Field(default_factory=WorkerTuning)
 
     @property

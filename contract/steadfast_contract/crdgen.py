@@ -1,9 +1,12 @@
-"""Generates the ResearchAgent CRD, so its many repeated schema parts stay consistent.
+"""Generates the ResearchAgent CRD from the spec model, so the two cannot disagree.
 
 The CRD in ``crds/`` (and its copy in the chart) is the committed output of
 ``python -m steadfast_contract.crdgen``; a unit test fails when the two drift.
-Writing the schema in Python lets four retry-policy classes, five secret
-references and every bound share one definition instead of hand-copied YAML.
+The ``spec`` schema is walked from :class:`~steadfast_contract.spec.AgentSpec`
+by :mod:`.crdschema`, so a field, bound, default or CEL rule is written once, in
+the model, and the four retry-policy classes and five secret references share
+one definition each. This module adds what is not the spec: names, printer
+columns, subresources and the envelope.
 
 Choices worth knowing:
 

@@ -16,6 +16,13 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+DEFAULT_MODEL: Final = "claude-sonnet-4-6"
+"""The model a ResearchAgent calls unless ``spec.model.name`` says otherwise."""
+DEFAULT_MAX_TOKENS: Final = 2000
+"""Output tokens per call unless ``spec.model.maxTokens`` says otherwise."""
+DEFAULT_MAX_USD_PER_RUN: Final = 1.0
+"""A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
+
 
 class Phase(StrEnum):
     """Where a research run is. Terminal phases end with the workflow."""
@@ -73,7 +80,11 @@ class RetryPolicySpec:
 
 @dataclass
 class RetryPolicies:
-    """One retry policy per activity class. Defaults are the seed's patterns."""
+    """One retry policy per activity class. Defaults are the seed's patterns.
+
+    These defaults are the only place they are written: the CRD shows them, the
+    worker layers a spec's overrides over them, and old histories replay with them.
+    """
 
     llm: RetryPolicySpec = field(
         default_factory=lambda: RetryPolicySpec(2.0, 2.0, 60.0, 5),
@@ -107,10 +118,10 @@ class RunSettings:
     the workflow must decide budgets and retry policies identically on replay.
     """
 
-    model: str = "claude-sonnet-4-6"
-    max_tokens: int = 2000
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
-    max_usd_per_run: float = 1.0
+    max_usd_per_run: float = DEFAULT_MAX_USD_PER_RUN
     require_approval: bool = False
     query_count: int = 3
     retry_policies: RetryPolicies = field(default_factory=RetryPolicies)

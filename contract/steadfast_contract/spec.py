@@ -1,99 +1,245 @@
-"""The ResearchAgent's ``spec`` as one typed model (docs/design.md §2).
+"""The ResearchAgent's ``spec``, described once (docs/design.md §2).
 
-The operator validates what the API server hands it against this model, and the
-command line validates a local manifest against it; field names, defaults and
-bounds are those of the CRD.
+Every field is written here with its description, default, bounds, pattern or
+enum, and the CEL rules the API server enforces sit next to the fields they
+guard; the sections the worker configuration shares, and the markers that carry
+the CEL rules, are in :mod:`.specbase`. Everything else is derived from these models:
+
+* the CRD's OpenAPI schema (:mod:`.crdschema`, written to ``crds/`` by :mod:`.crdgen`);
+* the README's field table (:mod:`.fieldtable`);
+* the worker configuration's shared sections (:mod:`.config` reuses
+  :class:`PricingSpec`, :class:`BudgetSpec` and :class:`RetryPoliciesSpec`);
+* the validation of a manifest, by the operator and by the command line alike.
+
+Pydantic enforces the types, bounds and patterns; the CEL rules only run in the
+API server (the operator's own cross-field checks are in ``steadfast_operator.spec``).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
-from steadfast_contract.config import Duration
+from steadfast_contract import models
+from steadfast_contract.durations import Duration
+from steadfast_contract.specbase import (
+    DEFAULT_MAX_CONCURRENT_ACTIVITIES,
+    BudgetSpec,
+    ConcurrentActivities,
+    Crd,
+    MaxTokens,
+    ModelName,
+    PricingSpec,
+    RetryPoliciesSpec,
+    RetryPolicy,
+    Rule,
+    SpecModel,
+)
+
+__all__ = [
+    "AgentSpec",
+    "BudgetSpec",
+    "EmailSpec",
+    "ModelSpec",
+    "NotifySpec",
+    "PricingSpec",
+    "RetryPoliciesSpec",
+    "RetryPolicy",
+    "SearchSpec",
+    "SecretRef",
+    "StorageSpec",
+    "TemporalSpec",
+    "TemporalTLS",
+    "WorkersSpec",
+]
+
+_DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_SECRET_KEY: Final = r"^[-._a-zA-Z0-9]+$"
+_NUMBER: Final = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+_QUANTITY_PATTERN: Final = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+_CRON_RULE: Final = (
+    "self == '' || self.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)"
+    "|@every [0-9]+(s|m|h)"
+    "|([0-9*/,?LW#A-Za-z-]+ ){4}[0-9*/,?LW#A-Za-z-]+)$')"
+)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class SecretRef(_Model):
+class SecretRef(SpecModel):
     """``{name, key}`` of a Secret in the agent's namespace; empty means none."""
 
-    name: str = ""
-    key: str = ""
+    crd_rules = (
+        Rule("(self.name == '') == (self.key == '')", "name and key must be given together"),
+    )
+
+    name: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^$|" + _DNS_SUBDOMAIN,
+        description="Name of the Secret.",
+    )
+    key: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^$|" + _SECRET_KEY,
+        description="Key inside the Secret.",
+    )
 
     @property
     def set(self) -> bool:
         return bool(self.name)
 
 
-class TemporalTLS(_Model):
-    secret_name: str = ""
+def _secret(what: str) -> Any:
+    return Field(
+        default_factory=SecretRef,
+        description=f"Secret (in the agent's namespace) and key holding {what}. "
+        "Leave both empty for none.",
+    )
 
 
-class TemporalSpec(_Model):
-    address: str = ""
-    namespace: str = "default"
-    task_queue: str = ""
-    tls: TemporalTLS = Field(default_factory=TemporalTLS)
-    api_key_secret_ref: SecretRef = Field(default_factory=SecretRef)
+class TemporalTLS(SpecModel):
+    secret_name: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^$|" + _DNS_SUBDOMAIN,
+        description="Secret with tls.crt, tls.key and (optionally) ca.crt; empty disables mTLS.",
+    )
 
 
-class PricingSpec(_Model):
-    input_per_m_tok: float = Field(ge=0, alias="inputPerMTok")
-    output_per_m_tok: float = Field(ge=0, alias="outputPerMTok")
-    cache_read_per_m_tok: float = Field(default=0.0, ge=0, alias="cacheReadPerMTok")
-    cache_write_per_m_tok: float = Field(default=0.0, ge=0, alias="cacheWritePerMTok")
+class TemporalSpec(SpecModel):
+    address: str = Field(
+        default="",
+        max_length=255,
+        description="host:port of the Temporal frontend. Empty uses the operator's default "
+        "(the chart's temporal.address).",
+    )
+    namespace: str = Field(default="default", max_length=255, description="Temporal namespace.")
+    task_queue: str = Field(
+        default="",
+        max_length=255,
+        description="Task queue the workers poll. Empty means steadfast-<namespace>-<name>.",
+    )
+    tls: TemporalTLS = Field(
+        default_factory=TemporalTLS,
+        description="mTLS client certificate for the Temporal frontend.",
+    )
+    api_key_secret_ref: SecretRef = _secret("a Temporal Cloud API key (implies TLS)")
 
 
-class ModelSpec(_Model):
-    provider: Literal["anthropic"] = "anthropic"
-    name: str = "claude-sonnet-4-6"
-    max_tokens: int = Field(default=2000, ge=1, le=128_000)
-    api_key_secret_ref: SecretRef = Field(default_factory=SecretRef)
-    base_url: str = Field(default="", alias="baseURL")
-    pricing: PricingSpec | None = None
+class ModelSpec(SpecModel):
+    provider: Literal["anthropic"] = Field(
+        default="anthropic", max_length=32, description="LLM provider."
+    )
+    name: ModelName = Field(default=models.DEFAULT_MODEL, description="Model name.")
+    max_tokens: MaxTokens = Field(
+        default=models.DEFAULT_MAX_TOKENS,
+        description="Most output tokens per call; the budget reserves this much before each call.",
+    )
+    api_key_secret_ref: SecretRef = _secret("the model provider's API key")
+    base_url: str = Field(
+        default="",
+        alias="baseURL",
+        max_length=2048,
+        description="Alternative API base URL (a gateway or the simulator); empty is the vendor's.",
+    )
+    pricing: PricingSpec | None = Field(
+        default=None,
+        description="USD per million tokens, overriding the built-in price table for the model. "
+        "Omit to use the table.",
+    )
 
 
-class SearchSpec(_Model):
-    provider: Literal["http", "anthropic-web-search"] = "http"
-    endpoint: str = ""
-    api_key_secret_ref: SecretRef = Field(default_factory=SecretRef)
+class SearchSpec(SpecModel):
+    provider: Literal["http", "anthropic-web-search"] = Field(
+        default="http",
+        max_length=32,
+        description="Search provider: http (an endpoint of your own) or anthropic-web-search.",
+    )
+    endpoint: str = Field(
+        default="", max_length=2048, description="Search endpoint URL, required by provider http."
+    )
+    api_key_secret_ref: SecretRef = _secret("the search API key, if the endpoint needs one")
 
 
-class StorageSpec(_Model):
-    postgres_secret_ref: SecretRef = Field(default_factory=SecretRef)
+class StorageSpec(SpecModel):
+    postgres_secret_ref: SecretRef = _secret(
+        "a Postgres DSN; empty saves to SQLite inside the pod (for trials only)"
+    )
 
 
-class EmailSpec(_Model):
-    to: list[str] = Field(default_factory=list)
-    from_: str = Field(default="", alias="from")
-    smtp_secret_ref: SecretRef = Field(default_factory=SecretRef)
+EmailAddress = Annotated[
+    str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$", description="An email address.")
+]
 
 
-class NotifySpec(_Model):
-    email: EmailSpec = Field(default_factory=EmailSpec)
-    require_approval: bool = False
+class EmailSpec(SpecModel):
+    to: list[EmailAddress] = Field(
+        default_factory=list, max_length=50, description="Recipients; empty skips the email step."
+    )
+    from_: str = Field(
+        default="",
+        alias="from",
+        max_length=254,
+        description="Sender address; empty uses steadfast@localhost.",
+    )
+    smtp_secret_ref: SecretRef = _secret("an smtp:// or smtps:// URL")
 
 
-class BudgetSpec(_Model):
-    max_usd_per_run: float = Field(default=1.0, gt=0, alias="maxUSDPerRun")
-    max_usd_per_day: float = Field(default=50.0, gt=0, alias="maxUSDPerDay")
+class NotifySpec(SpecModel):
+    email: EmailSpec = Field(
+        default_factory=EmailSpec,
+        description="The review-request email, sent at most once per run.",
+    )
+    require_approval: bool = Field(
+        default=False, description="Wait for `steadfast approve` before sending the email."
+    )
 
 
-class WorkersSpec(_Model):
-    image: str = ""
-    min_replicas: int = Field(default=0, ge=0, le=1000)
-    max_replicas: int = Field(default=10, ge=1, le=1000)
-    target_backlog_per_worker: int = Field(default=5, ge=1, le=10_000)
-    scale_down_delay: Duration = timedelta(seconds=60)
-    autoscaler: Literal["builtin", "keda", "none"] = "builtin"
-    max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
-    resources: dict[str, dict[str, str | int]] = Field(default_factory=dict)
+Quantity = Annotated[int | str, Field(pattern=_QUANTITY_PATTERN)]
+Quantities = Annotated[
+    dict[str, Quantity], Field(max_length=16, description="Resource name to quantity.")
+]
+
+
+class WorkersSpec(SpecModel):
+    crd_rules = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas cannot exceed maxReplicas",
+            ".minReplicas",
+        ),
+    )
+
+    image: str = Field(
+        default="",
+        max_length=512,
+        description="Worker container image; empty uses the operator's default (the chart's).",
+    )
+    min_replicas: int = Field(
+        default=0, ge=0, le=1000, description="Fewest workers; 0 allows scaling to zero."
+    )
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most workers.")
+    target_backlog_per_worker: int = Field(
+        default=5, ge=1, le=10000, description="Backlogged tasks one worker is expected to absorb."
+    )
+    scale_down_delay: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Idle time (no backlog, no running run) before scaling down.",
+    )
+    autoscaler: Literal["builtin", "keda", "none"] = Field(
+        default="builtin",
+        max_length=16,
+        description="Who owns the replicas: builtin (this operator), keda (a ScaledObject) or "
+        "none (left to you).",
+    )
+    max_concurrent_activities: ConcurrentActivities = Field(
+        default=DEFAULT_MAX_CONCURRENT_ACTIVITIES, description="Activities one worker runs at once."
+    )
+    resources: dict[Literal["requests", "limits"], Quantities] = Field(
+        default_factory=dict, description="Container resources of each worker."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> WorkersSpec:
@@ -102,20 +248,52 @@ class WorkersSpec(_Model):
         return self
 
 
-class AgentSpec(_Model):
-    """``spec`` of a ResearchAgent (docs/design.md §2), defaults as in the CRD."""
+Topic = Annotated[str, Field(min_length=1, max_length=500, description="A research topic.")]
 
-    temporal: TemporalSpec = Field(default_factory=TemporalSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    storage: StorageSpec = Field(default_factory=StorageSpec)
-    notify: NotifySpec = Field(default_factory=NotifySpec)
-    topics: list[str] = Field(min_length=1)
-    schedule: str = ""
-    retry_policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    workers: WorkersSpec = Field(default_factory=WorkersSpec)
-    deletion_policy: Literal["Cancel", "Abandon"] = "Cancel"
+
+class AgentSpec(SpecModel):
+    """``spec`` of a ResearchAgent; a manifest's or the API server's, validated."""
+
+    crd_description: ClassVar[str] = "What the agent researches, with which model, and how it runs."
+
+    temporal: TemporalSpec = Field(
+        default_factory=TemporalSpec, description="Where the agent's workflows run."
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The LLM the agent calls.")
+    search: SearchSpec = Field(
+        default_factory=SearchSpec, description="The web search the agent uses."
+    )
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec, description="Where reports are saved."
+    )
+    notify: NotifySpec = Field(
+        default_factory=NotifySpec, description="Who hears about finished reports."
+    )
+    topics: Annotated[list[Topic], Crd(list_type="set")] = Field(
+        min_length=1,
+        max_length=200,
+        description="One workflow per topic, with an id derived from namespace, name and topic, "
+        "so a repeated start never duplicates a run.",
+    )
+    schedule: Annotated[str, Crd(rules=(Rule(_CRON_RULE, "not a cron"),))] = Field(
+        default="",
+        max_length=128,
+        description="Optional cron (5 fields, UTC): a Temporal Schedule re-runs the topics.",
+    )
+    retry_policies: RetryPoliciesSpec = Field(
+        default_factory=RetryPoliciesSpec,
+        description="Retry policies per activity class; defaults are the seed's patterns.",
+    )
+    budget: BudgetSpec = Field(default_factory=BudgetSpec, description="Spending limits in USD.")
+    workers: WorkersSpec = Field(
+        default_factory=WorkersSpec,
+        description="The worker Deployment and how its replicas are scaled.",
+    )
+    deletion_policy: Literal["Cancel", "Abandon"] = Field(
+        default="Cancel",
+        max_length=16,
+        description="What happens to running workflows when the agent is deleted.",
+    )
 
     def secret_refs(self) -> dict[str, SecretRef]:
         """Secret references that are set, by their spec path."""

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from steadfast_contract.agentfile import AgentError
+from steadfast_contract.agentfile import AgentError, describe_errors
 from steadfast_contract.budget import one_call_usd
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import UnknownModelError, lookup
@@ -38,20 +38,12 @@ class InvalidSpec(kopf.PermanentError):
         self.detail = message
 
 
-def _describe(err: ValidationError) -> str:
-    parts = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"])
-        parts.append(f"spec.{where}: {item['msg']}" if where else item["msg"])
-    return "; ".join(parts)
-
-
 def parse_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> AgentSpec:
     """Validate a spec; raise :class:`InvalidSpec` naming the field on failure."""
     try:
         return AgentSpec.model_validate(dict(spec))
     except ValidationError as err:
-        raise InvalidSpec(namespace, name, _describe(err)) from None
+        raise InvalidSpec(namespace, name, "; ".join(describe_errors(err))) from None
 
 
 def check_semantics(

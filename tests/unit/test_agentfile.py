@@ -111,6 +111,19 @@ def test_no_secret_value_reaches_the_config() -> None:
         ),
         (lambda m: m["spec"]["search"].update(endpoint=""), "endpoint"),
         (lambda m: m["spec"].update(model="claude"), "spec.model"),
+        (lambda m: m["spec"]["model"].update(nmae="x"), "spec.model.nmae"),
+        (
+            lambda m: m["spec"]["retryPolicies"]["llm"].update(initialIntervl="2s"),
+            "spec.retryPolicies.llm.initialIntervl",
+        ),
+        (lambda m: m["spec"]["notify"].update(email={"too": []}), "spec.notify.email.too"),
+        (
+            lambda m: m["spec"]["workers"].update(resources={"claims": {}}),
+            "spec.workers.resources.claims",
+        ),
+        (lambda m: m["spec"]["workers"].update(autoscaler="hpa"), "spec.workers.autoscaler"),
+        (lambda m: m["spec"]["budget"].update(maxUSDPerDay=0), "spec.budget.maxUSDPerDay"),
+        (lambda m: m["spec"].update(topics=["ok", "  "]), "spec.topics[1]"),
     ],
 )
 def test_bad_manifest_names_the_field(mutate: Any, field: str) -> None:
@@ -118,6 +131,27 @@ def test_bad_manifest_names_the_field(mutate: Any, field: str) -> None:
     mutate(m)
     with pytest.raises(AgentError, match=field.replace("[", r"\[").replace("]", r"\]")):
         agentfile.agent_from_manifest(m)
+
+
+def test_unknown_field_lists_the_known_ones() -> None:
+    """A typo is refused by the spec model itself, naming what would have been accepted."""
+    m = copy.deepcopy(example())
+    m["spec"]["model"]["nmae"] = "claude-sonnet-4-6"
+    with pytest.raises(AgentError) as err:
+        agentfile.agent_from_manifest(m)
+    message = str(err.value)
+    assert "spec.model.nmae: unknown field" in message
+    assert "(known: apiKeySecretRef, baseURL, maxTokens, name, pricing, provider)" in message
+
+
+def test_a_validated_spec_maps_as_its_manifest_does() -> None:
+    """Code that already holds an AgentSpec (the operator) skips the second validation."""
+    from steadfast_contract.spec import AgentSpec
+
+    m = example()
+    spec = AgentSpec.model_validate(m["spec"])
+    by_spec = agentfile.worker_config_from_spec("market-watch", "research", spec)
+    assert by_spec == agentfile.worker_config_from_agent(m)
 
 
 def test_load_manifest_picks_the_research_agent(tmp_path: Path) -> None:
