@@ -68,8 +68,6 @@ class Observed:
     now: datetime
     generation: int
     """The generation last reconciled, which the status reports as observed."""
-    raw: Mapping[str, Any] = field(default_factory=dict)
-    """The spec as stored (the worker configuration is rendered from it)."""
     defaults: render.Defaults = field(default_factory=render.Defaults)
     spec: AgentSpec | None = None
     """The last spec that validated (an invalid edit leaves the previous one in force)."""
@@ -254,7 +252,7 @@ def _unreachable(view: TemporalView) -> bool:
 
 def child_changes(obs: Observed, spec: AgentSpec) -> tuple[ChildChange, ...]:
     """Writes that make the live children what the spec renders; none when they are."""
-    desired = render.children(obs.agent, spec, obs.raw, obs.defaults)
+    desired = render.children(obs.agent, spec, obs.defaults)
     changes: list[ChildChange] = []
     for obj in desired:
         kind, name = obj["kind"], obj["metadata"]["name"]

@@ -144,7 +144,7 @@ async def observe(
         problem = None
         try:
             spec = validate(agent, raw, shared.config.defaults)
-            config = worker_config(agent, spec, raw, shared.config.defaults)
+            config = worker_config(agent, spec, shared.config.defaults)
             missing = await missing_secrets(shared, agent.namespace, spec)
             if missing:
                 problem = Problem("SecretMissing", missing)
@@ -162,7 +162,6 @@ async def observe(
         agent=agent,
         now=datetime.now(UTC),
         generation=generation,
-        raw=raw,
         defaults=shared.config.defaults,
         spec=spec,
         config=config,
@@ -359,7 +358,7 @@ async def finalize(shared: Shared, state: AgentState, body: kopf.Body) -> None:
     raw = dict(body.spec)
     try:
         spec = parse_spec(agent.namespace, agent.name, raw)
-        cfg = worker_config(agent, spec, raw, shared.config.defaults)
+        cfg = worker_config(agent, spec, shared.config.defaults)
     except InvalidSpec:
         # Nothing to stop for a spec that does not validate now, but the agent's
         # series (and an earlier valid spec's backlog) must still go.

@@ -28,7 +28,7 @@ from steadfast_contract.agentfile import (
     DEFAULT_API_KEY_FILE,
     DEFAULT_TLS_DIR,
     SECRET_ENV,
-    worker_config_from_agent,
+    worker_config_from_spec,
 )
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.ids import default_task_queue
@@ -118,18 +118,15 @@ def _meta(agent: AgentRef, name: str, **extra: Any) -> Obj:
     }
 
 
-def worker_config(
-    agent: AgentRef, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
-) -> WorkerConfig:
-    """The worker's configuration for this agent (raises ``AgentError`` if unusable)."""
-    manifest = {
-        "apiVersion": f"{crdgen.GROUP}/{crdgen.VERSION}",
-        "kind": crdgen.KIND,
-        "metadata": {"name": agent.name, "namespace": agent.namespace},
-        "spec": dict(raw_spec),
-    }
-    return worker_config_from_agent(
-        manifest,
+def worker_config(agent: AgentRef, spec: AgentSpec, d: Defaults) -> WorkerConfig:
+    """The worker's configuration for this agent (raises ``AgentError`` if unusable).
+
+    It maps the spec the operator already validated; nothing is parsed twice.
+    """
+    return worker_config_from_spec(
+        agent.name,
+        agent.namespace,
+        spec,
         temporal_address=None if spec.temporal.address else d.temporal_address,
         sqlite_path=f"{DATA_DIR}/reports.db",
         tls_dir=DEFAULT_TLS_DIR,
@@ -315,14 +312,12 @@ def wants_pdb(spec: AgentSpec) -> bool:
     return spec.workers.max_replicas > 1
 
 
-def children(
-    agent: AgentRef, spec: AgentSpec, raw_spec: Mapping[str, Any], d: Defaults
-) -> list[Obj]:
+def children(agent: AgentRef, spec: AgentSpec, d: Defaults) -> list[Obj]:
     """Every object the agent should own, in the order they should be applied.
 
     The ConfigMap precedes the Deployment so new pods find their configuration.
     """
-    cm = config_map(agent, worker_config(agent, spec, raw_spec, d))
+    cm = config_map(agent, worker_config(agent, spec, d))
     dep = deployment(
         agent,
         spec,

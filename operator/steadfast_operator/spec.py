@@ -122,10 +122,10 @@ def validate(
 
 
 def worker_config(
-    agent: render.AgentRef, spec: AgentSpec, raw: Mapping[str, Any], defaults: render.Defaults
+    agent: render.AgentRef, spec: AgentSpec, defaults: render.Defaults
 ) -> WorkerConfig:
     """The workers' configuration; :class:`InvalidSpec` when the manifest cannot give one."""
     try:
-        return render.worker_config(agent, spec, raw, defaults)
+        return render.worker_config(agent, spec, defaults)
     except AgentError as err:
         raise InvalidSpec(agent.namespace, agent.name, str(err)) from None

@@ -75,7 +75,7 @@ def rendered_children(manifest: dict[str, Any], temporal_address: str) -> dict[s
     agent = render.AgentRef(meta["name"], meta["namespace"], "uid")
     spec = parse_spec(agent.namespace, agent.name, raw)
     defaults = render.Defaults(image="steadfast/worker:e2e", temporal_address=temporal_address)
-    return {o["kind"]: o for o in render.children(agent, spec, raw, defaults)}
+    return {o["kind"]: o for o in render.children(agent, spec, defaults)}
 
 
 def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(

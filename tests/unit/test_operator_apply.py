@@ -18,7 +18,7 @@ SPEC_RAW = {"topics": ["t"], "search": {"endpoint": "http://s/"}, "workers": {"m
 
 def rendered() -> dict[str, dict[str, Any]]:
     spec = parse_spec("ns", "a", SPEC_RAW)
-    objs = render.children(AGENT, spec, SPEC_RAW, render.Defaults(image="i", temporal_address="t"))
+    objs = render.children(AGENT, spec, render.Defaults(image="i", temporal_address="t"))
     return {o["kind"]: o for o in objs}
 
 

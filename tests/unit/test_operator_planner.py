@@ -57,10 +57,9 @@ def observed(raw: dict[str, Any] | None = None, **kw: Any) -> Observed:
         agent=AGENT,
         now=NOW,
         generation=2,
-        raw=raw,
         defaults=DEFAULTS,
         spec=spec,
-        config=worker_config(AGENT, spec, raw, DEFAULTS),
+        config=worker_config(AGENT, spec, DEFAULTS),
     )
     return replace(base, **kw)
 
@@ -84,7 +83,7 @@ def view(*runs: RunRow, backlog: int = 0, pollers: int = 1) -> TemporalView:
 def live(raw: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     """What the cluster holds after the operator applied ``raw`` (as the API server keeps it)."""
     spec = validate(AGENT, raw, DEFAULTS)
-    objs = {o["kind"]: o for o in render.children(AGENT, spec, raw, DEFAULTS)}
+    objs = {o["kind"]: o for o in render.children(AGENT, spec, DEFAULTS)}
     for kind in ("ScaledObject", "TriggerAuthentication", "PodDisruptionBudget"):
         objs.setdefault(kind, None)  # type: ignore[arg-type]
     return dict(objs)

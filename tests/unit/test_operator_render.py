@@ -25,7 +25,7 @@ def example_spec() -> dict[str, Any]:
 
 def children(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     spec = parse_spec(AGENT.namespace, AGENT.name, raw)
-    return {o["kind"]: o for o in render.children(AGENT, spec, raw, DEFAULTS)}
+    return {o["kind"]: o for o in render.children(AGENT, spec, DEFAULTS)}
 
 
 def test_children_of_the_example() -> None:
@@ -193,7 +193,7 @@ def test_keda_gets_the_agents_temporal_credentials() -> None:
         "apiKey": ("temporal-cloud", "api-key"),
     }
     spec = parse_spec(AGENT.namespace, AGENT.name, raw)
-    order = [o["kind"] for o in render.children(AGENT, spec, raw, DEFAULTS)]
+    order = [o["kind"] for o in render.children(AGENT, spec, DEFAULTS)]
     assert order.index("TriggerAuthentication") < order.index("ScaledObject")
 
 
@@ -210,5 +210,5 @@ def test_every_example_renders(path: Path) -> None:
     raw = dict(doc["spec"])
     agent = render.AgentRef(doc["metadata"]["name"], doc["metadata"]["namespace"], "uid")
     spec = parse_spec(agent.namespace, agent.name, raw)
-    kinds = {o["kind"] for o in render.children(agent, spec, raw, DEFAULTS)}
+    kinds = {o["kind"] for o in render.children(agent, spec, DEFAULTS)}
     assert {"ConfigMap", "Deployment", "Service"} <= kinds

@@ -127,13 +127,12 @@ def render_plan(manifest: dict[str, Any], defaults: Defaults, namespace: str) ->
     agent = render.AgentRef(meta["name"], meta.get("namespace") or namespace, UID_PLACEHOLDER)
     raw = manifest["spec"]
     spec = validate(agent, raw, defaults)
-    config = worker_config(agent, spec, raw, defaults)
+    config = worker_config(agent, spec, defaults)
     plan = planner.plan(
         planner.Observed(
             agent=agent,
             now=PLAN_TIME,
             generation=1,
-            raw=raw,
             defaults=defaults,
             spec=spec,
             config=config,
