@@ -41,7 +41,7 @@ from typing import Any, Final, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from steadfast_contract.config import ConfigError, WorkerConfig, parse_config
+from steadfast_contract.config import ConfigError, WorkerConfig, parse_config, read_text
 from steadfast_contract.spec import AgentSpec, ModelSpec, NotifySpec, SearchSpec, TemporalSpec
 
 API_VERSION: Final = "steadfast.dev/v1alpha1"
@@ -245,19 +245,19 @@ def worker_config_from_spec(
         "budget": spec.budget,
         "worker": {"maxConcurrentActivities": spec.workers.max_concurrent_activities},
     }
-    if temporal_address is not None:
-        doc["temporal"]["address"] = temporal_address
-    if model_base_url is not None:
-        doc["model"]["baseURL"] = model_base_url
-    if search_endpoint is not None:
-        doc["search"]["endpoint"] = search_endpoint
-        doc["search"]["provider"] = "http"
-    if sqlite_path is not None:
-        doc["storage"]["sqlitePath"] = sqlite_path
-    if metrics_port is not None:
-        doc["worker"]["metricsPort"] = metrics_port
-    if sdk_metrics_port is not None:
-        doc["worker"]["sdkMetricsPort"] = sdk_metrics_port
+    overrides: list[tuple[str, str, object]] = [
+        ("temporal", "address", temporal_address),
+        ("model", "baseURL", model_base_url),
+        ("search", "endpoint", search_endpoint),
+        # An endpoint given by the runtime is the simulator's: plain HTTP search.
+        ("search", "provider", None if search_endpoint is None else "http"),
+        ("storage", "sqlitePath", sqlite_path),
+        ("worker", "metricsPort", metrics_port),
+        ("worker", "sdkMetricsPort", sdk_metrics_port),
+    ]
+    for section, key, value in overrides:
+        if value is not None:
+            doc[section][key] = value
     try:
         return parse_config(doc)
     except ConfigError as err:
@@ -279,10 +279,7 @@ def worker_config_from_agent(manifest: Mapping[str, Any], **overrides: Any) -> W
 def load_manifest(path: str | Path) -> Mapping[str, Any]:
     """Read the first ResearchAgent document of a YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise AgentError(f"cannot read {p}: {err.strerror}") from None
+    text = read_text(p, error=AgentError)
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:

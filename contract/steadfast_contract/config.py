@@ -209,13 +209,18 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
         raise ConfigError(_format_errors(err)) from None
 
 
+def read_text(path: Path, what: str = "", error: type[ConfigError] = ConfigError) -> str:
+    """A file's text, or ``error`` saying why it cannot be read (no traceback for a typo)."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise error(f"cannot read {what}{path}: {err.strerror}") from None
+
+
 def load_config(path: str | Path) -> WorkerConfig:
     """Read and validate a YAML or JSON configuration file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read configuration file {p}: {err.strerror}") from None
+    text = read_text(p, "configuration file ")
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:

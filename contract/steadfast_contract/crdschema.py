@@ -226,6 +226,11 @@ def _str(desc: str, max_length: int) -> Schema:
     return {"type": "string", "description": desc, "maxLength": max_length}
 
 
+def _typed(**types: str) -> Schema:
+    """Properties that only have a type (the status is output-only: no bounds needed)."""
+    return {name: {"type": kind} for name, kind in types.items()}
+
+
 def status_schema() -> Schema:
     """What the operator reports; written only by the operator."""
     condition = {
@@ -242,18 +247,18 @@ def status_schema() -> Schema:
     }
     run = {
         "type": "object",
-        "properties": {
-            "topic": {"type": "string"},
-            "workflowId": {"type": "string"},
-            "runId": {"type": "string"},
-            "phase": {"type": "string"},
-            "startedAt": {"type": "string"},
-            "closedAt": {"type": "string"},
-            "costUSD": {"type": "number"},
-            "llmCalls": {"type": "integer"},
-            "retries": {"type": "integer"},
-            "reportId": {"type": "string"},
-        },
+        "properties": _typed(
+            topic="string",
+            workflowId="string",
+            runId="string",
+            phase="string",
+            startedAt="string",
+            closedAt="string",
+            costUSD="number",
+            llmCalls="integer",
+            retries="integer",
+            reportId="string",
+        ),
     }
     return {
         "type": "object",
@@ -268,25 +273,25 @@ def status_schema() -> Schema:
             },
             "workers": {
                 "type": "object",
-                "properties": {
-                    "desired": {"type": "integer"},
-                    "ready": {"type": "integer"},
-                    "selector": {"type": "string"},
-                    "lastActiveTime": {"type": "string"},
-                    "lastScaleTime": {"type": "string"},
-                },
+                "properties": _typed(
+                    desired="integer",
+                    ready="integer",
+                    selector="string",
+                    lastActiveTime="string",
+                    lastScaleTime="string",
+                ),
             },
             "taskQueue": {
                 "type": "object",
-                "properties": {
-                    "name": {"type": "string"},
-                    "backlog": {"type": "integer"},
-                    "backlogAgeSeconds": {"type": "number"},
-                    "pollers": {"type": "integer"},
-                    "addRate": {"type": "number"},
-                    "dispatchRate": {"type": "number"},
-                    "runningWorkflows": {"type": "integer"},
-                },
+                "properties": _typed(
+                    name="string",
+                    backlog="integer",
+                    backlogAgeSeconds="number",
+                    pollers="integer",
+                    addRate="number",
+                    dispatchRate="number",
+                    runningWorkflows="integer",
+                ),
             },
             "runs": {
                 "type": "array",
@@ -300,13 +305,13 @@ def status_schema() -> Schema:
             "schedule": {"type": "object", "properties": {"id": {"type": "string"}}},
             "cost": {
                 "type": "object",
-                "properties": {
-                    "totalUSD": {"type": "number"},
-                    "todayUSD": {"type": "number"},
-                    "day": {"type": "string"},
-                    "inputTokens": {"type": "integer"},
-                    "outputTokens": {"type": "integer"},
-                },
+                "properties": _typed(
+                    totalUSD="number",
+                    todayUSD="number",
+                    day="string",
+                    inputTokens="integer",
+                    outputTokens="integer",
+                ),
             },
         },
     }

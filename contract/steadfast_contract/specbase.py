@@ -61,30 +61,23 @@ ModelName = Annotated[str, Field(min_length=1, max_length=100)]
 MaxTokens = Annotated[int, Field(ge=1, le=128_000)]
 ConcurrentActivities = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_MAX_CONCURRENT_ACTIVITIES: Final = 20
+PricePerMTok = Annotated[float, Field(ge=0, le=10000)]
+
+
+def _per_mtok(tokens: str) -> str:
+    return f"USD per million {tokens} tokens."
 
 
 class PricingSpec(SpecModel):
     """USD per million tokens; overrides the built-in table for the model."""
 
-    input_per_m_tok: float = Field(
-        alias="inputPerMTok", description="USD per million input tokens.", ge=0, le=10000
+    input_per_m_tok: PricePerMTok = Field(alias="inputPerMTok", description=_per_mtok("input"))
+    output_per_m_tok: PricePerMTok = Field(alias="outputPerMTok", description=_per_mtok("output"))
+    cache_read_per_m_tok: PricePerMTok = Field(
+        default=0.0, alias="cacheReadPerMTok", description=_per_mtok("cache-read")
     )
-    output_per_m_tok: float = Field(
-        alias="outputPerMTok", description="USD per million output tokens.", ge=0, le=10000
-    )
-    cache_read_per_m_tok: float = Field(
-        default=0.0,
-        alias="cacheReadPerMTok",
-        description="USD per million cache-read tokens.",
-        ge=0,
-        le=10000,
-    )
-    cache_write_per_m_tok: float = Field(
-        default=0.0,
-        alias="cacheWritePerMTok",
-        description="USD per million cache-write tokens.",
-        ge=0,
-        le=10000,
+    cache_write_per_m_tok: PricePerMTok = Field(
+        default=0.0, alias="cacheWritePerMTok", description=_per_mtok("cache-write")
     )
 
     def to_pricing(self) -> models.Pricing:

@@ -31,6 +31,13 @@ from tests.support.ports import free_port
 
 HOST = "127.0.0.1"
 CLIENT_SUBJECT = "/O=steadfast-tests/CN=steadfast-worker"
+_FILES = {
+    "ca": "ca.crt",
+    "server_cert": "server.crt",
+    "server_key": "server.key",
+    "client_cert": "client.crt",
+    "client_key": "client.key",
+}
 
 
 @dataclass(frozen=True)
@@ -42,25 +49,15 @@ class TestPKI:
     dir: Path
     client_subject: str
 
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ca.crt"
+    ca: Path = field(init=False)
+    server_cert: Path = field(init=False)
+    server_key: Path = field(init=False)
+    client_cert: Path = field(init=False)
+    client_key: Path = field(init=False)
 
-    @property
-    def server_cert(self) -> Path:
-        return self.dir / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.dir / "server.key"
-
-    @property
-    def client_cert(self) -> Path:
-        return self.dir / "client.crt"
-
-    @property
-    def client_key(self) -> Path:
-        return self.dir / "client.key"
+    def __post_init__(self) -> None:
+        for name, file in _FILES.items():
+            object.__setattr__(self, name, self.dir / file)
 
 
 def make_test_pki(pki: Path, client_subject: str = CLIENT_SUBJECT) -> TestPKI:
