@@ -18,7 +18,7 @@ bootstrap-all:
 	scripts/bootstrap --all
 
 # hack/ holds extension-less Python scripts that ruff would skip in a directory walk.
-LINT_PATHS := contract worker operator dev cli tests bench hack/k8s-binaries hack/cluster
+LINT_PATHS := contract worker operator dev cli tests bench hack/k8s-binaries hack/k8s_pins.py hack/cluster
 
 lint:
 	$(VENV)/ruff check $(LINT_PATHS)

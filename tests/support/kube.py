@@ -8,7 +8,8 @@ cluster. Every process runs in its own process group and dies with its parent, s
 a failed or killed test run leaves nothing behind. ``upstream_crd()`` finds the
 Prometheus Operator and KEDA CRDs the same script fetches at pinned versions.
 
-Certificates and kubeconfigs come from ``kube_pki``, spawning, readiness waits and
+Where the binaries are comes from ``kube_binaries``, certificates and kubeconfigs
+from ``kube_pki``, spawning, readiness waits and
 teardown from ``kube_procs``. Only the standard library and the ``openssl`` CLI are
 used, so ``hack/cluster`` can run it before the project's venv exists.
 """
@@ -26,6 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.kube_binaries import (
+    BINARIES,
+    K8S_BINARIES_SCRIPT,
+    REPO,
+    KubeBinaries,
+    pinned_versions,
+    upstream_crd,
+    upstream_crds_dir,
+)
 from tests.support.kube_pki import SERVER_SANS, make_pki, write_kubeconfig
 from tests.support.kube_procs import (
     TMP_PREFIX,
@@ -62,89 +72,10 @@ __all__ = [
     "write_kubeconfig",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-K8S_BINARIES_SCRIPT = REPO / "hack" / "k8s-binaries"
-BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "kubectl",
-    "helm",
-)
 #: kwok manages only Nodes carrying this annotation, so it never touches real ones.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-
-
-@dataclass(frozen=True)
-class KubeBinaries:
-    """Where the binaries built by ``hack/k8s-binaries`` live."""
-
-    bin_dir: Path
-
-    def path(self, name: str) -> str:
-        return str(self.bin_dir / name)
-
-    @classmethod
-    def locate(cls) -> KubeBinaries:
-        """``$STEADFAST_K8S_BIN``, else the cache dir the build script reports."""
-        configured = os.environ.get("STEADFAST_K8S_BIN")
-        if configured:
-            bin_dir = Path(configured)
-        else:
-            out = subprocess.run(
-                [str(K8S_BINARIES_SCRIPT), "--print-bin-dir"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            bin_dir = Path(out.stdout.strip())
-        missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
-        if missing:
-            raise FileNotFoundError(
-                f"Kubernetes binaries missing in {bin_dir}: {', '.join(missing)}; "
-                "build them with `hack/k8s-binaries` (or `make k8s-binaries`)"
-            )
-        return cls(bin_dir)
-
-
-def upstream_crds_dir() -> Path:
-    """``$STEADFAST_K8S_CRDS``, else the crds dir the build script reports."""
-    configured = os.environ.get("STEADFAST_K8S_CRDS")
-    if configured:
-        return Path(configured)
-    out = subprocess.run(
-        [str(K8S_BINARIES_SCRIPT), "--print-crds-dir"], capture_output=True, text=True, check=True
-    )
-    return Path(out.stdout.strip())
-
-
-def upstream_crd(name: str) -> Path:
-    """The pinned upstream CRD file for ``name``, e.g. ``servicemonitors.monitoring.coreos.com``.
-
-    ``hack/k8s-binaries`` copies them out of the Prometheus Operator and KEDA Go
-    modules, named as upstream names them: ``<group>_<plural>.yaml``.
-    """
-    plural, _, group = name.partition(".")
-    path = upstream_crds_dir() / f"{group}_{plural}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"upstream CRD {name} missing: no {path}; fetch it with `hack/k8s-binaries` "
-            "(`hack/k8s-binaries --crds-only` skips the Kubernetes build)"
-        )
-    return path
-
-
-def pinned_versions() -> dict[str, str]:
-    """The versions ``hack/k8s-binaries`` pins, e.g. ``{"kubernetes": "v1.34.4", ...}``."""
-    out = subprocess.run(
-        [str(K8S_BINARIES_SCRIPT), "--versions"], capture_output=True, text=True, check=True
-    )
-    versions: dict[str, str] = json.loads(out.stdout)
-    return versions
 
 
 # --- the cluster ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ An alert that never fires (a typo in a metric name, a threshold on the wrong sid
 looks exactly like a healthy system, so every alert has promtool unit tests that
 show it firing on bad input and staying silent on good input. The rules have
 one home, the chart's ``alerts/``, so what promtool tests is what the chart ships
-(tests/unit/test_chart_render.py checks the rendered PrometheusRule).
+(tests/unit/test_chart_shipped.py checks the rendered PrometheusRule).
 
 promtool comes from Debian's ``prometheus`` package (``scripts/bootstrap --all``).
 """

@@ -162,7 +162,7 @@ def test_chart_declares_a_kube_version_and_the_crds_are_shipped() -> None:
     assert re.match(r"^>=\s*1\.\d+\.\d+-0$", chart["kubeVersion"]), chart["kubeVersion"]
     assert chart["appVersion"]
     # Helm installs crds/ before the templates; the operator cannot start without it.
-    # The chart's crds/ is a link to the canonical crds/ (test_chart_render.py checks
+    # The chart's crds/ is a link to the canonical crds/ (test_chart_shipped.py checks
     # what a packaged chart carries; test_operator_spec.py that it matches the generator).
     shipped = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert shipped == ["researchagents.steadfast.dev.yaml"]

@@ -5,7 +5,7 @@ panel id makes Grafana drop one of them, and a variable a query uses but the
 dashboard does not define turns the query into a syntax error at view time. The
 worker's metric names are read from its own registry, so renaming one there
 fails here. The JSON has one home, the chart's ``dashboards/``, which is what the
-chart ships (tests/unit/test_chart_render.py).
+chart ships (tests/unit/test_chart_shipped.py).
 """
 
 from __future__ import annotations

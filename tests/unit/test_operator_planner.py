@@ -7,97 +7,34 @@ replicas); none is computed with the planner or its building blocks.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
+from tests.support.planning import (
+    CRON,
+    ID,
+    NOW,
+    QUEUE,
+    condition,
+    live,
+    observed,
+    raw_spec,
+    run,
+    verbs,
+    view,
+)
 
 from steadfast_contract.starter import RunRow
-from steadfast_operator import planner, render
+from steadfast_operator import planner
 from steadfast_operator.planner import (
-    Failure,
-    Observed,
-    Plan,
     Scale,
     ScheduleChange,
     Start,
     TemporalView,
 )
-from steadfast_operator.spec import validate, worker_config
-from steadfast_operator.status import Problem, QueueInfo
+from steadfast_operator.status import Problem
 
 pytestmark = pytest.mark.unit
-
-AGENT = render.AgentRef(name="watch", namespace="research", uid="uid-1")
-DEFAULTS = render.Defaults(image="steadfast/worker:test", temporal_address="temporal:7233")
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-QUEUE = "steadfast-research-watch"
-ID = {
-    "alpha": "research-research-watch-alpha-b2adfec925",
-    "beta": "research-research-watch-beta-6b8afc629c",
-    "old": "research-research-watch-old-c9c6a53f75",
-}
-CRON = "0 6 * * 1"
-
-
-def raw_spec(**over: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {
-        "topics": ["alpha", "beta"],
-        "search": {"endpoint": "http://search/"},
-        "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 1.0},
-    }
-    raw.update(over)
-    return raw
-
-
-def observed(raw: dict[str, Any] | None = None, **kw: Any) -> Observed:
-    raw = raw or raw_spec()
-    spec = validate(AGENT, raw, DEFAULTS)
-    base = Observed(
-        agent=AGENT,
-        now=NOW,
-        generation=2,
-        defaults=DEFAULTS,
-        spec=spec,
-        config=worker_config(AGENT, spec, DEFAULTS),
-    )
-    return replace(base, **kw)
-
-
-def run(topic: str, cost: float = 0.1, *, started: datetime = NOW, done: bool = True) -> RunRow:
-    return RunRow(
-        topic=topic,
-        workflow_id=ID[topic],
-        run_id=f"run-{topic}",
-        phase="Completed" if done else "Writing",
-        started_at=started - timedelta(minutes=10),
-        closed_at=started - timedelta(minutes=5) if done else None,
-        cost_usd=cost,
-    )
-
-
-def view(*runs: RunRow, backlog: int = 0, pollers: int = 1) -> TemporalView:
-    return TemporalView(QueueInfo(QUEUE, backlog=backlog, pollers=pollers), tuple(runs))
-
-
-def live(raw: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    """What the cluster holds after the operator applied ``raw`` (as the API server keeps it)."""
-    spec = validate(AGENT, raw, DEFAULTS)
-    objs = {o["kind"]: o for o in render.children(AGENT, spec, DEFAULTS)}
-    for kind in ("ScaledObject", "TriggerAuthentication", "PodDisruptionBudget"):
-        objs.setdefault(kind, None)  # type: ignore[arg-type]
-    return dict(objs)
-
-
-def verbs(plan: Plan) -> list[tuple[str, str]]:
-    return [(c.verb, c.kind) for c in plan.children]
-
-
-def condition(plan: Plan, type_: str) -> tuple[str, str]:
-    assert plan.status is not None
-    (found,) = [c for c in plan.status["conditions"] if c["type"] == type_]
-    return found["status"], found["reason"]
-
 
 # --- first reconcile, resync, spec edit -------------------------------------------
 
@@ -300,110 +237,3 @@ def test_the_observed_history_is_not_modified() -> None:
 
 
 # --- problems ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("obs", "reason", "retry", "kinds", "starts"),
-    [
-        # Never validated: the status reports it with the schema's defaults; no retry.
-        (
-            replace(
-                observed(),
-                spec=None,
-                config=None,
-                changed=True,
-                problem=Problem("InvalidSpec", "spec.topics: too short"),
-            ),
-            "InvalidSpec",
-            None,
-            [],
-            0,
-        ),
-        (
-            observed(changed=True, problem=Problem("SecretMissing", "create it")),
-            "SecretMissing",
-            15.0,
-            [],
-            0,
-        ),
-        # Temporal down on a change: children still go out, the change is retried.
-        (
-            observed(
-                changed=True, temporal=TemporalView(problem=Problem("TemporalUnreachable", "x"))
-            ),
-            "TemporalUnreachable",
-            10.0,
-            ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"],
-            0,
-        ),
-    ],
-)
-def test_a_change_that_cannot_work_says_why(
-    obs: Observed, reason: str, retry: float | None, kinds: list[str], starts: int
-) -> None:
-    plan = planner.plan(obs)
-    assert condition(plan, "Ready") == ("False", reason)
-    assert plan.remember is not None
-    assert plan.remember.reason == reason
-    assert plan.retry == retry
-    assert [c.kind for c in plan.children] == kinds
-    assert (plan.schedules, plan.stop, len(plan.start)) == (None, (), starts)
-
-
-def test_a_tick_keeps_the_changes_problem_and_leaves_temporal_alone() -> None:
-    obs = observed(problem=Problem("SecretMissing", "create it"), temporal=view())
-    plan = planner.plan(obs)
-    assert condition(plan, "Ready") == ("False", "SecretMissing")
-    assert (plan.start, plan.scale, plan.remember, plan.retry) == ((), None, None, None)
-
-
-def test_a_refused_schedule_still_lets_topics_start() -> None:
-    obs = observed(raw_spec(schedule="99 * * * *"), changed=True, temporal=view(), replicas=(0, 0))
-    failed = obs.after(Failure(Problem("ScheduleInvalid", "bad cron"), "setup"))
-    plan = planner.plan(failed)
-    assert (plan.children, plan.schedules) == ((), None)
-    assert plan.start == (Start("alpha", ID["alpha"]), Start("beta", ID["beta"]))
-    assert condition(plan, "Ready") == ("False", "ScheduleInvalid")
-    assert (plan.remember, plan.retry) == (Problem("ScheduleInvalid", "bad cron"), None)
-
-
-def test_a_failed_start_is_reported_not_repeated() -> None:
-    obs = observed(changed=True, temporal=view(), replicas=(0, 0))
-    failed = obs.after(Failure(Problem("TemporalError", "boom"), "temporal"))
-    plan = planner.plan(failed)
-    assert (plan.children, plan.schedules, plan.start) == ((), None, ())
-    assert condition(plan, "Ready") == ("False", "TemporalError")
-    assert plan.remember is None  # the next tick tries again
-
-
-def test_temporal_down_on_a_tick_keeps_the_known_runs() -> None:
-    previous = {"runs": [{"topic": "alpha"}], "cost": {"totalUSD": 1.0}}
-    down = TemporalView(problem=Problem("TemporalUnreachable", "down"))
-    plan = planner.plan(observed(temporal=down, previous_status=previous))
-    assert plan.status is not None
-    assert "runs" not in plan.status
-    assert "cost" not in plan.status
-    assert condition(plan, "Ready") == ("False", "TemporalUnreachable")
-    assert plan.retry is None
-
-
-def test_nothing_to_report_before_the_first_reconcile() -> None:
-    plan = planner.plan(replace(observed(), spec=None, config=None))
-    assert (plan.status, plan.write_status) == (None, False)
-
-
-# --- deletion ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("policy", ["Cancel", "Abandon"])
-def test_deletion_deletes_every_schedule_and_applies_the_policy(policy: str) -> None:
-    previous = {"runs": [{"topic": "old"}, {"topic": "alpha"}, {"phase": "Running"}]}
-    obs = observed(
-        raw_spec(schedule=CRON, deletionPolicy=policy), deleting=True, previous_status=previous
-    )
-    plan = planner.plan(obs)
-    assert plan.schedules == ScheduleChange(delete=("alpha", "beta", "old"))
-    assert plan.stop == ("alpha", "beta", "old")
-    assert plan.deletion_policy == policy
-    # Children go with the garbage collector; nothing else is written.
-    assert (plan.children, plan.start, plan.status, plan.scale) == ((), (), None, None)
