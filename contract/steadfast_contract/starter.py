@@ -121,7 +121,7 @@ class RunRow:
     retries: int = 0
     cost_usd: float = 0.0
     step: int = 0
-    total_steps: int = 5
+    total_steps: int = models.TOTAL_STEPS
     message: str = ""
     run_id: str = ""
     started_at: datetime | None = None
