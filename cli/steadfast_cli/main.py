@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
 
-from steadfast_worker import __version__
+from steadfast_contract import __version__
 
 #: verb -> module implementing it. Order is the order ``--help`` lists them.
 VERBS: dict[str, str] = {

@@ -3,5 +3,3 @@
 Named ``steadfast_operator`` (never ``operator``) so the standard library's
 ``operator`` module keeps importing everywhere.
 """
-
-__version__ = "0.1.0"

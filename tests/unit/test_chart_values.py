@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+import steadfast_contract
+
 pytestmark = pytest.mark.unit
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "steadfast"
@@ -160,7 +162,8 @@ def test_chart_declares_a_kube_version_and_the_crds_are_shipped() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
     assert re.match(r"^>=\s*1\.\d+\.\d+-0$", chart["kubeVersion"]), chart["kubeVersion"]
-    assert chart["appVersion"]
+    # The images are tagged with the release, and the chart's default tag is its appVersion.
+    assert chart["appVersion"] == steadfast_contract.__version__
     # Helm installs crds/ before the templates; the operator cannot start without it.
     # The chart's crds/ is a link to the canonical crds/ (test_chart_shipped.py checks
     # what a packaged chart carries; test_operator_spec.py that it matches the generator).

@@ -5,5 +5,3 @@ The package holds everything a Temporal worker process needs to run
 classification, metrics and the connection to Temporal. What it shares with the
 operator and the starters lives in :mod:`steadfast_contract`.
 """
-
-__version__ = "0.1.0"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from steadfast_contract import crdgen, ids
+from steadfast_contract import __version__, crdgen, ids
 
 if TYPE_CHECKING:
     from steadfast_operator.render import Defaults
@@ -43,8 +43,6 @@ PLAN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _default_image() -> str:
-    from steadfast_operator import __version__
-
     return f"steadfast/worker:{__version__}"
 
 
