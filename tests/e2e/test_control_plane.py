@@ -36,6 +36,12 @@ def running_pods(cluster: KubeCluster, namespace: str, selector: str) -> list[di
     ]
 
 
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
 def count_of(cluster: KubeCluster, kind: str, namespace: str, selector: str) -> int:
     return len(cluster.kubectl_json("get", kind, "-n", namespace, "-l", selector)["items"])
 
@@ -62,7 +68,11 @@ def test_deployment_becomes_scheduled_running_pods_and_is_garbage_collected(
     kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(DEPLOYMENT))
     deployment = kube_cluster.kubectl_json("get", "deployment", "web", "-n", namespace)
 
-    wait_for("2 running pods", lambda: len(running_pods(kube_cluster, namespace, "app=web")) == 2)
+    # kwok marks a pod Running, then Ready in a later status write: wait for both.
+    wait_for(
+        "2 running, ready pods",
+        lambda: sum(map(ready, running_pods(kube_cluster, namespace, "app=web"))) == 2,
+    )
     (replicaset,) = kube_cluster.kubectl_json("get", "rs", "-n", namespace, "-l", "app=web")[
         "items"
     ]
