@@ -26,15 +26,18 @@ from steadfast_contract import models
 from steadfast_contract.durations import Duration
 from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
+    ONE_LINE_PATTERN,
     BudgetSpec,
     ConcurrentActivities,
     Crd,
+    EmailAddress,
     MaxTokens,
     ModelName,
     PricingSpec,
     RetryPoliciesSpec,
     RetryPolicy,
     Rule,
+    Sender,
     SpecModel,
 )
 
@@ -169,20 +172,15 @@ class StorageSpec(SpecModel):
     )
 
 
-EmailAddress = Annotated[
-    str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$", description="An email address.")
-]
-
-
 class EmailSpec(SpecModel):
     to: list[EmailAddress] = Field(
         default_factory=list, max_length=50, description="Recipients; empty skips the email step."
     )
-    from_: str = Field(
+    from_: Sender = Field(
         default="",
         alias="from",
-        max_length=254,
-        description="Sender address; empty uses steadfast@localhost.",
+        description="Sender address (no spaces, control characters or line breaks); "
+        "empty uses steadfast@localhost.",
     )
     smtp_secret_ref: SecretRef = _secret("an smtp:// or smtps:// URL")
 
@@ -248,7 +246,15 @@ class WorkersSpec(SpecModel):
         return self
 
 
-Topic = Annotated[str, Field(min_length=1, max_length=500, description="A research topic.")]
+Topic = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=500,
+        pattern=ONE_LINE_PATTERN,
+        description="A research topic: one line (it becomes the review email's subject).",
+    ),
+]
 
 
 class AgentSpec(SpecModel):
