@@ -152,6 +152,8 @@ class NotifyConfig(SpecModel):
     email: EmailConfig = Field(default_factory=EmailConfig)
     require_approval: bool = False
     """Wait for ``steadfast approve`` before sending the review-request email."""
+    approval_timeout: Duration = timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS)
+    """How long a run waits for approval before it ends ``ApprovalExpired``."""
 
 
 class WorkerTuning(SpecModel):

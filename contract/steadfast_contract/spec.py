@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
@@ -193,6 +193,20 @@ class NotifySpec(SpecModel):
     require_approval: bool = Field(
         default=False, description="Wait for `steadfast approve` before sending the email."
     )
+    approval_timeout: Annotated[
+        Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))
+    ] = Field(
+        default=timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+        description="With requireApproval, how long a saved report waits for `steadfast "
+        "approve` or a rejection; then the run ends in phase ApprovalExpired without mail.",
+    )
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
 
 Quantity = Annotated[int | str, Field(pattern=_QUANTITY_PATTERN)]

@@ -71,6 +71,7 @@ REJECTED: list[tuple[str, Patch, str]] = [
     ("to-u2028", {"notify": {"email": {"to": ["a@b.c\u2028"]}}}, "spec.notify.email.to[0]"),
     ("from-newline", {"notify": {"email": {"from": "a@b.c\nBcc: x@y.z"}}}, "email.from"),
     ("topic-newline", {"topics": ["t\nBcc: x@y.z"]}, "spec.topics[0]"),
+    ("approval-timeout-zero", {"notify": {"approvalTimeout": "0s"}}, "must be at least 1s"),
     ("bad-quantity", {"workers": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
     ("negative-budget", {"budget": {"maxUSDPerRun": -1}}, "spec.budget.maxUSDPerRun"),
 ]

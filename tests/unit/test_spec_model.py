@@ -136,6 +136,7 @@ def _out_of_bounds() -> Iterator[tuple[str, Any]]:
     yield "notify.email.to", ["no-at-sign"]
     yield "workers.resources.limits", {"memory": "lots"}
     yield "workers.scaleDownDelay", "soon"
+    yield "notify.approvalTimeout", "0s"
 
 
 @pytest.mark.parametrize(("path", "value"), list(_out_of_bounds()))
