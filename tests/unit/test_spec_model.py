@@ -170,7 +170,7 @@ HEADER_BREAKERS = [
     ("topics", ["AI market\u2028trends"]),
     ("notify.email.from", "bot@example.com\nBcc: everyone@example.com"),
     ("notify.email.from", "bot@example.com\u2029"),
-    ("notify.email.to", ["reviewer@example.com\u000bBcc: x@example.com"]),
+    ("notify.email.to", ["reviewer@example.com\u000bcc"]),
     ("notify.email.to", ["reviewer@example.com\u2028"]),
     ("notify.email.to", ["reviewer@exa\u0085mple.com"]),
 ]
