@@ -20,6 +20,7 @@ _PHASE_STYLE = {
     "Failed": "red",
     "BudgetExhausted": "red",
     "Rejected": "yellow",
+    "ApprovalExpired": "yellow",
     "Cancelled": "yellow",
     "Terminated": "red",
     "TimedOut": "red",

@@ -206,7 +206,11 @@ def _notify(spec: NotifySpec) -> dict[str, Any]:
         email["to"] = list(spec.email.to)
     if spec.email.from_:
         email["from"] = spec.email.from_
-    return {"email": email, "requireApproval": spec.require_approval}
+    return {
+        "email": email,
+        "requireApproval": spec.require_approval,
+        "approvalTimeout": spec.approval_timeout,
+    }
 
 
 def worker_config_from_spec(

@@ -33,10 +33,12 @@ from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
     BudgetSpec,
     ConcurrentActivities,
+    EmailAddress,
     MaxTokens,
     ModelName,
     PricingSpec,
     RetryPoliciesSpec,
+    Sender,
     SpecModel,
 )
 
@@ -139,9 +141,9 @@ class StorageConfig(SpecModel):
 class EmailConfig(SpecModel):
     """The review-request email."""
 
-    to: list[str] = Field(default_factory=list)
+    to: list[EmailAddress] = Field(default_factory=list)
     """Recipients; empty skips the email step."""
-    from_: str = Field(default="steadfast@localhost", alias="from")
+    from_: Sender = Field(default="steadfast@localhost", alias="from")
     smtp_url_env: str = "STEADFAST_SMTP_URL"
     """Environment variable with ``smtp://[user:pass@]host:port`` (``smtps://`` for TLS)."""
 
@@ -150,6 +152,8 @@ class NotifyConfig(SpecModel):
     email: EmailConfig = Field(default_factory=EmailConfig)
     require_approval: bool = False
     """Wait for ``steadfast approve`` before sending the review-request email."""
+    approval_timeout: Duration = timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS)
+    """How long a run waits for approval before it ends ``ApprovalExpired``."""
 
 
 class WorkerTuning(SpecModel):

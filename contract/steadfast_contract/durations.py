@@ -44,8 +44,10 @@ def parse_duration(value: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Inverse of :func:`parse_duration`: ``"500ms"``, ``"2s"``, ``"1500ms"``."""
+    """Inverse of :func:`parse_duration`: ``"500ms"``, ``"2s"``, ``"1500ms"``, ``"168h"``."""
     ms = round(value.total_seconds() * 1000)
+    if ms and not ms % 3_600_000:
+        return f"{ms // 3_600_000}h"  # a week reads 168h, not 604800s
     if ms % 1000:
         return f"{ms}ms"
     return f"{ms // 1000}s"

@@ -22,6 +22,8 @@ DEFAULT_MAX_TOKENS: Final = 2000
 """Output tokens per call unless ``spec.model.maxTokens`` says otherwise."""
 DEFAULT_MAX_USD_PER_RUN: Final = 1.0
 """A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
+DEFAULT_APPROVAL_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
+"""How long a run waits for review unless ``spec.notify.approvalTimeout`` says otherwise."""
 
 
 class Phase(StrEnum):
@@ -36,6 +38,8 @@ class Phase(StrEnum):
     EMAILING = "Emailing"
     COMPLETED = "Completed"
     REJECTED = "Rejected"
+    APPROVAL_EXPIRED = "ApprovalExpired"
+    """Nobody approved or rejected the saved report within ``notify.approvalTimeout``."""
     BUDGET_EXHAUSTED = "BudgetExhausted"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
@@ -46,7 +50,14 @@ class Phase(StrEnum):
 
 
 _TERMINAL = frozenset(
-    {Phase.COMPLETED, Phase.REJECTED, Phase.BUDGET_EXHAUSTED, Phase.FAILED, Phase.CANCELLED}
+    {
+        Phase.COMPLETED,
+        Phase.REJECTED,
+        Phase.APPROVAL_EXPIRED,
+        Phase.BUDGET_EXHAUSTED,
+        Phase.FAILED,
+        Phase.CANCELLED,
+    }
 )
 
 #: The pipeline step (``RunStatus.step``) of each working phase, in the order the
@@ -123,6 +134,8 @@ class RunSettings:
     pricing: Pricing | None = None
     max_usd_per_run: float = DEFAULT_MAX_USD_PER_RUN
     require_approval: bool = False
+    approval_timeout_seconds: float = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    """How long the run waits in ``AwaitingApproval`` before it ends ``ApprovalExpired``."""
     query_count: int = 3
     retry_policies: RetryPolicies = field(default_factory=RetryPolicies)
     heartbeat_timeout_seconds: float = 10.0
@@ -242,3 +255,6 @@ SPEND_MEMO = "steadfast.spend"
 #: The ``workflow.patched`` id that guards the memo upserts: runs recorded before
 #: they existed replay without them.
 SPEND_MEMO_PATCH = "spend-memo"
+#: The ``workflow.patched`` id that guards the approval gate's timeout and the ``reject``
+#: signal's phase check: runs recorded before them replay without either.
+APPROVAL_GATE_PATCH = "approval-gate"

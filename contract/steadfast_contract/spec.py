@@ -20,21 +20,24 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
 from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
+    ONE_LINE_PATTERN,
     BudgetSpec,
     ConcurrentActivities,
     Crd,
+    EmailAddress,
     MaxTokens,
     ModelName,
     PricingSpec,
     RetryPoliciesSpec,
     RetryPolicy,
     Rule,
+    Sender,
     SpecModel,
 )
 
@@ -169,20 +172,15 @@ class StorageSpec(SpecModel):
     )
 
 
-EmailAddress = Annotated[
-    str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$", description="An email address.")
-]
-
-
 class EmailSpec(SpecModel):
     to: list[EmailAddress] = Field(
         default_factory=list, max_length=50, description="Recipients; empty skips the email step."
     )
-    from_: str = Field(
+    from_: Sender = Field(
         default="",
         alias="from",
-        max_length=254,
-        description="Sender address; empty uses steadfast@localhost.",
+        description="Sender address (no spaces, control characters or line breaks); "
+        "empty uses steadfast@localhost.",
     )
     smtp_secret_ref: SecretRef = _secret("an smtp:// or smtps:// URL")
 
@@ -195,6 +193,20 @@ class NotifySpec(SpecModel):
     require_approval: bool = Field(
         default=False, description="Wait for `steadfast approve` before sending the email."
     )
+    approval_timeout: Annotated[
+        Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))
+    ] = Field(
+        default=timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS),
+        description="With requireApproval, how long a saved report waits for `steadfast "
+        "approve` or a rejection; then the run ends in phase ApprovalExpired without mail.",
+    )
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
 
 Quantity = Annotated[int | str, Field(pattern=_QUANTITY_PATTERN)]
@@ -248,7 +260,15 @@ class WorkersSpec(SpecModel):
         return self
 
 
-Topic = Annotated[str, Field(min_length=1, max_length=500, description="A research topic.")]
+Topic = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=500,
+        pattern=ONE_LINE_PATTERN,
+        description="A research topic: one line (it becomes the review email's subject).",
+    ),
+]
 
 
 class AgentSpec(SpecModel):

@@ -57,6 +57,24 @@ class SpecModel(BaseModel):
     """CEL rules on the section as a whole."""
 
 
+# Character classes are spelled out: ``\s`` means ``[\t\n\f\r ]`` to the API server (Go)
+# but all Unicode whitespace to pydantic (Rust), and ``\p{..}`` means the same to both.
+# A mail header must not hold a control character (``\n``, ``\r``, ``\v``, NEL...) nor a
+# Unicode line or paragraph separator: each one can end the header and start another.
+ONE_LINE_PATTERN: Final = r"^[^\p{Cc}\p{Zl}\p{Zp}]*$"
+ADDRESS_PATTERN: Final = r"^[^@\p{Cc}\p{Z}]+@[^@\p{Cc}\p{Z}]+$"
+EmailAddress = Annotated[
+    str,
+    Field(
+        max_length=254,
+        pattern=ADDRESS_PATTERN,
+        description="An email address (no spaces, control characters or line breaks).",
+    ),
+]
+Sender = Annotated[str, Field(max_length=254, pattern=r"^$|" + ADDRESS_PATTERN)]
+"""The sender of the review email; empty means the default."""
+
+
 ModelName = Annotated[str, Field(min_length=1, max_length=100)]
 MaxTokens = Annotated[int, Field(ge=1, le=128_000)]
 ConcurrentActivities = Annotated[int, Field(ge=1, le=1000)]

@@ -58,6 +58,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         pricing=price,
         max_usd_per_run=config.budget.max_usd_per_run,
         require_approval=config.notify.require_approval,
+        approval_timeout_seconds=config.notify.approval_timeout.total_seconds(),
         retry_policies=config.retry_policies.resolve(),
         heartbeat_timeout_seconds=config.worker.heartbeat_timeout.total_seconds(),
         search_provider=config.search.provider,

@@ -66,6 +66,12 @@ REJECTED: list[tuple[str, Patch, str]] = [
     ("zero-max-tokens", {"model": {"maxTokens": 0}}, "spec.model.maxTokens"),
     ("unknown-field", {"workers": {"replica": 3}}, "replica"),
     ("bad-email", {"notify": {"email": {"to": ["not-an-email"]}}}, "spec.notify.email.to[0]"),
+    # Go's \s (the old pattern's) is ASCII: \v and U+2028 passed the API server.
+    ("to-vt", {"notify": {"email": {"to": ["a@b.c\vx"]}}}, "spec.notify.email.to[0]"),
+    ("to-u2028", {"notify": {"email": {"to": ["a@b.c\u2028"]}}}, "spec.notify.email.to[0]"),
+    ("from-newline", {"notify": {"email": {"from": "a@b.c\nBcc: x@y.z"}}}, "email.from"),
+    ("topic-newline", {"topics": ["t\nBcc: x@y.z"]}, "spec.topics[0]"),
+    ("approval-timeout-zero", {"notify": {"approvalTimeout": "0s"}}, "must be at least 1s"),
     ("bad-quantity", {"workers": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
     ("negative-budget", {"budget": {"maxUSDPerRun": -1}}, "spec.budget.maxUSDPerRun"),
 ]

@@ -250,3 +250,36 @@ async def test_a_relay_that_hangs_up_before_the_mail_releases_the_claim(
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == errors.EMAIL_FAILED
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_message_that_cannot_be_built_leaves_no_claim(
+    harness: HarnessFactory, plain_relay: Relay, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The claim is taken only for a message that exists.
+
+    The schema refuses a topic with a line break, but a run started before it did (or
+    by a client that bypasses it) still carries one into the Subject header, which the
+    email library refuses to build. Built after the claim, that failure left the claim
+    behind for good: no later attempt or re-run could ever send the mail.
+    """
+    dsn = request.getfixturevalue("postgres_dsn") if backend == "postgres" else ""
+    async with harness(postgres_dsn=dsn) as h:
+        h.env[SMTP_URL_ENV] = plain_relay.url()
+        t = f"{topic()}\nBcc: everyone@example.test"
+        with pytest.raises(WorkflowFailureError) as failed:
+            await h.run(t)
+        wf = h.workflow_id(t)
+        store = await h.store()
+        try:
+            assert await store.count_reports(wf) == 1  # the paid-for report is kept
+            assert await store.email_status(wf) is None  # and nothing claims its mail
+        finally:
+            await store.close()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == errors.MISCONFIGURED
+    assert cause.non_retryable
+    assert "cannot be built" in cause.message
+    assert plain_relay.logins == []  # refused before any connection to the relay
+    assert for_run(plain_relay, wf) == []

@@ -3,7 +3,9 @@
 The fixtures were captured by ``hack/capture-histories`` from real runs (happy
 path with email, LLM retries, a failed search, budget exhaustion, approval,
 rejection, a worker SIGKILLed mid-report), some of them before and after runs
-kept their spend in a memo (``*_spend_memo``). Replaying them with
+kept their spend in a memo (``*_spend_memo``), and the approval gate's own (a wait
+that expired, a rejection ignored because the report did not exist yet) recorded
+after its timeout and phase check were guarded by ``workflow.patched``. Replaying them with
 ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -21,7 +23,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from steadfast_contract.models import WORKFLOW_NAME, ResearchInput
+from steadfast_contract.models import APPROVAL_GATE_PATCH, WORKFLOW_NAME, ResearchInput
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,20 @@ def load(path: Path) -> WorkflowHistory:
 def test_fixtures_exist() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"happy_path_with_email", "approved", "worker_killed_while_writing"} <= names
+
+
+def test_fixtures_cover_runs_before_and_after_the_approval_gate() -> None:
+    # approved/rejected ran before the gate had a timeout; these two ran after it.
+    patched = {"approval_expired_spend_memo", "rejected_too_early_spend_memo"}
+    for path in HISTORIES:
+        markers = [
+            e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+            for e in load(path).events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and "patch-data" in e.marker_recorded_event_attributes.details
+        ]
+        gated = any(APPROVAL_GATE_PATCH.encode() in m for m in markers)
+        assert gated == (path.stem in patched), path.name
 
 
 def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:

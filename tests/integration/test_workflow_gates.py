@@ -139,3 +139,51 @@ async def test_cancelled_run_records_its_phase(harness: HarnessFactory) -> None:
         assert status.phase == Phase.CANCELLED
         assert not h.smtp.messages_for(handle.id)
         assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
+
+
+async def test_approval_before_the_report_exists_is_refused(harness: HarnessFactory) -> None:
+    """An approval (or rejection) sent while queries are generated lands on nothing.
+
+    Accepted, it would have mailed a report nobody reviewed as soon as it was saved.
+    """
+    async with harness({"notify": {"requireApproval": True}}) as h:
+        h.sim.set_faults({"llm": {"latency_ms": 1500}})  # hold the run in GeneratingQueries
+        handle = await h.start("approved too early")
+        await _wait_phase(handle, Phase.GENERATING_QUERIES)
+
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await handle.execute_update(APPROVE_UPDATE, ApproveInput(reviewer="eve"))
+        assert "not ready for review (phase GeneratingQueries)" in str(info.value.cause)
+        # The signal has no answer to refuse with: it is ignored (and logged).
+        await handle.signal(REJECT_SIGNAL, RejectInput(reviewer="mallory", reason="early"))
+        h.sim.reset()
+
+        status = await _wait_phase(handle, Phase.AWAITING_APPROVAL)
+        assert status.reviewer == ""
+        assert not h.smtp.messages_for(handle.id)
+        await handle.execute_update(APPROVE_UPDATE, ApproveInput(reviewer="alice"))
+        result = await handle.result()
+        assert (result.status.phase, result.status.reviewer) == (Phase.COMPLETED, "alice")
+        [mail] = h.smtp.messages_for(handle.id)
+        assert "Approved for review by alice" in mail.get_content()
+
+
+async def test_an_unreviewed_report_expires_without_mail(harness: HarnessFactory) -> None:
+    async with harness({"notify": {"requireApproval": True, "approvalTimeout": "2s"}}) as h:
+        handle = await h.start("nobody reviews this")
+        await _wait_phase(handle, Phase.AWAITING_APPROVAL)
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+        status = result.status
+        assert status.phase == Phase.APPROVAL_EXPIRED
+        assert status.phase.terminal
+        assert (status.email, status.reviewer) == ("skipped", "")
+        assert status.message == "no approval within 2s"
+        assert status.report_id  # the paid-for report stays saved
+        assert not h.smtp.messages_for(handle.id)
+        store = await h.store()
+        assert await store.count_reports(handle.id) == 1
+        assert await store.email_status(handle.id) is None
+        assert h.metric("steadfast_runs_total", phase="ApprovalExpired") == 1
+        # The run is over and holds no worker: a late approval has nothing to land on.
+        with pytest.raises(RPCError, match="already completed"):
+            await handle.execute_update(APPROVE_UPDATE, ApproveInput(reviewer="late"))

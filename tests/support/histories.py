@@ -21,6 +21,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -104,6 +105,26 @@ async def rejected(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     return await _reviewed(s, cfg, name, approve=False)
 
 
+async def approval_expired(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A run nobody reviews: the bounded wait ends it ApprovalExpired."""
+    gated = _approval(cfg)
+    notify = gated.notify.model_copy(update={"approval_timeout": timedelta(seconds=2)})
+    wf = await _start(s.client, gated.model_copy(update={"notify": notify}), name)
+    await starter.wait_closed(s.client, wf)
+    return wf
+
+
+async def rejected_too_early(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A rejection before the report exists is ignored; the later approval mails it."""
+    wf = await _start(s.client, _approval(cfg), name)
+    handle = s.client.get_workflow_handle(wf)
+    await handle.signal(models.REJECT_SIGNAL, models.RejectInput("mallory", "early"))
+    await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_APPROVAL)
+    await handle.execute_update(models.APPROVE_UPDATE, models.ApproveInput("alice", "ok"))
+    await starter.wait_closed(s.client, wf)
+    return wf
+
+
 async def worker_killed_while_writing(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     wf = await _start(s.client, cfg, name)
     report = await chaos.crash_during(
@@ -126,6 +147,8 @@ SCENARIOS: dict[str, Scenario] = {
     "budget_exhausted": budget_exhausted,
     "approved": approved,
     "rejected": rejected,
+    "approval_expired": approval_expired,
+    "rejected_too_early": rejected_too_early,
     "worker_killed_while_writing": worker_killed_while_writing,
 }
 

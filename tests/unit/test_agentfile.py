@@ -124,6 +124,15 @@ def test_no_secret_value_reaches_the_config() -> None:
         (lambda m: m["spec"]["workers"].update(autoscaler="hpa"), "spec.workers.autoscaler"),
         (lambda m: m["spec"]["budget"].update(maxUSDPerDay=0), "spec.budget.maxUSDPerDay"),
         (lambda m: m["spec"].update(topics=["ok", "  "]), "spec.topics[1]"),
+        (lambda m: m["spec"].update(topics=["ok", "a\nBcc: x@example.com"]), "spec.topics[1]"),
+        (
+            lambda m: m["spec"]["notify"].update(email={"from": "a@example.com\nBcc: x@y.z"}),
+            "spec.notify.email.from",
+        ),
+        (
+            lambda m: m["spec"]["notify"].update(email={"to": ["ok@example.com", "a@b.c\u2028"]}),
+            "spec.notify.email.to[1]",
+        ),
     ],
 )
 def test_bad_manifest_names_the_field(mutate: Any, field: str) -> None:

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.unit
         ),
         ({"temporal": {"tls": {"certFile": "c.pem"}}}, "temporal.tls"),
         ({"modle": {}}, "modle"),
+        ({"notify": {"email": {"from": "a@b.c\nBcc: x@y.z"}}}, "notify.email.from"),
+        ({"notify": {"email": {"to": ["a@b.c\u000bx"]}}}, "notify.email.to.0"),
     ],
 )
 def test_bad_config_names_the_field(doc: dict[str, Any], field: str) -> None:

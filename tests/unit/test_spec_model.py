@@ -4,6 +4,7 @@ configuration are derived from it and agree with it."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -135,6 +136,7 @@ def _out_of_bounds() -> Iterator[tuple[str, Any]]:
     yield "notify.email.to", ["no-at-sign"]
     yield "workers.resources.limits", {"memory": "lots"}
     yield "workers.scaleDownDelay", "soon"
+    yield "notify.approvalTimeout", "0s"
 
 
 @pytest.mark.parametrize(("path", "value"), list(_out_of_bounds()))
@@ -157,3 +159,59 @@ def test_a_section_without_a_schema_is_an_error() -> None:
 
     with pytest.raises(TypeError, match="no schema"):
         crdschema._model(Odd, "", None, {})
+
+
+#: Values that end up in a mail header, with what would break it. Python's and Go's
+#: regular expressions disagree on ``\s`` (Go's omits ``\v`` and U+2028), so each of
+#: these must be refused by the pattern both the model and the API server apply.
+HEADER_BREAKERS = [
+    ("topics", ["AI market\nBcc: everyone@example.com"]),
+    ("topics", ["AI market\r"]),
+    ("topics", ["AI market\u2028trends"]),
+    ("notify.email.from", "bot@example.com\nBcc: everyone@example.com"),
+    ("notify.email.from", "bot@example.com\u2029"),
+    ("notify.email.to", ["reviewer@example.com\u000bcc"]),
+    ("notify.email.to", ["reviewer@example.com\u2028"]),
+    ("notify.email.to", ["reviewer@exa\u0085mple.com"]),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), HEADER_BREAKERS)
+def test_header_values_refuse_line_breaks(path: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        AgentSpec.model_validate(_spec_with(path, value))
+    locs = [".".join(str(p) for p in e["loc"]) for e in err.value.errors()]
+    assert any(loc.startswith(path) for loc in locs), (path, locs)
+
+
+def _patterns(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        if isinstance(schema.get("pattern"), str):
+            yield schema["pattern"]
+        for sub in schema.values():
+            yield from _patterns(sub)
+    elif isinstance(schema, list):
+        for sub in schema:
+            yield from _patterns(sub)
+
+
+def test_crd_patterns_mean_the_same_to_every_engine() -> None:
+    """The API server (Go RE2) and the model (Rust regex) must refuse the same strings.
+
+    Their shorthand classes differ: Go's ``\\s`` is ``[\\t\\n\\f\\r ]`` while Rust's is
+    Unicode whitespace, so a pattern written with ``\\s`` let ``\\v`` and U+2028 into a
+    recipient through the API server that the model refused. Patterns spell out classes.
+    """
+    shorthand = re.compile(r"\\[sSdDwWbB]")
+    used = [p for p in _patterns(crdgen.crd()) if shorthand.search(p)]
+    assert not used, used
+
+
+def test_header_values_keep_what_people_write() -> None:
+    spec = AgentSpec.model_validate(
+        {
+            "topics": ["Marché de l'IA en 2026 — tendances", "中文 主题", "tabs\u00a0and nbsp"],
+            "notify": {"email": {"to": ["rené@exämple.com"], "from": "bot@example.com"}},
+        }
+    )
+    assert len(spec.topics) == 3

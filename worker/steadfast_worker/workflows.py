@@ -16,6 +16,7 @@ and the result carry the same figures a user is billed for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
     from steadfast_contract import budget, pricing
     from steadfast_contract.models import (
+        APPROVAL_GATE_PATCH,
         APPROVE_UPDATE,
         REJECT_SIGNAL,
         SPEND_MEMO,
@@ -49,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import errors
+    from steadfast_worker import errors, failures, review
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
@@ -93,19 +95,27 @@ class ResearchWorkflow:
     @approve.validator
     def _validate_approve(self, inp: ApproveInput) -> None:
         # Validator rejections never reach history, so a typo costs nothing.
-        if not inp.reviewer or not inp.reviewer.strip():
-            raise ValueError("reviewer is required: say who approves the report")
-        if not self._inp.settings.require_approval:
-            raise ValueError("this run does not require approval")
-        if self._approval is not None or self._rejection is not None:
-            raise ValueError("this run has already been approved or rejected")
-        if self._status.phase.terminal:
-            raise ValueError(f"this run has already ended ({self._status.phase.value})")
+        decided = self._approval is not None or self._rejection is not None
+        refusal = review.approval_refusal(
+            inp, self._inp.settings.require_approval, self._status.phase, decided
+        )
+        if refusal:
+            raise ValueError(refusal)
 
     @workflow.signal(name=REJECT_SIGNAL)
     def reject(self, inp: RejectInput) -> None:
-        if self._approval is None and self._rejection is None:
-            self._rejection = inp
+        if self._approval is not None or self._rejection is not None:
+            return
+        if self._status.phase != Phase.AWAITING_APPROVAL and workflow.patched(APPROVAL_GATE_PATCH):
+            # A signal has no answer to refuse with; the log says why nothing happened.
+            workflow.logger.warning(
+                "reject by %r ignored: the run is %s, not %s",
+                inp.reviewer,
+                self._status.phase.value,
+                Phase.AWAITING_APPROVAL.value,
+            )
+            return
+        self._rejection = inp
 
     # -- the run -------------------------------------------------------------------
 
@@ -133,7 +143,7 @@ class ResearchWorkflow:
         except ActivityError as err:
             if id(err) not in self._accounted:
                 self._account_failure(err)
-            kind, message = _describe(err)
+            kind, message = failures.describe(err)
             await self._finish(Phase.FAILED, message)
             raise ApplicationError(
                 message, replace(self._status), type=kind, non_retryable=True
@@ -201,23 +211,37 @@ class ResearchWorkflow:
         self._status.retries += saved.attempt - 1
         self._status.report_id = saved.report_id
 
-        if s.require_approval:
-            self._enter(Phase.AWAITING_APPROVAL)
-            await workflow.wait_condition(
-                lambda: self._approval is not None or self._rejection is not None
-            )
-            if self._rejection is not None:
-                self._status.reviewer = self._rejection.reviewer
-                self._status.email = "skipped"
-                reason = self._rejection.reason or "no reason given"
-                await self._finish(Phase.REJECTED, f"rejected: {reason}")
-                return
-            if self._approval is not None:
-                self._status.reviewer = self._approval.reviewer.strip()
+        if s.require_approval and not await self._reviewed(s.approval_timeout_seconds):
+            return
 
         self._enter(Phase.EMAILING)
         await self._email(inp, report.markdown)
         await self._finish(Phase.COMPLETED, self._status.message or "report saved")
+
+    async def _reviewed(self, timeout_seconds: float) -> bool:
+        """Wait for the review of the saved report; False when the run ends here.
+
+        The wait is bounded: a report nobody reviews ends the run ``ApprovalExpired``
+        rather than holding it open (and its Schedule's next start) for ever.
+        """
+        self._enter(Phase.AWAITING_APPROVAL)
+
+        def decided() -> bool:
+            return self._approval is not None or self._rejection is not None
+
+        if workflow.patched(APPROVAL_GATE_PATCH):
+            # An answer that lands with the timer still counts: outcome() looks at both.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(decided, timeout=timedelta(seconds=timeout_seconds))
+        else:
+            await workflow.wait_condition(decided)  # a run recorded before the timeout existed
+        end = review.outcome(self._approval, self._rejection, timeout_seconds)
+        self._status.reviewer = end.reviewer
+        if end.phase is None:
+            return True
+        self._status.email = "skipped"
+        await self._finish(end.phase, end.message)
+        return False
 
     async def _search(
         self, inp: ResearchInput, queries: list[str], price: Pricing
@@ -343,7 +367,7 @@ class ResearchWorkflow:
 
     def _account_failure(self, err: ActivityError) -> None:
         self._accounted.add(id(err))
-        details = _failure_details(err)
+        details = failures.failure_details(err)
         self._status.cost_usd += float(details.get("failed_cost_usd", 0.0))
         self._status.llm_calls += int(details.get("calls", 0))
         self._status.retries += max(int(details.get("attempt", 1)) - 1, 0)
@@ -371,22 +395,3 @@ class ResearchWorkflow:
             ),
             start_to_close_timeout=timedelta(seconds=10),
         )
-
-
-def _failure_details(err: ActivityError) -> dict[str, Any]:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.details:
-        first = cause.details[0]
-        if isinstance(first, dict):
-            return first
-    return {}
-
-
-def _describe(err: ActivityError) -> tuple[str, str]:
-    """The error type and message a failed run reports, from its activity's failure."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return cause.type or errors.UNEXPECTED, f"{err.activity_type}: {cause.message}"
-    if isinstance(cause, TimeoutError):
-        return errors.TIMEOUT, f"{err.activity_type}: timed out ({cause.type})"
-    return errors.UNEXPECTED, f"{err.activity_type}: {err.message}"

@@ -1,9 +1,12 @@
 """``steadfast approve``: the human in the loop of a run that requires approval.
 
 Approval is a Temporal *update*, so the command learns at once whether the
-workflow accepted it (a reviewer name is required; a run that is not waiting
-says so) instead of firing a signal into the void. Rejection is a signal: it
-needs no answer, and the run ends in phase ``Rejected``.
+workflow accepted it (a reviewer name is required; a run that is not waiting in
+``AwaitingApproval`` -- its report not saved yet, or the run already over -- says
+so) instead of firing a signal into the void. Rejection is a signal: it needs no
+answer, and the run ends in phase ``Rejected``; a rejection sent before the run
+waits for review is ignored (the worker logs it). A run nobody answers within
+``notify.approvalTimeout`` ends in phase ``ApprovalExpired`` without mail.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 ``send_email`` sends the review-request mail **at most once per run**, using the
 database as the record:
 
+0. Build the message (and render it as it will be sent). A message that cannot
+   be built -- a header value with a line break, from a run started before the
+   schema refused it -- fails the attempt here, before anything is claimed, so
+   no claim is ever left for a mail that could not exist.
 1. *Claim* the run's row in ``steadfast_emails`` (insert ``claimed``; a row that
    already exists is not claimed again).
 2. Hand the message to the SMTP server.
@@ -27,11 +31,13 @@ is marked ``failed`` and may be claimed again by a later attempt.
 from __future__ import annotations
 
 import contextlib
+import email.errors
 import email.message
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -101,6 +107,21 @@ def build_message(inp: SendEmailInput, sender: str, to: list[str]) -> email.mess
     return msg
 
 
+def _buildable(inp: SendEmailInput, sender: str, to: list[str]) -> email.message.EmailMessage:
+    """The message, rendered once to prove it can be sent; a typed, permanent error if not."""
+    try:
+        message = build_message(inp, sender, to)
+        flatten_message(message, utf8=True)
+    except (ValueError, TypeError, email.errors.MessageError) as err:
+        raise ApplicationError(
+            f"the review email cannot be built (check the topic, notify.email.from and "
+            f"notify.email.to): {err}",
+            type=errors.MISCONFIGURED,
+            non_retryable=True,
+        ) from None
+    return message
+
+
 class MailActivities(ActivityBase):
     @activity.defn(name=SEND_EMAIL)
     async def send_email(self, inp: SendEmailInput) -> SendEmailOutput:
@@ -121,6 +142,8 @@ class MailActivities(ActivityBase):
                 type=errors.MISCONFIGURED,
                 non_retryable=True,
             ) from None
+        # Built before the claim: a claim is only ever taken for a mail that exists.
+        message = _buildable(inp, cfg.from_, cfg.to)
         store = await self.store()
         if not await store.claim_email(inp.workflow_id, ", ".join(cfg.to)):
             status = await store.email_status(inp.workflow_id)
@@ -132,7 +155,6 @@ class MailActivities(ActivityBase):
                 "(check the mail server's log for X-Steadfast-Workflow-Id)",
                 attempt,
             )
-        message = build_message(inp, cfg.from_, cfg.to)
         client = aiosmtplib.SMTP(**target)  # type: ignore[arg-type]
         try:
             await client.connect()  # TCP, TLS or STARTTLS, EHLO and login

@@ -1,0 +1,38 @@
+"""What a failed activity tells the workflow: the details it carried, and how to report it.
+
+Pure functions of a Temporal ``ActivityError``, used by the deterministic workflow
+code (imported through the sandbox's pass-through), so they import nothing but
+Temporal's exception types and the contract's error type names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+from steadfast_contract import errortypes
+
+
+def failure_details(err: ActivityError) -> dict[str, Any]:
+    """The first detail of an activity's ApplicationError, when it is a mapping.
+
+    Activities attach what a failed attempt cost (``failed_cost_usd``, ``calls``,
+    ``attempt``) this way, so the run counts spend that never produced a result.
+    """
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        first = cause.details[0]
+        if isinstance(first, dict):
+            return first
+    return {}
+
+
+def describe(err: ActivityError) -> tuple[str, str]:
+    """The error type and message a failed run reports, from its activity's failure."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or errortypes.UNEXPECTED, f"{err.activity_type}: {cause.message}"
+    if isinstance(cause, TimeoutError):
+        return errortypes.TIMEOUT, f"{err.activity_type}: timed out ({cause.type})"
+    return errortypes.UNEXPECTED, f"{err.activity_type}: {err.message}"
