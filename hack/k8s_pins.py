@@ -92,6 +92,13 @@ def _helm_ldflags(up: UpstreamMod) -> list[str]:
     ]
 
 
+def _single(
+    name: str, module: str, version: str, main: str, ldflags: Callable[[UpstreamMod], list[str]]
+) -> Component:
+    """A component that builds one binary, named like the component, from package ``main``."""
+    return Component(name, module, version, {name: main}, ldflags)
+
+
 COMPONENTS = [
     Component(
         name="kubernetes",
@@ -106,27 +113,9 @@ COMPONENTS = [
         ldflags=_kube_ldflags,
         local_replace_version=_staging_version,
     ),
-    Component(
-        name="etcd",
-        module="go.etcd.io/etcd/server/v3",
-        version=ETCD,
-        binaries={"etcd": "go.etcd.io/etcd/server/v3"},
-        ldflags=_etcd_ldflags,
-    ),
-    Component(
-        name="kwok",
-        module="sigs.k8s.io/kwok",
-        version=KWOK,
-        binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
-        ldflags=_kwok_ldflags,
-    ),
-    Component(
-        name="helm",
-        module="helm.sh/helm/v3",
-        version=HELM,
-        binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
-        ldflags=_helm_ldflags,
-    ),
+    _single("etcd", "go.etcd.io/etcd/server/v3", ETCD, "go.etcd.io/etcd/server/v3", _etcd_ldflags),
+    _single("kwok", "sigs.k8s.io/kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok", _kwok_ldflags),
+    _single("helm", "helm.sh/helm/v3", HELM, "helm.sh/helm/v3/cmd/helm", _helm_ldflags),
 ]
 
 
