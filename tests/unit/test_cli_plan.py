@@ -94,6 +94,11 @@ def _manifest(tmp_path: Path, **spec: Any) -> Path:
             {"workers": {"autoscaler": "hpa"}},
             "spec.workers.autoscaler: Input should be 'builtin', 'keda' or 'none'",
         ),
+        (
+            {"model": {"name": "claude-unpriced-9", "maxTokens": 1000}},
+            "(InvalidSpec): ResearchAgent research/approval-gate: spec.model.name: "
+            "no built-in price for model 'claude-unpriced-9'; set spec.model.pricing",
+        ),
     ],
 )
 def test_a_manifest_the_operator_would_refuse(

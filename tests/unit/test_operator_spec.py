@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from steadfast_contract import crdgen
-from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
+from steadfast_operator import render
+from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec, validate
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).parents[2]
+AGENT = render.AgentRef(name="agent", namespace="ns", uid="uid-1")
 
 
 def good() -> dict[str, Any]:
@@ -82,8 +84,23 @@ def test_semantic_errors(
     assert field in err.value.detail
 
 
-def test_budget_check_skipped_for_unknown_price() -> None:
-    check({**good(), "budget": {"maxUSDPerRun": 0.01}}, price=None)
+def test_an_unpriced_model_is_invalid_naming_name_and_pricing() -> None:
+    # No price for model.name and no model.pricing: the run's budget could not be
+    # kept, so the operator must refuse the spec instead of starting workers.
+    raw = {**good(), "model": {"name": "claude-unpriced-9"}}
+    with pytest.raises(InvalidSpec) as err:
+        validate(AGENT, raw, render.Defaults(image="img", temporal_address="t:7233"))
+    assert err.value.reason == "InvalidSpec"
+    assert "spec.model.name" in err.value.detail
+    assert "'claude-unpriced-9'" in err.value.detail
+    assert "spec.model.pricing" in err.value.detail
+
+
+def test_an_unpriced_model_with_pricing_passes() -> None:
+    pricing = {"inputPerMTok": 1, "outputPerMTok": 2}
+    raw = {**good(), "model": {"name": "claude-unpriced-9", "pricing": pricing}}
+    spec = validate(AGENT, raw, render.Defaults(image="img", temporal_address="t:7233"))
+    assert spec.model.pricing is not None
 
 
 def test_repeated_topics_collapse() -> None:
