@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from steadfast_contract import ids
 from steadfast_contract.agentfile import AgentError, describe_errors
 from steadfast_contract.budget import one_call_usd
 from steadfast_contract.config import WorkerConfig
@@ -116,7 +117,13 @@ def _output_price(spec: AgentSpec) -> float | None:
 def validate(
     agent: render.AgentRef, raw: Mapping[str, Any], defaults: render.Defaults
 ) -> AgentSpec:
-    """The spec, if the operator would run it; :class:`InvalidSpec` naming the field if not."""
+    """The spec, if the operator would run it; :class:`InvalidSpec` naming the field if not.
+
+    The agent's name is checked too: the CRD refuses a name its children cannot
+    carry, but an older CRD (or ``steadfast plan``) does not.
+    """
+    if not ids.agent_name_ok(agent.name):
+        raise InvalidSpec(agent.namespace, agent.name, ids.AGENT_NAME_RULE)
     spec = parse_spec(agent.namespace, agent.name, raw)
     check_semantics(
         agent.namespace,

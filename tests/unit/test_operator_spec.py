@@ -153,3 +153,18 @@ def test_every_spec_field_is_described_and_typed() -> None:
         if leaf.get("type") in ("integer", "number"):
             assert "minimum" in leaf, where
             assert "maximum" in leaf, where
+
+
+@pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 57, "x" * 60])
+def test_a_name_the_children_cannot_use_is_invalid(name: str) -> None:
+    # <name>-worker names a Service: a DNS-1035 label of at most 63 characters.
+    agent = render.AgentRef(name=name, namespace="ns", uid="uid-1")
+    with pytest.raises(InvalidSpec) as err:
+        validate(agent, good(), render.Defaults(image="img", temporal_address="t:7233"))
+    assert "metadata.name" in err.value.detail
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 56, "news-eu", "a1-b2"])
+def test_names_the_children_can_use_pass(name: str) -> None:
+    agent = render.AgentRef(name=name, namespace="ns", uid="uid-1")
+    validate(agent, good(), render.Defaults(image="img", temporal_address="t:7233"))
