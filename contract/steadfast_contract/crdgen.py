@@ -21,6 +21,10 @@ Choices worth knowing:
   ``kubectl scale ra/x --replicas=N`` (or an HPA) raises the floor the built-in
   autoscaler keeps, without adding a second owner of the Deployment's replicas.
   A value above ``maxReplicas`` is refused by the CEL rule on ``workers``.
+* A root-level CEL rule refuses names the children cannot carry
+  (:data:`steadfast_contract.ids.AGENT_NAME_RULE`): at the root, CEL sees
+  ``self.metadata.name``, and a refusal at ``kubectl apply`` beats a 422 on
+  every reconcile.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from steadfast_contract import ids
 from steadfast_contract.crdschema import spec_schema, status_schema
 
 GROUP = "steadfast.dev"
@@ -39,6 +44,16 @@ KIND = "ResearchAgent"
 
 
 Schema = dict[str, Any]
+
+
+def name_rule() -> Schema:
+    """The CEL rule on ``metadata.name`` (see :data:`steadfast_contract.ids.AGENT_NAME_RULE`)."""
+    name = "self.metadata.name"
+    return {
+        "rule": f"{name}.size() <= {ids.AGENT_NAME_MAX}"
+        f" && {name}.matches('{ids.AGENT_NAME_PATTERN}')",
+        "message": ids.AGENT_NAME_RULE,
+    }
 
 
 def crd() -> Schema:
@@ -101,6 +116,7 @@ def crd() -> Schema:
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
+                            "x-kubernetes-validations": [name_rule()],
                         }
                     },
                 }

@@ -46,6 +46,22 @@ _QUANTITY_PARENTS = frozenset({"requests", "limits"})
 OPTIONAL_KINDS = ("PodDisruptionBudget", "ScaledObject", "TriggerAuthentication")
 
 
+def controller_uid(obj: Obj) -> str:
+    """The uid in ``obj``'s controller owner reference (the API allows one), or ``""``."""
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((str(o.get("uid") or "") for o in owners if o.get("controller") is True), "")
+
+
+def owned_by(obj: Obj, uid: str) -> bool:
+    """Whether ``obj`` carries a controller owner reference to the object with ``uid``.
+
+    Only such an object is the agent's to replace, delete or scale: a same-named
+    object made by hand, by another tool, or by an earlier agent of the same name
+    is not.
+    """
+    return bool(uid) and controller_uid(obj) == uid
+
+
 def quantity(value: object) -> Decimal | None:
     if isinstance(value, bool):
         return None

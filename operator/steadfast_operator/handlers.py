@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from steadfast_contract import crdgen
-from steadfast_operator import reconcile, shared
+from steadfast_operator import apply, reconcile, shared
 from steadfast_operator.reconcile import AgentState
 from steadfast_operator.settings import OperatorConfig
 from steadfast_operator.shared import Shared
@@ -86,7 +86,11 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
         if type == "DELETED":
             known.pop((namespace or "", name), None)
         else:
-            known[(namespace or "", name)] = reconcile.replica_counts(dict(body))
+            obj = dict(body)
+            known[(namespace or "", name)] = (
+                apply.controller_uid(obj),
+                *reconcile.replica_counts(obj),
+            )
 
     @kopf.on.delete(*RESOURCE, retries=6, backoff=5, registry=registry)
     async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:

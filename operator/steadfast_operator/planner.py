@@ -8,9 +8,9 @@ start or stop, how many workers the task queue needs, and the status document
 with whether it must be written. The executor performs a plan and nothing else,
 so every decision has a table test without a server (``tests/unit``).
 
-The building blocks stay where they were: :mod:`.render` (children),
-:mod:`.apply` (what "already applied" means), :mod:`.autoscale` (replicas) and
-:mod:`.status` (the status document).
+The building blocks stay where they were: :mod:`.children` (child writes and
+conflicts, over :mod:`.render` and :mod:`.apply`), :mod:`.autoscale` (replicas)
+and :mod:`.status` (the status document).
 
 When an execution step fails, its failure is folded back into the observation
 (:meth:`Observed.after`) and the planner is asked again: a plan made with a
@@ -29,7 +29,9 @@ from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
-from steadfast_operator import apply, autoscale, render, status
+from steadfast_operator import autoscale, render, status
+from steadfast_operator import children as child_writes
+from steadfast_operator.children import ChildChange
 from steadfast_operator.status import Problem, QueueInfo
 
 Obj = dict[str, Any]
@@ -39,6 +41,7 @@ RETRY_AFTER: Mapping[str, float] = {
     "SecretMissing": 15.0,
     "TemporalUnreachable": 10.0,
     "KedaNotInstalled": 120.0,
+    "ChildConflict": 30.0,
     "ReconcileError": 10.0,
 }
 
@@ -108,26 +111,6 @@ class Failure:
 
     problem: Problem
     stage: Literal["setup", "temporal"]
-
-
-@dataclass(frozen=True)
-class ChildChange:
-    """One write to a child object."""
-
-    verb: Literal["create", "replace", "delete"]
-    kind: str
-    name: str
-    body: Obj | None = None
-    """The object to POST or PUT (``None`` for a delete)."""
-    why: str = ""
-    """For a replace: the first owned field that differs."""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.verb, self.kind
-
-    def __str__(self) -> str:
-        return f"{self.verb} {self.kind}/{self.name}" + (f" ({self.why})" if self.why else "")
 
 
 @dataclass(frozen=True)
@@ -212,12 +195,20 @@ def plan(obs: Observed) -> Plan:
     spec, config, problem = obs.spec, obs.config, obs.problem
     view = obs.temporal if needs_temporal(problem) else None
     setup = obs.changed and not obs.settled and problem is None and spec is not None
+    writes: tuple[ChildChange, ...] = ()
+    if setup and spec is not None:
+        found = child_writes.for_spec(obs.agent, spec, obs.defaults, obs.children, obs.forbidden)
+        if isinstance(found, Problem):
+            # Someone else's object holds a child's name: write nothing, start nothing.
+            problem, view, setup = found, None, False
+        else:
+            writes = found
     if setup and view is not None and _unreachable(view):
         # A change that cannot reach Temporal is retried; its children still go out.
         problem = view.problem
     out = Plan()
     if setup and spec is not None:
-        out = replace(out, children=child_changes(obs, spec))
+        out = replace(out, children=writes)
         if obs.replicas is None and any(c.key == ("create", "Deployment") for c in out.children):
             # The Deployment this plan creates starts at minReplicas, none ready yet.
             obs = replace(obs, replicas=(spec.workers.min_replicas, 0))
@@ -248,32 +239,6 @@ def plan(obs: Observed) -> Plan:
 
 def _unreachable(view: TemporalView) -> bool:
     return view.problem is not None and view.problem.reason == "TemporalUnreachable"
-
-
-def child_changes(obs: Observed, spec: AgentSpec) -> tuple[ChildChange, ...]:
-    """Writes that make the live children what the spec renders; none when they are."""
-    desired = render.children(obs.agent, spec, obs.defaults)
-    changes: list[ChildChange] = []
-    for obj in desired:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        live = obs.children.get(kind)
-        if live is None:
-            changes.append(ChildChange("create", kind, name, obj))
-        elif not apply.covers(live, apply.owned_view(obj)):
-            why = apply.first_difference(live, apply.owned_view(obj)) or ""
-            changes.append(
-                ChildChange("replace", kind, name, apply.merged_for_replace(obj, live), why)
-            )
-    wanted = {o["kind"] for o in desired}
-    name = render.deployment_name(obs.agent)
-    for kind in apply.OPTIONAL_KINDS:
-        live = obs.children.get(kind)
-        if kind in wanted or kind in obs.forbidden or live is None:
-            continue
-        owners = live.get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == obs.agent.uid for o in owners):
-            changes.append(ChildChange("delete", kind, name))
-    return tuple(changes)
 
 
 def removed_topics(spec: AgentSpec, previous_status: Mapping[str, Any]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_operator import apply, autoscale, metrics, planner, render, schedules, workflows
+from steadfast_operator.children import ChildChange
 from steadfast_operator.kube import path
 from steadfast_operator.planner import Failure, Observed, Plan, TemporalView
 from steadfast_operator.shared import Shared
@@ -219,14 +220,18 @@ async def live_children(
 
 
 async def deployment_replicas(shared: Shared, agent: render.AgentRef) -> tuple[int, int] | None:
-    """The worker Deployment's (spec, ready) replicas: from the watch, else one GET."""
+    """The worker Deployment's (spec, ready) replicas: from the watch, else one GET.
+
+    ``None`` when there is none or it is not the agent's (a stranger's is never scaled).
+    """
     name = render.deployment_name(agent)
     known = shared.deployments.get((agent.namespace, name))
     if known is not None:
-        return known
+        uid, spec_replicas, ready = known
+        return (spec_replicas, ready) if uid == agent.uid else None
     # Not seen on the watch yet (just created, or the operator just started).
     live = await shared.kube.get(path("Deployment", agent.namespace, name))
-    return replica_counts(live) if live is not None else None
+    return replica_counts(live) if live is not None and apply.owned_by(live, agent.uid) else None
 
 
 async def connect(shared: Shared, agent: render.AgentRef, spec: AgentSpec) -> Client | Problem:
@@ -324,7 +329,7 @@ async def execute(
     return None
 
 
-async def write_child(shared: Shared, agent: render.AgentRef, change: planner.ChildChange) -> None:
+async def write_child(shared: Shared, agent: render.AgentRef, change: ChildChange) -> None:
     url = path(change.kind, agent.namespace, change.name)
     if change.verb == "create" and change.body is not None:
         await shared.kube.create(path(change.kind, agent.namespace), change.body)

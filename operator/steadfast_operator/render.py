@@ -31,7 +31,7 @@ from steadfast_contract.agentfile import (
     worker_config_from_spec,
 )
 from steadfast_contract.config import WorkerConfig
-from steadfast_contract.ids import default_task_queue
+from steadfast_contract.ids import WORKER_SUFFIX, default_task_queue
 from steadfast_contract.spec import AgentSpec
 from steadfast_operator import keda
 
@@ -97,11 +97,11 @@ def selector_string(agent: AgentRef) -> str:
 
 
 def deployment_name(agent: AgentRef) -> str:
-    return f"{agent.name}-worker"
+    return f"{agent.name}{WORKER_SUFFIX}"
 
 
 def config_map_name(agent: AgentRef) -> str:
-    return f"{agent.name}-worker-config"
+    return f"{agent.name}{WORKER_SUFFIX}-config"
 
 
 def task_queue(agent: AgentRef, spec: AgentSpec) -> str:

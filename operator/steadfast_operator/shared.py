@@ -30,9 +30,9 @@ class Shared:
     temporal: TemporalPool
     queues: QueueStats
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    deployments: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    """(namespace, name) -> (replicas, ready) of worker Deployments, kept by a watch,
-    so a status tick costs no GET."""
+    deployments: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
+    """(namespace, name) -> (controller uid, replicas, ready) of worker Deployments, kept
+    by a watch, so a status tick costs no GET (and a stranger's is never taken for ours)."""
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """One lock per agent, so its timer and its change handlers never interleave."""

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from steadfast_contract import ids
 from steadfast_contract.agentfile import AgentError, describe_errors
 from steadfast_contract.budget import one_call_usd
 from steadfast_contract.config import WorkerConfig
@@ -57,8 +58,10 @@ def check_semantics(
 ) -> None:
     """Cross-field checks the schema cannot express; :class:`InvalidSpec` on failure.
 
-    ``output_price_per_mtok`` is the model's output price (the spec's override or
-    the worker's price table); ``None`` skips the budget check for unknown models.
+    ``output_price_per_mtok`` is the model's output price in the worker's price
+    table, ``None`` when the table has no row for ``model.name``: such a model
+    needs ``model.pricing``, or no run could keep its budget (the workflow's
+    input resolves the price at start and would fail on every start).
     """
     if spec.search.provider == "http" and not spec.search.endpoint:
         raise InvalidSpec(
@@ -84,17 +87,23 @@ def check_semantics(
             "spec.notify.email.smtpSecretRef: required when notify.email.to lists recipients",
         )
     price = spec.model.pricing.output_per_m_tok if spec.model.pricing else output_price_per_mtok
-    if price is not None:
-        one_call = one_call_usd(spec.model.max_tokens, price)
-        if one_call > spec.budget.max_usd_per_run:
-            raise InvalidSpec(
-                namespace,
-                name,
-                f"spec.budget.maxUSDPerRun: {spec.budget.max_usd_per_run} USD is below one call "
-                f"({spec.model.max_tokens} tokens x {price} USD/MTok = {one_call:.4f} USD); "
-                "raise the budget or lower model.maxTokens",
-                reason="BudgetBelowOneCall",
-            )
+    if price is None:
+        raise InvalidSpec(
+            namespace,
+            name,
+            f"spec.model.name: no built-in price for model {spec.model.name!r}; set "
+            "spec.model.pricing (inputPerMTok, outputPerMTok) or name a priced model",
+        )
+    one_call = one_call_usd(spec.model.max_tokens, price)
+    if one_call > spec.budget.max_usd_per_run:
+        raise InvalidSpec(
+            namespace,
+            name,
+            f"spec.budget.maxUSDPerRun: {spec.budget.max_usd_per_run} USD is below one call "
+            f"({spec.model.max_tokens} tokens x {price} USD/MTok = {one_call:.4f} USD); "
+            "raise the budget or lower model.maxTokens",
+            reason="BudgetBelowOneCall",
+        )
 
 
 def _output_price(spec: AgentSpec) -> float | None:
@@ -108,7 +117,13 @@ def _output_price(spec: AgentSpec) -> float | None:
 def validate(
     agent: render.AgentRef, raw: Mapping[str, Any], defaults: render.Defaults
 ) -> AgentSpec:
-    """The spec, if the operator would run it; :class:`InvalidSpec` naming the field if not."""
+    """The spec, if the operator would run it; :class:`InvalidSpec` naming the field if not.
+
+    The agent's name is checked too: the CRD refuses a name its children cannot
+    carry, but an older CRD (or ``steadfast plan``) does not.
+    """
+    if not ids.agent_name_ok(agent.name):
+        raise InvalidSpec(agent.namespace, agent.name, ids.AGENT_NAME_RULE)
     spec = parse_spec(agent.namespace, agent.name, raw)
     check_semantics(
         agent.namespace,

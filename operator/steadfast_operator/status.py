@@ -82,6 +82,18 @@ def budget_exhausted(spec: AgentSpec, runs: Iterable[RunRow], now: datetime) -> 
     return cost_today(runs, now) >= spec.budget.max_usd_per_day
 
 
+MAX_MESSAGE = 1024
+"""Characters a condition message keeps: well under the CRD's 2048, which refuses the write."""
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut to ``limit`` characters, ending in an ellipsis when cut.
+
+    Messages carry API errors whose response bodies can run to many kilobytes.
+    """
+    return message if len(message) <= limit else message[: limit - 1].rstrip() + "…"
+
+
 def condition(
     type_: str,
     ok: bool,
@@ -101,7 +113,7 @@ def condition(
         "type": type_,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": bounded(message),
         "lastTransitionTime": since,
         "observedGeneration": generation,
     }

@@ -114,6 +114,12 @@ UNREADY: list[tuple[str, Patch, str, str]] = [
     ("keda-missing", {"workers": {"autoscaler": "keda"}}, "KedaNotInstalled", "KEDA"),
     ("impossible-cron", {"schedule": "99 * * * *"}, "ScheduleInvalid", "spec.schedule"),
     (
+        "unpriced-model",
+        {"model": {"name": "claude-unpriced-9"}},
+        "InvalidSpec",
+        "spec.model.pricing",
+    ),
+    (
         "email-without-smtp",
         {"notify": {"email": {"to": ["a@example.com"]}}},
         "InvalidSpec",
@@ -149,6 +155,17 @@ def test_schema_refuses(
     out = apply(kube_cluster, manifest, check=False, dry_run=True)
     assert "is invalid" in out or "unknown field" in out or "Invalid value" in out, out
     assert message in out, out
+
+
+@pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 60], ids=["dot", "digit", "60-chars"])
+def test_names_the_children_cannot_use_are_refused(
+    crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, name: str
+) -> None:
+    # The API server takes all three as names; <name>-worker (a Service) could not be made.
+    out = apply(kube_cluster, agent_manifest(name, "default", op_sim, ["t"]), check=False)
+    assert "is invalid" in out, out
+    assert "metadata.name must be at most 56 characters" in out, out
+    assert get(kube_cluster, "ra", "default", name) is None
 
 
 def test_unworkable_agents_are_reported_and_isolated(

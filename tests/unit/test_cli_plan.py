@@ -94,6 +94,11 @@ def _manifest(tmp_path: Path, **spec: Any) -> Path:
             {"workers": {"autoscaler": "hpa"}},
             "spec.workers.autoscaler: Input should be 'builtin', 'keda' or 'none'",
         ),
+        (
+            {"model": {"name": "claude-unpriced-9", "maxTokens": 1000}},
+            "(InvalidSpec): ResearchAgent research/approval-gate: spec.model.name: "
+            "no built-in price for model 'claude-unpriced-9'; set spec.model.pricing",
+        ),
     ],
 )
 def test_a_manifest_the_operator_would_refuse(
@@ -120,3 +125,16 @@ def test_not_a_research_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, out, err = plan(file, capsys)
     assert (code, out) == (2, "")
     assert "not a ResearchAgent (steadfast.dev/v1alpha1) manifest" in err
+
+
+@pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 60])
+def test_a_name_the_children_cannot_use_is_refused(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = _manifest(tmp_path)
+    doc = yaml.safe_load(file.read_text())
+    doc["metadata"]["name"] = name
+    file.write_text(yaml.safe_dump(doc))
+    code, out, err = plan(file, capsys, *FLAGS)
+    assert (code, out) == (1, "")
+    assert f"ResearchAgent research/{name}: metadata.name" in err

@@ -10,7 +10,9 @@ from dataclasses import replace
 
 import pytest
 from tests.support.planning import (
+    AGENT,
     CRON,
+    DEFAULTS,
     ID,
     condition,
     observed,
@@ -26,6 +28,7 @@ from steadfast_operator.planner import (
     Start,
     TemporalView,
 )
+from steadfast_operator.spec import InvalidSpec, validate
 from steadfast_operator.status import Problem
 
 pytestmark = pytest.mark.unit
@@ -77,6 +80,22 @@ def test_a_change_that_cannot_work_says_why(
     assert plan.retry == retry
     assert [c.kind for c in plan.children] == kinds
     assert (plan.schedules, plan.stop, len(plan.start)) == (None, (), starts)
+
+
+def test_an_unpriced_model_renders_no_worker_and_starts_nothing() -> None:
+    # As observe() does: a spec that fails validation is a problem, with no spec in force.
+    raw = raw_spec(model={"name": "claude-unpriced-9"})
+    with pytest.raises(InvalidSpec) as err:
+        validate(AGENT, raw, DEFAULTS)
+    problem = Problem(err.value.reason, err.value.detail)
+    obs = replace(observed(), spec=None, config=None, changed=True, problem=problem)
+    plan = planner.plan(replace(obs, temporal=view()))
+    assert condition(plan, "Ready") == ("False", "InvalidSpec")
+    assert plan.status is not None
+    (ready,) = [c for c in plan.status["conditions"] if c["type"] == "Ready"]
+    assert "spec.model.name" in ready["message"]
+    assert "spec.model.pricing" in ready["message"]
+    assert (plan.children, plan.start, plan.schedules, plan.retry) == ((), (), None, None)
 
 
 def test_a_tick_keeps_the_changes_problem_and_leaves_temporal_alone() -> None:

@@ -10,11 +10,13 @@ import pytest
 import yaml
 
 from steadfast_contract import crdgen
-from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec
+from steadfast_operator import render
+from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec, validate
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).parents[2]
+AGENT = render.AgentRef(name="agent", namespace="ns", uid="uid-1")
 
 
 def good() -> dict[str, Any]:
@@ -82,8 +84,23 @@ def test_semantic_errors(
     assert field in err.value.detail
 
 
-def test_budget_check_skipped_for_unknown_price() -> None:
-    check({**good(), "budget": {"maxUSDPerRun": 0.01}}, price=None)
+def test_an_unpriced_model_is_invalid_naming_name_and_pricing() -> None:
+    # No price for model.name and no model.pricing: the run's budget could not be
+    # kept, so the operator must refuse the spec instead of starting workers.
+    raw = {**good(), "model": {"name": "claude-unpriced-9"}}
+    with pytest.raises(InvalidSpec) as err:
+        validate(AGENT, raw, render.Defaults(image="img", temporal_address="t:7233"))
+    assert err.value.reason == "InvalidSpec"
+    assert "spec.model.name" in err.value.detail
+    assert "'claude-unpriced-9'" in err.value.detail
+    assert "spec.model.pricing" in err.value.detail
+
+
+def test_an_unpriced_model_with_pricing_passes() -> None:
+    pricing = {"inputPerMTok": 1, "outputPerMTok": 2}
+    raw = {**good(), "model": {"name": "claude-unpriced-9", "pricing": pricing}}
+    spec = validate(AGENT, raw, render.Defaults(image="img", temporal_address="t:7233"))
+    assert spec.model.pricing is not None
 
 
 def test_repeated_topics_collapse() -> None:
@@ -136,3 +153,18 @@ def test_every_spec_field_is_described_and_typed() -> None:
         if leaf.get("type") in ("integer", "number"):
             assert "minimum" in leaf, where
             assert "maximum" in leaf, where
+
+
+@pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 57, "x" * 60])
+def test_a_name_the_children_cannot_use_is_invalid(name: str) -> None:
+    # <name>-worker names a Service: a DNS-1035 label of at most 63 characters.
+    agent = render.AgentRef(name=name, namespace="ns", uid="uid-1")
+    with pytest.raises(InvalidSpec) as err:
+        validate(agent, good(), render.Defaults(image="img", temporal_address="t:7233"))
+    assert "metadata.name" in err.value.detail
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 56, "news-eu", "a1-b2"])
+def test_names_the_children_can_use_pass(name: str) -> None:
+    agent = render.AgentRef(name=name, namespace="ns", uid="uid-1")
+    validate(agent, good(), render.Defaults(image="img", temporal_address="t:7233"))

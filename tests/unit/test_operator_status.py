@@ -139,3 +139,20 @@ def test_listed_runs_put_each_topics_newest_first() -> None:
     assert len(listed) == st.MAX_RUNS_LISTED
     starts = [r.started_at for r in listed[1:] if r.topic == "x"]
     assert starts == sorted(starts, reverse=True)
+
+
+def test_condition_messages_stay_well_under_the_schema_limit() -> None:
+    # A Kubernetes API exception with its whole response body can run to many KB;
+    # the CRD caps a condition message at 2048 characters and refuses the status write.
+    huge = st.Problem("ReconcileError", "Kubernetes API call failed, retrying: " + "x" * 5000)
+    doc = build([], problem=huge)
+    (ready,) = [c for c in doc["conditions"] if c["type"] == "Ready"]
+    assert len(ready["message"]) <= 1024
+    assert ready["message"].startswith("Kubernetes API call failed, retrying: xxx")
+    assert ready["message"].endswith("…")
+
+
+def test_short_condition_messages_are_kept_whole() -> None:
+    doc = build([], problem=st.Problem("SecretMissing", "create it"))
+    (ready,) = [c for c in doc["conditions"] if c["type"] == "Ready"]
+    assert ready["message"] == "create it"

@@ -215,3 +215,17 @@ def test_header_values_keep_what_people_write() -> None:
         }
     )
     assert len(spec.topics) == 3
+
+
+def test_the_crd_refuses_names_the_children_cannot_use() -> None:
+    schema = crdgen.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    (rule,) = [r for r in schema.get("x-kubernetes-validations", []) if "metadata" in r["rule"]]
+    assert "self.metadata.name.size() <= 56" in rule["rule"]
+    assert "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')" in rule["rule"]
+    assert "metadata.name" in rule["message"]
+    assert "56" in rule["message"]
+    committed = yaml.safe_load((ROOT / "crds" / "researchagents.steadfast.dev.yaml").read_text())
+    assert (
+        committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+        == schema["x-kubernetes-validations"]
+    )
