@@ -155,14 +155,20 @@ def worker_doc(
     return doc
 
 
+def prepare(sim: SimHandle, scenario: Scenario, tmp: Path) -> tuple[dict[str, Any], Path, int, int]:
+    """The worker's configuration file in ``tmp``, and its two metrics ports."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    metrics, sdk_metrics = free_port(), free_port()
+    doc = worker_doc(sim, scenario, tmp, metrics=metrics, sdk_metrics=sdk_metrics)
+    path = tmp / "worker.json"
+    path.write_text(json.dumps(doc))
+    return doc, path, metrics, sdk_metrics
+
+
 async def spawn(
     sim: SimHandle, scenario: Scenario, tmp: Path, temporal_address: str
 ) -> tuple[Spawned, int, int]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    ports = free_port(), free_port()
-    doc = worker_doc(sim, scenario, tmp, metrics=ports[0], sdk_metrics=ports[1])
-    path = tmp / "worker.json"
-    path.write_text(json.dumps(doc))
+    doc, path, *ports = await asyncio.to_thread(prepare, sim, scenario, tmp)
     argv = ["worker", "--config", str(path)]
     if not scenario.temporal:
         argv += ["--address", temporal_address]
@@ -174,7 +180,7 @@ async def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return Spawned(scenario, doc, process, log), *ports
+    return Spawned(scenario, doc, process, log), ports[0], ports[1]
 
 
 async def scrape(port: int) -> str:
@@ -242,14 +248,15 @@ async def test_no_secret_nor_a_piece_of_one_is_written_anywhere(
             assert w.handle is not None
             history = await w.handle.fetch_history()
             texts.append(json.dumps(history.to_json_dict()))
+        flags = ["--address", tls_proxy.address, "--tls-ca", str(tls_proxy.pki.ca)]
         status = await asyncio.create_subprocess_exec(
             *steadfast_command(
                 "status",
                 *(w.handle.id for w in spawned if w.handle),
-                "--address", tls_proxy.address,
-                "--tls-ca", str(tls_proxy.pki.ca),
-                "--api-key-env", TEMPORAL_ENV,
-            ),  # fmt: skip
+                *flags,
+                "--api-key-env",
+                TEMPORAL_ENV,
+            ),
             env={**os.environ, TEMPORAL_ENV: s.temporal, "COLUMNS": "400"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
