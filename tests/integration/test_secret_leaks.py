@@ -193,13 +193,13 @@ async def scrape(port: int) -> str:
     raise AssertionError(f"no /metrics on port {port}")
 
 
-async def settle(handle: WorkflowHandle[Any, Any]) -> bool:
-    """Wait for the run to close; True if it failed."""
+async def settle(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """Wait for the run to close; the failure's message, or None if it did not fail."""
     try:
         await asyncio.wait_for(handle.result(), 90)
-    except WorkflowFailureError:
-        return True
-    return False
+    except WorkflowFailureError as failed:
+        return str(failed.cause)
+    return None
 
 
 def leaks(text: str, secrets: dict[str, str]) -> list[str]:
@@ -243,6 +243,10 @@ async def test_no_secret_nor_a_piece_of_one_is_written_anywhere(
         for w, failed in zip(spawned, outcomes, strict=True):
             if w.scenario.expect_failure:
                 assert failed, f"{w.scenario.name}: the run was meant to fail"
+            if w.scenario.name.endswith("-unencoded"):
+                # Told what to fix, in words that name the setting, not its value.
+                assert failed is not None
+                assert "percent-encode" in failed, failed
         texts = [await scrape(port) for port in metrics_ports]
         for w in spawned:
             assert w.handle is not None
