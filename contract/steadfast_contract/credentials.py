@@ -154,3 +154,32 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 def reveals(text: str, secrets: Iterable[str]) -> bool:
     """Whether ``text`` holds a piece of a secret that :func:`scrub` would redact."""
     return scrub(text, secrets) != text
+
+
+def chain_reveals(exc: BaseException, secrets: Iterable[str]) -> bool:
+    """Whether ``exc`` or an exception it was raised from holds a piece of a secret.
+
+    Temporal records an error's ``__cause__`` chain in history and logs print it,
+    so such a chain must be cut, not just the outermost message scrubbed.
+    """
+    secrets = list(secrets)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if reveals(str(current), secrets):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def redacted(exc: BaseException, secret: str) -> RuntimeError | None:
+    """A ``RuntimeError`` telling ``exc`` without ``secret``, or None if it never held a piece.
+
+    For clients built from one credential (a Temporal API key): ``raise r from None``
+    when this is not None, else re-raise ``exc`` as it was.
+    """
+    parts = secret_parts(secret)
+    if not chain_reveals(exc, parts):
+        return None
+    return RuntimeError(f"{type(exc).__name__}: {scrub(str(exc), parts)}")

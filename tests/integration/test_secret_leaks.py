@@ -18,9 +18,11 @@ process), on its own task queue, talking to the session's real servers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +71,8 @@ def pieces(secret: str) -> set[str]:
 class Secrets:
     anthropic: str = field(default_factory=planted)
     anthropic_wrong: str = field(default_factory=planted)
+    anthropic_newline: str = field(default_factory=lambda: f"{planted()}\n{planted()}")
+    """A stray newline (a Secret made from a file) makes an illegal header value."""
     search: str = field(default_factory=planted)
     search_wrong: str = field(default_factory=planted)
     smtp: str = field(default_factory=planted)
@@ -87,16 +91,28 @@ class Scenario:
     expect_failure: bool = True
 
 
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but never listening: connections to it are refused, and no
+    other process can take it meanwhile (as it could a port merely found free)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 def scenarios(
-    s: Secrets, smtp: SmtpServer, postgres_dsn: str, proxy: TLSProxy
+    s: Secrets, smtp: SmtpServer, postgres_dsn: str, proxy: TLSProxy, closed: int
 ) -> Iterator[Scenario]:
     pg = httpx.URL(postgres_dsn)
     pg_at = f"{pg.host}:{pg.port}{pg.path}"
-    closed = free_port()
     enc = quote(s.smtp, safe="")
     good = {ANTHROPIC_ENV: s.anthropic, SEARCH_ENV: s.search, TEMPORAL_ENV: s.temporal}
     smtp_url = f"smtp://bot:{enc}@{smtp.host}:{smtp.port}"
     yield Scenario("llm-401", {**good, ANTHROPIC_ENV: s.anthropic_wrong, SMTP_URL_ENV: smtp_url})
+    yield Scenario(
+        "llm-key-with-newline",
+        {**good, ANTHROPIC_ENV: s.anthropic_newline, SMTP_URL_ENV: smtp_url},
+    )
     yield Scenario(
         "search-401",
         {**good, SEARCH_ENV: s.search_wrong, SMTP_URL_ENV: smtp_url},
@@ -202,6 +218,25 @@ async def settle(handle: WorkflowHandle[Any, Any]) -> str | None:
     return None
 
 
+def readable(node: Any) -> Any:
+    """A history's JSON with every payload's base64 decoded: a secret inside a payload
+    shows only so, and base64 text would otherwise look like pieces of secrets."""
+    if isinstance(node, dict):
+        if "data" in node and "metadata" in node and isinstance(node["data"], str):
+            return {
+                "metadata": {k: _unbase64(v) for k, v in node["metadata"].items()},
+                "data": _unbase64(node["data"]),
+            }
+        return {k: readable(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [readable(v) for v in node]
+    return node
+
+
+def _unbase64(text: str) -> str:
+    return base64.b64decode(text).decode("utf-8", errors="replace")
+
+
 def leaks(text: str, secrets: dict[str, str]) -> list[str]:
     found = []
     for name, secret in secrets.items():
@@ -219,6 +254,7 @@ async def test_no_secret_nor_a_piece_of_one_is_written_anywhere(
     smtp_server: SmtpServer,
     postgres_dsn: str,
     tls_proxy: TLSProxy,
+    closed_port: int,
     tmp_path: Path,
 ) -> None:
     s = Secrets()
@@ -226,7 +262,7 @@ async def test_no_secret_nor_a_piece_of_one_is_written_anywhere(
     spawned: list[Spawned] = []
     metrics_ports: list[int] = []
     try:
-        for scenario in scenarios(s, smtp_server, postgres_dsn, tls_proxy):
+        for scenario in scenarios(s, smtp_server, postgres_dsn, tls_proxy, closed_port):
             w, *ports = await spawn(sim, scenario, tmp_path / scenario.name, temporal_address)
             spawned.append(w)
             metrics_ports += ports
@@ -251,7 +287,9 @@ async def test_no_secret_nor_a_piece_of_one_is_written_anywhere(
         for w in spawned:
             assert w.handle is not None
             history = await w.handle.fetch_history()
-            texts.append(json.dumps(history.to_json_dict()))
+            text = json.dumps(readable(history.to_json_dict()), ensure_ascii=False)
+            assert f"leak {w.scenario.name}" in text  # the input's payload, decoded
+            texts.append(text)
         flags = ["--address", tls_proxy.address, "--tls-ca", str(tls_proxy.pki.ca)]
         status = await asyncio.create_subprocess_exec(
             *steadfast_command(

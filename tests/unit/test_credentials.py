@@ -8,7 +8,9 @@ from temporalio.exceptions import ApplicationError
 from steadfast_contract.credentials import (
     REDACTED,
     CredentialError,
+    chain_reveals,
     check_url,
+    redacted,
     scrub,
     secret_parts,
 )
@@ -74,10 +76,10 @@ def test_an_activity_failure_is_scrubbed_and_its_chain_cut() -> None:
     exc.__cause__ = KeyError("clean")
     err = errors.to_application_error(exc, secrets=[SECRET])
     assert SECRET[:4] not in err.message
-    assert errors.chain_reveals(exc, [SECRET])
+    assert chain_reveals(exc, [SECRET])
     outer = RuntimeError("clean")
     outer.__cause__ = exc
-    assert errors.chain_reveals(outer, [SECRET])
+    assert chain_reveals(outer, [SECRET])
     clean = ApplicationError("fine", type="X")
     assert errors.to_application_error(clean, secrets=[SECRET]) is clean
 
@@ -94,3 +96,11 @@ def test_credential_in_use_names_the_setting_and_not_the_value() -> None:
         raise CredentialError("holds a '/'")
     assert refused.value.type == errors.MISCONFIGURED
     assert refused.value.non_retryable
+
+
+def test_redacted_is_none_for_a_clean_error_and_clean_otherwise() -> None:
+    assert redacted(RuntimeError("connection refused"), "QZKXMNVR") is None
+    hidden = redacted(RuntimeError("invalid header b'QZKX\\nMNVR'"), "QZKX\nMNVR")
+    assert hidden is not None
+    assert "QZKX" not in str(hidden)
+    assert "MNVR" not in str(hidden)

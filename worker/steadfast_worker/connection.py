@@ -108,11 +108,10 @@ async def connect_with(opts: ConnectOptions, runtime: Runtime | None = None) -> 
             runtime=runtime,
         )
     except Exception as err:
-        secrets = credentials.secret_parts(opts.api_key or "")
-        if not credentials.reveals(str(err), secrets):
+        hidden = credentials.redacted(err, opts.api_key or "")
+        if hidden is None:
             raise
-        message = credentials.scrub(str(err), secrets)
-        raise RuntimeError(f"{type(err).__name__}: {message}") from None
+        raise hidden from None
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

@@ -245,22 +245,6 @@ def to_application_error(
     )
 
 
-def chain_reveals(exc: BaseException, secrets: Sequence[str]) -> bool:
-    """Whether ``exc`` or an exception it was raised from holds a piece of a secret.
-
-    Temporal records an error's ``__cause__`` chain in history and logs print it,
-    so such a chain must be cut, not just the outermost message scrubbed.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if credentials.reveals(str(current), secrets):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 @contextlib.contextmanager
 def credential_in_use(setting: str, value: str) -> Iterator[None]:
     """Tell what failed while parsing or using ``value``, the credential ``setting`` names.
@@ -279,13 +263,14 @@ def credential_in_use(setting: str, value: str) -> Iterator[None]:
             raise err from None
         err = to_application_error(exc, secrets=secrets)
         if err is not exc:
+            told = credentials.scrub(f"{type(exc).__name__}: {exc}", secrets)
             err = ApplicationError(
-                f"{setting}: {err.message}",
+                f"{setting}: {told}",
                 type=err.type,
                 non_retryable=err.non_retryable,
                 next_retry_delay=err.next_retry_delay,
             )
-        raise err from (None if chain_reveals(exc, secrets) else exc)
+        raise err from (None if credentials.chain_reveals(exc, secrets) else exc)
 
 
 def is_retryable(err: ApplicationError) -> bool:

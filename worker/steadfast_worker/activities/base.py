@@ -225,7 +225,7 @@ class ActivityBase:
             err = errors.to_application_error(exc, *extra, secrets=secrets)
             retry_type = (err.type or errors.UNEXPECTED) if _will_retry(err) else None
             self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, retry_type)
-            cut = errors.chain_reveals(exc, secrets)
+            cut = credentials.chain_reveals(exc, secrets)
             if err is exc:
                 if cut:  # its own message is clean; what it was raised from is not
                     exc.__cause__, exc.__suppress_context__ = None, True
