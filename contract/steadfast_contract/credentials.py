@@ -18,8 +18,9 @@ that true:
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 from urllib.parse import parse_qsl, unquote
 
@@ -107,8 +108,9 @@ def secret_parts(value: str) -> list[str]:
     """What must never be echoed of a credential, in every spelling a message might use.
 
     Of a URL, the password (raw and percent-decoded) and any ``password=`` query
-    value; of a URL too malformed to tell where the password ends, everything
-    before its host. Anything else is a key, secret as a whole but for a public prefix.
+    value; of a URL too malformed to tell where the password ends, everything from
+    the user name's end to the last ``@``. Anything else is a key, secret as a whole
+    but for a public prefix.
     """
     value = value.strip()
     if "://" not in value:
@@ -116,11 +118,12 @@ def secret_parts(value: str) -> list[str]:
     rest = value.partition("://")[2]
     userinfo, at, _ = rest.rpartition("@")
     try:
-        userinfo = check_url(value, (value.partition("://")[0].lower(),), path_allowed=True)
-        userinfo = userinfo.rpartition("@")[0].partition(":")[2]
+        authority = check_url(value, (value.partition("://")[0].lower(),), path_allowed=True)
+        password = authority.rpartition("@")[0].partition(":")[2]
     except CredentialError:
-        pass  # keep everything before the last '@'
-    parts = [userinfo, unquote(userinfo)] if at and userinfo else []
+        # From the user name's end to the last '@', whatever lies between.
+        password = userinfo.partition(":")[2] if ":" in userinfo else userinfo
+    parts = [password, unquote(password)] if at and password else []
     query = rest.partition("?")[2].partition("#")[0]
     parts += [v for k, v in parse_qsl(query) if k.lower() == "password" and v]
     return parts
@@ -183,3 +186,42 @@ def redacted(exc: BaseException, secret: str) -> RuntimeError | None:
     if not chain_reveals(exc, parts):
         return None
     return RuntimeError(f"{type(exc).__name__}: {scrub(str(exc), parts)}")
+
+
+class ScrubbingFilter(logging.Filter):
+    """A handler filter that scrubs secrets from every record, whoever logged it.
+
+    Client libraries log at DEBUG what they were sent and what failed (an illegal
+    header value quoted whole). The message and the traceback are rendered here,
+    scrubbed, and the record carries only the result. ``secrets`` is called per
+    record that could hold one, so credentials changed since start are covered.
+    """
+
+    def __init__(self, secrets: Callable[[], Iterable[str]]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = list(self._secrets())
+        message = record.getMessage()
+        if reveals(message, secrets):
+            record.msg, record.args = scrub(message, secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and reveals(record.exc_text, secrets):
+            record.exc_text = scrub(record.exc_text, secrets)
+        return True
+
+
+def scrub_logs(secrets: Callable[[], Iterable[str]]) -> Callable[[], None]:
+    """Put a :class:`ScrubbingFilter` on every handler of the root logger; returns its undo."""
+    handlers = list(logging.getLogger().handlers)
+    scrubbing = ScrubbingFilter(secrets)
+    for handler in handlers:
+        handler.addFilter(scrubbing)
+
+    def undo() -> None:
+        for handler in handlers:
+            handler.removeFilter(scrubbing)
+
+    return undo

@@ -2,14 +2,18 @@
 
 Every credential a worker reads (the Anthropic key, the search key, the SMTP URL's
 password, the Postgres DSN's password, the Temporal API key) is planted with a
-distinctive value holding ``/ # @ :``, the characters that break URL parsing. Then
-runs are made to fail in every way a credential can fail: a URL or DSN written
-without percent-encoding, a key the simulator answers 401 to, a password a real
-server refuses, a server that is not there. Afterwards the full workflow
-histories, each worker process's log, its two ``/metrics`` pages and ``steadfast
-status`` (over TLS with the Temporal API key) are searched for every 4-character
-piece of every planted secret. Every piece of 4 or more characters contains one
-of those, so finding none proves no such piece leaked.
+distinctive value holding ``/ # @ :``, the characters that break URL parsing (one
+key also holds a stray newline, as a Secret made from a file can). Then runs are
+made to fail in every way a credential can fail: a URL or DSN written without
+percent-encoding, a key the simulator answers 401 to, a key no HTTP header may
+carry, a password a real server refuses, a server that is not there.
+
+Afterwards the full workflow histories (payloads decoded), each worker process's
+log (at DEBUG, where client libraries log what they sent and how it failed), its
+two ``/metrics`` pages and ``steadfast status`` (over TLS with the Temporal API
+key) are searched for every 4-character piece of every planted secret. Every
+piece of 4 or more characters contains one of those, so finding none proves no
+such piece leaked.
 
 Each scenario is its own ``steadfast worker`` process (a credential is per
 process), on its own task queue, talking to the session's real servers.
@@ -191,7 +195,8 @@ async def spawn(
     log = tmp / "worker.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *steadfast_command(*argv),  # the default log level, as deployed
+            # DEBUG: client libraries log what they sent and how it failed.
+            *steadfast_command(*argv, "--log-level", "DEBUG"),
             env={**os.environ, **scenario.env},
             stdout=out,
             stderr=subprocess.STDOUT,

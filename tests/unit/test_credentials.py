@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import pytest
 from temporalio.exceptions import ApplicationError
 
 from steadfast_contract.credentials import (
     REDACTED,
     CredentialError,
+    ScrubbingFilter,
     chain_reveals,
     check_url,
     redacted,
@@ -61,8 +65,9 @@ def test_secret_parts_are_the_password_or_the_whole_key() -> None:
     assert secret_parts("postgresql://u@h/db?password=QZKXMN") == ["QZKXMN"]
     assert secret_parts("smtp://host:25") == []
     assert secret_parts("sk-ant-api03-QZKXMNVR\n") == ["QZKXMNVR"]
-    # Too malformed to find the password: everything before the host is secret.
-    assert secret_parts(f"postgresql://u:{SECRET}@h/db")[0] == f"u:{SECRET}"
+    # Too malformed to find where the password ends: all up to the last '@' is secret.
+    assert secret_parts(f"postgresql://u:{SECRET}@h/db")[0] == SECRET
+    assert secret_parts("smtp://QZKX/MN@h") == ["QZKX/MN", "QZKX/MN"]
 
 
 def test_scrub_redacts_every_piece_of_four_characters_or_more() -> None:
@@ -104,3 +109,17 @@ def test_redacted_is_none_for_a_clean_error_and_clean_otherwise() -> None:
     assert hidden is not None
     assert "QZKX" not in str(hidden)
     assert "MNVR" not in str(hidden)
+
+
+def test_the_log_filter_scrubs_messages_and_tracebacks() -> None:
+    scrubbing = ScrubbingFilter(lambda: ["QZKXMNVR"])
+    record = logging.LogRecord("x", logging.DEBUG, __file__, 1, "sent %s", ("QZKXMNVR",), None)
+    try:
+        raise ValueError("bad header QZKXMNVR")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert scrubbing.filter(record)
+    assert "QZKX" not in record.getMessage()
+    assert record.exc_text is not None
+    assert "QZKX" not in record.exc_text
+    assert "bad header" in record.exc_text
