@@ -227,9 +227,9 @@ def readable(node: Any) -> Any:
     """A history's JSON with every payload's base64 decoded: a secret inside a payload
     shows only so, and base64 text would otherwise look like pieces of secrets."""
     if isinstance(node, dict):
-        if "data" in node and "metadata" in node and isinstance(node["data"], str):
+        if isinstance(node.get("data"), str) and set(node) <= {"metadata", "data"}:  # a Payload
             return {
-                "metadata": {k: _unbase64(v) for k, v in node["metadata"].items()},
+                "metadata": {k: _unbase64(v) for k, v in node.get("metadata", {}).items()},
                 "data": _unbase64(node["data"]),
             }
         return {k: readable(v) for k, v in node.items()}
