@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from steadfast_contract import credentials
 from steadfast_contract.spec import AgentSpec, TemporalSpec
 from steadfast_operator.kube import Kube, path
 
@@ -122,10 +123,17 @@ class TemporalPool:
         return from_secrets and time.monotonic() - found.checked >= self.credentials_check
 
     async def _connect(self, address: str, namespace: str, creds: Credentials) -> Client:
-        return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, tls=creds.tls, api_key=creds.api_key),
-            self.connect_timeout,
-        )
+        try:
+            return await asyncio.wait_for(
+                Client.connect(address, namespace=namespace, tls=creds.tls, api_key=creds.api_key),
+                self.connect_timeout,
+            )
+        except Exception as err:
+            # Its message goes into a condition and the log: never with the key in it.
+            hidden = credentials.redacted(err, creds.api_key or "")
+            if hidden is None:
+                raise
+            raise hidden from None
 
     async def _refresh(
         self,

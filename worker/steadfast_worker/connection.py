@@ -18,6 +18,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from steadfast_contract import credentials
 from steadfast_contract.config import ConfigError, TemporalConfig
 from steadfast_contract.config import TLSConfig as TLSFiles
 
@@ -93,14 +94,24 @@ async def connect(
 
 
 async def connect_with(opts: ConnectOptions, runtime: Runtime | None = None) -> Client:
-    """Connect a client with options already resolved by :func:`connect_options`."""
-    return await Client.connect(
-        opts.target_host,
-        namespace=opts.namespace,
-        tls=opts.tls,
-        api_key=opts.api_key,
-        runtime=runtime,
-    )
+    """Connect a client with options already resolved by :func:`connect_options`.
+
+    A failure that quotes the API key (a key with a stray newline is an invalid
+    header value) is raised as a ``RuntimeError`` without it.
+    """
+    try:
+        return await Client.connect(
+            opts.target_host,
+            namespace=opts.namespace,
+            tls=opts.tls,
+            api_key=opts.api_key,
+            runtime=runtime,
+        )
+    except Exception as err:
+        hidden = credentials.redacted(err, opts.api_key or "")
+        if hidden is None:
+            raise
+        raise hidden from None
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:

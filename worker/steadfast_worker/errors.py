@@ -15,8 +15,9 @@ below it only pull those facts out of ``anthropic``/``httpx`` exceptions.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -26,6 +27,7 @@ import httpx
 import httpx2
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract import credentials
 from steadfast_contract.errortypes import (
     BAD_REQUEST as BAD_REQUEST,
 )
@@ -206,19 +208,32 @@ def classify_exception(exc: BaseException) -> Classified:
         return Classified(CONNECTION_FAILED, True)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return Classified(INVALID_MODEL_OUTPUT, False)
+    if isinstance(exc, credentials.CredentialError):
+        return Classified(MISCONFIGURED, False)
     return Classified(UNEXPECTED, True)
 
 
-def to_application_error(exc: BaseException, *details: Any) -> ApplicationError:
+def to_application_error(
+    exc: BaseException, *details: Any, secrets: Sequence[str] = ()
+) -> ApplicationError:
     """The :class:`ApplicationError` an activity raises for ``exc``.
 
     ``details`` travel with the failure (the workflow reads spend and attempt
-    numbers from them). An ``ApplicationError`` passes through unchanged.
+    numbers from them). An ``ApplicationError`` passes through unchanged unless
+    its message holds a piece of one of ``secrets``; every message is scrubbed of them.
     """
     if isinstance(exc, ApplicationError):
-        return exc
+        if not credentials.reveals(exc.message, secrets):
+            return exc
+        return ApplicationError(
+            credentials.scrub(exc.message, secrets),
+            *exc.details,
+            type=exc.type,
+            non_retryable=exc.non_retryable,
+            next_retry_delay=exc.next_retry_delay,
+        )
     c = classify_exception(exc)
-    message = f"{c.type}: {type(exc).__name__}: {exc}"
+    message = credentials.scrub(f"{c.type}: {type(exc).__name__}: {exc}", secrets)
     return ApplicationError(
         message,
         *details,
@@ -228,6 +243,34 @@ def to_application_error(exc: BaseException, *details: Any) -> ApplicationError:
             timedelta(seconds=c.retry_after_seconds) if c.retry_after_seconds is not None else None
         ),
     )
+
+
+@contextlib.contextmanager
+def credential_in_use(setting: str, value: str) -> Iterator[None]:
+    """Tell what failed while parsing or using ``value``, the credential ``setting`` names.
+
+    Any exception becomes an ``ApplicationError`` (classified as usual; a
+    :class:`~steadfast_contract.credentials.CredentialError` is ``Misconfigured``)
+    whose message starts with ``setting`` and holds no piece of the credential;
+    the original is dropped from the chain when it held one.
+    """
+    try:
+        yield
+    except Exception as exc:
+        secrets = credentials.secret_parts(value)
+        if isinstance(exc, credentials.CredentialError):
+            err = ApplicationError(f"{setting} {exc}", type=MISCONFIGURED, non_retryable=True)
+            raise err from None
+        err = to_application_error(exc, secrets=secrets)
+        if err is not exc:
+            told = credentials.scrub(f"{type(exc).__name__}: {exc}", secrets)
+            err = ApplicationError(
+                f"{setting}: {told}",
+                type=err.type,
+                non_retryable=err.non_retryable,
+                next_retry_delay=err.next_retry_delay,
+            )
+        raise err from (None if credentials.chain_reveals(exc, secrets) else exc)
 
 
 def is_retryable(err: ApplicationError) -> bool:

@@ -24,6 +24,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from steadfast_contract import credentials
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.starter import settings_from_config
 from steadfast_worker import rotation
@@ -103,8 +104,14 @@ async def run_worker(
     metrics.serve(config.worker.metrics_port, config.worker.metrics_host)
     runtime = sdk_runtime(config.worker.metrics_host, config.worker.sdk_metrics_port)
     options = connect_options(config.temporal, env)
-    client = await connect_with(options, runtime)
     activities = ResearchActivities(config, metrics, env)
+    keys = credentials.secret_parts(options.api_key or "")
+    unscrub = credentials.scrub_logs(lambda: [*activities.secrets(), *keys])
+    try:
+        client = await connect_with(options, runtime)
+    except BaseException:
+        unscrub()
+        raise
     worker = build_worker(client, config, activities)
     rotating = None
     if rotation.follows_files(config.temporal):
@@ -144,3 +151,4 @@ async def run_worker(
         for sig in installed:
             loop.remove_signal_handler(sig)
         await activities.aclose()
+        unscrub()

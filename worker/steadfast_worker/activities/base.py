@@ -29,6 +29,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from steadfast_contract import credentials
 from steadfast_contract.config import WorkerConfig
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.storage import ReportStore, open_store
@@ -152,9 +153,24 @@ class ActivityBase:
     async def store(self) -> ReportStore:
         async with self._store_lock:
             if self._store is None:
-                dsn = self.env.get(self.config.storage.postgres_dsn_env, "")
-                self._store = await open_store(dsn, self.config.storage.sqlite_path)
+                name = self.config.storage.postgres_dsn_env
+                dsn = self.env.get(name, "")
+                setting = f"environment variable {name} (storage.postgresDsnEnv)"
+                with errors.credential_in_use(setting, dsn):
+                    if dsn:
+                        credentials.check_url(dsn, ("postgresql", "postgres"), path_allowed=True)
+                    self._store = await open_store(dsn, self.config.storage.sqlite_path)
             return self._store
+
+    def secrets(self) -> list[str]:
+        """The secret parts of every credential this worker holds, as they are now."""
+        c = self.config
+        keys = (c.model.api_key_env, c.search.api_key_env, c.temporal.api_key_env)
+        urls = (c.notify.email.smtp_url_env, c.storage.postgres_dsn_env)
+        found: list[str] = []
+        for name in (*keys, *urls):
+            found += credentials.secret_parts(self.env.get(name, "")) if name else []
+        return found
 
     async def aclose(self) -> None:
         """Close clients; called when the worker stops."""
@@ -203,12 +219,18 @@ class ActivityBase:
             raise
         except Exception as exc:
             extra = [details()] if details is not None else []
-            err = errors.to_application_error(exc, *extra)
+            # The last line of defence: whatever a client library said, no piece
+            # of a credential leaves the activity (history, logs, status).
+            secrets = self.secrets()
+            err = errors.to_application_error(exc, *extra, secrets=secrets)
             retry_type = (err.type or errors.UNEXPECTED) if _will_retry(err) else None
             self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, retry_type)
+            cut = credentials.chain_reveals(exc, secrets)
             if err is exc:
+                if cut:  # its own message is clean; what it was raised from is not
+                    exc.__cause__, exc.__suppress_context__ = None, True
                 raise
-            raise err from exc
+            raise err from (None if cut else exc)
         self.metrics.record_attempt(self.labels, name, OUTCOME_SUCCESS)
 
 

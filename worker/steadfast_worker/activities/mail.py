@@ -41,6 +41,7 @@ from aiosmtplib.email import flatten_message
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract import credentials
 from steadfast_contract.activities import SEND_EMAIL, SendEmailInput, SendEmailOutput
 from steadfast_worker import errors
 from steadfast_worker.activities.base import ActivityBase
@@ -59,11 +60,15 @@ _REFUSED = (
 
 
 def smtp_target(url: str) -> dict[str, object]:
-    """``aiosmtplib.send`` keyword arguments from ``smtp[s]://[user:pass@]host[:port]``."""
+    """``aiosmtplib.send`` keyword arguments from ``smtp[s]://[user:pass@]host[:port]``.
+
+    The user name and password are percent-decoded. A URL that cannot be read as
+    written (an unencoded ``/ ? # @`` in the password, a bad port) raises a
+    :class:`~steadfast_contract.credentials.CredentialError` that never quotes it.
+    """
+    credentials.check_url(url, ("smtp", "smtps"), path_allowed=False)
     parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ValueError("expected smtp://[user:pass@]host[:port] or smtps://...")
-    secure = parts.scheme == "smtps"
+    secure = parts.scheme.lower() == "smtps"
     return {
         "hostname": parts.hostname,
         "port": parts.port or (465 if secure else 25),
@@ -138,7 +143,7 @@ class MailActivities(ActivityBase):
             target = smtp_target(url)
         except ValueError as err:
             raise ApplicationError(
-                f"{cfg.smtp_url_env} (notify.email.smtpUrlEnv): {err}",
+                f"environment variable {cfg.smtp_url_env} (notify.email.smtpUrlEnv) {err}",
                 type=errors.MISCONFIGURED,
                 non_retryable=True,
             ) from None

@@ -1,0 +1,125 @@
+"""Credentials parsed without being quoted, and scrubbed from what libraries say."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from steadfast_contract.credentials import (
+    REDACTED,
+    CredentialError,
+    ScrubbingFilter,
+    chain_reveals,
+    check_url,
+    redacted,
+    scrub,
+    secret_parts,
+)
+from steadfast_worker import errors
+from steadfast_worker.activities.mail import smtp_target
+
+pytestmark = pytest.mark.unit
+
+SECRET = "QZKX/MNVR#WXJG@SRKM:ZQVN"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"smtp://bot:{SECRET}@127.0.0.1:25", "percent-encode"),
+        ("smtp://bot:QZKX?MNVR@host", "percent-encode"),
+        ("smtp://bot:QZ@KX@host", "more than one '@'"),
+        ("smtp://bot:QZKX%zz@host", "%25"),
+        ("smtp://bot:QZKX@host:QZKX", "port"),
+        ("smtp://bot:QZKX@:25", "no host"),
+        ("http://bot:QZKX@host", "smtp://"),
+        ("", "empty"),
+    ],
+)
+def test_a_url_that_cannot_be_read_is_refused_without_quoting_it(url: str, problem: str) -> None:
+    with pytest.raises(CredentialError) as refused:
+        smtp_target(url)
+    assert problem in str(refused.value)
+    assert "QZ" not in str(refused.value)
+
+
+def test_a_percent_encoded_password_is_decoded() -> None:
+    target = smtp_target("smtps://bot:QZKX%2FMNVR%23WX%40JG%3AZQ@mail.test:2465")
+    assert target["password"] == "QZKX/MNVR#WX@JG:ZQ"
+    assert (target["hostname"], target["port"], target["use_tls"]) == ("mail.test", 2465, True)
+
+
+def test_a_dsn_may_have_a_database_and_options_but_no_stray_at() -> None:
+    check_url(
+        "postgresql://u:p%2F@h1:5432,h2/db?sslmode=require", ("postgresql",), path_allowed=True
+    )
+    with pytest.raises(CredentialError):
+        check_url(f"postgresql://u:{SECRET}@h:5432/db", ("postgresql",), path_allowed=True)
+
+
+def test_secret_parts_are_the_password_or_the_whole_key() -> None:
+    assert secret_parts("smtp://bot:QZ%2FKX@host:25") == ["QZ%2FKX", "QZ/KX"]
+    assert secret_parts("postgresql://u@h/db?password=QZKXMN") == ["QZKXMN"]
+    assert secret_parts("smtp://host:25") == []
+    assert secret_parts("sk-ant-api03-QZKXMNVR\n") == ["QZKXMNVR"]
+    # Too malformed to find where the password ends: all up to the last '@' is secret.
+    assert secret_parts(f"postgresql://u:{SECRET}@h/db")[0] == SECRET
+    assert secret_parts("smtp://QZKX/MN@h") == ["QZKX/MN", "QZKX/MN"]
+
+
+def test_scrub_redacts_every_piece_of_four_characters_or_more() -> None:
+    text = "port 'QZKX' then MNVR#W and QZK and ok"
+    assert scrub(text, [SECRET]) == f"port '{REDACTED}' then {REDACTED} and QZK and ok"
+    assert scrub(text, []) == text
+
+
+def test_an_activity_failure_is_scrubbed_and_its_chain_cut() -> None:
+    exc = ValueError(f"invalid literal for int() with base 10: '{SECRET[:4]}'")
+    exc.__cause__ = KeyError("clean")
+    err = errors.to_application_error(exc, secrets=[SECRET])
+    assert SECRET[:4] not in err.message
+    assert chain_reveals(exc, [SECRET])
+    outer = RuntimeError("clean")
+    outer.__cause__ = exc
+    assert chain_reveals(outer, [SECRET])
+    clean = ApplicationError("fine", type="X")
+    assert errors.to_application_error(clean, secrets=[SECRET]) is clean
+
+
+def test_credential_in_use_names_the_setting_and_not_the_value() -> None:
+    setting = "environment variable DSN (storage.postgresDsnEnv)"
+    dsn = "postgresql://u:QZKXMNVR@h/db"
+    with pytest.raises(ApplicationError) as failed, errors.credential_in_use(setting, dsn):
+        raise OSError("could not connect as u:QZKXMNVR@h")
+    assert failed.value.message.startswith(setting)
+    assert "QZKX" not in failed.value.message
+    assert failed.value.__cause__ is None
+    with pytest.raises(ApplicationError) as refused, errors.credential_in_use(setting, dsn):
+        raise CredentialError("holds a '/'")
+    assert refused.value.type == errors.MISCONFIGURED
+    assert refused.value.non_retryable
+
+
+def test_redacted_is_none_for_a_clean_error_and_clean_otherwise() -> None:
+    assert redacted(RuntimeError("connection refused"), "QZKXMNVR") is None
+    hidden = redacted(RuntimeError("invalid header b'QZKX\\nMNVR'"), "QZKX\nMNVR")
+    assert hidden is not None
+    assert "QZKX" not in str(hidden)
+    assert "MNVR" not in str(hidden)
+
+
+def test_the_log_filter_scrubs_messages_and_tracebacks() -> None:
+    scrubbing = ScrubbingFilter(lambda: ["QZKXMNVR"])
+    record = logging.LogRecord("x", logging.DEBUG, __file__, 1, "sent %s", ("QZKXMNVR",), None)
+    try:
+        raise ValueError("bad header QZKXMNVR")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert scrubbing.filter(record)
+    assert "QZKX" not in record.getMessage()
+    assert record.exc_text is not None
+    assert "QZKX" not in record.exc_text
+    assert "bad header" in record.exc_text
