@@ -13,15 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from tests.e2e.operator_env import (
-    Operator,
-    agent_manifest,
-    apply,
-    condition,
-    get,
-    secret,
-    wait_for,
-)
+from tests.e2e import operator_env as env
 from tests.support.kube import KubeCluster
 from tests.support.sim import SimHandle
 
@@ -52,29 +44,31 @@ def settled(cluster: KubeCluster, namespace: str) -> dict[str, Any]:
 
     def quiet() -> dict[str, Any] | None:
         nonlocal last, since
-        now = get(cluster, "deploy", namespace, "x-worker") or {}
+        now = env.get(cluster, "deploy", namespace, "x-worker") or {}
         version = now.get("metadata", {}).get("resourceVersion")
         if version != last.get("metadata", {}).get("resourceVersion"):
             last, since = now, time.monotonic()
             return None
         return now if time.monotonic() - since >= 3 else None
 
-    return wait_for("the stranger Deployment to settle", quiet, timeout=60)
+    return env.wait_for("the stranger Deployment to settle", quiet, timeout=60)
 
 
 def test_an_unowned_worker_deployment_is_left_alone(
-    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
+    operator: env.Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
-    apply(kube_cluster, stranger_deployment(namespace))
+    env.secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    env.apply(kube_cluster, stranger_deployment(namespace))
     before = settled(kube_cluster, namespace)
 
-    apply(kube_cluster, agent_manifest("x", namespace, op_sim, ["a topic"]))
-    ready = wait_for(
+    env.apply(kube_cluster, env.agent_manifest("x", namespace, op_sim, ["a topic"]))
+    ready = env.wait_for(
         "Ready=False/ChildConflict on x",
         lambda: (
             c
-            if (c := condition(get(kube_cluster, "ra", namespace, "x"), "Ready")).get("reason")
+            if (c := env.condition(env.get(kube_cluster, "ra", namespace, "x"), "Ready")).get(
+                "reason"
+            )
             == "ChildConflict"
             else None
         ),
@@ -84,18 +78,18 @@ def test_an_unowned_worker_deployment_is_left_alone(
     assert "not owned by this ResearchAgent" in ready["message"], ready
     time.sleep(5)  # several status ticks (--status-interval 1) and a reconcile retry's worth
 
-    after = get(kube_cluster, "deploy", namespace, "x-worker")
+    after = env.get(kube_cluster, "deploy", namespace, "x-worker")
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after == before
     assert "ownerReferences" not in after["metadata"]
     # Nothing half-made next to it.
-    assert get(kube_cluster, "cm", namespace, "x-worker-config") is None
-    assert get(kube_cluster, "svc", namespace, "x-worker") is None
+    assert env.get(kube_cluster, "cm", namespace, "x-worker-config") is None
+    assert env.get(kube_cluster, "svc", namespace, "x-worker") is None
 
     # Deleting the agent leaves the stranger: prove the garbage collector acted on the
     # deletion with a marker that x does own, and look at the stranger once it is gone.
-    agent = get(kube_cluster, "ra", namespace, "x")
+    agent = env.get(kube_cluster, "ra", namespace, "x")
     assert agent is not None
     owner = {
         "apiVersion": "steadfast.dev/v1alpha1",
@@ -108,12 +102,12 @@ def test_an_unowned_worker_deployment_is_left_alone(
         "kind": "ConfigMap",
         "metadata": {"name": "x-marker", "namespace": namespace, "ownerReferences": [owner]},
     }
-    apply(kube_cluster, marker)
+    env.apply(kube_cluster, marker)
     kube_cluster.kubectl("delete", "ra", "x", "-n", namespace, "--timeout=60s")
-    wait_for(
+    env.wait_for(
         "the garbage collector to remove x's marker",
-        lambda: get(kube_cluster, "cm", namespace, "x-marker") is None,
+        lambda: env.get(kube_cluster, "cm", namespace, "x-marker") is None,
     )
-    left = get(kube_cluster, "deploy", namespace, "x-worker")
+    left = env.get(kube_cluster, "deploy", namespace, "x-worker")
     assert left is not None, "deleting the agent took the stranger with it"
     assert left["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
