@@ -23,7 +23,7 @@ from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_operator import deletion, metrics, planner, schedules, workflows
 from steadfast_operator.planner import Observed, TemporalView
-from steadfast_operator.reconcile import AgentState, agent_of, connect
+from steadfast_operator.reconcile import AgentState, agent_of, connect, status_topics
 from steadfast_operator.render import AgentRef
 from steadfast_operator.shared import Shared
 from steadfast_operator.spec import InvalidSpec, parse_spec, worker_config
@@ -85,7 +85,7 @@ async def clean_up(
     if isinstance(client, Problem):
         return client
     previous = dict(body.status)
-    listed = {str(r["topic"]) for r in (previous.get("runs") or []) if r.get("topic")}
+    listed = status_topics(previous)
     try:
         found = await schedules.find(client, cfg, {*spec.unique_topics(), *listed})
         plan = planner.plan(

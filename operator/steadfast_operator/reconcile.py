@@ -159,7 +159,7 @@ async def observe(
     view: TemporalView | None = None
     client: Client | None = None
     if spec is not None and config is not None and planner.needs_temporal(problem):
-        listed = _status_topics(body.status) if changed else None
+        listed = status_topics(body.status) if changed else None
         view, client = await read_temporal(shared, state, agent, spec, config, listed)
     obs = Observed(
         agent=agent,
@@ -251,7 +251,8 @@ async def connect(shared: Shared, agent: render.AgentRef, spec: AgentSpec) -> Cl
         )
 
 
-def _status_topics(previous: Any) -> set[str]:
+def status_topics(previous: Any) -> set[str]:
+    """The topics the agent's status lists runs of (at most ``status.MAX_RUNS_LISTED``)."""
     return {str(r["topic"]) for r in (previous.get("runs") or []) if r.get("topic")}
 
 
