@@ -312,7 +312,13 @@ class AgentSpec(SpecModel):
     deletion_policy: Literal["Cancel", "Abandon"] = Field(
         default="Cancel",
         max_length=16,
-        description="What happens to running workflows when the agent is deleted.",
+        description=(
+            "What deleting the agent does in Temporal. Cancel: its Schedules are deleted and "
+            "its running workflows cancelled; the finalizer stays until Temporal confirms, "
+            "however long it is unreachable (Ready=False, WaitingForTemporal). Abandon: one "
+            "try, then the agent goes; running workflows are left, and its Schedules too "
+            "when Temporal could not be reached."
+        ),
     )
 
     def secret_refs(self) -> dict[str, SecretRef]:

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from steadfast_contract import crdgen
-from steadfast_operator import apply, reconcile, shared
+from steadfast_operator import apply, deletion, finalizing, reconcile, shared
 from steadfast_operator.reconcile import AgentState
 from steadfast_operator.settings import OperatorConfig
 from steadfast_operator.shared import Shared
@@ -92,9 +92,13 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
                 *reconcile.replica_counts(obj),
             )
 
-    @kopf.on.delete(*RESOURCE, retries=6, backoff=5, registry=registry)
-    async def on_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
-        await reconcile.finalize(_shared(memo), _state(memo), body)
+    # No retry limit: the finalizer stays until Temporal confirms (docs/design.md §2);
+    # finalize raises TemporaryError with a bounded backoff, and Abandon is the way out.
+    @kopf.on.delete(*RESOURCE, retries=None, backoff=deletion.FIRST_DELAY, registry=registry)
+    async def on_delete(
+        body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, **_: Any
+    ) -> None:
+        await finalizing.finalize(_shared(memo), _state(memo), body, patch, retry)
 
     return registry
 

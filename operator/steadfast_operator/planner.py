@@ -61,6 +61,8 @@ class TemporalView:
     runs: tuple[RunRow, ...] = ()
     problem: Problem | None = None
     """Why Temporal could not be read (``TemporalUnreachable``, ``TemporalError``)."""
+    schedules: Mapping[str, str] | None = None
+    """The agent's Schedules found in Temporal, id -> topic (``None``: not listed)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class Plan:
     """A change's Schedules: every topic's on the current cron, removed topics' deleted."""
     stop: tuple[str, ...] = ()
     """Topics whose running workflows ``deletion_policy`` applies to."""
+    stop_unlisted: bool = False
+    """Also the agent's running workflows of topics nobody lists (on deletion)."""
     deletion_policy: str = "Cancel"
     start: tuple[Start, ...] = ()
     pause: ScheduleChange | None = None
@@ -213,10 +217,11 @@ def plan(obs: Observed) -> Plan:
             # The Deployment this plan creates starts at minReplicas, none ready yet.
             obs = replace(obs, replicas=(spec.workers.min_replicas, 0))
     if setup and spec is not None and config is not None and problem is None:
-        removed = removed_topics(spec, obs.previous_status)
+        listed = view.schedules if view is not None else None
+        removed = removed_topics(spec, obs.previous_status, listed)
         out = replace(
             out,
-            schedules=setup_schedules(spec, removed, obs.schedules_paused),
+            schedules=setup_schedules(spec, removed, obs.schedules_paused, listed),
             stop=removed,
             deletion_policy=spec.deletion_policy,
         )
@@ -241,18 +246,33 @@ def _unreachable(view: TemporalView) -> bool:
     return view.problem is not None and view.problem.reason == "TemporalUnreachable"
 
 
-def removed_topics(spec: AgentSpec, previous_status: Mapping[str, Any]) -> tuple[str, ...]:
-    """Topics the status still lists that the spec no longer has."""
+def removed_topics(
+    spec: AgentSpec, previous_status: Mapping[str, Any], found: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """Topics the status lists or a Schedule in Temporal runs that the spec no longer has.
+
+    The status lists a bounded number of runs; the Schedules found in Temporal
+    (``found``) name topics removed long ago too.
+    """
     topics = set(spec.unique_topics())
     previous = {r.get("topic") for r in (previous_status.get("runs") or [])}
+    previous |= set((found or {}).values())
     return tuple(sorted(t for t in previous if t and t not in topics))
 
 
-def setup_schedules(spec: AgentSpec, removed: tuple[str, ...], paused: bool) -> ScheduleChange:
-    """One Schedule per topic on ``spec.schedule`` (none without one); removed topics' go."""
+def setup_schedules(
+    spec: AgentSpec, removed: tuple[str, ...], paused: bool, found: Mapping[str, str] | None = None
+) -> ScheduleChange:
+    """One Schedule per topic on ``spec.schedule`` (none without one); removed topics' go.
+
+    Without a cron, the Schedules found in Temporal go (every topic's when they
+    were not listed).
+    """
     topics = tuple(spec.unique_topics())
     if spec.schedule:
         return ScheduleChange(upsert=topics, delete=removed, cron=spec.schedule, paused=paused)
+    if found is not None:
+        return ScheduleChange(delete=tuple(sorted(set(found.values()) | set(removed))))
     return ScheduleChange(delete=topics + removed)
 
 
@@ -333,15 +353,19 @@ def plan_deletion(obs: Observed) -> Plan:
     """Before the agent goes: every Schedule deleted, ``deletionPolicy`` applied to runs.
 
     Topics the status still lists count too (an edit may have dropped them before
-    their runs ended). Children need no deleting: their owner references let the
-    garbage collector remove them.
+    their runs ended), and so do those of the agent's Schedules found in Temporal
+    (removed beyond what the status lists); the agent's running workflows of
+    topics nobody lists are found in Temporal. Children need no deleting: their
+    owner references let the garbage collector remove them.
     """
     if obs.spec is None:
         return Plan()
     previous = {r.get("topic") for r in (obs.previous_status.get("runs") or []) if r.get("topic")}
-    topics = tuple(sorted(set(obs.spec.unique_topics()) | previous))
+    found = obs.temporal.schedules if obs.temporal is not None else None
+    topics = tuple(sorted(set(obs.spec.unique_topics()) | previous | set((found or {}).values())))
     return Plan(
         schedules=ScheduleChange(delete=topics),
         stop=topics,
+        stop_unlisted=obs.spec.deletion_policy == "Cancel",
         deletion_policy=obs.spec.deletion_policy,
     )

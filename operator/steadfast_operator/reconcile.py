@@ -1,7 +1,8 @@
 """One pass over one agent: observe, plan, execute, one status write.
 
 The handlers (:mod:`.handlers`) call :func:`reconcile` on a change or resume,
-:func:`refresh` on every timer tick and :func:`finalize` before the agent goes.
+:func:`refresh` on every timer tick, and :func:`steadfast_operator.finalizing.finalize`
+before the agent goes.
 Each reads the cluster and Temporal (:func:`observe`), asks the pure planner
 what to do (:func:`steadfast_operator.planner.plan`), performs exactly that
 (:func:`execute`) and writes the status once.
@@ -32,7 +33,7 @@ from steadfast_operator.children import ChildChange
 from steadfast_operator.kube import path
 from steadfast_operator.planner import Failure, Observed, Plan, TemporalView
 from steadfast_operator.shared import Shared
-from steadfast_operator.spec import InvalidSpec, parse_spec, validate, worker_config
+from steadfast_operator.spec import InvalidSpec, validate, worker_config
 from steadfast_operator.status import Problem
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,8 @@ async def observe(
     view: TemporalView | None = None
     client: Client | None = None
     if spec is not None and config is not None and planner.needs_temporal(problem):
-        view, client = await read_temporal(shared, state, agent, spec, config)
+        listed = status_topics(body.status) if changed else None
+        view, client = await read_temporal(shared, state, agent, spec, config, listed)
     obs = Observed(
         agent=agent,
         now=datetime.now(UTC),
@@ -249,10 +251,21 @@ async def connect(shared: Shared, agent: render.AgentRef, spec: AgentSpec) -> Cl
         )
 
 
+def status_topics(previous: Any) -> set[str]:
+    """The topics the agent's status lists runs of (at most ``status.MAX_RUNS_LISTED``)."""
+    return {str(r["topic"]) for r in (previous.get("runs") or []) if r.get("topic")}
+
+
 async def read_temporal(
-    shared: Shared, state: AgentState, agent: render.AgentRef, spec: AgentSpec, cfg: WorkerConfig
+    shared: Shared,
+    state: AgentState,
+    agent: render.AgentRef,
+    spec: AgentSpec,
+    cfg: WorkerConfig,
+    listed: set[str] | None = None,
 ) -> tuple[TemporalView, Client | None]:
-    """The agent's task-queue statistics and runs."""
+    """The agent's task-queue statistics and runs; on a change (``listed``: the
+    topics its status lists) its Schedules too."""
     client = await connect(shared, agent, spec)
     if isinstance(client, Problem):
         return TemporalView(problem=client), None
@@ -262,11 +275,14 @@ async def read_temporal(
         runs = await workflows.observe(
             client, cfg, spec.unique_topics(), state.cache, query_running=queue.pollers > 0
         )
+        found = None
+        if listed is not None:
+            found = await schedules.find(client, cfg, {*spec.unique_topics(), *listed})
     except RPCError as err:
         return TemporalView(
             queue, problem=Problem("TemporalError", f"Temporal call failed: {err}")
         ), client
-    return TemporalView(queue, tuple(runs)), client
+    return TemporalView(queue, tuple(runs), schedules=found), client
 
 
 # --- execute -------------------------------------------------------------------------
@@ -352,48 +368,3 @@ async def scale(shared: Shared, agent: render.AgentRef, decision: planner.Scale)
         decision.desired,
         decision.reason,
     )
-
-
-# --- finalize ------------------------------------------------------------------------
-
-
-async def finalize(shared: Shared, state: AgentState, body: kopf.Body) -> None:
-    """Before the agent goes: apply deletionPolicy to its runs, delete its Schedules."""
-    agent = agent_of(body)
-    raw = dict(body.spec)
-    try:
-        spec = parse_spec(agent.namespace, agent.name, raw)
-        cfg = worker_config(agent, spec, shared.config.defaults)
-    except InvalidSpec:
-        # Nothing to stop for a spec that does not validate now, but the agent's
-        # series (and an earlier valid spec's backlog) must still go.
-        queue = state.config.task_queue if state.config is not None else ""
-        metrics.forget_agent(agent.namespace, agent.name, queue)
-        return
-    async with shared.lock(agent.namespace, agent.name):
-        client = await connect(shared, agent, spec)
-        if isinstance(client, Problem):
-            raise kopf.TemporaryError(client.message, delay=planner.RETRY_AFTER[client.reason])
-        plan = planner.plan(
-            Observed(
-                agent=agent,
-                now=datetime.now(UTC),
-                generation=state.generation,
-                spec=spec,
-                config=cfg,
-                deleting=True,
-                previous_status=dict(body.status),
-            )
-        )
-        if plan.schedules is not None:
-            await schedules.delete(client, cfg, plan.schedules.delete)
-        stopped = await workflows.stop_topics(client, cfg, plan.stop, plan.deletion_policy)
-        log.info(
-            "%s/%s deleted: %s %d running workflows",
-            agent.namespace,
-            agent.name,
-            "cancelled" if plan.deletion_policy == "Cancel" else "abandoned",
-            stopped,
-        )
-    metrics.forget_agent(agent.namespace, agent.name, cfg.task_queue)
-    shared.locks.pop((agent.namespace, agent.name), None)

@@ -5,10 +5,18 @@ Each Schedule starts the topic's workflow on the cron (runs get
 going, and is paused while the day's budget is spent. Which Schedules to
 create, update, pause or delete is the planner's decision
 (:mod:`steadfast_operator.planner`); this module only performs it.
+
+The agent's Schedules are found in Temporal (:func:`find`), not from its status,
+which lists a bounded number of runs: a topic removed long ago still has its
+Schedule deleted. The list is read by id prefix; an id the agent's current or
+listed topics do not explain is the agent's only if the topic in its action's
+input derives that exact id (:func:`owned`): the prefix alone also matches an
+agent whose name extends this one's (``news``, ``news-eu``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from temporalio.client import (
@@ -28,10 +36,28 @@ from temporalio.service import RPCError, RPCStatusCode
 from steadfast_contract import ids, models, starter
 from steadfast_contract.config import WorkerConfig
 
+log = logging.getLogger(__name__)
+
+SUFFIX = "-schedule"
+
 
 def schedule_id(workflow_id: str) -> str:
     """One Schedule per topic; its runs get ``<workflow_id>-<timestamp>`` ids."""
-    return f"{workflow_id}-schedule"
+    return f"{workflow_id}{SUFFIX}"
+
+
+def topic_schedule_id(cfg: WorkerConfig, topic: str) -> str:
+    return schedule_id(ids.workflow_id(cfg.namespace, cfg.agent, topic))
+
+
+def owned(sched_id: str, namespace: str, agent: str, action_input: object) -> str | None:
+    """The topic of a listed Schedule if it is this agent's, from its action's input."""
+    if not isinstance(action_input, models.ResearchInput):
+        return None
+    if (action_input.namespace, action_input.agent) != (namespace, agent):
+        return None
+    wanted = schedule_id(ids.workflow_id(namespace, agent, action_input.topic))
+    return action_input.topic if wanted == sched_id else None
 
 
 def _schedule(cfg: WorkerConfig, topic: str, cron: str, paused: bool, note: str) -> Schedule:
@@ -84,3 +110,46 @@ async def _delete_schedule(client: Client, sched_id: str) -> None:
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
+
+
+async def find(client: Client, cfg: WorkerConfig, known: Iterable[str]) -> dict[str, str]:
+    """The agent's Schedules in Temporal: Schedule id -> topic.
+
+    ``known`` topics (the spec's, the status's) are recognised by id; any other
+    id with the agent's prefix is described once to read the topic it runs.
+    """
+    by_id = {topic_schedule_id(cfg, t): t for t in known}
+    prefix = ids.workflow_id_prefix(cfg.namespace, cfg.agent)
+    found: dict[str, str] = {}
+    async for listed in await client.list_schedules():
+        sched_id = listed.id
+        if not (sched_id.startswith(prefix) and sched_id.endswith(SUFFIX)):
+            continue
+        if sched_id in by_id:
+            found[sched_id] = by_id[sched_id]
+            continue
+        topic = await _topic_of(client, cfg, sched_id)
+        if topic is not None:
+            found[sched_id] = topic
+    return found
+
+
+async def _topic_of(client: Client, cfg: WorkerConfig, sched_id: str) -> str | None:
+    try:
+        desc = await client.get_schedule_handle(sched_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None  # deleted since it was listed
+        raise
+    action = desc.schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or not action.args:
+        return None
+    try:
+        (first,) = await client.data_converter.decode(
+            [action.args[0]],
+            [models.ResearchInput],
+        )
+    except Exception:  # another tool's Schedule with an input this one cannot read
+        log.debug("Schedule %s: input is not a ResearchInput", sched_id)
+        return None
+    return owned(sched_id, cfg.namespace, cfg.agent, first)

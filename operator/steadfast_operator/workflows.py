@@ -74,14 +74,18 @@ async def start_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str])
     return started
 
 
-async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], policy: str) -> int:
+async def stop_topics(
+    client: Client, cfg: WorkerConfig, topics: Iterable[str], policy: str, *, unlisted: bool = False
+) -> int:
     """Apply ``deletionPolicy`` to the running workflows of ``topics``; returns how many.
 
     ``Cancel`` requests cancellation (the workflow records its phase as it
-    ends); ``Abandon`` leaves them running and only reports them.
+    ends); ``Abandon`` leaves them running and only reports them. With
+    ``unlisted`` (the agent is being deleted) a running workflow of a topic no
+    one listed counts too, when its input names this agent.
     """
     known = topic_ids(cfg, topics)
-    if not known:
+    if not known and not unlisted:
         return 0
     count = 0
     query = (
@@ -89,13 +93,36 @@ async def stop_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str], 
         "AND ExecutionStatus = 'Running'"
     )
     async for wf in client.list_workflows(query):
-        if owner_topic(wf.id, known) is None:
+        if owner_topic(wf.id, known) is None and not (unlisted and await _ours(client, cfg, wf)):
             continue
         count += 1
         if policy == "Cancel":
             with contextlib.suppress(RPCError):
                 await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
     return count
+
+
+async def _ours(client: Client, cfg: WorkerConfig, wf: WorkflowExecution) -> bool:
+    """Whether a run the agent's topics do not explain is the agent's, by its input.
+
+    The id prefix alone also matches an agent whose name extends this one's.
+    """
+    handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+    async for event in handle.fetch_history_events():
+        attrs = event.workflow_execution_started_event_attributes
+        if not attrs.input.payloads:
+            return False
+        try:
+            (given,) = await client.data_converter.decode(
+                [attrs.input.payloads[0]], [models.ResearchInput]
+            )
+        except Exception:  # not a ResearchWorkflow this version can read: not ours
+            return False
+        return isinstance(given, models.ResearchInput) and (given.namespace, given.agent) == (
+            cfg.namespace,
+            cfg.agent,
+        )
+    return False
 
 
 @dataclass

@@ -125,6 +125,49 @@ async def test_cancel_policy(temporal_client: Client, task_queue: str, agent: st
     assert not await cancel_requested("keep")
 
 
+async def test_schedules_and_runs_nobody_lists_are_found_exactly(
+    temporal_client: Client, task_queue: str, agent: str
+) -> None:
+    """What deletion finds in Temporal: the agent's own, not a sibling's with its prefix."""
+    cfg = config(agent, task_queue)
+    sibling = config(agent + "-eu", task_queue + "-eu")
+    cron = "0 6 * * 1"
+    await schedules.upsert(temporal_client, cfg, ["listed", "forgotten"], cron, paused=True)
+    await schedules.upsert(temporal_client, sibling, ["theirs"], cron, paused=True)
+    await workflows.start_topics(temporal_client, cfg, ["listed", "forgotten"])
+    await workflows.start_topics(temporal_client, sibling, ["theirs"])
+    try:
+        mine = {
+            f"{ids.workflow_id('it', agent, 'listed')}-schedule": "listed",
+            f"{ids.workflow_id('it', agent, 'forgotten')}-schedule": "forgotten",
+        }
+        found = await eventually(
+            lambda: schedules.find(temporal_client, cfg, ["listed"]), lambda f: f == mine
+        )
+        assert found == mine
+
+        async def running() -> int:
+            query = f"WorkflowId STARTS_WITH '{ids.workflow_id_prefix('it', agent)}'"
+            return len([w async for w in temporal_client.list_workflows(query)])
+
+        await eventually(running, lambda n: n == 3)
+        stopped = await workflows.stop_topics(
+            temporal_client, cfg, ["listed"], "Cancel", unlisted=True
+        )
+        assert stopped == 2
+
+        async def cancel_requested(wf_id: str) -> bool:
+            handle = temporal_client.get_workflow_handle(wf_id)
+            events = [e.event_type async for e in handle.fetch_history_events()]
+            return EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
+
+        assert await cancel_requested(ids.workflow_id("it", agent, "forgotten"))
+        assert not await cancel_requested(ids.workflow_id("it", agent + "-eu", "theirs"))
+    finally:
+        await schedules.delete(temporal_client, cfg, ["listed", "forgotten"])
+        await schedules.delete(temporal_client, sibling, ["theirs"])
+
+
 async def test_schedules_follow_the_spec(
     temporal_client: Client, task_queue: str, agent: str
 ) -> None:

@@ -1,0 +1,202 @@
+"""Deleting an agent waits for Temporal, and finds the agent's Schedules in Temporal.
+
+An agent's finalizer stays while its Temporal is unreachable, for longer than the
+minute of retries an earlier operator gave before it let the agent go with its
+Schedules firing and its runs uncancelled; the status says what it waits for, and
+``deletionPolicy: Abandon`` lets it go without waiting. Schedules are listed from
+Temporal, so one whose topic the status no longer lists is deleted too, on an
+edit and on deletion, while a sibling agent's (``<name>-eu``) is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.service import RPCError, RPCStatusCode
+from tests.e2e.operator_env import Operator, agent_manifest, apply, condition, get, secret
+from tests.support.kube import KubeCluster
+from tests.support.sim import SimHandle
+from tests.support.tcpforward import TCPForwarder
+from tests.support.waiting import wait_for
+
+from steadfast_contract import ids, models
+
+pytestmark = pytest.mark.e2e
+
+CRON = "0 6 * * 1"
+FINALIZER = "steadfast.dev/finalizer"
+OUTAGE = 100.0
+"""Seconds Temporal stays away: past the ~60 s after which the old handler gave up."""
+
+
+def schedule_id(namespace: str, agent: str, topic: str) -> str:
+    return f"{ids.workflow_id(namespace, agent, topic)}-schedule"
+
+
+async def schedule_exists(client: Client, sched_id: str) -> bool:
+    try:
+        await client.get_schedule_handle(sched_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def eventually(what: str, check: Any, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def stray_schedule(client: Client, namespace: str, agent: str, topic: str) -> str:
+    """A paused Schedule as the operator makes them, for a topic no status lists."""
+    wf_id = ids.workflow_id(namespace, agent, topic)
+    await client.create_schedule(
+        f"{wf_id}-schedule",
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                models.WORKFLOW_NAME,
+                models.ResearchInput(topic=topic, agent=agent, namespace=namespace),
+                id=wf_id,
+                task_queue=ids.default_task_queue(namespace, agent),
+            ),
+            spec=ScheduleSpec(cron_expressions=[CRON]),
+            state=ScheduleState(paused=True),
+        ),
+    )
+    return f"{wf_id}-schedule"
+
+
+def runs_listed(cluster: KubeCluster, namespace: str, name: str) -> int:
+    agent = get(cluster, "ra", namespace, name) or {}
+    return len((agent.get("status") or {}).get("runs") or [])
+
+
+async def test_deletion_waits_for_an_unreachable_temporal_and_finishes_when_it_is_back(
+    operator: Operator,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    op_sim: SimHandle,
+    temporal_client: Client,
+    temporal_address: str,
+) -> None:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    with TCPForwarder(temporal_address) as fwd:
+        temporal = {"address": fwd.address, "namespace": "default"}
+        topics = {"blocked": ["held one", "held two"], "abandoned": ["let go"]}
+        for name, its_topics in topics.items():
+            policy = {"deletionPolicy": "Cancel"}
+            apply(
+                kube_cluster,
+                agent_manifest(
+                    name, namespace, op_sim, its_topics, temporal=temporal, schedule=CRON, **policy
+                ),
+            )
+        for name, its_topics in topics.items():
+            wait_for(
+                f"{name}'s runs in status",
+                lambda n=name, t=its_topics: runs_listed(kube_cluster, namespace, n) == len(t),
+            )
+            for topic in its_topics:
+                assert await schedule_exists(temporal_client, schedule_id(namespace, name, topic))
+
+        fwd.cut()
+        cut_at = time.monotonic()
+        for name in topics:
+            kube_cluster.kubectl("delete", "ra", name, "-n", namespace, "--wait=false")
+        # Longer than the old handler's retries: every poll must still find the agents.
+        while time.monotonic() - cut_at < OUTAGE:
+            for name in topics:
+                agent = get(kube_cluster, "ra", namespace, name)
+                gone_after = time.monotonic() - cut_at
+                assert agent is not None, f"{name} let go {gone_after:.0f}s into the outage"
+                assert FINALIZER in agent["metadata"].get("finalizers", [])
+            await asyncio.sleep(2)
+        for name in topics:
+            ready = condition(get(kube_cluster, "ra", namespace, name), "Ready")
+            assert (ready.get("status"), ready.get("reason")) == ("False", "WaitingForTemporal")
+            assert fwd.address in ready["message"], ready["message"]
+            assert "deletionPolicy: Abandon" in ready["message"], ready["message"]
+
+        # The documented way out while Temporal is gone: Abandon lets the agent go.
+        patch = json.dumps({"spec": {"deletionPolicy": "Abandon"}})
+        kube_cluster.kubectl(
+            "patch", "ra", "abandoned", "-n", namespace, "--type=merge", "-p", patch
+        )
+        wait_for(
+            "the abandoned agent gone",
+            lambda: get(kube_cluster, "ra", namespace, "abandoned") is None,
+            timeout=90,
+        )
+        assert get(kube_cluster, "ra", namespace, "blocked") is not None
+
+        fwd.restore()
+        wait_for(
+            "the blocked agent gone once Temporal is back",
+            lambda: get(kube_cluster, "ra", namespace, "blocked") is None,
+            timeout=120,
+        )
+    for topic in topics["blocked"]:
+        assert not await schedule_exists(temporal_client, schedule_id(namespace, "blocked", topic))
+        handle = temporal_client.get_workflow_handle(ids.workflow_id(namespace, "blocked", topic))
+        events = [e.event_type async for e in handle.fetch_history_events()]
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
+    # Abandoned while Temporal was away: its run is left running, its Schedule left.
+    (left,) = topics["abandoned"]
+    handle = temporal_client.get_workflow_handle(ids.workflow_id(namespace, "abandoned", left))
+    events = [e.event_type async for e in handle.fetch_history_events()]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in events
+    left_schedule = schedule_id(namespace, "abandoned", left)
+    assert await schedule_exists(temporal_client, left_schedule)
+    await temporal_client.get_schedule_handle(left_schedule).delete()
+    await handle.terminate("test cleanup")
+
+
+async def test_a_schedule_no_status_lists_is_deleted_on_edit_and_on_deletion(
+    operator: Operator,
+    kube_cluster: KubeCluster,
+    namespace: str,
+    op_sim: SimHandle,
+    temporal_client: Client,
+) -> None:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    apply(kube_cluster, agent_manifest("keeper", namespace, op_sim, ["kept"], schedule=CRON))
+    kept = schedule_id(namespace, "keeper", "kept")
+    await eventually("the kept topic's Schedule", lambda: schedule_exists(temporal_client, kept))
+    # Removed long ago (beyond the runs the status lists), and a sibling agent's whose
+    # id starts with this agent's prefix: only the first is the agent's.
+    removed = await stray_schedule(temporal_client, namespace, "keeper", "dropped long ago")
+    sibling = await stray_schedule(temporal_client, namespace, "keeper-eu", "not yours")
+
+    body = agent_manifest("keeper", namespace, op_sim, ["kept", "added"], schedule=CRON)
+    apply(kube_cluster, body)
+    added = schedule_id(namespace, "keeper", "added")
+    await eventually("the added topic's Schedule", lambda: schedule_exists(temporal_client, added))
+
+    async def removed_gone() -> bool:
+        return not await schedule_exists(temporal_client, removed)
+
+    await eventually("the removed topic's Schedule deleted on the edit", removed_gone, 30)
+    assert await schedule_exists(temporal_client, kept)
+
+    removed = await stray_schedule(temporal_client, namespace, "keeper", "dropped later")
+    kube_cluster.kubectl("delete", "ra", "keeper", "-n", namespace, "--timeout=60s")
+    for sched in (kept, added, removed):
+        assert not await schedule_exists(temporal_client, sched), sched
+    assert await schedule_exists(temporal_client, sibling)
+    await temporal_client.get_schedule_handle(sibling).delete()
