@@ -127,6 +127,8 @@ class ScheduleChange:
 
 @dataclass(frozen=True)
 class Start:
+    """A topic to start now, with the workflow id every starter derives for it."""
+
     topic: str
     workflow_id: str
 

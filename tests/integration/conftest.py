@@ -133,6 +133,14 @@ def postgres_dsn() -> str:
     return dsn
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_dsn(request: pytest.FixtureRequest) -> str:
+    """The report store under test: SQLite (``""``) or the session's Postgres DSN."""
+    if request.param == "sqlite":
+        return ""
+    return str(request.getfixturevalue("postgres_dsn"))
+
+
 @pytest.fixture
 def sqlite_path(tmp_path: Path) -> Path:
     """A fresh SQLite report database for one test (the embedded default backend)."""

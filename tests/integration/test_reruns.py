@@ -20,13 +20,6 @@ from steadfast_contract.models import Phase, ResearchResult
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend_dsn(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return ""
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 def header(message: object, name: str) -> str:
     return " ".join(str(message[name]).split())  # type: ignore[index]
 

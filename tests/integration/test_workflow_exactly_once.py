@@ -16,13 +16,6 @@ from steadfast_contract.models import Phase
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend_dsn(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return ""
-    return str(request.getfixturevalue("postgres_dsn"))
-
-
 async def test_same_topic_started_twice_is_one_run(
     harness: HarnessFactory, backend_dsn: str
 ) -> None:

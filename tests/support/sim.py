@@ -39,19 +39,15 @@ class SimHandle:
     base_url: str
     process: subprocess.Popen[bytes] | None = None
     admin: SimAdmin = field(init=False)
+    llm_base_url: str = field(init=False)
+    """``AsyncAnthropic(base_url=...)``."""
+    search_url: str = field(init=False)
+    """The ``http`` search provider's endpoint."""
 
     def __post_init__(self) -> None:
         self.admin = SimAdmin(self.base_url)
-
-    @property
-    def llm_base_url(self) -> str:
-        """``AsyncAnthropic(base_url=...)``."""
-        return self.base_url
-
-    @property
-    def search_url(self) -> str:
-        """The ``http`` search provider's endpoint."""
-        return f"{self.base_url}/search"
+        self.llm_base_url = self.base_url
+        self.search_url = f"{self.base_url}/search"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = httpx.request(method, f"{self.base_url}{path}", timeout=10.0, **kwargs)

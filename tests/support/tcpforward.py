@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from dataclasses import dataclass, field
 
@@ -73,30 +74,45 @@ class TCPForwarder:
         self._writers.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, _, port = self.upstream.rpartition(":")
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        pipes = [
-            asyncio.create_task(_pipe(reader, up_writer)),
-            asyncio.create_task(_pipe(up_reader, writer)),
-        ]
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pipe in pipes:
-                pipe.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
-            for w in (writer, up_writer):
-                w.transport.abort()
-                self._writers.discard(w)
+        await splice(reader, writer, self.upstream, self._writers)
+
+
+async def splice(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    upstream: str,
+    live: set[asyncio.StreamWriter] | None = None,
+) -> None:
+    """Connect to ``upstream`` and copy bytes both ways until either side ends, then
+    reset both. ``live`` holds both ends while they are open (so they can be cut)."""
+    host, _, port = upstream.rpartition(":")
+    try:
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+    except OSError:
+        writer.transport.abort()
+        return
+    ends = (writer, up_writer)
+    if live is not None:
+        live.update(ends)
+    pipes = [
+        asyncio.create_task(_pipe(reader, up_writer)),
+        asyncio.create_task(_pipe(up_reader, writer)),
+    ]
+    try:
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        for end in ends:
+            end.transport.abort()
+            if live is not None:
+                live.discard(end)
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
+    # A TLS peer that goes away mid-record raises SSLError; either way the copy ends.
+    with contextlib.suppress(OSError, ssl.SSLError):
         while data := await src.read(65536):
             dst.write(data)
             await dst.drain()

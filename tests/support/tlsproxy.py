@@ -19,7 +19,6 @@ helpers in :mod:`tests.support.kube_pki`. Standard library only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ssl
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from tests.support.kube_pki import issue, new_ca
 from tests.support.ports import free_port
+from tests.support.tcpforward import splice
 
 HOST = "127.0.0.1"
 CLIENT_SUBJECT = "/O=steadfast-tests/CN=steadfast-worker"
@@ -193,28 +193,4 @@ class TLSProxy:
         with self._lock:
             self.subjects.append(subject_string(peer) if peer else "")
             self.alpn.append(ssl_object.selected_alpn_protocol() if ssl_object else None)
-        host, _, port = self.upstream.rpartition(":")
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            writer.transport.abort()
-            return
-        pipes = [
-            asyncio.create_task(_pipe(reader, up_writer)),
-            asyncio.create_task(_pipe(up_reader, writer)),
-        ]
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pipe in pipes:
-                pipe.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
-            for w in (writer, up_writer):
-                w.transport.abort()
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, ssl.SSLError):
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
+        await splice(reader, writer, self.upstream)
