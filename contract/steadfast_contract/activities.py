@@ -145,8 +145,10 @@ class WriteReportOutput:
 class SaveReportInput:
     workflow_id: str
     run_id: str
+    """With the workflow id, the key of the report's row: each run keeps its own."""
     report_id: str
-    """Proposed id (from ``workflow.uuid4()``); an existing row keeps its own."""
+    """Proposed id (from ``workflow.uuid4()``); a retried save finds its run's row,
+    which keeps the id it was first given."""
     topic: str
     markdown: str
     agent: str = "local"
@@ -172,6 +174,9 @@ class SendEmailInput:
     reviewer: str = ""
     agent: str = "local"
     namespace: str = "default"
+    run_id: str = ""
+    """The run whose mail this is (the claim is per workflow id and run id); empty in
+    inputs recorded before it existed, where the activity uses the run that scheduled it."""
 
 
 @dataclass

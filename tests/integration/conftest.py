@@ -223,6 +223,11 @@ class Harness:
     async def run(self, topic: str) -> ResearchResult:
         return await (await self.start(topic)).result()
 
+    @property
+    def last_run_id(self) -> str:
+        """The run id of the run this harness started last (email claims are per run)."""
+        return self.handles[-1].result_run_id or ""
+
     def metric(self, name: str, **labels: str) -> float:
         """A sample's value from this worker's registry (0 when never incremented)."""
         full = {"agent": self.config.agent, "namespace": self.config.namespace, **labels}

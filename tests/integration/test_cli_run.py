@@ -11,8 +11,10 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import Client
 from tests.support.stack import cli, example_config, on_queue, open_stack
 
@@ -65,7 +67,11 @@ async def executions(client: Client, workflow_id: str) -> int:
 
 
 async def test_run_wait_then_rerun_is_idempotent(
-    worker_queue: str, temporal_address: str, temporal_client: Client
+    worker_queue: str,
+    temporal_address: str,
+    temporal_client: Client,
+    cli_stack: embedded.Stack,
+    tmp_path: Path,
 ) -> None:
     topic = f"idempotent {uuid.uuid4()}"
     common = ["-f", "examples/market-watch.yaml", "--topic", topic]
@@ -95,6 +101,23 @@ async def test_run_wait_then_rerun_is_idempotent(
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"started {wf_id}" in rerun.stdout
     assert await executions(temporal_client, wf_id) == 2
+
+    # Both runs' reports are kept, and `status --reports` lists them from the store the
+    # worker writes (its configuration names the SQLite file).
+    again_result = await temporal_client.get_workflow_handle(
+        wf_id, result_type=models.ResearchResult
+    ).result()
+    assert again_result.status.report_id != result.status.report_id
+    config = tmp_path / "worker.yaml"
+    worker_cfg = cli_stack.worker_config(on_queue(example_config(), worker_queue))
+    config.write_text(yaml.safe_dump(embedded.config_document(worker_cfg)))
+    listed = await steadfast(
+        "status", wf_id, "--reports", "--config", str(config), *conn(temporal_address)
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert f"Reports of {wf_id}" in listed.stdout
+    shown = listed.stdout.split(f"Reports of {wf_id}", 1)[1]  # after the runs table
+    assert shown.index(result.status.report_id) < shown.index(again_result.status.report_id)
 
 
 async def test_concurrent_starts_share_one_run(

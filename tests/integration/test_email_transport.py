@@ -162,7 +162,7 @@ async def test_a_wrong_password_fails_the_run_and_sends_nothing(
         with pytest.raises(WorkflowFailureError) as failed:
             await h.run(t)
         store = await h.store()
-        assert await store.email_status(h.workflow_id(t)) == "failed"
+        assert await store.email_status(h.workflow_id(t), h.last_run_id) == "failed"
         await store.close()
     cause = failed.value.cause
     assert isinstance(cause, ApplicationError)
@@ -240,8 +240,8 @@ async def test_a_relay_that_hangs_up_before_the_mail_releases_the_claim(
             with pytest.raises(WorkflowFailureError) as failed:
                 await h.run(t)
             store = await h.store()
-            assert await store.email_status(h.workflow_id(t)) == "failed"
-            assert await store.claim_email(h.workflow_id(t), "reviewer@example.test")
+            assert await store.email_status(h.workflow_id(t), h.last_run_id) == "failed"
+            assert await store.claim_email(h.workflow_id(t), h.last_run_id, "reviewer@example.test")
             await store.close()
     finally:
         stop.set()
@@ -273,7 +273,9 @@ async def test_a_message_that_cannot_be_built_leaves_no_claim(
         store = await h.store()
         try:
             assert await store.count_reports(wf) == 1  # the paid-for report is kept
-            assert await store.email_status(wf) is None  # and nothing claims its mail
+            assert (
+                await store.email_status(wf, h.last_run_id) is None
+            )  # and nothing claims its mail
         finally:
             await store.close()
     cause = failed.value.cause

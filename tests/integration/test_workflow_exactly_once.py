@@ -1,4 +1,7 @@
-"""Idempotent starts, one report row and at most one email per run, on SQLite and Postgres."""
+"""Idempotent starts, one report row and at most one email per run, on SQLite and Postgres.
+
+Re-runs of a finished workflow id (a report and a mail each) are in ``test_reruns.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import asyncio
 import uuid
 
 import pytest
-from temporalio.common import WorkflowIDConflictPolicy
 from tests.integration.conftest import HarnessFactory
 
 from steadfast_contract.models import Phase
@@ -42,40 +44,25 @@ async def test_same_topic_started_twice_is_one_run(
         await store.close()
 
 
-async def test_rerun_of_a_finished_id_keeps_one_row_and_one_mail(
-    harness: HarnessFactory, backend_dsn: str
-) -> None:
-    topic = f"rerun {uuid.uuid4().hex[:6]}"
-    async with harness(postgres_dsn=backend_dsn) as h:
-        first = await h.run(topic)
-        # A new run under the same workflow id (as a retried start would after the
-        # first run closed): the upsert keeps the row, the email record stops a resend.
-        handle = await h.start(topic, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
-        second = await handle.result()
-        assert second.status.phase == Phase.COMPLETED
-        assert second.status.report_id == first.status.report_id
-        assert second.status.email == "sent"
-        store = await h.store()
-        assert await store.count_reports(handle.id) == 1
-        assert len(h.smtp.messages_for(handle.id)) == 1
-        await store.close()
-
-
 async def test_unconfirmed_claim_is_reported_unknown_never_resent(
     harness: HarnessFactory, backend_dsn: str
 ) -> None:
     """The documented edge case: a claim with no confirmation (a process that died
     between SMTP accepting the mail and recording it) is surfaced, not resent."""
     topic = f"unknown mail {uuid.uuid4().hex[:6]}"
-    async with harness(postgres_dsn=backend_dsn) as h:
+    async with harness(postgres_dsn=backend_dsn, start_worker=False) as h:
+        # The claim is per run: start the run first (no worker yet) to learn its id.
+        handle = await h.start(topic)
+        run_id = handle.result_run_id or ""
         store = await h.store()
-        assert await store.claim_email(h.workflow_id(topic), "reviewer@example.test")
-        result = await h.run(topic)
+        assert await store.claim_email(h.workflow_id(topic), run_id, "reviewer@example.test")
+        async with h.worker():
+            result = await handle.result()
         assert result.status.phase == Phase.COMPLETED
         assert result.status.email == "unknown"
         assert "never confirmed" in result.status.message
         assert not h.smtp.messages_for(h.workflow_id(topic))
-        assert await store.email_status(h.workflow_id(topic)) == "claimed"
+        assert await store.email_status(h.workflow_id(topic), run_id) == "claimed"
         await store.close()
 
 
@@ -87,6 +74,6 @@ async def test_refused_mail_releases_the_claim(harness: HarnessFactory, backend_
         with pytest.raises(Exception, match="Workflow execution failed"):
             await h.run(topic)
         store = await h.store()
-        assert await store.email_status(h.workflow_id(topic)) == "failed"
-        assert await store.claim_email(h.workflow_id(topic), "reviewer@example.test")
+        assert await store.email_status(h.workflow_id(topic), h.last_run_id) == "failed"
+        assert await store.claim_email(h.workflow_id(topic), h.last_run_id, "reviewer@example.test")
         await store.close()

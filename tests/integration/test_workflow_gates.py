@@ -115,7 +115,7 @@ async def test_rejection_sends_no_mail(harness: HarnessFactory) -> None:
         assert not h.smtp.messages_for(handle.id)
         store = await h.store()
         assert await store.count_reports(handle.id) == 1
-        assert await store.email_status(handle.id) is None
+        assert await store.email_status(handle.id, handle.result_run_id or "") is None
         assert h.metric("steadfast_runs_total", phase="Rejected") == 1
 
 
@@ -182,7 +182,7 @@ async def test_an_unreviewed_report_expires_without_mail(harness: HarnessFactory
         assert not h.smtp.messages_for(handle.id)
         store = await h.store()
         assert await store.count_reports(handle.id) == 1
-        assert await store.email_status(handle.id) is None
+        assert await store.email_status(handle.id, handle.result_run_id or "") is None
         assert h.metric("steadfast_runs_total", phase="ApprovalExpired") == 1
         # The run is over and holds no worker: a late approval has nothing to land on.
         with pytest.raises(RPCError, match="already completed"):

@@ -31,7 +31,7 @@ async def test_happy_path_sqlite(harness: HarnessFactory) -> None:
 
         store = await h.store()
         assert await store.count_reports(handle.id) == 1
-        assert await store.email_status(handle.id) == "sent"
+        assert await store.email_status(handle.id, handle.result_run_id or "") == "sent"
         mails = h.smtp.messages_for(handle.id)
         assert len(mails) == 1
         assert mails[0]["X-Steadfast-Report-Id"] == st.report_id

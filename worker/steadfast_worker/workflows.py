@@ -309,6 +309,7 @@ class ResearchWorkflow:
             self._status.reviewer,
             inp.agent,
             inp.namespace,
+            info.run_id,
         )
         for rerun in range(EMAIL_LOST_WORKER_RERUNS + 1):
             try:

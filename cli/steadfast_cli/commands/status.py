@@ -4,6 +4,10 @@ Runs are named by workflow id, by a ResearchAgent manifest (its topics' ids),
 or not at all (the most recent ResearchWorkflow executions). Running workflows
 answer the ``status`` query; finished ones are described from their result or
 failure, so the table works even when no worker is running.
+
+``--reports`` also lists every report the shown workflow ids' runs saved (a
+re-run keeps the earlier ones), read from the report store (see
+:mod:`steadfast_cli.commands._reports`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from steadfast_cli.commands._agents import (
     agent_from_args,
     connect_or_explain,
 )
+from steadfast_cli.commands._reports import show_reports
 from steadfast_cli.display import progress_line, runs_table
 from steadfast_contract import ids, models, starter
-from steadfast_contract.config import ConfigError, TemporalConfig
+from steadfast_contract.config import ConfigError, StorageConfig, TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
 
 HELP = "show research runs: phase, report id, LLM calls, retries and cost"
@@ -37,12 +42,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch", action="store_true", help="refresh until every shown run has finished"
     )
+    parser.add_argument(
+        "--reports",
+        action="store_true",
+        help="also list every report the shown workflow ids' runs saved, earlier runs'"
+        " (--rerun) included, from the report store: Postgres when the variable"
+        " storage.postgresDsnEnv names is set (default STEADFAST_POSTGRES_DSN), else the"
+        " SQLite file storage.sqlitePath (default .steadfast/reports.db, as `steadfast dev`);"
+        " both from -f/--config",
+    )
     add_connection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     console = display.console()
     targets: list[tuple[str, str]] = [(wf_id, "") for wf_id in args.workflow_ids]
+    storage = StorageConfig()
     if args.file or args.config or args.topic:
         try:
             cfg, topics = agent_from_args(args)
@@ -50,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/red] {err}")
             return 2
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
-    return asyncio.run(_status(args, console, targets, temporal_config_from_args(args)))
+        storage = cfg.storage
+    return asyncio.run(_status(args, console, targets, temporal_config_from_args(args), storage))
 
 
 async def recent_runs(client: Client, limit: int) -> list[tuple[str, str]]:
@@ -83,6 +99,7 @@ async def _status(
     console: Console,
     targets: list[tuple[str, str]],
     temporal: TemporalConfig,
+    storage: StorageConfig,
 ) -> int:
     client = await connect_or_explain(temporal, console)
     if client is None:
@@ -104,4 +121,6 @@ async def _status(
             if not row.terminal:
                 console.print(f"{row.workflow_id}: {progress_line(row)}")
         await asyncio.sleep(2.0)
+    if args.reports and not await show_reports(console, storage, [w for w, _ in targets]):
+        return 1
     return 1 if any(r.phase == "NotFound" for r in rows) else 0

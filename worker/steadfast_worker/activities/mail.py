@@ -7,8 +7,9 @@ database as the record:
    be built -- a header value with a line break, from a run started before the
    schema refused it -- fails the attempt here, before anything is claimed, so
    no claim is ever left for a mail that could not exist.
-1. *Claim* the run's row in ``steadfast_emails`` (insert ``claimed``; a row that
-   already exists is not claimed again).
+1. *Claim* the run's row in ``steadfast_emails``, keyed by workflow id and run id
+   (insert ``claimed``; a row that already exists is not claimed again). A re-run
+   of the same workflow id is a new run with a claim of its own, so it mails too.
 2. Hand the message to the SMTP server.
 3. Mark the row ``sent``.
 
@@ -80,12 +81,14 @@ def smtp_target(url: str) -> dict[str, object]:
     }
 
 
-async def _not_delivered(store: ReportStore, workflow_id: str, err: Exception) -> NoReturn:
+async def _not_delivered(
+    store: ReportStore, workflow_id: str, run_id: str, err: Exception
+) -> NoReturn:
     """Release the claim of a mail that certainly did not go out, and fail the attempt.
 
     A 5xx reply (a refused login or recipient) is permanent: retrying cannot help.
     """
-    await store.mark_email(workflow_id, "failed", str(err)[:500])
+    await store.mark_email(workflow_id, run_id, "failed", str(err)[:500])
     code = getattr(err, "code", 0)
     permanent = 500 <= code < 600
     raise ApplicationError(
@@ -150,8 +153,10 @@ class MailActivities(ActivityBase):
         # Built before the claim: a claim is only ever taken for a mail that exists.
         message = _buildable(inp, cfg.from_, cfg.to)
         store = await self.store()
-        if not await store.claim_email(inp.workflow_id, ", ".join(cfg.to)):
-            status = await store.email_status(inp.workflow_id)
+        # Input recorded before the run id was part of it: the run that scheduled this.
+        run_id = inp.run_id or activity.info().workflow_run_id or ""
+        if not await store.claim_email(inp.workflow_id, run_id, ", ".join(cfg.to)):
+            status = await store.email_status(inp.workflow_id, run_id)
             if status == "sent":
                 return SendEmailOutput("sent", "already sent by an earlier attempt", attempt)
             return SendEmailOutput(
@@ -167,18 +172,18 @@ class MailActivities(ActivityBase):
             # Whatever failed (a refused login, an unverifiable certificate, a
             # timeout), no mail had been handed over yet: certainly not delivered.
             client.close()
-            await _not_delivered(store, inp.workflow_id, err)
+            await _not_delivered(store, inp.workflow_id, run_id, err)
         try:
             await client.send_message(message)
         except _REFUSED as err:
             client.close()
-            await _not_delivered(store, inp.workflow_id, err)
+            await _not_delivered(store, inp.workflow_id, run_id, err)
         except BaseException:
             # Any other failure (timeout, disconnect mid-DATA) leaves the row claimed:
             # the outcome is unknown and a retry must not resend.
             client.close()
             raise
-        await store.mark_email(inp.workflow_id, "sent")
+        await store.mark_email(inp.workflow_id, run_id, "sent")
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.quit()  # the mail is accepted; a failed goodbye changes nothing
         client.close()

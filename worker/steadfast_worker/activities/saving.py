@@ -1,8 +1,9 @@
 """Activities ``save_report`` and ``record_run``: what a run leaves behind.
 
-``save_report`` upserts the report keyed on the workflow id (see
-:mod:`~steadfast_worker.activities.storage`), so retries and repeated runs of
-the same id leave exactly one row and return its original report id.
+``save_report`` upserts the report keyed on the workflow id and run id (see
+:mod:`~steadfast_worker.activities.storage`), so retries of one run leave exactly
+one row and return its original report id, and each re-run of the same workflow
+id keeps a report of its own next to the earlier ones.
 ``record_run`` counts the finished run in the worker's metrics.
 """
 

@@ -2,13 +2,18 @@
 
 Two guarantees of docs/design.md §3 are enforced by the database rather than by hope:
 
-- **One report row per run.** ``reports`` is keyed on the workflow id and saved
-  with an upsert, so a retried or repeated ``save_report`` updates the same row
-  and returns the report id it was first given.
-- **At most one review email per run.** ``emails`` is keyed on the workflow id;
-  the email activity *claims* the row before talking to SMTP and marks it sent
-  after. See :mod:`steadfast_worker.activities.mail` for the edge case this
-  leaves and how it is surfaced.
+- **One report row per run.** ``reports`` is keyed on the workflow id and the run
+  id and saved with an upsert, so a retried ``save_report`` finds its run's row
+  and returns the report id it was first given, while a re-run of the same
+  workflow id (``--rerun``, a Schedule) adds a row of its own and leaves the
+  earlier ones as they were; :meth:`ReportStore.list_reports` lists them.
+- **At most one review email per run.** ``emails`` is keyed on the workflow id and
+  the run id; the email activity *claims* the row before talking to SMTP and marks
+  it sent after. See :mod:`steadfast_worker.activities.mail` for the edge case
+  this leaves and how it is surfaced.
+
+The tables, and the in-place upgrade of databases made when both were keyed by
+workflow id alone, are in :mod:`steadfast_worker.activities.schema`.
 
 Both backends speak the same SQL apart from placeholders and timestamps, and
 expose the same small :class:`ReportStore` interface.
@@ -25,57 +30,40 @@ from typing import Any, Protocol
 import aiosqlite
 import asyncpg
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS steadfast_reports (
-        workflow_id TEXT PRIMARY KEY,
-        report_id TEXT NOT NULL UNIQUE,
-        run_id TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        namespace TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        markdown TEXT NOT NULL,
-        cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS steadfast_emails (
-        workflow_id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        recipients TEXT NOT NULL DEFAULT '',
-        claimed_at TEXT NOT NULL,
-        sent_at TEXT,
-        detail TEXT NOT NULL DEFAULT ''
-    )""",
-)
+from steadfast_worker.activities import schema
 
 _UPSERT_REPORT = """
 INSERT INTO steadfast_reports
     (workflow_id, report_id, run_id, agent, namespace, topic, markdown, cost_usd,
      created_at, updated_at)
 VALUES ({p1}, {p2}, {p3}, {p4}, {p5}, {p6}, {p7}, {p8}, {p9}, {p9})
-ON CONFLICT (workflow_id) DO UPDATE SET
-    run_id = excluded.run_id, topic = excluded.topic, markdown = excluded.markdown,
-    cost_usd = excluded.cost_usd, updated_at = excluded.updated_at
+ON CONFLICT (workflow_id, run_id) DO UPDATE SET updated_at = excluded.updated_at
 RETURNING report_id, created_at = updated_at
 """
 
 # A row marked 'failed' means the SMTP server refused the mail outright, so it
 # was certainly not delivered and may be claimed again.
 _CLAIM_EMAIL = """
-INSERT INTO steadfast_emails (workflow_id, status, recipients, claimed_at)
-VALUES ({p1}, 'claimed', {p2}, {p3})
-ON CONFLICT (workflow_id) DO UPDATE SET
+INSERT INTO steadfast_emails (workflow_id, run_id, status, recipients, claimed_at)
+VALUES ({p1}, {p2}, 'claimed', {p3}, {p4})
+ON CONFLICT (workflow_id, run_id) DO UPDATE SET
     status = 'claimed', recipients = excluded.recipients, claimed_at = excluded.claimed_at
 WHERE steadfast_emails.status = 'failed'
 RETURNING workflow_id
 """
 
 _MARK_EMAIL = (
-    "UPDATE steadfast_emails SET status = {p2}, sent_at = {p3}, detail = {p4} "
-    "WHERE workflow_id = {p1}"
+    "UPDATE steadfast_emails SET status = {p3}, sent_at = {p4}, detail = {p5} "
+    "WHERE workflow_id = {p1} AND run_id = {p2}"
 )
-_EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1}"
+_EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1} AND run_id = {p2}"
 _COUNT_REPORTS = "SELECT count(*) FROM steadfast_reports WHERE workflow_id = {p1}"
+# Oldest first; the report id breaks ties between rows saved in the same microsecond.
+_LIST_REPORTS = (
+    "SELECT workflow_id, run_id, report_id, agent, namespace, topic, markdown, cost_usd, "
+    "created_at, updated_at FROM steadfast_reports WHERE workflow_id = {p1} "
+    "ORDER BY created_at, report_id"
+)
 
 
 #: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).
@@ -99,6 +87,38 @@ class SavedReport:
     created: bool
 
 
+@dataclass(frozen=True)
+class StoredReport:
+    """One run's saved report, as :meth:`ReportStore.list_reports` returns it."""
+
+    workflow_id: str
+    run_id: str
+    report_id: str
+    agent: str
+    namespace: str
+    topic: str
+    markdown: str
+    cost_usd: float
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredReport:
+        v = tuple(row)
+        return cls(
+            workflow_id=str(v[0]),
+            run_id=str(v[1]),
+            report_id=str(v[2]),
+            agent=str(v[3]),
+            namespace=str(v[4]),
+            topic=str(v[5]),
+            markdown=str(v[6]),
+            cost_usd=float(v[7]),
+            created_at=str(v[8]),
+            updated_at=str(v[9]),
+        )
+
+
 class ReportStore(Protocol):
     """The persistence the activities need, whatever the backend."""
 
@@ -117,15 +137,24 @@ class ReportStore(Protocol):
         cost_usd: float,
     ) -> SavedReport: ...
 
-    async def claim_email(self, workflow_id: str, recipients: str) -> bool:
-        """True if this caller now owns the right to send; False if already claimed."""
+    async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
+        """True if this caller now owns the right to send this run's mail; False if
+        already claimed."""
         ...
 
-    async def mark_email(self, workflow_id: str, status: str, detail: str = "") -> None: ...
+    async def mark_email(
+        self, workflow_id: str, run_id: str, status: str, detail: str = ""
+    ) -> None: ...
 
-    async def email_status(self, workflow_id: str) -> str | None: ...
+    async def email_status(self, workflow_id: str, run_id: str) -> str | None: ...
 
-    async def count_reports(self, workflow_id: str) -> int: ...
+    async def count_reports(self, workflow_id: str) -> int:
+        """Reports saved under this workflow id, one per run that saved."""
+        ...
+
+    async def list_reports(self, workflow_id: str) -> list[StoredReport]:
+        """Every run's report under this workflow id, oldest first."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -145,8 +174,7 @@ class PostgresStore:
         # advisory lock serialises them.
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
-            for stmt in _SCHEMA:
-                await conn.execute(stmt)
+            await schema.setup_postgres(conn)
         return cls(pool)
 
     async def _fetchrow(self, template: str, *args: Any) -> Any:
@@ -167,20 +195,28 @@ class PostgresStore:
         )
         return SavedReport(str(row[0]), bool(row[1]))
 
-    async def claim_email(self, workflow_id: str, recipients: str) -> bool:
-        row = await self._fetchrow(_CLAIM_EMAIL, workflow_id, recipients, _now())
+    async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
+        row = await self._fetchrow(_CLAIM_EMAIL, workflow_id, run_id, recipients, _now())
         return row is not None
 
-    async def mark_email(self, workflow_id: str, status: str, detail: str = "") -> None:
-        await self._pool.execute(_sql(_MARK_EMAIL, "pg"), workflow_id, status, _now(), detail)
+    async def mark_email(
+        self, workflow_id: str, run_id: str, status: str, detail: str = ""
+    ) -> None:
+        await self._pool.execute(
+            _sql(_MARK_EMAIL, "pg"), workflow_id, run_id, status, _now(), detail
+        )
 
-    async def email_status(self, workflow_id: str) -> str | None:
-        row = await self._fetchrow(_EMAIL_STATUS, workflow_id)
+    async def email_status(self, workflow_id: str, run_id: str) -> str | None:
+        row = await self._fetchrow(_EMAIL_STATUS, workflow_id, run_id)
         return None if row is None else str(row[0])
 
     async def count_reports(self, workflow_id: str) -> int:
         row = await self._fetchrow(_COUNT_REPORTS, workflow_id)
         return int(row[0])
+
+    async def list_reports(self, workflow_id: str) -> list[StoredReport]:
+        rows = await self._pool.fetch(_sql(_LIST_REPORTS, "pg"), workflow_id)
+        return [StoredReport.from_row(r) for r in rows]
 
     async def close(self) -> None:
         await self._pool.close()
@@ -203,11 +239,10 @@ class SqliteStore:
     async def open(cls, path: str) -> SqliteStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         store = cls(path)
-        async with store._connect() as db:
+        # Autocommit: the schema setup runs its own BEGIN IMMEDIATE ... COMMIT.
+        async with aiosqlite.connect(path, timeout=30.0, isolation_level=None) as db:
             await db.execute("PRAGMA journal_mode=WAL")
-            for stmt in _SCHEMA:
-                await db.execute(stmt)
-            await db.commit()
+            await schema.setup_sqlite(db)
         return store
 
     def _connect(self) -> aiosqlite.Connection:
@@ -237,13 +272,18 @@ class SqliteStore:
         )
         return SavedReport(str(row[0]), bool(row[1]))
 
-    async def claim_email(self, workflow_id: str, recipients: str) -> bool:
-        row = await self._write(_CLAIM_EMAIL, {"p1": workflow_id, "p2": recipients, "p3": _now()})
+    async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
+        row = await self._write(
+            _CLAIM_EMAIL, {"p1": workflow_id, "p2": run_id, "p3": recipients, "p4": _now()}
+        )
         return row is not None
 
-    async def mark_email(self, workflow_id: str, status: str, detail: str = "") -> None:
+    async def mark_email(
+        self, workflow_id: str, run_id: str, status: str, detail: str = ""
+    ) -> None:
         await self._write(
-            _MARK_EMAIL, {"p1": workflow_id, "p2": status, "p3": _now(), "p4": detail}
+            _MARK_EMAIL,
+            {"p1": workflow_id, "p2": run_id, "p3": status, "p4": _now(), "p5": detail},
         )
 
     async def _read(self, template: str, params: dict[str, Any]) -> Any:
@@ -251,13 +291,18 @@ class SqliteStore:
             cursor = await db.execute(_sql(template, "sqlite"), params)
             return await cursor.fetchone()
 
-    async def email_status(self, workflow_id: str) -> str | None:
-        row = await self._read(_EMAIL_STATUS, {"p1": workflow_id})
+    async def email_status(self, workflow_id: str, run_id: str) -> str | None:
+        row = await self._read(_EMAIL_STATUS, {"p1": workflow_id, "p2": run_id})
         return None if row is None else str(row[0])
 
     async def count_reports(self, workflow_id: str) -> int:
         row = await self._read(_COUNT_REPORTS, {"p1": workflow_id})
         return int(row[0]) if row is not None else 0
+
+    async def list_reports(self, workflow_id: str) -> list[StoredReport]:
+        async with self._connect() as db:
+            cursor = await db.execute(_sql(_LIST_REPORTS, "sqlite"), {"p1": workflow_id})
+            return [StoredReport.from_row(r) for r in await cursor.fetchall()]
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,69 @@
+"""``steadfast status --reports``: every report a workflow id's runs saved, from the report store.
+
+Temporal keeps a workflow's runs only for its namespace's retention, and
+``status`` shows the latest run of each id; the report store keeps one report
+per run for good (a re-run adds a row, never replaces one). This reads that
+store the way the agent's workers write it: Postgres from the environment
+variable ``storage.postgresDsnEnv`` names, else the SQLite file
+``storage.sqlitePath`` (``.steadfast/reports.db``, where ``steadfast dev``
+keeps them), both from ``-f``/``--config`` or their defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from steadfast_cli.display import format_cost
+from steadfast_contract import credentials
+from steadfast_contract.config import StorageConfig
+from steadfast_worker.activities.storage import StoredReport, open_store
+
+
+def reports_table(workflow_id: str, reports: Sequence[StoredReport]) -> Table:
+    """One workflow id's saved reports, oldest first: when, which run, which report, cost, size."""
+    table = Table(title=f"Reports of {workflow_id}")
+    table.add_column("Saved at (UTC)", no_wrap=True)
+    table.add_column("Run ID", no_wrap=True, overflow="fold")
+    table.add_column("Report ID", no_wrap=True, overflow="fold")
+    table.add_column("Cost (USD)", justify="right")
+    table.add_column("Chars", justify="right")
+    for r in reports:
+        saved = r.created_at.replace("T", " ")[:19]
+        table.add_row(saved, r.run_id, r.report_id, format_cost(r.cost_usd), str(len(r.markdown)))
+    return table
+
+
+async def show_reports(
+    console: Console, storage: StorageConfig, workflow_ids: Sequence[str]
+) -> bool:
+    """Print each workflow id's reports; False (having said why) when the store cannot be read."""
+    name = storage.postgres_dsn_env
+    dsn = os.environ.get(name, "") if name else ""
+    where = f"Postgres ({name})" if dsn else storage.sqlite_path
+    if not dsn and not await asyncio.to_thread(Path(storage.sqlite_path).is_file):
+        console.print(f"no report database at {storage.sqlite_path} (set {name} for Postgres)")
+        return False
+    try:
+        if dsn:
+            credentials.check_url(dsn, ("postgresql", "postgres"), path_allowed=True)
+        store = await open_store(dsn, storage.sqlite_path)
+    except Exception as err:  # any failure is told, without the DSN
+        told = credentials.scrub(f"{type(err).__name__}: {err}", credentials.secret_parts(dsn))
+        console.print(f"[red]cannot read the reports in {where}:[/red] {told}")
+        return False
+    try:
+        for wf_id in workflow_ids:
+            reports = await store.list_reports(wf_id)
+            if reports:
+                console.print(reports_table(wf_id, reports))
+            else:
+                console.print(f"{wf_id}: no saved reports in {where}")
+    finally:
+        await store.close()
+    return True
