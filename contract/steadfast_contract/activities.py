@@ -58,6 +58,23 @@ class LlmCall:
 
 
 @dataclass
+class RunBudget:
+    """The run's budget as an LLM activity sees it, so it can check every request.
+
+    docs/design.md §3: every request (first ask, re-ask, retry) is reserved before it
+    is sent against what the run has really spent. The activity adds what it spent
+    itself, earlier attempts included (carried in heartbeat details), to
+    ``spent_usd`` and refuses a request that no longer fits with the non-retryable
+    ``BudgetExhausted``.
+    """
+
+    spent_usd: float = 0.0
+    """What the run had spent when the workflow scheduled this activity."""
+    limit_usd: float = 0.0
+    """The run's ``maxUSDPerRun``."""
+
+
+@dataclass
 class GenerateQueriesInput:
     topic: str
     count: int = 3
@@ -66,6 +83,8 @@ class GenerateQueriesInput:
     pricing: Pricing | None = None
     max_reasks: int = 2
     """Re-asks after unparsable output before failing with ``InvalidModelOutput``."""
+    budget: RunBudget | None = None
+    """None in activities scheduled before per-request checks existed: none is made."""
 
 
 @dataclass
@@ -110,6 +129,8 @@ class WriteReportInput:
     model: str = DEFAULT_MODEL
     max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
+    budget: RunBudget | None = None
+    """None in activities scheduled before per-request checks existed: none is made."""
 
 
 @dataclass

@@ -7,12 +7,17 @@ start it only if what was already spent plus that reservation fits the limit.
 The only overspend left is an input estimate that was too low, bounded by one
 call.
 
-Pure functions only: the workflow makes this decision, and it must replay.
+The workflow checks before each LLM activity; the activity checks again before
+each request it sends (a re-ask, a retry), adding what it has spent itself, so
+neither re-asks nor a retry policy (even ``maximumAttempts: 0``) escape the rule.
+
+Pure functions only: the workflow makes this decision too, and it must replay.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from steadfast_contract.models import Pricing
@@ -58,6 +63,24 @@ class BudgetDecision:
             f"spent ${self.spent_usd:.4f} + next call up to ${self.reserve_usd:.4f} "
             f"{verdict} the run budget of ${self.limit_usd:.4f}"
         )
+
+    def as_details(self) -> dict[str, float]:
+        """The numbers, for the details of a ``BudgetExhausted`` failure."""
+        return {
+            "spent_usd": self.spent_usd,
+            "reserve_usd": self.reserve_usd,
+            "limit_usd": self.limit_usd,
+        }
+
+    @classmethod
+    def refused(cls, details: Mapping[str, object]) -> BudgetDecision:
+        """The refusal whose :meth:`as_details` these are (missing numbers read as 0)."""
+
+        def number(key: str) -> float:
+            value = details.get(key, 0.0)
+            return float(value) if isinstance(value, int | float) else 0.0
+
+        return cls(False, number("spent_usd"), number("reserve_usd"), number("limit_usd"))
 
 
 def check(spent_usd: float, reserve: float, limit_usd: float) -> BudgetDecision:

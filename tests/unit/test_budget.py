@@ -72,3 +72,21 @@ def test_one_call_floor_is_max_tokens_at_the_output_price(
 ) -> None:
     """The operator's floor for maxUSDPerRun: output only, whatever the prompt."""
     assert budget.one_call_usd(max_tokens, price) == pytest.approx(floor)
+
+
+def test_a_refusal_travels_in_failure_details_and_back() -> None:
+    refused = budget.check(0.018, 0.0066, 0.02)
+    assert not refused.fits
+    assert budget.BudgetDecision.refused(refused.as_details()) == refused
+    # Details from an older worker (or none at all) still give a refusal to report.
+    assert budget.BudgetDecision.refused({"spent_usd": "x"}).spent_usd == 0.0
+
+
+def test_retries_checked_per_request_stay_within_the_budget_plus_one_call() -> None:
+    # Each attempt of a request that is billed and then fails (a stream cut at 90 %)
+    # is checked against the spend of the attempts before it, as the activity does.
+    reserve, billed_per_attempt, limit = 0.0066, 0.006, 0.02
+    spent = 0.0
+    while budget.check(spent, reserve, limit).fits:
+        spent += billed_per_attempt
+    assert spent <= limit + reserve

@@ -83,11 +83,19 @@ def test_update_keeps_unspecified_fields_and_clear_starts_over() -> None:
         ({"latency": 5}, "unknown field(s) ['latency']"),
         ({"sequence": "429"}, "llm.sequence: expected a list"),
         ({"match": 3}, "llm.match: expected a string"),
+        ({"stream_cut": 1.5}, "llm.stream_cut: must be a fraction within [0, 1]"),
     ],
 )
 def test_bad_plans_are_rejected_naming_the_field(data: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         update_plan(ServicePlan(), data, "llm")
+
+
+def test_stream_cut_moves_where_a_stream_fault_strikes() -> None:
+    plan = update_plan(ServicePlan(), {"stream_cut": 0.9}, "llm")
+    assert plan.stream_cut == 0.9
+    assert plan_to_json(plan)["stream_cut"] == 0.9
+    assert ServicePlan().stream_cut == 0.5  # halfway, as before the setting existed
 
 
 def test_json_form_masks_the_api_key_and_lists_every_setting() -> None:

@@ -12,6 +12,15 @@ from typing import Any
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from steadfast_contract import errortypes
+from steadfast_contract.budget import BudgetDecision
+
+
+class BudgetStopError(Exception):
+    """The workflow's own check refused the next LLM activity (ends the run BudgetExhausted)."""
+
+    def __init__(self, decision: BudgetDecision) -> None:
+        super().__init__(decision.message)
+        self.decision = decision
 
 
 def failure_details(err: ActivityError) -> dict[str, Any]:
@@ -26,6 +35,14 @@ def failure_details(err: ActivityError) -> dict[str, Any]:
         if isinstance(first, dict):
             return first
     return {}
+
+
+def budget_refusal(err: ActivityError) -> BudgetDecision | None:
+    """The refusal an LLM activity raised before a request that did not fit, if it did."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == errortypes.BUDGET_EXHAUSTED:
+        return BudgetDecision.refused(failure_details(err))
+    return None
 
 
 def describe(err: ActivityError) -> tuple[str, str]:

@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import errors, failures, review
+    from steadfast_worker import accounting, errors, failures, review
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
@@ -60,12 +60,6 @@ IO_START_TO_CLOSE = timedelta(minutes=2)
 #: database claim makes that safe (it answers "unknown" instead of resending).
 EMAIL_LOST_WORKER_RERUNS = 2
 QUERY_PROMPT_CHARS = 400
-
-
-class _BudgetStopError(Exception):
-    def __init__(self, decision: budget.BudgetDecision) -> None:
-        super().__init__(decision.message)
-        self.decision = decision
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -132,17 +126,14 @@ class ResearchWorkflow:
             ) from None
         try:
             await self._pipeline(inp, price)
-        except _BudgetStopError as stop:
-            await self._finish(Phase.BUDGET_EXHAUSTED, stop.decision.message)
-            raise ApplicationError(
-                f"run budget exhausted: {stop.decision.message}",
-                replace(self._status),
-                type=errors.BUDGET_EXHAUSTED,
-                non_retryable=True,
-            ) from None
+        except failures.BudgetStopError as stop:
+            raise await self._exhausted(stop.decision) from None
         except ActivityError as err:
             if id(err) not in self._accounted:
                 self._account_failure(err)
+            refusal = failures.budget_refusal(err)
+            if refusal is not None:  # an LLM activity's own check, before a request
+                raise await self._exhausted(refusal) from None
             kind, message = failures.describe(err)
             await self._finish(Phase.FAILED, message)
             raise ApplicationError(
@@ -152,6 +143,16 @@ class ResearchWorkflow:
             await self._finish(Phase.CANCELLED, "cancelled")
             raise
         return ResearchResult(replace(self._status), self._markdown_chars)
+
+    async def _exhausted(self, decision: budget.BudgetDecision) -> ApplicationError:
+        """End the run BudgetExhausted; the error to fail it with."""
+        await self._finish(Phase.BUDGET_EXHAUSTED, decision.message)
+        return ApplicationError(
+            f"run budget exhausted: {decision.message}",
+            replace(self._status),
+            type=errors.BUDGET_EXHAUSTED,
+            non_retryable=True,
+        )
 
     async def _pipeline(self, inp: ResearchInput, price: Pricing) -> None:
         s = inp.settings
@@ -164,7 +165,13 @@ class ResearchWorkflow:
         queries = await self._activity(
             act.GENERATE_QUERIES,
             act.GenerateQueriesInput(
-                inp.topic, s.query_count, s.model, s.max_tokens, s.pricing, s.max_output_reasks
+                inp.topic,
+                s.query_count,
+                s.model,
+                s.max_tokens,
+                s.pricing,
+                s.max_output_reasks,
+                self._run_budget(),
             ),
             act.GenerateQueriesOutput,
             s.retry_policies.llm,
@@ -183,7 +190,9 @@ class ResearchWorkflow:
         )
         report = await self._activity(
             act.WRITE_REPORT,
-            act.WriteReportInput(inp.topic, results, s.model, s.max_tokens, s.pricing),
+            act.WriteReportInput(
+                inp.topic, results, s.model, s.max_tokens, s.pricing, self._run_budget()
+            ),
             act.WriteReportOutput,
             s.retry_policies.llm,
             LLM_START_TO_CLOSE,
@@ -352,27 +361,20 @@ class ResearchWorkflow:
         decision = budget.check(self._status.cost_usd, reserve, self._inp.settings.max_usd_per_run)
         self._status.reserved_usd = reserve if decision.fits else 0.0
         if not decision.fits:
-            raise _BudgetStopError(decision)
+            raise failures.BudgetStopError(decision)
 
     def _account_llm(self, call: act.LlmCall, attempt: int) -> None:
-        st = self._status
-        st.cost_usd += call.cost_usd + call.failed_cost_usd
-        st.input_tokens += (
-            call.usage.input_tokens + call.usage.cache_read_tokens + call.usage.cache_write_tokens
-        )
-        st.output_tokens += call.usage.output_tokens
-        st.llm_calls += call.calls
-        st.retries += attempt - 1
-        st.reserved_usd = 0.0
+        accounting.add_llm(self._status, call, attempt)
         self._publish_spend()
 
     def _account_failure(self, err: ActivityError) -> None:
         self._accounted.add(id(err))
-        details = failures.failure_details(err)
-        self._status.cost_usd += float(details.get("failed_cost_usd", 0.0))
-        self._status.llm_calls += int(details.get("calls", 0))
-        self._status.retries += max(int(details.get("attempt", 1)) - 1, 0)
+        accounting.add_failure(self._status, failures.failure_details(err))
         self._publish_spend()
+
+    def _run_budget(self) -> act.RunBudget:
+        """What an LLM activity checks each request against: spent so far, and the limit."""
+        return act.RunBudget(self._status.cost_usd, self._inp.settings.max_usd_per_run)
 
     def _publish_spend(self) -> None:
         """Keep the spend so far in the memo, where visibility lists it (see Spend)."""

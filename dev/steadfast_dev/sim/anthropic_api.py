@@ -73,6 +73,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         state.log.finish(entry, "aborted", None)
         return web.Response(status=499)
     _remember(state, cache)
+    entry.billed = entry.usage
     state.log.finish(entry, "served", 200)
     return web.json_response(messages.message_json(reply, msg_id, str(body["model"])))
 
@@ -88,10 +89,14 @@ async def _answer_stream(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
     )
     await response.prepare(request)
-    delay = state.plans["llm"].chunk_delay_ms / 1000
-    # Stream faults strike halfway through the text, after the client has seen some.
+    plan = state.plans["llm"]
+    delay = plan.chunk_delay_ms / 1000
+    # Stream faults strike part-way through the text (plan.stream_cut), after the
+    # client has seen some of it -- and been billed for it.
     deltas = [i for i, (name, _) in enumerate(events) if name == "content_block_delta"]
-    cut = deltas[len(deltas) // 2] if entry.fault in ("stream_error", "disconnect") else -1
+    at = min(int(len(deltas) * plan.stream_cut), len(deltas) - 1)
+    cut = deltas[at] if deltas and entry.fault in ("stream_error", "disconnect") else -1
+    sent = ""
     try:
         if not delay and cut < 0:
             # Zero latency (benchmarks): one write, so the simulator costs next to nothing.
@@ -102,6 +107,7 @@ async def _answer_stream(
             if slow and not await pause(request, delay, state.stopping):
                 raise ConnectionResetError("client left mid-stream")
             if index == cut:
+                entry.billed = _billed(entry, sent)
                 state.log.finish(entry, "fault", 200)
                 if entry.fault == "disconnect":
                     drop_connection(request)
@@ -111,13 +117,29 @@ async def _answer_stream(
                 await response.write_eof()
                 return response
             await response.write(messages.encode_sse(event, data))
+            sent += _delta_text(data)
         await response.write_eof()
     except ConnectionError:
+        entry.billed = _billed(entry, sent)
         state.log.finish(entry, "aborted", 200)
         return response
     _remember(state, cache)
+    entry.billed = entry.usage
     state.log.finish(entry, "served", 200)
     return response
+
+
+def _delta_text(data: Mapping[str, object]) -> str:
+    delta = data.get("delta")
+    if data.get("type") == "content_block_delta" and isinstance(delta, Mapping):
+        text = delta.get("text")
+        return text if isinstance(text, str) else ""
+    return ""
+
+
+def _billed(entry: Entry, sent: str) -> dict[str, object]:
+    """A broken stream's bill: all of its input, and the output tokens it sent."""
+    return {**(entry.usage or {}), "output_tokens": content.estimate_tokens(sent)}
 
 
 def _remember(state: SimState, cache: messages.CacheUse) -> None:

@@ -76,6 +76,10 @@ class ServicePlan:
     latency_ms: int = 0
     """Delay before the response starts."""
 
+    stream_cut: float = 0.5
+    """Where a ``stream_error`` or ``disconnect`` strikes a streamed answer: the
+    fraction of its text deltas sent before the fault (0.9 cuts it at 90 %)."""
+
     chunk_delay_ms: int = 0
     """Delay between streamed chunks (and, summed, extra time for a non-streamed
     answer), so a test can kill a worker in the middle of a call."""
@@ -142,7 +146,7 @@ def _rates(value: object, where: str) -> dict[FaultKind, float]:
     return rates
 
 
-_PLAIN_FIELDS: Final = {"retry_after", "timeout_s", "latency_ms", "chunk_delay_ms"}
+_PLAIN_FIELDS: Final = {"retry_after", "timeout_s", "latency_ms", "chunk_delay_ms", "stream_cut"}
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
 
@@ -151,7 +155,8 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
 
     Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
-    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``api_key``, and ``clear``
+    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``api_key``, and
+    ``clear``
     (true: start from a plan with no faults and no latency instead of ``base``).
     Keys not given keep their value from ``base``.
     """
@@ -176,6 +181,8 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     for name in _PLAIN_FIELDS & set(data):
         number = _as_number(data[name], f"{where}.{name}")
         changes[name] = int(number) if name.endswith("_ms") else number
+    if "stream_cut" in data and _as_number(data["stream_cut"], f"{where}.stream_cut") > 1.0:
+        raise ValueError(f"{where}.stream_cut: must be a fraction within [0, 1]")
     if "scope" in data:
         if data["scope"] not in ("key", "service"):
             raise ValueError(f"{where}.scope: expected 'key' or 'service'")
@@ -199,5 +206,6 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "timeout_s": plan.timeout_s,
         "latency_ms": plan.latency_ms,
         "chunk_delay_ms": plan.chunk_delay_ms,
+        "stream_cut": plan.stream_cut,
         "api_key": "***" if plan.api_key else "",
     }

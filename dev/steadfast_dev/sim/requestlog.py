@@ -68,6 +68,11 @@ class Entry:
     outcome: Outcome = "pending"
     ended_at: float | None = None
     usage: dict[str, object] | None = None
+    """The usage of the whole answer the model produced for this attempt."""
+    billed: dict[str, object] | None = None
+    """What this attempt is billed, as the real API bills it: the whole ``usage``
+    when served; its input and the output tokens actually sent when a stream
+    broke or its client left; nothing (None) for an error answer."""
 
 
 @dataclass

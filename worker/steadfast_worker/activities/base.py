@@ -29,8 +29,10 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from steadfast_contract import credentials
+from steadfast_contract import budget, credentials
+from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
+from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.storage import ReportStore, open_store
 from steadfast_worker.metrics import (
@@ -52,6 +54,12 @@ class Carried:
     ended_attempt: int = 0
     """The last attempt that ended here (and recorded its own failure metrics);
     an attempt that vanished with its worker never gets to set it."""
+    inflight_cost_usd: float = 0.0
+    """Estimated spend of the request in flight (a stream's input and its output
+    so far). An attempt lost with its worker leaves it here, and the next attempt
+    counts it as failed spend; an attempt that ends counts it itself."""
+    inflight_input_tokens: int = 0
+    inflight_output_tokens: int = 0
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -65,6 +73,9 @@ class Carried:
                 int(raw.get("calls", 0)),
                 int(raw.get("progress", 0)),
                 int(raw.get("ended_attempt", 0)),
+                float(raw.get("inflight_cost_usd", 0.0)),
+                int(raw.get("inflight_input_tokens", 0)),
+                int(raw.get("inflight_output_tokens", 0)),
             )
         return cls()
 
@@ -74,7 +85,30 @@ class Carried:
             "calls": self.calls,
             "progress": self.progress,
             "ended_attempt": self.ended_attempt,
+            "inflight_cost_usd": self.inflight_cost_usd,
+            "inflight_input_tokens": self.inflight_input_tokens,
+            "inflight_output_tokens": self.inflight_output_tokens,
         }
+
+    def in_flight(self, usage: Usage, cost_usd: float) -> None:
+        """Note what the request in flight has cost so far (heartbeated with the rest)."""
+        self.inflight_cost_usd = cost_usd
+        self.inflight_input_tokens = (
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        )
+        self.inflight_output_tokens = usage.output_tokens
+
+    def take_in_flight(self) -> tuple[Usage, float]:
+        """What the request in flight cost so far, now counted as failed spend."""
+        usage = Usage(self.inflight_input_tokens, self.inflight_output_tokens)
+        cost = self.inflight_cost_usd
+        self.failed_cost_usd += cost
+        self.in_flight(Usage(), 0.0)
+        return usage, cost
+
+    def was_lost(self, attempt: int) -> bool:
+        """Whether the attempt before ``attempt`` vanished without ending here."""
+        return attempt > 1 and self.ended_attempt != attempt - 1
 
 
 class Heartbeater:
@@ -184,14 +218,24 @@ class ActivityBase:
     # -- attempts ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def tracked(self, name: str, *, billed: bool = False) -> AsyncIterator[Heartbeater]:
+    async def tracked(
+        self, name: str, *, billed: bool = False, model: str = ""
+    ) -> AsyncIterator[Heartbeater]:
         """One attempt of activity ``name``, heartbeating: the wrapper every activity runs in.
 
-        With ``billed`` (the LLM activities) the progress carried from earlier
-        attempts (failed spend, calls) is read into the heartbeat state and attached
-        to a failure, so the workflow can account for an activity that failed for good.
+        With ``billed`` (the LLM activities, calling ``model``) the progress carried
+        from earlier attempts (failed spend, calls) is read into the heartbeat state
+        and attached to a failure, so the workflow can account for an activity that
+        failed for good; the request an attempt lost with its worker had in flight
+        becomes failed spend here.
         """
         carried = Carried.from_info() if billed else Carried()
+        if carried.was_lost(activity.info().attempt) and carried.inflight_cost_usd > 0:
+            # The attempt died with its worker mid-request; what it was billed is
+            # known only from its last heartbeat.
+            usage, cost = carried.take_in_flight()
+            self.metrics.record_llm(self.labels, model, usage, cost)
+            self.metrics.record_retry_cost(self.labels, model, cost)
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
             yield beat
@@ -246,3 +290,24 @@ class FailureDetailsFactory:
             "failed_cost_usd": self.state.failed_cost_usd,
             "calls": self.state.calls,
         }
+
+
+def ensure_affordable(run: RunBudget | None, carried: Carried, reserve_usd: float) -> None:
+    """Refuse the next request unless it fits the run's budget (docs/design.md §3).
+
+    What counts as spent: the run's spend when the activity was scheduled, plus
+    everything this activity was billed so far, earlier attempts included. A
+    refusal is the non-retryable ``BudgetExhausted``, carrying that spend and the
+    numbers that decided, so the workflow ends the run as it does on its own check.
+    """
+    if run is None:
+        return
+    decision = budget.check(run.spent_usd + carried.failed_cost_usd, reserve_usd, run.limit_usd)
+    if decision.fits:
+        return
+    raise ApplicationError(
+        f"run budget exhausted: {decision.message}",
+        {**FailureDetailsFactory(carried)(), **decision.as_details()},
+        type=errors.BUDGET_EXHAUSTED,
+        non_retryable=True,
+    )

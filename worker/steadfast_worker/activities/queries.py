@@ -4,7 +4,9 @@ Model output is untrusted input. The reply must be a JSON array of non-empty
 strings; anything else is re-asked a bounded number of times (each re-ask is a
 new, billed call, counted as failed spend), then the activity fails with the
 non-retryable ``InvalidModelOutput``: retrying the whole activity would ask the
-same question again and spend more for the same answer.
+same question again and spend more for the same answer. Every ask -- the first,
+a re-ask, the first of a retried attempt -- is checked against the run's budget
+before it is sent (:func:`~steadfast_worker.activities.base.ensure_affordable`).
 
 The prompt follows the simulator's contract (:mod:`steadfast_dev.sim.content`):
 "Return a JSON array of N search queries" and a ``Topic:`` line. A real model
@@ -20,7 +22,7 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_contract import pricing
+from steadfast_contract import budget, pricing
 from steadfast_contract.activities import (
     GENERATE_QUERIES,
     GenerateQueriesInput,
@@ -32,6 +34,7 @@ from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     FailureDetailsFactory,
+    ensure_affordable,
 )
 
 SYSTEM = (
@@ -77,7 +80,7 @@ def parse_queries(text: str, count: int) -> list[str]:
 class QueriesActivities(ActivityBase):
     @activity.defn(name=GENERATE_QUERIES)
     async def generate_queries(self, inp: GenerateQueriesInput) -> GenerateQueriesOutput:
-        async with self.tracked(GENERATE_QUERIES, billed=True) as beat:
+        async with self.tracked(GENERATE_QUERIES, billed=True, model=inp.model) as beat:
             return await self._generate(inp, beat.state)
 
     async def _generate(self, inp: GenerateQueriesInput, carried: Carried) -> GenerateQueriesOutput:
@@ -89,6 +92,9 @@ class QueriesActivities(ActivityBase):
         ]
         problem = ""
         for ask in range(inp.max_reasks + 1):
+            chars = len(SYSTEM) + sum(len(str(m["content"])) for m in messages)
+            reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
+            ensure_affordable(inp.budget, carried, reserve)
             reply = await client.messages.create(
                 model=inp.model,
                 max_tokens=inp.max_tokens,

@@ -9,7 +9,10 @@ within the heartbeat timeout and the call restarts on another worker.
 
 A stream that breaks after tokens were produced was still billed; its estimated
 cost is carried (heartbeat details) into the next attempt and counted as failed
-spend, so the run's cost and the retry-cost metric stay honest.
+spend, so the run's cost and the retry-cost metric stay honest. The estimate is
+heartbeated as the stream goes, so an attempt lost with its worker leaves it too,
+and the next attempt counts it. Each attempt checks the run's budget, that spend
+included, before it sends its request.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     Heartbeater,
+    ensure_affordable,
 )
 
 SYSTEM = (
@@ -66,7 +70,7 @@ def prompt_chars(topic: str, results: list[SearchResult]) -> int:
 class ReportActivities(ActivityBase):
     @activity.defn(name=WRITE_REPORT)
     async def write_report(self, inp: WriteReportInput) -> WriteReportOutput:
-        async with self.tracked(WRITE_REPORT, billed=True) as beat:
+        async with self.tracked(WRITE_REPORT, billed=True, model=inp.model) as beat:
             return await self._write(inp, beat.state, beat)
 
     async def _write(
@@ -82,6 +86,10 @@ class ReportActivities(ActivityBase):
         pending = ""
         last_publish = time.monotonic()
         opened: AsyncMessageStream[None] | None = None
+        prompt_tokens = budget.estimate_tokens(prompt_chars(inp.topic, inp.results))
+        ensure_affordable(
+            inp.budget, carried, budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
+        )
         async with publisher:
             try:
                 async with self.llm_client().messages.stream(
@@ -107,9 +115,13 @@ class ReportActivities(ActivityBase):
                             pending = ""
                             last_publish = now
                             carried.progress = len(text)
+                            # Billed so far, should this worker die before the end.
+                            so_far = self._partial_usage(started_usage(stream), text)
+                            carried.in_flight(so_far, pricing.cost_usd(so_far, price))
                             beat.beat()
                     final = await stream.get_final_message()
             except BaseException:
+                carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
                 partial = self._partial_usage(started_usage(opened), text + pending)
                 cost = pricing.cost_usd(partial, price)
                 if cost:
@@ -126,6 +138,7 @@ class ReportActivities(ActivityBase):
             await publisher.flush()
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
+        carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         markdown = llm.text_of(final)
