@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.operator_env import crd, op_sim, operator  # noqa: F401  (fixtures)
+from tests.e2e.operator_env import crd, op_sim, operator, scene  # noqa: F401  (fixtures)
 from tests.support.kube import KubeBinaries, KubeCluster, start_cluster
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,25 @@ def running_operator(
         if op.proc is not None and op.proc.poll() is None:
             cluster.kubectl("delete", "ra", "--all", "-n", namespace, "--timeout=60s", check=False)
         op.stop()
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Where an operator e2e test works: the cluster, its namespace (with the operator
+    running and the ``llm`` Secret the agents name) and the simulator."""
+
+    operator: Operator
+    cluster: KubeCluster
+    namespace: str
+    sim: SimHandle
+
+
+@pytest.fixture
+def scene(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
+) -> Scene:
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    return Scene(operator, kube_cluster, namespace, op_sim)
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ from temporalio.client import (
     ScheduleState,
 )
 from temporalio.service import RPCError, RPCStatusCode
-from tests.e2e.operator_env import Operator, agent_manifest, apply, condition, get, secret
+from tests.e2e.operator_env import Scene, agent_manifest, apply, condition, get
 from tests.support.kube import KubeCluster
-from tests.support.sim import SimHandle
 from tests.support.tcpforward import TCPForwarder
 from tests.support.waiting import wait_for
 
@@ -88,104 +87,111 @@ def runs_listed(cluster: KubeCluster, namespace: str, name: str) -> int:
 
 
 async def test_deletion_waits_for_an_unreachable_temporal_and_finishes_when_it_is_back(
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_client: Client,
-    temporal_address: str,
+    scene: Scene, temporal_client: Client, temporal_address: str
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     with TCPForwarder(temporal_address) as fwd:
         temporal = {"address": fwd.address, "namespace": "default"}
         topics = {"blocked": ["held one", "held two"], "abandoned": ["let go"]}
         for name, its_topics in topics.items():
             policy = {"deletionPolicy": "Cancel"}
             apply(
-                kube_cluster,
+                scene.cluster,
                 agent_manifest(
-                    name, namespace, op_sim, its_topics, temporal=temporal, schedule=CRON, **policy
+                    name,
+                    scene.namespace,
+                    scene.sim,
+                    its_topics,
+                    temporal=temporal,
+                    schedule=CRON,
+                    **policy,
                 ),
             )
         for name, its_topics in topics.items():
             wait_for(
                 f"{name}'s runs in status",
-                lambda n=name, t=its_topics: runs_listed(kube_cluster, namespace, n) == len(t),
+                lambda n=name, t=its_topics: (
+                    runs_listed(scene.cluster, scene.namespace, n) == len(t)
+                ),
             )
             for topic in its_topics:
-                assert await schedule_exists(temporal_client, schedule_id(namespace, name, topic))
+                assert await schedule_exists(
+                    temporal_client, schedule_id(scene.namespace, name, topic)
+                )
 
         fwd.cut()
         cut_at = time.monotonic()
         for name in topics:
-            kube_cluster.kubectl("delete", "ra", name, "-n", namespace, "--wait=false")
+            scene.cluster.kubectl("delete", "ra", name, "-n", scene.namespace, "--wait=false")
         # Longer than the old handler's retries: every poll must still find the agents.
         while time.monotonic() - cut_at < OUTAGE:
             for name in topics:
-                agent = get(kube_cluster, "ra", namespace, name)
+                agent = get(scene.cluster, "ra", scene.namespace, name)
                 gone_after = time.monotonic() - cut_at
                 assert agent is not None, f"{name} let go {gone_after:.0f}s into the outage"
                 assert FINALIZER in agent["metadata"].get("finalizers", [])
             await asyncio.sleep(2)
         for name in topics:
-            ready = condition(get(kube_cluster, "ra", namespace, name), "Ready")
+            ready = condition(get(scene.cluster, "ra", scene.namespace, name), "Ready")
             assert (ready.get("status"), ready.get("reason")) == ("False", "WaitingForTemporal")
             assert fwd.address in ready["message"], ready["message"]
             assert "deletionPolicy: Abandon" in ready["message"], ready["message"]
 
         # The documented way out while Temporal is gone: Abandon lets the agent go.
         patch = json.dumps({"spec": {"deletionPolicy": "Abandon"}})
-        kube_cluster.kubectl(
-            "patch", "ra", "abandoned", "-n", namespace, "--type=merge", "-p", patch
+        scene.cluster.kubectl(
+            "patch", "ra", "abandoned", "-n", scene.namespace, "--type=merge", "-p", patch
         )
         wait_for(
             "the abandoned agent gone",
-            lambda: get(kube_cluster, "ra", namespace, "abandoned") is None,
+            lambda: get(scene.cluster, "ra", scene.namespace, "abandoned") is None,
             timeout=90,
         )
-        assert get(kube_cluster, "ra", namespace, "blocked") is not None
+        assert get(scene.cluster, "ra", scene.namespace, "blocked") is not None
 
         fwd.restore()
         wait_for(
             "the blocked agent gone once Temporal is back",
-            lambda: get(kube_cluster, "ra", namespace, "blocked") is None,
+            lambda: get(scene.cluster, "ra", scene.namespace, "blocked") is None,
             timeout=120,
         )
     for topic in topics["blocked"]:
-        assert not await schedule_exists(temporal_client, schedule_id(namespace, "blocked", topic))
-        handle = temporal_client.get_workflow_handle(ids.workflow_id(namespace, "blocked", topic))
+        assert not await schedule_exists(
+            temporal_client, schedule_id(scene.namespace, "blocked", topic)
+        )
+        handle = temporal_client.get_workflow_handle(
+            ids.workflow_id(scene.namespace, "blocked", topic)
+        )
         events = [e.event_type async for e in handle.fetch_history_events()]
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
     # Abandoned while Temporal was away: its run is left running, its Schedule left.
     (left,) = topics["abandoned"]
-    handle = temporal_client.get_workflow_handle(ids.workflow_id(namespace, "abandoned", left))
+    handle = temporal_client.get_workflow_handle(
+        ids.workflow_id(scene.namespace, "abandoned", left)
+    )
     events = [e.event_type async for e in handle.fetch_history_events()]
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in events
-    left_schedule = schedule_id(namespace, "abandoned", left)
+    left_schedule = schedule_id(scene.namespace, "abandoned", left)
     assert await schedule_exists(temporal_client, left_schedule)
     await temporal_client.get_schedule_handle(left_schedule).delete()
     await handle.terminate("test cleanup")
 
 
 async def test_a_schedule_no_status_lists_is_deleted_on_edit_and_on_deletion(
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_client: Client,
+    scene: Scene, temporal_client: Client
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
-    apply(kube_cluster, agent_manifest("keeper", namespace, op_sim, ["kept"], schedule=CRON))
-    kept = schedule_id(namespace, "keeper", "kept")
+    apply(
+        scene.cluster, agent_manifest("keeper", scene.namespace, scene.sim, ["kept"], schedule=CRON)
+    )
+    kept = schedule_id(scene.namespace, "keeper", "kept")
     await eventually("the kept topic's Schedule", lambda: schedule_exists(temporal_client, kept))
     # Removed long ago (beyond the runs the status lists), and a sibling agent's whose
     # id starts with this agent's prefix: only the first is the agent's.
-    removed = await stray_schedule(temporal_client, namespace, "keeper", "dropped long ago")
-    sibling = await stray_schedule(temporal_client, namespace, "keeper-eu", "not yours")
+    removed = await stray_schedule(temporal_client, scene.namespace, "keeper", "dropped long ago")
+    sibling = await stray_schedule(temporal_client, scene.namespace, "keeper-eu", "not yours")
 
-    body = agent_manifest("keeper", namespace, op_sim, ["kept", "added"], schedule=CRON)
-    apply(kube_cluster, body)
-    added = schedule_id(namespace, "keeper", "added")
+    body = agent_manifest("keeper", scene.namespace, scene.sim, ["kept", "added"], schedule=CRON)
+    apply(scene.cluster, body)
+    added = schedule_id(scene.namespace, "keeper", "added")
     await eventually("the added topic's Schedule", lambda: schedule_exists(temporal_client, added))
 
     async def removed_gone() -> bool:
@@ -194,8 +200,8 @@ async def test_a_schedule_no_status_lists_is_deleted_on_edit_and_on_deletion(
     await eventually("the removed topic's Schedule deleted on the edit", removed_gone, 30)
     assert await schedule_exists(temporal_client, kept)
 
-    removed = await stray_schedule(temporal_client, namespace, "keeper", "dropped later")
-    kube_cluster.kubectl("delete", "ra", "keeper", "-n", namespace, "--timeout=60s")
+    removed = await stray_schedule(temporal_client, scene.namespace, "keeper", "dropped later")
+    scene.cluster.kubectl("delete", "ra", "keeper", "-n", scene.namespace, "--timeout=60s")
     for sched in (kept, added, removed):
         assert not await schedule_exists(temporal_client, sched), sched
     assert await schedule_exists(temporal_client, sibling)

@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from tests.e2e.operator_env import (
     Operator,
+    Scene,
     agent_manifest,
     apply,
     condition,
@@ -140,14 +141,8 @@ def test_spec_edit_rolls_and_resync_writes_nothing(
 
 
 async def test_autoscale_up_from_zero_and_back(
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_client: Client,
-    tmp_path: Path,
+    scene: Scene, temporal_client: Client, tmp_path: Path
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     topics = [f"scaling topic {i}" for i in range(5)]
     workers = {
         "minReplicas": 0,
@@ -155,20 +150,22 @@ async def test_autoscale_up_from_zero_and_back(
         "targetBacklogPerWorker": 2,
         "scaleDownDelay": "3s",
     }
-    apply(kube_cluster, agent_manifest("scaler", namespace, op_sim, topics, workers=workers))
+    apply(
+        scene.cluster, agent_manifest("scaler", scene.namespace, scene.sim, topics, workers=workers)
+    )
 
     def replicas() -> int:
-        dep = get(kube_cluster, "deploy", namespace, "scaler-worker")
+        dep = get(scene.cluster, "deploy", scene.namespace, "scaler-worker")
         return int(((dep or {}).get("spec") or {}).get("replicas") or 0)
 
     # Five workflow tasks and no poller: ceil(5 / 2) = 3 workers, from zero.
     started = time.monotonic()
     wait_for("3 replicas", lambda: replicas() == 3, timeout=60)
     reaction = time.monotonic() - started
-    with worker_process(kube_cluster, namespace, "scaler", tmp_path, op_sim):
+    with worker_process(scene.cluster, scene.namespace, "scaler", tmp_path, scene.sim):
 
         def all_done() -> bool:
-            ra = get(kube_cluster, "ra", namespace, "scaler")
+            ra = get(scene.cluster, "ra", scene.namespace, "scaler")
             runs = ((ra or {}).get("status") or {}).get("runs") or []
             return len(runs) == 5 and all(r["phase"] == "Completed" for r in runs)
 
@@ -178,30 +175,27 @@ async def test_autoscale_up_from_zero_and_back(
 
 
 async def test_delete_cancels_runs_and_children_are_collected(
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_client: Client,
+    scene: Scene, temporal_client: Client
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     topics = ["to cancel one", "to cancel two"]
-    apply(kube_cluster, agent_manifest("doomed", namespace, op_sim, topics))
+    apply(scene.cluster, agent_manifest("doomed", scene.namespace, scene.sim, topics))
     wait_for(
         "two running runs in status",
         lambda: (
             len(
-                ((get(kube_cluster, "ra", namespace, "doomed") or {}).get("status") or {}).get(
-                    "runs"
-                )
+                (
+                    (get(scene.cluster, "ra", scene.namespace, "doomed") or {}).get("status") or {}
+                ).get("runs")
                 or []
             )
             == 2
         ),
     )
-    kube_cluster.kubectl("delete", "ra", "doomed", "-n", namespace, "--timeout=60s")
+    scene.cluster.kubectl("delete", "ra", "doomed", "-n", scene.namespace, "--timeout=60s")
     for topic in topics:
-        handle = temporal_client.get_workflow_handle(ids.workflow_id(namespace, "doomed", topic))
+        handle = temporal_client.get_workflow_handle(
+            ids.workflow_id(scene.namespace, "doomed", topic)
+        )
         events = [e.event_type async for e in handle.fetch_history_events()]
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
     for kind, name in (
@@ -211,39 +205,36 @@ async def test_delete_cancels_runs_and_children_are_collected(
     ):
         wait_for(
             f"{kind}/{name} collected",
-            lambda k=kind, n=name: get(kube_cluster, k, namespace, n) is None,
+            lambda k=kind, n=name: get(scene.cluster, k, scene.namespace, n) is None,
         )
 
 
 async def test_killed_mid_reconcile_converges_without_duplicates(
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_client: Client,
+    scene: Scene, temporal_client: Client
 ) -> None:
-    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     topics = [f"crash topic {i}" for i in range(12)]
-    apply(kube_cluster, agent_manifest("crashy", namespace, op_sim, topics))
+    apply(scene.cluster, agent_manifest("crashy", scene.namespace, scene.sim, topics))
     # Kill as soon as the first child exists: the reconcile is between its writes.
-    wait_for("the first child", lambda: get(kube_cluster, "cm", namespace, "crashy-worker-config"))
-    operator.kill()
-    operator.start()
+    wait_for(
+        "the first child", lambda: get(scene.cluster, "cm", scene.namespace, "crashy-worker-config")
+    )
+    scene.operator.kill()
+    scene.operator.start()
 
     def converged() -> bool:
-        ra = get(kube_cluster, "ra", namespace, "crashy")
+        ra = get(scene.cluster, "ra", scene.namespace, "crashy")
         runs = ((ra or {}).get("status") or {}).get("runs") or []
         return len(runs) == len(topics) and condition(ra, "Ready").get("status") == "True"
 
     wait_for("all topics started after the restart", converged, timeout=90)
     for topic in topics:
-        wf_id = ids.workflow_id(namespace, "crashy", topic)
+        wf_id = ids.workflow_id(scene.namespace, "crashy", topic)
         executions = [w async for w in temporal_client.list_workflows(f"WorkflowId = '{wf_id}'")]
         assert len(executions) == 1, f"{topic}: {len(executions)} executions"
         assert executions[0].status == WorkflowExecutionStatus.RUNNING
     for kind in ("deploy", "cm", "svc"):
-        items = kube_cluster.kubectl_json(
-            "get", kind, "-n", namespace, "-l", "steadfast.dev/agent=crashy"
+        items = scene.cluster.kubectl_json(
+            "get", kind, "-n", scene.namespace, "-l", "steadfast.dev/agent=crashy"
         )
         assert len(items["items"]) == 1, kind
 

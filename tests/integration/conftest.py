@@ -19,7 +19,9 @@ import email
 import email.policy
 import json
 import os
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
@@ -31,7 +33,12 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from tests.support.ports import free_port
-from tests.support.sim import SimHandle, sim, sim_server  # noqa: F401  (fixtures)
+from tests.support.sim import (  # noqa: F401  (fixtures)
+    SimHandle,
+    sim,
+    sim_server,
+    wait_for_report_call,
+)
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
 from steadfast_contract.config import WorkerConfig, parse_config
@@ -256,11 +263,51 @@ class Harness:
             *steadfast_command(*argv, "--log-level", "ERROR"), env={**os.environ, **self.env}
         )
 
+    async def killed_mid_report(
+        self,
+        topic: str,
+        temporal_address: str,
+        config_path: Path,
+        *,
+        chunk_delay_ms: int,
+        settle: float,
+    ) -> KilledMidReport:
+        """Start ``topic`` on a ``steadfast worker`` process, SIGKILL it ``settle`` seconds
+        into the report's stream (slowed to ``chunk_delay_ms`` a chunk), then let this
+        harness's own worker finish the run."""
+        doc = base_config(self.sim, self.task_queue, Path(self.config.storage.sqlite_path))
+        self.sim.set_faults({"llm": {"chunk_delay_ms": chunk_delay_ms, "match": "research report"}})
+        proc = await self.spawn_worker(doc, temporal_address, config_path)
+        try:
+            handle = await self.start(topic)
+            await wait_for_report_call(self.sim, handle.id, settle=settle)
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 10)
+            killed_at = time.monotonic()
+            self.sim.set_faults({"llm": {"clear": True}})
+            async with self.worker():
+                result: ResearchResult = await handle.result()
+            return KilledMidReport(handle, result, time.monotonic() - killed_at)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
     @contextlib.asynccontextmanager
     async def worker(self) -> AsyncIterator[None]:
         """Run this harness's worker for the duration of the block."""
         async with build_worker(self.client, self.config, self.activities):
             yield
+
+
+@dataclass(frozen=True)
+class KilledMidReport:
+    """A run whose first worker died during the report, finished by another."""
+
+    handle: WorkflowHandle[Any, Any]
+    result: ResearchResult
+    resumed_in: float
+    """Seconds from the SIGKILL to the run's result."""
 
 
 HarnessFactory = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]

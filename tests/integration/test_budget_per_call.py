@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from tests.integration.conftest import Harness, HarnessFactory, base_config
-from tests.support.sim import wait_for_report_call
+from tests.integration.conftest import Harness, HarnessFactory
 
 from steadfast_contract import pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
@@ -79,6 +77,21 @@ async def _end(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     return status.phase.value, ""
 
 
+async def stopped_within_budget(
+    h: Harness, handle: WorkflowHandle[Any, Any]
+) -> tuple[list[dict[str, Any]], float]:
+    """Wait for the run to end; it must have stopped BudgetExhausted with what the
+    simulator billed within ``maxUSDPerRun`` plus one call. Returns (attempts, billed)."""
+    phase, kind = await _end(handle)
+    entries = _entries(h, handle.id)
+    billed = billed_usd(h, entries)
+    limit = h.config.budget.max_usd_per_run
+    print(f"{len(entries)} LLM attempts billed ${billed:.4f} against ${limit}")
+    assert billed <= limit + one_call_usd(h, entries), (phase, len(entries))
+    assert (phase, kind) == (Phase.BUDGET_EXHAUSTED.value, "BudgetExhausted")
+    return entries, billed
+
+
 @pytest.mark.parametrize("maximum_attempts", [5, 0])
 async def test_every_stream_cut_at_90_percent_stops_within_budget(
     harness: HarnessFactory, maximum_attempts: int
@@ -93,14 +106,7 @@ async def test_every_stream_cut_at_90_percent_stops_within_budget(
             {"llm": {"rates": {"stream_error": 1.0}, "match": "research report", "stream_cut": 0.9}}
         )
         handle = await h.start(f"every stream cut {maximum_attempts}")
-        phase, kind = await _end(handle)
-
-        entries = _entries(h, handle.id)
-        billed = billed_usd(h, entries)
-        limit = h.config.budget.max_usd_per_run
-        print(f"{len(entries)} LLM attempts billed ${billed:.4f} against ${limit}")
-        assert billed <= limit + one_call_usd(h, entries), (phase, len(entries))
-        assert (phase, kind) == (Phase.BUDGET_EXHAUSTED.value, "BudgetExhausted")
+        entries, billed = await stopped_within_budget(h, handle)
         # The cut-off reports were billed and the run stopped on them, not before.
         assert sum(1 for e in entries if e["fault"] == "stream_error") >= 1
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
@@ -131,14 +137,7 @@ async def test_bad_json_on_every_answer_and_529_on_the_last_reask_stays_within_b
             }
         )
         handle = await h.start("bad json and overload")
-        phase, kind = await _end(handle)
-
-        entries = _entries(h, handle.id)
-        billed = billed_usd(h, entries)
-        limit = h.config.budget.max_usd_per_run
-        print(f"{len(entries)} LLM attempts billed ${billed:.4f} against ${limit}")
-        assert billed <= limit + one_call_usd(h, entries), (phase, len(entries))
-        assert (phase, kind) == (Phase.BUDGET_EXHAUSTED.value, "BudgetExhausted")
+        _, billed = await stopped_within_budget(h, handle)
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         assert status.cost_usd == pytest.approx(billed)
 
@@ -147,23 +146,16 @@ async def test_spend_of_a_report_attempt_lost_with_its_worker_is_counted(
     harness: HarnessFactory, temporal_address: str, tmp_path: Path
 ) -> None:
     async with harness(start_worker=False) as h:
-        doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
-        h.sim.set_faults({"llm": {"chunk_delay_ms": 100, "match": "research report"}})
-        proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
-        try:
-            handle = await h.start("spend lost with the worker")
-            # Long enough for the stream's progress to reach the server in a heartbeat
-            # (the SDK throttles them to 80 % of the 3 s heartbeat timeout).
-            await wait_for_report_call(h.sim, handle.id, settle=3.5)
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)
-            h.sim.set_faults({"llm": {"clear": True}})
-            async with h.worker():
-                result = await handle.result()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        # Long enough for the stream's progress to reach the server in a heartbeat
+        # (the SDK throttles them to 80 % of the 3 s heartbeat timeout).
+        run = await h.killed_mid_report(
+            "spend lost with the worker",
+            temporal_address,
+            tmp_path / "worker.json",
+            chunk_delay_ms=100,
+            settle=3.5,
+        )
+        handle, result = run.handle, run.result
 
         st = result.status
         assert st.phase == Phase.COMPLETED

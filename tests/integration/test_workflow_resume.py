@@ -7,14 +7,10 @@ the second is the in-process test worker on the same task queue.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import HarnessFactory, base_config
-from tests.support.sim import wait_for_report_call
+from tests.integration.conftest import HarnessFactory
 
 from steadfast_contract.models import Phase
 
@@ -25,24 +21,15 @@ async def test_killed_worker_resumes_within_heartbeat_timeout(
     harness: HarnessFactory, temporal_address: str, tmp_path: Path
 ) -> None:
     async with harness(start_worker=False) as h:
-        doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
-        # Slow the report's stream so the kill lands in the middle of it.
-        h.sim.set_faults({"llm": {"chunk_delay_ms": 150, "match": "research report"}})
-        proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
-        try:
-            handle = await h.start("resume after kill")
-            await wait_for_report_call(h.sim, handle.id, settle=0.5)
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)
-            killed_at = time.monotonic()
-            h.sim.set_faults({"llm": {"clear": True}})
-            async with h.worker():
-                result = await handle.result()
-            resumed_in = time.monotonic() - killed_at
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        # The report's stream is slowed so the kill lands in the middle of it.
+        run = await h.killed_mid_report(
+            "resume after kill",
+            temporal_address,
+            tmp_path / "worker.json",
+            chunk_delay_ms=150,
+            settle=0.5,
+        )
+        handle, result, resumed_in = run.handle, run.result, run.resumed_in
 
         assert result.status.phase == Phase.COMPLETED
         assert result.status.retries == 1
