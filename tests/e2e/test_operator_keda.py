@@ -20,16 +20,14 @@ from typing import Any
 
 import pytest
 from tests.e2e.operator_env import (
-    Operator,
+    Scene,
     agent_manifest,
     apply,
     get,
-    secret,
     tls_secret,
     wait_for,
 )
 from tests.support.kube import KubeCluster, upstream_crd
-from tests.support.sim import SimHandle
 from tests.support.tlsproxy import TLSProxy, make_test_pki
 
 from steadfast_operator import render
@@ -79,32 +77,28 @@ def rendered_children(manifest: dict[str, Any], temporal_address: str) -> dict[s
 
 
 def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(
-    keda_crds: None,
-    operator: Operator,
-    kube_cluster: KubeCluster,
-    namespace: str,
-    op_sim: SimHandle,
-    temporal_address: str,
-    tmp_path: Path,
+    keda_crds: None, scene: Scene, temporal_address: str, tmp_path: Path
 ) -> None:
     pki = make_test_pki(tmp_path / "pki")
     with TLSProxy(temporal_address, pki) as proxy:
-        secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
         tls_secret(
-            kube_cluster, namespace, "temporal-mtls", pki.client_cert, pki.client_key, pki.ca
+            scene.cluster, scene.namespace, "temporal-mtls", pki.client_cert, pki.client_key, pki.ca
         )
         topics = [f"keda topic {i}" for i in range(4)]
         workers = {"autoscaler": "keda", "minReplicas": 0, "maxReplicas": 5}
         temporal = {"address": proxy.address, "tls": {"secretName": "temporal-mtls"}}
         apply(
-            kube_cluster,
-            agent_manifest("kedad", namespace, op_sim, topics, workers=workers, temporal=temporal),
+            scene.cluster,
+            agent_manifest(
+                "kedad", scene.namespace, scene.sim, topics, workers=workers, temporal=temporal
+            ),
         )
 
         so = wait_for(
-            "the ScaledObject", lambda: get(kube_cluster, "scaledobject", namespace, "kedad-worker")
+            "the ScaledObject",
+            lambda: get(scene.cluster, "scaledobject", scene.namespace, "kedad-worker"),
         )
-        auth = get(kube_cluster, "triggerauthentication", namespace, "kedad-worker")
+        auth = get(scene.cluster, "triggerauthentication", scene.namespace, "kedad-worker")
         assert auth is not None
         (trigger,) = so["spec"]["triggers"]
         assert trigger["type"] == "temporal"
@@ -117,7 +111,7 @@ def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(
         # Nothing the operator wrote was pruned by KEDA's schemas (a pruned field
         # would also make every reconcile see a difference and write again).
         manifest = agent_manifest(
-            "kedad", namespace, op_sim, topics, workers=workers, temporal=temporal
+            "kedad", scene.namespace, scene.sim, topics, workers=workers, temporal=temporal
         )
         rendered = rendered_children(manifest, temporal_address)
         for live in (so, auth):
@@ -128,35 +122,41 @@ def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(
         # Four runs wait with no worker: the built-in autoscaler would scale to
         # two; with KEDA as the owner the operator leaves replicas alone.
         def listed() -> bool:
-            ra = get(kube_cluster, "ra", namespace, "kedad")
+            ra = get(scene.cluster, "ra", scene.namespace, "kedad")
             return len(((ra or {}).get("status") or {}).get("runs") or []) == len(topics)
 
         wait_for("the four runs in status", listed)
         time.sleep(5)  # several status intervals (1 s) in which it could have scaled
-        dep = get(kube_cluster, "deploy", namespace, "kedad-worker")
+        dep = get(scene.cluster, "deploy", scene.namespace, "kedad-worker")
         assert dep is not None
         assert dep["spec"]["replicas"] == 0
 
         # Back to the built-in autoscaler: both KEDA objects go, replicas follow.
         workers["autoscaler"] = "builtin"
         apply(
-            kube_cluster,
-            agent_manifest("kedad", namespace, op_sim, topics, workers=workers, temporal=temporal),
+            scene.cluster,
+            agent_manifest(
+                "kedad", scene.namespace, scene.sim, topics, workers=workers, temporal=temporal
+            ),
         )
         wait_for(
             "the KEDA objects deleted",
             lambda: (
-                get(kube_cluster, "scaledobject", namespace, "kedad-worker") is None
-                and get(kube_cluster, "triggerauthentication", namespace, "kedad-worker") is None
+                get(scene.cluster, "scaledobject", scene.namespace, "kedad-worker") is None
+                and get(scene.cluster, "triggerauthentication", scene.namespace, "kedad-worker")
+                is None
             ),
         )
         wait_for(
             "the built-in autoscaler to scale up",
             lambda: (
                 (
-                    (get(kube_cluster, "deploy", namespace, "kedad-worker") or {}).get("spec") or {}
+                    (get(scene.cluster, "deploy", scene.namespace, "kedad-worker") or {}).get(
+                        "spec"
+                    )
+                    or {}
                 ).get("replicas", 0)
                 > 0
             ),
         )
-        kube_cluster.kubectl("delete", "ra", "kedad", "-n", namespace, "--timeout=60s")
+        scene.cluster.kubectl("delete", "ra", "kedad", "-n", scene.namespace, "--timeout=60s")
