@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 PYTEST := $(VENV)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo test bootstrap bootstrap-all lint typecheck unit integration e2e k8s-binaries bench
+.PHONY: demo test bootstrap bootstrap-all lint typecheck unit integration e2e hostile k8s-binaries bench
 
 demo: bootstrap ## Install the Python package and run `steadfast dev` on an embedded Temporal
 	$(VENV)/steadfast dev
@@ -37,6 +37,12 @@ integration:
 
 e2e:
 	$(PYTEST) -m e2e tests/e2e
+
+# The tests that try to break a promise (budget, secrets, re-runs, approval, ownership,
+# bad names, deletion during an outage), alone; each also runs in its own tier.
+hostile: bootstrap-all
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/integration
+	$(PYTEST) -m hostile tests/e2e
 
 k8s-binaries:
 	hack/k8s-binaries

@@ -146,6 +146,7 @@ def patched(base: dict[str, Any], patch: Patch) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("case", "patch", "message"), REJECTED, ids=[r[0] for r in REJECTED])
+@pytest.mark.hostile
 def test_schema_refuses(
     crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, case: str, patch: Patch, message: str
 ) -> None:
@@ -158,6 +159,7 @@ def test_schema_refuses(
 
 
 @pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 60], ids=["dot", "digit", "60-chars"])
+@pytest.mark.hostile
 def test_names_the_children_cannot_use_are_refused(
     crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, name: str
 ) -> None:
@@ -168,6 +170,7 @@ def test_names_the_children_cannot_use_are_refused(
     assert get(kube_cluster, "ra", "default", name) is None
 
 
+@pytest.mark.hostile
 def test_unworkable_agents_are_reported_and_isolated(
     operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
 ) -> None:

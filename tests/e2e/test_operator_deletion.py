@@ -32,7 +32,7 @@ from tests.support.waiting import wait_for
 
 from steadfast_contract import ids, models
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
 
 CRON = "0 6 * * 1"
 FINALIZER = "steadfast.dev/finalizer"

@@ -17,7 +17,7 @@ from tests.e2e import operator_env as env
 from tests.support.kube import KubeCluster
 from tests.support.sim import SimHandle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
 
 
 def stranger_deployment(namespace: str) -> dict[str, Any]:

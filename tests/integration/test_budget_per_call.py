@@ -24,7 +24,7 @@ from tests.integration.conftest import Harness, HarnessFactory
 from steadfast_contract import pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 FAST = {"initialInterval": "100ms", "backoffCoefficient": 1.0}
 #: Longer than a budget-respecting run needs; an unbounded one is stopped here.

@@ -253,6 +253,7 @@ async def test_a_relay_that_hangs_up_before_the_mail_releases_the_claim(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.hostile
 async def test_a_message_that_cannot_be_built_leaves_no_claim(
     harness: HarnessFactory, plain_relay: Relay, backend: str, request: pytest.FixtureRequest
 ) -> None:

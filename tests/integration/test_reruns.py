@@ -17,7 +17,7 @@ from tests.integration.conftest import HarnessFactory
 from steadfast_contract import starter
 from steadfast_contract.models import Phase, ResearchResult
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 
 def header(message: object, name: str) -> str:

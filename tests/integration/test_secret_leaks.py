@@ -48,7 +48,7 @@ from steadfast_contract.models import WORKFLOW_NAME
 from steadfast_contract.starter import research_input
 from steadfast_dev.processes import steadfast_command
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(240)]
 
 ANTHROPIC_ENV = "STEADFAST_TEST_LEAK_ANTHROPIC_KEY"
 SEARCH_ENV = "STEADFAST_TEST_LEAK_SEARCH_KEY"

@@ -37,6 +37,7 @@ async def _wait_phase(handle: WorkflowHandle[Any, Any], phase: Phase) -> RunStat
     raise AssertionError(f"never reached {phase}: {status}")
 
 
+@pytest.mark.hostile
 async def test_budget_exhausted_before_the_call_that_would_overspend(
     harness: HarnessFactory,
 ) -> None:
@@ -141,6 +142,7 @@ async def test_cancelled_run_records_its_phase(harness: HarnessFactory) -> None:
         assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
 
 
+@pytest.mark.hostile
 async def test_approval_before_the_report_exists_is_refused(harness: HarnessFactory) -> None:
     """An approval (or rejection) sent while queries are generated lands on nothing.
 
@@ -168,6 +170,7 @@ async def test_approval_before_the_report_exists_is_refused(harness: HarnessFact
         assert "Approved for review by alice" in mail.get_content()
 
 
+@pytest.mark.hostile
 async def test_an_unreviewed_report_expires_without_mail(harness: HarnessFactory) -> None:
     async with harness({"notify": {"requireApproval": True, "approvalTimeout": "2s"}}) as h:
         handle = await h.start("nobody reviews this")
