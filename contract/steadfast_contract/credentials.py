@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
+from enum import Enum
 from typing import Final
 from urllib.parse import parse_qsl, unquote
 
@@ -225,3 +226,25 @@ def scrub_logs(secrets: Callable[[], Iterable[str]]) -> Callable[[], None]:
             handler.removeFilter(scrubbing)
 
     return undo
+
+
+class Change(Enum):
+    """What a Temporal client connected with some credentials must do to use newer ones."""
+
+    NONE = "none"
+    API_KEY = "api key"
+    """Only the API key differs: set it on the client."""
+    RECONNECT = "reconnect"
+    """The TLS material differs: only a new connection can present it."""
+
+
+def rotation(
+    current_tls: object, current_key: str | None, latest_tls: object, latest_key: str | None
+) -> Change:
+    """The change from the current credentials to the latest: the worker, following
+    mounted files, and the operator, re-reading Secrets, decide it the same way."""
+    if latest_tls != current_tls:
+        return Change.RECONNECT
+    if latest_key != current_key:
+        return Change.API_KEY
+    return Change.NONE

@@ -145,9 +145,11 @@ class TemporalPool:
     ) -> Client:
         """``found``'s client, or a new one if the Secrets changed and it connects."""
         found.checked = time.monotonic()
-        if creds == found.credentials:
+        now = found.credentials
+        change = credentials.rotation(now.tls, now.api_key, creds.tls, creds.api_key)
+        if change is credentials.Change.NONE:
             return found.client
-        if creds.tls == found.credentials.tls:
+        if change is credentials.Change.API_KEY:
             found.client.api_key = creds.api_key  # the connection stays; calls carry the new key
             found.credentials = creds
             log.info("Temporal at %s: API key changed, using the new one", address)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.kube_binaries import cache_dir
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "steadfast"
 RELEASE = "steadfast"
@@ -22,18 +24,10 @@ NAMESPACE = "steadfast-system"
 
 
 def helm_binary() -> str | None:
-    configured = os.environ.get("STEADFAST_K8S_BIN")
-    if configured:
-        bin_dir = Path(configured)
-    else:
-        out = subprocess.run(
-            [str(REPO / "hack" / "k8s-binaries"), "--print-bin-dir"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        bin_dir = Path(out.stdout.strip())
-    helm = bin_dir / "helm"
+    try:
+        helm = cache_dir("STEADFAST_K8S_BIN", "--print-bin-dir") / "helm"
+    except subprocess.CalledProcessError:
+        return None
     return str(helm) if os.access(helm, os.X_OK) else None
 
 

@@ -38,17 +38,7 @@ class KubeBinaries:
     @classmethod
     def locate(cls) -> KubeBinaries:
         """``$STEADFAST_K8S_BIN``, else the cache dir the build script reports."""
-        configured = os.environ.get("STEADFAST_K8S_BIN")
-        if configured:
-            bin_dir = Path(configured)
-        else:
-            out = subprocess.run(
-                [str(K8S_BINARIES_SCRIPT), "--print-bin-dir"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            bin_dir = Path(out.stdout.strip())
+        bin_dir = cache_dir("STEADFAST_K8S_BIN", "--print-bin-dir")
         missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
         if missing:
             raise FileNotFoundError(
@@ -58,15 +48,20 @@ class KubeBinaries:
         return cls(bin_dir)
 
 
-def upstream_crds_dir() -> Path:
-    """``$STEADFAST_K8S_CRDS``, else the crds dir the build script reports."""
-    configured = os.environ.get("STEADFAST_K8S_CRDS")
+def cache_dir(env: str, flag: str) -> Path:
+    """``$env`` when set, else the directory ``hack/k8s-binaries FLAG`` reports (no build)."""
+    configured = os.environ.get(env)
     if configured:
         return Path(configured)
     out = subprocess.run(
-        [str(K8S_BINARIES_SCRIPT), "--print-crds-dir"], capture_output=True, text=True, check=True
+        [str(K8S_BINARIES_SCRIPT), flag], capture_output=True, text=True, check=True
     )
     return Path(out.stdout.strip())
+
+
+def upstream_crds_dir() -> Path:
+    """``$STEADFAST_K8S_CRDS``, else the crds dir the build script reports."""
+    return cache_dir("STEADFAST_K8S_CRDS", "--print-crds-dir")
 
 
 def upstream_crd(name: str) -> Path:

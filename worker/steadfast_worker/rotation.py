@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from enum import Enum
 
 from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from steadfast_contract.config import ConfigError, TemporalConfig
+from steadfast_contract.credentials import Change as Change
+from steadfast_contract.credentials import rotation
 from steadfast_worker.connection import ConnectOptions, connect_options, connect_with
 
 log = logging.getLogger(__name__)
@@ -35,21 +36,9 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_SECONDS = 30.0
 
 
-class Change(Enum):
-    NONE = "none"
-    API_KEY = "api key"
-    """Only the API key differs: set it on the client."""
-    RECONNECT = "reconnect"
-    """The TLS material differs: only a new connection can present it."""
-
-
 def plan(current: ConnectOptions, latest: ConnectOptions) -> Change:
     """What a worker connected with ``current`` must do to use ``latest``."""
-    if latest.tls != current.tls:
-        return Change.RECONNECT
-    if latest.api_key != current.api_key:
-        return Change.API_KEY
-    return Change.NONE
+    return rotation(current.tls, current.api_key, latest.tls, latest.api_key)
 
 
 def follows_files(cfg: TemporalConfig) -> bool:
