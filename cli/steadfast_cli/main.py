@@ -29,6 +29,7 @@ VERBS: dict[str, str] = {
     "run": "steadfast_cli.commands.run",
     "status": "steadfast_cli.commands.status",
     "approve": "steadfast_cli.commands.approve",
+    "budget": "steadfast_cli.commands.budget",
     "sim": "steadfast_cli.commands.sim",
     "operator": "steadfast_cli.commands.operator",
     "plan": "steadfast_cli.commands.plan",

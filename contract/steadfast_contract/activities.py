@@ -72,6 +72,11 @@ class RunBudget:
     """What the run had spent when the workflow scheduled this activity."""
     limit_usd: float = 0.0
     """The run's ``maxUSDPerRun``."""
+    day_limit_usd: float = 0.0
+    """The agent's ``maxUSDPerDay``, reserved from the day's ledger before each request
+    (0: no ledger, as in activities scheduled before it existed)."""
+    ledger: str = ""
+    """Whose day's ledger (:func:`steadfast_contract.budget.ledger_key`)."""
 
 
 @dataclass
@@ -194,3 +199,5 @@ class RecordRunInput:
     namespace: str
     phase: str
     cost_usd: float = 0.0
+    budget: str = ""
+    """With phase ``AwaitingBudget``: which budget paused the run (``run``/``day``)."""

@@ -11,14 +11,27 @@ The workflow checks before each LLM activity; the activity checks again before
 each request it sends (a re-ask, a retry), adding what it has spent itself, so
 neither re-asks nor a retry policy (even ``maximumAttempts: 0``) escape the rule.
 
-Pure functions only: the workflow makes this decision too, and it must replay.
+A call that does not fit does not end the run: the run pauses before it (phase
+``AwaitingBudget``) until the budget is raised, the day turns, or
+``budget.pauseTimeout`` runs out (:func:`raise_refusal` decides which raises a
+run accepts).
+
+The day's budget is a ledger per agent and UTC day (:class:`DayBook`, kept by a
+small workflow whose id :func:`ledger_id` derives): each request reserves its
+worst case from the day before it is sent (:func:`DayBook.grant`) and settles
+what it really cost afterwards (:func:`DayBook.settle`), so the day's overspend
+is bounded by the estimates of the calls in flight, however many topics start.
+
+Pure functions only: the workflow makes these decisions too, and they must replay.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC as _UTC
+from datetime import datetime, timedelta
 
 from steadfast_contract.models import Pricing
 from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
@@ -27,6 +40,10 @@ from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
 CHARS_PER_TOKEN = 4
 #: Role markers, system prompt framing and tool definitions the text alone misses.
 OVERHEAD_TOKENS = 64
+#: Which budget refused a call: the run's ``maxUSDPerRun`` or the agent's ``maxUSDPerDay``.
+RUN = "run"
+DAY = "day"
+_NAMES = {RUN: "run budget", DAY: "daily budget"}
 
 
 def estimate_tokens(text_chars: int) -> int:
@@ -55,21 +72,29 @@ class BudgetDecision:
     spent_usd: float
     reserve_usd: float
     limit_usd: float
+    scope: str = RUN
+    """:data:`RUN` or :data:`DAY`: which budget decided."""
+    day: str = ""
+    """For :data:`DAY`: the UTC date (``YYYY-MM-DD``) whose budget decided."""
 
     @property
     def message(self) -> str:
         verdict = "fits within" if self.fits else "would exceed"
+        spent = "the day spent" if self.scope == DAY else "spent"
+        of_day = f" ({self.day}, UTC)" if self.day else ""
         return (
-            f"spent ${self.spent_usd:.4f} + next call up to ${self.reserve_usd:.4f} "
-            f"{verdict} the run budget of ${self.limit_usd:.4f}"
+            f"{spent} ${self.spent_usd:.4f} + next call up to ${self.reserve_usd:.4f} "
+            f"{verdict} the {_NAMES.get(self.scope, self.scope)} of ${self.limit_usd:.4f}{of_day}"
         )
 
-    def as_details(self) -> dict[str, float]:
+    def as_details(self) -> dict[str, float | str]:
         """The numbers, for the details of a ``BudgetExhausted`` failure."""
         return {
             "spent_usd": self.spent_usd,
             "reserve_usd": self.reserve_usd,
             "limit_usd": self.limit_usd,
+            "budget": self.scope,
+            "day": self.day,
         }
 
     @classmethod
@@ -80,7 +105,11 @@ class BudgetDecision:
             value = details.get(key, 0.0)
             return float(value) if isinstance(value, int | float) else 0.0
 
-        return cls(False, number("spent_usd"), number("reserve_usd"), number("limit_usd"))
+        scope = str(details.get("budget") or RUN)
+        day = str(details.get("day") or "")
+        return cls(
+            False, number("spent_usd"), number("reserve_usd"), number("limit_usd"), scope, day
+        )
 
 
 def check(spent_usd: float, reserve: float, limit_usd: float) -> BudgetDecision:
@@ -98,3 +127,101 @@ def one_call_usd(max_tokens: int, output_per_mtok: float) -> float:
     its prompt; the operator refuses a spec whose ``maxUSDPerRun`` is under it.
     """
     return max_tokens * output_per_mtok / 1_000_000
+
+
+def raise_refusal(
+    spent_usd: float,
+    max_usd_per_run: float | None,
+    max_usd_per_day: float | None,
+    closed: str = "",
+) -> str:
+    """Why a run refuses new limits (``""``: it accepts them).
+
+    ``closed`` is the phase of a run that is over. A limit must be positive, and a
+    run's limit cannot go below what the run already spent: that would not stop a
+    call, it would only make the figures lie.
+    """
+    if closed:
+        return f"the run is over (phase {closed}); a budget can only change while it runs"
+    if max_usd_per_run is None and max_usd_per_day is None:
+        return "give a new limit: --max-usd (the run's) or --max-usd-per-day"
+    for name, value in (("max_usd_per_run", max_usd_per_run), ("max_usd_per_day", max_usd_per_day)):
+        if value is not None and not value > 0:
+            return f"{name} must be above 0, got {value}"
+    if max_usd_per_run is not None and max_usd_per_run < spent_usd - 1e-12:
+        return (
+            f"the run already spent ${spent_usd:.4f}; its budget cannot go below that "
+            f"(asked ${max_usd_per_run:.4f})"
+        )
+    return ""
+
+
+# --- the day's ledger ---------------------------------------------------------------
+
+#: A day's ledger stays open this long after its UTC day ends, so the calls that
+#: started before midnight still settle into it.
+LEDGER_GRACE = timedelta(hours=1)
+
+
+def day_of(now: datetime) -> str:
+    """The UTC date of ``now`` as the ledger names it (``YYYY-MM-DD``)."""
+    return now.date().isoformat() if now.tzinfo is None else now.astimezone(_UTC).date().isoformat()
+
+
+def seconds_to_next_day(now: datetime) -> float:
+    """Seconds from ``now`` to the next UTC midnight (never 0: at least a millisecond)."""
+    utc = now if now.tzinfo is None else now.astimezone(_UTC)
+    midnight = datetime(utc.year, utc.month, utc.day, tzinfo=utc.tzinfo) + timedelta(days=1)
+    return max((midnight - utc).total_seconds(), 0.001)
+
+
+def ledger_key(namespace: str, agent: str, task_queue: str) -> str:
+    """Whose days a ledger counts: one agent, on the task queue its workers poll.
+
+    Namespace and agent are DNS labels, so ``/`` and ``@`` cannot appear in them and
+    two agents never share a key (``a-b``/``c`` and ``a``/``b-c`` stay apart). The
+    task queue is part of it because the ledger runs there.
+    """
+    return f"{namespace}/{agent}@{task_queue}"
+
+
+def ledger_id(key: str, day: str) -> str:
+    """The workflow id of one agent's ledger for one UTC day."""
+    return f"steadfast-budget/{key}/{day}"
+
+
+@dataclass
+class DayBook:
+    """One agent's spend on one UTC day: settled calls, and reservations in flight.
+
+    Reservations and settlements are keyed by request, so a retried update (an
+    activity attempt that resends it) is answered as the first one was.
+    """
+
+    spent_usd: float = 0.0
+    reserved: dict[str, float] = field(default_factory=dict)
+    settled: dict[str, float] = field(default_factory=dict)
+    """Settled requests and what they cost (a resent settle changes nothing)."""
+
+    @property
+    def committed_usd(self) -> float:
+        """Spent, plus every reservation in flight."""
+        return self.spent_usd + sum(self.reserved.values())
+
+    def grant(self, key: str, reserve: float, limit_usd: float, day: str = "") -> BudgetDecision:
+        """Reserve ``reserve`` for request ``key`` if the day can still pay for it."""
+        if key in self.reserved or key in self.settled:
+            others = self.committed_usd - self.reserved.get(key, 0.0)
+            return BudgetDecision(True, others, reserve, limit_usd, DAY, day)
+        decision = check(self.committed_usd, reserve, limit_usd)
+        if decision.fits:
+            self.reserved[key] = reserve
+        return BudgetDecision(decision.fits, self.committed_usd, reserve, limit_usd, DAY, day)
+
+    def settle(self, key: str, cost_usd: float) -> None:
+        """Replace request ``key``'s reservation with what it really cost."""
+        if key in self.settled:
+            return
+        self.reserved.pop(key, None)
+        self.settled[key] = cost_usd
+        self.spent_usd += cost_usd

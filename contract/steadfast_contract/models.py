@@ -24,6 +24,10 @@ DEFAULT_MAX_USD_PER_RUN: Final = 1.0
 """A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
 DEFAULT_APPROVAL_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 """How long a run waits for review unless ``spec.notify.approvalTimeout`` says otherwise."""
+DEFAULT_MAX_USD_PER_DAY: Final = 50.0
+"""An agent's daily budget unless ``spec.budget.maxUSDPerDay`` says otherwise."""
+DEFAULT_BUDGET_PAUSE_SECONDS: Final = 24 * 3600.0
+"""How long a run stopped by a budget waits for more unless ``spec.budget.pauseTimeout`` says."""
 
 
 class Phase(StrEnum):
@@ -35,6 +39,10 @@ class Phase(StrEnum):
     WRITING = "Writing"
     SAVING = "Saving"
     AWAITING_APPROVAL = "AwaitingApproval"
+    AWAITING_BUDGET = "AwaitingBudget"
+    """The next LLM call does not fit the run's or the day's budget: paused before it,
+    resumable by a raise (``steadfast budget``, a spec edit) or the next UTC day, for at
+    most ``budget.pauseTimeout``. The run keeps the step it paused in."""
     EMAILING = "Emailing"
     COMPLETED = "Completed"
     REJECTED = "Rejected"
@@ -63,6 +71,8 @@ _TERMINAL = frozenset(
 #: The pipeline step (``RunStatus.step``) of each working phase, in the order the
 #: workflow goes through them. Waiting for approval belongs to step 4: the report is
 #: saved and not yet mailed. The workflow reports these; the chaos driver reads them.
+#: ``AwaitingBudget`` has no step of its own: a run pauses there before an LLM call of
+#: step 1, 2 or 3 and keeps that step (``STEP_OF_PHASE.get(phase, status.step)``).
 STEP_OF_PHASE: Final[Mapping[Phase, int]] = MappingProxyType(
     {
         Phase.GENERATING_QUERIES: 1,
@@ -144,6 +154,11 @@ class RunSettings:
     search_max_results: int = 5
     max_output_reasks: int = 2
     """Re-asks when the model's query list does not parse, before ``InvalidModelOutput``."""
+    budget_pause_seconds: float = DEFAULT_BUDGET_PAUSE_SECONDS
+    """How long a run the budget stopped waits in ``AwaitingBudget`` (0: it ends at once)."""
+    max_usd_per_day: float = 0.0
+    """The agent's daily budget, granted call by call from the day's ledger (0: no
+    ledger, as in inputs recorded before it existed)."""
 
 
 @dataclass
@@ -181,6 +196,12 @@ class RunStatus:
     process may have died between the SMTP server accepting the mail and its record."""
     reviewer: str = ""
     message: str = ""
+    max_usd_per_run: float = 0.0
+    """The run's budget now (a ``budget`` update may have raised it); 0 before it existed."""
+    max_usd_per_day: float = 0.0
+    """The daily budget this run asks the day's ledger against (0: none)."""
+    stopped_by: str = ""
+    """While ``AwaitingBudget`` (and after ``BudgetExhausted``): ``run`` or ``day``."""
 
 
 @dataclass
@@ -223,6 +244,23 @@ class ApproveResult:
 
 
 @dataclass
+class SetBudgetInput:
+    """Argument of the ``budget`` update: new limits for a run (``None``: unchanged)."""
+
+    max_usd_per_run: float | None = None
+    max_usd_per_day: float | None = None
+
+
+@dataclass
+class SetBudgetResult:
+    accepted: bool
+    message: str = ""
+    spent_usd: float = 0.0
+    max_usd_per_run: float = 0.0
+    max_usd_per_day: float = 0.0
+
+
+@dataclass
 class RejectInput:
     """Argument of the ``reject`` signal."""
 
@@ -248,6 +286,7 @@ WORKFLOW_NAME = "ResearchWorkflow"
 STATUS_QUERY = "status"
 APPROVE_UPDATE = "approve"
 REJECT_SIGNAL = "reject"
+BUDGET_UPDATE = "budget"
 #: Workflow-stream topics: report text (:class:`ReportChunk`), phase changes (:class:`RunStatus`).
 REPORT_TOPIC = "report"
 STATUS_TOPIC = "status"
@@ -258,3 +297,6 @@ SPEND_MEMO_PATCH = "spend-memo"
 #: The ``workflow.patched`` id that guards the approval gate's timeout and the ``reject``
 #: signal's phase check: runs recorded before them replay without either.
 APPROVAL_GATE_PATCH = "approval-gate"
+#: The ``workflow.patched`` id that guards the pause before an unaffordable call (and the
+#: day's ledger): runs recorded before it replay ending ``BudgetExhausted`` at once.
+BUDGET_PAUSE_PATCH = "budget-pause"

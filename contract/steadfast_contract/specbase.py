@@ -226,12 +226,19 @@ class BudgetSpec(SpecModel):
         ge=0.0001,
         le=100000,
         alias="maxUSDPerRun",
-        description="A run stops with phase BudgetExhausted before a call that could exceed this.",
+        description="A run pauses (phase AwaitingBudget) before a call that could exceed this.",
     )
     max_usd_per_day: float = Field(
-        default=50.0,
+        default=models.DEFAULT_MAX_USD_PER_DAY,
         ge=0.0001,
         le=10000000,
         alias="maxUSDPerDay",
-        description="No new run starts on a UTC day once the agent's spend reached this.",
+        description="The agent's spend per UTC day: every LLM call reserves its worst case "
+        "from the day's ledger first; a call that does not fit pauses its run.",
+    )
+    pause_timeout: Duration = Field(
+        default=timedelta(seconds=models.DEFAULT_BUDGET_PAUSE_SECONDS),
+        description="How long a run whose next call does not fit a budget waits in phase "
+        "AwaitingBudget for a raise (`steadfast budget`, an edit of maxUSDPerRun or "
+        "maxUSDPerDay) or the next UTC day, before it ends BudgetExhausted; 0s ends it at once.",
     )

@@ -63,6 +63,8 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         heartbeat_timeout_seconds=config.worker.heartbeat_timeout.total_seconds(),
         search_provider=config.search.provider,
         search_max_results=config.search.max_results,
+        budget_pause_seconds=config.budget.pause_timeout.total_seconds(),
+        max_usd_per_day=config.budget.max_usd_per_day,
     )
 
 

@@ -98,7 +98,7 @@ async def test_every_stream_cut_at_90_percent_stops_within_budget(
 ) -> None:
     overrides = {
         "model": {"maxTokens": 400},
-        "budget": {"maxUSDPerRun": 0.02},
+        "budget": {"maxUSDPerRun": 0.02, "pauseTimeout": "0s"},
         "retryPolicies": {"llm": {**FAST, "maximumAttempts": maximum_attempts}},
     }
     async with harness(overrides) as h:
@@ -118,7 +118,7 @@ async def test_bad_json_on_every_answer_and_529_on_the_last_reask_stays_within_b
 ) -> None:
     overrides = {
         "model": {"maxTokens": 60},
-        "budget": {"maxUSDPerRun": 0.004},
+        "budget": {"maxUSDPerRun": 0.004, "pauseTimeout": "0s"},
         "retryPolicies": {"llm": {**FAST, "maximumAttempts": 5}},
     }
     async with harness(overrides) as h:

@@ -206,7 +206,8 @@ async def test_a_budget_stopped_run_counts_its_spend(harness: HarnessFactory, ag
     # Room for the query call's reservation, not for the report's.
     limit = budget.reserve_usd(1000, budget.estimate_tokens(QUERY_PROMPT_CHARS), price) * 1.05
     topic = f"budget squeeze {agent}"
-    async with harness({"budget": {"maxUSDPerRun": limit}}, start_worker=False) as h:
+    overrides = {"budget": {"maxUSDPerRun": limit, "pauseTimeout": "0s"}}
+    async with harness(overrides, start_worker=False) as h:
         async with h.worker():
             handle = await h.start(topic)
             with pytest.raises(WorkflowFailureError):

@@ -44,7 +44,7 @@ async def test_budget_exhausted_before_the_call_that_would_overspend(
     price = pricing.lookup("claude-sonnet-4-6")
     # Room for the query call's reservation, not for the report's.
     limit = budget.reserve_usd(1000, budget.estimate_tokens(QUERY_PROMPT_CHARS), price) * 1.05
-    async with harness({"budget": {"maxUSDPerRun": limit}}) as h:
+    async with harness({"budget": {"maxUSDPerRun": limit, "pauseTimeout": "0s"}}) as h:
         handle = await h.start("budget squeeze")
         cause = await failure_of(handle)
         assert cause.type == "BudgetExhausted"
@@ -64,7 +64,7 @@ async def test_budget_exhausted_before_the_call_that_would_overspend(
 
 
 async def test_budget_below_one_call_spends_nothing(harness: HarnessFactory) -> None:
-    async with harness({"budget": {"maxUSDPerRun": 0.001}}) as h:
+    async with harness({"budget": {"maxUSDPerRun": 0.001, "pauseTimeout": "0s"}}) as h:
         handle = await h.start("no budget at all")
         with pytest.raises(WorkflowFailureError):
             await handle.result()

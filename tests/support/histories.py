@@ -73,7 +73,11 @@ async def search_failure(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str
 
 async def budget_exhausted(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     tight = cfg.model_copy(
-        update={"budget": cfg.budget.model_copy(update={"max_usd_per_run": 0.034})}
+        update={
+            "budget": cfg.budget.model_copy(
+                update={"max_usd_per_run": 0.034, "pause_timeout": timedelta(0)}
+            )
+        }
     )
     return await happy(s, tight, name)
 

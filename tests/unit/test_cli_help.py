@@ -17,6 +17,7 @@ EXPECTED_FLAGS: dict[str, list[str]] = {
     "run": ["--file", "--topic", "--follow", "--wait", "--rerun", "--address", "--tls-cert"],
     "status": ["--file", "--watch", "--address", "--api-key-env", "WORKFLOW_ID"],
     "approve": ["--reviewer", "--comment", "--reject", "--reason", "--tls-key", "WORKFLOW_ID"],
+    "budget": ["--max-usd", "--max-usd-per-day", "--address", "WORKFLOW_ID"],
     "sim": ["--port", "--latency-ms", "--chunk-delay-ms", "--llm-429-rate", "--search-500-rate"],
     "operator": ["--kubeconfig", "--all-namespaces", "--metrics-port", "--health-port"],
     "plan": ["--file", "--worker-image", "--temporal-address", "--namespace", "Exit status"],
@@ -59,6 +60,13 @@ def test_approve_requires_a_reviewer(capsys: pytest.CaptureFixture[str]) -> None
     args = verb_parser("approve").parse_args(["wf-1", "--address", "127.0.0.1:1"])
     assert main._load("approve").run(args) == 2
     assert "--reviewer is required" in capsys.readouterr().out
+
+
+def test_budget_requires_a_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused before any connection is attempted.
+    args = verb_parser("budget").parse_args(["wf-1", "--address", "127.0.0.1:1"])
+    assert main._load("budget").run(args) == 2
+    assert "--max-usd" in capsys.readouterr().out
 
 
 def test_run_without_topics_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,7 +97,14 @@ class Metrics:
         )
         self.budget_exhausted = counter(
             "steadfast_budget_exhausted_total",
-            "Runs stopped because the next LLM call did not fit the per-run budget.",
+            "Runs stopped because the next LLM call did not fit a budget (the run's or the "
+            "day's) and no more came within budget.pauseTimeout.",
+        )
+        self.budget_pauses = counter(
+            "steadfast_budget_pauses_total",
+            "Runs paused in phase AwaitingBudget before an LLM call, by the budget that "
+            "stopped them (run, day).",
+            "budget",
         )
 
     def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
@@ -126,7 +133,11 @@ class Metrics:
                 labels.agent, labels.namespace, activity, retry_error_type
             ).inc()
 
-    def record_run(self, labels: Labels, phase: str, cost_usd: float) -> None:
+    def record_run(self, labels: Labels, phase: str, cost_usd: float, budget: str = "") -> None:
+        """A run ended in ``phase``; or, with ``AwaitingBudget``, paused for ``budget``."""
+        if phase == Phase.AWAITING_BUDGET:
+            self.budget_pauses.labels(labels.agent, labels.namespace, budget or "run").inc()
+            return
         self.runs.labels(labels.agent, labels.namespace, phase).inc()
         self.run_cost.labels(labels.agent, labels.namespace).observe(cost_usd)
         if phase == Phase.BUDGET_EXHAUSTED:

@@ -30,6 +30,7 @@ from steadfast_contract.starter import settings_from_config
 from steadfast_worker import rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.connection import connect_options, connect_with
+from steadfast_worker.ledger import DailyBudgetLedger
 from steadfast_worker.metrics import Metrics, sdk_runtime
 from steadfast_worker.workflows import ResearchWorkflow
 
@@ -73,7 +74,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or config.task_queue,
-        workflows=[ResearchWorkflow],
+        workflows=[ResearchWorkflow, DailyBudgetLedger],
         activities=activities.all(),
         max_concurrent_activities=config.worker.max_concurrent_activities,
         max_concurrent_workflow_tasks=config.worker.max_concurrent_workflow_tasks,

@@ -6,7 +6,8 @@ come from ``workflow.now()``, ``workflow.uuid4()`` and ``workflow.sleep()``. The
 decisions made here -- budget checks, which policy retries what, when to stop --
 are pure functions from :mod:`steadfast_contract.budget`, :mod:`.pricing` and
 :mod:`.retry`, fed only with the workflow input and activity results, so a
-replay decides exactly as the original run did.
+replay decides exactly as the original run did. The budget checks, and the pause
+before a call no budget covers, are :mod:`.budgeting`'s.
 
 Cost and retries are accounted from what activities report back (their usage,
 their attempt numbers and the spend of failed attempts), so the ``status`` query
@@ -32,9 +33,8 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_contract.models import (
         APPROVAL_GATE_PATCH,
         APPROVE_UPDATE,
+        BUDGET_UPDATE,
         REJECT_SIGNAL,
-        SPEND_MEMO,
-        SPEND_MEMO_PATCH,
         STATUS_QUERY,
         STATUS_TOPIC,
         STEP_OF_PHASE,
@@ -48,10 +48,12 @@ with workflow.unsafe.imports_passed_through():
         ResearchResult,
         RetryPolicySpec,
         RunStatus,
+        SetBudgetInput,
+        SetBudgetResult,
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import accounting, errors, failures, review
+    from steadfast_worker import accounting, budgeting, errors, failures, review
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
 LLM_START_TO_CLOSE = timedelta(minutes=10)
@@ -74,6 +76,9 @@ class ResearchWorkflow:
         self._markdown_chars = 0
         self._accounted: set[int] = set()
         self._published_spend = Spend()
+        self._gate = budgeting.BudgetGate(
+            inp, self._status, self._publish_status, self._account_failure
+        )
 
     # -- handlers ------------------------------------------------------------------
 
@@ -93,6 +98,16 @@ class ResearchWorkflow:
         refusal = review.approval_refusal(
             inp, self._inp.settings.require_approval, self._status.phase, decided
         )
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.update(name=BUDGET_UPDATE)
+    async def set_budget(self, inp: SetBudgetInput) -> SetBudgetResult:
+        return self._gate.apply(inp)
+
+    @set_budget.validator
+    def _validate_budget(self, inp: SetBudgetInput) -> None:
+        refusal = self._gate.refusal(inp)
         if refusal:
             raise ValueError(refusal)
 
@@ -131,9 +146,6 @@ class ResearchWorkflow:
         except ActivityError as err:
             if id(err) not in self._accounted:
                 self._account_failure(err)
-            refusal = failures.budget_refusal(err)
-            if refusal is not None:  # an LLM activity's own check, before a request
-                raise await self._exhausted(refusal) from None
             kind, message = failures.describe(err)
             await self._finish(Phase.FAILED, message)
             raise ApplicationError(
@@ -159,23 +171,23 @@ class ResearchWorkflow:
         info = workflow.info()
 
         self._enter(Phase.GENERATING_QUERIES)
-        self._reserve(
-            budget.reserve_usd(s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price)
-        )
-        queries = await self._activity(
-            act.GENERATE_QUERIES,
-            act.GenerateQueriesInput(
-                inp.topic,
-                s.query_count,
-                s.model,
-                s.max_tokens,
-                s.pricing,
-                s.max_output_reasks,
-                self._run_budget(),
+        queries = await self._gate.step(
+            budget.reserve_usd(s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price),
+            lambda: self._activity(
+                act.GENERATE_QUERIES,
+                act.GenerateQueriesInput(
+                    inp.topic,
+                    s.query_count,
+                    s.model,
+                    s.max_tokens,
+                    s.pricing,
+                    s.max_output_reasks,
+                    self._gate.run_budget(),
+                ),
+                act.GenerateQueriesOutput,
+                s.retry_policies.llm,
+                LLM_START_TO_CLOSE,
             ),
-            act.GenerateQueriesOutput,
-            s.retry_policies.llm,
-            LLM_START_TO_CLOSE,
         )
         self._account_llm(queries.llm, queries.attempt)
 
@@ -183,19 +195,19 @@ class ResearchWorkflow:
         results = await self._search(inp, queries.queries, price)
 
         self._enter(Phase.WRITING)
-        self._reserve(
+        report = await self._gate.step(
             budget.reserve_usd(
                 s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
-            )
-        )
-        report = await self._activity(
-            act.WRITE_REPORT,
-            act.WriteReportInput(
-                inp.topic, results, s.model, s.max_tokens, s.pricing, self._run_budget()
             ),
-            act.WriteReportOutput,
-            s.retry_policies.llm,
-            LLM_START_TO_CLOSE,
+            lambda: self._activity(
+                act.WRITE_REPORT,
+                act.WriteReportInput(
+                    inp.topic, results, s.model, s.max_tokens, s.pricing, self._gate.run_budget()
+                ),
+                act.WriteReportOutput,
+                s.retry_policies.llm,
+                LLM_START_TO_CLOSE,
+            ),
         )
         self._account_llm(report.llm, report.attempt)
         self._markdown_chars = len(report.markdown)
@@ -262,7 +274,7 @@ class ResearchWorkflow:
                 s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
             )
             # The searches run concurrently, so all of them must fit at once.
-            self._reserve(per_call * len(queries))
+            await self._gate.afford(per_call * len(queries))
         calls = [
             self._activity(
                 act.WEB_SEARCH,
@@ -355,13 +367,10 @@ class ResearchWorkflow:
     def _enter(self, phase: Phase) -> None:
         self._status.phase = phase
         self._status.step = STEP_OF_PHASE[phase]
-        self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
+        self._publish_status()
 
-    def _reserve(self, reserve: float) -> None:
-        decision = budget.check(self._status.cost_usd, reserve, self._inp.settings.max_usd_per_run)
-        self._status.reserved_usd = reserve if decision.fits else 0.0
-        if not decision.fits:
-            raise failures.BudgetStopError(decision)
+    def _publish_status(self) -> None:
+        self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
 
     def _account_llm(self, call: act.LlmCall, attempt: int) -> None:
         accounting.add_llm(self._status, call, attempt)
@@ -372,25 +381,14 @@ class ResearchWorkflow:
         accounting.add_failure(self._status, failures.failure_details(err))
         self._publish_spend()
 
-    def _run_budget(self) -> act.RunBudget:
-        """What an LLM activity checks each request against: spent so far, and the limit."""
-        return act.RunBudget(self._status.cost_usd, self._inp.settings.max_usd_per_run)
-
     def _publish_spend(self) -> None:
-        """Keep the spend so far in the memo, where visibility lists it (see Spend)."""
-        if not workflow.patched(SPEND_MEMO_PATCH):
-            return  # a run recorded before the memo existed: replay it as it ran
-        st = self._status
-        spend = Spend(st.cost_usd, st.input_tokens, st.output_tokens, st.llm_calls, st.retries)
-        if spend != self._published_spend:  # one history event per change, no more
-            workflow.upsert_memo({SPEND_MEMO: spend})
-            self._published_spend = spend
+        self._published_spend = budgeting.publish_spend(self._status, self._published_spend)
 
     async def _finish(self, phase: Phase, message: str) -> None:
         self._status.phase = phase
         self._status.message = message
         self._status.reserved_usd = 0.0
-        self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
+        self._publish_status()
         await workflow.execute_local_activity(
             act.RECORD_RUN,
             act.RecordRunInput(

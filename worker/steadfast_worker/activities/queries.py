@@ -6,7 +6,8 @@ new, billed call, counted as failed spend), then the activity fails with the
 non-retryable ``InvalidModelOutput``: retrying the whole activity would ask the
 same question again and spend more for the same answer. Every ask -- the first,
 a re-ask, the first of a retried attempt -- is checked against the run's budget
-before it is sent (:func:`~steadfast_worker.activities.base.ensure_affordable`).
+before it is sent (:func:`~steadfast_worker.activities.base.ensure_affordable`), and
+reserved from the day's budget (:mod:`~steadfast_worker.activities.daybudget`).
 
 The prompt follows the simulator's contract (:mod:`steadfast_dev.sim.content`):
 "Return a JSON array of N search queries" and a ``Topic:`` line. A real model
@@ -30,6 +31,7 @@ from steadfast_contract.activities import (
     LlmCall,
 )
 from steadfast_worker import errors, llm
+from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
@@ -95,17 +97,26 @@ class QueriesActivities(ActivityBase):
             chars = len(SYSTEM) + sum(len(str(m["content"])) for m in messages)
             reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
             ensure_affordable(inp.budget, carried, reserve)
-            reply = await client.messages.create(
-                model=inp.model,
-                max_tokens=inp.max_tokens,
-                system=SYSTEM,
-                messages=messages,
-                extra_headers={
-                    llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}/ask{ask}"
-                },
-            )
+            key = daybudget.request_key(ask)
+            spent = FailureDetailsFactory(carried)()
+            ledger = await daybudget.reserve_day(inp.budget, key, reserve, spent)
+            try:
+                reply = await client.messages.create(
+                    model=inp.model,
+                    max_tokens=inp.max_tokens,
+                    system=SYSTEM,
+                    messages=messages,
+                    extra_headers={
+                        llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}/ask{ask}"
+                    },
+                )
+            except anthropic.APIStatusError:
+                # An error answer bills nothing; a lost one keeps its reservation.
+                await daybudget.settle_day(ledger, key, 0.0)
+                raise
             usage = llm.usage_of(reply.usage)
             cost = pricing.cost_usd(usage, price)
+            await daybudget.settle_day(ledger, key, cost)
             carried.calls += 1
             text = llm.text_of(reply)
             try:

@@ -12,11 +12,12 @@ cost is carried (heartbeat details) into the next attempt and counted as failed
 spend, so the run's cost and the retry-cost metric stay honest. The estimate is
 heartbeated as the stream goes, so an attempt lost with its worker leaves it too,
 and the next attempt counts it. Each attempt checks the run's budget, that spend
-included, before it sends its request.
+included, before it sends its request, and reserves it from the day's budget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -35,9 +36,11 @@ from steadfast_contract.activities import (
 from steadfast_contract.models import REPORT_TOPIC, ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
+from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
+    FailureDetailsFactory,
     Heartbeater,
     ensure_affordable,
 )
@@ -87,9 +90,11 @@ class ReportActivities(ActivityBase):
         last_publish = time.monotonic()
         opened: AsyncMessageStream[None] | None = None
         prompt_tokens = budget.estimate_tokens(prompt_chars(inp.topic, inp.results))
-        ensure_affordable(
-            inp.budget, carried, budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
-        )
+        reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
+        ensure_affordable(inp.budget, carried, reserve)
+        key = daybudget.request_key()
+        spent = FailureDetailsFactory(carried)()
+        ledger = await daybudget.reserve_day(inp.budget, key, reserve, spent)
         async with publisher:
             try:
                 async with self.llm_client().messages.stream(
@@ -120,7 +125,7 @@ class ReportActivities(ActivityBase):
                             carried.in_flight(so_far, pricing.cost_usd(so_far, price))
                             beat.beat()
                     final = await stream.get_final_message()
-            except BaseException:
+            except BaseException as exc:
                 carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
                 partial = self._partial_usage(started_usage(opened), text + pending)
                 cost = pricing.cost_usd(partial, price)
@@ -128,6 +133,8 @@ class ReportActivities(ActivityBase):
                     carried.failed_cost_usd += cost
                     self.metrics.record_llm(self.labels, inp.model, partial, cost)
                     self.metrics.record_retry_cost(self.labels, inp.model, cost)
+                if not isinstance(exc, asyncio.CancelledError):
+                    await daybudget.settle_day(ledger, key, cost)
                 raise
             if pending:
                 topic.publish(ReportChunk(info.attempt, len(text), pending))
@@ -139,6 +146,7 @@ class ReportActivities(ActivityBase):
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
+        await daybudget.settle_day(ledger, key, cost)
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         markdown = llm.text_of(final)

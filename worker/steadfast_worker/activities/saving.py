@@ -44,4 +44,4 @@ class SavingActivities(ActivityBase):
     async def record_run(self, inp: RecordRunInput) -> None:
         """Run-level metrics, as a local activity: workflows cannot touch Prometheus,
         and a local activity's completion is recorded, so replays don't count twice."""
-        self.metrics.record_run(self.labels, inp.phase, inp.cost_usd)
+        self.metrics.record_run(self.labels, inp.phase, inp.cost_usd, inp.budget)

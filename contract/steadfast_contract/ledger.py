@@ -1,0 +1,62 @@
+"""The wire contract of the day's budget ledger: its workflow, updates and query.
+
+One small workflow per agent and UTC day (id from
+:func:`steadfast_contract.budget.ledger_id`) holds the day's
+:class:`~steadfast_contract.budget.DayBook`. LLM activities reach it with
+update-with-start before each request (:data:`RESERVE_UPDATE`) and after it
+(:data:`SETTLE_UPDATE`); the operator and ``steadfast status`` may read it
+(:data:`LEDGER_QUERY`). Recorded in history like :mod:`.models`: new fields get
+defaults. No ``from __future__ import annotations``, as in :mod:`.activities`.
+"""
+
+from dataclasses import dataclass, field
+
+LEDGER_WORKFLOW = "DailyBudgetLedger"
+RESERVE_UPDATE = "reserve"
+SETTLE_UPDATE = "settle"
+LEDGER_QUERY = "day"
+
+
+@dataclass
+class LedgerInput:
+    """A day's ledger as it starts (or continues as new, carrying its book)."""
+
+    key: str
+    day: str
+    spent_usd: float = 0.0
+    reserved: dict[str, float] = field(default_factory=dict)
+    settled: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReserveInput:
+    request: str
+    """The request's key (run, activity, attempt, ask): a resent reserve is answered alike."""
+    reserve_usd: float
+    limit_usd: float
+    """The day's budget as the asking run knows it (``maxUSDPerDay``)."""
+
+
+@dataclass
+class ReserveResult:
+    granted: bool
+    spent_usd: float = 0.0
+    """Spent and reserved on the day before this request."""
+    reserve_usd: float = 0.0
+    limit_usd: float = 0.0
+
+
+@dataclass
+class SettleInput:
+    request: str
+    cost_usd: float
+
+
+@dataclass
+class LedgerState:
+    """Answer of :data:`LEDGER_QUERY` (and of a settle)."""
+
+    day: str
+    spent_usd: float = 0.0
+    reserved_usd: float = 0.0
+    requests: int = 0

@@ -1,0 +1,108 @@
+"""A budget stop pauses the run before the call; a raise resumes it, a timeout ends it.
+
+docs/design.md §3: a run that cannot afford its next LLM call waits in phase
+``AwaitingBudget`` (step kept, status and metrics say which budget stopped it) for
+up to ``budget.pauseTimeout``. ``steadfast budget`` (the ``budget`` update) raises
+it and the run goes on: the simulator's request log shows every LLM call of the
+run served exactly once, so nothing paid for was asked again. A wait that runs
+out ends the run ``BudgetExhausted``. The update refuses a limit below what the
+run spent, and a run that is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from tests.integration.conftest import HarnessFactory
+from tests.support.temporal import failure_of
+
+from steadfast_cli.commands.budget import set_budget
+from steadfast_contract import budget, pricing
+from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_worker.workflows import QUERY_PROMPT_CHARS
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+
+def squeezed_limit() -> float:
+    """Room for the query call's reservation, not for the report's."""
+    price = pricing.lookup("claude-sonnet-4-6")
+    return budget.reserve_usd(1000, budget.estimate_tokens(QUERY_PROMPT_CHARS), price) * 1.05
+
+
+async def wait_paused(handle: WorkflowHandle[Any, Any], deadline: float = 20.0) -> RunStatus:
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        if status.phase == Phase.AWAITING_BUDGET:
+            return status
+        assert not status.phase.terminal, status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{handle.id} never paused for its budget")
+
+
+async def test_a_paused_run_resumes_on_a_raise_and_pays_nothing_twice(
+    harness: HarnessFactory,
+) -> None:
+    limit = squeezed_limit()
+    async with harness({"budget": {"maxUSDPerRun": limit, "pauseTimeout": "1h"}}) as h:
+        handle = await h.start("paused then raised")
+        paused = await wait_paused(handle)
+        assert (paused.step, paused.stopped_by) == (3, "run")  # before the report's call
+        assert "raise it with `steadfast budget`" in paused.message
+        assert h.metric("steadfast_budget_pauses_total", budget="run") == 1
+        served_before = dict(h.sim.served("llm"))
+        assert served_before
+        assert all(k.startswith(handle.id) for k in served_before)
+
+        # Lowering below what the run spent is refused, with the reason.
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await set_budget(h.client, handle.id, max_usd=paused.cost_usd / 2)
+        assert "cannot go below" in str(refused.value.cause)
+
+        answer = await set_budget(h.client, handle.id, max_usd=1.0)
+        assert answer.accepted
+        assert answer.max_usd_per_run == 1.0
+        result = await asyncio.wait_for(handle.result(), 30)
+
+        assert result.status.phase == Phase.COMPLETED
+        assert result.status.max_usd_per_run == 1.0
+        served = Counter({k: n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)})
+        assert served, "the run made no LLM call"
+        assert max(served.values()) == 1, served  # every call served once
+        for key, count in served_before.items():
+            assert served[key] == count  # the calls before the pause were not asked again
+        # A closed run takes no new budget (Temporal itself answers for a closed workflow).
+        with pytest.raises((WorkflowUpdateFailedError, RPCError), match="completed"):
+            await set_budget(h.client, handle.id, max_usd=2.0)
+
+
+async def test_a_paused_run_ends_budget_exhausted_when_the_wait_runs_out(
+    harness: HarnessFactory,
+) -> None:
+    wait = 2.0
+    overrides = {"budget": {"maxUSDPerRun": squeezed_limit(), "pauseTimeout": f"{wait}s"}}
+    async with harness(overrides) as h:
+        handle = await h.start("paused then expired")
+        await wait_paused(handle)
+        paused_at = time.monotonic()
+        cause = await failure_of(handle)
+        waited = time.monotonic() - paused_at
+        assert (cause.type, cause.non_retryable) == ("BudgetExhausted", True)
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert (status.phase, status.step, status.stopped_by) == (
+            Phase.BUDGET_EXHAUSTED,
+            3,
+            "run",
+        )
+        assert waited >= wait - 0.5, waited
+        assert not [k for k in h.sim.served("llm") if "/ask" not in k and k.startswith(handle.id)]
+        assert h.metric("steadfast_budget_exhausted_total") == 1
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()

@@ -1,0 +1,97 @@
+"""The LLM activities' side of the day's budget: reserve before a request, settle after.
+
+The daily budget is granted by the agent's ledger workflow for the day
+(:mod:`steadfast_worker.ledger`); an activity reaches it with update-with-start
+through its own worker's client, so the first request of the day creates it and
+every later one finds it. A request the day cannot pay for is refused with the
+non-retryable ``BudgetExhausted`` saying ``budget: day``, and the run pauses
+before it as it does for its own budget. Settling is bookkeeping: if it fails
+the reservation stays, which overstates the day's spend and never understates it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+
+from steadfast_contract import budget
+from steadfast_contract.activities import RunBudget
+from steadfast_contract.ledger import (
+    LEDGER_WORKFLOW,
+    RESERVE_UPDATE,
+    SETTLE_UPDATE,
+    LedgerInput,
+    LedgerState,
+    ReserveInput,
+    ReserveResult,
+    SettleInput,
+)
+from steadfast_worker import errors
+
+log = logging.getLogger(__name__)
+
+
+def request_key(ask: int | str = 0) -> str:
+    """This request's key in the ledger: run, activity, attempt and ask."""
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}/{ask}"
+
+
+async def reserve_day(
+    run: RunBudget | None, request: str, reserve_usd: float, details: dict[str, object]
+) -> str | None:
+    """Reserve ``reserve_usd`` from today's ledger; the ledger's id to settle with.
+
+    ``None`` when the run has no daily budget. A refusal raises ``BudgetExhausted``
+    carrying ``details`` (what this activity spent so far) and the day's numbers.
+    """
+    if run is None or run.day_limit_usd <= 0 or not run.ledger:
+        return None
+    day = budget.day_of(datetime.now(UTC))
+    ledger_id = budget.ledger_id(run.ledger, day)
+    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        LEDGER_WORKFLOW,
+        LedgerInput(run.ledger, day),
+        id=ledger_id,
+        task_queue=activity.info().task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A closed ledger is a day that is over: never start it again from zero.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
+        RESERVE_UPDATE,
+        ReserveInput(request, reserve_usd, run.day_limit_usd),
+        start_workflow_operation=start,
+        result_type=ReserveResult,
+    )
+    if answer.granted:
+        return ledger_id
+    decision = budget.BudgetDecision(
+        False, answer.spent_usd, answer.reserve_usd, answer.limit_usd, budget.DAY, day
+    )
+    raise ApplicationError(
+        f"daily budget reached: {decision.message}",
+        {**details, **decision.as_details()},
+        type=errors.BUDGET_EXHAUSTED,
+        non_retryable=True,
+    )
+
+
+async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> None:
+    """Replace the request's reservation with what it cost (a failure only logs)."""
+    if ledger_id is None:
+        return
+    try:
+        await (
+            activity.client()
+            .get_workflow_handle(ledger_id)
+            .execute_update(SETTLE_UPDATE, SettleInput(request, cost_usd), result_type=LedgerState)
+        )
+    except Exception as err:  # bookkeeping: the reservation stands instead
+        log.warning("could not settle %s in %s: %s", request, ledger_id, type(err).__name__)

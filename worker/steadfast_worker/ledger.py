@@ -1,0 +1,80 @@
+"""``DailyBudgetLedger``: one agent's spend on one UTC day, granted call by call.
+
+The daily budget is a limit only if every run asks one place before it pays:
+this workflow is that place. LLM activities reserve each request's worst case
+from it (an update, so the answer comes back before the request is sent) and
+settle what the request cost afterwards; the decision is
+:meth:`steadfast_contract.budget.DayBook.grant`, a pure function. Its id comes
+from the agent and the date (:func:`steadfast_contract.budget.ledger_id`), so
+renaming a topic, re-running one or restarting the operator all find the same
+day, and it lives in Temporal, so nothing is lost with a process.
+
+It closes an hour after its day (late settles of calls that began before
+midnight still land) and continues as new when its history grows long.
+Deterministic code only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from steadfast_contract import budget
+    from steadfast_contract.ledger import (
+        LEDGER_QUERY,
+        LEDGER_WORKFLOW,
+        RESERVE_UPDATE,
+        SETTLE_UPDATE,
+        LedgerInput,
+        LedgerState,
+        ReserveInput,
+        ReserveResult,
+        SettleInput,
+    )
+
+
+@workflow.defn(name=LEDGER_WORKFLOW)
+class DailyBudgetLedger:
+    @workflow.init
+    def __init__(self, inp: LedgerInput) -> None:
+        self._day = inp.day
+        self._book = budget.DayBook(inp.spent_usd, dict(inp.reserved), dict(inp.settled))
+
+    @workflow.query(name=LEDGER_QUERY)
+    def state(self) -> LedgerState:
+        book = self._book
+        return LedgerState(
+            self._day, book.spent_usd, book.committed_usd - book.spent_usd, len(book.settled)
+        )
+
+    @workflow.update(name=RESERVE_UPDATE)
+    def reserve(self, inp: ReserveInput) -> ReserveResult:
+        d = self._book.grant(inp.request, inp.reserve_usd, inp.limit_usd, self._day)
+        return ReserveResult(d.fits, d.spent_usd, d.reserve_usd, d.limit_usd)
+
+    @workflow.update(name=SETTLE_UPDATE)
+    def settle(self, inp: SettleInput) -> LedgerState:
+        self._book.settle(inp.request, max(inp.cost_usd, 0.0))
+        return self.state()
+
+    @workflow.run
+    async def run(self, inp: LedgerInput) -> LedgerState:
+        start = datetime.fromisoformat(inp.day)
+        closes = start.replace(tzinfo=workflow.now().tzinfo) + timedelta(days=1)
+        closes += budget.LEDGER_GRACE
+        left = (closes - workflow.now()).total_seconds()
+        if left > 0:
+            await workflow.wait_condition(
+                lambda: workflow.info().is_continue_as_new_suggested(),
+                timeout=timedelta(seconds=left),
+                timeout_summary="the day's ledger closes",
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if workflow.info().is_continue_as_new_suggested() and workflow.now() < closes:
+            book = self._book
+            workflow.continue_as_new(
+                LedgerInput(inp.key, self._day, book.spent_usd, book.reserved, book.settled)
+            )
+        return self.state()
