@@ -132,6 +132,9 @@ class RunRow:
     """When Temporal closed the run; ``None`` while it is open."""
     input_tokens: int = 0
     output_tokens: int = 0
+    max_usd_per_run: float = 0.0
+    """The run's own limits, from its ``status`` (0: not known, e.g. no worker answered)."""
+    max_usd_per_day: float = 0.0
 
     @property
     def running(self) -> bool:

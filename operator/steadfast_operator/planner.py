@@ -29,7 +29,7 @@ from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
-from steadfast_operator import autoscale, render, status
+from steadfast_operator import autoscale, budgets, render, status
 from steadfast_operator import children as child_writes
 from steadfast_operator.children import ChildChange
 from steadfast_operator.status import Problem, QueueInfo
@@ -161,6 +161,8 @@ class Plan:
     start: tuple[Start, ...] = ()
     pause: ScheduleChange | None = None
     """Schedules paused or resumed because the day's budget state changed."""
+    budgets: tuple[budgets.BudgetPush, ...] = ()
+    """Running runs to pass the spec's budget on to (a ``budget`` update each)."""
     scale: Scale | None = None
     """``None`` when the operator does not own replicas now (keda, none, no statistics)."""
     history: autoscale.History | None = None
@@ -184,6 +186,7 @@ class Plan:
             or self.stop
             or self.start
             or self.pause
+            or self.budgets
             or (self.scale is not None and self.scale.changed)
             or self.write_status
         )
@@ -233,6 +236,7 @@ def plan(obs: Observed) -> Plan:
             out,
             start=() if exhausted else due_starts(config, spec, view.runs),
             pause=pause_change(spec, problem, exhausted, obs.schedules_paused),
+            budgets=budgets.pushes(spec, view.runs) if problem is None else (),
         )
     # A failed Temporal read is what the status says now; the change's own problem
     # (if any) is remembered for the ticks until the next change.

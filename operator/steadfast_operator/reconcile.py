@@ -338,6 +338,8 @@ async def execute(
                 client, cfg, plan.pause.upsert, plan.pause.cron, plan.pause.paused
             )
             state.schedules_paused = plan.pause.paused
+        if plan.budgets:
+            await workflows.set_budgets(client, plan.budgets)
     except RPCError as err:
         return Failure(Problem("TemporalError", f"Temporal call failed: {err}"), "temporal")
     if plan.scale is not None and plan.scale.changed:

@@ -32,12 +32,14 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError
 
 from steadfast_contract import ids, models, starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.starter import RunRow
+from steadfast_operator.budgets import BudgetPush
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,8 @@ def _info(
         report_id=s.report_id if s else "",
         input_tokens=figures.input_tokens,
         output_tokens=figures.output_tokens,
+        max_usd_per_run=s.max_usd_per_run if s else 0.0,
+        max_usd_per_day=s.max_usd_per_day if s else 0.0,
     )
 
 
@@ -228,3 +232,25 @@ async def observe(
             return _info(topic, wf.id, wf.run_id, phase, wf.start_time, None, s_running, spend)
 
     return list(await asyncio.gather(*(one(t, wf) for t, wf in listed)))
+
+
+async def set_budgets(client: Client, pushes: Iterable[BudgetPush]) -> int:
+    """Send each run its new limits (the ``budget`` update); returns how many took them.
+
+    A run that refuses (it closed meanwhile, or spent past the new limit) keeps its
+    own; the next pass sees its limits and decides again.
+    """
+    accepted = 0
+    for push in pushes:
+        handle = client.get_workflow_handle(push.workflow_id, run_id=push.run_id)
+        try:
+            await handle.execute_update(
+                models.BUDGET_UPDATE,
+                models.SetBudgetInput(push.max_usd_per_run, push.max_usd_per_day),
+                result_type=models.SetBudgetResult,
+            )
+        except (WorkflowUpdateFailedError, RPCError) as err:
+            log.info("%s kept its budget: %s", push.workflow_id, getattr(err, "cause", None) or err)
+            continue
+        accepted += 1
+    return accepted

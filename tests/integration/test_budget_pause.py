@@ -25,6 +25,8 @@ from tests.support.temporal import failure_of
 from steadfast_cli.commands.budget import set_budget
 from steadfast_contract import budget, pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.spec import AgentSpec
+from steadfast_operator import budgets, workflows
 from steadfast_worker.workflows import QUERY_PROMPT_CHARS
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -106,3 +108,27 @@ async def test_a_paused_run_ends_budget_exhausted_when_the_wait_runs_out(
         assert h.metric("steadfast_budget_exhausted_total") == 1
         with pytest.raises(WorkflowFailureError):
             await handle.result()
+
+
+async def test_an_edit_of_max_usd_per_run_reaches_a_paused_run(harness: HarnessFactory) -> None:
+    """The operator's pass: observe the agent's runs, plan, send the budget update."""
+    limit = squeezed_limit()
+    topic = "paused then edited"
+    async with harness({"budget": {"maxUSDPerRun": limit, "pauseTimeout": "1h"}}) as h:
+        handle = await h.start(topic)
+        await wait_paused(handle)
+        rows = await workflows.observe(
+            h.client, h.config, [topic], workflows.RunCache(), query_running=True
+        )
+        assert [(r.phase, r.max_usd_per_run) for r in rows] == [("AwaitingBudget", limit)]
+
+        edited = AgentSpec.model_validate(
+            {"topics": [topic], "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}}
+        )
+        plan = budgets.pushes(edited, rows)
+        assert await workflows.set_budgets(h.client, plan) == 1
+        result = await asyncio.wait_for(handle.result(), 30)
+        assert result.status.phase == Phase.COMPLETED
+        served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]
+        assert served
+        assert max(served) == 1

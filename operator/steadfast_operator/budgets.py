@@ -1,0 +1,52 @@
+"""Which running runs need the agent's budget passed on: a pure decision of the planner.
+
+A run carries its limits in its input, recorded when it started; an edit of
+``spec.budget.maxUSDPerRun`` or ``maxUSDPerDay`` reaches the runs already going
+only through their ``budget`` update (docs/design.md §2). A run paused in
+``AwaitingBudget`` resumes when the raise fits its next call. The planner asks
+:func:`pushes` each pass; the executor sends the updates
+(:func:`steadfast_operator.workflows.set_budgets`).
+
+A run is told only what it would accept: its own limits must be known (its
+``status`` query answered this pass) and differ, and a run limit is never sent
+below what the run already spent (its update would refuse it every tick).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from steadfast_contract.spec import AgentSpec
+from steadfast_contract.starter import RunRow
+
+#: Dollar amounts closer than this are the same limit (float round trips).
+_SAME = 1e-9
+
+
+@dataclass(frozen=True)
+class BudgetPush:
+    """New limits for one running run (``None``: leave that one as it is)."""
+
+    workflow_id: str
+    run_id: str
+    max_usd_per_run: float | None
+    max_usd_per_day: float | None
+
+
+def pushes(spec: AgentSpec, runs: Iterable[RunRow]) -> tuple[BudgetPush, ...]:
+    """The ``budget`` updates that bring running runs to the spec's limits."""
+    per_run, per_day = spec.budget.max_usd_per_run, spec.budget.max_usd_per_day
+    out = []
+    for r in runs:
+        if not r.running or r.terminal or r.max_usd_per_run <= 0:
+            continue  # closed, or its limits are not known this pass
+        run_limit = (
+            per_run if abs(r.max_usd_per_run - per_run) > _SAME and per_run >= r.cost_usd else None
+        )
+        day_limit = (
+            per_day if r.max_usd_per_day > 0 and abs(r.max_usd_per_day - per_day) > _SAME else None
+        )
+        if run_limit is not None or day_limit is not None:
+            out.append(BudgetPush(r.workflow_id, r.run_id, run_limit, day_limit))
+    return tuple(out)

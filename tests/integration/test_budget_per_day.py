@@ -1,0 +1,105 @@
+"""The daily budget is a limit: every LLM request is granted from the agent's day first.
+
+docs/design.md §2: ``maxUSDPerDay`` bounds what an agent spends on a UTC day,
+whoever starts its runs (``steadfast run``, the operator, a Schedule firing while
+no operator runs) and however many start at once. Twenty topics that cost about
+a fifth of the day each are started together: what the simulator bills for all
+of them stays within the day's budget plus the worst case of one call (the
+reservations cover the calls in flight; only an input estimate can be short),
+the runs it could not pay for pause (phase ``AwaitingBudget``, ``stoppedBy:
+day``) and end ``BudgetExhausted`` when ``pauseTimeout`` runs out. A topic with a
+new name, and a run its Schedule starts with no operator anywhere, find the same
+spent day: nothing resets it but the date.
+
+Every spend figure is the simulator's own billing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_budget_per_call import billed_usd, one_call_usd
+
+from steadfast_contract import ids
+from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_operator import schedules
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+TOPICS = 20
+#: About five runs' worth (a run here bills about $0.0064 at 200 output tokens a call).
+DAY_USD = 0.032
+
+
+async def closed(handle: WorkflowHandle[Any, Any]) -> RunStatus:
+    """The run's final status, whether it completed or failed."""
+    try:
+        await asyncio.wait_for(handle.result(), 120)
+    except WorkflowFailureError:
+        pass
+    return await handle.query(STATUS_QUERY, result_type=RunStatus)
+
+
+def entries_of(h: Harness, prefix: str) -> list[dict[str, Any]]:
+    return [e for e in h.sim.entries("llm") if e["key"].startswith(prefix)]
+
+
+async def test_twenty_topics_at_once_stay_within_the_day(harness: HarnessFactory) -> None:
+    agent = f"day-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "agent": agent,
+        "model": {"maxTokens": 200},
+        "budget": {"maxUSDPerRun": DAY_USD, "maxUSDPerDay": DAY_USD, "pauseTimeout": "3s"},
+        "worker": {"maxConcurrentActivities": 40},
+    }
+    async with harness(overrides) as h:
+        handles = await asyncio.gather(*(h.start(f"topic {i}") for i in range(TOPICS)))
+        ends = await asyncio.gather(*(closed(hd) for hd in handles))
+
+        prefix = ids.workflow_id_prefix(h.config.namespace, agent)
+        entries = entries_of(h, prefix)
+        billed = billed_usd(h, entries)
+        worst = one_call_usd(h, entries)
+        phases = [e.phase for e in ends]
+        print(f"{TOPICS} topics billed ${billed:.4f} against a ${DAY_USD} day: {phases}")
+        assert billed <= DAY_USD + worst, (billed, worst)
+        assert phases.count(Phase.COMPLETED) >= 1
+        stopped = [e for e in ends if e.phase == Phase.BUDGET_EXHAUSTED]
+        assert len(stopped) >= TOPICS // 2
+        assert {e.stopped_by for e in stopped} == {"day"}
+        assert all("daily budget" in e.message for e in stopped)
+        assert h.metric("steadfast_budget_pauses_total", budget="day") >= len(stopped)
+
+        # A topic with a new name is not a new day.
+        renamed = await h.start("topic 0 renamed")
+        after = await closed(renamed)
+        assert (after.phase, after.stopped_by) == (Phase.BUDGET_EXHAUSTED, "day")
+        assert not entries_of(h, renamed.id)  # refused before its first request
+
+        # Nor is a run its Schedule starts on its own, with no operator running.
+        await schedules.upsert(h.client, h.config, ["scheduled"], "0 0 1 1 *", paused=False)
+        sched = h.client.get_schedule_handle(schedules.topic_schedule_id(h.config, "scheduled"))
+        try:
+            await sched.trigger()
+            wf_prefix = ids.workflow_id(h.config.namespace, agent, "scheduled")
+            run_id = await _first_run(h, wf_prefix)
+            fired = h.client.get_workflow_handle(run_id)
+            after = await closed(fired)
+            assert (after.phase, after.stopped_by) == (Phase.BUDGET_EXHAUSTED, "day")
+            assert not entries_of(h, wf_prefix)
+        finally:
+            await sched.delete()
+        assert billed_usd(h, entries_of(h, prefix)) == pytest.approx(billed)
+
+
+async def _first_run(h: Harness, wf_prefix: str) -> str:
+    for _ in range(100):
+        async for wf in h.client.list_workflows(f"WorkflowId STARTS_WITH '{wf_prefix}'"):
+            return wf.id
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the Schedule started no run with id {wf_prefix}…")
