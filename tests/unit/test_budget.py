@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from steadfast_contract import budget
@@ -90,3 +92,87 @@ def test_retries_checked_per_request_stay_within_the_budget_plus_one_call() -> N
     while budget.check(spent, reserve, limit).fits:
         spent += billed_per_attempt
     assert spent <= limit + reserve
+
+
+# --- pausing, raising and the day's ledger ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spent", "per_run", "per_day", "closed", "refused_with"),
+    [
+        (0.40, 1.0, None, "", ""),
+        (0.40, None, 20.0, "", ""),
+        (0.40, 0.40, None, "", ""),  # exactly what was spent: no further call, but honest
+        (0.40, 0.39, None, "", "cannot go below"),
+        (0.40, 0.0, None, "", "must be above 0"),
+        (0.40, None, -1.0, "", "must be above 0"),
+        (0.40, None, None, "", "give a new limit"),
+        (0.40, 5.0, None, "Completed", "the run is over (phase Completed)"),
+    ],
+)
+def test_which_new_limits_a_run_accepts(
+    spent: float, per_run: float | None, per_day: float | None, closed: str, refused_with: str
+) -> None:
+    refusal = budget.raise_refusal(spent, per_run, per_day, closed)
+    if refused_with:
+        assert refused_with in refusal
+    else:
+        assert refusal == ""
+
+
+def test_a_day_refusal_says_which_budget_and_day_and_survives_its_details() -> None:
+    refused = budget.BudgetDecision(False, 4.99, 0.05, 5.0, budget.DAY, "2026-11-29")
+    assert refused.message == (
+        "the day spent $4.9900 + next call up to $0.0500 would exceed the daily budget "
+        "of $5.0000 (2026-11-29, UTC)"
+    )
+    assert budget.BudgetDecision.refused(refused.as_details()) == refused
+    # Details recorded before the scope existed read as the run's budget.
+    old = budget.BudgetDecision.refused({"spent_usd": 1, "reserve_usd": 0.5, "limit_usd": 1.2})
+    assert (old.scope, old.day) == (budget.RUN, "")
+
+
+def test_the_day_grants_reservations_until_they_would_exceed_it() -> None:
+    book = budget.DayBook()
+    assert book.grant("a/1", 0.4, 1.0).fits
+    assert book.grant("b/1", 0.4, 1.0).fits
+    refused = book.grant("c/1", 0.4, 1.0, "2026-11-29")
+    assert not refused.fits
+    assert (refused.spent_usd, refused.scope, refused.day) == (0.8, "day", "2026-11-29")
+    # A resent reserve of a granted request is granted again, without a second hold.
+    assert book.grant("a/1", 0.4, 1.0).fits
+    assert book.committed_usd == pytest.approx(0.8)
+    # Settling frees what the call did not use; a resent settle changes nothing.
+    book.settle("a/1", 0.1)
+    book.settle("a/1", 0.1)
+    assert (book.spent_usd, book.committed_usd) == (pytest.approx(0.1), pytest.approx(0.5))
+    assert book.grant("c/1", 0.4, 1.0).fits
+    assert not book.grant("d/1", 0.2, 1.0).fits
+
+
+def test_many_runs_against_one_day_overspend_by_no_more_than_their_estimates() -> None:
+    """Calls that each cost at most their reservation never take the day past its limit."""
+    book, limit = budget.DayBook(), 5.0
+    granted = 0
+    for run in range(200):
+        key = f"run-{run}/ask0"
+        if book.grant(key, 0.3, limit).fits:
+            granted += 1
+            book.settle(key, 0.25)
+    assert book.spent_usd <= limit
+    # 19 calls settle $4.75; the 20th would need $0.30 of the $0.25 left.
+    assert granted == 19
+
+
+def test_days_and_ledger_ids() -> None:
+    late = datetime(2026, 11, 29, 23, 59, 30, tzinfo=UTC)
+    assert budget.day_of(late) == "2026-11-29"
+    assert budget.seconds_to_next_day(late) == 30.0
+    assert budget.day_of(datetime(2026, 11, 30, 1, 0, tzinfo=timezone(timedelta(hours=2)))) == (
+        "2026-11-29"
+    )
+    # Agents whose dashed names would join alike keep apart.
+    one = budget.ledger_key("a-b", "c", "q")
+    other = budget.ledger_key("a", "b-c", "q")
+    assert one != other
+    assert budget.ledger_id(one, "2026-11-29") == "steadfast-budget/a-b/c@q/2026-11-29"

@@ -44,7 +44,7 @@ DEFAULT_MANIFEST = "examples/market-watch.yaml"
 _REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 #: Phases where the dev display stops waiting: a run waiting for a human is done for now.
-_SETTLED = {Phase.AWAITING_APPROVAL.value}
+_SETTLED = {Phase.AWAITING_APPROVAL.value, Phase.AWAITING_BUDGET.value}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -183,12 +183,19 @@ async def _dev(
             )
         rows = await _watch(console, stack, started, chaos_task)
         console.print(runs_table(rows))
-        code = 0 if all(r.phase in {"Completed", *_SETTLED} for r in rows) else 1
+        code = (
+            0 if all(r.phase in {"Completed", Phase.AWAITING_APPROVAL.value} for r in rows) else 1
+        )
         for r in rows:
             if r.phase == Phase.AWAITING_APPROVAL.value:
                 console.print(
                     f"awaiting approval: steadfast approve {r.workflow_id} --reviewer YOU "
                     f"--address {stack.address}"
+                )
+            elif r.phase == Phase.AWAITING_BUDGET.value:
+                console.print(
+                    f"awaiting budget ({r.message}): steadfast budget {r.workflow_id} "
+                    f"--max-usd N --address {stack.address}"
                 )
             elif r.message and r.phase != "Completed":
                 console.print(f"[yellow]{r.workflow_id}:[/yellow] {r.message}")
