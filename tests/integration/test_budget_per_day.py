@@ -17,15 +17,20 @@ Every spend figure is the simulator's own billing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError
 from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_budget_per_call import billed_usd, one_call_usd
 
-from steadfast_contract import ids
+from steadfast_contract import budget, ids
+from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_operator import schedules
 
@@ -38,10 +43,8 @@ DAY_USD = 0.032
 
 async def closed(handle: WorkflowHandle[Any, Any]) -> RunStatus:
     """The run's final status, whether it completed or failed."""
-    try:
+    with contextlib.suppress(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), 120)
-    except WorkflowFailureError:
-        pass
     return await handle.query(STATUS_QUERY, result_type=RunStatus)
 
 
@@ -103,3 +106,43 @@ async def _first_run(h: Harness, wf_prefix: str) -> str:
             return wf.id
         await asyncio.sleep(0.2)
     raise AssertionError(f"the Schedule started no run with id {wf_prefix}…")
+
+
+async def test_a_report_attempt_lost_with_its_worker_is_settled_in_the_day(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    """The lost attempt's reservation does not hold the day's budget for ever: the next
+    attempt settles it at what its last heartbeat said was billed."""
+    async with harness(start_worker=False) as h:
+        run = await h.killed_mid_report(
+            "day settles a lost attempt",
+            temporal_address,
+            tmp_path / "worker.json",
+            chunk_delay_ms=100,
+            settle=3.5,
+        )
+        assert run.result.status.phase == Phase.COMPLETED
+        key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
+        ledger = h.client.get_workflow_handle(
+            budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
+        )
+        async with h.worker():  # a query needs a worker, seen polling
+            day = await _query_day(ledger)
+        entries = entries_of(h, run.handle.id)
+        billed = billed_usd(h, entries)
+        print(
+            f"day: spent ${day.spent_usd:.5f}, held ${day.reserved_usd:.5f}; billed ${billed:.5f}"
+        )
+        assert [e["outcome"] for e in entries].count("aborted") == 1
+        assert day.reserved_usd == 0  # nothing left on hold
+        assert day.requests == len(entries)
+        assert 0 < day.spent_usd <= billed + 1e-9
+
+
+async def _query_day(ledger: WorkflowHandle[Any, Any]) -> LedgerState:
+    for _ in range(50):
+        with contextlib.suppress(RPCError):
+            day: LedgerState = await ledger.query(LEDGER_QUERY, result_type=LedgerState)
+            return day
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{ledger.id} did not answer")

@@ -34,6 +34,7 @@ from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
+from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.storage import ReportStore, open_store
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
@@ -60,6 +61,10 @@ class Carried:
     counts it as failed spend; an attempt that ends counts it itself."""
     inflight_input_tokens: int = 0
     inflight_output_tokens: int = 0
+    inflight_request: str = ""
+    """The day's-ledger key of the request in flight, and its ledger: an attempt lost
+    with its worker leaves them, and the next attempt settles it at the estimate."""
+    inflight_ledger: str = ""
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -76,6 +81,8 @@ class Carried:
                 float(raw.get("inflight_cost_usd", 0.0)),
                 int(raw.get("inflight_input_tokens", 0)),
                 int(raw.get("inflight_output_tokens", 0)),
+                str(raw.get("inflight_request", "")),
+                str(raw.get("inflight_ledger", "")),
             )
         return cls()
 
@@ -88,6 +95,8 @@ class Carried:
             "inflight_cost_usd": self.inflight_cost_usd,
             "inflight_input_tokens": self.inflight_input_tokens,
             "inflight_output_tokens": self.inflight_output_tokens,
+            "inflight_request": self.inflight_request,
+            "inflight_ledger": self.inflight_ledger,
         }
 
     def in_flight(self, usage: Usage, cost_usd: float) -> None:
@@ -230,14 +239,20 @@ class ActivityBase:
         becomes failed spend here.
         """
         carried = Carried.from_info() if billed else Carried()
+        lost: tuple[str, str, float] | None = None
         if carried.was_lost(activity.info().attempt) and carried.inflight_cost_usd > 0:
             # The attempt died with its worker mid-request; what it was billed is
             # known only from its last heartbeat.
             usage, cost = carried.take_in_flight()
             self.metrics.record_llm(self.labels, model, usage, cost)
             self.metrics.record_retry_cost(self.labels, model, cost)
+            if carried.inflight_ledger:  # and the day counts it at that estimate
+                lost = (carried.inflight_ledger, carried.inflight_request, cost)
+                carried.inflight_request = carried.inflight_ledger = ""
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
+            if lost is not None:  # heartbeating: the cleared state reaches the server first
+                await daybudget.settle_day(*lost)
             yield beat
 
     @contextlib.asynccontextmanager

@@ -95,6 +95,7 @@ class ReportActivities(ActivityBase):
         key = daybudget.request_key()
         spent = FailureDetailsFactory(carried)()
         ledger = await daybudget.reserve_day(inp.budget, key, reserve, spent)
+        carried.inflight_request, carried.inflight_ledger = key, ledger or ""
         async with publisher:
             try:
                 async with self.llm_client().messages.stream(
@@ -134,6 +135,7 @@ class ReportActivities(ActivityBase):
                     self.metrics.record_llm(self.labels, inp.model, partial, cost)
                     self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 if not isinstance(exc, asyncio.CancelledError):
+                    carried.inflight_request = carried.inflight_ledger = ""
                     await daybudget.settle_day(ledger, key, cost)
                 raise
             if pending:
@@ -147,6 +149,7 @@ class ReportActivities(ActivityBase):
         cost = pricing.cost_usd(usage, price)
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         await daybudget.settle_day(ledger, key, cost)
+        carried.inflight_request = carried.inflight_ledger = ""
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         markdown = llm.text_of(final)
