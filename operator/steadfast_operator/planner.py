@@ -63,6 +63,8 @@ class TemporalView:
     """Why Temporal could not be read (``TemporalUnreachable``, ``TemporalError``)."""
     schedules: Mapping[str, str] | None = None
     """The agent's Schedules found in Temporal, id -> topic (``None``: not listed)."""
+    ledger_usd: float | None = None
+    """What today's budget ledger says the agent spent (``None``: not read)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ def plan(obs: Observed) -> Plan:
             deletion_policy=spec.deletion_policy,
         )
     if spec is not None and config is not None and view is not None and view.problem is None:
-        exhausted = status.budget_exhausted(spec, view.runs, obs.now)
+        exhausted = status.budget_exhausted(spec, view.runs, obs.now, view.ledger_usd)
         out = replace(
             out,
             start=() if exhausted else due_starts(config, spec, view.runs),
@@ -347,6 +349,7 @@ def status_document(obs: Observed, view: TemporalView | None, out: Plan) -> tupl
         last_active=(
             datetime.fromtimestamp(history.last_active, UTC) if history.last_active else None
         ),
+        ledger_usd=view.ledger_usd if view is not None else None,
     )
     if not runs and obs.previous_status.get("runs"):
         # Temporal was not read: keep what is known instead of blanking it.

@@ -278,11 +278,12 @@ async def read_temporal(
         found = None
         if listed is not None:
             found = await schedules.find(client, cfg, {*spec.unique_topics(), *listed})
+        spent = await workflows.day_spent(client, cfg) if queue.pollers > 0 else None
     except RPCError as err:
         return TemporalView(
             queue, problem=Problem("TemporalError", f"Temporal call failed: {err}")
         ), client
-    return TemporalView(queue, tuple(runs), schedules=found), client
+    return TemporalView(queue, tuple(runs), schedules=found, ledger_usd=spent), client
 
 
 # --- execute -------------------------------------------------------------------------

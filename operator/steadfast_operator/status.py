@@ -71,15 +71,21 @@ def day_of(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def cost_today(runs: Iterable[RunRow], now: datetime) -> float:
-    """USD spent by runs started on ``now``'s UTC day (running runs included)."""
+def cost_today(runs: Iterable[RunRow], now: datetime, ledger_usd: float | None = None) -> float:
+    """USD spent on ``now``'s UTC day: what the day's ledger settled (``ledger_usd``, the
+    figure no topic rename or restart resets), or, where that is lower or unknown, what
+    runs started that day spent (runs from before the ledger existed)."""
     today = day_of(now)
-    return sum(r.cost_usd for r in runs if r.started_at and day_of(r.started_at) == today)
+    by_runs = sum(r.cost_usd for r in runs if r.started_at and day_of(r.started_at) == today)
+    return max(by_runs, ledger_usd or 0.0)
 
 
-def budget_exhausted(spec: AgentSpec, runs: Iterable[RunRow], now: datetime) -> bool:
-    """Whether ``maxUSDPerDay`` is reached, which stops new runs until the next UTC day."""
-    return cost_today(runs, now) >= spec.budget.max_usd_per_day
+def budget_exhausted(
+    spec: AgentSpec, runs: Iterable[RunRow], now: datetime, ledger_usd: float | None = None
+) -> bool:
+    """Whether ``maxUSDPerDay`` is reached: no new run starts (and Schedules pause) until
+    the next UTC day. Runs already going are held by the day's ledger itself."""
+    return cost_today(runs, now, ledger_usd) >= spec.budget.max_usd_per_day
 
 
 MAX_MESSAGE = 1024
@@ -150,11 +156,12 @@ def build_status(
     previous: Mapping[str, Any],
     now: datetime,
     last_active: datetime | None = None,
+    ledger_usd: float | None = None,
 ) -> dict[str, Any]:
     """The full status document for one agent."""
     prev_conditions = list(previous.get("conditions") or [])
     listed = latest_runs(runs)
-    today = cost_today(runs, now)
+    today = cost_today(runs, now, ledger_usd)
     exhausted = today >= spec.budget.max_usd_per_day
     finished = sum(1 for r in runs if not r.running)
 

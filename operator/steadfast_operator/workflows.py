@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
     Client,
@@ -34,9 +34,9 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from steadfast_contract import ids, models, starter
+from steadfast_contract import budget, ids, ledger, models, starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.starter import RunRow
 from steadfast_operator.budgets import BudgetPush
@@ -254,3 +254,19 @@ async def set_budgets(client: Client, pushes: Iterable[BudgetPush]) -> int:
             continue
         accepted += 1
     return accepted
+
+
+async def day_spent(client: Client, cfg: WorkerConfig) -> float | None:
+    """What the agent's budget ledger for today (UTC) says it spent; 0 when no call
+    was made today, ``None`` when it cannot be read (no worker to answer the query)."""
+    key = budget.ledger_key(cfg.namespace, cfg.agent, cfg.task_queue)
+    handle = client.get_workflow_handle(budget.ledger_id(key, budget.day_of(datetime.now(UTC))))
+    try:
+        day: ledger.LedgerState = await handle.query(
+            ledger.LEDGER_QUERY, result_type=ledger.LedgerState, rpc_timeout=timedelta(seconds=3)
+        )
+    except RPCError as err:
+        return 0.0 if err.status == RPCStatusCode.NOT_FOUND else None
+    except (TimeoutError, WorkflowQueryFailedError):
+        return None
+    return day.spent_usd

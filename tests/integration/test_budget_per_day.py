@@ -9,7 +9,8 @@ reservations cover the calls in flight; only an input estimate can be short),
 the runs it could not pay for pause (phase ``AwaitingBudget``, ``stoppedBy:
 day``) and end ``BudgetExhausted`` when ``pauseTimeout`` runs out. A topic with a
 new name, and a run its Schedule starts with no operator anywhere, find the same
-spent day: nothing resets it but the date.
+spent day: nothing resets it but the date. The operator reads the day's spend
+from the same ledger.
 
 Every spend figure is the simulator's own billing.
 """
@@ -32,7 +33,7 @@ from tests.integration.test_budget_per_call import billed_usd, one_call_usd
 from steadfast_contract import budget, ids
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
-from steadfast_operator import schedules
+from steadfast_operator import schedules, workflows
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
@@ -77,6 +78,10 @@ async def test_twenty_topics_at_once_stay_within_the_day(harness: HarnessFactory
         assert {e.stopped_by for e in stopped} == {"day"}
         assert all("daily budget" in e.message for e in stopped)
         assert h.metric("steadfast_budget_pauses_total", budget="day") >= len(stopped)
+        # The operator reads the same day from the ledger (its status, its start gate).
+        day_usd = await workflows.day_spent(h.client, h.config)
+        assert day_usd is not None
+        assert billed * 0.95 <= day_usd <= billed + 1e-9
 
         # A topic with a new name is not a new day.
         renamed = await h.start("topic 0 renamed")

@@ -1,4 +1,5 @@
-"""The planner passes an edited budget on to running runs, as a table.
+"""The planner's budget decisions, as tables: an edited budget passed on to running
+runs, and the day's spend read from the day's ledger.
 
 Each row: the running run's own limits and spend as its ``status`` reported them,
 and the ``budget`` update the plan must hold for it (written out, never computed
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tests.support.planning import ID, observed, raw_spec, run, view
+from tests.support.planning import ID, condition, observed, raw_spec, run, view
 
 from steadfast_contract.starter import RunRow
 from steadfast_operator import planner
 from steadfast_operator.budgets import BudgetPush
+from steadfast_operator.planner import Start
 from steadfast_operator.status import Problem
 
 pytestmark = pytest.mark.unit
@@ -63,3 +65,28 @@ def test_running_runs_get_the_specs_budget(row: RunRow, expected: tuple[BudgetPu
 def test_no_budget_is_pushed_while_the_agent_has_a_problem() -> None:
     obs = observed(SPEC, temporal=view(running(1.0, 1.0)), problem=Problem("SecretMissing", "x"))
     assert planner.plan(obs).budgets == ()
+
+
+@pytest.mark.parametrize(
+    ("ledger_usd", "starts", "exhausted", "today"),
+    [
+        # The day's ledger holds spend of topics renamed or removed since: the day is spent.
+        (1.2, (), ("True", "DailyBudgetReached"), 1.2),
+        # The ledger below what today's runs show (runs from before it existed): runs count.
+        (0.05, (Start("beta", ID["beta"]),), ("False", "WithinBudget"), 0.2),
+        # Not read (no worker to answer): today's runs, as before.
+        (None, (Start("beta", ID["beta"]),), ("False", "WithinBudget"), 0.2),
+    ],
+)
+def test_the_days_ledger_is_what_the_day_spent(
+    ledger_usd: float | None,
+    starts: tuple[Start, ...],
+    exhausted: tuple[str, str],
+    today: float,
+) -> None:
+    temporal = replace(view(run("alpha", cost=0.2)), ledger_usd=ledger_usd)
+    plan = planner.plan(observed(temporal=temporal))  # maxUSDPerDay 1.0
+    assert plan.start == starts
+    assert condition(plan, "BudgetExhausted") == exhausted
+    assert plan.status is not None
+    assert plan.status["cost"]["todayUSD"] == today

@@ -11,14 +11,19 @@ the reservation stays, which overstates the day's spend and never understates it
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from steadfast_contract import budget
 from steadfast_contract.activities import RunBudget
@@ -35,6 +40,37 @@ from steadfast_contract.ledger import (
 from steadfast_worker import errors
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+#: Ledger updates one worker process has in flight at once: Temporal admits only a
+#: few in-flight updates per workflow (``history.maxInFlightUpdates``, 10 by default).
+GATE_SIZE = 4
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+#: How long a ledger call keeps trying while Temporal says the ledger is busy.
+PATIENCE_SECONDS = 60.0
+_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED)
+
+
+async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` through this process's gate, again while the ledger is busy (many runs
+    asking at once), with jittered backoff; the activity heartbeats meanwhile."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            loop = asyncio.get_running_loop()
+            async with _gates.setdefault(loop, asyncio.Semaphore(GATE_SIZE)):
+                return await call()
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            busy = not isinstance(err, RPCError) or err.status in _BUSY
+            if not busy or waited >= PATIENCE_SECONDS:
+                raise
+        pause = delay * (0.5 + random.random())
+        await asyncio.sleep(pause)
+        waited += pause
+        delay = min(delay * 2, 2.0)
 
 
 def request_key(ask: int | str = 0) -> str:
@@ -64,12 +100,17 @@ async def reserve_day(
         # A closed ledger is a day that is over: never start it again from zero.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
-    answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
-        RESERVE_UPDATE,
-        ReserveInput(request, reserve_usd, run.day_limit_usd),
-        start_workflow_operation=start,
-        result_type=ReserveResult,
-    )
+
+    async def ask() -> ReserveResult:
+        answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
+            RESERVE_UPDATE,
+            ReserveInput(request, reserve_usd, run.day_limit_usd),
+            start_workflow_operation=start,
+            result_type=ReserveResult,
+        )
+        return answer
+
+    answer = await _patiently(ask)
     if answer.granted:
         return ledger_id
     decision = budget.BudgetDecision(
@@ -87,11 +128,16 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
     """Replace the request's reservation with what it cost (a failure only logs)."""
     if ledger_id is None:
         return
-    try:
-        await (
+
+    async def tell() -> LedgerState:
+        state: LedgerState = await (
             activity.client()
             .get_workflow_handle(ledger_id)
             .execute_update(SETTLE_UPDATE, SettleInput(request, cost_usd), result_type=LedgerState)
         )
+        return state
+
+    try:
+        await _patiently(tell)
     except Exception as err:  # bookkeeping: the reservation stands instead
         log.warning("could not settle %s in %s: %s", request, ledger_id, type(err).__name__)
