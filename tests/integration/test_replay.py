@@ -2,7 +2,8 @@
 
 The fixtures were captured by ``hack/capture-histories`` from real runs (happy
 path with email, LLM retries, a failed search, budget exhaustion, approval,
-rejection, a worker SIGKILLed mid-report), some of them before and after runs
+rejection, a worker SIGKILLed mid-report, runs paused by the run's and the day's
+budget and resumed by a ``budget`` update), some of them before and after runs
 kept their spend in a memo (``*_spend_memo``), and the approval gate's own (a wait
 that expired, a rejection ignored because the report did not exist yet) recorded
 after its timeout and phase check were guarded by ``workflow.patched``. Replaying them with
@@ -23,7 +24,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from steadfast_contract.models import APPROVAL_GATE_PATCH, WORKFLOW_NAME, ResearchInput
+from steadfast_contract.models import (
+    APPROVAL_GATE_PATCH,
+    BUDGET_PAUSE_PATCH,
+    WORKFLOW_NAME,
+    ResearchInput,
+)
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration
@@ -53,6 +59,24 @@ def test_fixtures_cover_runs_before_and_after_the_approval_gate() -> None:
         ]
         gated = any(APPROVAL_GATE_PATCH.encode() in m for m in markers)
         assert gated == (path.stem in patched), path.name
+
+
+def _patches(path: Path) -> list[bytes]:
+    return [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in load(path).events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and "patch-data" in e.marker_recorded_event_attributes.details
+    ]
+
+
+def test_fixtures_cover_runs_before_and_after_the_budget_pause() -> None:
+    # budget_exhausted ended at once (recorded before the pause); these two paused,
+    # one for the run's budget, one for the day's, and resumed on a raise.
+    paused = {"budget_paused_raised_spend_memo", "budget_day_paused_raised_spend_memo"}
+    for path in HISTORIES:
+        marked = any(BUDGET_PAUSE_PATCH.encode() in m for m in _patches(path))
+        assert marked == (path.stem in paused), path.name
 
 
 def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:

@@ -82,6 +82,34 @@ async def budget_exhausted(s: embedded.Stack, cfg: WorkerConfig, name: str) -> s
     return await happy(s, tight, name)
 
 
+def _budget(cfg: WorkerConfig, **limits: object) -> WorkerConfig:
+    return cfg.model_copy(update={"budget": cfg.budget.model_copy(update=limits)})
+
+
+async def _paused_then_raised(
+    s: embedded.Stack, cfg: WorkerConfig, name: str, raise_to: models.SetBudgetInput
+) -> str:
+    wf = await _start(s.client, cfg, name)
+    await chaos.wait_for_phase(s.client, wf, models.Phase.AWAITING_BUDGET)
+    handle = s.client.get_workflow_handle(wf)
+    await handle.execute_update(models.BUDGET_UPDATE, raise_to)
+    await starter.wait_closed(s.client, wf)
+    return wf
+
+
+async def budget_paused_raised(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Paused before the report by the run's budget, resumed by a ``budget`` update."""
+    tight = _budget(cfg, max_usd_per_run=0.034, pause_timeout=timedelta(hours=1))
+    return await _paused_then_raised(s, tight, name, models.SetBudgetInput(max_usd_per_run=1.0))
+
+
+async def budget_day_paused_raised(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Refused by the day's ledger inside the report activity, resumed by a raise of the
+    day (record it alone: the ledger counts the day of every scenario on the queue)."""
+    tight = _budget(cfg, max_usd_per_day=0.034, pause_timeout=timedelta(hours=1))
+    return await _paused_then_raised(s, tight, name, models.SetBudgetInput(max_usd_per_day=50.0))
+
+
 def _approval(cfg: WorkerConfig) -> WorkerConfig:
     return cfg.model_copy(
         update={"notify": cfg.notify.model_copy(update={"require_approval": True})}
@@ -154,6 +182,8 @@ SCENARIOS: dict[str, Scenario] = {
     "approval_expired": approval_expired,
     "rejected_too_early": rejected_too_early,
     "worker_killed_while_writing": worker_killed_while_writing,
+    "budget_paused_raised": budget_paused_raised,
+    "budget_day_paused_raised": budget_day_paused_raised,
 }
 
 
