@@ -87,6 +87,10 @@ class ServicePlan:
     api_key: str = ""
     """When set, requests must present this key or get 401."""
 
+    answer_bytes: int = 0
+    """When set, a search answer to a matching request is padded to at least this
+    many bytes (its first result's snippet grows), so a test can send a 50 MB body."""
+
 
 def draw(seed: int, key: str, attempt: int) -> float:
     """A uniform number in [0, 1) fixed by (seed, key, attempt)."""
@@ -146,7 +150,14 @@ def _rates(value: object, where: str) -> dict[FaultKind, float]:
     return rates
 
 
-_PLAIN_FIELDS: Final = {"retry_after", "timeout_s", "latency_ms", "chunk_delay_ms", "stream_cut"}
+_PLAIN_FIELDS: Final = {
+    "retry_after",
+    "timeout_s",
+    "latency_ms",
+    "chunk_delay_ms",
+    "stream_cut",
+    "answer_bytes",
+}
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
 
@@ -155,8 +166,8 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
 
     Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
-    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``api_key``, and
-    ``clear``
+    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
+    ``api_key``, and ``clear``
     (true: start from a plan with no faults and no latency instead of ``base``).
     Keys not given keep their value from ``base``.
     """
@@ -180,7 +191,7 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
         raise ValueError(f"{where}.kind: only meaningful together with first_n")
     for name in _PLAIN_FIELDS & set(data):
         number = _as_number(data[name], f"{where}.{name}")
-        changes[name] = int(number) if name.endswith("_ms") else number
+        changes[name] = int(number) if name.endswith(("_ms", "_bytes")) else number
     if "stream_cut" in data and _as_number(data["stream_cut"], f"{where}.stream_cut") > 1.0:
         raise ValueError(f"{where}.stream_cut: must be a fraction within [0, 1]")
     if "scope" in data:
@@ -207,5 +218,6 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "latency_ms": plan.latency_ms,
         "chunk_delay_ms": plan.chunk_delay_ms,
         "stream_cut": plan.stream_cut,
+        "answer_bytes": plan.answer_bytes,
         "api_key": "***" if plan.api_key else "",
     }

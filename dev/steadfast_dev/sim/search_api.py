@@ -8,7 +8,8 @@ results for the same query. When the simulator has a search API key, requests
 must send it as ``x-api-key`` or ``Authorization: Bearer``. Errors are
 ``{"error": {"type": ..., "message": ...}}`` with the fault's HTTP status;
 ``bad_json`` answers 200 with a body that does not parse, ``stream_error`` 500,
-``disconnect`` closes the connection without an answer.
+``disconnect`` closes the connection without an answer. A plan's ``answer_bytes``
+pads the answer to at least that size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Final
 from aiohttp import web
 
 from steadfast_dev.sim import content
+from steadfast_dev.sim.faults import matches
 from steadfast_dev.sim.state import STATE, drop_connection, error_response, preamble
 
 DEFAULT_COUNT: Final = 5
@@ -74,7 +76,13 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         state.log.finish(entry, "fault", 500)
         return error_response(500, "simulated upstream failure", _error_body)
     query, count = parsed
-    answer = json.dumps({"query": query, "results": content.search_results(query, count)})
+    results = content.search_results(query, count)
+    plan = state.plans["search"]
+    if plan.answer_bytes and matches(plan, query):
+        # An oversized answer: a search engine (or something posing as one) that
+        # sends far more than any result list needs.
+        results[0]["snippet"] += "x" * plan.answer_bytes
+    answer = json.dumps({"query": query, "results": results})
     if fault == "bad_json":
         answer = answer[: len(answer) // 2]
     state.log.finish(entry, "served", 200)
