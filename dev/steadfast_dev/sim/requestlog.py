@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Final, Literal
 
-Service = Literal["llm", "search"]
+Service = Literal["llm", "search", "pages"]
+SERVICES: Final[tuple[Service, ...]] = ("llm", "search", "pages")
 Outcome = Literal["pending", "served", "fault", "rejected", "aborted"]
 
 #: Body fields that do not change what is being asked.
@@ -144,9 +145,8 @@ class RequestLog:
             for e in self.entries
             if (service is None or e.service == service) and (key is None or e.key == key)
         ]
-        services: tuple[Service, ...] = ("llm", "search")
         return {
             "entries": picked,
-            "served": {s: self.served_counts(s) for s in services},
-            "attempts": {s: self.attempt_counts(s) for s in services},
+            "served": {s: self.served_counts(s) for s in SERVICES},
+            "attempts": {s: self.attempt_counts(s) for s in SERVICES},
         }
