@@ -108,6 +108,7 @@ TOOLS: Final[tuple[Mapping[str, object], ...]] = (
 MAX_CALLS: Final = 3
 _SENTENCE_RE: Final = re.compile(r"(?<=[.!?])\s+")
 _TAG_RE: Final = re.compile(r"<[^>]+>")
+_PARAGRAPH_RE: Final = re.compile(r"<p>(.*?)</p>", re.DOTALL | re.IGNORECASE)
 
 Planned = tuple[str, dict[str, object]]
 
@@ -160,8 +161,13 @@ def plan_calls(
 
 
 def claim(page: str, subject: str) -> str:
-    """A sentence of a fetched page worth recording (the first long enough one)."""
-    text = " ".join(_TAG_RE.sub(" ", page).split())
+    """A sentence of a fetched page worth recording (the first long enough one).
+
+    Paragraphs are read first when the page is HTML, so titles and headings never
+    run into the sentence; a page the worker turned into plain text is read whole.
+    """
+    paragraphs = _PARAGRAPH_RE.findall(page) or [page]
+    text = " ".join(_TAG_RE.sub(" ", " ".join(paragraphs)).split())
     for sentence in _SENTENCE_RE.split(text):
         if len(sentence.split()) >= 8 and len(sentence) <= 300:
             return sentence
@@ -221,7 +227,8 @@ def final_report(conversation: tooluse.Conversation, subject: str) -> str:
         if c.result and not c.is_error
     ]
     sources = list(dict.fromkeys(read)) or conversation.result_urls()[:5]
-    report = content.report_markdown(f"Topic: {subject}\n" + "\n".join(sources), subject)
+    cited = f"Topic: {subject}\n" + "\n".join(sources)
+    report = content.report_markdown(cited, subject, max_sources=len(sources))
     findings = [
         (str(c.input.get("claim")), str(c.input.get("source_url")))
         for c in conversation.called(RECORD_FINDING)
