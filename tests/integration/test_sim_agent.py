@@ -187,7 +187,8 @@ async def test_a_twenty_turn_run_ends_with_a_report_citing_the_pages_it_read(
         assert entry["billed"]["output_tokens"] == reply.usage.output_tokens
     # The whole conversation is input, so input grows turn after turn.
     inputs = [r.usage.input_tokens for r in run.replies]
-    assert inputs == sorted(inputs) and len(set(inputs)) == 20
+    assert inputs == sorted(inputs)
+    assert len(set(inputs)) == 20
     assert set(sim.served("pages").values()) == {1}
     assert len(sim.served("search")) == len(run.searched)
 
@@ -247,7 +248,8 @@ async def test_tool_choice_none_writes_the_report_at_once(sim: SimHandle) -> Non
     assert _uses(reply) == []
     text = reply.content[0].text  # type: ignore[union-attr]
     assert "# tidal energy: research report" in text
-    assert run.fetched and all(url in text for url in run.fetched)
+    assert run.fetched
+    assert all(url in text for url in run.fetched)
 
 
 async def test_a_tool_use_without_its_result_is_refused_like_the_real_api(
@@ -377,19 +379,22 @@ async def test_a_worker_leaving_mid_turn_is_not_served_and_its_retry_is(sim: Sim
 
 async def test_turn_two_reads_the_cache_turn_one_wrote(sim: SimHandle) -> None:
     client = _client(sim)
-    tools = [*TOOLS[:-1], {**TOOLS[-1], "cache_control": {"type": "ephemeral"}}]
-    first_user = {"role": "user", "content": [{"type": "text", "text": PROMPT,
-                                               "cache_control": {"type": "ephemeral"}}]}  # fmt: skip
+    cached = {"cache_control": {"type": "ephemeral"}}
+    tools = [*TOOLS[:-1], {**TOOLS[-1], **cached}]
+    first_user = {"role": "user", "content": [{"type": "text", "text": PROMPT, **cached}]}
     one = await client.messages.create(
         model=MODEL, max_tokens=2000, tools=tools, messages=[first_user]
     )
-    answered = [{"type": "tool_result", "tool_use_id": u.id, "content": "no results"}
-                for u in _uses(one)]  # fmt: skip
+    said = {"role": "assistant", "content": [b.model_dump() for b in one.content]}
+    answered = [
+        {"type": "tool_result", "tool_use_id": u.id, "content": "no results"} for u in _uses(one)
+    ]
     two = await client.messages.create(
-        model=MODEL, max_tokens=2000, tools=tools,
-        messages=[first_user, {"role": "assistant", "content": [b.model_dump() for b in one.content]},
-                  {"role": "user", "content": answered}],
-    )  # fmt: skip
+        model=MODEL,
+        max_tokens=2000,
+        tools=tools,
+        messages=[first_user, said, {"role": "user", "content": answered}],
+    )
     assert one.usage.cache_read_input_tokens == 0
     assert one.usage.cache_creation_input_tokens > 346
     assert two.usage.cache_read_input_tokens == one.usage.cache_creation_input_tokens

@@ -36,10 +36,10 @@ three parallel calls, ``stop_reason: "tool_use"``, after a short text block.
 **The end.** Turn ``N`` and later, ``tool_choice: {"type": "none"}``, or a turn
 with nothing left to call answers ``stop_reason: "end_turn"`` with a markdown
 report (the report of :mod:`~steadfast_dev.sim.content`) citing the pages fetched
-without error, else the URLs of the search results, and listing the recorded
-findings. As in the real API, a request whose messages hold ``tool_use`` or
-``tool_result`` blocks must define its tools even then: a final turn keeps the
-tools and sends ``tool_choice: {"type": "none"}``.
+without error -- or, when none was, the search results' URLs whose fetch was not
+refused -- and listing the recorded findings. As in the real API, a request
+whose messages hold ``tool_use`` or ``tool_result`` blocks must define its tools
+even then: a final turn keeps the tools and sends ``tool_choice: {"type": "none"}``.
 
 **Validation** follows the real API (400 ``invalid_request_error``): each
 ``tool_use`` must be answered by a ``tool_result`` with its id in the next user
@@ -226,7 +226,9 @@ def final_report(conversation: tooluse.Conversation, subject: str) -> str:
         for c in conversation.called(FETCH_PAGE)
         if c.result and not c.is_error
     ]
-    sources = list(dict.fromkeys(read)) or conversation.result_urls()[:5]
+    refused = {str(c.input.get("url")) for c in conversation.called(FETCH_PAGE) if c.is_error}
+    found = [url for url in conversation.result_urls() if url not in refused]
+    sources = list(dict.fromkeys(read)) or found[:5]
     cited = f"Topic: {subject}\n" + "\n".join(sources)
     report = content.report_markdown(cited, subject, max_sources=len(sources))
     findings = [
