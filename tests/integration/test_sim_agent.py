@@ -377,25 +377,43 @@ async def test_a_worker_leaving_mid_turn_is_not_served_and_its_retry_is(sim: Sim
     assert sim.attempts()["turn2"] == 2
 
 
-async def test_turn_two_reads_the_cache_turn_one_wrote(sim: SimHandle) -> None:
+def _with_breakpoints(messages: list[Any]) -> list[Any]:
+    """The messages with a cache breakpoint on the last block of the two newest user messages."""
+    marked = json.loads(json.dumps(messages))
+    users = [m for m in marked if m["role"] == "user"][-2:]
+    for message in users:
+        if isinstance(message["content"], str):
+            message["content"] = [{"type": "text", "text": message["content"]}]
+        message["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return marked
+
+
+async def test_each_turn_reads_the_whole_prompt_of_the_turn_before_from_the_cache(
+    sim: SimHandle,
+) -> None:
     client = _client(sim)
-    cached = {"cache_control": {"type": "ephemeral"}}
-    tools = [*TOOLS[:-1], {**TOOLS[-1], **cached}]
-    first_user = {"role": "user", "content": [{"type": "text", "text": PROMPT, **cached}]}
-    one = await client.messages.create(
-        model=MODEL, max_tokens=2000, tools=tools, messages=[first_user]
-    )
-    said = {"role": "assistant", "content": [b.model_dump() for b in one.content]}
-    answered = [
-        {"type": "tool_result", "tool_use_id": u.id, "content": "no results"} for u in _uses(one)
-    ]
-    two = await client.messages.create(
-        model=MODEL,
-        max_tokens=2000,
-        tools=tools,
-        messages=[first_user, said, {"role": "user", "content": answered}],
-    )
-    assert one.usage.cache_read_input_tokens == 0
-    assert one.usage.cache_creation_input_tokens > 346
-    assert two.usage.cache_read_input_tokens == one.usage.cache_creation_input_tokens
-    assert two.usage.input_tokens > 0
+    tools = [*TOOLS[:-1], {**TOOLS[-1], "cache_control": {"type": "ephemeral"}}]
+    run = Run(messages=[{"role": "user", "content": PROMPT}])
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        for _ in range(6):
+            reply = await client.messages.create(
+                model=MODEL, max_tokens=4000, tools=tools, messages=_with_breakpoints(run.messages)
+            )
+            run.replies.append(reply)
+            said = [b.model_dump(exclude_none=True) for b in reply.content]
+            run.messages.append({"role": "assistant", "content": said})
+            results = [await _execute(sim, http, run, use) for use in _uses(reply)]
+            if results:
+                run.messages.append({"role": "user", "content": results})
+    assert run.replies[-1].stop_reason == "end_turn"
+    first = run.replies[0].usage
+    assert first.cache_read_input_tokens == 0
+    assert first.cache_creation_input_tokens > 346  # the tool-use system prompt and more
+    for before, now in zip(run.replies, run.replies[1:], strict=False):
+        prompt = (
+            before.usage.input_tokens
+            + (before.usage.cache_read_input_tokens or 0)
+            + (before.usage.cache_creation_input_tokens or 0)
+        )
+        assert now.usage.cache_read_input_tokens == prompt
+        assert (now.usage.cache_creation_input_tokens or 0) > 0
