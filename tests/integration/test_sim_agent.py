@@ -347,6 +347,29 @@ async def test_a_dropped_connection_on_a_tool_turn(sim: SimHandle) -> None:
     assert sim.served()["turn2"] == 1
 
 
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("500", anthropic.InternalServerError),
+        ("529", anthropic.OverloadedError),
+        ("400", anthropic.BadRequestError),
+        ("401", anthropic.AuthenticationError),
+    ],
+)
+async def test_status_faults_on_a_tool_turn(
+    sim: SimHandle, kind: str, error: type[anthropic.APIStatusError]
+) -> None:
+    messages = await _second_turn(sim)
+    sim.set_faults({"llm": {"first_n": 1, "kind": kind}})
+    client = _client(sim)
+    with pytest.raises(error):
+        await _turn(client, messages, "turn2", stream=True)
+    reply = await _turn(client, messages, "turn2", stream=True)
+    assert [u.name for u in _uses(reply)] == ["fetch_page"]
+    assert [e["status"] for e in sim.entries("llm")][-2:] == [int(kind), 200]
+    assert sim.entries("llm")[-2]["billed"] is None
+
+
 @pytest.mark.parametrize("kind", ["hang", "timeout"])
 async def test_a_stalled_tool_turn_times_the_client_out(sim: SimHandle, kind: str) -> None:
     messages = await _second_turn(sim)

@@ -286,3 +286,14 @@ def test_agent_settings_in_the_plans_json_form() -> None:
     ):
         with pytest.raises(ValueError, match=re.escape(field)):
             update_plan(ServicePlan(), bad, "llm")
+
+
+def test_a_claim_is_a_whole_sentence_of_the_page_never_its_title() -> None:
+    text = (
+        "Tidal Power\nTidal Power\nShort.\n"
+        "Barrages on the Rance estuary have run since 1966 without a pause. Next"
+    )
+    assert agent.claim(text, "tidal") == (
+        "Barrages on the Rance estuary have run since 1966 without a pause."
+    )
+    assert agent.claim("<h1>Tidal</h1><p>Too short.</p>", "tidal") == "The source discusses tidal."

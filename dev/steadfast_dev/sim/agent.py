@@ -31,7 +31,8 @@ records up to two findings from the pages fetched without error and not yet
 recorded, then fetches one or two (alternately) URLs from earlier results not yet
 fetched, or, when none are left, searches again with the next query: one to
 three parallel calls, ``stop_reason: "tool_use"``, after a short text block.
-``tool_choice: {"disable_parallel_tool_use": true}`` keeps the first call only.
+``tool_choice: {"disable_parallel_tool_use": true}`` keeps the first call only;
+``tool_choice`` ``any`` and ``tool`` are played as ``auto``.
 
 **The end.** Turn ``N`` and later, ``tool_choice: {"type": "none"}``, or a turn
 with nothing left to call answers ``stop_reason: "end_turn"`` with a markdown
@@ -161,16 +162,17 @@ def plan_calls(
 
 
 def claim(page: str, subject: str) -> str:
-    """A sentence of a fetched page worth recording (the first long enough one).
+    """A sentence of a fetched page worth recording: the first whole, long enough one.
 
-    Paragraphs are read first when the page is HTML, so titles and headings never
-    run into the sentence; a page the worker turned into plain text is read whole.
+    HTML paragraphs are read when there are any, else the lines of the text, so a
+    title or heading never runs into the sentence.
     """
-    paragraphs = _PARAGRAPH_RE.findall(page) or [page]
-    text = " ".join(_TAG_RE.sub(" ", " ".join(paragraphs)).split())
-    for sentence in _SENTENCE_RE.split(text):
-        if len(sentence.split()) >= 8 and len(sentence) <= 300:
-            return sentence
+    blocks = _PARAGRAPH_RE.findall(page) or page.splitlines()
+    for block in blocks:
+        text = " ".join(_TAG_RE.sub(" ", block).split())
+        for sentence in _SENTENCE_RE.split(text):
+            if len(sentence.split()) >= 8 and len(sentence) <= 300 and sentence[-1] in ".!?":
+                return sentence
     return f"The source discusses {subject}."
 
 

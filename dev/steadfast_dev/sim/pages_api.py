@@ -13,8 +13,8 @@ page or to those whose path contains the plan's ``match``:
   ``stream_error`` -- 500; ``disconnect`` -- the connection drops once the
   plan's ``stream_cut`` fraction of the body has been sent.
 
-Every body is sent with its Content-Length. :func:`own_base_url` is the address
-search results link pages at.
+Every body is sent with its Content-Length; ``HEAD`` is not served (405).
+:func:`own_base_url` is the address search results link pages at.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ failed or were cut off when a worker died.
 A logical request is identified by, in order of preference, the
 ``x-steadfast-request-key`` header, the ``idempotency-key`` header, or a stable
 hash of the request body with volatile fields (``stream``, ``metadata``) removed,
-so a streamed retry of a non-streamed call is the same logical request.
+so a streamed retry of a non-streamed call is the same logical request. The
+turns of an agent's tool-use loop are distinct requests either way (the
+conversation grows each turn); a page fetch is keyed by its path.
 """
 
 from __future__ import annotations
