@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
@@ -269,6 +269,22 @@ Topic = Annotated[
         description="A research topic: one line (it becomes the review email's subject).",
     ),
 ]
+
+_TOPIC: Final = TypeAdapter(Topic)
+
+
+def topic_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a topic (the schema's own rule), or None when it can.
+
+    Topics given on the command line bypass the manifest's validation; this keeps
+    them to the same rule, so a newline cannot reach the review email's subject
+    after the run has paid for its report.
+    """
+    try:
+        _TOPIC.validate_python(text)
+    except ValidationError:
+        return "a topic is one line of 1 to 500 characters, without control characters"
+    return None
 
 
 class AgentSpec(SpecModel):
