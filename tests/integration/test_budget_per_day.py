@@ -87,7 +87,8 @@ async def test_twenty_topics_at_once_stay_within_the_day(harness: HarnessFactory
         renamed = await h.start("topic 0 renamed")
         after = await closed(renamed)
         assert (after.phase, after.stopped_by) == (Phase.BUDGET_EXHAUSTED, "day")
-        assert not entries_of(h, renamed.id)  # refused before its first request
+        # What the day had left paid at most for its query list, never its report.
+        assert not [e for e in entries_of(h, renamed.id) if "/ask" not in e["key"]]
 
         # Nor is a run its Schedule starts on its own, with no operator running.
         await schedules.upsert(h.client, h.config, ["scheduled"], "0 0 1 1 *", paused=False)
@@ -99,10 +100,11 @@ async def test_twenty_topics_at_once_stay_within_the_day(harness: HarnessFactory
             fired = h.client.get_workflow_handle(run_id)
             after = await closed(fired)
             assert (after.phase, after.stopped_by) == (Phase.BUDGET_EXHAUSTED, "day")
-            assert not entries_of(h, wf_prefix)
+            assert not [e for e in entries_of(h, wf_prefix) if "/ask" not in e["key"]]
         finally:
             await sched.delete()
-        assert billed_usd(h, entries_of(h, prefix)) == pytest.approx(billed)
+        everything = entries_of(h, prefix)
+        assert billed_usd(h, everything) <= DAY_USD + one_call_usd(h, everything)
 
 
 async def _first_run(h: Harness, wf_prefix: str) -> str:
