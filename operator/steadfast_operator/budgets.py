@@ -17,11 +17,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from steadfast_contract.budget import one_call_usd
+from steadfast_contract.pricing import UnknownModelError, lookup
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
 
 #: Dollar amounts closer than this are the same limit (float round trips).
 _SAME = 1e-9
+
+
+def call_floor_usd(spec: AgentSpec) -> float:
+    """The least any call of the agent reserves: ``maxTokens`` at the output price.
+
+    A day with less than this left cannot pay for another call, so it is spent: no
+    new run starts (it would only pause). 0 for a model without a price (such a
+    spec is refused anyway).
+    """
+    if spec.model.pricing:
+        return one_call_usd(spec.model.max_tokens, spec.model.pricing.output_per_m_tok)
+    try:
+        return one_call_usd(spec.model.max_tokens, lookup(spec.model.name).output_per_mtok)
+    except UnknownModelError:
+        return 0.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from steadfast_contract.crdschema import MAX_RUNS_LISTED as MAX_RUNS_LISTED
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
+from steadfast_operator import budgets
 
 READY = "Ready"
 WORKERS_AVAILABLE = "WorkersAvailable"
@@ -83,9 +84,11 @@ def cost_today(runs: Iterable[RunRow], now: datetime, ledger_usd: float | None =
 def budget_exhausted(
     spec: AgentSpec, runs: Iterable[RunRow], now: datetime, ledger_usd: float | None = None
 ) -> bool:
-    """Whether ``maxUSDPerDay`` is reached: no new run starts (and Schedules pause) until
-    the next UTC day. Runs already going are held by the day's ledger itself."""
-    return cost_today(runs, now, ledger_usd) >= spec.budget.max_usd_per_day
+    """Whether the day cannot pay for another call of the agent (what is left of
+    ``maxUSDPerDay`` is below the least a call reserves): no new run starts (and
+    Schedules pause) until the next UTC day. Runs going are held by the day's ledger."""
+    left = spec.budget.max_usd_per_day - cost_today(runs, now, ledger_usd)
+    return left <= 0 or left < budgets.call_floor_usd(spec)
 
 
 MAX_MESSAGE = 1024
@@ -162,7 +165,7 @@ def build_status(
     prev_conditions = list(previous.get("conditions") or [])
     listed = latest_runs(runs)
     today = cost_today(runs, now, ledger_usd)
-    exhausted = today >= spec.budget.max_usd_per_day
+    exhausted = budget_exhausted(spec, runs, now, ledger_usd)
     finished = sum(1 for r in runs if not r.running)
 
     if ready > 0:

@@ -72,6 +72,8 @@ def test_no_budget_is_pushed_while_the_agent_has_a_problem() -> None:
     [
         # The day's ledger holds spend of topics renamed or removed since: the day is spent.
         (1.2, (), ("True", "DailyBudgetReached"), 1.2),
+        # Less left than the least a call reserves (2000 tokens at $15/MTok): spent too.
+        (0.98, (), ("True", "DailyBudgetReached"), 0.98),
         # The ledger below what today's runs show (runs from before it existed): runs count.
         (0.05, (Start("beta", ID["beta"]),), ("False", "WithinBudget"), 0.2),
         # Not read (no worker to answer): today's runs, as before.
