@@ -136,6 +136,8 @@ class StorageConfig(SpecModel):
     """Environment variable with a Postgres DSN; when unset or empty, SQLite is used."""
     sqlite_path: str = ".steadfast/reports.db"
     """SQLite file used when no Postgres DSN is set (the embedded default)."""
+    save_timeout: Duration = timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS)
+    """How long a paid report waits for an unreachable report store before the run fails."""
 
 
 class EmailConfig(SpecModel):
