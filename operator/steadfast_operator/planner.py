@@ -248,11 +248,11 @@ def plan(obs: Observed) -> Plan:
             start=() if exhausted else due_starts(config, spec, view.runs, done),
             pause=pause_change(spec, problem, exhausted, obs.schedules_paused),
         )
-    if problem is not None and problem.reason == NO_DURABLE_STORE and obs.replicas:
+    stranded = obs.replicas[0] if obs.replicas is not None else 0
+    if problem is not None and problem.reason == NO_DURABLE_STORE and stranded > 0:
         # Workers rendered before the store was required would write reports to
         # their pods' disks: none runs until the spec names a durable store.
-        if obs.replicas[0] > 0:
-            out = replace(out, scale=Scale(obs.replicas[0], 0, "no durable report store"))
+        out = replace(out, scale=Scale(stranded, 0, "no durable report store"))
     # A failed Temporal read is what the status says now; the change's own problem
     # (if any) is remembered for the ticks until the next change.
     shown = view.problem if view is not None and view.problem is not None else problem
