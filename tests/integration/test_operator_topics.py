@@ -195,6 +195,12 @@ async def test_an_agent_running_before_the_upgrade_keeps_its_runs_and_queue(
         old = ids.workflow_id("it", name, "researched before the upgrade")
         await delete_from_temporal(temporal_client, old)
         await eventually(lambda: exists(temporal_client, old), lambda e: not e)
+        await eventually(
+            lambda: workflows.observe(
+                temporal_client, h.config, topics, workflows.RunCache(), query_running=False
+            ),
+            lambda runs: [r.topic for r in runs] == ["added after the upgrade"],
+        )
         for changed in (False, True):
             assert (await a.tick(raw_spec(topics), changed=changed)).start == ()
         assert sorted(a.status["startedTopics"]) == sorted(topics)
