@@ -84,7 +84,7 @@ class TemporalConfig(SpecModel):
     namespace: str = "default"
     """Temporal namespace the workflows run in."""
     task_queue: str = ""
-    """Task queue to poll; empty means ``steadfast-<namespace>-<agent>``."""
+    """Task queue to poll; empty means ``steadfast.<namespace>.<agent>``."""
     tls: TLSConfig = Field(default_factory=TLSConfig)
     """Client certificate for mTLS; empty disables TLS unless an API key is set."""
     api_key_env: str = "TEMPORAL_API_KEY"

@@ -122,7 +122,8 @@ class TemporalSpec(SpecModel):
     task_queue: str = Field(
         default="",
         max_length=255,
-        description="Task queue the workers poll. Empty means steadfast-<namespace>-<name>.",
+        description="Task queue the workers poll. Empty means steadfast.<namespace>.<name> "
+        "(an agent already running on the earlier steadfast-<namespace>-<name> keeps it).",
     )
     tls: TemporalTLS = Field(
         default_factory=TemporalTLS,
