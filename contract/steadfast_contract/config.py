@@ -135,7 +135,8 @@ class StorageConfig(SpecModel):
     postgres_dsn_env: str = "STEADFAST_POSTGRES_DSN"
     """Environment variable with a Postgres DSN; when unset or empty, SQLite is used."""
     sqlite_path: str = ".steadfast/reports.db"
-    """SQLite file used when no Postgres DSN is set (the embedded default)."""
+    """SQLite file used when no Postgres DSN is set (the embedded default); empty for
+    none (the operator's workers: a pod's disk is not a place for reports)."""
     save_timeout: Duration = timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS)
     """How long a paid report waits for an unreachable report store before the run fails."""
 

@@ -313,8 +313,8 @@ def worker_process(
         "the worker ConfigMap", lambda: get(cluster, "cm", namespace, f"{agent}-worker-config")
     )
     config = yaml.safe_load(cm["data"]["worker.yaml"])
-    # Host-local paths and ports only; everything else is what a pod would read.
-    config["storage"]["sqlitePath"] = str(tmp_path / f"{agent}-reports.db")
+    # Host-local ports only; everything else is what a pod would read (no SQLite file:
+    # the reports go to the tier's Postgres).
     config["worker"]["metricsPort"] = 0
     config["worker"]["sdkMetricsPort"] = 0
     config["worker"]["gracefulShutdown"] = "2s"

@@ -14,6 +14,7 @@ import time
 
 import asyncpg
 import pytest
+from temporalio.client import WorkflowFailureError
 from tests.integration.conftest import HarnessFactory
 from tests.support.pgserver import throwaway_postgres
 from tests.support.sim import SimHandle
@@ -90,3 +91,32 @@ async def test_postgres_down_two_minutes_during_saving(
             assert len(served) == 2, served
             assert set(served.values()) == {1}
             assert sum(sim.attempts("llm").values()) == 2
+
+
+async def test_a_worker_with_no_store_waits_then_fails_at_the_save_timeout(
+    harness: HarnessFactory, sim: SimHandle
+) -> None:
+    """As the operator renders workers: no SQLite file, and here an empty DSN. Nothing is
+    written where it could be lost; the save waits for a store, up to storage.saveTimeout."""
+    overrides = {"storage": {"sqlitePath": "", "saveTimeout": "8s"}}
+    async with harness(overrides) as h:
+        started = time.monotonic()
+        handle = await h.start("nowhere to save")
+
+        async def waiting() -> RunStatus:
+            while True:
+                st: RunStatus = await handle.query(STATUS_QUERY, result_type=RunStatus)
+                if st.phase == Phase.SAVING and st.message:
+                    return st
+                await asyncio.sleep(0.3)
+
+        seen = await asyncio.wait_for(waiting(), 30)
+        assert seen.message == "waiting for the report store: NoReportStoreError"
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+        assert time.monotonic() - started >= 8
+        assert "NoReportStoreError" in str(failed.value.cause)
+        final = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert final.phase == Phase.FAILED
+        # Paid once: the report is in the run's history, no LLM call was repeated.
+        assert set(sim.served("llm").values()) == {1}

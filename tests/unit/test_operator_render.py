@@ -44,7 +44,7 @@ def test_config_map_is_a_valid_worker_config() -> None:
     assert cfg.task_queue == "steadfast.research.market-watch"
     assert cfg.temporal.address == "temporal-frontend.temporal:7233"
     assert cfg.model.api_key_env == "ANTHROPIC_API_KEY"
-    assert cfg.storage.sqlite_path.startswith(render.DATA_DIR)
+    assert cfg.storage.sqlite_path == ""  # no report on a pod's disk: Postgres or nothing
 
 
 def test_empty_address_takes_the_operator_default() -> None:
