@@ -65,6 +65,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         search_max_results=config.search.max_results,
         budget_pause_seconds=config.budget.pause_timeout.total_seconds(),
         max_usd_per_day=config.budget.max_usd_per_day,
+        save_timeout_seconds=config.storage.save_timeout.total_seconds(),
     )
 
 

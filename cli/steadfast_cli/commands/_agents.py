@@ -50,7 +50,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser, *, topics: bool = True)
         help="Kubernetes namespace of the agent when no manifest is given (default: default)",
     )
     group.add_argument(
-        "--task-queue", default="", help="task queue (default: steadfast-<namespace>-<agent>)"
+        "--task-queue", default="", help="task queue (default: steadfast.<namespace>.<agent>)"
     )
 
 
