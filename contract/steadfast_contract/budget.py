@@ -161,6 +161,9 @@ def raise_refusal(
 #: A day's ledger stays open this long after its UTC day ends, so the calls that
 #: started before midnight still settle into it.
 LEDGER_GRACE = timedelta(hours=1)
+#: Settled requests a ledger remembers (the newest), so a resent settle is not counted
+#: twice; a busy day's book stays a small payload when its ledger continues as new.
+SETTLED_KEPT = 2000
 
 
 def day_of(now: datetime) -> str:
@@ -225,3 +228,5 @@ class DayBook:
         self.reserved.pop(key, None)
         self.settled[key] = cost_usd
         self.spent_usd += cost_usd
+        while len(self.settled) > SETTLED_KEPT:
+            del self.settled[next(iter(self.settled))]

@@ -150,6 +150,16 @@ def test_the_day_grants_reservations_until_they_would_exceed_it() -> None:
     assert not book.grant("d/1", 0.2, 1.0).fits
 
 
+def test_the_book_remembers_the_newest_settled_requests_only() -> None:
+    book = budget.DayBook()
+    for n in range(budget.SETTLED_KEPT + 5):
+        book.settle(f"r{n}", 0.001)
+    assert len(book.settled) == budget.SETTLED_KEPT
+    assert "r0" not in book.settled
+    assert f"r{budget.SETTLED_KEPT + 4}" in book.settled
+    assert book.spent_usd == pytest.approx((budget.SETTLED_KEPT + 5) * 0.001)
+
+
 def test_many_runs_against_one_day_overspend_by_no_more_than_their_estimates() -> None:
     """Calls that each cost at most their reservation never take the day past its limit."""
     book, limit = budget.DayBook(), 5.0
