@@ -28,8 +28,10 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_budget_pause import squeezed_limit, wait_paused
 from tests.integration.test_budget_per_call import billed_usd, one_call_usd
 
+from steadfast_cli.commands.budget import set_budget
 from steadfast_contract import budget, ids
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
@@ -153,3 +155,28 @@ async def _query_day(ledger: WorkflowHandle[Any, Any]) -> LedgerState:
             return day
         await asyncio.sleep(0.2)
     raise AssertionError(f"{ledger.id} did not answer")
+
+
+async def test_a_run_paused_by_the_day_resumes_on_a_raise_of_the_day(
+    harness: HarnessFactory,
+) -> None:
+    """The day's refusal comes from inside the report activity; the run pauses, says
+    so, and a raise of its day (``steadfast budget --max-usd-per-day``) lets it finish
+    with every call served once."""
+    agent = f"raise-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "agent": agent,
+        "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": squeezed_limit(), "pauseTimeout": "1h"},
+    }
+    async with harness(overrides) as h:
+        handle = await h.start("paused by the day")
+        paused = await wait_paused(handle)
+        assert (paused.step, paused.stopped_by) == (3, "day")
+        assert "daily budget" in paused.message
+        answer = await set_budget(h.client, handle.id, max_usd_per_day=50.0)
+        assert answer.max_usd_per_day == 50.0
+        result = await asyncio.wait_for(handle.result(), 30)
+        assert result.status.phase == Phase.COMPLETED
+        served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]
+        assert len(served) >= 2  # the query list and the report
+        assert max(served) == 1
