@@ -227,10 +227,12 @@ def test_every_dashboard_query_returns_data(
             "steady", namespace, temporal_address, sim,
             topics=["alpha retrytopic", "beta failtopic", "gamma plain"],
         )  # fmt: skip
-        # Room for one call but not for the second: the run stops on its budget.
+        # Room for one call but not for the second: the run pauses on its budget, then
+        # stops when the pause runs out.
         tight = agent_manifest(
             "tight", namespace, temporal_address, sim,
-            topics=["delta plain"], budget={"maxUSDPerRun": 0.0155, "maxUSDPerDay": 5.0},
+            topics=["delta plain"],
+            budget={"maxUSDPerRun": 0.0155, "maxUSDPerDay": 5.0, "pauseTimeout": "1s"},
         )  # fmt: skip
         ports = {
             "steady": Ports(free_port(), free_port()),
