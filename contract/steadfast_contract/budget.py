@@ -197,8 +197,8 @@ def ledger_id(key: str, day: str) -> str:
 class DayBook:
     """One agent's spend on one UTC day: settled calls, and reservations in flight.
 
-    Reservations and settlements are keyed by request, so a retried update (an
-    activity attempt that resends it) is answered as the first one was.
+    Reservations and settlements are keyed by request, so a resent reserve or settle
+    (an activity attempt that sends it again) is answered as the first one was.
     """
 
     spent_usd: float = 0.0

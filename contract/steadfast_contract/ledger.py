@@ -3,8 +3,10 @@
 One small workflow per agent and UTC day (id from
 :func:`steadfast_contract.budget.ledger_id`) holds the day's
 :class:`~steadfast_contract.budget.DayBook`. LLM activities reach it with
-update-with-start before each request (:data:`RESERVE_UPDATE`) and after it
-(:data:`SETTLE_UPDATE`); the operator and ``steadfast status`` may read it
+update-with-start before each request (:data:`RESERVE_UPDATE`: the request waits
+for the answer) and settle it afterwards with a signal (:data:`SETTLE_SIGNAL`: the
+server keeps it durably at once, so a worker draining on SIGTERM, which no longer
+runs workflow tasks, still finishes its call); the operator may read it
 (:data:`LEDGER_QUERY`). Recorded in history like :mod:`.models`: new fields get
 defaults. No ``from __future__ import annotations``, as in :mod:`.activities`.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 
 LEDGER_WORKFLOW = "DailyBudgetLedger"
 RESERVE_UPDATE = "reserve"
-SETTLE_UPDATE = "settle"
+SETTLE_SIGNAL = "settle"
 LEDGER_QUERY = "day"
 
 
@@ -54,7 +56,7 @@ class SettleInput:
 
 @dataclass
 class LedgerState:
-    """Answer of :data:`LEDGER_QUERY` (and of a settle)."""
+    """Answer of :data:`LEDGER_QUERY`."""
 
     day: str
     spent_usd: float = 0.0

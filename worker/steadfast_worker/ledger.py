@@ -3,7 +3,8 @@
 The daily budget is a limit only if every run asks one place before it pays:
 this workflow is that place. LLM activities reserve each request's worst case
 from it (an update, so the answer comes back before the request is sent) and
-settle what the request cost afterwards; the decision is
+settle what the request cost afterwards (a signal, which the server keeps at once,
+so a worker draining on SIGTERM still finishes its call); the decision is
 :meth:`steadfast_contract.budget.DayBook.grant`, a pure function. Its id comes
 from the agent and the date (:func:`steadfast_contract.budget.ledger_id`), so
 renaming a topic, re-running one or restarting the operator all find the same
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         LEDGER_QUERY,
         LEDGER_WORKFLOW,
         RESERVE_UPDATE,
-        SETTLE_UPDATE,
+        SETTLE_SIGNAL,
         LedgerInput,
         LedgerState,
         ReserveInput,
@@ -54,10 +55,9 @@ class DailyBudgetLedger:
         d = self._book.grant(inp.request, inp.reserve_usd, inp.limit_usd, self._day)
         return ReserveResult(d.fits, d.spent_usd, d.reserve_usd, d.limit_usd)
 
-    @workflow.update(name=SETTLE_UPDATE)
-    def settle(self, inp: SettleInput) -> LedgerState:
+    @workflow.signal(name=SETTLE_SIGNAL)
+    def settle(self, inp: SettleInput) -> None:
         self._book.settle(inp.request, max(inp.cost_usd, 0.0))
-        return self.state()
 
     @workflow.run
     async def run(self, inp: LedgerInput) -> LedgerState:

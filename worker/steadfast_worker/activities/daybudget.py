@@ -5,8 +5,10 @@ The daily budget is granted by the agent's ledger workflow for the day
 through its own worker's client, so the first request of the day creates it and
 every later one finds it. A request the day cannot pay for is refused with the
 non-retryable ``BudgetExhausted`` saying ``budget: day``, and the run pauses
-before it as it does for its own budget. Settling is bookkeeping: if it fails
-the reservation stays, which overstates the day's spend and never understates it.
+before it as it does for its own budget. Settling is a signal, which the server
+keeps at once (no workflow task needed, so a worker draining on SIGTERM still
+finishes its call), and bookkeeping: if it fails the reservation stays, which
+overstates the day's spend and never understates it.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ from steadfast_contract.activities import RunBudget
 from steadfast_contract.ledger import (
     LEDGER_WORKFLOW,
     RESERVE_UPDATE,
-    SETTLE_UPDATE,
+    SETTLE_SIGNAL,
     LedgerInput,
-    LedgerState,
     ReserveInput,
     ReserveResult,
     SettleInput,
@@ -54,12 +55,15 @@ PATIENCE_SECONDS = 60.0
 _BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED)
 
 
-async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
-    """``call`` through this process's gate, again while the ledger is busy (many runs
-    asking at once), with jittered backoff; the activity heartbeats meanwhile."""
+async def _patiently(call: Callable[[], Awaitable[T]], *, gated: bool = True) -> T:
+    """``call`` (an update: through this process's gate), again while the ledger is
+    busy (many runs asking at once), with jittered backoff; the activity heartbeats
+    meanwhile."""
     delay, waited = 0.05, 0.0
     while True:
         try:
+            if not gated:
+                return await call()
             loop = asyncio.get_running_loop()
             async with _gates.setdefault(loop, asyncio.Semaphore(GATE_SIZE)):
                 return await call()
@@ -129,15 +133,14 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
     if ledger_id is None:
         return
 
-    async def tell() -> LedgerState:
-        state: LedgerState = await (
+    async def tell() -> None:
+        await (
             activity.client()
             .get_workflow_handle(ledger_id)
-            .execute_update(SETTLE_UPDATE, SettleInput(request, cost_usd), result_type=LedgerState)
+            .signal(SETTLE_SIGNAL, SettleInput(request, cost_usd))
         )
-        return state
 
     try:
-        await _patiently(tell)
+        await _patiently(tell, gated=False)
     except Exception as err:  # bookkeeping: the reservation stands instead
         log.warning("could not settle %s in %s: %s", request, ledger_id, type(err).__name__)
