@@ -10,14 +10,14 @@ from the agent and the date (:func:`steadfast_contract.budget.ledger_id`), so
 renaming a topic, re-running one or restarting the operator all find the same
 day, and it lives in Temporal, so nothing is lost with a process.
 
-It closes an hour after its day (late settles of calls that began before
-midnight still land) and continues as new when its history grows long.
+It times out an hour after its day ends (its start sets the execution timeout,
+so closing it needs no worker: an agent scaled to zero is not woken for it; late
+settles of calls that began before midnight still land) and continues as new
+when its history grows long.
 Deterministic code only.
 """
 
 from __future__ import annotations
-
-from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -61,20 +61,11 @@ class DailyBudgetLedger:
 
     @workflow.run
     async def run(self, inp: LedgerInput) -> LedgerState:
-        start = datetime.fromisoformat(inp.day)
-        closes = start.replace(tzinfo=workflow.now().tzinfo) + timedelta(days=1)
-        closes += budget.LEDGER_GRACE
-        left = (closes - workflow.now()).total_seconds()
-        if left > 0:
-            await workflow.wait_condition(
-                lambda: workflow.info().is_continue_as_new_suggested(),
-                timeout=timedelta(seconds=left),
-                timeout_summary="the day's ledger closes",
-            )
+        # No timer: the ledger ends by its execution timeout (the day's end and
+        # the grace), which the server enforces with no worker running.
+        await workflow.wait_condition(lambda: workflow.info().is_continue_as_new_suggested())
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if workflow.info().is_continue_as_new_suggested() and workflow.now() < closes:
-            book = self._book
-            workflow.continue_as_new(
-                LedgerInput(inp.key, self._day, book.spent_usd, book.reserved, book.settled)
-            )
-        return self.state()
+        book = self._book
+        workflow.continue_as_new(
+            LedgerInput(inp.key, self._day, book.spent_usd, book.reserved, book.settled)
+        )

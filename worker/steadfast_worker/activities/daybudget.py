@@ -18,7 +18,7 @@ import logging
 import random
 import weakref
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -93,8 +93,10 @@ async def reserve_day(
     """
     if run is None or run.day_limit_usd <= 0 or not run.ledger:
         return None
-    day = budget.day_of(datetime.now(UTC))
+    now = datetime.now(UTC)
+    day = budget.day_of(now)
     ledger_id = budget.ledger_id(run.ledger, day)
+    closes = budget.seconds_to_next_day(now) + budget.LEDGER_GRACE.total_seconds()
     start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
         LEDGER_WORKFLOW,
         LedgerInput(run.ledger, day),
@@ -103,6 +105,8 @@ async def reserve_day(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # A closed ledger is a day that is over: never start it again from zero.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # The day's end (and the grace for late settles) closes it, server-side.
+        execution_timeout=timedelta(seconds=closes),
     )
 
     async def ask() -> ReserveResult:
