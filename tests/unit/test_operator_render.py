@@ -74,7 +74,6 @@ def test_restricted_pod_security() -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["readOnlyRootFilesystem"] is True
-    assert pod["terminationGracePeriodSeconds"] > DEFAULTS.worker_grace_seconds
     assert pod["automountServiceAccountToken"] is False
 
 
