@@ -1,0 +1,153 @@
+"""Scaling down and rolling never cut a call in flight; only edits the worker reads roll it.
+
+The scale-down test is issue 9's "20 long runs across a scale-down": twenty runs
+whose reports stream for about a minute, on four workers of five activity slots
+each, so every worker holds five streams when the operator scales to one. The
+workers are host processes that :class:`tests.e2e.hostpods.HostKubelet` runs for
+the Deployment's pods and stops as a kubelet would (SIGTERM, SIGKILL after the
+pod's grace period); its docstring lists the lifecycle assumptions a port to
+real pods must keep.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.e2e.hostpods import HostKubelet
+from tests.e2e.operator_env import Scene, agent_manifest, apply, get, wait_for
+from tests.support.sim import running_sim
+
+pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
+
+RUNS = 20
+#: Seconds between streamed chunks: a simulated report (~100 chunks) streams for
+#: 45-55 s, query generation (~5 chunks) takes about 2 s.
+CHUNK_DELAY_MS = 500
+#: What a stopped worker waited for its activities before this was fixed. A stream
+#: still running this long after its worker's SIGTERM would have been cut off.
+OLD_WAIT_SECONDS = 30.0
+
+
+def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) -> None:
+    started = time.monotonic()
+    workers = {
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "targetBacklogPerWorker": 5,
+        "maxConcurrentActivities": 5,
+        # Long enough for the twenty report streams to start before the operator
+        # scales down (the backlog is gone once the workers take the query calls).
+        "scaleDownDelay": "12s",
+    }
+    topics = [f"drain topic {i}" for i in range(RUNS)]
+    with (
+        running_sim() as sim,
+        HostKubelet(scene.cluster, scene.namespace, "drainer", tmp_path / "pods") as kubelet,
+    ):
+        sim.set_faults({"llm": {"chunk_delay_ms": CHUNK_DELAY_MS}})
+        apply(
+            scene.cluster,
+            agent_manifest("drainer", scene.namespace, sim, topics, workers=workers),
+        )
+
+        def replicas() -> int:
+            dep = get(scene.cluster, "deploy", scene.namespace, "drainer-worker") or {}
+            return int((dep.get("spec") or {}).get("replicas") or 0)
+
+        def runs() -> list[dict[str, Any]]:
+            ra = get(scene.cluster, "ra", scene.namespace, "drainer") or {}
+            return list((ra.get("status") or {}).get("runs") or [])
+
+        wait_for("4 worker replicas for 20 queued runs", lambda: replicas() == 4, timeout=60)
+        wait_for("the scale-down to one worker", lambda: replicas() == 1, timeout=90)
+        scaled_down = time.time()
+
+        def completed() -> list[dict[str, Any]] | None:
+            found = runs()
+            finished = len(found) == RUNS and all(r["phase"] == "Completed" for r in found)
+            return found if finished else None
+
+        done = wait_for("all runs Completed", completed, timeout=150, every=1.0)
+        wait_for("the stopped workers to exit", lambda: all(
+            r.exited_at is not None for r in kubelet.stopped()
+        ), timeout=30)  # fmt: skip
+        entries = sim.entries("llm")
+        stopped = kubelet.stopped()
+        assert kubelet.errors == [], kubelet.errors
+
+    # No call was cut off, repeated or served twice: one complete answer per request.
+    cut = [e for e in entries if e["outcome"] != "served"]
+    assert cut == [], f"calls cut off or failed: {[(e['summary'], e['outcome']) for e in cut]}"
+    attempts = sim_counts(entries, "attempt")
+    assert max(attempts.values()) == 1, f"calls repeated: {attempts}"
+    streams = [e for e in entries if e["stream"]]
+    assert len(streams) == RUNS, f"{len(streams)} report streams for {RUNS} runs"
+    assert all(r["reportId"] and r["llmCalls"] == 2 and r["retries"] == 0 for r in done)
+
+    # The scale-down stopped workers in the middle of their streams ...
+    assert len(stopped) >= 3, f"only {len(stopped)} pods stopped"
+    first_sigterm = min(r.sigterm_at or 0.0 for r in stopped)
+    assert first_sigterm >= scaled_down - 5
+    outlasting = [e for e in streams if e["ended_at"] - first_sigterm > OLD_WAIT_SECONDS]
+    in_flight = [e for e in streams if e["started_at"] < first_sigterm < e["ended_at"]]
+    assert len(in_flight) == RUNS, "every stream was running when the workers were stopped"
+    assert outlasting, "no stream outlasted the old 30 s wait: the test proves nothing"
+    # ... and each stopped worker finished its calls, then exited on its own.
+    for rec in stopped:
+        assert rec.sigkill_at is None, f"{rec.pod} was SIGKILLed"
+        assert rec.returncode == 0, f"{rec.pod} exited {rec.returncode}"
+    drains = sorted(round(r.drained_seconds or 0.0, 1) for r in stopped)
+    grace = {r.grace_seconds for r in stopped}
+    print(
+        f"{RUNS} runs in {time.monotonic() - started:.0f}s; {len(stopped)} workers stopped "
+        f"mid-stream drained for {drains}s (grace {grace}s); "
+        f"{len(outlasting)} streams outlasted the old {OLD_WAIT_SECONDS:g}s wait"
+    )
+
+
+def sim_counts(entries: list[dict[str, Any]], what: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in entries:
+        if what == "attempt" or e["outcome"] == "served":
+            counts[e["key"]] = counts.get(e["key"], 0) + 1
+    return counts
+
+
+def test_an_edit_the_worker_never_reads_leaves_its_pods_alone(scene: Scene) -> None:
+    workers = {"autoscaler": "none", "minReplicas": 1}
+    manifest = agent_manifest("steady", scene.namespace, scene.sim, ["t1"], workers=workers)
+    apply(scene.cluster, manifest)
+
+    def deployment() -> dict[str, Any] | None:
+        return get(scene.cluster, "deploy", scene.namespace, "steady-worker")
+
+    def config() -> dict[str, Any]:
+        cm = get(scene.cluster, "cm", scene.namespace, "steady-worker-config") or {}
+        return dict(yaml.safe_load((cm.get("data") or {}).get("worker.yaml") or "{}") or {})
+
+    before = wait_for("the Deployment", deployment)
+    manifest["spec"]["budget"] = {**manifest["spec"].get("budget", {}), "maxUSDPerDay": 7.5}
+    manifest["spec"]["schedule"] = "0 6 * * 1"
+    apply(scene.cluster, manifest)
+    wait_for(
+        "the new day budget in the ConfigMap",
+        lambda: config().get("budget", {}).get("maxUSDPerDay") == 7.5,
+    )
+    time.sleep(2)  # a status tick or two, in case a write were to follow
+    after = deployment()
+    assert after is not None
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+
+    manifest["spec"]["model"] = {**manifest["spec"]["model"], "name": "claude-haiku-4-5"}
+    apply(scene.cluster, manifest)
+    rolled = wait_for(
+        "a new pod template for the new model",
+        lambda: (d := deployment()) and d["spec"]["template"] != before["spec"]["template"] and d,
+    )
+    annotations = rolled["spec"]["template"]["metadata"]["annotations"]
+    assert annotations != before["spec"]["template"]["metadata"]["annotations"]
