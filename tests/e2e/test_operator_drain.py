@@ -92,10 +92,9 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
     assert len(stopped) >= 3, f"only {len(stopped)} pods stopped"
     first_sigterm = min(r.sigterm_at or 0.0 for r in stopped)
     assert first_sigterm >= scaled_down - 5
-    outlasting = [e for e in streams if e["ended_at"] - first_sigterm > OLD_WAIT_SECONDS]
     in_flight = [e for e in streams if e["started_at"] < first_sigterm < e["ended_at"]]
-    assert len(in_flight) == RUNS, "every stream was running when the workers were stopped"
-    assert outlasting, "no stream outlasted the old 30 s wait: the test proves nothing"
+    outlasting = [e for e in in_flight if e["ended_at"] - first_sigterm > OLD_WAIT_SECONDS]
+    assert outlasting, "no stream outlasted the old 30 s wait: the test would prove nothing"
     # ... and each stopped worker finished its calls, then exited on its own.
     for rec in stopped:
         assert rec.sigkill_at is None, f"{rec.pod} was SIGKILLed"
@@ -104,8 +103,9 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
     grace = {r.grace_seconds for r in stopped}
     print(
         f"{RUNS} runs in {time.monotonic() - started:.0f}s; {len(stopped)} workers stopped "
-        f"mid-stream drained for {drains}s (grace {grace}s); "
-        f"{len(outlasting)} streams outlasted the old {OLD_WAIT_SECONDS:g}s wait"
+        f"mid-stream drained for {drains}s (grace {grace}s); {len(in_flight)} streams in "
+        f"flight at the first SIGTERM, {len(outlasting)} outlasting the old "
+        f"{OLD_WAIT_SECONDS:g}s wait"
     )
 
 
