@@ -20,8 +20,10 @@ call is never paid twice, not after a scale-down or a rollout):
   into each run it starts: :func:`steadfast_contract.starter.settings_from_config`),
   plus the Secrets it is given as environment variables (mounted Secrets are
   named in the template itself). Editing ``budget.maxUSDPerDay``, a retry policy,
-  the approval settings, the topics or the schedule leaves running workers alone;
-  editing the model, search, storage, mail or Temporal settings rolls them.
+  ``model.maxTokens``, the approval settings, the topics or the schedule leaves
+  running workers alone; editing the model's name, endpoint or key, search,
+  storage, mail or Temporal settings rolls them. A field the worker process starts
+  reading must leave :data:`RUN_INPUT_ONLY`, or its edits will not reach workers.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ EXIT_MARGIN_SECONDS: Final = 30
 RUN_INPUT_ONLY: Final[tuple[tuple[str, ...], ...]] = (
     ("budget",),
     ("retryPolicies",),
+    ("model", "maxTokens"),
     ("notify", "requireApproval"),
     ("notify", "approvalTimeout"),
+    ("worker", "heartbeatTimeout"),
 )
 """Configuration paths only ``settings_from_config`` reads: they reach a run in the input
 the operator starts it with, never the worker process, so editing them must not roll it."""

@@ -52,6 +52,7 @@ def template(raw: dict[str, Any]) -> dict[str, Any]:
 #: Edits that reach runs through their input (or the operator alone), never the worker.
 NOT_READ_BY_THE_WORKER = [
     ("budget.maxUSDPerDay", 7.5),
+    ("model.maxTokens", 1000),
     ("budget.maxUSDPerRun", 0.25),
     ("retryPolicies.llm.maximumAttempts", 9),
     ("retryPolicies.database", {"initialInterval": "1s"}),
@@ -67,7 +68,6 @@ NOT_READ_BY_THE_WORKER = [
 #: Edits the worker process reads: each must roll the pods.
 READ_BY_THE_WORKER = [
     ("model.name", "claude-haiku-4-5"),
-    ("model.maxTokens", 1000),
     ("model.baseURL", "http://gateway.example:8080"),
     ("model.apiKeySecretRef", {"name": "other", "key": "api-key"}),
     ("search.endpoint", "http://search.example/q"),
@@ -94,24 +94,31 @@ def test_an_edit_the_worker_reads_rolls_the_pods(path: str, value: Any) -> None:
     assert template(edited(path, value)) != template(example_spec())
 
 
+#: A new value for each path the hash leaves out, in the worker configuration's terms.
+NEW_VALUES: dict[str, Any] = {
+    "budget": {"maxUSDPerRun": 0.25, "maxUSDPerDay": 7.5},
+    "retryPolicies": {"llm": {"maximumAttempts": 9}},
+    "model.maxTokens": 1000,
+    "notify.requireApproval": True,
+    "notify.approvalTimeout": "2h",
+    "worker.heartbeatTimeout": "25s",
+}
+
+
 @pytest.mark.parametrize("path", sorted({".".join(p) for p in drain.RUN_INPUT_ONLY}))
 def test_what_the_hash_leaves_out_reaches_runs_through_their_input(path: str) -> None:
-    """Each excluded path changes the workflow input the operator starts runs with.
-
-    So a new value reaches every run started after the edit without a roll.
-    """
-    values = {
-        "budget": {"maxUSDPerRun": 0.25},
-        "retryPolicies": {"llm": {"maximumAttempts": 9}},
-        "notify.requireApproval": True,
-        "notify.approvalTimeout": "2h",
-    }
-
-    def settings(raw: dict[str, Any]) -> object:
-        cm = kids(raw)["ConfigMap"]
-        return settings_from_config(parse_config(yaml.safe_load(cm["data"][render.CONFIG_FILE])))
-
-    assert settings(edited(path, values[path])) != settings(example_spec())
+    """Each path the hash leaves out changes the input the operator starts runs with,
+    so its new value reaches every run started after the edit, without a roll."""
+    rendered = yaml.safe_load(kids(example_spec())["ConfigMap"]["data"][render.CONFIG_FILE])
+    changed = yaml.safe_load(yaml.safe_dump(rendered))
+    *parents, last = path.split(".")
+    node = changed
+    for key in parents:
+        node = node[key]
+    node[last] = NEW_VALUES[path]
+    before, after = parse_config(rendered), parse_config(changed)
+    assert settings_from_config(after) != settings_from_config(before)
+    assert drain.template_hash(after, []) == drain.template_hash(before, [])
 
 
 def test_the_configuration_still_carries_every_section() -> None:
