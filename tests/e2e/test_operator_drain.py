@@ -12,6 +12,7 @@ real pods must keep.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,8 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
         HostKubelet(scene.cluster, scene.namespace, "drainer", tmp_path / "pods") as kubelet,
     ):
         sim.set_faults({"llm": {"chunk_delay_ms": CHUNK_DELAY_MS}})
-        apply(
-            scene.cluster,
-            agent_manifest("drainer", scene.namespace, sim, topics, workers=workers),
-        )
+        manifest = agent_manifest("drainer", scene.namespace, sim, topics, workers=workers)
+        apply(scene.cluster, manifest)
 
         def replicas() -> int:
             dep = get(scene.cluster, "deploy", scene.namespace, "drainer-worker") or {}
@@ -72,49 +71,52 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
             return found if finished else None
 
         done = wait_for("all runs Completed", completed, timeout=150, every=1.0)
-        wait_for("the stopped workers to exit", lambda: all(
-            r.exited_at is not None for r in kubelet.stopped()
+        busy = kubelet.stopped()
+        # With no run left, the workers go too: idle, each exits at once. A shorter
+        # scaleDownDelay gets there sooner, and rolls nothing (the worker never reads it).
+        manifest["spec"]["workers"]["scaleDownDelay"] = "1s"
+        apply(scene.cluster, manifest)
+        wait_for("replicas back to zero", lambda: replicas() == 0, timeout=60)
+        wait_for("every worker to exit", lambda: all(
+            r.exited_at is not None for r in kubelet.records.values()
         ), timeout=30)  # fmt: skip
+        idle = [r for r in kubelet.stopped() if r not in busy]
         entries = sim.entries("llm")
-        stopped = kubelet.stopped()
         assert kubelet.errors == [], kubelet.errors
 
     # No call was cut off, repeated or served twice: one complete answer per request.
     cut = [e for e in entries if e["outcome"] != "served"]
     assert cut == [], f"calls cut off or failed: {[(e['summary'], e['outcome']) for e in cut]}"
-    attempts = sim_counts(entries, "attempt")
-    assert max(attempts.values()) == 1, f"calls repeated: {attempts}"
+    served, attempts = Counter(e["key"] for e in entries), len(entries)
+    assert set(served.values()) == {1}, f"calls served twice: {served}"
+    assert attempts == 2 * RUNS, f"{attempts} LLM requests for {RUNS} runs of two calls"
     streams = [e for e in entries if e["stream"]]
     assert len(streams) == RUNS, f"{len(streams)} report streams for {RUNS} runs"
     assert all(r["reportId"] and r["llmCalls"] == 2 and r["retries"] == 0 for r in done)
 
     # The scale-down stopped workers in the middle of their streams ...
-    assert len(stopped) >= 3, f"only {len(stopped)} pods stopped"
-    first_sigterm = min(r.sigterm_at or 0.0 for r in stopped)
+    assert len(busy) >= 3, f"only {len(busy)} pods stopped by the scale-down"
+    first_sigterm = min(r.sigterm_at or 0.0 for r in busy)
     assert first_sigterm >= scaled_down - 5
     in_flight = [e for e in streams if e["started_at"] < first_sigterm < e["ended_at"]]
     outlasting = [e for e in in_flight if e["ended_at"] - first_sigterm > OLD_WAIT_SECONDS]
     assert outlasting, "no stream outlasted the old 30 s wait: the test would prove nothing"
-    # ... and each stopped worker finished its calls, then exited on its own.
-    for rec in stopped:
+    # ... each finished its calls, then exited on its own; the idle one did not linger.
+    for rec in [*busy, *idle]:
         assert rec.sigkill_at is None, f"{rec.pod} was SIGKILLed"
         assert rec.returncode == 0, f"{rec.pod} exited {rec.returncode}"
-    drains = sorted(round(r.drained_seconds or 0.0, 1) for r in stopped)
-    grace = {r.grace_seconds for r in stopped}
+    assert idle, "no idle worker was stopped"
+    assert {r.pod for r in kubelet.records.values()} == {r.pod for r in [*busy, *idle]}
+    assert all((r.drained_seconds or 0.0) < 10 for r in idle), [r.drained_seconds for r in idle]
+    drains = sorted(round(r.drained_seconds or 0.0, 1) for r in busy)
     print(
-        f"{RUNS} runs in {time.monotonic() - started:.0f}s; {len(stopped)} workers stopped "
-        f"mid-stream drained for {drains}s (grace {grace}s); {len(in_flight)} streams in "
+        f"{RUNS} runs in {time.monotonic() - started:.0f}s; {len(busy)} workers stopped "
+        f"mid-stream drained for {drains}s, the idle one for "
+        f"{[round(r.drained_seconds or 0.0, 1) for r in idle]}s "
+        f"(grace {sorted({r.grace_seconds for r in busy})}s); {len(in_flight)} streams in "
         f"flight at the first SIGTERM, {len(outlasting)} outlasting the old "
         f"{OLD_WAIT_SECONDS:g}s wait"
     )
-
-
-def sim_counts(entries: list[dict[str, Any]], what: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in entries:
-        if what == "attempt" or e["outcome"] == "served":
-            counts[e["key"]] = counts.get(e["key"], 0) + 1
-    return counts
 
 
 def test_an_edit_the_worker_never_reads_leaves_its_pods_alone(scene: Scene) -> None:
