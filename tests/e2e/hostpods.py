@@ -12,8 +12,9 @@ of one agent's Deployment:
   ``emptyDir`` is per pod); only host-local paths and ports are changed;
 * a pod that is deleted (or has a ``deletionTimestamp``) gets what a kubelet
   gives its container: SIGTERM, then SIGKILL once the pod's grace period has
-  passed (``metadata.deletionGracePeriodSeconds`` when seen, else the pod's
-  ``spec.terminationGracePeriodSeconds``), counted from when the deletion was seen.
+  passed (a non-zero ``metadata.deletionGracePeriodSeconds`` when seen, else the
+  pod's ``spec.terminationGracePeriodSeconds``), counted from when the deletion
+  was seen.
 
 Assumptions a port to real pods (issue 11: a real kubelet next to the kwok
 nodes) must keep or replace, each stated where it is used:
@@ -115,7 +116,9 @@ class HostKubelet:
             if deleting:
                 rec = self.records.get(name)
                 grace = pod["metadata"].get("deletionGracePeriodSeconds")
-                if rec is not None and grace is not None and rec.sigterm_at is None:
+                # kwok removes a deleted pod with a grace of 0, as a kubelet would only
+                # once the container has exited: only the deletion's own grace counts.
+                if rec is not None and grace and rec.sigterm_at is None:
                     rec.grace_seconds = float(grace)
                 continue
             if pod["spec"].get("nodeName"):

@@ -2,7 +2,8 @@
 
 The scale-down test is issue 9's "20 long runs across a scale-down": twenty runs
 whose reports stream for about a minute, on four workers of five activity slots
-each, so every worker holds five streams when the operator scales to one. The
+each, so every worker holds five streams when the operator scales to one; an
+edit of the model then rolls the last worker, still streaming. The
 workers are host processes that :class:`tests.e2e.hostpods.HostKubelet` runs for
 the Deployment's pods and stops as a kubelet would (SIGTERM, SIGKILL after the
 pod's grace period); its docstring lists the lifecycle assumptions a port to
@@ -33,7 +34,7 @@ CHUNK_DELAY_MS = 500
 OLD_WAIT_SECONDS = 30.0
 
 
-def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) -> None:
+def test_scale_down_and_rollout_never_cut_a_call_in_flight(scene: Scene, tmp_path: Path) -> None:
     started = time.monotonic()
     workers = {
         "minReplicas": 0,
@@ -64,6 +65,12 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
         wait_for("4 worker replicas for 20 queued runs", lambda: replicas() == 4, timeout=60)
         wait_for("the scale-down to one worker", lambda: replicas() == 1, timeout=90)
         scaled_down = time.time()
+        wait_for("three workers stopped", lambda: len(kubelet.stopped()) == 3, timeout=10)
+        (survivor,) = kubelet.running()
+        # A new model rolls the last worker while its five reports still stream.
+        manifest["spec"]["model"] = {**manifest["spec"]["model"], "name": "claude-haiku-4-5"}
+        apply(scene.cluster, manifest)
+        wait_for("the rollout to stop the last worker", lambda: survivor.sigterm_at, timeout=30)
 
         def completed() -> list[dict[str, Any]] | None:
             found = runs()
@@ -94,13 +101,15 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
     assert len(streams) == RUNS, f"{len(streams)} report streams for {RUNS} runs"
     assert all(r["reportId"] and r["llmCalls"] == 2 and r["retries"] == 0 for r in done)
 
-    # The scale-down stopped workers in the middle of their streams ...
-    assert len(busy) >= 3, f"only {len(busy)} pods stopped by the scale-down"
+    # The scale-down and the rollout stopped workers in the middle of their streams ...
+    assert len(busy) >= 4, f"only {len(busy)} pods stopped by the scale-down and rollout"
+    assert survivor in busy
     first_sigterm = min(r.sigterm_at or 0.0 for r in busy)
     assert first_sigterm >= scaled_down - 5
     in_flight = [e for e in streams if e["started_at"] < first_sigterm < e["ended_at"]]
     outlasting = [e for e in in_flight if e["ended_at"] - first_sigterm > OLD_WAIT_SECONDS]
     assert outlasting, "no stream outlasted the old 30 s wait: the test would prove nothing"
+    assert [e for e in in_flight if e["ended_at"] > (survivor.sigterm_at or 0.0) + 5]
     # ... each finished its calls, then exited on its own; the idle one did not linger.
     for rec in [*busy, *idle]:
         assert rec.sigkill_at is None, f"{rec.pod} was SIGKILLed"
@@ -111,7 +120,8 @@ def test_scale_down_never_cuts_a_call_in_flight(scene: Scene, tmp_path: Path) ->
     drains = sorted(round(r.drained_seconds or 0.0, 1) for r in busy)
     print(
         f"{RUNS} runs in {time.monotonic() - started:.0f}s; {len(busy)} workers stopped "
-        f"mid-stream drained for {drains}s, the idle one for "
+        f"mid-stream (the last by the rollout, drained {survivor.drained_seconds or 0.0:.1f}s) "
+        f"drained for {drains}s, the idle ones for "
         f"{[round(r.drained_seconds or 0.0, 1) for r in idle]}s "
         f"(grace {sorted({r.grace_seconds for r in busy})}s); {len(in_flight)} streams in "
         f"flight at the first SIGTERM, {len(outlasting)} outlasting the old "
