@@ -60,6 +60,8 @@ def test_scale_down_and_rollout_never_cut_a_call_in_flight(scene: Scene, tmp_pat
 
         def streaming() -> int:
             entries = sim.entries("llm")
+            cut = [e["summary"][:40] for e in entries if e["outcome"] in ("aborted", "fault")]
+            assert not cut, f"{len(cut)} calls cut off while the workers were stopped"
             return sum(1 for e in entries if e["stream"] and e["outcome"] == "pending")
 
         wait_for("4 worker replicas for 20 queued runs", lambda: replicas() == 4, timeout=60)
