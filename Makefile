@@ -35,14 +35,15 @@ unit:
 integration:
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m integration tests/integration
 
+# The agents' reports go to Postgres (an agent without a durable store gets no worker).
 e2e:
-	$(PYTEST) -m e2e tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m e2e tests/e2e
 
 # The tests that try to break a promise (budget, secrets, re-runs, approval, ownership,
 # bad names, deletion during an outage), alone; each also runs in its own tier.
 hostile: bootstrap-all
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/integration
-	$(PYTEST) -m hostile tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/e2e
 
 k8s-binaries:
 	hack/k8s-binaries

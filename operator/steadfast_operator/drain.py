@@ -44,6 +44,7 @@ RUN_INPUT_ONLY: Final[tuple[tuple[str, ...], ...]] = (
     ("budget",),
     ("retryPolicies",),
     ("model", "maxTokens"),
+    ("storage", "saveTimeout"),
     ("notify", "requireApproval"),
     ("notify", "approvalTimeout"),
     ("worker", "heartbeatTimeout"),

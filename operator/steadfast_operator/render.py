@@ -125,7 +125,9 @@ def worker_config(agent: AgentRef, spec: AgentSpec, d: Defaults) -> WorkerConfig
         agent.namespace,
         spec,
         temporal_address=None if spec.temporal.address else d.temporal_address,
-        sqlite_path=f"{DATA_DIR}/reports.db",
+        # No SQLite in a cluster: a report on a pod's disk goes with the pod. The
+        # workers save to Postgres (spec.storage.postgresSecretRef) or not at all.
+        sqlite_path="",
         tls_dir=DEFAULT_TLS_DIR,
         api_key_file=DEFAULT_API_KEY_FILE,
         metrics_port=METRICS_PORT,

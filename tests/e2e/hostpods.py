@@ -8,7 +8,7 @@ of one agent's Deployment:
 
 * a pod bound to a Node gets a worker process, configured as the pod would be:
   the ConfigMap its ``config`` volume names, its own ``env`` (``secretKeyRef``
-  read from the Secret), its mounted Secrets, its own data directory (an
+  read from the Secret), its mounted Secrets, its own home directory (an
   ``emptyDir`` is per pod); only host-local paths and ports are changed;
 * a pod that is deleted (or has a ``deletionTimestamp``) gets what a kubelet
   gives its container: SIGTERM, then SIGKILL once the pod's grace period has
@@ -159,8 +159,6 @@ class HostKubelet:
         config = yaml.safe_load(cm["data"]["worker.yaml"])
         home = self.root / name
         home.mkdir(parents=True, exist_ok=True)
-        # An emptyDir is per pod, so is the SQLite file under it.
-        config["storage"]["sqlitePath"] = str(home / "reports.db")
         config["worker"]["metricsPort"] = 0
         config["worker"]["sdkMetricsPort"] = 0
         mount_secrets(

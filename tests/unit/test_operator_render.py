@@ -41,10 +41,10 @@ def test_config_map_is_a_valid_worker_config() -> None:
     cm = children(example_spec())["ConfigMap"]
     cfg = parse_config(yaml.safe_load(cm["data"][render.CONFIG_FILE]))
     assert cfg.agent == "market-watch"
-    assert cfg.task_queue == "steadfast-research-market-watch"
+    assert cfg.task_queue == "steadfast.research.market-watch"
     assert cfg.temporal.address == "temporal-frontend.temporal:7233"
     assert cfg.model.api_key_env == "ANTHROPIC_API_KEY"
-    assert cfg.storage.sqlite_path.startswith(render.DATA_DIR)
+    assert cfg.storage.sqlite_path == ""  # no report on a pod's disk: Postgres or nothing
 
 
 def test_empty_address_takes_the_operator_default() -> None:
@@ -152,7 +152,7 @@ def test_keda_scaled_object() -> None:
     assert (so["minReplicaCount"], so["maxReplicaCount"], so["cooldownPeriod"]) == (1, 4, 60)
     (trigger,) = so["triggers"]
     assert trigger["type"] == "temporal"
-    assert trigger["metadata"]["taskQueue"] == "steadfast-research-market-watch"
+    assert trigger["metadata"]["taskQueue"] == "steadfast.research.market-watch"
     # No credentials: no TriggerAuthentication, and KEDA connects without TLS.
     assert "authenticationRef" not in trigger
     assert "TriggerAuthentication" not in children(raw)
