@@ -56,8 +56,8 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_worker import accounting, budgeting, errors, failures, review, savewait
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
-LLM_START_TO_CLOSE = timedelta(minutes=10)
-IO_START_TO_CLOSE = timedelta(minutes=2)
+LLM_START_TO_CLOSE = act.LLM_START_TO_CLOSE
+IO_START_TO_CLOSE = act.IO_START_TO_CLOSE
 #: A send_email attempt lost with its worker is re-run this many times; the
 #: database claim makes that safe (it answers "unknown" instead of resending).
 EMAIL_LOST_WORKER_RERUNS = 2
