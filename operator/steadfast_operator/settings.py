@@ -57,5 +57,10 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # A deleted agent keeps its finalizer until its status timer has exited. Kopf
+    # checks on a timer that did not exit at once (one busy reconnecting to
+    # Temporal, say) every ``cancellation_polling`` seconds, 60 by default: the
+    # deletion then waited a minute for a refresh that took three seconds.
+    settings.background.cancellation_polling = 2.0
     settings.peering.standalone = True
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
