@@ -9,7 +9,8 @@ otherwise keep working), and gets it back on :meth:`TCPForwarder.restore`, on th
 same port.
 
 It runs its own event loop in a thread, like :mod:`tests.support.tlsproxy`, so it
-keeps serving while a test blocks. Standard library only; loopback only.
+keeps serving while a test blocks. Standard library only; it listens on loopback, or
+on an address the test itself created (the real-pod node's bridge).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class TCPForwarder:
 
     upstream: str
     port: int = field(default_factory=free_port)
+    #: Loopback by default; the real-pod tier listens on its node's bridge address too.
+    host: str = HOST
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -41,7 +44,7 @@ class TCPForwarder:
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def __enter__(self) -> TCPForwarder:
         self._thread.start()
@@ -63,7 +66,7 @@ class TCPForwarder:
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, HOST, self.port)
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
 
     async def _cut(self) -> None:
         if self._server is not None:
