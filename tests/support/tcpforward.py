@@ -53,8 +53,18 @@ class TCPForwarder:
 
     def __exit__(self, *_exc: object) -> None:
         self.cut()
+        asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _drain(self) -> None:
+        # Let the connections just reset finish their copy tasks, so none is destroyed
+        # pending when the loop stops.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def cut(self) -> None:
         """Stop listening and reset every forwarded connection."""
