@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,8 +34,10 @@ from temporalio.client import Client
 
 from steadfast_contract import ids
 from tests.support.kube import REPO, KubeCluster
+from tests.support.kube_pki import issue
 from tests.support.node import NODE_IP, NODE_NAME, RealNode
 from tests.support.sim import SimHandle, running_sim, wait_for_report_call
+from tests.support.tlsproxy import TLSProxy, make_test_pki
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.pods
@@ -106,7 +109,13 @@ def stack(
         # An agent waiting before the operator exists: its first reconcile is timed
         # from the operator container's start.
         cluster.kubectl("apply", "-f", str(CRD))
-        cluster.kubectl("wait", "--for=condition=Established", "-f", str(CRD), "--timeout=60s")
+        wait_for(
+            "the ResearchAgent CRD Established",
+            lambda: cluster.kubectl(
+                "wait", "--for=condition=Established", "crd/researchagents.steadfast.dev",
+                "--timeout=5s", check=False,
+            ).returncode == 0,
+        )  # fmt: skip
         cluster.kubectl("create", "namespace", CANARY)
         canary = _agent(sim_url, CANARY, "canary", ["canary"], 1)
         canary["spec"]["workers"].update({"autoscaler": "none", "minReplicas": 0})
@@ -367,3 +376,54 @@ async def test_force_deleted_worker_pod_run_resumes_on_another_pod(
     second_name = second["metadata"]["name"]
     assert any(name in i for i in identities), identities
     assert any(second_name in i for i in identities), identities
+
+
+async def test_worker_pods_read_the_mounted_tls_secret_and_api_key(
+    stack: Stack,
+    namespace: str,
+    temporal_address: str,
+    on_node: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Secret volumes, not only secretKeyRef variables: a Temporal behind mTLS (and an API
+    key) is reached by the operator pod and by a worker pod that reads the kubelet's mounts
+    of the TLS Secret and the API-key Secret."""
+    cluster = stack.cluster
+    pki = make_test_pki(tmp_path / "pki")
+    # The pods dial the proxy at the node address: its certificate must name it.
+    issue(pki.dir, "server", "/CN=localhost", ("IP:127.0.0.1", f"IP:{NODE_IP}"))
+    with TLSProxy(temporal_address, pki) as proxy:
+        topic = "Secrets as files on a real kubelet"
+        agent = _agent(stack.sim_url, namespace, "secure", [topic], 1)
+        agent["spec"]["temporal"] = {
+            "address": on_node(proxy.address),
+            "tls": {"secretName": "temporal-mtls"},
+            "apiKeySecretRef": {"name": "temporal-cloud", "key": "api-key"},
+        }
+        tls = {
+            "tls.crt": pki.client_cert.read_text(),
+            "tls.key": pki.client_key.read_text(),
+            "ca.crt": pki.ca.read_text(),
+        }
+        docs = [
+            _secret("temporal-mtls", namespace, tls),
+            _secret("temporal-cloud", namespace, {"api-key": "tk-pods"}),
+        ]
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        _apply_agent(stack, namespace, agent)
+        runs = wait_for(
+            "the run Completed", lambda: _completed(cluster, namespace, "secure", 1), 240
+        )
+        assert runs[0]["workflowId"] == ids.workflow_id(namespace, "secure", topic)
+        pod = wait_for(
+            "a Ready worker pod",
+            lambda: _ready_pod(cluster, namespace, "app.kubernetes.io/name=steadfast-worker"),
+            timeout=60,
+        )
+    # Every connection through the proxy presented the Secret's client certificate; the
+    # worker's went through the kubelet's mount of it (no other copy exists in the pod).
+    assert proxy.subjects
+    assert set(proxy.subjects) == {pki.client_subject}
+    assert proxy.rejected == 0, proxy.errors
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert {"temporal-tls", "temporal-api-key"} <= set(mounts)
