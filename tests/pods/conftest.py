@@ -5,7 +5,8 @@ node, which is tainted so that every pod of this tier lands on the real node of
 ``tests.support.node`` (kubelet, containerd, runc, a CNI bridge) and runs the images
 ``hack/build-images`` built. A server on loopback that pods must reach is exposed on the
 node's bridge address by ``on_node`` (a forwarder from NODE_IP:port to 127.0.0.1:port);
-nothing else is reachable from a pod. hack/README.md draws the layout.
+nothing else is reachable from a pod. hack/README.md draws the layout. The chart installed
+on that node, shared by the tests that need it, is :mod:`tests.pods.chart_env`'s ``stack``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.pods.chart_env import postgres_dsn, stack  # noqa: F401  (fixtures)
 from tests.support.kube import KubeBinaries, KubeCluster, start_cluster
 from tests.support.node import NODE_IP, NodeUnavailableError, RealNode, built_images
 from tests.support.tcpforward import TCPForwarder
@@ -76,13 +78,13 @@ def real_node(kube_cluster: KubeCluster, images: dict[str, dict[str, Any]]) -> I
 @pytest.fixture(scope="session")
 def on_node() -> Iterator[Callable[[str], str]]:
     """``on_node("127.0.0.1:P")`` -> "10.244.0.1:P": the same server, reachable from pods."""
-    with ExitStack() as stack:
+    with ExitStack() as exits:
         made: dict[str, str] = {}
 
         def expose(address: str) -> str:
             if address not in made:
                 port = int(address.rpartition(":")[2])
-                fwd = stack.enter_context(TCPForwarder(address, port=port, host=NODE_IP))
+                fwd = exits.enter_context(TCPForwarder(address, port=port, host=NODE_IP))
                 made[address] = fwd.address
             return made[address]
 
