@@ -48,6 +48,7 @@ pods:
 hostile: bootstrap-all
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/integration
 	$(PYTEST) -m hostile tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/pods
 
 k8s-binaries:
 	hack/k8s-binaries
