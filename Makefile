@@ -35,8 +35,9 @@ unit:
 integration:
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m integration tests/integration
 
+# The agents' reports go to Postgres (an agent without a durable store gets no worker).
 e2e:
-	$(PYTEST) -m e2e tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m e2e tests/e2e
 
 # Real pods on a real kubelet (containerd, runc, a CNI bridge) from the images of
 # hack/build-images; needs root, and Postgres for the reports the worker pods save.
@@ -47,7 +48,7 @@ pods:
 # bad names, deletion during an outage), alone; each also runs in its own tier.
 hostile: bootstrap-all
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/integration
-	$(PYTEST) -m hostile tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/e2e
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/pods
 
 k8s-binaries:

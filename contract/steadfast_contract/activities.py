@@ -11,6 +11,7 @@ annotations naming other classes of this module do not resolve.
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -29,6 +30,16 @@ WRITE_REPORT = "write_report"
 SAVE_REPORT = "save_report"
 SEND_EMAIL = "send_email"
 RECORD_RUN = "record_run"
+
+#: How long one attempt of an LLM activity (a streamed report may take minutes) may run.
+LLM_START_TO_CLOSE: Final = timedelta(minutes=10)
+#: How long one attempt of a search, save or mail activity may run.
+IO_START_TO_CLOSE: Final = timedelta(minutes=2)
+#: The longest any activity attempt may run. A worker told to stop waits this long
+#: for the activities it is running (``worker.gracefulShutdown``), and the operator
+#: gives its pods this plus a margin to exit, so a scale-down or a rollout never cuts
+#: a call off (docs/design.md §7: Temporal's own default is to wait 0 s).
+LONGEST_START_TO_CLOSE: Final = max(LLM_START_TO_CLOSE, IO_START_TO_CLOSE)
 
 #: The pipeline step each workflow activity runs in (``RECORD_RUN`` is not one of them).
 STEP_OF_ACTIVITY: Final[Mapping[str, int]] = MappingProxyType(

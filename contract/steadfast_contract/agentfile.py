@@ -243,7 +243,10 @@ def worker_config_from_spec(
         "temporal": _temporal(spec.temporal, tls_dir, api_key_file),
         "model": _model(spec.model),
         "search": _search(spec.search),
-        "storage": {"postgresDsnEnv": SECRET_ENV["storage.postgresSecretRef"]},
+        "storage": {
+            "postgresDsnEnv": SECRET_ENV["storage.postgresSecretRef"],
+            "saveTimeout": spec.storage.save_timeout,
+        },
         "notify": _notify(spec.notify),
         "retryPolicies": spec.retry_policies,
         "budget": spec.budget,

@@ -84,7 +84,7 @@ class TemporalConfig(SpecModel):
     namespace: str = "default"
     """Temporal namespace the workflows run in."""
     task_queue: str = ""
-    """Task queue to poll; empty means ``steadfast-<namespace>-<agent>``."""
+    """Task queue to poll; empty means ``steadfast.<namespace>.<agent>``."""
     tls: TLSConfig = Field(default_factory=TLSConfig)
     """Client certificate for mTLS; empty disables TLS unless an API key is set."""
     api_key_env: str = "TEMPORAL_API_KEY"
@@ -135,7 +135,10 @@ class StorageConfig(SpecModel):
     postgres_dsn_env: str = "STEADFAST_POSTGRES_DSN"
     """Environment variable with a Postgres DSN; when unset or empty, SQLite is used."""
     sqlite_path: str = ".steadfast/reports.db"
-    """SQLite file used when no Postgres DSN is set (the embedded default)."""
+    """SQLite file used when no Postgres DSN is set (the embedded default); empty for
+    none (the operator's workers: a pod's disk is not a place for reports)."""
+    save_timeout: Duration = timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS)
+    """How long a paid report waits for an unreachable report store before the run fails."""
 
 
 class EmailConfig(SpecModel):

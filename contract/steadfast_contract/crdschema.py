@@ -302,6 +302,14 @@ def status_schema() -> Schema:
                 "items": run,
             },
             "runsSummary": _str("Completed runs / all runs.", 32),
+            "startedTopics": {
+                "type": "array",
+                "description": (
+                    "Topics the agent has started: never started again by the operator, "
+                    "even after Temporal's retention removed their runs."
+                ),
+                "items": {"type": "string"},
+            },
             "schedule": {"type": "object", "properties": {"id": {"type": "string"}}},
             "cost": {
                 "type": "object",

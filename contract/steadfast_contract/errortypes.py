@@ -28,6 +28,9 @@ BUDGET_EXHAUSTED: Final = "BudgetExhausted"
 EMAIL_REJECTED: Final = "EmailRejected"
 EMAIL_FAILED: Final = "EmailFailed"
 DATABASE_ERROR: Final = "DatabaseError"
+#: An answer larger than the worker reads (raised non-retryable: the same request
+#: would bring the same answer).
+RESPONSE_TOO_LARGE: Final = "ResponseTooLarge"
 UNEXPECTED: Final = "Unexpected"
 
 #: Types that must never be retried, whatever the retry policy says.

@@ -36,8 +36,21 @@ def agent_name_ok(name: str) -> bool:
     return len(name) <= AGENT_NAME_MAX and re.fullmatch(AGENT_NAME_PATTERN, name) is not None
 
 
+SEPARATOR = "."
+"""Joins namespace and agent in names shared across agents. Neither a namespace (a
+DNS-1123 label) nor an agent name (:data:`AGENT_NAME_PATTERN`) can hold it, so
+``steadfast.a-b.c`` and ``steadfast.a.b-c`` are two queues, where ``-`` made one."""
+
+
 def default_task_queue(namespace: str, agent: str) -> str:
     """Task queue used when a ResearchAgent leaves ``spec.temporal.taskQueue`` empty."""
+    return f"steadfast{SEPARATOR}{namespace}{SEPARATOR}{agent}"
+
+
+def legacy_task_queue(namespace: str, agent: str) -> str:
+    """The default task queue of releases before :data:`SEPARATOR`: ambiguous
+    (namespace ``a-b`` agent ``c`` and namespace ``a`` agent ``b-c`` share it), kept
+    only by agents already running on it (``steadfast_operator.planner.pin_task_queue``)."""
     return f"steadfast-{namespace}-{agent}"
 
 
@@ -48,7 +61,12 @@ def topic_slug(topic: str, limit: int = 40) -> str:
 
 
 def workflow_id_prefix(namespace: str, agent: str) -> str:
-    """What every workflow id of one agent starts with (for visibility queries)."""
+    """What every workflow id of one agent starts with.
+
+    Not unique to the agent (``news`` is a prefix of ``news-eu``, namespace ``a-b``
+    agent ``c`` reads as namespace ``a`` agent ``b-c``): visibility queries name
+    exact ids (:func:`visibility_queries`), never this prefix alone.
+    """
     return f"research-{namespace}-{agent}-"
 
 
@@ -58,5 +76,38 @@ def workflow_id(namespace: str, agent: str, topic: str) -> str:
     A short hash of the exact topic keeps ids unique when two topics share a
     slug, while the slug keeps them readable in the Temporal UI.
     """
-    digest = hashlib.sha256(f"{namespace}\0{agent}\0{topic}".encode()).hexdigest()[:10]
-    return f"{workflow_id_prefix(namespace, agent)}{topic_slug(topic)}-{digest}"
+    key = topic_key(namespace, agent, topic)
+    return f"{workflow_id_prefix(namespace, agent)}{topic_slug(topic)}-{key}"
+
+
+def topic_key(namespace: str, agent: str, topic: str) -> str:
+    """A short hash of the exact (namespace, agent, topic); the NUL separators make
+    the triple unambiguous, so two agents' ids never collide where their readable
+    prefixes do. Unchanged since the first release: existing runs keep their ids."""
+    return hashlib.sha256(f"{namespace}\0{agent}\0{topic}".encode()).hexdigest()[:10]
+
+
+def schedule_id(workflow_id: str) -> str:
+    """One Schedule per topic; its runs get ``<workflow_id>-<timestamp>`` ids and carry
+    this id in the built-in ``TemporalScheduledById`` search attribute."""
+    return f"{workflow_id}-schedule"
+
+
+QUERY_IDS = 50
+"""Workflow ids per visibility query: keeps each query a few kilobytes."""
+
+
+def visibility_queries(workflow_ids: list[str]) -> list[str]:
+    """Queries that list exactly the runs of ``workflow_ids``, and their Schedules' runs.
+
+    Exact ids, never a prefix: another agent's runs are never listed, so no limit
+    can cut an agent's own runs off behind a sibling's. Ids are ``[a-z0-9-]``
+    (:func:`workflow_id`), safe inside quotes.
+    """
+    out = []
+    for i in range(0, len(workflow_ids), QUERY_IDS):
+        chunk = workflow_ids[i : i + QUERY_IDS]
+        runs = ", ".join(f"'{w}'" for w in chunk)
+        scheduled = ", ".join(f"'{schedule_id(w)}'" for w in chunk)
+        out.append(f"(WorkflowId IN ({runs}) OR TemporalScheduledById IN ({scheduled}))")
+    return out

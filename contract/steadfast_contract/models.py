@@ -22,6 +22,8 @@ DEFAULT_MAX_TOKENS: Final = 2000
 """Output tokens per call unless ``spec.model.maxTokens`` says otherwise."""
 DEFAULT_MAX_USD_PER_RUN: Final = 1.0
 """A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
+DEFAULT_SAVE_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
+"""``storage.saveTimeout``'s default: a paid report waits a week for its store to come back."""
 DEFAULT_APPROVAL_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 """How long a run waits for review unless ``spec.notify.approvalTimeout`` says otherwise."""
 
@@ -144,6 +146,8 @@ class RunSettings:
     search_max_results: int = 5
     max_output_reasks: int = 2
     """Re-asks when the model's query list does not parse, before ``InvalidModelOutput``."""
+    save_timeout_seconds: float = DEFAULT_SAVE_TIMEOUT_SECONDS
+    """How long a paid report waits for an unreachable report store before the run fails."""
 
 
 @dataclass

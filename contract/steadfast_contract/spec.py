@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
@@ -122,7 +122,8 @@ class TemporalSpec(SpecModel):
     task_queue: str = Field(
         default="",
         max_length=255,
-        description="Task queue the workers poll. Empty means steadfast-<namespace>-<name>.",
+        description="Task queue the workers poll. Empty means steadfast.<namespace>.<name> "
+        "(an agent already running on the earlier steadfast-<namespace>-<name> keeps it).",
     )
     tls: TemporalTLS = Field(
         default_factory=TemporalTLS,
@@ -168,8 +169,23 @@ class SearchSpec(SpecModel):
 
 class StorageSpec(SpecModel):
     postgres_secret_ref: SecretRef = _secret(
-        "a Postgres DSN; empty saves to SQLite inside the pod (for trials only)"
+        "a Postgres DSN, required in a cluster: without it the agent is not Ready "
+        "(NoDurableStore) and no worker starts (`steadfast dev` saves to SQLite)"
     )
+    save_timeout: Annotated[
+        Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))
+    ] = Field(
+        default=timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS),
+        description="How long a paid report waits for an unreachable report store (phase "
+        "Saving, retried at most 30s apart) before the run fails.",
+    )
+
+    @field_validator("save_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
 
 
 class EmailSpec(SpecModel):
@@ -269,6 +285,22 @@ Topic = Annotated[
         description="A research topic: one line (it becomes the review email's subject).",
     ),
 ]
+
+_TOPIC: Final = TypeAdapter(Topic)
+
+
+def topic_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a topic (the schema's own rule), or None when it can.
+
+    Topics given on the command line bypass the manifest's validation; this keeps
+    them to the same rule, so a newline cannot reach the review email's subject
+    after the run has paid for its report.
+    """
+    try:
+        _TOPIC.validate_python(text)
+    except ValidationError:
+        return "a topic is one line of 1 to 500 characters, without control characters"
+    return None
 
 
 class AgentSpec(SpecModel):

@@ -63,6 +63,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         heartbeat_timeout_seconds=config.worker.heartbeat_timeout.total_seconds(),
         search_provider=config.search.provider,
         search_max_results=config.search.max_results,
+        save_timeout_seconds=config.storage.save_timeout.total_seconds(),
     )
 
 

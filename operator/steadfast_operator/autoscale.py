@@ -9,9 +9,11 @@ Policy, in the order it is applied:
 
 1. Need: one worker per ``targetBacklogPerWorker`` backlogged tasks (workflow
    and activity queues together), projected ``GROWTH_HORIZON`` seconds ahead
-   when tasks arrive faster than polling workers take them; at least one worker while
-   any workflow is running, since a running workflow makes no progress without
-   one.
+   when tasks arrive faster than polling workers take them; at least the workers
+   whose slots the activities in flight occupy (``maxConcurrentActivities`` each:
+   a run in an activity's phase holds one), so a scale-down never takes away
+   capacity that calls are using; at least one worker while any workflow is
+   running, since a running workflow makes no progress without one.
 2. Clamp to ``[minReplicas, maxReplicas]``.
 3. Up at once: scaling up (and from zero) never waits.
 4. Down only after a stabilisation window of ``scaleDownDelay``: the target is
@@ -19,6 +21,11 @@ Policy, in the order it is applied:
    workers, and zero is reached only after a full window with no backlog and no
    running run. After an operator restart the history is empty, so nothing
    scales down until a full window has been observed again (never too early).
+
+Which pod a scale-down removes is the ReplicaSet's choice, and the slot count is
+a floor, not a map of which worker runs what: a removed worker that still runs
+activities finishes them before it exits (:mod:`.drain`: its grace period outlasts
+the longest activity), so this policy decides capacity, never correctness.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from steadfast_contract.models import Phase
+
 if TYPE_CHECKING:
     from steadfast_contract.spec import AgentSpec
     from steadfast_contract.starter import RunRow
@@ -36,6 +45,12 @@ if TYPE_CHECKING:
 
 GROWTH_HORIZON = 10.0
 """Seconds of net arrivals to provision for when the backlog is growing."""
+
+ACTIVITY_PHASES = frozenset(
+    {Phase.GENERATING_QUERIES, Phase.SEARCHING, Phase.WRITING, Phase.SAVING, Phase.EMAILING}
+)
+"""Phases in which a run has an activity scheduled or running (one, but for a few
+short parallel searches); Pending and AwaitingApproval hold no activity slot."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class Observation:
     """Tasks handed to pollers per second."""
     pollers: int = 0
     running_workflows: int = 0
+    activities_in_flight: int = 0
+    """Runs in an activity's phase: the activity slots their calls hold or wait for."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,8 @@ class Limits:
     target_backlog_per_worker: int
     scale_down_delay: float
     """Seconds; also the scale-down stabilisation window."""
+    slots_per_worker: int = 0
+    """Activities one worker runs at once (``maxConcurrentActivities``); 0 ignores slots."""
 
 
 @dataclass
@@ -88,6 +107,9 @@ def need(obs: Observation, limits: Limits) -> int:
     if backlog > 0 and obs.pollers > 0 and obs.add_rate > obs.dispatch_rate:
         backlog += (obs.add_rate - obs.dispatch_rate) * GROWTH_HORIZON
     workers = math.ceil(backlog / limits.target_backlog_per_worker)
+    if limits.slots_per_worker > 0:
+        # Max, not sum: an activity still waiting for a slot is in the backlog too.
+        workers = max(workers, math.ceil(obs.activities_in_flight / limits.slots_per_worker))
     if obs.running_workflows > 0:
         workers = max(workers, 1)
     return workers
@@ -147,6 +169,7 @@ def decide_for(
             dispatch_rate=queue.dispatch_rate,
             pollers=queue.pollers,
             running_workflows=sum(1 for r in runs if r.running),
+            activities_in_flight=sum(1 for r in runs if r.running and r.phase in ACTIVITY_PHASES),
         ),
         current,
         Limits(
@@ -154,6 +177,7 @@ def decide_for(
             w.max_replicas,
             w.target_backlog_per_worker,
             w.scale_down_delay.total_seconds(),
+            w.max_concurrent_activities,
         ),
         history,
         now.timestamp(),

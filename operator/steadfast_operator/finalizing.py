@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
-from steadfast_operator import deletion, metrics, planner, schedules, workflows
+from steadfast_operator import deletion, metrics, planner, schedules, topics, workflows
 from steadfast_operator.planner import Observed, TemporalView
 from steadfast_operator.reconcile import AgentState, agent_of, connect, status_topics
 from steadfast_operator.render import AgentRef
@@ -39,6 +39,7 @@ async def finalize(
     agent = agent_of(body)
     try:
         spec = parse_spec(agent.namespace, agent.name, dict(body.spec))
+        spec = topics.pin_task_queue(agent, spec, body.status)
         cfg = worker_config(agent, spec, shared.config.defaults)
     except InvalidSpec:
         # The spec in force is the last one that validated; without one nothing was started.

@@ -9,7 +9,8 @@ with whether it must be written. The executor performs a plan and nothing else,
 so every decision has a table test without a server (``tests/unit``).
 
 The building blocks stay where they were: :mod:`.children` (child writes and
-conflicts, over :mod:`.render` and :mod:`.apply`), :mod:`.autoscale` (replicas)
+conflicts, over :mod:`.render` and :mod:`.apply`), :mod:`.topics` (which topics start,
+which are recorded and which go), :mod:`.autoscale` (replicas)
 and :mod:`.status` (the status document).
 
 When an execution step fails, its failure is folded back into the observation
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
@@ -33,6 +33,24 @@ from steadfast_operator import autoscale, render, status
 from steadfast_operator import children as child_writes
 from steadfast_operator.children import ChildChange
 from steadfast_operator.status import Problem, QueueInfo
+from steadfast_operator.topics import (
+    Start as Start,
+)
+from steadfast_operator.topics import (
+    due_starts as due_starts,
+)
+from steadfast_operator.topics import (
+    pin_task_queue as pin_task_queue,
+)
+from steadfast_operator.topics import (
+    record_topics,
+)
+from steadfast_operator.topics import (
+    removed_topics as removed_topics,
+)
+from steadfast_operator.topics import (
+    started_topics as started_topics,
+)
 
 Obj = dict[str, Any]
 
@@ -44,6 +62,9 @@ RETRY_AFTER: Mapping[str, float] = {
     "ChildConflict": 30.0,
     "ReconcileError": 10.0,
 }
+
+NO_DURABLE_STORE = "NoDurableStore"
+"""The reason of an agent with no durable report store: it gets no worker."""
 
 #: Problems of a change that still let the operator read Temporal: the spec is valid
 #: and Temporal answers; only its Schedule was refused.
@@ -123,14 +144,6 @@ class ScheduleChange:
     delete: tuple[str, ...] = ()
     cron: str = ""
     paused: bool = False
-
-
-@dataclass(frozen=True)
-class Start:
-    """A topic to start now, with the workflow id every starter derives for it."""
-
-    topic: str
-    workflow_id: str
 
 
 @dataclass(frozen=True)
@@ -229,15 +242,21 @@ def plan(obs: Observed) -> Plan:
         )
     if spec is not None and config is not None and view is not None and view.problem is None:
         exhausted = status.budget_exhausted(spec, view.runs, obs.now)
+        done = started_topics(obs.previous_status)
         out = replace(
             out,
-            start=() if exhausted else due_starts(config, spec, view.runs),
+            start=() if exhausted else due_starts(config, spec, view.runs, done),
             pause=pause_change(spec, problem, exhausted, obs.schedules_paused),
         )
+    stranded = obs.replicas[0] if obs.replicas is not None else 0
+    if problem is not None and problem.reason == NO_DURABLE_STORE and stranded > 0:
+        # Workers rendered before the store was required would write reports to
+        # their pods' disks: none runs until the spec names a durable store.
+        out = replace(out, scale=Scale(stranded, 0, "no durable report store"))
     # A failed Temporal read is what the status says now; the change's own problem
     # (if any) is remembered for the ticks until the next change.
     shown = view.problem if view is not None and view.problem is not None else problem
-    out = replace(out, problem=shown, **_replicas(obs, view))
+    out = replace(out, problem=shown, **(_replicas(obs, view) if out.scale is None else {}))
     doc, write = status_document(obs, view, out)
     remember = problem if obs.changed else None
     retry = RETRY_AFTER.get(remember.reason) if remember is not None else None
@@ -246,20 +265,6 @@ def plan(obs: Observed) -> Plan:
 
 def _unreachable(view: TemporalView) -> bool:
     return view.problem is not None and view.problem.reason == "TemporalUnreachable"
-
-
-def removed_topics(
-    spec: AgentSpec, previous_status: Mapping[str, Any], found: Mapping[str, str] | None = None
-) -> tuple[str, ...]:
-    """Topics the status lists or a Schedule in Temporal runs that the spec no longer has.
-
-    The status lists a bounded number of runs; the Schedules found in Temporal
-    (``found``) name topics removed long ago too.
-    """
-    topics = set(spec.unique_topics())
-    previous = {r.get("topic") for r in (previous_status.get("runs") or [])}
-    previous |= set((found or {}).values())
-    return tuple(sorted(t for t in previous if t and t not in topics))
 
 
 def setup_schedules(
@@ -276,16 +281,6 @@ def setup_schedules(
     if found is not None:
         return ScheduleChange(delete=tuple(sorted(set(found.values()) | set(removed))))
     return ScheduleChange(delete=topics + removed)
-
-
-def due_starts(cfg: WorkerConfig, spec: AgentSpec, runs: tuple[RunRow, ...]) -> tuple[Start, ...]:
-    """Topics with no run yet (a finished run is not repeated: only a Schedule re-runs)."""
-    seen = {r.topic for r in runs}
-    return tuple(
-        Start(t, ids.workflow_id(cfg.namespace, cfg.agent, t))
-        for t in spec.unique_topics()
-        if t not in seen
-    )
 
 
 def pause_change(
@@ -348,6 +343,11 @@ def status_document(obs: Observed, view: TemporalView | None, out: Plan) -> tupl
         # Temporal was not read: keep what is known instead of blanking it.
         for key in ("runs", "runsSummary", "cost"):
             doc.pop(key, None)
+    recorded = record_topics(
+        spec if obs.spec else None, obs.previous_status, runs, out.start, out.stop
+    )
+    if recorded or obs.previous_status.get("startedTopics"):
+        doc["startedTopics"] = recorded
     return doc, status.needs_write(obs.previous_status, doc, obs.since_last_write)
 
 
@@ -363,6 +363,7 @@ def plan_deletion(obs: Observed) -> Plan:
     if obs.spec is None:
         return Plan()
     previous = {r.get("topic") for r in (obs.previous_status.get("runs") or []) if r.get("topic")}
+    previous |= started_topics(obs.previous_status)
     found = obs.temporal.schedules if obs.temporal is not None else None
     topics = tuple(sorted(set(obs.spec.unique_topics()) | previous | set((found or {}).values())))
     return Plan(

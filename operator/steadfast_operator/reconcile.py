@@ -115,7 +115,7 @@ async def _pass(
 def _outcome(problem: Problem | None) -> str:
     if problem is None:
         return "ok"
-    if problem.reason in ("InvalidSpec", "BudgetBelowOneCall"):
+    if problem.reason in ("InvalidSpec", "BudgetBelowOneCall", "NoDurableStore"):
         return "invalid"
     return "error" if problem.reason == "ReconcileError" else "unready"
 
@@ -145,7 +145,9 @@ async def observe(
         generation = int(body.meta.get("generation") or 0)
         problem = None
         try:
-            spec = validate(agent, raw, shared.config.defaults)
+            spec = planner.pin_task_queue(
+                agent, validate(agent, raw, shared.config.defaults), body.status
+            )
             config = worker_config(agent, spec, shared.config.defaults)
             missing = await missing_secrets(shared, agent.namespace, spec)
             if missing:
@@ -252,8 +254,10 @@ async def connect(shared: Shared, agent: render.AgentRef, spec: AgentSpec) -> Cl
 
 
 def status_topics(previous: Any) -> set[str]:
-    """The topics the agent's status lists runs of (at most ``status.MAX_RUNS_LISTED``)."""
-    return {str(r["topic"]) for r in (previous.get("runs") or []) if r.get("topic")}
+    """The topics the agent's status knows: those it lists runs of (at most
+    ``status.MAX_RUNS_LISTED``) and every topic it records as started."""
+    listed = {str(r["topic"]) for r in (previous.get("runs") or []) if r.get("topic")}
+    return listed | planner.started_topics(previous)
 
 
 async def read_temporal(

@@ -10,14 +10,12 @@ identically.
 Rules kept here: secrets reach pods only as ``secretKeyRef`` environment
 variables or mounted Secrets (TLS, the Temporal API key), never as values; pods
 meet the ``restricted`` Pod Security Standard; the pod template carries a hash of
-the configuration so a changed ConfigMap rolls the Deployment.
+what the worker reads, so only a change that reaches the worker rolls it, and a pod
+told to stop is given time to finish its longest call (both decided in :mod:`.drain`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +31,7 @@ from steadfast_contract.agentfile import (
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.ids import WORKER_SUFFIX, default_task_queue
 from steadfast_contract.spec import AgentSpec
-from steadfast_operator import keda
+from steadfast_operator import drain, keda
 
 Obj = dict[str, Any]
 
@@ -54,8 +52,6 @@ class Defaults:
     image: str = ""
     temporal_address: str = ""
     image_pull_policy: str = "IfNotPresent"
-    worker_grace_seconds: int = 30
-    """The worker's SIGTERM grace period; the pod's termination grace is above it."""
 
 
 @dataclass(frozen=True)
@@ -121,19 +117,23 @@ def _meta(agent: AgentRef, name: str, **extra: Any) -> Obj:
 def worker_config(agent: AgentRef, spec: AgentSpec, d: Defaults) -> WorkerConfig:
     """The worker's configuration for this agent (raises ``AgentError`` if unusable).
 
-    It maps the spec the operator already validated; nothing is parsed twice.
+    It maps the spec the operator already validated; nothing is parsed twice. The
+    worker waits for its running activities on SIGTERM (:func:`.drain.drained`).
     """
-    return worker_config_from_spec(
+    config = worker_config_from_spec(
         agent.name,
         agent.namespace,
         spec,
         temporal_address=None if spec.temporal.address else d.temporal_address,
-        sqlite_path=f"{DATA_DIR}/reports.db",
+        # No SQLite in a cluster: a report on a pod's disk goes with the pod. The
+        # workers save to Postgres (spec.storage.postgresSecretRef) or not at all.
+        sqlite_path="",
         tls_dir=DEFAULT_TLS_DIR,
         api_key_file=DEFAULT_API_KEY_FILE,
         metrics_port=METRICS_PORT,
         sdk_metrics_port=SDK_METRICS_PORT,
     )
+    return drain.drained(config)
 
 
 def config_map(agent: AgentRef, config: WorkerConfig) -> Obj:
@@ -144,12 +144,6 @@ def config_map(agent: AgentRef, config: WorkerConfig) -> Obj:
         "metadata": _meta(agent, config_map_name(agent)),
         "data": {CONFIG_FILE: text},
     }
-
-
-def config_hash(objs: Mapping[str, Any]) -> str:
-    """A short stable hash; changes whenever the rendered configuration changes."""
-    blob = json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 #: Secret references the worker reads as files the Deployment mounts, not as
@@ -177,8 +171,14 @@ def _resources(spec: AgentSpec) -> Obj:
     return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
 
-def deployment(agent: AgentRef, spec: AgentSpec, d: Defaults, cfg_hash: str, replicas: int) -> Obj:
-    """The worker Deployment; ``replicas`` is only used when the object is created."""
+def deployment(
+    agent: AgentRef,
+    spec: AgentSpec,
+    d: Defaults,
+    config: WorkerConfig,
+    replicas: int,
+) -> Obj:
+    """The worker Deployment for ``config``; ``replicas`` is only used when it is created."""
     volumes: list[Obj] = [
         {"name": "config", "configMap": {"name": config_map_name(agent)}},
         {"name": "data", "emptyDir": {}},
@@ -212,7 +212,8 @@ def deployment(agent: AgentRef, spec: AgentSpec, d: Defaults, cfg_hash: str, rep
             {"name": "sdk-metrics", "containerPort": SDK_METRICS_PORT, "protocol": "TCP"},
         ],
         # The metrics server starts once the worker has connected to Temporal, so it
-        # doubles as readiness; liveness only asks that the process still serves.
+        # doubles as readiness; liveness only asks that the process still serves. Both
+        # keep answering while a stopping worker drains, so no probe cuts a drain short.
         "readinessProbe": {
             "httpGet": {"path": "/metrics", "port": "metrics"},
             "periodSeconds": 10,
@@ -248,14 +249,14 @@ def deployment(agent: AgentRef, spec: AgentSpec, d: Defaults, cfg_hash: str, rep
             "template": {
                 "metadata": {
                     "labels": labels(agent),
-                    "annotations": {CONFIG_HASH: cfg_hash},
+                    "annotations": {CONFIG_HASH: drain.template_hash(config, _env(spec))},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    # Above the worker's own grace so running activities can finish
-                    # and heartbeat before the kubelet sends SIGKILL.
-                    "terminationGracePeriodSeconds": d.worker_grace_seconds + 15,
+                    # Above the worker's own wait, which outlasts any activity, so a
+                    # stopped pod finishes its calls before the kubelet's SIGKILL.
+                    "terminationGracePeriodSeconds": drain.termination_grace_seconds(config),
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": RUN_AS,
@@ -317,14 +318,9 @@ def children(agent: AgentRef, spec: AgentSpec, d: Defaults) -> list[Obj]:
 
     The ConfigMap precedes the Deployment so new pods find their configuration.
     """
-    cm = config_map(agent, worker_config(agent, spec, d))
-    dep = deployment(
-        agent,
-        spec,
-        d,
-        config_hash({"config": cm["data"], "env": _env(spec)}),
-        replicas=spec.workers.min_replicas,
-    )
+    config = worker_config(agent, spec, d)
+    cm = config_map(agent, config)
+    dep = deployment(agent, spec, d, config, replicas=spec.workers.min_replicas)
     objs = [cm, dep, service(agent)]
     if wants_pdb(spec):
         objs.append(pdb(agent))

@@ -38,12 +38,8 @@ from steadfast_contract.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-SUFFIX = "-schedule"
-
-
-def schedule_id(workflow_id: str) -> str:
-    """One Schedule per topic; its runs get ``<workflow_id>-<timestamp>`` ids."""
-    return f"{workflow_id}{SUFFIX}"
+SUFFIX = ids.schedule_id("")
+schedule_id = ids.schedule_id
 
 
 def topic_schedule_id(cfg: WorkerConfig, topic: str) -> str:

@@ -4,7 +4,8 @@ The API server already enforces the CRD's schema and CEL rules, so most bad
 input never reaches the operator. What does reach it is validated again here
 (an older CRD, a hand-edited object, defaults the schema filled in), and the
 checks that need more than one field's syntax live here too: a search endpoint
-for the ``http`` provider, a budget that fits at least one call, an image to run.
+for the ``http`` provider, a budget that fits at least one call, an image to run,
+a durable report store (``steadfast dev`` keeps SQLite; a pod's disk does not).
 
 A failure is a :class:`InvalidSpec`, a :class:`kopf.PermanentError` carrying the
 object's name and a message naming the field, so Kopf stops retrying the same
@@ -37,6 +38,14 @@ class InvalidSpec(kopf.PermanentError):
         self.name = name
         self.reason = reason
         self.detail = message
+
+
+NO_DURABLE_STORE = (
+    "spec.storage.postgresSecretRef: required in a cluster, where a report saved on a "
+    "pod's disk is lost with the pod; create a Secret holding a postgresql:// DSN and name "
+    "it and its key in spec.storage.postgresSecretRef (no worker runs until then)"
+)
+"""Why an agent without a durable report store gets no worker (docs/design.md §2)."""
 
 
 def parse_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> AgentSpec:
@@ -86,6 +95,8 @@ def check_semantics(
             name,
             "spec.notify.email.smtpSecretRef: required when notify.email.to lists recipients",
         )
+    if not spec.storage.postgres_secret_ref.set:
+        raise InvalidSpec(namespace, name, NO_DURABLE_STORE, reason="NoDurableStore")
     price = spec.model.pricing.output_per_m_tok if spec.model.pricing else output_price_per_mtok
     if price is None:
         raise InvalidSpec(

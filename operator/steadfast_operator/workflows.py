@@ -7,7 +7,8 @@ is not re-run, so repeated events and operator restarts never duplicate a run.
 (Schedules have their own module, :mod:`.schedules`.)
 
 Observation is bounded per agent and tick: one visibility list of the agent's
-workflows (prefix query, filtered to the exact ids), a ``status`` query per
+workflows (exact ids and their Schedules' ids, :func:`steadfast_contract.ids.visibility_queries`,
+so a sibling's runs never crowd the agent's own out of a page), a ``status`` query per
 *running* run only when a worker is polling, and a result fetch once per closed
 run (cached by run id, since a closed run never changes). A failed run's result
 fetch yields the final status the workflow attached to its failure, so the
@@ -53,8 +54,8 @@ def topic_ids(cfg: WorkerConfig, topics: Iterable[str]) -> dict[str, str]:
 def owner_topic(workflow_id: str, known: dict[str, str]) -> str | None:
     """The topic a listed workflow belongs to, or ``None`` if it is another agent's.
 
-    The prefix query also matches agents whose name extends this one's
-    (``a`` and ``a-b``), so only exact ids and their scheduled runs count.
+    Only exact ids and their scheduled runs (``<id>-<timestamp>``) count: a
+    listing by prefix would also match agents whose name extends this one's.
     """
     if workflow_id in known:
         return known[workflow_id]
@@ -85,20 +86,23 @@ async def stop_topics(
     one listed counts too, when its input names this agent.
     """
     known = topic_ids(cfg, topics)
-    if not known and not unlisted:
-        return 0
+    running = " AND ExecutionStatus = 'Running'"
+    queries = [q + running for q in ids.visibility_queries(list(known))]
+    if unlisted:
+        # Topics nobody lists any more: found by prefix, each proven ours by its input.
+        prefix = ids.workflow_id_prefix(cfg.namespace, cfg.agent)
+        queries = [f"WorkflowId STARTS_WITH '{prefix}'{running}"]
     count = 0
-    query = (
-        f"WorkflowId STARTS_WITH '{ids.workflow_id_prefix(cfg.namespace, cfg.agent)}' "
-        "AND ExecutionStatus = 'Running'"
-    )
-    async for wf in client.list_workflows(query):
-        if owner_topic(wf.id, known) is None and not (unlisted and await _ours(client, cfg, wf)):
-            continue
-        count += 1
-        if policy == "Cancel":
-            with contextlib.suppress(RPCError):
-                await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
+    for query in queries:
+        async for wf in client.list_workflows(query):
+            if owner_topic(wf.id, known) is None and not (
+                unlisted and await _ours(client, cfg, wf)
+            ):
+                continue
+            count += 1
+            if policy == "Cancel":
+                with contextlib.suppress(RPCError):
+                    await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
     return count
 
 
@@ -187,18 +191,23 @@ async def observe(
     cache: RunCache,
     *,
     query_running: bool,
-    limit: int = 200,
+    limit: int = 2000,
 ) -> list[RunRow]:
-    """The agent's runs (latest first), each with phase, cost and report id."""
+    """The agent's runs (latest first per query), each with phase, cost and report id.
+
+    The queries name the agent's exact ids, so ``limit`` (per query of
+    :data:`~steadfast_contract.ids.QUERY_IDS` topics) bounds only the agent's own
+    runs; whether a topic was done never depends on it (``status.startedTopics``).
+    """
     known = topic_ids(cfg, topics)
     if not known:
         return []
     listed = []
-    query = f"WorkflowId STARTS_WITH '{ids.workflow_id_prefix(cfg.namespace, cfg.agent)}'"
-    async for wf in client.list_workflows(query, limit=limit):
-        topic = owner_topic(wf.id, known)
-        if topic is not None:
-            listed.append((topic, wf))
+    for query in ids.visibility_queries(list(known)):
+        async for wf in client.list_workflows(query, limit=limit):
+            topic = owner_topic(wf.id, known)
+            if topic is not None:
+                listed.append((topic, wf))
     # Queries and result fetches run side by side (bounded), so one slow run
     # cannot stretch the tick of the whole agent.
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)

@@ -33,6 +33,8 @@ from tests.support.waiting import wait_for
 from steadfast_dev.processes import terminate
 
 CRD = REPO / "crds" / "researchagents.steadfast.dev.yaml"
+STORE_SECRET = "reports-db"
+"""The Secret every test namespace holds with the e2e tier's Postgres DSN (key ``dsn``)."""
 STEADFAST = str(Path(sys.executable).with_name("steadfast"))
 
 
@@ -47,6 +49,16 @@ def crd(kube_cluster: KubeCluster) -> None:
         "the ResearchAgent API in discovery",
         lambda: kube_cluster.kubectl("get", "ra", "-A", check=False).returncode == 0,
     )
+
+
+def report_store_dsn() -> str:
+    """The e2e tier's Postgres DSN (``make e2e`` starts it); CI must have one."""
+    dsn = os.environ.get("STEADFAST_TEST_POSTGRES_DSN", "")
+    if not dsn:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("STEADFAST_TEST_POSTGRES_DSN is not set (run `make e2e`)")
+        pytest.skip("STEADFAST_TEST_POSTGRES_DSN is not set; run scripts/start-postgres")
+    return dsn
 
 
 @pytest.fixture(scope="session")
@@ -174,6 +186,7 @@ def scene(
 def operator(
     crd: None, kube_cluster: KubeCluster, namespace: str, temporal_address: str, tmp_path: Path
 ) -> Iterator[Operator]:
+    store_secret(kube_cluster, namespace)
     with running_operator(
         kube_cluster, namespace, temporal_address, tmp_path / "operator.log"
     ) as op:
@@ -190,7 +203,9 @@ def agent_manifest(
     body["model"] = {**body["model"], "baseURL": sim.llm_base_url}
     body["model"]["apiKeySecretRef"] = {"name": "llm", "key": "api-key"}
     body["search"] = {"provider": "http", "endpoint": sim.search_url}
-    body["storage"] = {}
+    # Reports go to the e2e tier's Postgres (the namespace fixture's Secret): in a
+    # cluster an agent without a durable store gets no worker (NoDurableStore).
+    body["storage"] = {"postgresSecretRef": {"name": STORE_SECRET, "key": "dsn"}}
     body["topics"] = topics
     for key, value in spec.items():
         body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
@@ -223,6 +238,11 @@ def secret(cluster: KubeCluster, namespace: str, name: str, data: dict[str, str]
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         },
     )
+
+
+def store_secret(cluster: KubeCluster, namespace: str) -> None:
+    """The ``reports-db`` Secret the agents of :func:`agent_manifest` name."""
+    secret(cluster, namespace, STORE_SECRET, {"dsn": report_store_dsn()})
 
 
 def tls_secret(
@@ -293,8 +313,8 @@ def worker_process(
         "the worker ConfigMap", lambda: get(cluster, "cm", namespace, f"{agent}-worker-config")
     )
     config = yaml.safe_load(cm["data"]["worker.yaml"])
-    # Host-local paths and ports only; everything else is what a pod would read.
-    config["storage"]["sqlitePath"] = str(tmp_path / f"{agent}-reports.db")
+    # Host-local ports only; everything else is what a pod would read (no SQLite file:
+    # the reports go to the tier's Postgres).
     config["worker"]["metricsPort"] = 0
     config["worker"]["sdkMetricsPort"] = 0
     config["worker"]["gracefulShutdown"] = "2s"

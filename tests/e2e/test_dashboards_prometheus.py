@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from tests.e2e.operator_env import STORE_SECRET, store_secret
 from tests.support.kube import KubeCluster
 from tests.support.ports import free_port
 from tests.support.sim import SimHandle, running_sim
@@ -80,6 +81,7 @@ def agent_manifest(name: str, namespace: str, temporal: str, sim: SimHandle, **s
             "apiKeySecretRef": {"name": "anthropic", "key": "api-key"},
         },
         "search": {"provider": "http", "endpoint": sim.search_url},
+        "storage": {"postgresSecretRef": {"name": STORE_SECRET, "key": "dsn"}},
         "retryPolicies": {
             "llm": {**fast, "maximumAttempts": 5},
             "search": {**fast, "maximumAttempts": 2},
@@ -208,6 +210,9 @@ def test_every_dashboard_query_returns_data(
     kube_cluster.kubectl(
         "create", "secret", "generic", "anthropic", "-n", namespace, "--from-literal=api-key=sk-x"
     )
+    # The operator requires a durable store; the workers here save to SQLite files
+    # (no DSN in their environment), which the dashboards do not look at.
+    store_secret(kube_cluster, namespace)
 
     with running_sim() as sim:
         # Stream errors on the "retrytopic" runs (retries, and spend on failed attempts);

@@ -125,6 +125,13 @@ UNREADY: list[tuple[str, Patch, str, str]] = [
         "InvalidSpec",
         "smtpSecretRef",
     ),
+    # Reports would go to a pod's disk and vanish with it: no worker at all.
+    (
+        "no-durable-store",
+        {"storage": {"postgresSecretRef": {"name": "", "key": ""}}},
+        "NoDurableStore",
+        "spec.storage.postgresSecretRef",
+    ),
 ]
 
 
@@ -202,6 +209,7 @@ def test_unworkable_agents_are_reported_and_isolated(
     )
     # Nothing half-made for agents that could not work.
     assert get(kube_cluster, "deploy", namespace, "missing-secret-worker") is None
+    assert get(kube_cluster, "deploy", namespace, "no-durable-store-worker") is None
     assert operator.proc is not None
     assert operator.proc.poll() is None, "the operator must survive bad input"
 

@@ -99,13 +99,13 @@ def test_spec_edit_rolls_and_resync_writes_nothing(
         return (tmpl.get("annotations") or {}).get("steadfast.dev/config-hash")
 
     first = wait_for("the Deployment", template_hash)
-    manifest["spec"]["model"]["maxTokens"] = 1500
+    manifest["spec"]["model"]["name"] = "claude-haiku-4-5"
     apply(kube_cluster, manifest)
     second = wait_for("a new config hash", lambda: (h := template_hash()) != first and h)
     assert second != first
     cm = get(kube_cluster, "cm", namespace, "roll-worker-config")
     assert cm is not None
-    assert yaml.safe_load(cm["data"]["worker.yaml"])["model"]["maxTokens"] == 1500
+    assert yaml.safe_load(cm["data"]["worker.yaml"])["model"]["name"] == "claude-haiku-4-5"
 
     def versions() -> dict[str, str]:
         out = {}

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.operator_env import Operator, agent_manifest, apply, condition, get, secret, wait_for
+from tests.e2e.operator_env import (
+    Operator,
+    agent_manifest,
+    apply,
+    condition,
+    get,
+    secret,
+    store_secret,
+    wait_for,
+)
 from tests.support.kube import KubeCluster
 from tests.support.sim import SimHandle
 
@@ -138,6 +147,7 @@ def test_operator_runs_on_the_listed_rbac_only(
     op.start()
     try:
         secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+        store_secret(kube_cluster, namespace)
         workers = {"minReplicas": 0, "maxReplicas": 3, "targetBacklogPerWorker": 1}
         apply(
             kube_cluster, agent_manifest("least", namespace, op_sim, ["r1", "r2"], workers=workers)

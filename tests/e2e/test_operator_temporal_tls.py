@@ -27,6 +27,7 @@ from tests.e2e.operator_env import (
     get,
     running_operator,
     secret,
+    store_secret,
     tls_secret,
     wait_for,
     worker_process,
@@ -70,6 +71,7 @@ async def test_runs_start_and_finish_over_mtls_with_the_secrets_certificate(
     wf_id = ids.workflow_id(namespace, "secure", topic)
     with TLSProxy(temporal_address, pki) as proxy:
         secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+        store_secret(kube_cluster, namespace)
         # First a Secret whose CA did not sign the proxy's certificate: the operator
         # must refuse the server, say so in the status, and start nothing.
         tls_secret(

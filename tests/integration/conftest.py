@@ -271,16 +271,19 @@ class Harness:
         *,
         chunk_delay_ms: int,
         settle: float,
+        queries: bool = False,
     ) -> KilledMidReport:
         """Start ``topic`` on a ``steadfast worker`` process, SIGKILL it ``settle`` seconds
-        into the report's stream (slowed to ``chunk_delay_ms`` a chunk), then let this
-        harness's own worker finish the run."""
+        into the report's stream (slowed to ``chunk_delay_ms`` a chunk; with ``queries``,
+        into the query-generation call instead), then let this harness's own worker
+        finish the run."""
         doc = base_config(self.sim, self.task_queue, Path(self.config.storage.sqlite_path))
-        self.sim.set_faults({"llm": {"chunk_delay_ms": chunk_delay_ms, "match": "research report"}})
+        match = "JSON array" if queries else "research report"
+        self.sim.set_faults({"llm": {"chunk_delay_ms": chunk_delay_ms, "match": match}})
         proc = await self.spawn_worker(doc, temporal_address, config_path)
         try:
             handle = await self.start(topic)
-            await wait_for_report_call(self.sim, handle.id, settle=settle)
+            await wait_for_report_call(self.sim, handle.id, settle=settle, queries=queries)
             proc.send_signal(signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 10)
             killed_at = time.monotonic()

@@ -169,3 +169,30 @@ async def test_spend_of_a_report_attempt_lost_with_its_worker_is_counted(
         assert 0 < counted <= lost_billed + 1e-9
         model = h.config.model.name
         assert h.metric("steadfast_llm_retry_cost_usd_total", model=model) == pytest.approx(counted)
+
+
+async def test_a_query_attempt_lost_with_its_worker_is_counted_as_the_simulator_billed_it(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    # The query call is not streamed: the simulator bills it only once its answer
+    # is sent, so a worker killed while it waits was billed nothing for that
+    # attempt, and the run's cost must equal the simulator's billing exactly.
+    async with harness(start_worker=False) as h:
+        run = await h.killed_mid_report(
+            "query call lost with the worker",
+            temporal_address,
+            tmp_path / "worker.json",
+            chunk_delay_ms=400,
+            settle=1.0,
+            queries=True,
+        )
+        st = run.result.status
+        assert st.phase == Phase.COMPLETED
+        entries = _entries(h, run.handle.id)
+        lost = [e for e in entries if e["outcome"] == "aborted"]
+        assert len(lost) == 1, [(e["key"], e["outcome"]) for e in entries]
+        assert "/ask" in lost[0]["key"]
+        assert st.cost_usd == pytest.approx(billed_usd(h, entries))
+        # Each call that finished was served once: the queries once, the report once.
+        served = [e["key"] for e in entries if e["outcome"] == "served"]
+        assert len(served) == len(set(served)) == 2

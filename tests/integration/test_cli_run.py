@@ -181,6 +181,7 @@ async def test_approve_and_reject(
         "approve", no_id, "--reject", "--reason", "thin sources", *conn(temporal_address)
     )
     assert no.returncode == 0, no.stdout + no.stderr
+    assert f"rejected {no_id}" in no.stdout
 
     await starter.wait_closed(temporal_client, ok_id)
     await starter.wait_closed(temporal_client, no_id)
@@ -194,6 +195,29 @@ async def test_approve_and_reject(
     twice = await steadfast("approve", ok_id, "--reviewer", "bob", *conn(temporal_address))
     assert twice.returncode == 1
     assert "refused" in twice.stdout or "error" in twice.stdout
+
+
+async def test_reject_before_the_report_exists_says_nothing_was_rejected(
+    gate: list[str], temporal_address: str, temporal_client: Client, cli_stack: embedded.Stack
+) -> None:
+    # The workflow ignores a rejection that comes before the report; the command
+    # used to print "rejected" for it all the same.
+    topic = f"too early to reject {uuid.uuid4()}"
+    wf_id = ids.workflow_id("research", "approval-gate", topic)
+    await cli_stack.sim_admin.set_faults({"llm": {"latency_ms": 4000, "match": topic}})
+    try:
+        out = await steadfast("run", *gate, "--topic", topic)
+        assert out.returncode == 0, out.stdout + out.stderr
+        await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.GENERATING_QUERIES)
+        early = await steadfast("approve", wf_id, "--reject", *conn(temporal_address))
+    finally:
+        await cli_stack.sim_admin.set_faults({"llm": {"clear": True}})
+    assert early.returncode == 1, early.stdout + early.stderr
+    assert "not waiting for review (phase GeneratingQueries); nothing was sent" in early.stdout
+    # The run goes on to the review it was always going to wait for.
+    await chaos.wait_for_phase(temporal_client, wf_id, models.Phase.AWAITING_APPROVAL)
+    yes = await steadfast("approve", wf_id, "--reviewer", "alice", *conn(temporal_address))
+    assert yes.returncode == 0, yes.stdout + yes.stderr
 
 
 async def test_wait_reports_each_run_as_it_closes(

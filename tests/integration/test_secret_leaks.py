@@ -172,6 +172,9 @@ def worker_doc(
     doc["temporal"].update(scenario.temporal)
     doc["worker"].update({"metricsPort": metrics, "sdkMetricsPort": sdk_metrics})
     doc["retryPolicies"]["database"]["maximumAttempts"] = 3
+    # An unreachable store (or a refused password) is waited out for saveTimeout: the
+    # run must still end within settle()'s wait, so its failure can be searched too.
+    doc["storage"]["saveTimeout"] = "3s"
     return doc
 
 

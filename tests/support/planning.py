@@ -32,6 +32,7 @@ def raw_spec(**over: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "topics": ["alpha", "beta"],
         "search": {"endpoint": "http://search/"},
+        "storage": {"postgresSecretRef": {"name": "reports-db", "key": "dsn"}},
         "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 1.0},
     }
     raw.update(over)

@@ -145,12 +145,18 @@ def sim(sim_server: SimHandle) -> SimHandle:
     return sim_server
 
 
-async def wait_for_report_call(sim: SimHandle, wf_id: str, *, settle: float = 0.0) -> None:
+async def wait_for_report_call(
+    sim: SimHandle, wf_id: str, *, settle: float = 0.0, queries: bool = False
+) -> None:
     """Until the report call of ``wf_id`` has started (its key has no ``/ask`` part),
-    then ``settle`` seconds more (to let some chunks through)."""
+    or with ``queries`` its query-generation call (``/ask``), then ``settle`` seconds
+    more (to let some chunks through)."""
     for _ in range(400):
-        if any(e["key"].startswith(wf_id) and "/ask" not in e["key"] for e in sim.entries("llm")):
+        if any(
+            e["key"].startswith(wf_id) and ("/ask" in e["key"]) == queries
+            for e in sim.entries("llm")
+        ):
             await asyncio.sleep(settle)
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the report call never started")
+    raise AssertionError(f"the {'query' if queries else 'report'} call never started")

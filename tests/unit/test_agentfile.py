@@ -24,7 +24,7 @@ def test_example_maps_to_config() -> None:
     cfg = agentfile.worker_config_from_agent(example())
     assert cfg.agent == "market-watch"
     assert cfg.namespace == "research"
-    assert cfg.task_queue == "steadfast-research-market-watch"
+    assert cfg.task_queue == "steadfast.research.market-watch"
     assert cfg.temporal.address == "temporal-frontend.temporal:7233"
     assert cfg.model.name == "claude-sonnet-4-6"
     assert cfg.model.max_tokens == 2000

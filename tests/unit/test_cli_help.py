@@ -65,3 +65,17 @@ def test_run_without_topics_is_an_error(capsys: pytest.CaptureFixture[str]) -> N
     args = verb_parser("run").parse_args(["--address", "127.0.0.1:1"])
     assert main._load("run").run(args) == 2
     assert "no topics" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "topic", ["two\nlines", "tab\tinside", "line\u2028separator", "", "x" * 501]
+)
+def test_run_refuses_a_topic_the_schema_would_refuse(
+    topic: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing is started: the address is never dialled.
+    args = verb_parser("run").parse_args(["--topic", topic, "--address", "127.0.0.1:1"])
+    assert main._load("run").run(args) == 2
+    out = capsys.readouterr().out
+    assert "--topic" in out
+    assert "one line of 1 to 500 characters" in out

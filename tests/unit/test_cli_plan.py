@@ -66,7 +66,7 @@ def test_plan_documents_are_valid_yaml_children(capsys: pytest.CaptureFixture[st
     ]
     (container,) = docs[1]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "steadfast/worker:golden"
-    assert "# taskQueue: steadfast-research-market-watch" in out
+    assert "# taskQueue: steadfast.research.market-watch" in out
 
 
 def _manifest(tmp_path: Path, **spec: Any) -> Path:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from steadfast_operator.autoscale import Decision, History, Limits, Observation, decide, need
+from steadfast_contract.starter import RunRow
+from steadfast_operator.autoscale import (
+    Decision,
+    History,
+    Limits,
+    Observation,
+    decide,
+    decide_for,
+    need,
+)
+from steadfast_operator.spec import parse_spec
+from steadfast_operator.status import QueueInfo
 
 pytestmark = pytest.mark.unit
 
@@ -105,3 +118,52 @@ def test_restart_never_scales_down_before_a_full_window() -> None:
     d = decide(Observation(0), 4, LIMITS, history, now=1000.0)
     assert (d.desired, d.reason.startswith("holding")) == (4, True)
     assert decide(Observation(0), 4, LIMITS, history, now=1061.0).desired == 0
+
+
+SLOTS = Limits(0, 10, 5, 60, slots_per_worker=5)
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        # Twenty calls in flight on five slots a worker: four workers are busy.
+        (Observation(backlog=0, running_workflows=20, activities_in_flight=20), 4),
+        (Observation(backlog=0, running_workflows=20, activities_in_flight=16), 4),
+        (Observation(backlog=0, running_workflows=20, activities_in_flight=15), 3),
+        (Observation(backlog=0, running_workflows=20, activities_in_flight=0), 1),
+        # An activity waiting for a slot is backlog too: the larger need wins, not the sum.
+        (Observation(backlog=20, running_workflows=20, activities_in_flight=20), 4),
+        (Observation(backlog=30, running_workflows=20, activities_in_flight=10), 6),
+    ],
+)
+def test_need_keeps_the_slots_in_use(obs: Observation, expected: int) -> None:
+    assert need(obs, SLOTS) == expected
+
+
+def test_no_scale_down_while_the_calls_in_flight_use_the_workers() -> None:
+    streaming = Observation(backlog=0, running_workflows=20, activities_in_flight=20)
+    saving = Observation(backlog=0, running_workflows=20, activities_in_flight=4)
+    ticks = [(0.0, Observation(backlog=20, running_workflows=20))]
+    ticks += [(t, streaming) for t in (5.0, 70.0, 200.0)]
+    ticks += [(t, saving) for t in (210.0, 271.0)]
+    assert [d.desired for d in run(ticks, current=0, limits=SLOTS)] == [4, 4, 4, 4, 4, 1]
+
+
+def test_decide_for_counts_runs_in_an_activity_phase() -> None:
+    spec = parse_spec(
+        "ns",
+        "agent",
+        {
+            "topics": ["t"],
+            "search": {"endpoint": "http://search"},
+            "workers": {"maxConcurrentActivities": 2, "targetBacklogPerWorker": 50},
+        },
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    phases = ["Writing", "Writing", "Searching", "GeneratingQueries", "Saving"]
+    phases += ["Pending", "AwaitingApproval"]
+    runs = [RunRow(topic=p, workflow_id=f"w{i}", phase=p) for i, p in enumerate(phases)]
+    runs.append(RunRow(topic="done", workflow_id="w9", phase="Writing", closed_at=now))
+    d = decide_for(spec, QueueInfo(name="q", backlog=0), runs, 0, History(), now)
+    # Five runs hold an activity on two slots a worker: three workers.
+    assert (d.need, d.desired) == (3, 3)

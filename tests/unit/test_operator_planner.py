@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from tests.support.planning import (
@@ -93,7 +94,7 @@ def test_spec_edit_replaces_the_config_and_rolls_the_deployment() -> None:
     dep = before["Deployment"]
     assert dep is not None
     before["Deployment"] = {**dep, "spec": {**dep["spec"], "replicas": 1}}  # the autoscaler's
-    after = raw_spec(model={"maxTokens": 1000})
+    after = raw_spec(model={"baseURL": "http://gateway.example:8080"})
     plan = planner.plan(
         observed(after, changed=True, children=before, replicas=(1, 1), temporal=view())
     )
@@ -103,6 +104,23 @@ def test_spec_edit_replaces_the_config_and_rolls_the_deployment() -> None:
     deployment = plan.children[1].body
     assert deployment is not None
     assert deployment["spec"]["replicas"] == 1  # the autoscaler's, kept
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"budget": {"maxUSDPerDay": 7.5}},
+        {"model": {"maxTokens": 1000}},
+        {"retryPolicies": {"llm": {"maximumAttempts": 9}}},
+    ],
+)
+def test_an_edit_the_worker_never_reads_replaces_the_config_but_rolls_nothing(
+    edit: dict[str, Any],
+) -> None:
+    before = live(raw_spec())
+    plan = planner.plan(observed(raw_spec(**edit), changed=True, children=before, temporal=view()))
+    # The ConfigMap documents the agent; running workers never read these fields.
+    assert verbs(plan) == [("replace", "ConfigMap")]
 
 
 def test_optional_children_no_longer_wanted_are_deleted_if_ours() -> None:

@@ -20,7 +20,11 @@ AGENT = render.AgentRef(name="agent", namespace="ns", uid="uid-1")
 
 
 def good() -> dict[str, Any]:
-    return {"topics": ["a"], "search": {"endpoint": "http://search/"}}
+    return {
+        "topics": ["a"],
+        "search": {"endpoint": "http://search/"},
+        "storage": {"postgresSecretRef": {"name": "reports-db", "key": "dsn"}},
+    }
 
 
 def check(raw: dict[str, Any], price: float | None = 15.0, image: str = "img") -> None:

@@ -78,6 +78,13 @@ def test_cli_flags_become_the_start_up_plans() -> None:
     assert (config.search.api_key, config.search.chunk_delay_ms) == ("k", 0)
 
 
+def test_cli_flags_set_the_agent_turns_and_page_links() -> None:
+    config = sim_command.config_from_args(_args("--agent-turns", "20", "--page-links"))
+    assert (config.llm.agent_turns, config.search.page_links) == (20, True)
+    with pytest.raises(ValueError, match="agent_turns"):
+        sim_command.config_from_args(_args("--agent-turns", "0"))
+
+
 def test_cli_rejects_rates_that_cannot_be_probabilities() -> None:
     with pytest.raises(ValueError, match=r"--llm\.rates"):
         sim_command.config_from_args(_args("--llm-500-rate", "0.8", "--llm-529-rate", "0.8"))

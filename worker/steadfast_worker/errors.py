@@ -74,6 +74,9 @@ from steadfast_contract.errortypes import (
     RATE_LIMITED as RATE_LIMITED,
 )
 from steadfast_contract.errortypes import (
+    RESPONSE_TOO_LARGE as RESPONSE_TOO_LARGE,
+)
+from steadfast_contract.errortypes import (
     SERVER_ERROR as SERVER_ERROR,
 )
 from steadfast_contract.errortypes import (

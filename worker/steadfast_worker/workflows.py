@@ -51,11 +51,11 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import accounting, errors, failures, review
+    from steadfast_worker import accounting, errors, failures, review, savewait
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
-LLM_START_TO_CLOSE = timedelta(minutes=10)
-IO_START_TO_CLOSE = timedelta(minutes=2)
+LLM_START_TO_CLOSE = act.LLM_START_TO_CLOSE
+IO_START_TO_CLOSE = act.IO_START_TO_CLOSE
 #: A send_email attempt lost with its worker is re-run this many times; the
 #: database claim makes that safe (it answers "unknown" instead of resending).
 EMAIL_LOST_WORKER_RERUNS = 2
@@ -201,8 +201,7 @@ class ResearchWorkflow:
         self._markdown_chars = len(report.markdown)
 
         self._enter(Phase.SAVING)
-        saved = await self._activity(
-            act.SAVE_REPORT,
+        saved = await savewait.save_report(
             act.SaveReportInput(
                 info.workflow_id,
                 info.run_id,
@@ -213,9 +212,9 @@ class ResearchWorkflow:
                 inp.namespace,
                 self._status.cost_usd,
             ),
-            act.SaveReportOutput,
-            s.retry_policies.database,
-            IO_START_TO_CLOSE,
+            s,
+            self._status,
+            start_to_close=IO_START_TO_CLOSE,
         )
         self._status.retries += saved.attempt - 1
         self._status.report_id = saved.report_id

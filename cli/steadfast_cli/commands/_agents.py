@@ -12,7 +12,7 @@ import argparse
 from rich.console import Console
 from temporalio.client import Client
 
-from steadfast_contract import agentfile
+from steadfast_contract import agentfile, spec
 from steadfast_contract.config import (
     ConfigError,
     TemporalConfig,
@@ -50,7 +50,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser, *, topics: bool = True)
         help="Kubernetes namespace of the agent when no manifest is given (default: default)",
     )
     group.add_argument(
-        "--task-queue", default="", help="task queue (default: steadfast-<namespace>-<agent>)"
+        "--task-queue", default="", help="task queue (default: steadfast.<namespace>.<agent>)"
     )
 
 
@@ -82,6 +82,10 @@ def agent_from_args(args: argparse.Namespace) -> tuple[WorkerConfig, list[str]]:
         cfg = cfg.model_copy(update=overrides)
     cli_topics = getattr(args, "topic", None)
     if cli_topics:
+        for topic in cli_topics:
+            problem = spec.topic_problem(topic)
+            if problem:
+                raise ConfigError(f"--topic {topic!r}: {problem}")
         topics = list(dict.fromkeys(cli_topics))
     return cfg, topics
 

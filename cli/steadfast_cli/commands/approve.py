@@ -3,19 +3,27 @@
 Approval is a Temporal *update*, so the command learns at once whether the
 workflow accepted it (a reviewer name is required; a run that is not waiting in
 ``AwaitingApproval`` -- its report not saved yet, or the run already over -- says
-so) instead of firing a signal into the void. Rejection is a signal: it needs no
-answer, and the run ends in phase ``Rejected``; a rejection sent before the run
-waits for review is ignored (the worker logs it). A run nobody answers within
-``notify.approvalTimeout`` ends in phase ``ApprovalExpired`` without mail.
+so) instead of firing a signal into the void. Rejection is a signal, which the
+workflow ignores unless the run waits for review, so the command asks the run's
+phase first (and sends nothing to a run that is not waiting), then reports the
+phase the run reached: "rejected" is printed only once the run says ``Rejected``.
+A run nobody answers within ``notify.approvalTimeout`` ends in phase
+``ApprovalExpired`` without mail.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any, Final
 
 from rich.console import Console
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from steadfast_cli import display
@@ -59,9 +67,65 @@ async def approve(
     return result
 
 
-async def reject(client: Client, workflow_id: str, reviewer: str, reason: str) -> None:
+#: How long to wait for a worker to answer a status query, and for the run to
+#: show the rejection.
+CONFIRM_SECONDS: Final = 10.0
+
+
+async def _phase(handle: WorkflowHandle[Any, Any]) -> models.Phase | None:
+    """The run's phase, or None when no worker answers in time."""
+    try:
+        status: models.RunStatus = await asyncio.wait_for(
+            handle.query(models.STATUS_QUERY, result_type=models.RunStatus), CONFIRM_SECONDS
+        )
+    except (TimeoutError, WorkflowQueryFailedError):
+        return None
+    return status.phase
+
+
+async def reject(
+    client: Client, workflow_id: str, reviewer: str, reason: str
+) -> tuple[bool, models.Phase | None]:
+    """Reject the run if it waits for review: (signal sent, the phase it then shows).
+
+    The phase is None when no worker answered (the signal is then still sent: the
+    run applies it when a worker picks it up, if it is waiting for review).
+    """
     handle = client.get_workflow_handle(workflow_id)
+    before = await _phase(handle)
+    if before is not None and before != models.Phase.AWAITING_APPROVAL:
+        return False, before
     await handle.signal(models.REJECT_SIGNAL, models.RejectInput(reviewer=reviewer, reason=reason))
+    if before is None:
+        return True, None
+    deadline = asyncio.get_running_loop().time() + CONFIRM_SECONDS
+    while True:
+        phase = await _phase(handle)
+        if phase != models.Phase.AWAITING_APPROVAL or asyncio.get_running_loop().time() > deadline:
+            return True, phase
+        await asyncio.sleep(0.2)
+
+
+def _print_rejection(
+    console: Console, workflow_id: str, sent: bool, phase: models.Phase | None
+) -> int:
+    if not sent:
+        shown = phase.value if phase else "unknown"
+        console.print(
+            f"[yellow]not rejected:[/yellow] {workflow_id} is not waiting for review "
+            f"(phase {shown}); nothing was sent"
+        )
+        return 1
+    if phase == models.Phase.REJECTED:
+        console.print(f"rejected {workflow_id}")
+        return 0
+    if phase is None:
+        console.print(
+            f"rejection sent to {workflow_id}; no worker answered yet, so it is not confirmed"
+        )
+        return 0
+    console.print(f"[yellow]not rejected:[/yellow] {workflow_id} went on to phase {phase.value}")
+    return 1
 
 
 async def _approve(args: argparse.Namespace, console: Console, temporal: TemporalConfig) -> int:
@@ -70,9 +134,8 @@ async def _approve(args: argparse.Namespace, console: Console, temporal: Tempora
         return 1
     try:
         if args.reject:
-            await reject(client, args.workflow_id, args.reviewer, args.reason)
-            console.print(f"rejected {args.workflow_id}")
-            return 0
+            sent, phase = await reject(client, args.workflow_id, args.reviewer, args.reason)
+            return _print_rejection(console, args.workflow_id, sent, phase)
         result = await approve(client, args.workflow_id, args.reviewer, args.comment)
     except WorkflowUpdateFailedError as err:
         cause = err.cause or err

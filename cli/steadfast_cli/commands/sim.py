@@ -88,6 +88,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="how long a `timeout` fault stalls before answering 504",
     )
+    parser.add_argument(
+        "--agent-turns",
+        type=int,
+        default=6,
+        metavar="N",
+        help="turns the simulated tool-use agent plays for requests with client tools "
+        "(turns 1..N-1 call tools, turn N writes the report)",
+    )
+    parser.add_argument(
+        "--page-links",
+        action="store_true",
+        help="search results link to the simulator's own pages (GET /pages/...), "
+        "so an agent's fetch_page stays on this machine",
+    )
     # Keys may come from the environment so they stay out of process listings.
     parser.add_argument(
         "--llm-api-key",
@@ -151,6 +165,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
             "chunk_delay_ms": args.chunk_delay_ms if service == "llm" else 0,
             "api_key": _api_key(args, service),
         }
+        if service == "llm":
+            data["agent_turns"] = args.agent_turns
+        if service == "search":
+            data["page_links"] = args.page_links
         first_n = getattr(args, f"{service}_first_n")
         if first_n:
             data["first_n"] = first_n

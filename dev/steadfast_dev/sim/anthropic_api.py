@@ -6,7 +6,8 @@ real event order, and error bodies whose status maps to the SDK's exception
 classes (429 ``RateLimitError``, 529 ``OverloadedError``, ...). The content it
 writes, and the prompt markers that select it, are described in
 :mod:`steadfast_dev.sim.content`; usage and caching in
-:mod:`steadfast_dev.sim.messages`.
+:mod:`steadfast_dev.sim.messages`; a request defining client tools is a turn of
+the tool-use agent of :mod:`steadfast_dev.sim.agent`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from steadfast_dev.sim import content, messages
+from steadfast_dev.sim import agent, content, messages
 from steadfast_dev.sim.requestlog import Entry
 from steadfast_dev.sim.state import (
     STATE,
@@ -53,7 +54,11 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return error_response(400, problem, _error_body)
 
     cache = messages.cache_use(messages.account_input(body), state.is_cached)
-    reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
+    if agent.plays_agent(body):
+        turns = state.plans["llm"].agent_turns
+        reply = agent.agent_reply(body, cache, turns=turns, broken=fault == "bad_json")
+    else:
+        reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
     entry.usage = reply.usage
     msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
     events = messages.sse_events(reply, msg_id, str(body["model"]))
@@ -130,9 +135,10 @@ async def _answer_stream(
 
 
 def _delta_text(data: Mapping[str, object]) -> str:
+    """What a delta adds to the output: text, or a piece of a tool call's JSON input."""
     delta = data.get("delta")
     if data.get("type") == "content_block_delta" and isinstance(delta, Mapping):
-        text = delta.get("text")
+        text = delta.get("text", delta.get("partial_json"))
         return text if isinstance(text, str) else ""
     return ""
 

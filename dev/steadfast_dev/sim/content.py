@@ -207,7 +207,7 @@ def web_search_result_blocks(query: str, count: int) -> list[dict[str, object]]:
     ]
 
 
-def report_markdown(text: str, fallback: str) -> str:
+def report_markdown(text: str, fallback: str, max_sources: int = 20) -> str:
     """A markdown research report on the prompt's topic, citing the prompt's URLs."""
     topic = topic_of(text, fallback)
     seed = _digest("report", text)
@@ -227,7 +227,7 @@ def report_markdown(text: str, fallback: str) -> str:
     lines += ["## Outlook", "", _PARAGRAPHS[(seed + 3) % len(_PARAGRAPHS)].format(t=topic)]
     if urls:
         lines += ["", "## Sources", ""]
-        lines += [f"{i + 1}. {url}" for i, url in enumerate(urls[:20])]
+        lines += [f"{i + 1}. {url}" for i, url in enumerate(urls[:max_sources])]
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,9 @@ FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
 #: ``disconnect`` drops the connection (mid-stream, or before any answer).
 SERVICE_FAULTS: Final[frozenset[FaultKind]] = frozenset({"bad_json", "stream_error", "disconnect"})
 
+#: The most turns the simulated agent can be asked to play.
+MAX_AGENT_TURNS: Final = 500
+
 #: Fault kinds answered with an HTTP error status, and that status.
 ERROR_STATUS: Final[Mapping[FaultKind, int]] = {
     "429": 429,
@@ -46,7 +49,7 @@ ERROR_STATUS: Final[Mapping[FaultKind, int]] = {
 
 @dataclass(frozen=True)
 class ServicePlan:
-    """How one simulated service (``llm`` or ``search``) behaves."""
+    """How one simulated service (``llm``, ``search`` or ``pages``) behaves."""
 
     rates: Mapping[FaultKind, float] = field(default_factory=dict)
     """Probability of each fault kind per attempt; they must sum to at most 1."""
@@ -86,6 +89,25 @@ class ServicePlan:
 
     api_key: str = ""
     """When set, requests must present this key or get 401."""
+
+    answer_bytes: int = 0
+    """When set, a search answer to a matching request is padded to at least this
+    many bytes (its first result's snippet grows), so a test can send a 50 MB body;
+    a matching page (``pages``) is exactly this many bytes long."""
+
+    agent_turns: int = 6
+    """``llm`` only: how many turns the simulated tool-use agent plays -- turns
+    1..N-1 call tools, turn N writes the report (see :mod:`steadfast_dev.sim.agent`)."""
+
+    page_links: bool = False
+    """``search`` only: results link to the simulator's own pages
+    (``http://<the simulator's address>/pages/...``) instead of external-looking
+    ``https://`` addresses, so an agent's ``fetch_page`` stays on loopback."""
+
+    content_type: str = ""
+    """``pages`` only: the Content-Type of matching pages instead of ``text/html``;
+    a type that is not text gets a binary body (``image/png`` starts with the PNG
+    signature)."""
 
 
 def draw(seed: int, key: str, attempt: int) -> float:
@@ -146,7 +168,17 @@ def _rates(value: object, where: str) -> dict[FaultKind, float]:
     return rates
 
 
-_PLAIN_FIELDS: Final = {"retry_after", "timeout_s", "latency_ms", "chunk_delay_ms", "stream_cut"}
+_PLAIN_FIELDS: Final = {
+    "retry_after",
+    "timeout_s",
+    "latency_ms",
+    "chunk_delay_ms",
+    "stream_cut",
+    "answer_bytes",
+    "agent_turns",
+}
+#: Settings that are not faults: ``clear`` keeps them.
+_KEPT_ON_CLEAR: Final = ("api_key", "agent_turns", "page_links")
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
 
@@ -155,15 +187,19 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
 
     Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
-    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``api_key``, and
-    ``clear``
-    (true: start from a plan with no faults and no latency instead of ``base``).
+    ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
+    ``agent_turns``, ``page_links``, ``content_type``, ``api_key``, and ``clear``
+    (true: start from a plan with no faults and no latency instead of ``base``; the
+    API key, ``agent_turns`` and ``page_links`` are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
-    plan = ServicePlan(api_key=base.api_key) if data.get("clear") is True else base
+    if data.get("clear") is True:
+        plan = ServicePlan(**{name: getattr(base, name) for name in _KEPT_ON_CLEAR})
+    else:
+        plan = base
     changes: dict[str, object] = {}
     if "rates" in data:
         changes["rates"] = _rates(data["rates"], f"{where}.rates")
@@ -180,14 +216,24 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
         raise ValueError(f"{where}.kind: only meaningful together with first_n")
     for name in _PLAIN_FIELDS & set(data):
         number = _as_number(data[name], f"{where}.{name}")
-        changes[name] = int(number) if name.endswith("_ms") else number
+        changes[name] = int(number) if name.endswith(("_ms", "_bytes", "_turns")) else number
+    if "agent_turns" in data:
+        turns = _as_number(data["agent_turns"], f"{where}.agent_turns", minimum=1)
+        if turns > MAX_AGENT_TURNS or turns != int(turns):
+            raise ValueError(
+                f"{where}.agent_turns: expected a whole number within 1..{MAX_AGENT_TURNS}"
+            )
+    if "page_links" in data:
+        if not isinstance(data["page_links"], bool):
+            raise ValueError(f"{where}.page_links: expected true or false")
+        changes["page_links"] = data["page_links"]
     if "stream_cut" in data and _as_number(data["stream_cut"], f"{where}.stream_cut") > 1.0:
         raise ValueError(f"{where}.stream_cut: must be a fraction within [0, 1]")
     if "scope" in data:
         if data["scope"] not in ("key", "service"):
             raise ValueError(f"{where}.scope: expected 'key' or 'service'")
         changes["scope"] = data["scope"]
-    for name in ("match", "api_key"):
+    for name in ("match", "api_key", "content_type"):
         if name in data:
             if not isinstance(data[name], str):
                 raise ValueError(f"{where}.{name}: expected a string")
@@ -207,5 +253,9 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "latency_ms": plan.latency_ms,
         "chunk_delay_ms": plan.chunk_delay_ms,
         "stream_cut": plan.stream_cut,
+        "answer_bytes": plan.answer_bytes,
+        "agent_turns": plan.agent_turns,
+        "page_links": plan.page_links,
+        "content_type": plan.content_type,
         "api_key": "***" if plan.api_key else "",
     }

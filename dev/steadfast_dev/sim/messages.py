@@ -10,7 +10,10 @@ longest prefix already cached and writes the last breakpoint's prefix if it is
 new; the tokens in neither are plain ``input_tokens``. Cache entries live for
 their ``ttl`` (5 minutes, or 1 hour with ``"ttl": "1h"``), refreshed on each read.
 Unlike the real API there is no minimum cacheable length, so small test prompts
-exercise the cache fields too.
+exercise the cache fields too. A request defining client tools pays the tool-use
+system prompt the real API adds in front of everything (``TOOL_SYSTEM_TOKENS``).
+Replies of the simulated tool-use agent (:mod:`steadfast_dev.sim.agent`) reuse the
+same usage, JSON and SSE builders: their ``tool_use`` blocks follow the text.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from steadfast_dev.sim import content
+from steadfast_dev.sim import content, tooluse
 
 #: Characters per streamed text delta: a few tokens, as the real API sends.
 CHUNK_CHARS: Final = 24
 WEB_SEARCH_RESULTS: Final = 5
 #: Per-message framing tokens (role markers) the real tokenizer adds.
 MESSAGE_OVERHEAD_TOKENS: Final = 3
+#: The system prompt the real API adds when a request defines client tools
+#: (Claude 4 models, ``tool_choice`` auto or none).
+TOOL_SYSTEM_TOKENS: Final = 346
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
 def account_input(body: Mapping[str, object]) -> InputAccount:
     """Count the request's input tokens and find its cache breakpoints."""
     running = hashlib.sha256(str(body.get("model", "")).encode())
-    total = 0
+    total = TOOL_SYSTEM_TOKENS if tooluse.client_tools(body) else 0
     breakpoints: list[Breakpoint] = []
     for text, tokens, ttl in _units(body):
         running.update(text.encode() + b"\x00")
@@ -144,6 +150,8 @@ class Reply:
     stop_reason: str
     stop_sequence: str | None
     usage: dict[str, object]
+    tool_uses: tuple[dict[str, object], ...] = ()
+    """Client ``tool_use`` blocks after the text (the agent's calls this turn)."""
 
 
 def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: bool) -> Reply:
@@ -178,7 +186,15 @@ def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: boo
     stops = [s for s in raw_stops if isinstance(s, str)] if isinstance(raw_stops, list) else []
     text, stop_reason, stop_sequence = content.truncate(full, max(limit - output_tokens, 0), stops)
     output_tokens += max(content.estimate_tokens(text), 1)
-    usage: dict[str, object] = {
+    usage = usage_json(account, cache, output_tokens)
+    if searches:
+        usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
+    return Reply(tuple(blocks), text, stop_reason, stop_sequence, usage)
+
+
+def usage_json(account: InputAccount, cache: CacheUse, output_tokens: int) -> dict[str, object]:
+    """The ``usage`` object of a reply: input split by cache use, and the output."""
+    return {
         "input_tokens": account.total_tokens - cache.read - cache.write,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": cache.write,
@@ -189,9 +205,11 @@ def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: boo
         },
         "service_tier": "standard",
     }
-    if searches:
-        usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
-    return Reply(tuple(blocks), text, stop_reason, stop_sequence, usage)
+
+
+def tool_use_tokens(block: Mapping[str, object]) -> int:
+    """Output tokens of a ``tool_use`` block: its name and its JSON input."""
+    return content.estimate_tokens(f"{block['name']}{json.dumps(block['input'])}") + 1
 
 
 def message_json(reply: Reply, msg_id: str, model: str) -> dict[str, object]:
@@ -201,11 +219,16 @@ def message_json(reply: Reply, msg_id: str, model: str) -> dict[str, object]:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [*reply.blocks, {"type": "text", "text": reply.text}],
+        "content": [*reply.blocks, *_text_block(reply), *reply.tool_uses],
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
         "usage": reply.usage,
     }
+
+
+def _text_block(reply: Reply) -> list[dict[str, object]]:
+    # A turn that only calls tools may say nothing first.
+    return [] if reply.tool_uses and not reply.text else [{"type": "text", "text": reply.text}]
 
 
 def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[str, object]]]:
@@ -235,11 +258,24 @@ def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[st
             events.append(_block_start(index, block))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
-    events.append(_block_start(index, {"type": "text", "text": ""}))
-    for at in range(0, len(reply.text), CHUNK_CHARS):
-        chunk = reply.text[at : at + CHUNK_CHARS]
-        events.append(_block_delta(index, {"type": "text_delta", "text": chunk}))
-    events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    if _text_block(reply):
+        events.append(_block_start(index, {"type": "text", "text": ""}))
+        for at in range(0, len(reply.text), CHUNK_CHARS):
+            chunk = reply.text[at : at + CHUNK_CHARS]
+            events.append(_block_delta(index, {"type": "text_delta", "text": chunk}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
+    for block in reply.tool_uses:
+        # As the real API streams a client tool call: the block with an empty input,
+        # an empty first delta, then the JSON input a few characters at a time.
+        events.append(_block_start(index, {**block, "input": {}}))
+        partial = json.dumps(block["input"])
+        pieces = [partial[at : at + CHUNK_CHARS] for at in range(0, len(partial), CHUNK_CHARS)]
+        for piece in ["", *pieces]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(_block_delta(index, delta))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     final_usage = {
         k: v for k, v in reply.usage.items() if k not in ("cache_creation", "service_tier")
     }
@@ -304,4 +340,4 @@ def validate_request(body: object) -> str | None:
             return f"messages.{i}.role: must be 'user' or 'assistant'"
         if not isinstance(message.get("content"), str | list):
             return f"messages.{i}.content: Field required"
-    return None
+    return tooluse.validate_tools(body)

@@ -8,7 +8,9 @@ failed or were cut off when a worker died.
 A logical request is identified by, in order of preference, the
 ``x-steadfast-request-key`` header, the ``idempotency-key`` header, or a stable
 hash of the request body with volatile fields (``stream``, ``metadata``) removed,
-so a streamed retry of a non-streamed call is the same logical request.
+so a streamed retry of a non-streamed call is the same logical request. The
+turns of an agent's tool-use loop are distinct requests either way (the
+conversation grows each turn); a page fetch is keyed by its path.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Final, Literal
 
-Service = Literal["llm", "search"]
+Service = Literal["llm", "search", "pages"]
+SERVICES: Final[tuple[Service, ...]] = ("llm", "search", "pages")
 Outcome = Literal["pending", "served", "fault", "rejected", "aborted"]
 
 #: Body fields that do not change what is being asked.
@@ -144,9 +147,8 @@ class RequestLog:
             for e in self.entries
             if (service is None or e.service == service) and (key is None or e.key == key)
         ]
-        services: tuple[Service, ...] = ("llm", "search")
         return {
             "entries": picked,
-            "served": {s: self.served_counts(s) for s in services},
-            "attempts": {s: self.attempt_counts(s) for s in services},
+            "served": {s: self.served_counts(s) for s in SERVICES},
+            "attempts": {s: self.attempt_counts(s) for s in SERVICES},
         }

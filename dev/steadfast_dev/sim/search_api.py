@@ -8,7 +8,11 @@ results for the same query. When the simulator has a search API key, requests
 must send it as ``x-api-key`` or ``Authorization: Bearer``. Errors are
 ``{"error": {"type": ..., "message": ...}}`` with the fault's HTTP status;
 ``bad_json`` answers 200 with a body that does not parse, ``stream_error`` 500,
-``disconnect`` closes the connection without an answer.
+``disconnect`` closes the connection without an answer. A plan's ``answer_bytes``
+pads the answer to at least that size. With the plan's ``page_links`` the results
+link to the simulator's own pages (``http://<its address>/pages/<host>/<path>``,
+see :mod:`steadfast_dev.sim.pages_api`) instead of external ``https://`` addresses,
+which stay the default.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Final
 
 from aiohttp import web
 
-from steadfast_dev.sim import content
+from steadfast_dev.sim import content, pages
+from steadfast_dev.sim.faults import matches
+from steadfast_dev.sim.pages_api import own_base_url
 from steadfast_dev.sim.state import STATE, drop_connection, error_response, preamble
 
 DEFAULT_COUNT: Final = 5
@@ -74,7 +80,17 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         state.log.finish(entry, "fault", 500)
         return error_response(500, "simulated upstream failure", _error_body)
     query, count = parsed
-    answer = json.dumps({"query": query, "results": content.search_results(query, count)})
+    results = content.search_results(query, count)
+    plan = state.plans["search"]
+    if plan.answer_bytes and matches(plan, query):
+        # An oversized answer: a search engine (or something posing as one) that
+        # sends far more than any result list needs.
+        results[0]["snippet"] += "x" * plan.answer_bytes
+    if plan.page_links:
+        base = own_base_url(request)
+        for result in results:
+            result["url"] = pages.page_url(base, result["url"])
+    answer = json.dumps({"query": query, "results": results})
     if fault == "bad_json":
         answer = answer[: len(answer) // 2]
     state.log.finish(entry, "served", 200)

@@ -1,7 +1,8 @@
 """One HTTP server for both simulated services, plus its admin endpoints.
 
 A single port keeps the wiring simple: the LLM base URL is the server's root
-(``/v1/messages``), the search endpoint is ``/search``, and ``/_sim/...`` lets a
+(``/v1/messages``), the search endpoint is ``/search``, web pages for an agent's
+``fetch_page`` are under ``/pages/``, and ``/_sim/...`` lets a
 test reconfigure faults, read the request log and reset between tests, so one
 simulator process can serve a whole test session.
 
@@ -9,11 +10,11 @@ Admin endpoints (JSON in, JSON out):
 
 * ``GET /_sim/health`` -> ``{"ok": true}``
 * ``GET /_sim/faults`` -> the current plans; ``POST /_sim/faults`` with
-  ``{"llm": {...}, "search": {...}, "seed": 1}`` changes them (fields as in
+  ``{"llm": {...}, "search": {...}, "pages": {...}, "seed": 1}`` changes them (fields as in
   :func:`steadfast_dev.sim.faults.update_plan`; unspecified fields keep their
   value) and restarts attempt numbering; a bad field is a 400 naming it.
 * ``GET /_sim/log[?service=llm&key=...]`` -> ``{"entries": [...], "served":
-  {"llm": {key: n}, "search": {...}}, "attempts": {...}}``
+  {"llm": {key: n}, "search": {...}, "pages": {...}}, "attempts": {...}}``
 * ``POST /_sim/reset`` -> back to the start-up plans, empty log, cold cache.
 
 It runs on aiohttp (already installed as a dependency of kopf), either on the
@@ -33,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from steadfast_dev.sim.anthropic_api import handle_messages
+from steadfast_dev.sim.pages_api import handle_page
 from steadfast_dev.sim.search_api import handle_search
 from steadfast_dev.sim.state import STATE, SimConfig, SimState
 
@@ -81,6 +83,7 @@ def build_app(state: SimState) -> web.Application:
     app.router.add_post("/v1/messages", handle_messages)
     app.router.add_get("/search", handle_search)
     app.router.add_post("/search", handle_search)
+    app.router.add_get("/pages/{path:.+}", handle_page, allow_head=False)
     app.router.add_get("/_sim/health", _health)
     app.router.add_get("/_sim/faults", _get_faults)
     app.router.add_post("/_sim/faults", _post_faults)
@@ -112,6 +115,11 @@ class Simulator:
     def search_url(self) -> str:
         """The search endpoint (``search.endpoint`` of a ResearchAgent)."""
         return f"{self.base_url}/search"
+
+    @property
+    def pages_url(self) -> str:
+        """Where the pages for ``fetch_page`` live (``/pages/<host>/<path>``)."""
+        return f"{self.base_url}/pages"
 
     async def start(self) -> None:
         runner = web.AppRunner(

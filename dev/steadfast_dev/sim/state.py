@@ -28,7 +28,7 @@ from steadfast_dev.sim.faults import (
     plan_to_json,
     update_plan,
 )
-from steadfast_dev.sim.requestlog import Entry, RequestLog, Service, request_key
+from steadfast_dev.sim.requestlog import SERVICES, Entry, RequestLog, Service, request_key
 
 ErrorBody = Callable[[int, str], Mapping[str, object]]
 
@@ -55,6 +55,9 @@ class SimConfig:
     search: ServicePlan = field(default_factory=ServicePlan)
     """Faults and latency of the search provider."""
 
+    pages: ServicePlan = field(default_factory=ServicePlan)
+    """Faults, latency and oddities (size, type, a slow body) of the web pages."""
+
 
 class SimState:
     """Plans, log and prompt cache of one running simulator."""
@@ -62,27 +65,33 @@ class SimState:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.seed = config.seed
-        self.plans: dict[Service, ServicePlan] = {"llm": config.llm, "search": config.search}
+        self.plans: dict[Service, ServicePlan] = self._start_plans()
         self.log = RequestLog()
         self.matched: Counter[Service] = Counter()
         self.cache: dict[str, float] = {}
         self.stopping = asyncio.Event()
 
+    def _start_plans(self) -> dict[Service, ServicePlan]:
+        config = self.config
+        return {"llm": config.llm, "search": config.search, "pages": config.pages}
+
     def reset(self) -> None:
         """Back to the start-up plans, with an empty log and a cold cache."""
         self.seed = self.config.seed
-        self.plans = {"llm": self.config.llm, "search": self.config.search}
+        self.plans = self._start_plans()
         self.log.clear()
         self.matched.clear()
         self.cache.clear()
 
     def update(self, data: Mapping[str, object]) -> None:
         """Apply ``POST /_sim/faults``; validates everything before changing anything."""
-        unknown = set(data) - {"llm", "search", "seed"}
+        unknown = set(data) - {*SERVICES, "seed"}
         if unknown:
-            raise ValueError(f"unknown field(s) {sorted(unknown)}; expected llm, search, seed")
+            raise ValueError(
+                f"unknown field(s) {sorted(unknown)}; expected llm, search, pages, seed"
+            )
         plans = dict(self.plans)
-        for service in ("llm", "search"):
+        for service in SERVICES:
             section = data.get(service)
             if section is None:
                 continue

@@ -10,12 +10,19 @@
 
 Errors are classified by :mod:`steadfast_worker.errors`; a body that is not the
 expected JSON is retried as a server fault (search engines have bad moments).
+
+An answer is untrusted input that ends up in workflow history and in the report
+prompt, so it is bounded twice: the body is read up to :data:`MAX_BODY_BYTES`
+(a larger one fails the search, not the worker's memory or the history's size
+limit) and each result's fields are cut to a fixed length.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Final
 
+import httpx
 from anthropic.types import WebSearchTool20250305Param
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -34,6 +41,15 @@ from steadfast_worker.activities.base import (
     Carried,
 )
 
+#: The largest search answer read, in bytes. A result list of 20 items is a few
+#: tens of kilobytes; anything near this size is not a result list.
+MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+
+#: Characters kept of each result field.
+MAX_TITLE: Final = 300
+MAX_URL: Final = 2048
+MAX_SNIPPET: Final = 1000
+
 
 def parse_results(data: Any, limit: int) -> list[SearchResult]:
     """Results from an ``http`` provider's JSON body; ValueError if it has none."""
@@ -45,12 +61,34 @@ def parse_results(data: Any, limit: int) -> list[SearchResult]:
         if isinstance(item, dict) and isinstance(item.get("url"), str):
             results.append(
                 SearchResult(
-                    title=str(item.get("title", "")),
-                    url=item["url"],
-                    snippet=str(item.get("snippet", item.get("description", ""))),
+                    title=str(item.get("title", ""))[:MAX_TITLE],
+                    url=item["url"][:MAX_URL],
+                    snippet=str(item.get("snippet", item.get("description", "")))[:MAX_SNIPPET],
                 )
             )
     return results
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed ``response``; ApplicationError once it passes ``limit``."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ApplicationError:
+    # Not retried: the same query would bring the same answer.
+    return ApplicationError(
+        f"search endpoint answered more than {limit} bytes; the answer was not read",
+        type=errors.RESPONSE_TOO_LARGE,
+        non_retryable=True,
+    )
 
 
 def results_from_blocks(blocks: list[Any], limit: int) -> list[SearchResult]:
@@ -86,12 +124,14 @@ class SearchActivities(ActivityBase):
         if key:
             headers["authorization"] = f"Bearer {key}"
         count = min(inp.max_results, cfg.max_results)
-        response = await self.http_client().get(
-            cfg.endpoint, params={"q": inp.query, "count": count}, headers=headers
+        request = self.http_client().stream(
+            "GET", cfg.endpoint, params={"q": inp.query, "count": count}, headers=headers
         )
-        response.raise_for_status()
+        async with request as response:
+            response.raise_for_status()
+            body = await read_bounded(response, MAX_BODY_BYTES)
         try:
-            results = parse_results(response.json(), count)
+            results = parse_results(json.loads(body), count)
         except ValueError as err:
             raise ApplicationError(
                 f"search endpoint answered unparsable JSON: {err}", type=errors.SERVER_ERROR

@@ -308,8 +308,20 @@ class SqliteStore:
         return None
 
 
+class NoReportStoreError(RuntimeError):
+    """Neither a Postgres DSN nor a SQLite file: nowhere a report may be written.
+
+    The operator renders no SQLite file (a pod's disk goes with the pod), so a
+    worker whose DSN variable is empty saves nothing rather than something that
+    would be lost; the save waits, naming this class, until a DSN is given.
+    """
+
+
 async def open_store(postgres_dsn: str, sqlite_path: str) -> ReportStore:
-    """Postgres when a DSN is given, else SQLite at ``sqlite_path``."""
+    """Postgres when a DSN is given, else SQLite at ``sqlite_path``; else
+    :class:`NoReportStoreError`."""
     if postgres_dsn:
         return await PostgresStore.open(postgres_dsn)
+    if not sqlite_path:
+        raise NoReportStoreError("no Postgres DSN is set and no SQLite file is configured")
     return await SqliteStore.open(sqlite_path)
