@@ -82,9 +82,10 @@ async def test_operator_pod_reconciles_and_worker_pods_complete_runs(
     assert worker["status"]["containerStatuses"][0]["restartCount"] == 0
     logs = cluster.kubectl("logs", "-n", namespace, worker["metadata"]["name"]).stdout
     # The worker says where it polls, and its search requests name each topic.
-    # (The task queue's "steadfast-" prefix shows as [redacted]: it shares 4-character
+    # (The task queue's "steadfast" prefix shows as [redacted]: it shares 4-character
     # pieces with the test's Postgres password, and no piece of a credential is logged.)
-    assert f"worker polling task queue [redacted]-{namespace}-pods-agent on {NODE_IP}:" in logs
+    queue = ids.default_task_queue(namespace, "pods-agent").replace("steadfast", "[redacted]")
+    assert f"worker polling task queue {queue} on {NODE_IP}:" in logs
     assert all(t.replace(" ", "+") in logs for t in topics), logs[-2000:]
     # The worker logs in UTC, like this machine; the pod's creation stamp has whole seconds.
     (polling_line,) = [line for line in logs.splitlines() if "worker polling" in line]
