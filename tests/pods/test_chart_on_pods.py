@@ -7,9 +7,8 @@ Secrets, run topics against Temporal and the simulator, save reports in Postgres
 answer on /metrics at the pod's address. A worker pod force-deleted in the middle of a
 report leaves the run to the pod that replaces it, with no finished LLM call paid twice.
 The figures (pod start to polling, kill to resumed) are printed for the note (`-s`).
-
-The scale-down drain on real pods (issue 11's fourth point) is not here: it depends on
-the drain work of issue 9, item 5.
+The drain across a rollout is in ``test_drain_on_pods``, Secret volumes in
+``test_secrets_on_pods``.
 """
 
 from __future__ import annotations
