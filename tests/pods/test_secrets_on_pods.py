@@ -8,7 +8,6 @@ the node address.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from steadfast_contract import ids
 from tests.pods.chart_env import Stack, agent, apply_agent, completed, ready_pod, secret
 from tests.support.kube_pki import issue
 from tests.support.node import NODE_IP
+from tests.support.tcpforward import TCPForwarder
 from tests.support.tlsproxy import TLSProxy, make_test_pki
 from tests.support.waiting import wait_for
 
@@ -28,7 +28,6 @@ async def test_worker_pods_read_the_mounted_tls_secret_and_api_key(
     stack: Stack,
     namespace: str,
     temporal_address: str,
-    on_node: Callable[[str], str],
     tmp_path: Path,
 ) -> None:
     """Secret volumes, not only secretKeyRef variables: a Temporal behind mTLS (and an API
@@ -38,11 +37,16 @@ async def test_worker_pods_read_the_mounted_tls_secret_and_api_key(
     pki = make_test_pki(tmp_path / "pki")
     # The pods dial the proxy at the node address: its certificate must name it.
     issue(pki.dir, "server", "/CN=localhost", ("IP:127.0.0.1", f"IP:{NODE_IP}"))
-    with TLSProxy(temporal_address, pki) as proxy:
+    # A forwarder of this test's own (not the session's): leaving the block resets the
+    # operator's connection, so the proxy is not left waiting for it.
+    with (
+        TLSProxy(temporal_address, pki) as proxy,
+        TCPForwarder(proxy.address, port=proxy.port, host=NODE_IP) as fwd,
+    ):
         topic = "Secrets as files on a real kubelet"
         manifest = agent(stack.sim_url, namespace, "secure", [topic], 1)
         manifest["spec"]["temporal"] = {
-            "address": on_node(proxy.address),
+            "address": fwd.address,
             "tls": {"secretName": "temporal-mtls"},
             "apiKeySecretRef": {"name": "temporal-cloud", "key": "api-key"},
         }
