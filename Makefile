@@ -4,12 +4,12 @@ SHELL := /bin/bash
 VENV := .venv/bin
 PYTEST := $(VENV)/python -m pytest -p no:cacheprovider
 
-.PHONY: demo test bootstrap bootstrap-all lint typecheck unit integration e2e hostile k8s-binaries bench
+.PHONY: demo test bootstrap bootstrap-all lint typecheck unit integration e2e pods hostile k8s-binaries images bench
 
 demo: bootstrap ## Install the Python package and run `steadfast dev` on an embedded Temporal
 	$(VENV)/steadfast dev
 
-test: bootstrap-all lint typecheck unit integration e2e ## Install everything and run every tier
+test: bootstrap-all lint typecheck unit integration e2e pods ## Install everything and run every tier
 
 bootstrap:
 	scripts/bootstrap
@@ -39,14 +39,23 @@ integration:
 e2e:
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m e2e tests/e2e
 
+# Real pods on a real kubelet (containerd, runc, a CNI bridge) from the images of
+# hack/build-images; needs root, and Postgres for the reports the worker pods save.
+pods:
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m pods tests/pods
+
 # The tests that try to break a promise (budget, secrets, re-runs, approval, ownership,
 # bad names, deletion during an outage), alone; each also runs in its own tier.
 hostile: bootstrap-all
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/integration
 	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m hostile tests/pods
 
 k8s-binaries:
 	hack/k8s-binaries
+
+images:
+	hack/build-images
 
 bench: bootstrap-all ## the operator benchmarks need the Kubernetes binaries
 	$(VENV)/python bench/run_all.py

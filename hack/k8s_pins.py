@@ -113,6 +113,17 @@ COMPONENTS = [
         ldflags=_kube_ldflags,
         local_replace_version=_staging_version,
     ),
+    # The kubelet of the real-pod tier's node: a component of its own, so adding it left the
+    # control plane's stamp (and its cached binaries) alone. Its wrapper names the kubelet in
+    # a `tool` line, which is what makes `go mod tidy` resolve the kubelet's dependencies.
+    Component(
+        name="kubelet",
+        module="k8s.io/kubernetes",
+        version=KUBERNETES,
+        binaries={"kubelet": "k8s.io/kubernetes/cmd/kubelet"},
+        ldflags=_kube_ldflags,
+        local_replace_version=_staging_version,
+    ),
     _single("etcd", "go.etcd.io/etcd/server/v3", ETCD, "go.etcd.io/etcd/server/v3", _etcd_ldflags),
     _single("kwok", "sigs.k8s.io/kwok", KWOK, "sigs.k8s.io/kwok/cmd/kwok", _kwok_ldflags),
     _single("helm", "helm.sh/helm/v3", HELM, "helm.sh/helm/v3/cmd/helm", _helm_ldflags),

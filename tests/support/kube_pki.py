@@ -59,6 +59,9 @@ SERVER_SANS = (
     # The in-cluster names and the first service IP, so the certificate is valid for
     # what the cluster itself advertises (nothing here dials them).
     "IP:10.96.0.1",
+    # The real-pod node's bridge address (tests.support.node), where pods reach the
+    # apiserver through a forwarder.
+    "IP:10.244.0.1",
     "DNS:kubernetes",
     "DNS:kubernetes.default",
     "DNS:kubernetes.default.svc",
@@ -91,6 +94,8 @@ def make_pki(pki: Path) -> None:
     # kwok stands in for every kubelet; it updates Node and Pod status of all nodes,
     # which no single system:node identity may do, so it gets cluster-admin.
     issue(pki, "kwok", "/O=system:masters/CN=kwok", SERVER_SANS)
+    # How the apiserver authenticates to a real kubelet (logs, exec) of tests.support.node.
+    issue(pki, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
     _new_key(pki, "sa")
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 

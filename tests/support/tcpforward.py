@@ -9,7 +9,8 @@ otherwise keep working), and gets it back on :meth:`TCPForwarder.restore`, on th
 same port.
 
 It runs its own event loop in a thread, like :mod:`tests.support.tlsproxy`, so it
-keeps serving while a test blocks. Standard library only; loopback only.
+keeps serving while a test blocks. Standard library only; it listens on loopback, or
+on an address the test itself created (the real-pod node's bridge).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class TCPForwarder:
 
     upstream: str
     port: int = field(default_factory=free_port)
+    #: Loopback by default; the real-pod tier listens on its node's bridge address too.
+    host: str = HOST
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -41,7 +44,7 @@ class TCPForwarder:
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def __enter__(self) -> TCPForwarder:
         self._thread.start()
@@ -50,8 +53,18 @@ class TCPForwarder:
 
     def __exit__(self, *_exc: object) -> None:
         self.cut()
+        asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _drain(self) -> None:
+        # Let the connections just reset finish their copy tasks, so none is destroyed
+        # pending when the loop stops.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def cut(self) -> None:
         """Stop listening and reset every forwarded connection."""
@@ -63,7 +76,7 @@ class TCPForwarder:
 
     async def _listen(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._handle, HOST, self.port)
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
 
     async def _cut(self) -> None:
         if self._server is not None:

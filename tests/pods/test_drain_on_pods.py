@@ -1,0 +1,86 @@
+"""A rollout during long reports, on real pods: the busy pod finishes its calls, then goes.
+
+The e2e tier proves the drain with host processes and a stand-in kubelet
+(``tests/e2e/test_operator_drain.py``); here the kubelet is real. Two reports stream for
+about forty seconds on the agent's one worker pod when an edit of the model rolls the
+Deployment: the replacement comes up, the kubelet sends the busy pod SIGTERM with the
+rendered grace period, and the pod must finish both streams (no call cut off, none
+asked again) before it exits, well inside that grace.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.pods.chart_env import Stack, agent, apply_agent, completed, pods
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.pods, pytest.mark.hostile]
+
+WORKERS = "app.kubernetes.io/name=steadfast-worker"
+#: A report (~100 chunks) streams for about 40 s; query generation for about 2 s.
+CHUNK_DELAY_MS = 400
+
+
+def test_a_rollout_lets_the_busy_pod_finish_its_streams(stack: Stack, namespace: str) -> None:
+    cluster, sim = stack.cluster, stack.sim
+    sim.reset()
+    sim.set_faults({"llm": {"chunk_delay_ms": CHUNK_DELAY_MS}})
+    topics = ["drain on a real kubelet", "streams across a rollout"]
+    manifest = agent(stack.sim_url, namespace, "drainer", topics, 1)
+    manifest["spec"]["workers"].update({"autoscaler": "none", "minReplicas": 1})
+    apply_agent(stack, namespace, manifest)
+
+    def streaming() -> int:
+        entries = sim.entries("llm")
+        return sum(1 for e in entries if e["stream"] and e["outcome"] == "pending")
+
+    wait_for("both reports streaming", lambda: streaming() == 2, timeout=180)
+    (busy,) = [
+        p for p in pods(cluster, namespace, WORKERS) if p["status"].get("phase") == "Running"
+    ]
+    name = busy["metadata"]["name"]
+    grace = busy["spec"]["terminationGracePeriodSeconds"]
+
+    manifest["spec"]["model"] = {**manifest["spec"]["model"], "name": "claude-haiku-4-5"}
+    apply_agent(stack, namespace, manifest)
+
+    def stopping() -> dict[str, Any] | None:
+        proc = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json", check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"{name} went before it was seen stopping")
+        pod: dict[str, Any] = json.loads(proc.stdout)
+        return pod if pod["metadata"].get("deletionTimestamp") else None
+
+    wait_for("the rollout to stop the busy pod", stopping, timeout=120)
+    stopped = time.monotonic()
+    # Stopped in the middle of both reports: this is what the pod must not cut off.
+    assert streaming() == 2
+
+    def gone() -> bool:
+        proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
+        return proc.returncode != 0 and "NotFound" in proc.stderr
+
+    # Both streams have ~40 s to go at most; the rendered grace is far longer.
+    wait_for("the busy pod to exit", gone, timeout=min(grace, 150))
+    drained, gone_at = time.monotonic() - stopped, time.time()
+    runs = wait_for(
+        "both runs Completed", lambda: completed(cluster, namespace, "drainer", 2), timeout=120
+    )
+    print(f"\nfigures: busy pod stopped mid-stream, drained and gone in {drained:.0f}s")
+
+    entries = sim.entries("llm")
+    cut = [(e["summary"][:40], e["outcome"]) for e in entries if e["outcome"] != "served"]
+    assert cut == [], f"calls cut off or failed: {cut}"
+    served = Counter(e["key"] for e in entries)
+    assert set(served.values()) == {1}, f"calls asked twice: {served}"
+    assert len(entries) == 2 * len(topics)
+    assert all(r["llmCalls"] == 2 and r["retries"] == 0 for r in runs), runs
+    # It left on its own once its calls were done, not when its grace ran out.
+    last_call = max(e["ended_at"] for e in entries)
+    assert gone_at - last_call < 20, f"gone {gone_at - last_call:.0f}s after its last call"
