@@ -23,7 +23,7 @@ COPY contract ./contract
 COPY worker ./worker
 COPY operator ./operator
 COPY cli ./cli
-RUN /opt/steadfast/bin/pip install --no-compile . \
+RUN /opt/steadfast/bin/pip install --no-compile ".[operator]" \
     && rm -f /opt/steadfast/bin/temporal \
     && find /opt/steadfast -name '__pycache__' -type d -prune -exec rm -rf {} +
 

@@ -22,7 +22,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.pods
 
 PROBE = """
-import json, os, socket, sys, urllib.request
+import importlib.util, json, os, shutil, socket, sys, urllib.request
 url = sys.argv[1]
 body = urllib.request.urlopen(url, timeout=10).read()
 try:
@@ -30,8 +30,11 @@ try:
     outside = "reached"
 except OSError as exc:
     outside = type(exc).__name__
+extra = ("kopf", "kubernetes_asyncio", "steadfast_operator", "steadfast_dev")
 print(json.dumps({"uid": os.getuid(), "status": len(body) > 0, "outside": outside,
-                  "root_writable": os.access("/", os.W_OK)}))
+                  "root_writable": os.access("/", os.W_OK),
+                  "not_a_worker": [m for m in extra if importlib.util.find_spec(m)],
+                  "temporal_cli": shutil.which("temporal") is not None}))
 """
 
 
@@ -106,4 +109,7 @@ def test_a_restricted_pod_runs_the_worker_image_and_reaches_only_the_node_addres
         # No route leaves the bridge: the Service network is not even attempted.
         "outside": "OSError",
         "root_writable": False,
+        # The worker image carries a worker: no operator, no dev sandbox, no dev server.
+        "not_a_worker": [],
+        "temporal_cli": False,
     }
