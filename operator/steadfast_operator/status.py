@@ -166,7 +166,10 @@ def build_status(
     listed = latest_runs(runs)
     today = cost_today(runs, now, ledger_usd)
     exhausted = budget_exhausted(spec, runs, now, ledger_usd)
-    finished = sum(1 for r in runs if not r.running)
+    # A run that reached its last phase is finished even while Temporal closes it
+    # (its final bookkeeping runs after the phase is set): the summary and the
+    # Ready message agree with the phases ``status.runs`` lists.
+    finished = sum(1 for r in runs if r.terminal or not r.running)
 
     if ready > 0:
         workers = (True, "MinimumReplicasAvailable", f"{ready} of {desired} workers ready")
@@ -178,7 +181,7 @@ def build_status(
     if problem is not None:
         ready_cond = (False, problem.reason, problem.message)
     else:
-        running = sum(1 for r in runs if r.running)
+        running = len(runs) - finished
         ready_cond = (
             True,
             "Reconciled",

@@ -1,11 +1,14 @@
-"""A rollout during long reports, on real pods: the busy pod finishes its calls, then goes.
+"""A rollout or a scale-down during long reports, on real pods: a busy pod finishes its
+calls, then goes.
 
 The e2e tier proves the drain with host processes and a stand-in kubelet
 (``tests/e2e/test_operator_drain.py``); here the kubelet is real. Two reports stream for
 about forty seconds on the agent's one worker pod when an edit of the model rolls the
 Deployment: the replacement comes up, the kubelet sends the busy pod SIGTERM with the
 rendered grace period, and the pod must finish both streams (no call cut off, none
-asked again) before it exits, well inside that grace.
+asked again) before it exits, well inside that grace. A scale-down stops a pod the same
+way: with two workers each holding two report streams, ``kubectl scale`` to one leaves
+the ReplicaSet to pick the pod, and whichever it picks is busy.
 """
 
 from __future__ import annotations
@@ -84,3 +87,61 @@ def test_a_rollout_lets_the_busy_pod_finish_its_streams(stack: Stack, namespace:
     # It left on its own once its calls were done, not when its grace ran out.
     last_call = max(e["ended_at"] for e in entries)
     assert gone_at - last_call < 20, f"gone {gone_at - last_call:.0f}s after its last call"
+
+
+def test_a_scale_down_lets_the_stopped_pod_finish_its_streams(stack: Stack, namespace: str) -> None:
+    cluster, sim = stack.cluster, stack.sim
+    sim.reset()
+    sim.set_faults({"llm": {"chunk_delay_ms": CHUNK_DELAY_MS}})
+    topics = [f"scale-down stream {i}" for i in range(4)]
+    manifest = agent(stack.sim_url, namespace, "shrinker", topics, 2)
+    # Two workers of two slots each: once all four reports stream, each pod holds two.
+    manifest["spec"]["workers"].update(
+        {"autoscaler": "none", "minReplicas": 2, "maxConcurrentActivities": 2}
+    )
+    apply_agent(stack, namespace, manifest)
+
+    def streaming() -> int:
+        entries = sim.entries("llm")
+        return sum(1 for e in entries if e["stream"] and e["outcome"] == "pending")
+
+    wait_for("four reports streaming", lambda: streaming() == 4, timeout=240)
+    before = {p["metadata"]["name"] for p in pods(cluster, namespace, WORKERS)}
+    assert len(before) == 2, before
+
+    cluster.kubectl("scale", "deployment", "shrinker-worker", "-n", namespace, "--replicas=1")
+
+    def stopping() -> str | None:
+        for pod in pods(cluster, namespace, WORKERS):
+            if pod["metadata"].get("deletionTimestamp"):
+                return str(pod["metadata"]["name"])
+        return None
+
+    name = wait_for("the scale-down to stop a pod", stopping, timeout=60)
+    stopped = time.monotonic()
+    assert name in before
+    # Stopped in the middle of its two reports: this is what the pod must not cut off.
+    assert streaming() == 4
+
+    def gone() -> bool:
+        proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
+        return proc.returncode != 0 and "NotFound" in proc.stderr
+
+    wait_for("the stopped pod to exit", gone, timeout=150)
+    drained, gone_at = time.monotonic() - stopped, time.time()
+    runs = wait_for(
+        "all runs Completed", lambda: completed(cluster, namespace, "shrinker", 4), timeout=120
+    )
+    print(f"\nfigures: scaled-down pod stopped mid-stream, drained and gone in {drained:.0f}s")
+
+    entries = sim.entries("llm")
+    cut = [(e["summary"][:40], e["outcome"]) for e in entries if e["outcome"] != "served"]
+    assert cut == [], f"calls cut off or failed: {cut}"
+    served = Counter(e["key"] for e in entries)
+    assert set(served.values()) == {1}, f"calls asked twice: {served}"
+    assert len(entries) == 2 * len(topics)
+    assert all(r["llmCalls"] == 2 and r["retries"] == 0 for r in runs), runs
+    last_call = max(e["ended_at"] for e in entries)
+    assert gone_at - last_call < 20, f"gone {gone_at - last_call:.0f}s after its last call"
+    remaining = {p["metadata"]["name"] for p in pods(cluster, namespace, WORKERS)}
+    assert remaining == before - {name}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,16 @@ def build(runs: list[RunRow], **kw: Any) -> dict[str, Any]:
 
 def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_run_in_its_last_phase_counts_as_finished_while_temporal_closes_it() -> None:
+    # The workflow sets Completed, then records the run before Temporal closes it:
+    # in between, the summary used to say 0/1 beside a run listed as Completed.
+    closing = replace(run("x", 0.2, NOW), closed_at=None)
+    s = build([closing, run("y", 0.1, NOW, closed=False)])
+    assert [r["phase"] for r in s["runs"]] == ["Completed", "Writing"]
+    assert s["runsSummary"] == "1/2"
+    assert conds(s)["Ready"]["message"] == "2 topics, 1 running, 1 finished"
 
 
 def test_healthy_agent() -> None:
