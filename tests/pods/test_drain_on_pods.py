@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.pods.chart_env import Stack, agent, apply_agent, completed, pods
+from tests.support.sim import SimHandle
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.pods, pytest.mark.hostile]
@@ -28,6 +29,11 @@ pytestmark = [pytest.mark.pods, pytest.mark.hostile]
 WORKERS = "app.kubernetes.io/name=steadfast-worker"
 #: A report (~100 chunks) streams for about 40 s; query generation for about 2 s.
 CHUNK_DELAY_MS = 400
+
+
+def streaming(sim: SimHandle) -> int:
+    """Report streams the simulator is sending right now."""
+    return sum(1 for e in sim.entries("llm") if e["stream"] and e["outcome"] == "pending")
 
 
 def test_a_rollout_lets_the_busy_pod_finish_its_streams(stack: Stack, namespace: str) -> None:
@@ -39,11 +45,7 @@ def test_a_rollout_lets_the_busy_pod_finish_its_streams(stack: Stack, namespace:
     manifest["spec"]["workers"].update({"autoscaler": "none", "minReplicas": 1})
     apply_agent(stack, namespace, manifest)
 
-    def streaming() -> int:
-        entries = sim.entries("llm")
-        return sum(1 for e in entries if e["stream"] and e["outcome"] == "pending")
-
-    wait_for("both reports streaming", lambda: streaming() == 2, timeout=180)
+    wait_for("both reports streaming", lambda: streaming(sim) == 2, timeout=180)
     (busy,) = [
         p for p in pods(cluster, namespace, WORKERS) if p["status"].get("phase") == "Running"
     ]
@@ -61,32 +63,14 @@ def test_a_rollout_lets_the_busy_pod_finish_its_streams(stack: Stack, namespace:
         return pod if pod["metadata"].get("deletionTimestamp") else None
 
     wait_for("the rollout to stop the busy pod", stopping, timeout=120)
-    stopped = time.monotonic()
     # Stopped in the middle of both reports: this is what the pod must not cut off.
-    assert streaming() == 2
-
-    def gone() -> bool:
-        proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
-        return proc.returncode != 0 and "NotFound" in proc.stderr
+    assert streaming(sim) == 2
 
     # Both streams have ~40 s to go at most; the rendered grace is far longer.
-    wait_for("the busy pod to exit", gone, timeout=min(grace, 150))
-    drained, gone_at = time.monotonic() - stopped, time.time()
-    runs = wait_for(
-        "both runs Completed", lambda: completed(cluster, namespace, "drainer", 2), timeout=120
+    drained = drained_and_served_once(
+        stack, namespace, name, "drainer", topics, timeout=min(grace, 150)
     )
     print(f"\nfigures: busy pod stopped mid-stream, drained and gone in {drained:.0f}s")
-
-    entries = sim.entries("llm")
-    cut = [(e["summary"][:40], e["outcome"]) for e in entries if e["outcome"] != "served"]
-    assert cut == [], f"calls cut off or failed: {cut}"
-    served = Counter(e["key"] for e in entries)
-    assert set(served.values()) == {1}, f"calls asked twice: {served}"
-    assert len(entries) == 2 * len(topics)
-    assert all(r["llmCalls"] == 2 and r["retries"] == 0 for r in runs), runs
-    # It left on its own once its calls were done, not when its grace ran out.
-    last_call = max(e["ended_at"] for e in entries)
-    assert gone_at - last_call < 20, f"gone {gone_at - last_call:.0f}s after its last call"
 
 
 def test_a_scale_down_lets_the_stopped_pod_finish_its_streams(stack: Stack, namespace: str) -> None:
@@ -101,11 +85,7 @@ def test_a_scale_down_lets_the_stopped_pod_finish_its_streams(stack: Stack, name
     )
     apply_agent(stack, namespace, manifest)
 
-    def streaming() -> int:
-        entries = sim.entries("llm")
-        return sum(1 for e in entries if e["stream"] and e["outcome"] == "pending")
-
-    wait_for("four reports streaming", lambda: streaming() == 4, timeout=240)
+    wait_for("four reports streaming", lambda: streaming(sim) == 4, timeout=240)
     before = {p["metadata"]["name"] for p in pods(cluster, namespace, WORKERS)}
     assert len(before) == 2, before
 
@@ -118,22 +98,36 @@ def test_a_scale_down_lets_the_stopped_pod_finish_its_streams(stack: Stack, name
         return None
 
     name = wait_for("the scale-down to stop a pod", stopping, timeout=60)
-    stopped = time.monotonic()
     assert name in before
     # Stopped in the middle of its two reports: this is what the pod must not cut off.
-    assert streaming() == 4
+    assert streaming(sim) == 4
+
+    drained = drained_and_served_once(stack, namespace, name, "shrinker", topics, timeout=150)
+    print(f"\nfigures: scaled-down pod stopped mid-stream, drained and gone in {drained:.0f}s")
+    remaining = {p["metadata"]["name"] for p in pods(cluster, namespace, WORKERS)}
+    assert remaining == before - {name}
+
+
+def drained_and_served_once(
+    stack: Stack, namespace: str, pod: str, agent_name: str, topics: list[str], timeout: float
+) -> float:
+    """Wait for the stopped ``pod`` to exit and every run to complete, then check that no
+    call was cut off or asked twice and that the pod left once its calls were done, not
+    when its grace ran out. Returns the seconds from now until the pod was gone."""
+    cluster, sim = stack.cluster, stack.sim
+    began = time.monotonic()
 
     def gone() -> bool:
-        proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
+        proc = cluster.kubectl("get", "pod", pod, "-n", namespace, check=False)
         return proc.returncode != 0 and "NotFound" in proc.stderr
 
-    wait_for("the stopped pod to exit", gone, timeout=150)
-    drained, gone_at = time.monotonic() - stopped, time.time()
+    wait_for(f"the stopped pod {pod} to exit", gone, timeout=timeout)
+    drained, gone_at = time.monotonic() - began, time.time()
     runs = wait_for(
-        "all runs Completed", lambda: completed(cluster, namespace, "shrinker", 4), timeout=120
+        "every run Completed",
+        lambda: completed(cluster, namespace, agent_name, len(topics)),
+        timeout=120,
     )
-    print(f"\nfigures: scaled-down pod stopped mid-stream, drained and gone in {drained:.0f}s")
-
     entries = sim.entries("llm")
     cut = [(e["summary"][:40], e["outcome"]) for e in entries if e["outcome"] != "served"]
     assert cut == [], f"calls cut off or failed: {cut}"
@@ -143,5 +137,4 @@ def test_a_scale_down_lets_the_stopped_pod_finish_its_streams(stack: Stack, name
     assert all(r["llmCalls"] == 2 and r["retries"] == 0 for r in runs), runs
     last_call = max(e["ended_at"] for e in entries)
     assert gone_at - last_call < 20, f"gone {gone_at - last_call:.0f}s after its last call"
-    remaining = {p["metadata"]["name"] for p in pods(cluster, namespace, WORKERS)}
-    assert remaining == before - {name}
+    return drained
