@@ -19,6 +19,7 @@ from steadfast_contract.models import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_MODEL,
     STEP_OF_PHASE,
+    FetchRules,
     Phase,
     Pricing,
 )
@@ -30,6 +31,8 @@ WRITE_REPORT = "write_report"
 SAVE_REPORT = "save_report"
 SEND_EMAIL = "send_email"
 RECORD_RUN = "record_run"
+DEEP_TURN = "deep_turn"
+DEEP_TOOL = "deep_tool"
 
 #: How long one attempt of an LLM activity (a streamed report may take minutes) may run.
 LLM_START_TO_CLOSE: Final = timedelta(minutes=10)
@@ -49,6 +52,8 @@ STEP_OF_ACTIVITY: Final[Mapping[str, int]] = MappingProxyType(
         WRITE_REPORT: STEP_OF_PHASE[Phase.WRITING],
         SAVE_REPORT: STEP_OF_PHASE[Phase.SAVING],
         SEND_EMAIL: STEP_OF_PHASE[Phase.EMAILING],
+        DEEP_TURN: STEP_OF_PHASE[Phase.RESEARCHING],
+        DEEP_TOOL: STEP_OF_PHASE[Phase.RESEARCHING],
     }
 )
 
@@ -212,3 +217,88 @@ class RecordRunInput:
     cost_usd: float = 0.0
     budget: str = ""
     """With phase ``AwaitingBudget``: which budget paused the run (``run``/``day``)."""
+
+
+# -- the ``deep`` strategy (docs/deep-agent.md) -------------------------------------
+
+#: The tools Claude is offered in a deep run.
+TOOL_WEB_SEARCH = "web_search"
+TOOL_FETCH_PAGE = "fetch_page"
+TOOL_RECORD_FINDING = "record_finding"
+
+
+@dataclass
+class ToolCall:
+    """One ``tool_use`` block of a turn: what the workflow schedules (inputs are small)."""
+
+    id: str
+    name: str
+    input: dict[str, str] = field(default_factory=dict)
+    """String fields only (every tool's schema is strings), each cut to a bounded length;
+    empty with ``problem`` set when the model's input broke the schema."""
+    problem: str = ""
+
+
+@dataclass
+class ToolAnswer:
+    """A ``tool_result`` the workflow wrote itself (a recorded finding, a refused call);
+    the next turn stores it in the transcript beside the results the tools stored."""
+
+    tool_use_id: str
+    text: str
+    is_error: bool = False
+
+
+@dataclass
+class DeepTurnInput:
+    conversation: str
+    """The transcript's key in the report store: the workflow id and its first run id,
+    the same across continue-as-new, different for a re-run."""
+    topic: str
+    turn: int
+    max_turns: int
+    model: str = DEFAULT_MODEL
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    pricing: Pricing | None = None
+    budget: RunBudget | None = None
+    answers: list[ToolAnswer] = field(default_factory=list)
+    """The previous turn's results the workflow made (stored before the prompt is read)."""
+    request_key: str = ""
+    """``x-steadfast-request-key``: ``{workflow id}/turn{n}``, stable across attempts and
+    continue-as-new (the activity id restarts with each run of the chain)."""
+
+
+@dataclass
+class DeepTurnOutput:
+    stop_reason: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    report: str = ""
+    """The reply's text when it called no tool (the final report); empty otherwise."""
+    llm: LlmCall = field(default_factory=LlmCall)
+    attempt: int = 1
+    prompt_chars: int = 0
+    """Characters of the request this turn sent (for the next turn's budget estimate)."""
+    reused: bool = False
+    """The reply was already in the transcript (an earlier attempt finished the call and
+    was lost before reporting it): not asked again, not paid twice."""
+
+
+@dataclass
+class DeepToolInput:
+    conversation: str
+    turn: int
+    call: ToolCall
+    search_max_results: int = 5
+    fetch: FetchRules = field(default_factory=FetchRules)
+    request_key: str = ""
+
+
+@dataclass
+class DeepToolOutput:
+    tool_use_id: str
+    is_error: bool = False
+    summary: str = ""
+    """A short line for status and logs (the full result is in the transcript)."""
+    chars: int = 0
+    """Characters of the stored result (what the next prompt grows by)."""
+    attempt: int = 1

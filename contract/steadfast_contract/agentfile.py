@@ -250,6 +250,7 @@ def worker_config_from_spec(
         "notify": _notify(spec.notify),
         "retryPolicies": spec.retry_policies,
         "budget": spec.budget,
+        "research": spec.research,
         "worker": {"maxConcurrentActivities": spec.workers.max_concurrent_activities},
     }
     overrides: list[tuple[str, str, object]] = [

@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
+from steadfast_contract.researchspec import ResearchSpec
 from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
     BudgetSpec,
@@ -191,6 +192,7 @@ class WorkerConfig(SpecModel):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     retry_policies: RetryPoliciesSpec = Field(default_factory=RetryPoliciesSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    research: ResearchSpec = Field(default_factory=ResearchSpec)
     worker: WorkerTuning = Field(default_factory=WorkerTuning)
 
     @property

@@ -30,6 +30,10 @@ DEFAULT_MAX_USD_PER_DAY: Final = 50.0
 """An agent's daily budget unless ``spec.budget.maxUSDPerDay`` says otherwise."""
 DEFAULT_BUDGET_PAUSE_SECONDS: Final = 24 * 3600.0
 """How long a run stopped by a budget waits for more unless ``spec.budget.pauseTimeout`` says."""
+DEFAULT_MAX_TURNS: Final = 20
+"""A deep run's LLM turns unless ``spec.research.maxTurns`` says otherwise."""
+DEFAULT_FETCH_MAX_BYTES: Final = 2_000_000
+DEFAULT_FETCH_TIMEOUT_SECONDS: Final = 20.0
 
 
 class Phase(StrEnum):
@@ -38,6 +42,8 @@ class Phase(StrEnum):
     PENDING = "Pending"
     GENERATING_QUERIES = "GeneratingQueries"
     SEARCHING = "Searching"
+    RESEARCHING = "Researching"
+    """``deep``: Claude's tool-use loop (turn n of maxTurns, in ``RunStatus.turn``)."""
     WRITING = "Writing"
     SAVING = "Saving"
     AWAITING_APPROVAL = "AwaitingApproval"
@@ -79,6 +85,7 @@ STEP_OF_PHASE: Final[Mapping[Phase, int]] = MappingProxyType(
     {
         Phase.GENERATING_QUERIES: 1,
         Phase.SEARCHING: 2,
+        Phase.RESEARCHING: 2,
         Phase.WRITING: 3,
         Phase.SAVING: 4,
         Phase.AWAITING_APPROVAL: 4,
@@ -134,6 +141,16 @@ class Pricing:
 
 
 @dataclass
+class FetchRules:
+    """What ``fetch_page`` may read (``spec.research.tools.fetchPage``)."""
+
+    allow_domains: list[str] = field(default_factory=list)
+    deny_domains: list[str] = field(default_factory=list)
+    max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    timeout_seconds: float = DEFAULT_FETCH_TIMEOUT_SECONDS
+
+
+@dataclass
 class RunSettings:
     """The non-secret settings a run needs to make deterministic decisions.
 
@@ -163,6 +180,11 @@ class RunSettings:
     ledger, as in inputs recorded before it existed)."""
     save_timeout_seconds: float = DEFAULT_SAVE_TIMEOUT_SECONDS
     """How long a paid report waits for an unreachable report store before the run fails."""
+    strategy: str = "pipeline"
+    """``pipeline`` (fixed steps) or ``deep`` (Claude's tool-use loop)."""
+    max_turns: int = DEFAULT_MAX_TURNS
+    continue_as_new_after_turns: int = 0
+    fetch: FetchRules = field(default_factory=FetchRules)
 
 
 @dataclass
@@ -173,6 +195,27 @@ class ResearchInput:
     agent: str = "local"
     namespace: str = "default"
     settings: RunSettings = field(default_factory=RunSettings)
+
+
+@dataclass
+class Interruption:
+    """An activity attempt that did not finish (its worker was lost, or it failed and was
+    retried), and what resuming instead of restarting saved there."""
+
+    activity: str = ""
+    call: int = 0
+    """The LLM call (1-based, in the run's order) it interrupted; for a tool, search,
+    save or mail step, the number of LLM calls finished before it."""
+    attempts: int = 1
+    """Attempts of this step that did not finish."""
+    finished_calls: int = 0
+    """LLM calls finished before it, none of them made again."""
+    avoided_usd: float = 0.0
+    """Their spend, times ``attempts``: what restarts from scratch would have re-paid."""
+
+
+#: How many interruptions a run's status lists (the totals count them all).
+MAX_INTERRUPTIONS_KEPT: Final = 10
 
 
 @dataclass
@@ -206,6 +249,27 @@ class RunStatus:
     """The daily budget this run asks the day's ledger against (0: none)."""
     stopped_by: str = ""
     """While ``AwaitingBudget`` (and after ``BudgetExhausted``): ``run`` or ``day``."""
+    strategy: str = ""
+    """``pipeline`` or ``deep`` (empty in runs recorded before strategies existed)."""
+    turn: int = 0
+    """``deep``: the LLM turn in flight or last finished (1-based)."""
+    max_turns: int = 0
+    tool_calls: int = 0
+    """``deep``: tool calls answered (recorded findings included)."""
+    findings: int = 0
+    """``deep``: findings the model recorded, each with its source."""
+    finished_usd: float = 0.0
+    """Spend of the LLM calls whose activities finished: what a restart from scratch
+    would pay again (failed attempts' spend is not in it: a restart would not repeat it)."""
+    finished_calls: int = 0
+    """LLM calls whose activities finished."""
+    avoided_usd: float = 0.0
+    """What durability saved: for each lost worker or failed attempt, the spend of the
+    calls finished before it, which a restart from scratch would have paid again."""
+    calls_not_repeated: int = 0
+    """Finished LLM calls a restart from scratch would have made again, summed likewise."""
+    interruptions: list[Interruption] = field(default_factory=list)
+    """The last :data:`MAX_INTERRUPTIONS_KEPT` interruptions, oldest first."""
 
 
 @dataclass

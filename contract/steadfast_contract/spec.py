@@ -24,6 +24,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator, model
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
+from steadfast_contract.researchspec import ResearchSpec
 from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
     ONE_LINE_PATTERN,
@@ -49,6 +50,7 @@ __all__ = [
     "NotifySpec",
     "PricingSpec",
     "RetryPoliciesSpec",
+    "ResearchSpec",
     "RetryPolicy",
     "SearchSpec",
     "SecretRef",
@@ -337,6 +339,10 @@ class AgentSpec(SpecModel):
         description="Retry policies per activity class; defaults are the seed's patterns.",
     )
     budget: BudgetSpec = Field(default_factory=BudgetSpec, description="Spending limits in USD.")
+    research: ResearchSpec = Field(
+        default_factory=ResearchSpec,
+        description="How a run researches: the fixed pipeline or Claude's tool-use loop.",
+    )
     workers: WorkersSpec = Field(
         default_factory=WorkersSpec,
         description="The worker Deployment and how its replicas are scaled.",

@@ -66,6 +66,10 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         budget_pause_seconds=config.budget.pause_timeout.total_seconds(),
         max_usd_per_day=config.budget.max_usd_per_day,
         save_timeout_seconds=config.storage.save_timeout.total_seconds(),
+        strategy=config.research.strategy,
+        max_turns=config.research.max_turns,
+        continue_as_new_after_turns=config.research.continue_as_new_after_turns,
+        fetch=config.research.tools.fetch_page.rules(),
     )
 
 

@@ -42,6 +42,7 @@ EXIT_MARGIN_SECONDS: Final = 30
 
 RUN_INPUT_ONLY: Final[tuple[tuple[str, ...], ...]] = (
     ("budget",),
+    ("research",),
     ("retryPolicies",),
     ("model", "maxTokens"),
     ("storage", "saveTimeout"),

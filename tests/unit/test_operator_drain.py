@@ -64,6 +64,8 @@ NOT_READ_BY_THE_WORKER = [
     ("workers.maxReplicas", 3),
     ("workers.scaleDownDelay", "5m"),
     ("deletionPolicy", "Abandon"),
+    ("research", {"strategy": "deep", "maxTurns": 8}),
+    ("research.tools.fetchPage.denyDomains", ["example.com"]),
 ]
 
 #: Edits the worker process reads: each must roll the pods.
@@ -104,6 +106,7 @@ NEW_VALUES: dict[str, Any] = {
     "notify.requireApproval": True,
     "notify.approvalTimeout": "2h",
     "worker.heartbeatTimeout": "25s",
+    "research": {"strategy": "deep", "maxTurns": 8},
 }
 
 

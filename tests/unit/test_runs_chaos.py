@@ -197,6 +197,8 @@ def test_chaos_reads_the_workflows_own_step_numbers() -> None:
         act.WRITE_REPORT,
         act.SAVE_REPORT,
         act.SEND_EMAIL,
+        act.DEEP_TURN,
+        act.DEEP_TOOL,
     }
     assert sorted(set(models.STEP_OF_PHASE.values())) == list(range(1, models.TOTAL_STEPS + 1))
     assert models.RunStatus().total_steps == models.TOTAL_STEPS

@@ -189,7 +189,7 @@ class ResearchWorkflow:
                 LLM_START_TO_CLOSE,
             ),
         )
-        self._account_llm(queries.llm, queries.attempt)
+        self._account_llm(queries.llm, queries.attempt, act.GENERATE_QUERIES)
 
         self._enter(Phase.SEARCHING)
         results = await self._search(inp, queries.queries, price)
@@ -209,7 +209,7 @@ class ResearchWorkflow:
                 LLM_START_TO_CLOSE,
             ),
         )
-        self._account_llm(report.llm, report.attempt)
+        self._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
         self._markdown_chars = len(report.markdown)
 
         self._enter(Phase.SAVING)
@@ -228,7 +228,7 @@ class ResearchWorkflow:
             self._status,
             start_to_close=IO_START_TO_CLOSE,
         )
-        self._status.retries += saved.attempt - 1
+        accounting.add_attempts(self._status, act.SAVE_REPORT, saved.attempt)
         self._status.report_id = saved.report_id
 
         if s.require_approval and not await self._reviewed(s.approval_timeout_seconds):
@@ -295,9 +295,9 @@ class ResearchWorkflow:
                 continue
             if isinstance(outcome, BaseException):
                 raise outcome
-            self._status.retries += outcome.attempt - 1
+            accounting.add_attempts(self._status, act.WEB_SEARCH, outcome.attempt)
             if outcome.llm is not None:
-                self._account_llm(outcome.llm, 1)
+                self._account_llm(outcome.llm, 1, act.WEB_SEARCH)
             for r in outcome.results:
                 if r.url not in seen:
                     seen.add(r.url)
@@ -334,11 +334,11 @@ class ResearchWorkflow:
             except ActivityError as err:
                 lost = isinstance(err.cause, TimeoutError)
                 if lost and rerun < EMAIL_LOST_WORKER_RERUNS:
-                    self._status.retries += 1
+                    accounting.add_attempts(self._status, act.SEND_EMAIL, 2)
                     continue
                 self._status.email = "failed"
                 raise
-            self._status.retries += sent.attempt - 1
+            accounting.add_attempts(self._status, act.SEND_EMAIL, sent.attempt)
             self._status.email = sent.email
             if sent.email == "unknown":
                 self._status.message = f"email outcome unknown: {sent.message}"
@@ -371,13 +371,13 @@ class ResearchWorkflow:
     def _publish_status(self) -> None:
         self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
 
-    def _account_llm(self, call: act.LlmCall, attempt: int) -> None:
-        accounting.add_llm(self._status, call, attempt)
+    def _account_llm(self, call: act.LlmCall, attempt: int, activity: str) -> None:
+        accounting.add_llm(self._status, call, attempt, activity)
         self._publish_spend()
 
     def _account_failure(self, err: ActivityError) -> None:
         self._accounted.add(id(err))
-        accounting.add_failure(self._status, failures.failure_details(err))
+        accounting.add_failure(self._status, failures.failure_details(err), err.activity_type)
         self._publish_spend()
 
     def _publish_spend(self) -> None:
