@@ -21,6 +21,7 @@ from steadfast_contract.models import (
     STEP_OF_PHASE,
     FetchRules,
     Phase,
+    ToolAnswer,
     Pricing,
 )
 from steadfast_contract.pricing import Usage
@@ -240,16 +241,6 @@ class ToolCall:
 
 
 @dataclass
-class ToolAnswer:
-    """A ``tool_result`` the workflow wrote itself (a recorded finding, a refused call);
-    the next turn stores it in the transcript beside the results the tools stored."""
-
-    tool_use_id: str
-    text: str
-    is_error: bool = False
-
-
-@dataclass
 class DeepTurnInput:
     conversation: str
     """The transcript's key in the report store: the workflow id and its first run id,
@@ -290,7 +281,10 @@ class DeepToolInput:
     call: ToolCall
     search_max_results: int = 5
     fetch: FetchRules = field(default_factory=FetchRules)
-    request_key: str = ""
+    model: str = DEFAULT_MODEL
+    """Used only by search provider ``anthropic-web-search``."""
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    pricing: Pricing | None = None
 
 
 @dataclass
@@ -302,3 +296,5 @@ class DeepToolOutput:
     chars: int = 0
     """Characters of the stored result (what the next prompt grows by)."""
     attempt: int = 1
+    llm: LlmCall | None = None
+    """Set when the search ran through the LLM's server-side web search tool."""

@@ -16,6 +16,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from temporalio.contrib.workflow_streams import WorkflowStreamState
+
 DEFAULT_MODEL: Final = "claude-sonnet-4-6"
 """The model a ResearchAgent calls unless ``spec.model.name`` says otherwise."""
 DEFAULT_MAX_TOKENS: Final = 2000
@@ -195,6 +197,44 @@ class ResearchInput:
     agent: str = "local"
     namespace: str = "default"
     settings: RunSettings = field(default_factory=RunSettings)
+    resume: DeepResume | None = None
+    """``deep``: where the run was when it continued as new (None at its start)."""
+    stream: WorkflowStreamState | None = None
+    """The workflow stream's offsets, carried across continue-as-new."""
+
+
+@dataclass
+class ToolAnswer:
+    """A ``tool_result`` the workflow wrote itself (a recorded finding, a refused call);
+    the next turn stores it in the transcript beside the results the tools stored."""
+
+    tool_use_id: str
+    text: str
+    is_error: bool = False
+
+
+@dataclass
+class Finding:
+    """A claim the model recorded (``record_finding``), with the page it came from."""
+
+    claim: str
+    source_url: str
+
+
+@dataclass
+class DeepResume:
+    """What a deep run carries into its next run when it continues as new: small,
+    because the conversation itself is in the report store."""
+
+    conversation: str
+    turn: int = 0
+    """Turns finished."""
+    answers: list[ToolAnswer] = field(default_factory=list)
+    """The last turn's results the workflow made, not yet stored by a turn."""
+    findings: list[Finding] = field(default_factory=list)
+    prompt_chars: int = 0
+    """Size of the next turn's prompt, as far as the workflow knows (for its budget)."""
+    status: RunStatus | None = None
 
 
 @dataclass
@@ -348,6 +388,9 @@ class ReportChunk:
     attempt: int
     offset: int
     text: str
+    turn: int = 0
+    """``deep``: the turn whose reply this is (each turn's text starts at offset 0);
+    0 in a pipeline run, which streams one report."""
 
 
 WORKFLOW_NAME = "ResearchWorkflow"

@@ -47,7 +47,14 @@ GROWTH_HORIZON = 10.0
 """Seconds of net arrivals to provision for when the backlog is growing."""
 
 ACTIVITY_PHASES = frozenset(
-    {Phase.GENERATING_QUERIES, Phase.SEARCHING, Phase.WRITING, Phase.SAVING, Phase.EMAILING}
+    {
+        Phase.GENERATING_QUERIES,
+        Phase.SEARCHING,
+        Phase.RESEARCHING,
+        Phase.WRITING,
+        Phase.SAVING,
+        Phase.EMAILING,
+    }
 )
 """Phases in which a run has an activity scheduled or running (one, but for a few
 short parallel searches); Pending and AwaitingApproval hold no activity slot."""

@@ -27,7 +27,7 @@ from steadfast_contract import budget, pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_contract.spec import AgentSpec
 from steadfast_operator import budgets, workflows
-from steadfast_worker.workflows import QUERY_PROMPT_CHARS
+from steadfast_worker.pipeline import QUERY_PROMPT_CHARS
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 

@@ -28,7 +28,7 @@ from steadfast_operator import schedules, status, taskqueues, workflows
 from steadfast_operator.kube import Kube
 from steadfast_operator.spec import parse_spec
 from steadfast_operator.temporal_pool import TemporalPool
-from steadfast_worker.workflows import QUERY_PROMPT_CHARS
+from steadfast_worker.pipeline import QUERY_PROMPT_CHARS
 
 pytestmark = pytest.mark.integration
 

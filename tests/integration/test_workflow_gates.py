@@ -22,7 +22,7 @@ from steadfast_contract.models import (
     RejectInput,
     RunStatus,
 )
-from steadfast_worker.workflows import QUERY_PROMPT_CHARS
+from steadfast_worker.pipeline import QUERY_PROMPT_CHARS
 
 pytestmark = pytest.mark.integration
 

@@ -1,17 +1,16 @@
-"""``ResearchWorkflow``: topic -> queries -> search -> report -> save -> (approval) -> email.
+"""``ResearchWorkflow``: topic -> research -> save -> (approval) -> email.
 
-Deterministic code only. Every side effect is an activity (by name, so the
-sandbox never loads the I/O libraries' code paths); time, randomness and waiting
-come from ``workflow.now()``, ``workflow.uuid4()`` and ``workflow.sleep()``. The
-decisions made here -- budget checks, which policy retries what, when to stop --
-are pure functions from :mod:`steadfast_contract.budget`, :mod:`.pricing` and
-:mod:`.retry`, fed only with the workflow input and activity results, so a
-replay decides exactly as the original run did. The budget checks, and the pause
-before a call no budget covers, are :mod:`.budgeting`'s.
-
-Cost and retries are accounted from what activities report back (their usage,
-their attempt numbers and the spend of failed attempts), so the ``status`` query
-and the result carry the same figures a user is billed for.
+Research is the fixed pipeline here (queries, searches, one report) or Claude's
+tool-use loop (:mod:`.deep`), as ``spec.research.strategy`` says. Deterministic
+code only: every side effect is an activity (by name, so the sandbox never loads
+the I/O libraries' code paths); time, randomness and waiting come from
+``workflow.now()``, ``workflow.uuid4()`` and ``workflow.sleep()``. The decisions --
+budget checks, which policy retries what, when to stop -- are pure functions from
+:mod:`steadfast_contract.budget`, :mod:`.pricing` and :mod:`.retry`, fed only with
+the input and activity results, so a replay decides as the original run did; the
+pause before a call no budget covers is :mod:`.budgeting`'s. Cost and retries are
+accounted from what activities report back, so the ``status`` query and the
+result carry the figures a user is billed for.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         ApproveInput,
         ApproveResult,
         Phase,
-        Pricing,
         RejectInput,
         ResearchInput,
         ResearchResult,
@@ -53,15 +51,22 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import accounting, budgeting, errors, failures, review, savewait
-    from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
+    from steadfast_worker import (
+        accounting,
+        budgeting,
+        deep,
+        errors,
+        failures,
+        pipeline,
+        review,
+        savewait,
+    )
 
 LLM_START_TO_CLOSE = act.LLM_START_TO_CLOSE
 IO_START_TO_CLOSE = act.IO_START_TO_CLOSE
 #: A send_email attempt lost with its worker is re-run this many times; the
 #: database claim makes that safe (it answers "unknown" instead of resending).
 EMAIL_LOST_WORKER_RERUNS = 2
-QUERY_PROMPT_CHARS = 400
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -69,8 +74,9 @@ class ResearchWorkflow:
     @workflow.init
     def __init__(self, inp: ResearchInput) -> None:
         self._inp = inp
-        self._status = RunStatus(topic=inp.topic)
-        self._stream = WorkflowStream()
+        carried = inp.resume.status if inp.resume is not None else None
+        self._status = carried or RunStatus(topic=inp.topic)
+        self._stream = WorkflowStream(inp.stream)
         self._approval: ApproveInput | None = None
         self._rejection: RejectInput | None = None
         self._markdown_chars = 0
@@ -140,7 +146,11 @@ class ResearchWorkflow:
                 str(err), replace(self._status), type=errors.MISCONFIGURED, non_retryable=True
             ) from None
         try:
-            await self._pipeline(inp, price)
+            if inp.settings.strategy == "deep":
+                markdown = await deep.research(self, inp, price)
+            else:
+                markdown = await pipeline.research(self, inp, price)
+            await self._deliver(inp, markdown)
         except failures.BudgetStopError as stop:
             raise await self._exhausted(stop.decision) from None
         except ActivityError as err:
@@ -166,52 +176,10 @@ class ResearchWorkflow:
             non_retryable=True,
         )
 
-    async def _pipeline(self, inp: ResearchInput, price: Pricing) -> None:
-        s = inp.settings
-        info = workflow.info()
-
-        self._enter(Phase.GENERATING_QUERIES)
-        queries = await self._gate.step(
-            budget.reserve_usd(s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price),
-            lambda: self._activity(
-                act.GENERATE_QUERIES,
-                act.GenerateQueriesInput(
-                    inp.topic,
-                    s.query_count,
-                    s.model,
-                    s.max_tokens,
-                    s.pricing,
-                    s.max_output_reasks,
-                    self._gate.run_budget(),
-                ),
-                act.GenerateQueriesOutput,
-                s.retry_policies.llm,
-                LLM_START_TO_CLOSE,
-            ),
-        )
-        self._account_llm(queries.llm, queries.attempt, act.GENERATE_QUERIES)
-
-        self._enter(Phase.SEARCHING)
-        results = await self._search(inp, queries.queries, price)
-
-        self._enter(Phase.WRITING)
-        report = await self._gate.step(
-            budget.reserve_usd(
-                s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
-            ),
-            lambda: self._activity(
-                act.WRITE_REPORT,
-                act.WriteReportInput(
-                    inp.topic, results, s.model, s.max_tokens, s.pricing, self._gate.run_budget()
-                ),
-                act.WriteReportOutput,
-                s.retry_policies.llm,
-                LLM_START_TO_CLOSE,
-            ),
-        )
-        self._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
-        self._markdown_chars = len(report.markdown)
-
+    async def _deliver(self, inp: ResearchInput, markdown: str) -> None:
+        """Save the paid report, wait for its review if asked, mail it."""
+        s, info = inp.settings, workflow.info()
+        self._markdown_chars = len(markdown)
         self._enter(Phase.SAVING)
         saved = await savewait.save_report(
             act.SaveReportInput(
@@ -219,7 +187,7 @@ class ResearchWorkflow:
                 info.run_id,
                 str(workflow.uuid4()),
                 inp.topic,
-                report.markdown,
+                markdown,
                 inp.agent,
                 inp.namespace,
                 self._status.cost_usd,
@@ -235,7 +203,7 @@ class ResearchWorkflow:
             return
 
         self._enter(Phase.EMAILING)
-        await self._email(inp, report.markdown)
+        await self._email(inp, markdown)
         await self._finish(Phase.COMPLETED, self._status.message or "report saved")
 
     async def _reviewed(self, timeout_seconds: float) -> bool:
@@ -262,52 +230,6 @@ class ResearchWorkflow:
         self._status.email = "skipped"
         await self._finish(end.phase, end.message)
         return False
-
-    async def _search(
-        self, inp: ResearchInput, queries: list[str], price: Pricing
-    ) -> list[act.SearchResult]:
-        s = inp.settings
-        uses_llm = s.search_provider == "anthropic-web-search"
-        if uses_llm:
-            per_call = budget.reserve_usd(
-                s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
-            )
-            # The searches run concurrently, so all of them must fit at once.
-            await self._gate.afford(per_call * len(queries))
-        calls = [
-            self._activity(
-                act.WEB_SEARCH,
-                act.WebSearchInput(q, s.search_max_results, s.model, s.max_tokens, s.pricing),
-                act.WebSearchOutput,
-                s.retry_policies.search,
-                IO_START_TO_CLOSE,
-            )
-            for q in queries
-        ]
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        seen: set[str] = set()
-        results: list[act.SearchResult] = []
-        failures: list[ActivityError] = []
-        for outcome in outcomes:
-            if isinstance(outcome, ActivityError):
-                failures.append(outcome)
-                self._account_failure(outcome)
-                continue
-            if isinstance(outcome, BaseException):
-                raise outcome
-            accounting.add_attempts(self._status, act.WEB_SEARCH, outcome.attempt)
-            if outcome.llm is not None:
-                self._account_llm(outcome.llm, 1, act.WEB_SEARCH)
-            for r in outcome.results:
-                if r.url not in seen:
-                    seen.add(r.url)
-                    results.append(r)
-        if failures and not results:
-            # Nothing to write from: the run fails with the first search's reason.
-            raise failures[0]
-        if failures:
-            self._status.message = f"{len(failures)} of {len(queries)} searches failed"
-        return results
 
     async def _email(self, inp: ResearchInput, markdown: str) -> None:
         info = workflow.info()

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from steadfast_worker.activities.deep import DeepActivities
 from steadfast_worker.activities.mail import MailActivities
 from steadfast_worker.activities.queries import QueriesActivities
 from steadfast_worker.activities.report import ReportActivities
 from steadfast_worker.activities.saving import SavingActivities
-from steadfast_worker.activities.search import SearchActivities
 
 
 class ResearchActivities(
-    QueriesActivities, SearchActivities, ReportActivities, SavingActivities, MailActivities
+    QueriesActivities, DeepActivities, ReportActivities, SavingActivities, MailActivities
 ):
     """Every activity of ``ResearchWorkflow``, sharing one set of clients."""
 
@@ -31,6 +31,8 @@ class ResearchActivities(
             self.save_report,
             self.send_email,
             self.record_run,
+            self.deep_turn,
+            self.deep_tool,
         ]
 
 

@@ -25,6 +25,7 @@ import aiosqlite
 
 REPORTS = "steadfast_reports"
 EMAILS = "steadfast_emails"
+TRANSCRIPTS = "steadfast_transcripts"
 KEY = ("workflow_id", "run_id")
 
 _REPORTS_DDL = """CREATE TABLE IF NOT EXISTS {table} (
@@ -50,6 +51,17 @@ _EMAILS_DDL = """CREATE TABLE IF NOT EXISTS {table} (
     sent_at TEXT,
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (workflow_id, run_id)
+)"""
+
+#: A deep run's conversation, one row per assistant reply and per tool result, so the
+#: prompt of each turn is read from here rather than carried through workflow history.
+TRANSCRIPTS_DDL = f"""CREATE TABLE IF NOT EXISTS {TRANSCRIPTS} (
+    conversation TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (conversation, turn, part)
 )"""
 
 _REPORT_COLUMNS = (
@@ -93,7 +105,7 @@ async def _pg_rekey(conn: Any, table: str) -> bool:
 
 async def setup_postgres(conn: Any) -> None:
     """Create or upgrade the tables; the caller holds a transaction."""
-    for stmt in create_statements():
+    for stmt in (*create_statements(), TRANSCRIPTS_DDL):
         await conn.execute(stmt)
     await _pg_rekey(conn, REPORTS)
     await conn.execute(
@@ -139,7 +151,7 @@ async def setup_sqlite(db: aiosqlite.Connection) -> None:
             )
             await db.execute(f"DROP TABLE {EMAILS}")
             await db.execute(f"ALTER TABLE {new} RENAME TO {EMAILS}")
-        for stmt in create_statements():
+        for stmt in (*create_statements(), TRANSCRIPTS_DDL):
             await db.execute(stmt)
         await db.execute("COMMIT")
     except BaseException:

@@ -65,6 +65,17 @@ _LIST_REPORTS = (
     "ORDER BY created_at, report_id"
 )
 
+# The first write of a part wins: an attempt that finished a call and was lost before
+# reporting it leaves the reply, and the next attempt uses it instead of asking again.
+_PUT_PART = (
+    "INSERT INTO steadfast_transcripts (conversation, turn, part, body, created_at) "
+    "VALUES ({p1}, {p2}, {p3}, {p4}, {p5}) ON CONFLICT (conversation, turn, part) DO NOTHING"
+)
+_GET_PARTS = (
+    "SELECT turn, part, body FROM steadfast_transcripts "
+    "WHERE conversation = {p1} AND turn <= {p2} ORDER BY turn, part"
+)
+
 
 #: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).
 _MARKS: dict[str, dict[str, str]] = {
@@ -156,6 +167,14 @@ class ReportStore(Protocol):
         """Every run's report under this workflow id, oldest first."""
         ...
 
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
+        """Store one part of a deep run's transcript, unless it is already there."""
+        ...
+
+    async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
+        """(turn, part, body) of the transcript up to ``upto_turn``, in turn order."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -217,6 +236,13 @@ class PostgresStore:
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
         rows = await self._pool.fetch(_sql(_LIST_REPORTS, "pg"), workflow_id)
         return [StoredReport.from_row(r) for r in rows]
+
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
+        await self._pool.execute(_sql(_PUT_PART, "pg"), conversation, turn, part, body, _now())
+
+    async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
+        rows = await self._pool.fetch(_sql(_GET_PARTS, "pg"), conversation, upto_turn)
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def close(self) -> None:
         await self._pool.close()
@@ -303,6 +329,19 @@ class SqliteStore:
         async with self._connect() as db:
             cursor = await db.execute(_sql(_LIST_REPORTS, "sqlite"), {"p1": workflow_id})
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
+
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
+        params = {"p1": conversation, "p2": turn, "p3": part, "p4": body, "p5": _now()}
+        async with self._lock, self._connect() as db:
+            await db.execute(_sql(_PUT_PART, "sqlite"), params)
+            await db.commit()
+
+    async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
+        async with self._connect() as db:
+            cursor = await db.execute(
+                _sql(_GET_PARTS, "sqlite"), {"p1": conversation, "p2": upto_turn}
+            )
+            return [(int(r[0]), str(r[1]), str(r[2])) for r in await cursor.fetchall()]
 
     async def close(self) -> None:
         return None

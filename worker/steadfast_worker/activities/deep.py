@@ -1,0 +1,215 @@
+"""Activities ``deep_turn`` and ``deep_tool``: one turn of Claude's tool-use loop, one tool call.
+
+``deep_turn`` rebuilds the conversation from the transcript in the report store
+(:mod:`steadfast_worker.transcript`), marks its cache breakpoints
+(:mod:`steadfast_worker.caching`), checks the request against the run's and the
+day's budgets, streams it (:mod:`~steadfast_worker.activities.streaming`) and
+stores the reply before it reports back. The reply is stored first-write-wins:
+an attempt that finished its call and died before Temporal heard of it leaves
+the reply, and the next attempt returns it without asking again -- a finished
+call is never paid twice, even in that window.
+
+``deep_tool`` runs one ``web_search`` or ``fetch_page`` call and stores its
+result in the transcript; history gets a one-line summary and a size. A page the
+rules refuse (domain, size, type, HTTP 4xx) is an error *result* for the model,
+not a failed activity; a transient fault is retried under the ``search`` policy.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from temporalio import activity
+
+from steadfast_contract import budget, pricing
+from steadfast_contract.activities import (
+    DEEP_TOOL,
+    DEEP_TURN,
+    TOOL_FETCH_PAGE,
+    TOOL_WEB_SEARCH,
+    DeepToolInput,
+    DeepToolOutput,
+    DeepTurnInput,
+    DeepTurnOutput,
+    LlmCall,
+    WebSearchInput,
+)
+from steadfast_contract.pricing import Usage
+from steadfast_worker import caching, fetching, llm, transcript
+from steadfast_worker.activities import daybudget
+from steadfast_worker.activities.base import (
+    Carried,
+    FailureDetailsFactory,
+    Heartbeater,
+    ensure_affordable,
+)
+from steadfast_worker.activities.search import SearchActivities
+from steadfast_worker.activities.streaming import stream_message
+
+SUMMARY_CHARS = 160
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+    }
+
+
+def _block(raw: Any) -> dict[str, Any]:
+    """A reply's content block as it must be sent back: no null fields."""
+    data: dict[str, Any] = raw.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+class DeepActivities(SearchActivities):
+    @activity.defn(name=DEEP_TURN)
+    async def deep_turn(self, inp: DeepTurnInput) -> DeepTurnOutput:
+        async with self.tracked(DEEP_TURN, billed=True, model=inp.model) as beat:
+            return await self._turn(inp, beat.state, beat)
+
+    async def _turn(
+        self, inp: DeepTurnInput, carried: Carried, beat: Heartbeater
+    ) -> DeepTurnOutput:
+        info = activity.info()
+        store = await self.store()
+        for answer in inp.answers:
+            body = transcript.result_body(answer.text, answer.is_error)
+            await store.put_part(
+                inp.conversation, inp.turn - 1, transcript.RESULT + answer.tool_use_id, body
+            )
+        parts = await store.get_parts(inp.conversation, inp.turn)
+        mine = [body for t, part, body in parts if t == inp.turn and part == transcript.ASSISTANT]
+        messages = transcript.messages(inp.topic, parts, inp.turn)
+        system = [{"type": "text", "text": transcript.SYSTEM}]
+        tools = [dict(t) for t in transcript.TOOLS]
+        caching.mark_breakpoints(system, tools, messages)
+        prompt_chars = len(json.dumps([system, tools, messages]))
+        if mine:
+            reply, reused = transcript.StoredReply.loads(mine[0]), True
+        else:
+            reply, reused = await self._ask(inp, carried, beat, system, tools, messages), False
+        usage = Usage(**reply.usage)
+        calls = transcript.tool_calls(reply.content)
+        return DeepTurnOutput(
+            reply.stop_reason,
+            calls,
+            "" if calls else transcript.reply_text(reply.content),
+            LlmCall(inp.model, usage, reply.cost_usd, carried.failed_cost_usd, 1),
+            info.attempt,
+            prompt_chars,
+            reused,
+        )
+
+    async def _ask(
+        self,
+        inp: DeepTurnInput,
+        carried: Carried,
+        beat: Heartbeater,
+        system: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+    ) -> transcript.StoredReply:
+        price = pricing.lookup(inp.model, inp.pricing)
+        chars = len(json.dumps([system, tools, messages]))
+        reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
+        ensure_affordable(inp.budget, carried, reserve)
+        key = daybudget.request_key()
+        ledger = await daybudget.reserve_day(
+            inp.budget, key, reserve, FailureDetailsFactory(carried)()
+        )
+        carried.inflight_request, carried.inflight_ledger = key, ledger or ""
+        final_turn = inp.turn >= inp.max_turns
+        final = await stream_message(
+            self,
+            beat,
+            price=price,
+            ledger=(ledger, key),
+            turn=inp.turn,
+            model=inp.model,
+            max_tokens=inp.max_tokens,
+            system=system,
+            tools=tools,
+            # The last turn keeps its tools (the messages hold tool blocks) but may not
+            # use them: it must write the report.
+            tool_choice={"type": "none"} if final_turn else {"type": "auto"},
+            messages=messages,
+            extra_headers={llm.REQUEST_KEY_HEADER: inp.request_key},
+        )
+        usage = llm.usage_of(final.usage)
+        cost = pricing.cost_usd(usage, price)
+        reply = transcript.StoredReply(
+            [_block(b) for b in final.content],
+            final.stop_reason or "",
+            _usage_dict(usage),
+            cost,
+        )
+        carried.in_flight(usage, cost)  # billed in full, should the worker die right now
+        await self.store_reply(inp, reply)
+        carried.in_flight(Usage(), 0.0)  # stored: a next attempt reuses it, not pays for it
+        beat.beat()
+        await daybudget.settle_day(ledger, key, cost)
+        carried.inflight_request = carried.inflight_ledger = ""
+        carried.calls += 1
+        self.metrics.record_llm(self.labels, inp.model, usage, cost)
+        return reply
+
+    async def store_reply(self, inp: DeepTurnInput, reply: transcript.StoredReply) -> None:
+        store = await self.store()
+        await store.put_part(inp.conversation, inp.turn, transcript.ASSISTANT, reply.dumps())
+
+    @activity.defn(name=DEEP_TOOL)
+    async def deep_tool(self, inp: DeepToolInput) -> DeepToolOutput:
+        async with self.tracked(DEEP_TOOL, billed=True, model=inp.model) as beat:
+            return await self._tool(inp, beat.state)
+
+    async def _tool(self, inp: DeepToolInput, carried: Carried) -> DeepToolOutput:
+        call, attempt = inp.call, activity.info().attempt
+        part = transcript.RESULT + call.id
+        store = await self.store()
+        done = [
+            b
+            for t, p, b in await store.get_parts(inp.conversation, inp.turn)
+            if t == inp.turn and p == part
+        ]
+        if done:  # an earlier attempt stored it and was lost before reporting
+            stored = json.loads(done[0])
+            text, is_error = str(stored["text"]), bool(stored["is_error"])
+            return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt)
+        cost: LlmCall | None = None
+        if call.name == TOOL_WEB_SEARCH:
+            query = WebSearchInput(
+                call.input["query"], inp.search_max_results, inp.model, inp.max_tokens, inp.pricing
+            )
+            if self.config.search.provider == "anthropic-web-search":
+                found = await self._anthropic(query, carried)
+            else:
+                found = await self._search_http(query)
+            cost = found.llm
+            text = json.dumps(
+                [{"title": r.title, "url": r.url, "snippet": r.snippet} for r in found.results]
+            )
+            is_error = False
+        elif call.name == TOOL_FETCH_PAGE:
+            try:
+                url, text = await fetching.fetch_text(
+                    self.http_client(), call.input["url"], inp.fetch
+                )
+                text = f"URL: {url}\n\n{text}"
+                is_error = False
+            except fetching.FetchRefused as refused:
+                text, is_error = f"refused: {refused}", True
+        else:
+            text, is_error = f"no tool {call.name!r} runs as an activity", True
+        await store.put_part(
+            inp.conversation, inp.turn, part, transcript.result_body(text, is_error)
+        )
+        return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+
+
+def _summary(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"

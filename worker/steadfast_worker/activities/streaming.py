@@ -1,0 +1,129 @@
+"""One streamed, billed Messages request inside an activity: heartbeats, chunks, spend.
+
+``write_report`` and every turn of a deep run make their LLM request the same way,
+so the rules live once, here:
+
+- text is published to the workflow's stream (:data:`~steadfast_contract.models.REPORT_TOPIC`)
+  in pieces of about :data:`CHUNK_CHARS` or every :data:`CHUNK_SECONDS`, for
+  ``steadfast run --follow``; every piece is also a heartbeat carrying what the
+  request has been billed so far, so a worker that dies mid-stream is noticed
+  within the heartbeat timeout and its spend is known to the next attempt;
+- a stream that breaks after tokens were produced was still billed: its
+  estimated cost becomes failed spend (and retry-cost metrics), and the day's
+  ledger is settled at that estimate.
+
+The caller reserves the request from the run's and the day's budgets first and
+settles the day's ledger with the final cost after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import anthropic
+from anthropic.lib.streaming import AsyncMessageStream
+from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+
+from steadfast_contract import budget, pricing
+from steadfast_contract.models import REPORT_TOPIC, Pricing, ReportChunk
+from steadfast_contract.pricing import Usage
+from steadfast_worker import llm
+from steadfast_worker.activities import daybudget
+from steadfast_worker.activities.base import ActivityBase, Heartbeater
+
+#: Publish in pieces of about this many characters, or at least this often, so a
+#: follower sees steady progress without a signal per token.
+CHUNK_CHARS = 256
+CHUNK_SECONDS = 0.25
+
+
+async def stream_message(
+    base: ActivityBase,
+    beat: Heartbeater,
+    *,
+    price: Pricing,
+    ledger: tuple[str | None, str],
+    turn: int = 0,
+    **request: Any,
+) -> anthropic.types.Message:
+    """Send ``request`` (``messages.stream`` keyword arguments) and return the reply.
+
+    ``ledger`` is the day's ledger id (or None) and this request's key in it, as
+    reserved by the caller; a request that fails is settled here.
+    """
+    carried = beat.state
+    info = activity.info()
+    model = str(request.get("model", ""))
+    publisher = WorkflowStreamClient.from_within_activity(
+        batch_interval=timedelta(seconds=CHUNK_SECONDS)
+    )
+    topic = publisher.topic(REPORT_TOPIC, type=ReportChunk)
+    text, pending = "", ""
+    last_publish = time.monotonic()
+    opened: AsyncMessageStream[None] | None = None
+    async with publisher:
+        try:
+            async with base.llm_client().messages.stream(**request) as stream:
+                opened = stream
+                async for event in stream:
+                    if event.type != "text":
+                        continue
+                    pending += event.text
+                    now = time.monotonic()
+                    if len(pending) >= CHUNK_CHARS or now - last_publish >= CHUNK_SECONDS:
+                        topic.publish(ReportChunk(info.attempt, len(text), pending, turn))
+                        text += pending
+                        pending, last_publish = "", now
+                        carried.progress = len(text)
+                        # Billed so far, should this worker die before the end.
+                        so_far = partial_usage(started_usage(stream), text)
+                        carried.in_flight(so_far, pricing.cost_usd(so_far, price))
+                        beat.beat()
+                final = await stream.get_final_message()
+        except BaseException as exc:
+            carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
+            partial = partial_usage(started_usage(opened), text + pending)
+            cost = pricing.cost_usd(partial, price)
+            if cost:
+                carried.failed_cost_usd += cost
+                base.metrics.record_llm(base.labels, model, partial, cost)
+                base.metrics.record_retry_cost(base.labels, model, cost)
+            if not isinstance(exc, asyncio.CancelledError):
+                carried.inflight_request = carried.inflight_ledger = ""
+                await daybudget.settle_day(ledger[0], ledger[1], cost)
+            raise
+        if pending:
+            topic.publish(ReportChunk(info.attempt, len(text), pending, turn))
+        # Not ``force_flush``: on Python 3.11 a flush wake-up racing the client's
+        # exit cancels into asyncio.wait_for's lost-cancellation bug and the exit
+        # hangs. An explicit flush has no such race.
+        await publisher.flush()
+    return final
+
+
+def partial_usage(started: Usage | None, produced: str) -> Usage:
+    """What a cut-off stream was billed: its input, and the output seen so far."""
+    if started is None:
+        return Usage()
+    out = budget.estimate_tokens(len(produced)) - budget.OVERHEAD_TOKENS if produced else 0
+    return Usage(
+        input_tokens=started.input_tokens,
+        output_tokens=max(out, 0),
+        cache_read_tokens=started.cache_read_tokens,
+        cache_write_tokens=started.cache_write_tokens,
+    )
+
+
+def started_usage(stream: AsyncMessageStream[None] | None) -> Usage | None:
+    """The input usage ``message_start`` reported, if the stream got that far."""
+    if stream is None:
+        return None
+    try:
+        message = stream.current_message_snapshot
+    except Exception:  # no message_start yet: nothing was billed
+        return None
+    return llm.usage_of(message.usage)

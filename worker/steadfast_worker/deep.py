@@ -1,0 +1,197 @@
+"""The ``deep`` strategy: Claude drives a tool-use loop, every turn and tool call a durable step.
+
+Deterministic workflow code, run by :class:`~steadfast_worker.workflows.ResearchWorkflow`
+when ``spec.research.strategy`` is ``deep`` (docs/deep-agent.md). Each turn is one
+``deep_turn`` activity, budgeted like any LLM call (the pause before a call no
+budget covers included); the tool calls of a turn run concurrently as
+``deep_tool`` activities, except ``record_finding``, which needs no I/O: the
+workflow keeps the finding and answers it. The loop ends when the model answers
+without tools, or at ``maxTurns``, whose turn is offered no tools and must write
+the report. This module is part of the workflow class: it uses its helpers (the
+budget gate, accounting, status publishing) directly.
+
+The conversation is in the report store, so history grows by a few small events
+per turn; still, a long run continues as new at a turn boundary (every
+``continueAsNewAfterTurns`` turns, or when Temporal suggests it), carrying a
+:class:`~steadfast_contract.models.DeepResume` and the run's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING, NoReturn
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from steadfast_contract import activities as act
+    from steadfast_contract import budget
+    from steadfast_contract.models import (
+        DeepResume,
+        Finding,
+        Phase,
+        Pricing,
+        ResearchInput,
+        ToolAnswer,
+    )
+    from steadfast_worker import accounting, failures
+
+if TYPE_CHECKING:
+    from steadfast_worker.workflows import ResearchWorkflow
+
+#: Findings kept in the workflow's state (each is also in the transcript).
+MAX_FINDINGS = 200
+MAX_CLAIM_CHARS = 500
+#: Characters per token the workflow assumes for what a turn wrote (budget estimate).
+CHARS_PER_TOKEN = 4
+
+
+def continue_as_new_now(turns_here: int, every: int, suggested: bool) -> bool:
+    """Whether to continue as new before the next turn: never before this run's first
+    turn, then every ``every`` turns (0: never by count) or when Temporal suggests it."""
+    return turns_here > 0 and (suggested or (every > 0 and turns_here >= every))
+
+
+def conversation_key() -> str:
+    """The transcript's key: the same across continue-as-new, new for a re-run."""
+    info = workflow.info()
+    return f"{info.workflow_id}/{info.first_execution_run_id}"
+
+
+async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> str:
+    """Run the loop to its end; the report's markdown."""
+    s, st = inp.settings, wf._status
+    carry = inp.resume or DeepResume(conversation_key())
+    st.strategy, st.max_turns = "deep", s.max_turns
+    if inp.resume is not None:
+        wf._publish_spend()  # this run's memo starts with the spend carried over
+    wf._enter(Phase.RESEARCHING)
+    turns_here = 0
+    while True:
+        n = carry.turn + 1
+        suggested = workflow.info().is_continue_as_new_suggested()
+        if continue_as_new_now(turns_here, s.continue_as_new_after_turns, suggested):
+            await continue_as_new(wf, carry)
+        st.turn = n
+        wf._enter(Phase.WRITING if n >= s.max_turns else Phase.RESEARCHING)
+        out = await _turn(wf, inp, carry, n, price)
+        carry.turn, carry.answers = n, []
+        carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
+        turns_here += 1
+        if not out.tool_calls or n >= s.max_turns:
+            return out.report
+        await _tools(wf, inp, carry, out.tool_calls, n, price)
+
+
+async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
+    """Continue as new at a turn boundary, carrying the limits as raised, the status,
+    and the stream's offsets (not its items, which the next input would carry)."""
+    wf._stream.detach_pollers()
+    await workflow.wait_condition(workflow.all_handlers_finished)
+    state = wf._stream.get_state()
+    settings = replace(
+        wf._inp.settings, max_usd_per_run=wf._gate.max_run, max_usd_per_day=wf._gate.max_day
+    )
+    carry.status = replace(wf._status, reserved_usd=0.0)
+    offsets = replace(state, log=[], base_offset=state.base_offset + len(state.log))
+    workflow.continue_as_new(replace(wf._inp, settings=settings, resume=carry, stream=offsets))
+
+
+async def _turn(
+    wf: ResearchWorkflow, inp: ResearchInput, carry: DeepResume, n: int, price: Pricing
+) -> act.DeepTurnOutput:
+    s = inp.settings
+    prompt_tokens = budget.estimate_tokens(carry.prompt_chars + len(inp.topic))
+    reserve = budget.reserve_usd(s.max_tokens, prompt_tokens, price)
+    request = act.DeepTurnInput(
+        carry.conversation,
+        inp.topic,
+        n,
+        s.max_turns,
+        s.model,
+        s.max_tokens,
+        s.pricing,
+        None,
+        list(carry.answers),
+        f"{carry.conversation}/turn{n}",
+    )
+
+    async def call() -> act.DeepTurnOutput:
+        request.budget = wf._gate.run_budget()  # what the run has spent by now
+        out: act.DeepTurnOutput = await wf._activity(
+            act.DEEP_TURN, request, act.DeepTurnOutput, s.retry_policies.llm, act.LLM_START_TO_CLOSE
+        )
+        return out
+
+    out = await wf._gate.step(reserve, call)
+    wf._account_llm(out.llm, out.attempt, act.DEEP_TURN)
+    return out
+
+
+async def _tools(
+    wf: ResearchWorkflow,
+    inp: ResearchInput,
+    carry: DeepResume,
+    calls: list[act.ToolCall],
+    n: int,
+    price: Pricing,
+) -> None:
+    """Answer a turn's tool calls: findings here, the rest as concurrent activities."""
+    s, st = inp.settings, wf._status
+    answers: list[ToolAnswer] = []
+    running: list[act.ToolCall] = []
+    for call in calls:
+        if call.problem:
+            answers.append(ToolAnswer(call.id, call.problem, True))
+        elif call.name == act.TOOL_RECORD_FINDING:
+            if len(carry.findings) < MAX_FINDINGS:
+                claim = call.input["claim"][:MAX_CLAIM_CHARS]
+                carry.findings.append(Finding(claim, call.input["source_url"]))
+            answers.append(ToolAnswer(call.id, f"recorded finding {len(carry.findings)}"))
+        else:
+            running.append(call)
+    searches = sum(c.name == act.TOOL_WEB_SEARCH for c in running)
+    if searches and s.search_provider == "anthropic-web-search":
+        per_search = budget.reserve_usd(s.max_tokens, 100, price, web_searches=1)
+        await wf._gate.afford(per_search * searches)  # they run at once: all must fit
+    outcomes = await asyncio.gather(
+        *(
+            wf._activity(
+                act.DEEP_TOOL,
+                act.DeepToolInput(
+                    carry.conversation,
+                    n,
+                    call,
+                    s.search_max_results,
+                    s.fetch,
+                    s.model,
+                    s.max_tokens,
+                    s.pricing,
+                ),
+                act.DeepToolOutput,
+                s.retry_policies.search,
+                act.IO_START_TO_CLOSE,
+            )
+            for call in running
+        ),
+        return_exceptions=True,
+    )
+    for call, outcome in zip(running, outcomes, strict=True):
+        if isinstance(outcome, ActivityError):
+            wf._account_failure(outcome)
+            _, why = failures.describe(outcome)
+            answers.append(ToolAnswer(call.id, f"the tool failed: {why}", True))
+            continue
+        if isinstance(outcome, BaseException):
+            raise outcome
+        accounting.add_attempts(st, act.DEEP_TOOL, outcome.attempt)
+        if outcome.llm is not None:
+            wf._account_llm(outcome.llm, 1, act.DEEP_TOOL)
+        carry.prompt_chars += outcome.chars
+    carry.answers = answers
+    carry.prompt_chars += sum(len(a.text) for a in answers)
+    st.tool_calls += len(calls)
+    st.findings = len(carry.findings)
+    wf._publish_status()

@@ -1,0 +1,186 @@
+"""A deep run's conversation: the prompt, the tools, and the messages rebuilt from the store.
+
+The conversation of a tool-use loop grows every turn; carried through workflow
+history it would be resent (and recorded) on every turn, which is how other
+agent frameworks' histories reach 50 MB after fifty calls. Here it lives in the
+report store as parts -- ``assistant`` (a reply, with what it cost) and
+``result:<tool_use_id>`` (a tool's answer) per turn -- and each turn's activity
+rebuilds the request from them. History carries ids, small inputs and costs.
+
+Pure functions over the stored parts; the store is
+:mod:`steadfast_worker.activities.storage`, the caller
+:mod:`steadfast_worker.activities.deep`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from steadfast_contract.activities import (
+    TOOL_FETCH_PAGE,
+    TOOL_RECORD_FINDING,
+    TOOL_WEB_SEARCH,
+    ToolCall,
+)
+
+SYSTEM: Final = (
+    "You are a careful research agent. Use web_search to find sources, fetch_page to read "
+    "them, and record_finding to note each claim with the URL it came from; call several "
+    "tools at once when they do not depend on each other. When you know enough, or when "
+    "no tools are offered, write a concise markdown report with a summary, the key "
+    "findings and a Sources section. Cite every claim by URL and never invent a source."
+)
+
+
+def _tool(name: str, description: str, fields: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "input_schema": {
+            "type": "object",
+            "properties": {k: {"type": "string", "description": v} for k, v in fields.items()},
+            "required": list(fields),
+        },
+    }
+
+
+TOOLS: Final[tuple[dict[str, Any], ...]] = (
+    _tool(
+        TOOL_WEB_SEARCH,
+        "Search the web. Returns results with title, url and snippet.",
+        {"query": "The search query."},
+    ),
+    _tool(
+        TOOL_FETCH_PAGE,
+        "Fetch a web page by URL and return its text.",
+        {"url": "An http(s) URL."},
+    ),
+    _tool(
+        TOOL_RECORD_FINDING,
+        "Record a finding for the report, with the URL of its source.",
+        {"claim": "One sentence the source supports.", "source_url": "The page it came from."},
+    ),
+)
+REQUIRED: Final[dict[str, tuple[str, ...]]] = {
+    str(t["name"]): tuple(t["input_schema"]["required"]) for t in TOOLS
+}
+#: The longest string a tool input field may carry into history and the next prompt.
+MAX_INPUT_CHARS: Final = 2000
+ASSISTANT: Final = "assistant"
+RESULT: Final = "result:"
+
+
+def first_prompt(topic: str) -> str:
+    return f"Research the topic below and write a cited report.\nTopic: {topic}"
+
+
+def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
+    """The reply's tool calls, each checked against its tool's schema.
+
+    Model output is untrusted: an unknown tool, a missing or non-string field is
+    not run; it becomes a call with ``problem`` set, answered with an error result
+    so the model can correct itself next turn.
+    """
+    calls = []
+    for block in content:
+        if block.get("type") != "tool_use":
+            continue
+        call_id, name, raw = (
+            str(block.get("id", "")),
+            str(block.get("name", "")),
+            block.get("input"),
+        )
+        required = REQUIRED.get(name)
+        if required is None:
+            calls.append(ToolCall(call_id, name[:100], problem=f"there is no tool {name[:100]!r}"))
+            continue
+        given = raw if isinstance(raw, Mapping) else {}
+        missing = [f for f in required if not isinstance(given.get(f), str) or not given[f]]
+        if missing:
+            problem = f"invalid input for {name}: {', '.join(missing)} must be non-empty strings"
+            calls.append(ToolCall(call_id, name, problem=problem))
+            continue
+        calls.append(
+            ToolCall(call_id, name, {f: str(given[f])[:MAX_INPUT_CHARS] for f in required})
+        )
+    return calls
+
+
+def reply_text(content: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
+
+
+@dataclass
+class StoredReply:
+    """An assistant reply as the transcript keeps it."""
+
+    content: list[dict[str, Any]]
+    stop_reason: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "content": self.content,
+                "stop_reason": self.stop_reason,
+                "usage": self.usage,
+                "cost_usd": self.cost_usd,
+            }
+        )
+
+    @classmethod
+    def loads(cls, body: str) -> StoredReply:
+        data = json.loads(body)
+        return cls(
+            list(data.get("content", [])),
+            str(data.get("stop_reason", "")),
+            {k: int(v) for k, v in dict(data.get("usage", {})).items()},
+            float(data.get("cost_usd", 0.0)),
+        )
+
+
+def result_body(text: str, is_error: bool) -> str:
+    return json.dumps({"text": text, "is_error": is_error})
+
+
+def messages(topic: str, parts: Iterable[tuple[int, str, str]], turn: int) -> list[dict[str, Any]]:
+    """The request's messages for ``turn``: the prompt, then each earlier turn's reply
+    and the results of its tool calls, in the order the reply made them.
+
+    A call whose result is missing (it never ran, as when a reply was cut off by
+    ``max_tokens``) is answered with an error, as the API requires an answer for
+    every ``tool_use``.
+    """
+    replies: dict[int, StoredReply] = {}
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    for t, part, body in parts:
+        if part == ASSISTANT:
+            replies[t] = StoredReply.loads(body)
+        elif part.startswith(RESULT):
+            results[(t, part.removeprefix(RESULT))] = json.loads(body)
+    out: list[dict[str, Any]] = [{"role": "user", "content": first_prompt(topic)}]
+    for t in range(1, turn):
+        reply = replies.get(t)
+        if reply is None:
+            raise LookupError(f"the transcript has no reply for turn {t}")
+        out.append({"role": "assistant", "content": reply.content})
+        answers = []
+        for block in reply.content:
+            if block.get("type") != "tool_use":
+                continue
+            got = results.get((t, str(block.get("id"))))
+            answers.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": block.get("id"),
+                    "content": str(got["text"]) if got else "the tool call was not run",
+                    "is_error": bool(got["is_error"]) if got else True,
+                }
+            )
+        if answers:
+            out.append({"role": "user", "content": answers})
+    return out
