@@ -1,0 +1,277 @@
+"""The ``deep`` strategy against the real dev server and the simulator playing Claude.
+
+Each test runs ``ResearchWorkflow`` with ``research.strategy: deep``: the
+simulator's agent plan (``agent_turns``) decides how many turns the model takes,
+its search results link to pages it serves itself, and its request log says how
+often each logical call (``{workflow id}/{first run id}/turn{n}``) was served and
+what it billed. A worker process SIGKILLed during call k is replaced; the run must
+finish with every call that had finished served exactly once, and the spend it
+reports as not re-paid must equal what the simulator billed for those calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from tests.integration.conftest import Harness, HarnessFactory, base_config
+
+from steadfast_contract import pricing
+from steadfast_contract.models import BUDGET_UPDATE, Phase, ResearchResult, SetBudgetInput
+from steadfast_worker import llm
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+FAST_LLM = {"initialInterval": "100ms", "backoffCoefficient": 1.0, "maximumAttempts": 5}
+
+
+def deep(max_turns: int = 20, **research: Any) -> dict[str, Any]:
+    # Room for the whole report: a cut one loses its Sources section.
+    return {
+        "research": {"strategy": "deep", "maxTurns": max_turns, **research},
+        "model": {"maxTokens": 4000},
+    }
+
+
+def plan(sim_turns: int, **llm_plan: Any) -> dict[str, Any]:
+    return {"llm": {"agent_turns": sim_turns, **llm_plan}, "search": {"page_links": True}}
+
+
+def turn_keys(h: Harness, wf_id: str) -> dict[int, str]:
+    """Turn number -> the logical request key the simulator logged for it."""
+    keys = {e["key"] for e in h.sim.entries("llm") if e["key"].startswith(wf_id + "/")}
+    return {int(k.rsplit("/turn", 1)[1]): k for k in keys if "/turn" in k}
+
+
+def billed_usd(h: Harness, entries: list[dict[str, Any]]) -> float:
+    """What the simulator billed for these attempts, at the run's model price."""
+    price = pricing.lookup(h.config.model.name)
+    return sum(
+        pricing.cost_usd(llm.usage_of(anthropic.types.Usage.model_validate(e["billed"])), price)
+        for e in entries
+        if e["billed"]
+    )
+
+
+def served_once(h: Harness, wf_id: str, turns: int) -> dict[int, str]:
+    """Assert each of the run's ``turns`` calls was served exactly once; their keys."""
+    keys = turn_keys(h, wf_id)
+    assert sorted(keys) == list(range(1, turns + 1))
+    served = h.sim.served("llm")
+    assert {n: served.get(k, 0) for n, k in keys.items()} == dict.fromkeys(keys, 1)
+    return keys
+
+
+async def history_bytes(h: Harness, wf_id: str, run_id: str) -> tuple[int, int]:
+    """(events, serialized bytes) of one run's history."""
+    history = await h.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+    return len(history.events), sum(event.ByteSize() for event in history.events)
+
+
+async def chain_run_ids(h: Harness, wf_id: str) -> list[str]:
+    """The run ids of a workflow chain, oldest first (continue-as-new links them)."""
+    runs = []
+    async for wf in h.client.list_workflows(f"WorkflowId = '{wf_id}'"):
+        runs.append((wf.start_time, wf.run_id, wf.status))
+    return [run_id for _, run_id, _ in sorted(runs)]
+
+
+async def test_a_twenty_turn_run_completes_with_a_cited_report(harness: HarnessFactory) -> None:
+    async with harness(deep(20)) as h:
+        h.sim.set_faults(plan(20))
+        handle = await h.start("deep research on grid batteries")
+        result = await handle.result()
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        assert (st.strategy, st.turn, st.max_turns, st.llm_calls) == ("deep", 20, 20, 20)
+        assert st.tool_calls > 20
+        assert st.findings > 0
+        served_once(h, handle.id, 20)
+        pages = [e for e in h.sim.entries("pages") if e["outcome"] == "served"]
+        assert pages, "the agent fetched no page"
+        store = await h.store()
+        try:
+            (report,) = await store.list_reports(handle.id)
+        finally:
+            await store.close()
+        cited = [e["path"] for e in pages if e["path"] in report.markdown]
+        assert cited, (report.markdown, [e["path"] for e in pages])
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        assert st.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-9)
+        assert st.avoided_usd == 0
+        assert not st.interruptions
+        events, size = await history_bytes(h, handle.id, handle.result_run_id or "")
+        print(f"20 turns: {events} events, {size} bytes of history, {size // 20} per turn")
+        # The last reply alone is a ~16 KB report; the conversation (~60 KB by turn 20,
+        # resent every turn) must not be in history.
+        assert size < 20 * 8_000, "the conversation travels through history"
+
+
+async def test_parallel_tool_calls_run_at_once(harness: HarnessFactory) -> None:
+    """Turn 1 asks for two searches: both are scheduled before either completes."""
+    async with harness(deep(3)) as h:
+        h.sim.set_faults({**plan(3), "search": {"page_links": True, "latency_ms": 300}})
+        handle = await h.start("parallel tools")
+        assert (await handle.result()).status.phase == Phase.COMPLETED
+        history = await handle.fetch_history()
+        order = []
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                attrs = event.activity_task_scheduled_event_attributes
+                order.append(("scheduled", attrs.activity_type.name))
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                order.append(("completed", ""))
+        first_tool = order.index(("scheduled", "deep_tool"))
+        assert order[first_tool + 1] == ("scheduled", "deep_tool"), order
+
+
+async def test_max_turns_ends_with_a_report_from_a_turn_without_tools(
+    harness: HarnessFactory,
+) -> None:
+    async with harness(deep(4)) as h:
+        h.sim.set_faults(plan(20))  # the model would go on for 20 turns
+        handle = await h.start("stopped at max turns")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED
+        assert (st.turn, st.llm_calls) == (4, 4)
+        served_once(h, handle.id, 4)
+        store = await h.store()
+        try:
+            (report,) = await store.list_reports(handle.id)
+        finally:
+            await store.close()
+        assert "http://" in report.markdown
+
+
+async def _kill_during_call(
+    h: Harness, topic: str, k: int, temporal_address: str, config_path: Path, doc: dict[str, Any]
+) -> tuple[WorkflowHandle[Any, ResearchResult], ResearchResult]:
+    """Start ``topic`` on a worker process, SIGKILL it while call ``k`` streams, and let
+    this harness's worker finish the run."""
+    proc = await h.spawn_worker(doc, temporal_address, config_path)
+    try:
+        handle = await h.start(topic)
+        for _ in range(1200):
+            if k in turn_keys(h, handle.id):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"call {k} never started")
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
+        h.sim.set_faults(plan(20))  # full speed for the rest
+        async with h.worker():
+            result: ResearchResult = await handle.result()
+        return handle, result
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def _doc(h: Harness, overrides: dict[str, Any]) -> dict[str, Any]:
+    doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
+    doc["research"] = overrides["research"]
+    doc["model"]["maxTokens"] = overrides["model"]["maxTokens"]
+    return doc
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 17, 20])
+async def test_a_worker_killed_during_call_k_resumes_at_k(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path, k: int
+) -> None:
+    overrides = deep(20)
+    async with harness(overrides, start_worker=False) as h:
+        # Each reply streams slowly enough for the kill to land inside call k.
+        h.sim.set_faults(plan(20, chunk_delay_ms=60))
+        handle, result = await _kill_during_call(
+            h,
+            f"killed during call {k}",
+            k,
+            temporal_address,
+            tmp_path / "w.json",
+            _doc(h, overrides),
+        )
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        keys = served_once(h, handle.id, 20)
+        finished = [e for e in h.sim.entries("llm") if e["key"] in {keys[n] for n in range(1, k)}]
+        assert st.avoided_usd == pytest.approx(billed_usd(h, finished), rel=1e-9, abs=1e-12)
+        assert st.calls_not_repeated == k - 1
+        (stop,) = st.interruptions
+        assert (stop.activity, stop.call, stop.finished_calls) == ("deep_turn", k, k - 1)
+        print(f"killed during call {k} of 20: ${st.avoided_usd:.6f} not re-paid")
+
+
+async def test_a_kill_after_continue_as_new_resumes_in_the_new_run(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    """Continue as new every 5 turns; the worker dies during call 8 (second run)."""
+    overrides = deep(20, continueAsNewAfterTurns=5)
+    async with harness(overrides, start_worker=False) as h:
+        h.sim.set_faults(plan(20, chunk_delay_ms=60))
+        handle, result = await _kill_during_call(
+            h, "continued as new", 8, temporal_address, tmp_path / "w.json", _doc(h, overrides)
+        )
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        assert (st.turn, st.llm_calls) == (20, 20)
+        keys = served_once(h, handle.id, 20)
+        finished = [e for e in h.sim.entries("llm") if e["key"] in {keys[n] for n in range(1, 8)}]
+        assert st.avoided_usd == pytest.approx(billed_usd(h, finished), rel=1e-9, abs=1e-12)
+        runs = await chain_run_ids(h, handle.id)
+        assert len(runs) == 4, runs  # turns 1-5, 6-10, 11-15, 16-20
+        first = h.client.get_workflow_handle(handle.id, run_id=runs[0])
+        assert (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        sizes = [await history_bytes(h, handle.id, run) for run in runs]
+        print("history per run (events, bytes):", sizes)
+        assert max(size for _, size in sizes[:-1]) < 5 * 10_000
+
+
+async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactory) -> None:
+    async with harness({**deep(8), "budget": {"maxUSDPerRun": 0.05}}) as h:
+        h.sim.set_faults(plan(8))
+        handle = await h.start("paused mid loop")
+        for _ in range(600):
+            st = await handle.query("status")
+            if st.phase == Phase.AWAITING_BUDGET:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run never paused")
+        assert 1 < st.turn < 8, st.turn
+        paused_at = st.turn
+        await handle.execute_update(BUDGET_UPDATE, SetBudgetInput(max_usd_per_run=1.0))
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED
+        served_once(h, handle.id, 8)
+        print(f"paused before turn {paused_at} at ${st.cost_usd:.4f}")
+
+
+async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
+    harness: HarnessFactory,
+) -> None:
+    rules = {"tools": {"fetchPage": {"denyDomains": ["127.0.0.1", "localhost"]}}}
+    async with harness(deep(6, **rules)) as h:
+        h.sim.set_faults(plan(6))
+        handle = await h.start("nothing may be fetched")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED
+        assert st.tool_calls > 2
+        assert h.sim.entries("pages") == []
+        store = await h.store()
+        try:
+            parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 99)
+        finally:
+            await store.close()
+        refusals = [
+            body for _, part, body in parts if part.startswith("result:") and "deny" in body
+        ]
+        assert refusals, "no fetch was refused"
