@@ -124,7 +124,7 @@ async def test_a_page_is_read_as_lines_of_text(sim: SimHandle, http: httpx.Async
 async def test_a_disallowed_domain_is_refused_before_dialing(
     sim: SimHandle, http: httpx.AsyncClient, host: str, rules: FetchRules
 ) -> None:
-    with pytest.raises(FetchRefused, match="domain"):
+    with pytest.raises(FetchRefused):
         await fetch_text(http, f"http://{host}:{_port(sim)}{PAGE}", rules)
     assert sim.entries("pages") == []
     # The same rules let the other loopback name through: the refusal was the rule's.
@@ -143,7 +143,7 @@ async def test_a_fifty_megabyte_page_is_refused_after_at_most_max_bytes(
     sim.set_faults({"pages": {"answer_bytes": FIFTY_MB}})
     url = f"{sim.base_url}{PAGE}"
     started = time.monotonic()
-    with pytest.raises(FetchRefused, match=f"larger than {MAX_BYTES} bytes"):
+    with pytest.raises(FetchRefused, match=f"larger than {MAX_BYTES}"):
         await fetch_text(
             http, _with_query(url, chunked="1") if chunked else url, FetchRules(max_bytes=MAX_BYTES)
         )
@@ -176,7 +176,7 @@ async def test_a_page_that_is_not_text_is_refused_unread(
     sim: SimHandle, http: httpx.AsyncClient, transport: CountingTransport, kind: str
 ) -> None:
     sim.set_faults({"pages": {"content_type": kind, "answer_bytes": 100_000}})
-    with pytest.raises(FetchRefused, match=f"is {kind}, not text"):
+    with pytest.raises(FetchRefused, match=kind):
         await fetch_text(http, f"{sim.base_url}{PAGE}", FetchRules())
     assert transport.received == 0
 
@@ -287,7 +287,7 @@ async def test_a_client_error_refuses_the_page(
     sim: SimHandle, http: httpx.AsyncClient, status: str
 ) -> None:
     url = _with_query(f"{sim.base_url}{PAGE}", status=status)
-    with pytest.raises(FetchRefused, match=f"the server answered {status}"):
+    with pytest.raises(FetchRefused, match=status):
         await fetch_text(http, url, FetchRules())
 
 
