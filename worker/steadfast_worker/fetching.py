@@ -57,7 +57,13 @@ _HOST_RE: Final = re.compile(r"^[a-z0-9_]([-a-z0-9_.]*[a-z0-9_])?$")
 #: Hosts a resolver would read as an IPv4 address (``127.1``, ``0x7f.1``, ``2130706433``).
 _NUMERIC_HOST_RE: Final = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
 _WHITESPACE_RE: Final = re.compile(r"\s+")
-_ACCEPT: Final = "text/html, application/xhtml+xml, text/*;q=0.9, application/json;q=0.8"
+#: ``identity``: a compressed body is inflated before its bytes can be counted, so
+#: one small read of a gzip bomb could take megabytes of memory; a server that
+#: compresses anyway is still counted after inflating, chunk by chunk.
+_HEADERS: Final = {
+    "accept": "text/html, application/xhtml+xml, text/*;q=0.9, application/json;q=0.8",
+    "accept-encoding": "identity",
+}
 
 
 # The name is the interface the activity is written against; a refusal is an
@@ -298,7 +304,7 @@ async def _fetch(client: httpx.AsyncClient, url: str, rules: FetchRules) -> tupl
         async with client.stream(
             "GET",
             current,
-            headers={"accept": _ACCEPT},
+            headers=_HEADERS,
             follow_redirects=False,
             timeout=rules.timeout_seconds,
         ) as response:
