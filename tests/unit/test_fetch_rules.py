@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steadfast_contract.models import FetchRules
+from steadfast_dev.sim.agent import claim
 from steadfast_dev.sim.pages import page_html
 from steadfast_worker.fetching import (
     MAX_RESULT_CHARS,
@@ -193,6 +194,10 @@ def test_the_simulators_page_gives_one_line_per_paragraph() -> None:
     assert len(lines) == 2 + 8
     assert all("<" not in line and line.endswith(".") for line in lines[2:])
     assert all(len(line.split()) >= 24 for line in lines[2:])
+    # The simulated model records its finding from the text it was given.
+    found = claim("\n".join(lines), "tidal energy outlook")
+    assert found in lines[2]
+    assert found.startswith(lines[2][:20])
 
 
 def test_text_that_is_not_html_keeps_its_lines_with_whitespace_collapsed() -> None:
