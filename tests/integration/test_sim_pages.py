@@ -167,3 +167,38 @@ async def test_page_links_follow_the_loopback_name_the_client_used(
         sim.search_url, params={"q": "tidal energy"}, headers={"host": "evil.example.com"}
     )
     assert forged.json()["results"][0]["url"].startswith(f"http://127.0.0.1:{port}/pages/")
+
+
+async def test_a_page_address_can_ask_for_a_redirect_a_status_or_no_content_length(
+    sim: SimHandle, http: httpx.AsyncClient
+) -> None:
+    port = sim.base_url.rsplit(":", 1)[1]
+    target = f"http://localhost:{port}/pages/example.com/river-deltas/1"
+    moved = await http.get(f"{sim.base_url}{PAGE}", params={"redirect_to": target})
+    assert moved.status_code == 302
+    assert moved.headers["location"] == target
+    relative = await http.get(f"{sim.base_url}{PAGE}", params={"redirect_to": "/pages/a/b"})
+    assert relative.headers["location"] == "/pages/a/b"
+    followed = await http.get(
+        f"{sim.base_url}{PAGE}", params={"redirect_to": target}, follow_redirects=True
+    )
+    assert str(followed.url) == target
+    assert "river deltas" in followed.text
+    for outside in ("https://evil.example.com/", "//evil.example.com/x", "javascript:x"):
+        refused = await http.get(f"{sim.base_url}{PAGE}", params={"redirect_to": outside})
+        assert refused.status_code == 400, outside
+    missing = await http.get(f"{sim.base_url}{PAGE}", params={"status": "404"})
+    assert missing.status_code == 404
+    assert (await http.get(f"{sim.base_url}{PAGE}", params={"status": "200"})).status_code == 400
+    chunked = await http.get(f"{sim.base_url}{PAGE}", params={"chunked": "1"})
+    assert "content-length" not in chunked.headers
+    assert chunked.headers["transfer-encoding"] == "chunked"
+    assert chunked.text == (await http.get(f"{sim.base_url}{PAGE}")).text
+    assert [(e["path"], e["outcome"], e["status"]) for e in sim.entries("pages")][:3] == [
+        (PAGE, "served", 302),
+        (PAGE, "served", 302),
+        (PAGE, "served", 302),
+    ]
+    assert ("/pages/example.com/river-deltas/1", "served", 200) in [
+        (e["path"], e["outcome"], e["status"]) for e in sim.entries("pages")
+    ]

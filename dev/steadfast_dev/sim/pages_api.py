@@ -13,7 +13,17 @@ page or to those whose path contains the plan's ``match``:
   ``stream_error`` -- 500; ``disconnect`` -- the connection drops once the
   plan's ``stream_cut`` fraction of the body has been sent.
 
-Every body is sent with its Content-Length; ``HEAD`` is not served (405).
+The page's own address can ask for what a plan cannot say per page, so one
+test can chain a redirect to a page that misbehaves differently (query string):
+
+* ``redirect_to=<URL>`` -- answer 302 with that Location (a path, or an absolute
+  URL on a loopback host: test traffic never leaves the machine), e.g. from a
+  ``localhost`` address to a ``127.0.0.1`` one, or to itself (a redirect loop);
+* ``status=<N>`` -- answer that error status (400..599) with a JSON body;
+* ``chunked=1`` -- send the body without Content-Length (chunked), as a server
+  that does not announce its size does.
+
+Every other body is sent with its Content-Length; ``HEAD`` is not served (405).
 :func:`own_base_url` is the address search results link pages at.
 """
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -65,6 +76,24 @@ def own_base_url(request: web.Request) -> str:
     return f"http://{shown}:{port}"
 
 
+def _redirect_target(location: str) -> str | None:
+    """``location`` if the simulator may send a client there (a path or a loopback URL)."""
+    try:
+        target = urlsplit(location)
+        host = target.hostname or ""
+    except ValueError:
+        return None
+    if not target.scheme and not target.netloc:
+        return location if location.startswith("/") else None
+    if target.scheme in ("http", "https") and _is_loopback_name(host):
+        return location
+    return None
+
+
+def _asked_status(raw: str) -> int | None:
+    return int(raw) if raw.isdigit() and 400 <= int(raw) <= 599 else None
+
+
 async def handle_page(request: web.Request) -> web.StreamResponse:
     """Serve one page (one attempt in the request log)."""
     state = request.app[STATE]
@@ -76,6 +105,21 @@ async def handle_page(request: web.Request) -> web.StreamResponse:
     if fault == "stream_error":
         state.log.finish(entry, "fault", 500)
         return error_response(500, "simulated upstream failure", _error_body)
+    query = request.rel_url.query
+    if "redirect_to" in query:
+        target = _redirect_target(query["redirect_to"])
+        if target is None:
+            state.log.finish(entry, "rejected", 400)
+            return error_response(400, "redirect_to: a path or a loopback URL", _error_body)
+        state.log.finish(entry, "served", 302)
+        raise web.HTTPFound(target)
+    if "status" in query:
+        status = _asked_status(query["status"])
+        if status is None:
+            state.log.finish(entry, "rejected", 400)
+            return error_response(400, "status: a number within 400..599", _error_body)
+        state.log.finish(entry, "fault", status)
+        return error_response(status, f"the page asked for {status}", _error_body)
     plan = state.plans["pages"]
     applies = matches(plan, path)
     content_type = plan.content_type if applies and plan.content_type else pages.HTML
@@ -89,7 +133,10 @@ async def handle_page(request: web.Request) -> web.StreamResponse:
     )
     cut = int(body.length * plan.stream_cut) if fault == "disconnect" else -1
     response = web.StreamResponse(headers={"content-type": content_type})
-    response.content_length = body.length
+    if query.get("chunked") in ("1", "true"):
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = body.length
     await response.prepare(request)
     sent = 0
     try:

@@ -1,0 +1,230 @@
+"""fetch_page's decisions without a server: which addresses, types and texts the model gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_contract.models import FetchRules
+from steadfast_dev.sim.agent import claim
+from steadfast_dev.sim.pages import page_html
+from steadfast_worker.fetching import (
+    MAX_RESULT_CHARS,
+    TRUNCATED,
+    content_type_refusal,
+    domain_refusal,
+    page_text,
+)
+
+pytestmark = pytest.mark.unit
+
+ANY = FetchRules()
+DENY_EXAMPLE = FetchRules(deny_domains=["example.com"])
+ALLOW_EXAMPLE = FetchRules(allow_domains=["example.com"])
+
+
+@pytest.mark.parametrize(
+    ("url", "rules", "refused"),
+    [
+        # Schemes and hosts.
+        ("https://example.com/a", ANY, False),
+        ("http://example.com", ANY, False),
+        ("ftp://example.com/a", ANY, True),
+        ("file:///etc/passwd", ANY, True),
+        ("javascript:alert(1)", ANY, True),
+        ("data:text/html,<p>hi</p>", ANY, True),
+        ("//example.com/a", ANY, True),
+        ("example.com/a", ANY, True),
+        ("http:///a", ANY, True),
+        ("", ANY, True),
+        ("http://ex%61mple.com/", ANY, True),
+        ("http://example.com:99999/", ANY, True),
+        # Deny: the host and its subdomains, not look-alikes.
+        ("https://example.com/a", DENY_EXAMPLE, True),
+        ("https://news.example.com/a", DENY_EXAMPLE, True),
+        ("https://a.b.example.com/a", DENY_EXAMPLE, True),
+        ("https://notexample.com/a", DENY_EXAMPLE, False),
+        ("https://example.com.evil.org/a", DENY_EXAMPLE, False),
+        ("https://example.org/a", DENY_EXAMPLE, False),
+        # Case and the trailing dot do not escape a rule.
+        ("https://EXAMPLE.Com/a", DENY_EXAMPLE, True),
+        ("https://example.com./a", DENY_EXAMPLE, True),
+        ("https://news.example.com./a", DENY_EXAMPLE, True),
+        ("https://x.example.com/", FetchRules(deny_domains=["Example.COM."]), True),
+        # Userinfo: the host dialed is the one judged.
+        ("http://example.com@evil.com/", ALLOW_EXAMPLE, True),
+        ("http://evil.com@example.com/", ALLOW_EXAMPLE, False),
+        ("http://example.com:80@evil.com/", ALLOW_EXAMPLE, True),
+        ("http://user:pw@example.com/", DENY_EXAMPLE, True),
+        # Allow: only matching hosts; deny is checked first.
+        ("https://example.com/", ALLOW_EXAMPLE, False),
+        ("https://docs.example.com/", ALLOW_EXAMPLE, False),
+        ("https://example.org/", ALLOW_EXAMPLE, True),
+        (
+            "https://ads.example.com/",
+            FetchRules(allow_domains=["example.com"], deny_domains=["ads.example.com"]),
+            True,
+        ),
+        ("https://example.com/", FetchRules(["example.com"], ["example.com"]), True),
+        # *.example.com: subdomains only.
+        ("https://example.com/", FetchRules(allow_domains=["*.example.com"]), True),
+        ("https://a.example.com/", FetchRules(allow_domains=["*.example.com"]), False),
+        ("https://example.com/", FetchRules(deny_domains=["*.example.com"]), False),
+        ("https://a.example.com/", FetchRules(deny_domains=["*.example.com"]), True),
+        # host:port: the port must match too, the scheme's default implied.
+        ("http://example.com:8080/", FetchRules(allow_domains=["example.com:8080"]), False),
+        ("http://example.com/", FetchRules(allow_domains=["example.com:8080"]), True),
+        ("http://example.com:9090/", FetchRules(allow_domains=["example.com:8080"]), True),
+        ("http://example.com/", FetchRules(allow_domains=["example.com:80"]), False),
+        ("https://example.com/", FetchRules(allow_domains=["example.com:80"]), True),
+        ("https://example.com/", FetchRules(allow_domains=["example.com:443"]), False),
+        ("https://example.com:443/", FetchRules(allow_domains=["example.com:443"]), False),
+        ("http://a.example.com:8080/", FetchRules(deny_domains=["example.com:8080"]), True),
+        ("http://a.example.com:8081/", FetchRules(deny_domains=["example.com:8080"]), False),
+        ("http://example.com:8080/", FetchRules(deny_domains=["example.com"]), True),
+        # IP addresses: exact, whatever the spelling a resolver accepts.
+        ("http://127.0.0.1:8000/", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://127.1/", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://0x7f.0.0.1/", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://2130706433/", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://0177.0.0.1/", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://127.0.0.1./", FetchRules(deny_domains=["127.0.0.1"]), True),
+        ("http://127.0.0.1/", FetchRules(deny_domains=["0.0.1"]), False),
+        ("http://127.0.0.1/", FetchRules(deny_domains=["*.0.0.1"]), False),
+        ("http://127.0.0.2/", FetchRules(deny_domains=["127.0.0.1"]), False),
+        ("http://127.0.0.1/", FetchRules(allow_domains=["localhost"]), True),
+        ("http://localhost:8000/", FetchRules(allow_domains=["localhost"]), False),
+        ("http://localhost:8000/", FetchRules(allow_domains=["127.0.0.1"]), True),
+        ("http://[::1]:8000/", FetchRules(allow_domains=["127.0.0.1"]), True),
+        ("http://999.0.0.1/", ANY, True),
+        # Internationalised names are judged in their ASCII form.
+        ("https://bücher.example.com/", DENY_EXAMPLE, True),
+        ("https://xn--bcher-kva.de/", FetchRules(deny_domains=["xn--bcher-kva.de"]), True),
+        ("https://bücher.de/", FetchRules(deny_domains=["xn--bcher-kva.de"]), True),
+    ],
+)
+def test_domain_refusal(url: str, rules: FetchRules, refused: bool) -> None:
+    reason = domain_refusal(url, rules)
+    assert (reason is not None) == refused, reason
+    if reason is not None:
+        assert reason.strip()
+
+
+def test_a_refusal_names_the_host_and_the_rule() -> None:
+    assert domain_refusal("https://news.example.com/", DENY_EXAMPLE) == (
+        "news.example.com is a denied domain (example.com)"
+    )
+    assert domain_refusal("https://example.org/", ALLOW_EXAMPLE) == (
+        "example.org is not among the allowed domains"
+    )
+    assert "ftp" in (domain_refusal("ftp://example.com/", ANY) or "")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "refused"),
+    [
+        ("text/html", False),
+        ("text/html; charset=utf-8", False),
+        ("TEXT/HTML;charset=ISO-8859-1", False),
+        ("text/plain", False),
+        ("text/markdown", False),
+        ("text/csv", False),
+        ("application/xhtml+xml", False),
+        ("application/json", False),
+        ("application/json; charset=utf-8", False),
+        ("application/xml", False),
+        ("application/rss+xml", False),
+        ("application/atom+xml", False),
+        ("application/ld+json", False),
+        ("image/png", True),
+        ("image/svg", True),
+        ("application/pdf", True),
+        ("application/octet-stream", True),
+        ("application/zip", True),
+        ("application/jsonx", True),
+        ("video/mp4", True),
+        ("", True),
+        ("  ;charset=utf-8", True),
+    ],
+)
+def test_content_type_refusal(content_type: str, refused: bool) -> None:
+    reason = content_type_refusal(content_type)
+    assert (reason is not None) == refused, reason
+
+
+def test_a_refused_type_is_named() -> None:
+    assert content_type_refusal("image/png") == "the page is image/png, not text"
+
+
+def test_html_paragraphs_headings_and_list_items_each_get_a_line() -> None:
+    html = b"""<!doctype html><html><head><title>Tidal  power</title>
+    <meta charset="utf-8"><style>p { color: red }</style>
+    <script>var secret = "<p>not text</p>";</script></head>
+    <body><nav><a href="/">Home</a></nav>
+    <h1>Tidal   energy</h1>
+    <p>First paragraph,
+       wrapped in the source.</p><p>Second &amp; last &lt;paragraph&gt;.</p>
+    <ul><li>one</li><li>two<br>lines</li></ul>
+    <div>A <b>bold</b> <a href="x">link</a> inside.</div>
+    <noscript>Enable JavaScript</noscript><svg><text>drawn</text></svg>
+    <template><p>hidden</p></template>tail text
+    </body></html>"""
+    assert page_text(html, "text/html; charset=utf-8").splitlines() == [
+        "Tidal power",
+        "Home",
+        "Tidal energy",
+        "First paragraph, wrapped in the source.",
+        "Second & last <paragraph>.",
+        "one",
+        "two",
+        "lines",
+        "A bold link inside.",
+        "tail text",
+    ]
+
+
+def test_an_html_page_without_a_closed_head_keeps_its_body() -> None:
+    html = b"<html><head><title>T</title><body><p>Body text here.</p>"
+    assert page_text(html, "text/html") == "T\nBody text here."
+
+
+def test_the_simulators_page_gives_one_line_per_paragraph() -> None:
+    html = page_html("/news.example.org/tidal-energy-outlook/2")
+    lines = page_text(html.encode(), "text/html; charset=utf-8").splitlines()
+    assert lines[:2] == ["Tidal Energy Outlook", "Tidal Energy Outlook"]
+    assert len(lines) == 2 + 8
+    assert all("<" not in line and line.endswith(".") for line in lines[2:])
+    assert all(len(line.split()) >= 24 for line in lines[2:])
+    # The simulated model records its finding from the text it was given.
+    found = claim("\n".join(lines), "tidal energy outlook")
+    assert found in lines[2]
+    assert found.startswith(lines[2][:20])
+
+
+def test_text_that_is_not_html_keeps_its_lines_with_whitespace_collapsed() -> None:
+    body = b'{\n  "a":   1,\n\n\n  "b": "<p>x</p>"\n}\n'
+    assert page_text(body, "application/json") == '{\n"a": 1,\n"b": "<p>x</p>"\n}'
+    assert page_text(b"  one\t two \r\nthree  ", "text/plain") == "one two\nthree"
+
+
+def test_the_charset_of_the_header_decodes_and_bad_bytes_become_replacement_characters() -> None:
+    assert page_text("café".encode("latin-1"), "text/plain; charset=ISO-8859-1") == "café"
+    assert page_text("café".encode("latin-1"), 'text/plain; charset="latin1"') == "café"
+    assert page_text("café".encode(), "text/plain") == "café"
+    assert page_text("café".encode(), "text/plain; charset=no-such-charset") == "café"
+    assert page_text(b"ab\xff\xfecd", "text/html; charset=utf-8") == "ab\ufffd\ufffdcd"
+
+
+def test_a_long_page_is_cut_at_the_cap_and_says_so() -> None:
+    paragraph = "<p>" + "A sentence that states one finding about tides. " * 20 + "</p>"
+    body = (paragraph * 200).encode()
+    text = page_text(body, "text/html")
+    assert len(body) > 10 * MAX_RESULT_CHARS
+    assert 0.9 * MAX_RESULT_CHARS <= len(text) <= MAX_RESULT_CHARS
+    assert text.endswith("\n" + TRUNCATED)
+    assert text.startswith("A sentence that states one finding")
+    assert text.removesuffix(TRUNCATED).rstrip().endswith(("tides.", "finding", "about"))
+    short = page_text(body, "text/html", limit_chars=200)
+    assert len(short) <= 200
+    assert short.endswith(TRUNCATED)
+    exact = "x" * MAX_RESULT_CHARS
+    assert page_text(exact.encode(), "text/plain") == exact
