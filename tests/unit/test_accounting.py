@@ -6,7 +6,14 @@ import pytest
 
 from steadfast_contract import activities as act
 from steadfast_contract.activities import LlmCall
-from steadfast_contract.models import MAX_INTERRUPTIONS_KEPT, Interruption, RunStatus
+from steadfast_contract.models import (
+    MAX_INTERRUPTIONS_KEPT,
+    Interruption,
+    Phase,
+    ResearchInput,
+    RunSettings,
+    RunStatus,
+)
 from steadfast_contract.pricing import Usage
 from steadfast_worker import accounting
 
@@ -153,3 +160,11 @@ def test_the_interruptions_listed_are_the_newest_but_the_totals_count_them_all()
     assert st.calls_not_repeated == sum(range(turns))
     assert st.avoided_usd == pytest.approx(0.001 * sum(range(turns)))
     assert st.retries == turns
+
+
+def test_the_run_record_carries_what_resuming_saved_under_the_runs_model() -> None:
+    inp = ResearchInput("t", "market-watch", "research", RunSettings(model="claude-haiku-4-5"))
+    st = RunStatus(phase=Phase.COMPLETED, cost_usd=0.02, avoided_usd=0.005)
+    assert accounting.run_record(inp, st) == act.RecordRunInput(
+        "market-watch", "research", "Completed", 0.02, avoided_usd=0.005, model="claude-haiku-4-5"
+    )
