@@ -320,6 +320,36 @@ def test_every_dashboard_query_returns_data(
             ]
             assert not empty, "panels without data:\n" + "\n".join(empty)
 
+            # What resuming saved: each retrytopic run's report failed twice after its
+            # query call finished, so a restart would have paid for that call twice
+            # more. The panel shows it, and the worker's counter holds exactly what the
+            # runs' own statuses, summed in the ResearchAgent's status, say was saved.
+            saved_expr = next(
+                e for w, e, _ in panel_queries() if "Spend not re-paid thanks to resume" in w
+            )
+            shown = {
+                r["metric"]["agent"]: float(r["value"][1])
+                for r in prom.query(substitute(saved_expr, namespace))
+            }
+            assert shown["steady"] > 0, shown
+            avoided = (
+                f'sum by (agent) (steadfast_llm_cost_avoided_usd_total{{namespace="{namespace}"}})'
+            )
+
+            def counted() -> dict[str, float]:
+                return {r["metric"]["agent"]: float(r["value"][1]) for r in prom.query(avoided)}
+
+            def in_status(agent: str) -> float:
+                ra = kube_cluster.kubectl_json("get", "researchagent", agent, "-n", namespace)
+                return float(ra["status"].get("avoidedUSD", -1.0))
+
+            wait_for(
+                "the agents' status to say what the workers counted as saved",
+                lambda: all(abs(in_status(agent) - usd) < 1e-6 for agent, usd in counted().items()),
+                timeout=30,
+            )
+            assert counted()["tight"] == 0.0
+
             # The daily budget: the operator exports spec.budget.maxUSDPerDay, and
             # lowering steady's below what it has spent today exhausts it for the day.
             # (Tight's spend today is 0: a run stopped on its budget has no result,
