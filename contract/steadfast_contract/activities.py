@@ -21,8 +21,8 @@ from steadfast_contract.models import (
     STEP_OF_PHASE,
     FetchRules,
     Phase,
-    ToolAnswer,
     Pricing,
+    ToolAnswer,
 )
 from steadfast_contract.pricing import Usage
 
