@@ -13,11 +13,13 @@ the second is the in-process test worker, whose metrics the test reads.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from tests.integration.conftest import HarnessFactory
 from tests.integration.test_budget_per_call import billed_usd
+from tests.support.stack import cli
 
 from steadfast_contract import activities as act
 from steadfast_contract import starter
@@ -64,6 +66,14 @@ async def test_a_report_lost_with_its_worker_saved_what_the_query_call_was_bille
         row = await starter.describe_run(h.client, run.handle.id)
         assert (row.avoided_usd, row.calls_not_repeated) == (st.avoided_usd, 1)
         assert row.interruptions == tuple(st.interruptions)
+        # As the user reads it: the closed run, described from its result, no worker asked.
+        out = await asyncio.to_thread(cli, "status", run.handle.id, "--address", temporal_address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Saved (USD)" in out.stdout
+        assert (
+            f"{run.handle.id}: interrupted during call 2 of 2 (write_report); resumed; "
+            f"1 finished call not repeated; ${query_billed:.4f} not re-paid"
+        ) in " ".join(out.stdout.split())
 
 
 async def test_a_run_nothing_interrupted_saved_nothing(harness: HarnessFactory) -> None:
