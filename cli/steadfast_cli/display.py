@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from steadfast_contract.models import Interruption
 from steadfast_contract.starter import RunRow, total_cost
 
 _PHASE_STYLE = {
@@ -50,7 +51,8 @@ def format_cost(usd: float) -> str:
 
 
 def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
-    """topic, workflow id, phase, report id, LLM calls, retries, cost; with a total."""
+    """topic, workflow id, phase, report id, LLM calls, retries, cost, and what resuming
+    saved (spend a restart from scratch would have re-paid); with totals."""
     table = Table(title=title, show_footer=len(rows) > 1)
     table.add_column("Topic", footer="Total", overflow="fold")
     table.add_column("Workflow ID", no_wrap=True, overflow="fold")
@@ -59,6 +61,8 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
     table.add_column("LLM calls", justify="right", footer=str(sum(r.llm_calls for r in rows)))
     table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in rows)))
     table.add_column("Cost (USD)", justify="right", footer=format_cost(total_cost(list(rows))))
+    saved = sum(r.avoided_usd for r in rows)
+    table.add_column("Saved (USD)", justify="right", footer=format_cost(saved))
     for r in rows:
         table.add_row(
             r.topic,
@@ -68,8 +72,51 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
             str(r.llm_calls),
             str(r.retries),
             format_cost(r.cost_usd),
+            format_cost(r.avoided_usd),
         )
     return table
+
+
+def calls_of(row: RunRow) -> int:
+    """The N of "call k of N": a deep run's planned turns, else the LLM calls it made."""
+    return row.max_turns or row.llm_calls
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def interruption_line(i: Interruption, calls: int, verb: str = "interrupted") -> str:
+    """One interruption as a sentence: where it struck, and what resuming did not re-pay.
+
+    ``killed during call 2 of 2 (write_report); resumed; 1 finished call not repeated;
+    $0.0012 not re-paid``. A step that is not an LLM call (a search, the save) comes
+    after the calls finished before it.
+    """
+    if i.call > i.finished_calls:
+        where = f"during call {i.call} of {max(calls, i.call)}"
+    elif i.call:
+        where = f"after call {i.call} of {max(calls, i.call)}"
+    else:
+        where = "before the first LLM call"
+    times = f" {i.attempts} times" if i.attempts > 1 else ""
+    repeated = _plural(i.attempts * i.finished_calls, "finished call")
+    return (
+        f"{verb} {where} ({i.activity}){times}; resumed; {repeated} not repeated; "
+        f"{format_cost(i.avoided_usd)} not re-paid"
+    )
+
+
+def saved_lines(row: RunRow, verb: str = "interrupted") -> list[str]:
+    """What resuming saved ``row``: one line per interruption kept, then the total."""
+    lines = [interruption_line(i, calls_of(row), verb) for i in row.interruptions]
+    # The list keeps the newest few: the total says what all of them saved.
+    if len(row.interruptions) > 1 or (row.calls_not_repeated and not row.interruptions):
+        lines.append(
+            f"in all: {_plural(row.calls_not_repeated, 'finished call')} not repeated; "
+            f"{format_cost(row.avoided_usd)} not re-paid"
+        )
+    return lines
 
 
 def progress_line(row: RunRow) -> str:

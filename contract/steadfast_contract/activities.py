@@ -21,8 +21,8 @@ from steadfast_contract.models import (
     STEP_OF_PHASE,
     FetchRules,
     Phase,
-    ToolAnswer,
     Pricing,
+    ToolAnswer,
 )
 from steadfast_contract.pricing import Usage
 
@@ -218,6 +218,10 @@ class RecordRunInput:
     cost_usd: float = 0.0
     budget: str = ""
     """With phase ``AwaitingBudget``: which budget paused the run (``run``/``day``)."""
+    avoided_usd: float = 0.0
+    """When the run ended: what resuming saved it (``RunStatus.avoided_usd``)."""
+    model: str = ""
+    """The run's model, the label the avoided spend is counted under."""
 
 
 # -- the ``deep`` strategy (docs/deep-agent.md) -------------------------------------

@@ -101,6 +101,11 @@ def crd() -> Schema:
                             "type": "number",
                             "jsonPath": ".status.cost.totalUSD",
                         },
+                        {
+                            "name": "Saved (USD)",
+                            "type": "number",
+                            "jsonPath": ".status.avoidedUSD",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

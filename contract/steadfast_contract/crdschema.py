@@ -258,6 +258,7 @@ def status_schema() -> Schema:
             llmCalls="integer",
             retries="integer",
             reportId="string",
+            avoidedUSD="number",
         ),
     }
     return {
@@ -302,6 +303,14 @@ def status_schema() -> Schema:
                 "items": run,
             },
             "runsSummary": _str("Completed runs / all runs.", 32),
+            "avoidedUSD": {
+                "type": "number",
+                "description": (
+                    "What resuming saved the agent's observed runs: for each lost worker or"
+                    " retried attempt, the spend of the LLM calls finished before it, which"
+                    " a restart from scratch would have paid again."
+                ),
+            },
             "startedTopics": {
                 "type": "array",
                 "description": (

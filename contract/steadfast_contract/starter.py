@@ -140,6 +140,13 @@ class RunRow:
     max_usd_per_run: float = 0.0
     """The run's own limits, from its ``status`` (0: not known, e.g. no worker answered)."""
     max_usd_per_day: float = 0.0
+    avoided_usd: float = 0.0
+    """What resuming saved the run: spend a restart from scratch would have re-paid."""
+    calls_not_repeated: int = 0
+    interruptions: tuple[models.Interruption, ...] = ()
+    """The newest interruptions (lost workers, retried attempts), oldest first."""
+    max_turns: int = 0
+    """A ``deep`` run's planned LLM turns (0 for a pipeline run)."""
 
     @property
     def running(self) -> bool:
@@ -166,6 +173,10 @@ def row_from_status(workflow_id: str, status: models.RunStatus, topic: str = "")
         step=status.step,
         total_steps=status.total_steps,
         message=status.message,
+        avoided_usd=status.avoided_usd,
+        calls_not_repeated=status.calls_not_repeated,
+        interruptions=tuple(status.interruptions),
+        max_turns=status.max_turns,
     )
 
 

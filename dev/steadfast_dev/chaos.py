@@ -9,7 +9,10 @@ simulator's request log:
   SIGKILL is, at the end of the run, still served exactly once;
 * the resume time is the time from the SIGKILL to the interrupted step being
   done (the next step scheduled, or the run closed, by the server's clock),
-  which includes Temporal noticing the dead worker through the heartbeat timeout.
+  which includes Temporal noticing the dead worker through the heartbeat timeout;
+* what resuming saved is the run's own account when it closed (its
+  ``interruptions`` and ``avoided_usd``): the spend of the calls finished before
+  the kill, which a restart from scratch would have paid again.
 
 The verdicts are pure functions of log entries (dicts as ``GET /_sim/log``
 returns them); :func:`crash_during` is the I/O that produces them.
@@ -132,10 +135,19 @@ class CrashReport:
     resume_s: float | None = None
     """Kill → the interrupted step done (next step scheduled or run closed, server time)."""
     final_phase: str = ""
+    final: starter.RunRow | None = None
+    """The run as it closed: what resuming saved it (``interruptions``, ``avoided_usd``)."""
 
     @property
     def held(self) -> bool:
         return not self.repeated and self.final_phase == models.Phase.COMPLETED.value
+
+
+def closing_rows(rows: Iterable[starter.RunRow], report: CrashReport) -> list[starter.RunRow]:
+    """Every run of the session as it ended, the killed one as the crash check read it
+    after it closed; the runs that lost a worker or an attempt carry interruptions."""
+    final = report.final
+    return [final if final is not None and r.workflow_id == final.workflow_id else r for r in rows]
 
 
 async def _status(client: Client, workflow_id: str) -> models.RunStatus | None:
@@ -196,7 +208,7 @@ async def crash_during(
     report = CrashReport(workflow_id, phase, step, len(before), interrupted=len(interrupted))
     await starter.wait_closed(client, workflow_id)
     final = await starter.describe_run(client, workflow_id)
-    report.final_phase = final.phase
+    report.final_phase, report.final = final.phase, final
     log = await admin.log("llm")
     report.repeated = repeated_calls(before, log["served"]["llm"])
     report.retry_after_s = first_attempt_after(log["entries"], interrupted, killed_at)

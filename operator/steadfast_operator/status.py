@@ -3,7 +3,8 @@
 The handlers gather facts (runs from Temporal, task-queue statistics, the
 Deployment's ready replicas, a problem found while reconciling) and this module
 turns them into the status document: conditions with reasons and messages,
-per-run lines, cost totals and the day's spend that gates new runs. Being pure,
+per-run lines, cost totals, what resuming saved (``avoidedUSD``), and the day's
+spend that gates new runs. Being pure,
 it is unit-tested exhaustively and a status write happens only when the result
 differs from what is stored.
 """
@@ -36,6 +37,7 @@ def run_line(run: RunRow) -> dict[str, Any]:
         "llmCalls": run.llm_calls,
         "retries": run.retries,
         "reportId": run.report_id,
+        "avoidedUSD": round(run.avoided_usd, 6),
     }
     if run.started_at:
         out["startedAt"] = _ts(run.started_at)
@@ -216,6 +218,8 @@ def build_status(
         "workers": worker_status,
         "runs": [run_line(r) for r in listed],
         "runsSummary": f"{finished}/{len(runs)}",
+        # What resuming saved the runs observed: spend restarts would have re-paid.
+        "avoidedUSD": round(sum(r.avoided_usd for r in runs), 6),
         "cost": {
             "totalUSD": round(sum(r.cost_usd for r in runs), 6),
             "todayUSD": round(today, 6),

@@ -171,6 +171,7 @@ def _info(
         output_tokens=figures.output_tokens,
         max_usd_per_run=s.max_usd_per_run if s else 0.0,
         max_usd_per_day=s.max_usd_per_day if s else 0.0,
+        avoided_usd=s.avoided_usd if s else 0.0,
     )
 
 

@@ -320,11 +320,33 @@ def test_every_dashboard_query_returns_data(
             ]
             assert not empty, "panels without data:\n" + "\n".join(empty)
 
+            here = f'namespace="{namespace}"'
+
+            # What resuming saved: each retrytopic run's report failed twice after its
+            # query call finished (a restart would have re-paid that call twice). The
+            # panel shows it; the workers' counter equals the agents' status.avoidedUSD.
+            def by_agent(expr: str) -> dict[str, float]:
+                return {r["metric"]["agent"]: float(r["value"][1]) for r in prom.query(expr)}
+
+            panel = next(e for w, e, _ in panel_queries() if "not re-paid thanks to resume" in w)
+            assert by_agent(substitute(panel, namespace))["steady"] > 0
+            counter = f"sum by (agent) (steadfast_llm_cost_avoided_usd_total{{{here}}})"
+
+            def in_status(agent: str) -> float:
+                ra = kube_cluster.kubectl_json("get", "researchagent", agent, "-n", namespace)
+                return float(ra["status"].get("avoidedUSD", -1.0))
+
+            wait_for(
+                "the agents' status.avoidedUSD to equal what their workers counted",
+                lambda: all(abs(in_status(a) - v) < 1e-6 for a, v in by_agent(counter).items()),
+                timeout=30,
+            )
+            assert by_agent(counter)["tight"] == 0.0
+
             # The daily budget: the operator exports spec.budget.maxUSDPerDay, and
             # lowering steady's below what it has spent today exhausts it for the day.
             # (Tight's spend today is 0: a run stopped on its budget has no result,
             # so the operator's status counts no cost for it.)
-            here = f'namespace="{namespace}"'
             daily = f"max by (agent) (steadfast_agent_budget_usd{{{here}}})"
             assert {r["metric"]["agent"]: float(r["value"][1]) for r in prom.query(daily)} == {
                 "steady": 50.0,

@@ -7,6 +7,7 @@ own dev server, simulator and worker exactly as a user's ``steadfast dev`` does.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +59,17 @@ def test_dev_runs_the_example_and_prints_the_table(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Research runs" in out.stdout
     assert out.stdout.count("Completed") >= 2
-    for header in ("Topic", "Workflow ID", "Phase", "Report ID", "LLM calls", "Retries", "Cost"):
+    headers = (
+        "Topic",
+        "Workflow ID",
+        "Phase",
+        "Report ID",
+        "LLM calls",
+        "Retries",
+        "Cost",
+        "Saved",
+    )
+    for header in headers:
         assert header in out.stdout
     assert "research-research-market-watch-dev-smoke-topic" in out.stdout
     assert (tmp_path / "temporal.db").exists()
@@ -72,6 +83,14 @@ def test_dev_chaos_resumes_without_repeating_llm_calls(tmp_path: Path) -> None:
     assert "SIGKILLed the worker during Writing" in out.stdout
     assert "no finished LLM call was repeated" in out.stdout
     assert "after the kill" in out.stdout
+    # What resuming saved, from the run's own status: the finished query call.
+    saved = re.search(
+        r"chaos topic: killed during call 2 of 2 \(write_report\); resumed; "
+        r"1 finished call not repeated; \$(\d+\.\d{4}) not re-paid",
+        out.stdout,
+    )
+    assert saved, out.stdout
+    assert float(saved.group(1)) > 0
     assert leftovers(tmp_path) == []
 
 

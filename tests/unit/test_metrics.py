@@ -22,6 +22,7 @@ EXPECTED = {
     "steadfast_runs_total": {"agent", "namespace", "phase"},
     "steadfast_run_cost_usd_count": {"agent", "namespace"},
     "steadfast_budget_exhausted_total": {"agent", "namespace"},
+    "steadfast_llm_cost_avoided_usd_total": {"agent", "namespace", "model"},
 }
 
 
@@ -30,7 +31,7 @@ def _exercise(m: Metrics) -> None:
     m.record_retry_cost(L, "claude-sonnet-4-6", 0.001)
     m.record_attempt(L, "write_report", "failure", "RateLimited")
     m.record_attempt(L, "write_report", "success")
-    m.record_run(L, "BudgetExhausted", 0.9)
+    m.record_run(L, "BudgetExhausted", 0.9, avoided_usd=0.25, model="claude-sonnet-4-6")
 
 
 def test_names_and_label_sets_match_the_design() -> None:
@@ -62,6 +63,7 @@ def test_values_are_recorded() -> None:
     assert get("steadfast_activity_retries_total", {**attempts, "error_type": "RateLimited"}) == 1
     assert get("steadfast_runs_total", {**BASE, "phase": "BudgetExhausted"}) == 1
     assert get("steadfast_budget_exhausted_total", BASE) == 1
+    assert get("steadfast_llm_cost_avoided_usd_total", model) == pytest.approx(0.25)
     assert get("steadfast_run_cost_usd_sum", BASE) == pytest.approx(0.9)
     assert get("steadfast_run_cost_usd_bucket", {**BASE, "le": "1.0"}) == 1
     assert get("steadfast_run_cost_usd_bucket", {**BASE, "le": "0.5"}) == 0
@@ -82,3 +84,24 @@ def test_registries_are_private() -> None:
     assert "python_gc" not in text
     assert "process_cpu" not in text
     assert "# TYPE steadfast_runs_total counter" in text
+
+
+def test_what_resuming_saved_is_counted_once_per_run_that_ended() -> None:
+    m = Metrics()
+    model = "claude-sonnet-4-6"
+    m.record_run(L, "Completed", 0.02, avoided_usd=0.004, model=model)
+    m.record_run(L, "Failed", 0.03, avoided_usd=0.006, model=model)
+    # A pause is not an end: a run in AwaitingBudget may still resume and save more.
+    m.record_run(L, "AwaitingBudget", 0.03, "run", avoided_usd=0.006, model=model)
+    m.record_run(L, "Completed", 0.01, model=model)  # nothing lost: adds zero
+    avoided = {**BASE, "model": model}
+    get = m.registry.get_sample_value
+    assert get("steadfast_llm_cost_avoided_usd_total", avoided) == pytest.approx(0.01)
+    assert get("steadfast_runs_total", {**BASE, "phase": "Completed"}) == 2
+
+
+def test_a_run_that_lost_nothing_still_shows_the_series_at_zero() -> None:
+    m = Metrics()
+    m.record_run(L, "Completed", 0.01, model="claude-haiku-4-5")
+    avoided = {**BASE, "model": "claude-haiku-4-5"}
+    assert m.registry.get_sample_value("steadfast_llm_cost_avoided_usd_total", avoided) == 0.0

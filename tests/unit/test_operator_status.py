@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from steadfast_contract import crdschema
 from steadfast_contract.starter import RunRow
 from steadfast_operator import status as st
 from steadfast_operator.spec import parse_spec
@@ -167,3 +168,24 @@ def test_short_condition_messages_are_kept_whole() -> None:
     doc = build([], problem=st.Problem("SecretMissing", "create it"))
     (ready,) = [c for c in doc["conditions"] if c["type"] == "Ready"]
     assert ready["message"] == "create it"
+
+
+def test_the_status_says_what_resuming_saved_each_run_and_the_agent() -> None:
+    saved = replace(run("x", 0.2, NOW), avoided_usd=0.0012)
+    twice = replace(run("y", 0.3, NOW - timedelta(hours=1)), avoided_usd=0.0030)
+    s = build([saved, twice, run("x", 0.1, NOW - timedelta(hours=2))])
+    assert s["avoidedUSD"] == pytest.approx(0.0042)
+    assert {(r["topic"], r["avoidedUSD"]) for r in s["runs"]} == {
+        ("x", 0.0012),
+        ("y", 0.003),
+        ("x", 0.0),
+    }
+
+
+def test_every_status_field_written_is_in_the_crd_schema() -> None:
+    # The API server prunes fields the schema does not name: they would vanish unseen.
+    schema = crdschema.status_schema()["properties"]
+    s = build([replace(run("x", 0.2, NOW), avoided_usd=0.0012)])
+    assert set(s) <= set(schema)
+    assert set(s["runs"][0]) <= set(schema["runs"]["items"]["properties"])
+    assert set(s["cost"]) <= set(schema["cost"]["properties"])

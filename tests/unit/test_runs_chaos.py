@@ -218,3 +218,15 @@ def test_a_kill_while_awaiting_approval_is_resumed_when_the_email_is_scheduled()
     step = chaos.STEP_OF_PHASE[models.Phase.AWAITING_APPROVAL]
     assert step == models.STEP_OF_PHASE[models.Phase.SAVING] == 4
     assert chaos.resume_seconds(marks, 10.0, step) == pytest.approx(20.0)
+
+
+def test_the_chaos_summary_reads_the_killed_run_as_it_closed() -> None:
+    killed = starter.RunRow("t", "wf-1", "Completed", llm_calls=2)
+    closed = starter.RunRow(
+        "t", "wf-1", "Completed", llm_calls=2, avoided_usd=0.0006, calls_not_repeated=1,
+        interruptions=(models.Interruption(act.WRITE_REPORT, 2, 1, 1, 0.0006),),
+    )  # fmt: skip
+    other = starter.RunRow("u", "wf-2", "Completed", llm_calls=2)
+    report = chaos.CrashReport("wf-1", "Writing", 3, final=closed)
+    assert chaos.closing_rows([killed, other], report) == [closed, other]
+    assert chaos.closing_rows([killed], chaos.CrashReport("wf-1", "Writing", 3)) == [killed]

@@ -18,8 +18,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from steadfast_contract.activities import LlmCall
-from steadfast_contract.models import MAX_INTERRUPTIONS_KEPT, Interruption, RunStatus
+from steadfast_contract.activities import (
+    DEEP_TURN,
+    GENERATE_QUERIES,
+    WRITE_REPORT,
+    LlmCall,
+    RecordRunInput,
+)
+from steadfast_contract.models import (
+    MAX_INTERRUPTIONS_KEPT,
+    Interruption,
+    ResearchInput,
+    RunStatus,
+)
+
+#: Steps that are one LLM call each: an interrupted one is numbered as the next call.
+LLM_STEPS = frozenset({GENERATE_QUERIES, WRITE_REPORT, DEEP_TURN})
 
 
 def add_llm(status: RunStatus, call: LlmCall, attempt: int, activity: str = "") -> None:
@@ -58,4 +72,17 @@ def add_failure(status: RunStatus, details: Mapping[str, Any], activity: str = "
     """Count an activity that failed for good, from the details its failure carried."""
     status.cost_usd += float(details.get("failed_cost_usd", 0.0))
     status.llm_calls += int(details.get("calls", 0))
-    add_attempts(status, activity, int(details.get("attempt", 1)))
+    attempt = int(details.get("attempt", 1))
+    add_attempts(status, activity, attempt, llm=activity in LLM_STEPS)
+
+
+def run_record(inp: ResearchInput, status: RunStatus) -> RecordRunInput:
+    """What the ``record_run`` metrics activity counts of a run ending in its phase now."""
+    return RecordRunInput(
+        inp.agent,
+        inp.namespace,
+        status.phase.value,
+        status.cost_usd,
+        avoided_usd=status.avoided_usd,
+        model=inp.settings.model,
+    )

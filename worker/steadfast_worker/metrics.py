@@ -32,6 +32,8 @@ OUTCOME_SUCCESS = "success"
 OUTCOME_FAILURE = "failure"
 OUTCOME_CANCELLED = "cancelled"
 
+_TERMINAL = frozenset(p.value for p in Phase if p.terminal)
+
 
 @dataclass(frozen=True)
 class Labels:
@@ -106,6 +108,13 @@ class Metrics:
             "stopped them (run, day).",
             "budget",
         )
+        self.llm_cost_avoided = counter(
+            "steadfast_llm_cost_avoided_usd_total",
+            "USD a restart from scratch would have paid again: for each lost worker or "
+            "failed attempt, the spend of the LLM calls finished before it; counted when "
+            "the run ends.",
+            "model",
+        )
 
     def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
         """Tokens and spend of LLM calls that completed."""
@@ -133,11 +142,23 @@ class Metrics:
                 labels.agent, labels.namespace, activity, retry_error_type
             ).inc()
 
-    def record_run(self, labels: Labels, phase: str, cost_usd: float, budget: str = "") -> None:
-        """A run ended in ``phase``; or, with ``AwaitingBudget``, paused for ``budget``."""
+    def record_run(
+        self,
+        labels: Labels,
+        phase: str,
+        cost_usd: float,
+        budget: str = "",
+        avoided_usd: float = 0.0,
+        model: str = "",
+    ) -> None:
+        """A run ended in ``phase``, having been saved ``avoided_usd`` of ``model`` calls
+        by resuming; or, with ``AwaitingBudget``, paused for ``budget``."""
         if phase == Phase.AWAITING_BUDGET:
             self.budget_pauses.labels(labels.agent, labels.namespace, budget or "run").inc()
             return
+        if phase in _TERMINAL:
+            # Zero included, so the series exists from the first run that ends.
+            self.llm_cost_avoided.labels(labels.agent, labels.namespace, model).inc(avoided_usd)
         self.runs.labels(labels.agent, labels.namespace, phase).inc()
         self.run_cost.labels(labels.agent, labels.namespace).observe(cost_usd)
         if phase == Phase.BUDGET_EXHAUSTED:

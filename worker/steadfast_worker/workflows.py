@@ -312,8 +312,6 @@ class ResearchWorkflow:
         self._publish_status()
         await workflow.execute_local_activity(
             act.RECORD_RUN,
-            act.RecordRunInput(
-                self._inp.agent, self._inp.namespace, phase.value, self._status.cost_usd
-            ),
+            accounting.run_record(self._inp, self._status),
             start_to_close_timeout=timedelta(seconds=10),
         )

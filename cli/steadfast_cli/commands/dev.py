@@ -6,7 +6,9 @@ set, and a worker process; runs the topics of a ResearchAgent manifest with a
 live progress display and ends with a table of the runs. ``--chaos`` SIGKILLs the
 worker while a report is being written, starts a new one, and shows from the
 simulator's request log that the run resumed without paying twice for any LLM
-call that had finished. Ctrl-C stops every process it started.
+call that had finished, then what that saved each interrupted run ("killed during
+call 2 of 2 (write_report); resumed; 1 finished call not repeated; $0.0007 not
+re-paid"). Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rich.text import Text
 
 from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
-from steadfast_cli.display import progress_line, runs_table
+from steadfast_cli.display import progress_line, runs_table, saved_lines
 from steadfast_contract import agentfile, starter
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.models import Phase
@@ -202,6 +204,7 @@ async def _dev(
         if chaos_task is not None:
             report = await chaos_task
             _print_chaos(console, report)
+            _print_saved(console, chaos.closing_rows(rows, report))
             if not report.held:
                 code = 1
         state = options.state_dir
@@ -278,3 +281,10 @@ def _print_chaos(console: Console, r: chaos.CrashReport) -> None:
             f"  [green]no finished LLM call was repeated[/green] "
             f"(simulator request log; final phase {r.final_phase})"
         )
+
+
+def _print_saved(console: Console, rows: list[starter.RunRow]) -> None:
+    """Each interrupted run: where, and what resuming did not pay again (its own status)."""
+    for row in rows:
+        for line in saved_lines(row, verb="killed"):
+            console.print(f"  {row.topic}: [green]{line}[/green]")

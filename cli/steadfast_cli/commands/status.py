@@ -3,7 +3,9 @@
 Runs are named by workflow id, by a ResearchAgent manifest (its topics' ids),
 or not at all (the most recent ResearchWorkflow executions). Running workflows
 answer the ``status`` query; finished ones are described from their result or
-failure, so the table works even when no worker is running.
+failure, so the table works even when no worker is running. Below the table, a
+run that lost a worker or retried an attempt says where, and what resuming instead
+of restarting did not pay again.
 
 ``--reports`` also lists every report the shown workflow ids' runs saved (a
 re-run keeps the earlier ones), read from the report store (see
@@ -30,7 +32,10 @@ from steadfast_contract import ids, models, starter
 from steadfast_contract.config import ConfigError, StorageConfig, TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
 
-HELP = "show research runs: phase, report id, LLM calls, retries and cost"
+HELP = (
+    "show research runs: phase, report id, LLM calls, retries, cost, and the spend resuming"
+    " saved (what a restart from scratch would have re-paid)"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +120,8 @@ async def _status(
         for row in rows:
             if row.message:
                 console.print(f"[dim]{row.workflow_id}:[/dim] {row.message}")
+            for line in display.saved_lines(row):
+                console.print(f"[dim]{row.workflow_id}:[/dim] {line}")
         if not args.watch or all(r.terminal for r in rows):
             break
         for row in rows:

@@ -4,7 +4,8 @@
 :mod:`~steadfast_worker.activities.storage`), so retries of one run leave exactly
 one row and return its original report id, and each re-run of the same workflow
 id keeps a report of its own next to the earlier ones.
-``record_run`` counts the finished run in the worker's metrics.
+``record_run`` counts the finished run in the worker's metrics: its phase, its
+cost, and what resuming instead of restarting saved it.
 
 A store that cannot be reached fails the attempt with ``DatabaseError``, naming
 the store's error class in the message and in the ``storeError`` detail and
@@ -73,4 +74,6 @@ class SavingActivities(ActivityBase):
     async def record_run(self, inp: RecordRunInput) -> None:
         """Run-level metrics, as a local activity: workflows cannot touch Prometheus,
         and a local activity's completion is recorded, so replays don't count twice."""
-        self.metrics.record_run(self.labels, inp.phase, inp.cost_usd, inp.budget)
+        self.metrics.record_run(
+            self.labels, inp.phase, inp.cost_usd, inp.budget, inp.avoided_usd, inp.model
+        )

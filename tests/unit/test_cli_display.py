@@ -1,0 +1,116 @@
+"""What ``steadfast status`` and ``steadfast dev`` print about what resuming saved."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from steadfast_cli import display
+from steadfast_contract.models import Interruption, Phase, RunStatus
+from steadfast_contract.starter import RunRow, row_from_status
+
+pytestmark = pytest.mark.unit
+
+KILLED_MID_REPORT = Interruption("write_report", 2, 1, 1, 0.0012)
+
+
+def _cells(table: object, first: str) -> list[str]:
+    """The cells of the rendered table's line whose first cell is ``first``."""
+    console = Console(record=True, width=200)
+    console.print(table)
+    for line in console.export_text().splitlines():
+        cells = [c.strip() for c in line.split("│") if c.strip()]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no line starts with {first!r}")
+
+
+def test_a_status_row_carries_what_resuming_saved() -> None:
+    st = RunStatus(
+        topic="t",
+        phase=Phase.COMPLETED,
+        avoided_usd=0.0012,
+        calls_not_repeated=1,
+        interruptions=[KILLED_MID_REPORT],
+        max_turns=20,
+    )
+    row = row_from_status("wf", st)
+    assert (row.avoided_usd, row.calls_not_repeated, row.max_turns) == (0.0012, 1, 20)
+    assert row.interruptions == (KILLED_MID_REPORT,)
+
+
+def test_the_runs_table_has_a_saved_column_and_its_total() -> None:
+    rows = [
+        RunRow("alpha", "wf-a", "Completed", llm_calls=2, cost_usd=0.02, avoided_usd=0.0012),
+        RunRow("beta", "wf-b", "Completed", llm_calls=2, cost_usd=0.03, avoided_usd=0.0030),
+    ]
+    table = display.runs_table(rows)
+    assert [c.header for c in table.columns][-2:] == ["Cost (USD)", "Saved (USD)"]
+    assert _cells(table, "alpha")[-2:] == ["$0.0200", "$0.0012"]
+    assert _cells(table, "Total")[-2:] == ["$0.0500", "$0.0042"]
+
+
+@pytest.mark.parametrize(
+    ("interruption", "calls", "line"),
+    [
+        pytest.param(
+            KILLED_MID_REPORT, 2,
+            "killed during call 2 of 2 (write_report); resumed; 1 finished call not repeated;"
+            " $0.0012 not re-paid",
+            id="the report call lost after the query call finished",
+        ),
+        pytest.param(
+            Interruption("deep_turn", 17, 2, 16, 0.32), 20,
+            "killed during call 17 of 20 (deep_turn) 2 times; resumed;"
+            " 32 finished calls not repeated; $0.3200 not re-paid",
+            id="a turn lost twice: its 16 finished turns twice",
+        ),
+        pytest.param(
+            Interruption("save_report", 2, 1, 2, 0.005), 2,
+            "killed after call 2 of 2 (save_report); resumed; 2 finished calls not repeated;"
+            " $0.0050 not re-paid",
+            id="a step that is not a call comes after the calls",
+        ),
+        pytest.param(
+            Interruption("generate_queries", 1, 1, 0, 0.0), 2,
+            "killed during call 1 of 2 (generate_queries); resumed; 0 finished calls not"
+            " repeated; $0.0000 not re-paid",
+            id="the first call lost: nothing to re-pay",
+        ),
+        pytest.param(
+            Interruption("web_search", 0, 1, 0, 0.0), 0,
+            "killed before the first LLM call (web_search); resumed; 0 finished calls not"
+            " repeated; $0.0000 not re-paid",
+            id="nothing finished yet",
+        ),
+    ],
+)  # fmt: skip
+def test_an_interruption_reads_as_where_it_struck_and_what_was_not_re_paid(
+    interruption: Interruption, calls: int, line: str
+) -> None:
+    assert display.interruption_line(interruption, calls, "killed") == line
+
+
+def test_of_n_is_a_deep_runs_planned_turns_else_its_llm_calls() -> None:
+    assert display.calls_of(RunRow("t", "wf", "Completed", llm_calls=3)) == 3
+    assert display.calls_of(RunRow("t", "wf", "Researching", llm_calls=5, max_turns=20)) == 20
+
+
+def test_saved_lines_list_each_interruption_then_the_total_when_more_than_one() -> None:
+    one = RunRow(
+        "t", "wf", "Completed", llm_calls=2, avoided_usd=0.0012, calls_not_repeated=1,
+        interruptions=(KILLED_MID_REPORT,),
+    )  # fmt: skip
+    assert display.saved_lines(one) == [
+        "interrupted during call 2 of 2 (write_report); resumed; 1 finished call not repeated;"
+        " $0.0012 not re-paid"
+    ]
+    save = Interruption("save_report", 2, 1, 2, 0.005)
+    two = RunRow(
+        "t", "wf", "Completed", llm_calls=2, avoided_usd=0.0062, calls_not_repeated=3,
+        interruptions=(KILLED_MID_REPORT, save),
+    )  # fmt: skip
+    assert display.saved_lines(two)[-1] == (
+        "in all: 3 finished calls not repeated; $0.0062 not re-paid"
+    )
+    assert display.saved_lines(RunRow("t", "wf", "Completed", llm_calls=2)) == []
