@@ -3,7 +3,8 @@
 The fixtures were captured by ``hack/capture-histories`` from real runs (happy
 path with email, LLM retries, a failed search, budget exhaustion, approval,
 rejection, a worker SIGKILLed mid-report, runs paused by the run's and the day's
-budget and resumed by a ``budget`` update), some of them before and after runs
+budget and resumed by a ``budget`` update, deep runs -- one of them a chain of three
+runs that continued as new), some of them before and after runs
 kept their spend in a memo (``*_spend_memo``), and the approval gate's own (a wait
 that expired, a rejection ignored because the report did not exist yet) recorded
 after its timeout and phase check were guarded by ``workflow.patched``. Replaying them with
@@ -85,8 +86,27 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
     for path in HISTORIES:
         kinds = {e.event_type for e in load(path).events}
         upserts = EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds
-        assert upserts == path.stem.endswith("_spend_memo"), path.name
+        recorded_after = path.stem.endswith("_spend_memo") or path.stem.startswith("deep_")
+        assert upserts == recorded_after, path.name
         assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
+
+
+def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
+    deep = load(FIXTURES / "deep_agent.json")
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in deep.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled.count("deep_turn") == 6
+    assert "deep_tool" in scheduled
+    chain = [load(FIXTURES / f"deep_continued_as_new_run{i}.json") for i in (1, 2, 3)]
+    ends = [h.events[-1].event_type for h in chain]
+    assert ends == [
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    ]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -29,6 +29,7 @@ from temporalio.client import Client
 
 from steadfast_contract import models, starter
 from steadfast_contract.config import WorkerConfig
+from steadfast_contract.researchspec import ResearchSpec
 from steadfast_dev import chaos, embedded
 from tests.support.ports import free_port
 from tests.support.stack import ROOT, example_config, on_queue
@@ -172,6 +173,33 @@ async def worker_killed_while_writing(s: embedded.Stack, cfg: WorkerConfig, name
     return wf
 
 
+def _deep(cfg: WorkerConfig, **research: object) -> WorkerConfig:
+    return cfg.model_copy(
+        update={
+            "research": ResearchSpec(strategy="deep", **research),
+            "model": cfg.model.model_copy(update={"max_tokens": 4000}),
+        }
+    )
+
+
+async def _deep_run(s: embedded.Stack, cfg: WorkerConfig, name: str, turns: int) -> str:
+    await s.sim_admin.set_faults({"llm": {"agent_turns": turns}, "search": {"page_links": True}})
+    try:
+        return await happy(s, cfg, name)
+    finally:
+        await s.sim_admin.reset()
+
+
+async def deep_agent(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """The deep strategy: six turns of tool use (parallel calls, findings, pages)."""
+    return await _deep_run(s, _deep(cfg, max_turns=8), name, 6)
+
+
+async def deep_continued_as_new(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Seven turns, continuing as new after every three: a chain of three runs."""
+    return await _deep_run(s, _deep(cfg, max_turns=8, continue_as_new_after_turns=3), name, 7)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "happy_path_with_email": happy,
     "llm_retries": llm_retries,
@@ -184,6 +212,8 @@ SCENARIOS: dict[str, Scenario] = {
     "worker_killed_while_writing": worker_killed_while_writing,
     "budget_paused_raised": budget_paused_raised,
     "budget_day_paused_raised": budget_day_paused_raised,
+    "deep_agent": deep_agent,
+    "deep_continued_as_new": deep_continued_as_new,
 }
 
 
@@ -218,13 +248,24 @@ async def capture(names: list[str]) -> dict[str, str]:
                 s.start_worker(cfg, _env(s))
                 for name in names:
                     wf = await SCENARIOS[name](s, cfg, name)
-                    history = await s.client.get_workflow_handle(wf).fetch_history()
-                    captured[name] = history.to_json()
+                    runs = await _chain(s.client, wf)
+                    for i, run_id in enumerate(runs, 1):
+                        handle = s.client.get_workflow_handle(wf, run_id=run_id)
+                        history = await handle.fetch_history()
+                        key = f"{name}_run{i}" if len(runs) > 1 else name
+                        captured[key] = history.to_json()
+                        print(f"{key}: {len(history.events)} events")
                     row = await starter.describe_run(s.client, wf)
-                    print(f"{name}: {row.phase}, {len(history.events)} events")
+                    print(f"{name}: {row.phase}")
     finally:
         smtp.stop()
     return captured
+
+
+async def _chain(client: Client, wf: str) -> list[str]:
+    """The run ids under ``wf``, oldest first (a run that continued as new, and the next)."""
+    runs = [(w.start_time, w.run_id) async for w in client.list_workflows(f"WorkflowId = '{wf}'")]
+    return [run_id for _, run_id in sorted(runs)]
 
 
 def main() -> None:
