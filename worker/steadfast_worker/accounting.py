@@ -50,9 +50,7 @@ def add_attempts(status: RunStatus, activity: str, attempt: int, *, llm: bool = 
     status.avoided_usd += avoided
     status.calls_not_repeated += lost * status.finished_calls
     call = status.finished_calls + (1 if llm else 0)
-    status.interruptions.append(
-        Interruption(activity, call, lost, status.finished_calls, avoided)
-    )
+    status.interruptions.append(Interruption(activity, call, lost, status.finished_calls, avoided))
     del status.interruptions[:-MAX_INTERRUPTIONS_KEPT]
 
 
