@@ -160,3 +160,22 @@ def test_where_the_breakpoint_sits_is_not_part_of_the_prefix() -> None:
     a = account_input({"model": "m", "messages": [{"role": "user", "content": [plain]}]})
     b = account_input({"model": "m", "messages": [{"role": "user", "content": [marked]}]})
     assert a.prefixes == b.prefixes
+
+
+def test_a_new_tool_choice_misses_the_messages_but_reads_tools_and_system() -> None:
+    tools = [{"name": "web_search", "description": "d" * 400, "input_schema": {}}]
+    system = [_text(1500, ONE_HOUR)]
+    user = [{"role": "user", "content": [_text(1000, FIVE_MIN, "U")]}]
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 100, "tools": tools,
+            "system": system, "messages": user}  # fmt: skip
+    cache = PromptCache()
+    first = cache_use(account_input(body), lambda _: False)
+    _served(cache, first, 0.0)
+    same = cache_use(account_input(body), lambda d: cache.holds(d, 1.0))
+    assert (same.read, same.write) == (first.write, 0)
+    final = {**body, "tool_choice": {"type": "none"}}  # the deep loop's last turn
+    use = cache_use(account_input(final), lambda d: cache.holds(d, 1.0))
+    assert use.read == first.write_1h  # tools and system
+    assert use.write == first.write - first.write_1h
+    auto = {**body, "tool_choice": {"type": "auto"}}  # the default, spelled out
+    assert cache_use(account_input(auto), lambda d: cache.holds(d, 1.0)).write == 0

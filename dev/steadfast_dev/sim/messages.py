@@ -10,7 +10,7 @@ cacheable length; a request reads the longest cached prefix found at a breakpoin
 or up to 20 blocks before one, and writes the rest up to its last breakpoint, split
 in ``usage.cache_creation`` into 1-hour and 5-minute writes; the tokens in neither
 are plain ``input_tokens``. A request defining client tools pays the tool-use system
-prompt the real API adds in front of everything (``TOOL_SYSTEM_TOKENS``).
+prompt the real API adds in front of everything (``promptcache.TOOL_SYSTEM_TOKENS``).
 Replies of the simulated tool-use agent (:mod:`steadfast_dev.sim.agent`) reuse the
 same usage, JSON and SSE builders: their ``tool_use`` blocks follow the text.
 """

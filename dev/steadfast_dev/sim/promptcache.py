@@ -120,6 +120,10 @@ def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
             if isinstance(block, Mapping):
                 text = content.block_text([block])
                 units.append((text, content.estimate_tokens(text), _ttl(block)))
+    # A change of tool_choice or of the thinking settings invalidates the messages'
+    # cache, not the tools' and the system's: it is part of every message prefix.
+    choice = body.get("tool_choice") or {"type": "auto"}
+    settings = json.dumps([choice, body.get("thinking")], sort_keys=True)
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else []:
         if not isinstance(message, Mapping):
@@ -132,7 +136,8 @@ def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
             if not isinstance(block, Mapping):
                 continue
             text = content.block_text([block]) or _bare(block)
-            tag = f"{message.get('role')}:{text}"
+            tag = f"{settings}{message.get('role')}:{text}"
+            settings = ""
             units.append((tag, content.estimate_tokens(text) + overhead, _ttl(block)))
             overhead = 0
     return units
