@@ -16,6 +16,9 @@ n read what turn n-1 wrote:
    the 20-block lookback once k reaches 10);
 3. the last block of the newest user message: written now, read by turn n+1.
 
+A turn that changes ``tool_choice`` (the final one, with ``none``) or the thinking
+settings reads only the head: the API keys the messages' cache on them.
+
 The real API ignores a breakpoint whose prefix is shorter than the model's minimum
 cacheable length (:func:`steadfast_contract.pricing.min_cacheable_tokens`), without
 an error. Given the model, the head's breakpoints go only where their prefix

@@ -16,7 +16,10 @@ prompt-caching docs (``platform.claude.com/docs/en/build-with-claude/prompt-cach
   the last breakpoint with a one-hour ``ttl`` are written for an hour, the rest up
   to the last breakpoint for five minutes (the API bills the two apart);
 * an entry lives for its ``ttl`` (5 minutes, or an hour with ``"ttl": "1h"``)
-  from its last write or read; an expired entry misses.
+  from its last write or read; an expired entry misses;
+* ``tool_choice`` and the thinking settings belong to every message prefix: a
+  change misses the messages' entries and still reads the tools and the system;
+* more than four breakpoints, or an hour-long one after one of five minutes, is a 400.
 
 :class:`PromptCache` holds the entries; it takes the time as an argument, so its
 expiry is tested without a clock, while the simulator passes the monotonic clock.
