@@ -192,18 +192,8 @@ def _hit(account: InputAccount, point: Breakpoint, is_cached: Callable[[str], bo
     return Prefix("", 0)
 
 
-def cache_use(
-    account: InputAccount, is_cached: Callable[[str], bool], *, min_tokens: int | None = None
-) -> CacheUse:
-    """How the request uses the cache, given which prefixes are cached now.
-
-    ``min_tokens`` overrides the model's minimum cacheable length (the plan's
-    ``min_cache_tokens``).
-    """
-    if min_tokens is not None:
-        account = InputAccount(
-            account.total_tokens, account.breakpoints, account.prefixes, min_tokens
-        )
+def cache_use(account: InputAccount, is_cached: Callable[[str], bool]) -> CacheUse:
+    """How the request uses the cache, given which prefixes are cached now."""
     eligible = [b for b in account.breakpoints if b.tokens >= account.min_tokens]
     if not eligible:
         return CacheUse()
