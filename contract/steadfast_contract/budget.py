@@ -34,7 +34,7 @@ from datetime import UTC as _UTC
 from datetime import datetime, timedelta
 
 from steadfast_contract.models import Pricing
-from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
+from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST, dearest_input_per_mtok
 
 #: Rule of thumb for English text; the simulator counts the same way.
 CHARS_PER_TOKEN = 4
@@ -56,11 +56,12 @@ def reserve_usd(
 ) -> float:
     """The most one call may cost: ``max_tokens`` of output plus its input.
 
-    Input is priced at the uncached rate, the highest an input token can cost
-    apart from a cache write, which the workflow's prompts only ever make once.
+    Every input token is priced at the dearest rate one can be billed at: a request
+    may write its whole prompt to the cache for an hour (twice the input price), and a
+    deep run's turns write every turn, so a cache write is not a one-off to ignore.
     """
     return (
-        max_tokens * pricing.output_per_mtok + input_tokens * pricing.input_per_mtok
+        max_tokens * pricing.output_per_mtok + input_tokens * dearest_input_per_mtok(pricing)
     ) / 1_000_000.0 + web_searches * WEB_SEARCH_USD_PER_REQUEST
 
 

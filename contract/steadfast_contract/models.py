@@ -140,6 +140,9 @@ class Pricing:
     output_per_mtok: float
     cache_read_per_mtok: float
     cache_write_per_mtok: float
+    """A cache write that lives 5 minutes (the default ``ttl``)."""
+    cache_write_1h_per_mtok: float = 0.0
+    """A cache write that lives an hour (``"ttl": "1h"``); 0 means twice the input rate."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from steadfast_contract.models import Pricing
 
 #: List prices (USD per MTok): input, output, cache read (hits), cache write (5-minute).
+#: The 1-hour cache write is left unset: it is twice the input price for every model.
 #: Source: the vendor's public pricing page, checked November 2026.
 PRICES: dict[str, Pricing] = {
     "claude-opus-5": Pricing(5.0, 25.0, 0.50, 6.25),
@@ -42,6 +43,35 @@ ALIASES: dict[str, str] = {
     "claude-sonnet-4": "claude-sonnet-4-0",
 }
 
+#: A cache write that lives an hour costs this many input tokens (5 minutes: 1.25).
+ONE_HOUR_WRITE_FACTOR = 2.0
+
+#: The shortest prefix (tokens) the prompt cache keeps, by model: a ``cache_control``
+#: breakpoint whose prefix is shorter caches nothing, and no error says so.
+#: Source: the Messages API's prompt-caching docs ("Cache limitations", as quoted in
+#: anthropics/anthropic-sdk-python#1194), checked November 2026: 4096 for Opus 4.5/4.6 and
+#: Haiku 4.5; 1024 for Sonnet 4.x/3.7 and Opus 4/4.1; 2048 for Haiku 3/3.5. Third-party
+#: tables disagree for Opus 4.7 and later (512 to 4096); we take 4096, the largest, so the
+#: simulator never promises a saving the real API would not give.
+MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    "claude-opus-5": 4096,
+    "claude-opus-4-8": 4096,
+    "claude-opus-4-7": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4-0": 1024,
+    "claude-sonnet-4-6": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-sonnet-4-0": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-haiku-4-5": 4096,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
+#: For a model the table does not know: the floor of most Sonnet and Opus models.
+DEFAULT_MIN_CACHEABLE_TOKENS = 1024
+
 #: Server-side web search is billed per search on top of tokens ($10 per 1,000).
 WEB_SEARCH_USD_PER_REQUEST = 0.01
 
@@ -65,7 +95,10 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    """Every token written to the cache, whatever its ``ttl``."""
     web_search_requests: int = 0
+    cache_write_1h_tokens: int = 0
+    """The part of ``cache_write_tokens`` written for an hour (the rest: 5 minutes)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -74,7 +107,13 @@ class Usage:
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             self.web_search_requests + other.web_search_requests,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """The part of ``cache_write_tokens`` written for 5 minutes."""
+        return max(self.cache_write_tokens - self.cache_write_1h_tokens, 0)
 
 
 def canonical_model(model: str) -> str:
@@ -99,11 +138,29 @@ def lookup(model: str, override: Pricing | None = None) -> Pricing:
         ) from None
 
 
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix ``model``'s prompt cache keeps (:data:`MIN_CACHEABLE_TOKENS`)."""
+    return MIN_CACHEABLE_TOKENS.get(canonical_model(model), DEFAULT_MIN_CACHEABLE_TOKENS)
+
+
+def one_hour_write_per_mtok(pricing: Pricing) -> float:
+    """The 1-hour cache-write rate: the configured one, else twice the input rate."""
+    return pricing.cache_write_1h_per_mtok or pricing.input_per_mtok * ONE_HOUR_WRITE_FACTOR
+
+
+def dearest_input_per_mtok(pricing: Pricing) -> float:
+    """The most one input token can cost: plain input, or written to the cache for 5m or 1h."""
+    return max(
+        pricing.input_per_mtok, pricing.cache_write_per_mtok, one_hour_write_per_mtok(pricing)
+    )
+
+
 def cost_usd(usage: Usage, pricing: Pricing) -> float:
-    """USD cost of ``usage`` at ``pricing``."""
+    """USD cost of ``usage`` at ``pricing``: each kind of input token at its own rate."""
     return (
         usage.input_tokens * pricing.input_per_mtok
         + usage.output_tokens * pricing.output_per_mtok
         + usage.cache_read_tokens * pricing.cache_read_per_mtok
-        + usage.cache_write_tokens * pricing.cache_write_per_mtok
+        + usage.cache_write_5m_tokens * pricing.cache_write_per_mtok
+        + usage.cache_write_1h_tokens * one_hour_write_per_mtok(pricing)
     ) / _PER + usage.web_search_requests * WEB_SEARCH_USD_PER_REQUEST

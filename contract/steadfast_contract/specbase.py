@@ -95,7 +95,14 @@ class PricingSpec(SpecModel):
         default=0.0, alias="cacheReadPerMTok", description=_per_mtok("cache-read")
     )
     cache_write_per_m_tok: PricePerMTok = Field(
-        default=0.0, alias="cacheWritePerMTok", description=_per_mtok("cache-write")
+        default=0.0,
+        alias="cacheWritePerMTok",
+        description=_per_mtok("cache-write (5-minute)"),
+    )
+    cache_write_1h_per_m_tok: PricePerMTok = Field(
+        default=0.0,
+        alias="cacheWrite1hPerMTok",
+        description=_per_mtok("cache-write (1-hour)") + " 0 means twice the input price.",
     )
 
     def to_pricing(self) -> models.Pricing:
@@ -104,6 +111,7 @@ class PricingSpec(SpecModel):
             self.output_per_m_tok,
             self.cache_read_per_m_tok,
             self.cache_write_per_m_tok,
+            self.cache_write_1h_per_m_tok,
         )
 
 

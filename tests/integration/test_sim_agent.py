@@ -430,13 +430,26 @@ async def test_each_turn_reads_the_whole_prompt_of_the_turn_before_from_the_cach
                 run.messages.append({"role": "user", "content": results})
     assert run.replies[-1].stop_reason == "end_turn"
     first = run.replies[0].usage
-    assert first.cache_read_input_tokens == 0
-    assert first.cache_creation_input_tokens > 346  # the tool-use system prompt and more
+    # The first prompt (the tool-use system prompt and a little more) is below
+    # Sonnet's minimum cacheable length (1024 tokens): the real API caches none of it.
+    assert _prompt(first) < MIN_CACHEABLE
+    assert (first.cache_read_input_tokens, first.cache_creation_input_tokens) == (0, 0)
+    reads = 0
     for before, now in zip(run.replies, run.replies[1:], strict=False):
-        prompt = (
-            before.usage.input_tokens
-            + (before.usage.cache_read_input_tokens or 0)
-            + (before.usage.cache_creation_input_tokens or 0)
-        )
-        assert now.usage.cache_read_input_tokens == prompt
+        prompt = _prompt(before.usage)
+        assert now.usage.cache_read_input_tokens == (prompt if prompt >= MIN_CACHEABLE else 0)
         assert (now.usage.cache_creation_input_tokens or 0) > 0
+        reads += prompt >= MIN_CACHEABLE
+    assert reads >= 3
+
+
+#: Sonnet 4.6's minimum cacheable prompt length (the simulator follows the real API).
+MIN_CACHEABLE = 1024
+
+
+def _prompt(usage: Any) -> int:
+    return int(
+        usage.input_tokens
+        + (usage.cache_read_input_tokens or 0)
+        + (usage.cache_creation_input_tokens or 0)
+    )

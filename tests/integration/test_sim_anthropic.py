@@ -95,7 +95,8 @@ async def test_prompt_cache_writes_once_then_reads(sim: SimHandle) -> None:
     system: Any = [
         {
             "type": "text",
-            "text": "You research carefully. " * 40,
+            # 1200 tokens: past Sonnet's minimum cacheable length (1024).
+            "text": "You research carefully. " * 200,
             "cache_control": {"type": "ephemeral"},
         }
     ]
@@ -105,10 +106,10 @@ async def test_prompt_cache_writes_once_then_reads(sim: SimHandle) -> None:
     warm = await client.messages.create(
         model=MODEL, max_tokens=300, system=system, messages=_user(REPORT)
     )
-    assert cold.usage.cache_creation_input_tokens == 240
+    assert cold.usage.cache_creation_input_tokens == 1200
     assert cold.usage.cache_read_input_tokens == 0
     assert warm.usage.cache_creation_input_tokens == 0
-    assert warm.usage.cache_read_input_tokens == 240
+    assert warm.usage.cache_read_input_tokens == 1200
 
 
 async def test_max_tokens_truncates_with_stop_reason(sim: SimHandle) -> None:

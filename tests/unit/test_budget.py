@@ -17,8 +17,22 @@ SONNET = Pricing(3.0, 15.0, 0.30, 3.75)
 
 def test_reserve_is_max_tokens_at_output_price_plus_input() -> None:
     assert budget.reserve_usd(2000, 0, SONNET) == pytest.approx(0.03)
-    assert budget.reserve_usd(2000, 1000, SONNET) == pytest.approx(0.03 + 0.003)
+    # Input at $6/MTok: the whole prompt may be written to the cache for an hour.
+    assert budget.reserve_usd(2000, 1000, SONNET) == pytest.approx(0.03 + 0.006)
     assert budget.reserve_usd(0, 0, SONNET, web_searches=2) == pytest.approx(0.02)
+
+
+def test_reserve_bounds_a_prompt_written_to_the_cache_for_an_hour() -> None:
+    prompt = 50_000
+    whole_prompt_for_an_hour = Usage(
+        output_tokens=2000, cache_write_tokens=prompt, cache_write_1h_tokens=prompt
+    )
+    whole_prompt_for_5_minutes = Usage(output_tokens=2000, cache_write_tokens=prompt)
+    reserve = budget.reserve_usd(2000, prompt, SONNET)
+    assert cost_usd(whole_prompt_for_an_hour, SONNET) == pytest.approx(reserve)
+    assert cost_usd(whole_prompt_for_5_minutes, SONNET) < reserve
+    dear_5m = Pricing(3.0, 15.0, 0.30, 9.0, 4.0)  # a gateway whose 5-minute write is dearest
+    assert budget.reserve_usd(0, prompt, dear_5m) == pytest.approx(prompt * 9.0 / 1e6)
 
 
 def test_estimate_rounds_up_and_adds_framing() -> None:
@@ -56,9 +70,9 @@ def test_a_run_of_calls_never_overspends() -> None:
 
 def test_one_call_with_a_short_prompt_costs_output_and_input() -> None:
     # What the removed min_budget_usd computed, now spelled with reserve_usd: 2000 output
-    # tokens at $15/MTok plus ceil(400 / 4) + 64 input tokens at $3/MTok.
+    # tokens at $15/MTok plus ceil(400 / 4) + 64 input tokens at $6/MTok (a 1-hour write).
     minimum = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
-    assert minimum == pytest.approx(0.03 + 164 * 3.0 / 1_000_000)
+    assert minimum == pytest.approx(0.03 + 164 * 6.0 / 1_000_000)
     one_call = budget.reserve_usd(2000, budget.estimate_tokens(400), SONNET)
     assert budget.check(0.0, one_call, minimum).fits
     assert not budget.check(0.0, one_call, minimum - 1e-6).fits

@@ -105,3 +105,20 @@ def test_a_run_that_lost_nothing_still_shows_the_series_at_zero() -> None:
     m.record_run(L, "Completed", 0.01, model="claude-haiku-4-5")
     avoided = {**BASE, "model": "claude-haiku-4-5"}
     assert m.registry.get_sample_value("steadfast_llm_cost_avoided_usd_total", avoided) == 0.0
+
+
+def test_cache_writes_are_counted_by_ttl_once_each() -> None:
+    m = Metrics()
+    usage = Usage(100, 50, 10, cache_write_tokens=30, cache_write_1h_tokens=12)
+    m.record_llm(L, "claude-sonnet-4-6", usage, 0.002)
+    get = m.registry.get_sample_value
+    model = {**BASE, "model": "claude-sonnet-4-6"}
+    assert get("steadfast_llm_tokens_total", {**model, "token_type": "cache_write"}) == 18
+    assert get("steadfast_llm_tokens_total", {**model, "token_type": "cache_write_1h"}) == 12
+    every = sum(
+        s.value
+        for f in m.registry.collect()
+        for s in f.samples
+        if s.name == "steadfast_llm_tokens_total"
+    )
+    assert every == 100 + 50 + 10 + 30

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from steadfast_dev.sim import content, messages
+from steadfast_dev.sim import content, messages, promptcache
 
 pytestmark = pytest.mark.unit
 
@@ -96,40 +96,41 @@ def test_input_tokens_grow_with_the_prompt() -> None:
 
 
 def _cached_body(user: str) -> dict[str, object]:
-    system = [{"type": "text", "text": "S" * 400, "cache_control": {"type": "ephemeral"}}]
+    # 1100 tokens: past Sonnet's minimum cacheable length (1024).
+    system = [{"type": "text", "text": "S" * 4400, "cache_control": {"type": "ephemeral"}}]
     return _body(user, system=system)
 
 
 def test_first_sight_of_a_cached_prefix_writes_then_later_requests_read() -> None:
     account = messages.account_input(_cached_body("question one"))
-    cold = messages.cache_use(account, lambda digest: False)
-    assert (cold.read, cold.write) == (0, 100)
+    cold = promptcache.cache_use(account, lambda digest: False)
+    assert (cold.read, cold.write) == (0, 1100)
     stored = {b.digest for b in cold.touched}
     other = messages.account_input(_cached_body("question two"))
-    warm = messages.cache_use(other, stored.__contains__)
-    assert (warm.read, warm.write) == (100, 0)
+    warm = promptcache.cache_use(other, stored.__contains__)
+    assert (warm.read, warm.write) == (1100, 0)
     reply = messages.build_reply(_cached_body("question two"), warm, broken_json=False)
-    assert reply.usage["cache_read_input_tokens"] == 100
-    assert reply.usage["input_tokens"] == other.total_tokens - 100
+    assert reply.usage["cache_read_input_tokens"] == 1100
+    assert reply.usage["input_tokens"] == other.total_tokens - 1100
 
 
 def test_one_hour_ttl_is_reported_in_the_cache_creation_breakdown() -> None:
     system = [
-        {"type": "text", "text": "S" * 40, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        {"type": "text", "text": "S" * 4400, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
     ]
     body = _body("q", system=system)
-    cache = messages.cache_use(messages.account_input(body), lambda digest: False)
+    cache = promptcache.cache_use(messages.account_input(body), lambda digest: False)
     usage = messages.build_reply(body, cache, broken_json=False).usage
     assert usage["cache_creation"] == {
         "ephemeral_5m_input_tokens": 0,
-        "ephemeral_1h_input_tokens": 10,
+        "ephemeral_1h_input_tokens": 1100,
     }
 
 
 def test_no_cache_control_means_no_cache_tokens() -> None:
     body = _body("plain")
     reply = messages.build_reply(
-        body, messages.cache_use(messages.account_input(body), bool), broken_json=False
+        body, promptcache.cache_use(messages.account_input(body), bool), broken_json=False
     )
     assert reply.usage["cache_creation_input_tokens"] == 0
     assert reply.usage["cache_read_input_tokens"] == 0

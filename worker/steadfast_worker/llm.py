@@ -55,6 +55,9 @@ def usage_of(raw: Any) -> Usage:
     if raw is None:
         return Usage()
     server_tool = getattr(raw, "server_tool_use", None)
+    # ``cache_creation`` splits the writes by ``ttl``; it is absent from a stream's
+    # ``message_delta`` usage (and from older replies): every write is then 5-minute.
+    creation = getattr(raw, "cache_creation", None)
     return Usage(
         input_tokens=getattr(raw, "input_tokens", 0) or 0,
         output_tokens=getattr(raw, "output_tokens", 0) or 0,
@@ -63,6 +66,7 @@ def usage_of(raw: Any) -> Usage:
         web_search_requests=(getattr(server_tool, "web_search_requests", 0) or 0)
         if server_tool is not None
         else 0,
+        cache_write_1h_tokens=getattr(creation, "ephemeral_1h_input_tokens", 0) or 0,
     )
 
 

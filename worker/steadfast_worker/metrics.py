@@ -61,7 +61,8 @@ class Metrics:
 
         self.llm_tokens = counter(
             "steadfast_llm_tokens_total",
-            "LLM tokens consumed, by token type (input, output, cache_read, cache_write).",
+            "LLM tokens consumed, by token type (input, output, cache_read, cache_write "
+            "for 5 minutes, cache_write_1h for an hour); each token is counted once.",
             "model",
             "token_type",
         )
@@ -122,7 +123,9 @@ class Metrics:
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
             ("cache_read", usage.cache_read_tokens),
-            ("cache_write", usage.cache_write_tokens),
+            # Split by TTL so that a sum over token types counts each token once.
+            ("cache_write", usage.cache_write_5m_tokens),
+            ("cache_write_1h", usage.cache_write_1h_tokens),
         ):
             if count:
                 self.llm_tokens.labels(labels.agent, labels.namespace, model, token_type).inc(count)

@@ -5,9 +5,9 @@ handler must answer exactly what the SDK parses: JSON messages, SSE streams in t
 real event order, and error bodies whose status maps to the SDK's exception
 classes (429 ``RateLimitError``, 529 ``OverloadedError``, ...). The content it
 writes, and the prompt markers that select it, are described in
-:mod:`steadfast_dev.sim.content`; usage and caching in
-:mod:`steadfast_dev.sim.messages`; a request defining client tools is a turn of
-the tool-use agent of :mod:`steadfast_dev.sim.agent`.
+:mod:`steadfast_dev.sim.content`; usage in :mod:`steadfast_dev.sim.messages`, the
+prompt cache's rules in :mod:`steadfast_dev.sim.promptcache`; a request defining
+client tools is a turn of the tool-use agent of :mod:`steadfast_dev.sim.agent`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from steadfast_dev.sim import agent, content, messages
+from steadfast_dev.sim import agent, content, messages, promptcache
 from steadfast_dev.sim.requestlog import Entry
 from steadfast_dev.sim.state import (
     STATE,
@@ -53,7 +53,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         state.log.finish(entry, "rejected", 400)
         return error_response(400, problem, _error_body)
 
-    cache = messages.cache_use(messages.account_input(body), state.is_cached)
+    cache = promptcache.cache_use(promptcache.account_input(body), state.is_cached)
     if agent.plays_agent(body):
         turns = state.plans["llm"].agent_turns
         reply = agent.agent_reply(body, cache, turns=turns, broken=fault == "bad_json")
@@ -88,7 +88,7 @@ async def _answer_stream(
     state: SimState,
     entry: Entry,
     events: list[tuple[str, dict[str, object]]],
-    cache: messages.CacheUse,
+    cache: promptcache.CacheUse,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
@@ -148,7 +148,9 @@ def _billed(entry: Entry, sent: str) -> dict[str, object]:
     return {**(entry.usage or {}), "output_tokens": content.estimate_tokens(sent)}
 
 
-def _remember(state: SimState, cache: messages.CacheUse) -> None:
+def _remember(state: SimState, cache: promptcache.CacheUse) -> None:
     """Only a served answer warms the cache, as a failed call would not."""
+    for digest in cache.refreshed:
+        state.refresh_cache(digest)
     for breakpoint in cache.touched:
         state.store_cache(breakpoint.digest, breakpoint.ttl_s)

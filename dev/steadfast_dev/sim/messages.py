@@ -3,15 +3,14 @@
 Kept apart from the HTTP handler so the wire shapes -- the part the real
 ``anthropic`` SDK must parse -- are unit-tested without a server.
 
-Prompt caching follows the real API's model closely enough for cost accounting:
+Prompt caching follows the real API's rules (:mod:`steadfast_dev.sim.promptcache`):
 each content block carrying ``cache_control`` (in the order tools, system,
-messages) is a breakpoint that caches the prefix ending there. A request reads the
-longest prefix already cached and writes the last breakpoint's prefix if it is
-new; the tokens in neither are plain ``input_tokens``. Cache entries live for
-their ``ttl`` (5 minutes, or 1 hour with ``"ttl": "1h"``), refreshed on each read.
-Unlike the real API there is no minimum cacheable length, so small test prompts
-exercise the cache fields too. A request defining client tools pays the tool-use
-system prompt the real API adds in front of everything (``TOOL_SYSTEM_TOKENS``).
+messages) is a breakpoint, cached only if its prefix reaches the model's minimum
+cacheable length; a request reads the longest cached prefix found at a breakpoint
+or up to 20 blocks before one, and writes the rest up to its last breakpoint, split
+in ``usage.cache_creation`` into 1-hour and 5-minute writes; the tokens in neither
+are plain ``input_tokens``. A request defining client tools pays the tool-use system
+prompt the real API adds in front of everything (``promptcache.TOOL_SYSTEM_TOKENS``).
 Replies of the simulated tool-use agent (:mod:`steadfast_dev.sim.agent`) reuse the
 same usage, JSON and SSE builders: their ``tool_use`` blocks follow the text.
 """
@@ -20,114 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from steadfast_dev.sim import content, tooluse
 
+# Re-exported: the agent's replies and older callers take them from here.
+from steadfast_dev.sim.promptcache import CacheUse as CacheUse
+from steadfast_dev.sim.promptcache import InputAccount as InputAccount
+from steadfast_dev.sim.promptcache import account_input as account_input
+from steadfast_dev.sim.promptcache import validate_breakpoints
+
 #: Characters per streamed text delta: a few tokens, as the real API sends.
 CHUNK_CHARS: Final = 24
 WEB_SEARCH_RESULTS: Final = 5
-#: Per-message framing tokens (role markers) the real tokenizer adds.
-MESSAGE_OVERHEAD_TOKENS: Final = 3
-#: The system prompt the real API adds when a request defines client tools
-#: (Claude 4 models, ``tool_choice`` auto or none).
-TOOL_SYSTEM_TOKENS: Final = 346
-
-
-@dataclass(frozen=True)
-class Breakpoint:
-    """A cacheable prefix of the request."""
-
-    digest: str
-    tokens: int
-    ttl_s: int
-
-
-@dataclass(frozen=True)
-class InputAccount:
-    """The input side of a request: its size and its cache breakpoints."""
-
-    total_tokens: int
-    breakpoints: tuple[Breakpoint, ...]
-
-
-@dataclass(frozen=True)
-class CacheUse:
-    """Tokens read from and written to the prompt cache by one request."""
-
-    read: int = 0
-    write: int = 0
-    write_ttl_s: int = 300
-    touched: tuple[Breakpoint, ...] = ()
-    """Breakpoints to (re)store in the cache once the request is served."""
-
-
-def _ttl(block: Mapping[str, object]) -> int | None:
-    control = block.get("cache_control")
-    if not isinstance(control, Mapping):
-        return None
-    return 3600 if control.get("ttl") == "1h" else 300
-
-
-def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
-    """(text, tokens, cache ttl or None) for each block, in cache-prefix order."""
-    units: list[tuple[str, int, int | None]] = []
-    tools = body.get("tools")
-    for tool in tools if isinstance(tools, list) else []:
-        if isinstance(tool, Mapping):
-            bare = {k: v for k, v in tool.items() if k != "cache_control"}
-            text = json.dumps(bare, sort_keys=True)
-            units.append((text, content.estimate_tokens(text), _ttl(tool)))
-    system = body.get("system")
-    if isinstance(system, str):
-        units.append((system, content.estimate_tokens(system), None))
-    elif isinstance(system, list):
-        for block in system:
-            if isinstance(block, Mapping):
-                text = content.block_text([block])
-                units.append((text, content.estimate_tokens(text), _ttl(block)))
-    messages = body.get("messages")
-    for message in messages if isinstance(messages, list) else []:
-        if not isinstance(message, Mapping):
-            continue
-        blocks = message.get("content")
-        if isinstance(blocks, str):
-            blocks = [{"type": "text", "text": blocks}]
-        overhead = MESSAGE_OVERHEAD_TOKENS
-        for block in blocks if isinstance(blocks, list) else []:
-            if not isinstance(block, Mapping):
-                continue
-            text = content.block_text([block]) or json.dumps(block, sort_keys=True)
-            tag = f"{message.get('role')}:{text}"
-            units.append((tag, content.estimate_tokens(text) + overhead, _ttl(block)))
-            overhead = 0
-    return units
-
-
-def account_input(body: Mapping[str, object]) -> InputAccount:
-    """Count the request's input tokens and find its cache breakpoints."""
-    running = hashlib.sha256(str(body.get("model", "")).encode())
-    total = TOOL_SYSTEM_TOKENS if tooluse.client_tools(body) else 0
-    breakpoints: list[Breakpoint] = []
-    for text, tokens, ttl in _units(body):
-        running.update(text.encode() + b"\x00")
-        total += tokens
-        if ttl is not None:
-            breakpoints.append(Breakpoint(running.copy().hexdigest()[:32], total, ttl))
-    return InputAccount(max(total, 1), tuple(breakpoints))
-
-
-def cache_use(account: InputAccount, is_cached: Callable[[str], bool]) -> CacheUse:
-    """How the request uses the cache, given which prefixes are cached now."""
-    if not account.breakpoints:
-        return CacheUse()
-    read = max((b.tokens for b in account.breakpoints if is_cached(b.digest)), default=0)
-    last = account.breakpoints[-1]
-    write = 0 if is_cached(last.digest) else last.tokens - read
-    touched = tuple(b for b in account.breakpoints if b.tokens <= read or b is last)
-    return CacheUse(read=read, write=write, write_ttl_s=last.ttl_s, touched=touched)
 
 
 def web_search_tool(body: Mapping[str, object]) -> Mapping[str, object] | None:
@@ -200,8 +106,8 @@ def usage_json(account: InputAccount, cache: CacheUse, output_tokens: int) -> di
         "cache_creation_input_tokens": cache.write,
         "cache_read_input_tokens": cache.read,
         "cache_creation": {
-            "ephemeral_5m_input_tokens": cache.write if cache.write_ttl_s < 3600 else 0,
-            "ephemeral_1h_input_tokens": cache.write if cache.write_ttl_s >= 3600 else 0,
+            "ephemeral_5m_input_tokens": cache.write - cache.write_1h,
+            "ephemeral_1h_input_tokens": cache.write_1h,
         },
         "service_tier": "standard",
     }
@@ -340,4 +246,4 @@ def validate_request(body: object) -> str | None:
             return f"messages.{i}.role: must be 'user' or 'assistant'"
         if not isinstance(message.get("content"), str | list):
             return f"messages.{i}.content: Field required"
-    return tooluse.validate_tools(body)
+    return validate_breakpoints(body) or tooluse.validate_tools(body)

@@ -28,6 +28,7 @@ from steadfast_dev.sim.faults import (
     plan_to_json,
     update_plan,
 )
+from steadfast_dev.sim.promptcache import PromptCache
 from steadfast_dev.sim.requestlog import SERVICES, Entry, RequestLog, Service, request_key
 
 ErrorBody = Callable[[int, str], Mapping[str, object]]
@@ -68,7 +69,7 @@ class SimState:
         self.plans: dict[Service, ServicePlan] = self._start_plans()
         self.log = RequestLog()
         self.matched: Counter[Service] = Counter()
-        self.cache: dict[str, float] = {}
+        self.cache = PromptCache()
         self.stopping = asyncio.Event()
 
     def _start_plans(self) -> dict[Service, ServicePlan]:
@@ -108,12 +109,15 @@ class SimState:
     def to_json(self) -> dict[str, object]:
         return {"seed": self.seed, **{s: plan_to_json(p) for s, p in self.plans.items()}}
 
+    # The prompt cache keeps real time: its TTLs (5 minutes, an hour) are the API's.
     def is_cached(self, digest: str) -> bool:
-        expiry = self.cache.get(digest)
-        return expiry is not None and expiry > time.monotonic()
+        return self.cache.holds(digest, time.monotonic())
 
     def store_cache(self, digest: str, ttl_s: int) -> None:
-        self.cache[digest] = time.monotonic() + ttl_s
+        self.cache.store(digest, ttl_s, time.monotonic())
+
+    def refresh_cache(self, digest: str) -> None:
+        self.cache.refresh(digest, time.monotonic())
 
     def begin(
         self,
