@@ -23,7 +23,14 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from tests.integration.conftest import Harness, HarnessFactory, base_config
 
 from steadfast_contract import pricing
-from steadfast_contract.models import BUDGET_UPDATE, Phase, ResearchResult, SetBudgetInput
+from steadfast_contract.models import (
+    BUDGET_UPDATE,
+    STATUS_QUERY,
+    Phase,
+    ResearchResult,
+    RunStatus,
+    SetBudgetInput,
+)
 from steadfast_worker import llm
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -92,7 +99,13 @@ async def test_a_twenty_turn_run_completes_with_a_cited_report(harness: HarnessF
         assert (st.strategy, st.turn, st.max_turns, st.llm_calls) == ("deep", 20, 20, 20)
         assert st.tool_calls > 20
         assert st.findings > 0
-        served_once(h, handle.id, 20)
+        keys = served_once(h, handle.id, 20)
+        usage = {e["key"]: e["billed"] for e in h.sim.entries("llm") if e["billed"]}
+        reads = {n: usage[keys[n]].get("cache_read_input_tokens", 0) for n in keys}
+        print("cache reads by turn:", reads)
+        # Turn n reads what turn n-1 wrote once the prefix passes the model's minimum;
+        # the last turn changes tool_choice, which the cache keys the messages on.
+        assert all(reads[n] > 0 for n in range(3, 20)), reads
         pages = [e for e in h.sim.entries("pages") if e["outcome"] == "served"]
         assert pages, "the agent fetched no page"
         store = await h.store()
@@ -236,11 +249,13 @@ async def test_a_kill_after_continue_as_new_resumes_in_the_new_run(
 
 
 async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactory) -> None:
-    async with harness({**deep(8), "budget": {"maxUSDPerRun": 0.05}}) as h:
+    # A turn reserves up to ~$0.07 (4000 tokens out, the prompt at the 1-hour write
+    # rate); spends ~$0.01: turns 1 and 2 fit, a later one does not.
+    async with harness({**deep(8), "budget": {"maxUSDPerRun": 0.09}}) as h:
         h.sim.set_faults(plan(8))
         handle = await h.start("paused mid loop")
         for _ in range(600):
-            st = await handle.query("status")
+            st = await handle.query(STATUS_QUERY, result_type=RunStatus)
             if st.phase == Phase.AWAITING_BUDGET:
                 break
             await asyncio.sleep(0.05)
@@ -271,7 +286,6 @@ async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
             parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 99)
         finally:
             await store.close()
-        refusals = [
-            body for _, part, body in parts if part.startswith("result:") and "deny" in body
-        ]
-        assert refusals, "no fetch was refused"
+        results = [body for _, part, body in parts if part.startswith("result:")]
+        refusals = [body for body in results if "is a denied domain" in body]
+        assert refusals, results

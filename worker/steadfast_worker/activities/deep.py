@@ -56,6 +56,7 @@ def _usage_dict(usage: Usage) -> dict[str, int]:
         "output_tokens": usage.output_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
     }
 
 
@@ -86,7 +87,7 @@ class DeepActivities(SearchActivities):
         messages = transcript.messages(inp.topic, parts, inp.turn)
         system = [{"type": "text", "text": transcript.SYSTEM}]
         tools = [dict(t) for t in transcript.TOOLS]
-        caching.mark_breakpoints(system, tools, messages)
+        caching.mark_breakpoints(system, tools, messages, inp.model)
         prompt_chars = len(json.dumps([system, tools, messages]))
         if mine:
             reply, reused = transcript.StoredReply.loads(mine[0]), True

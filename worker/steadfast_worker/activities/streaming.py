@@ -115,6 +115,7 @@ def partial_usage(started: Usage | None, produced: str) -> Usage:
         output_tokens=max(out, 0),
         cache_read_tokens=started.cache_read_tokens,
         cache_write_tokens=started.cache_write_tokens,
+        cache_write_1h_tokens=started.cache_write_1h_tokens,
     )
 
 
