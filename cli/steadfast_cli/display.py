@@ -121,6 +121,11 @@ def saved_lines(row: RunRow, verb: str = "interrupted") -> list[str]:
 
 def progress_line(row: RunRow) -> str:
     """One line of the live display: where the run is and what it has cost so far."""
+    if row.max_turns:  # a deep run: its turn and the tools it called
+        return (
+            f"turn {row.turn}/{row.max_turns} {phase_text(row.phase)} · "
+            f"{row.tool_calls} tool calls · {row.retries} retries · {format_cost(row.cost_usd)}"
+        )
     return (
         f"step {row.step}/{row.total_steps} {phase_text(row.phase)} · "
         f"{row.llm_calls} LLM calls · {row.retries} retries · {format_cost(row.cost_usd)}"

@@ -147,6 +147,9 @@ class RunRow:
     """The newest interruptions (lost workers, retried attempts), oldest first."""
     max_turns: int = 0
     """A ``deep`` run's planned LLM turns (0 for a pipeline run)."""
+    turn: int = 0
+    """A ``deep`` run's turn in flight or last finished."""
+    tool_calls: int = 0
 
     @property
     def running(self) -> bool:
@@ -177,6 +180,8 @@ def row_from_status(workflow_id: str, status: models.RunStatus, topic: str = "")
         calls_not_repeated=status.calls_not_repeated,
         interruptions=tuple(status.interruptions),
         max_turns=status.max_turns,
+        turn=status.turn,
+        tool_calls=status.tool_calls,
     )
 
 

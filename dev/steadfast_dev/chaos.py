@@ -40,7 +40,13 @@ from steadfast_dev.sim.client import SimAdmin
 Entry = Mapping[str, Any]
 
 #: Phases whose activity is an LLM call (so the kill can wait for the call in flight).
-LLM_PHASES = frozenset({models.Phase.GENERATING_QUERIES.value, models.Phase.WRITING.value})
+LLM_PHASES = frozenset(
+    {
+        models.Phase.GENERATING_QUERIES.value,
+        models.Phase.WRITING.value,
+        models.Phase.RESEARCHING.value,
+    }
+)
 
 
 def served_keys_before(entries: Iterable[Entry], at: float) -> set[str]:
@@ -158,14 +164,15 @@ async def _status(client: Client, workflow_id: str) -> models.RunStatus | None:
 
 
 async def wait_for_phase(
-    client: Client, workflow_id: str, phase: str, deadline_s: float = 120.0
+    client: Client, workflow_id: str, phase: str, deadline_s: float = 120.0, *, turn: int = 0
 ) -> models.RunStatus:
-    """Poll the status query until the run is in ``phase``."""
+    """Poll the status query until the run is in ``phase`` (and, for a deep run, at
+    ``turn`` or later)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         status = await _status(client, workflow_id)
         if status is not None:
-            if str(status.phase) == phase:
+            if str(status.phase) == phase and status.turn >= turn:
                 return status
             if status.phase.terminal:
                 raise RuntimeError(f"{workflow_id} ended in {status.phase} before {phase}")
@@ -192,9 +199,11 @@ async def crash_during(
     *,
     settle_s: float = 0.3,
     deadline_s: float = 180.0,
+    turn: int = 0,
 ) -> CrashReport:
-    """SIGKILL ``worker`` while ``workflow_id`` runs ``phase``; start another; check the log."""
-    status = await wait_for_phase(client, workflow_id, phase, deadline_s)
+    """SIGKILL ``worker`` while ``workflow_id`` runs ``phase`` (a deep run: at ``turn``);
+    start another; check the log."""
+    status = await wait_for_phase(client, workflow_id, phase, deadline_s, turn=turn)
     if phase in LLM_PHASES:
         await _wait_llm_in_flight(admin)
     await asyncio.sleep(settle_s)

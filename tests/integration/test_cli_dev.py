@@ -121,3 +121,24 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], [c.cmdline() for c in alive]
     assert leftovers(tmp_path) == []
+
+
+def test_dev_runs_the_deep_example_and_chaos_kills_it_late(tmp_path: Path) -> None:
+    """``dev -f examples/deep-research.yaml --chaos`` (six turns here, to stay quick):
+    live progress by turn, the worker killed during call 3 of 6, the run resumed."""
+    manifest = (ROOT / "examples" / "deep-research.yaml").read_text()
+    short = tmp_path / "deep.yaml"
+    short.write_text(manifest.replace("maxTurns: 20", "maxTurns: 6"))
+    out = dev_until_done(tmp_path / "state", "-f", str(short), "--chaos")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "turn 6/6 Completed" in out.stdout
+    assert "SIGKILLed the worker during Researching" in out.stdout
+    assert "no finished LLM call was repeated" in out.stdout
+    saved = re.search(
+        r"killed during call 3 of 6 \(deep_turn\); resumed; "
+        r"2 finished calls not repeated; \$(\d+\.\d{4}) not re-paid",
+        out.stdout,
+    )
+    assert saved, out.stdout
+    assert float(saved.group(1)) > 0
+    assert leftovers(tmp_path / "state") == []

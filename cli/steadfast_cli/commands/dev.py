@@ -4,11 +4,11 @@ Starts the Temporal dev server (SQLite state in ``--state-dir``, Web UI on
 ``--ui-port``), the LLM and search simulators when no ``ANTHROPIC_API_KEY`` is
 set, and a worker process; runs the topics of a ResearchAgent manifest with a
 live progress display and ends with a table of the runs. ``--chaos`` SIGKILLs the
-worker while a report is being written, starts a new one, and shows from the
-simulator's request log that the run resumed without paying twice for any LLM
-call that had finished, then what that saved each interrupted run ("killed during
-call 2 of 2 (write_report); resumed; 1 finished call not repeated; $0.0007 not
-re-paid"). Ctrl-C stops every process it started.
+worker while a report is being written (a deep agent's: during call 17 of 20),
+starts a new one, and shows from the simulator's request log that the run resumed
+without paying twice for any LLM call that had finished, then what that saved each
+interrupted run ("killed during call 17 of 20 (deep_turn); resumed; 16 finished
+calls not repeated; $0.1310 not re-paid"). Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations
@@ -165,6 +165,10 @@ async def _dev(
             what = "LLM and search" if options.llm_sim else "search"
             console.print(f"{what} simulator: {stack.sim_url}  (log: {stack.sim_url}/_sim/log)")
         wcfg = stack.worker_config(cfg)
+        deep = cfg.research.strategy == "deep"
+        if deep and stack.sim_url:
+            # The simulated model takes the agent's turns; its results link to its own pages.
+            await stack.sim_admin.set_faults(_deep_plans(cfg, options))
         worker = stack.start_worker(wcfg)
         console.print(
             f"worker pid {worker.pid} on task queue {wcfg.task_queue}, "
@@ -178,9 +182,10 @@ async def _dev(
                     stack.client,
                     stack.sim_admin,
                     started[0].workflow_id,
-                    Phase.WRITING.value,
+                    (Phase.RESEARCHING if deep else Phase.WRITING).value,
                     worker,
                     lambda: stack.start_worker(wcfg),
+                    turn=_chaos_turn(cfg) if deep else 0,
                 )
             )
         rows = await _watch(console, stack, started, chaos_task)
@@ -253,6 +258,22 @@ async def _watch(
             if all(r.terminal or r.phase in _SETTLED for r in rows.values()):
                 return list(rows.values())
             await asyncio.sleep(0.25)
+
+
+def _deep_plans(cfg: WorkerConfig, options: embedded.StackOptions) -> dict[str, object]:
+    """Simulator plans for a deep agent: as many turns as it may take, pages on loopback."""
+    flags = options.sim_flags
+    delay = int(flags[flags.index("--chunk-delay-ms") + 1]) if "--chunk-delay-ms" in flags else 0
+    plans: dict[str, object] = {"search": {"page_links": True}}
+    if options.llm_sim:
+        plans["llm"] = {"agent_turns": cfg.research.max_turns, "chunk_delay_ms": delay}
+    return plans
+
+
+def _chaos_turn(cfg: WorkerConfig) -> int:
+    """Where ``--chaos`` kills a deep run's worker: late, so there is much to not repeat
+    (call 17 of 20)."""
+    return max(1, cfg.research.max_turns - 3)
 
 
 def _chaos_state(stack: embedded.Stack, task: asyncio.Task[chaos.CrashReport]) -> str:
