@@ -6,7 +6,9 @@ workflow's stream (temporalio's ``contrib.workflow_streams``, topic
 that ``steadfast run --follow`` uses. The stream is durable and offset-addressed,
 so following a run that is already half written prints it from the start. When
 a worker dies mid-report, the retried attempt starts the text over: the follower
-says so and prints the new attempt's text instead of interleaving the two.
+says so and prints the new attempt's text instead of interleaving the two. A deep
+run streams every turn's reply (a line of intent, then the report at the last
+turn); each turn starts on its own paragraph.
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ from steadfast_contract.models import REPORT_TOPIC, ReportChunk
 
 @dataclass
 class Follower:
-    """What has been printed so far: which attempt, up to which character."""
+    """What has been printed so far: which turn and attempt, up to which character."""
 
     attempt: int = 0
     printed: int = 0
+    turn: int = 0
 
     def feed(self, chunk: ReportChunk) -> str:
         """The text to print for ``chunk`` (possibly empty, for a repeat)."""
         prefix = ""
+        if chunk.turn < self.turn:
+            return ""  # a late chunk of a turn already over
+        if chunk.turn > self.turn:
+            # A deep run's next turn: its reply starts at offset 0 on its own line.
+            prefix = "\n\n" if self.printed else ""
+            self.turn, self.attempt, self.printed = chunk.turn, 0, 0
         if chunk.attempt < self.attempt:
             return ""  # a late chunk of an abandoned attempt
         if chunk.attempt > self.attempt:
             if self.attempt:
-                prefix = (
+                prefix += (
                     f"\n\n--- attempt {chunk.attempt}: the worker writing the report was lost; "
                     "the report is being written again ---\n\n"
                 )

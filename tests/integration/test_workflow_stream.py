@@ -67,3 +67,35 @@ async def test_anthropic_web_search_provider(harness: HarnessFactory) -> None:
             h.metric("steadfast_activity_attempts_total", activity="web_search", outcome="success")
             == 3
         )
+
+
+async def test_a_deep_run_streams_each_turn_and_the_report_across_continue_as_new(
+    harness: HarnessFactory,
+) -> None:
+    """``run --follow`` on a deep run that continues as new every two turns: every
+    turn's text arrives, in turn order, and the last turn's is the whole report."""
+    overrides = {
+        "research": {"strategy": "deep", "maxTurns": 5, "continueAsNewAfterTurns": 2},
+        "model": {"maxTokens": 4000},
+    }
+    async with harness(overrides) as h:
+        h.sim.set_faults(
+            {"llm": {"agent_turns": 5, "chunk_delay_ms": 2}, "search": {"page_links": True}}
+        )
+        handle = await h.start("streamed deep report")
+        stream = WorkflowStreamClient.create(h.client, handle.id)
+
+        async def collect() -> list[ReportChunk]:
+            return [
+                item.data
+                async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk)
+            ]
+
+        chunks = await asyncio.wait_for(collect(), 90)
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED
+        turns = [c.turn for c in chunks]
+        assert turns == sorted(turns)
+        assert set(turns) == {1, 2, 3, 4, 5}
+        report = "".join(c.text for c in chunks if c.turn == 5)
+        assert len(report) == result.report_markdown_chars

@@ -32,3 +32,17 @@ def test_a_retried_attempt_starts_over_with_a_notice() -> None:
     assert out.endswith("second")
     assert f.feed(ReportChunk(1, 9, "late")) == ""  # the abandoned attempt's leftovers
     assert f.printed == 6
+
+
+def test_each_turn_of_a_deep_run_starts_its_own_paragraph() -> None:
+    f = Follower()
+    printed = [
+        f.feed(ReportChunk(1, 0, "Searching two angles.", turn=1)),
+        f.feed(ReportChunk(1, 0, "Reading a page.", turn=2)),
+        f.feed(ReportChunk(1, 0, "Search", turn=1)),  # late: turn 1 is over
+        f.feed(ReportChunk(1, 0, "# Report", turn=3)),
+        f.feed(ReportChunk(2, 0, "# Report again", turn=3)),  # the last turn's worker lost
+    ]
+    assert printed[:4] == ["Searching two angles.", "\n\nReading a page.", "", "\n\n# Report"]
+    assert printed[4].startswith("\n\n--- attempt 2")
+    assert printed[4].endswith("# Report again")

@@ -1,0 +1,131 @@
+"""The deep loop's pure parts: tool calls checked, the conversation rebuilt, when to continue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from steadfast_contract.activities import ToolCall
+from steadfast_worker import deep, transcript
+
+pytestmark = pytest.mark.unit
+
+
+def _reply(*blocks: dict[str, Any]) -> str:
+    return transcript.StoredReply(list(blocks), "tool_use", {"input_tokens": 5}, 0.01).dumps()
+
+
+def _use(call_id: str, name: str, **inp: object) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call_id, "name": name, "input": inp}
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (_use("a", "web_search", query="q"), ToolCall("a", "web_search", {"query": "q"})),
+        (
+            _use("b", "record_finding", claim="c", source_url="u", extra="x"),
+            ToolCall("b", "record_finding", {"claim": "c", "source_url": "u"}),
+        ),
+        (
+            _use("c", "fetch_page"),
+            ToolCall(
+                "c",
+                "fetch_page",
+                problem="invalid input for fetch_page: url must be non-empty strings",
+            ),
+        ),
+        (
+            _use("d", "fetch_page", url=["http://x"]),
+            ToolCall(
+                "d",
+                "fetch_page",
+                problem="invalid input for fetch_page: url must be non-empty strings",
+            ),
+        ),
+        (
+            {"type": "tool_use", "id": "e", "name": "fetch_page", "input": '{"url": "ht'},
+            ToolCall(
+                "e",
+                "fetch_page",
+                problem="invalid input for fetch_page: url must be non-empty strings",
+            ),
+        ),
+        (_use("f", "rm_rf", path="/"), ToolCall("f", "rm_rf", problem="there is no tool 'rm_rf'")),
+    ],
+)
+def test_tool_calls_are_checked_against_their_schema(
+    block: dict[str, Any], expected: ToolCall
+) -> None:
+    assert transcript.tool_calls([{"type": "text", "text": "let me look"}, block]) == [expected]
+
+
+def test_a_tool_input_is_cut_to_a_bounded_length() -> None:
+    (call,) = transcript.tool_calls([_use("a", "web_search", query="q" * 10_000)])
+    assert len(call.input["query"]) == transcript.MAX_INPUT_CHARS
+
+
+def test_the_conversation_is_rebuilt_with_each_result_after_its_call_in_call_order() -> None:
+    parts = [
+        (
+            1,
+            "assistant",
+            _reply(_use("s1", "web_search", query="a"), _use("s2", "web_search", query="b")),
+        ),
+        # Stored out of order, as parallel tools finish: the rebuild follows the reply.
+        (1, "result:s2", transcript.result_body("results b", False)),
+        (1, "result:s1", transcript.result_body("results a", False)),
+        (
+            2,
+            "assistant",
+            _reply({"type": "text", "text": "noted"}, _use("f1", "fetch_page", url="u")),
+        ),
+        (2, "result:f1", transcript.result_body("refused: not text", True)),
+    ]
+    messages = transcript.messages("batteries", parts, 3)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert messages[0]["content"].endswith("Topic: batteries")
+    assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "s1", "content": "results a", "is_error": False},
+        {"type": "tool_result", "tool_use_id": "s2", "content": "results b", "is_error": False},
+    ]
+    assert messages[4]["content"][0]["is_error"] is True
+
+
+def test_a_call_without_a_stored_result_is_answered_as_an_error() -> None:
+    parts = [(1, "assistant", _reply(_use("s1", "web_search", query="a")))]
+    (answer,) = transcript.messages("t", parts, 2)[2]["content"]
+    assert answer["tool_use_id"] == "s1"
+    assert answer["is_error"] is True
+
+
+def test_a_missing_reply_is_an_error_not_a_shorter_conversation() -> None:
+    with pytest.raises(LookupError, match="turn 1"):
+        transcript.messages("t", [], 2)
+
+
+def test_a_stored_reply_round_trips() -> None:
+    reply = transcript.StoredReply(
+        [{"type": "text", "text": "x"}], "end_turn", {"input_tokens": 3}, 0.5
+    )
+    assert transcript.StoredReply.loads(reply.dumps()) == reply
+    assert json.loads(reply.dumps())["cost_usd"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("turns_here", "every", "suggested", "expected"),
+    [
+        (0, 5, True, False),  # never before this run's first turn
+        (4, 5, False, False),
+        (5, 5, False, True),
+        (3, 0, False, False),  # 0: only when Temporal suggests it
+        (3, 0, True, True),
+        (1, 5, True, True),
+    ],
+)
+def test_when_to_continue_as_new(
+    turns_here: int, every: int, suggested: bool, expected: bool
+) -> None:
+    assert deep.continue_as_new_now(turns_here, every, suggested) is expected
