@@ -222,5 +222,8 @@ async def crash_during(
     report.repeated = repeated_calls(before, log["served"]["llm"])
     report.retry_after_s = first_attempt_after(log["entries"], interrupted, killed_at)
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    report.resume_s = resume_seconds(timeline(history.events), killed_at, step)
+    # A deep run's step spans every turn: its interrupted call is done when the
+    # workflow schedules what comes after it (that turn's tools, or the next turn).
+    done_step = 0 if phase == models.Phase.RESEARCHING.value else step
+    report.resume_s = resume_seconds(timeline(history.events), killed_at, done_step)
     return report

@@ -133,6 +133,7 @@ def test_dev_runs_the_deep_example_and_chaos_kills_it_late(tmp_path: Path) -> No
     assert out.returncode == 0, out.stdout + out.stderr
     assert "turn 6/6 Completed" in out.stdout
     assert "SIGKILLed the worker during Researching" in out.stdout
+    assert "the interrupted call done" in out.stdout
     assert "no finished LLM call was repeated" in out.stdout
     saved = re.search(
         r"killed during call 3 of 6 \(deep_turn\); resumed; "

@@ -293,7 +293,9 @@ def _print_chaos(console: Console, r: chaos.CrashReport) -> None:
     )
     if r.retry_after_s is not None:
         console.print(f"  interrupted call retried by the new worker after {r.retry_after_s:.1f}s")
-    if r.resume_s is not None:
+    if r.resume_s is not None and r.phase == Phase.RESEARCHING.value:
+        console.print(f"  run resumed; the interrupted call done {r.resume_s:.1f}s after the kill")
+    elif r.resume_s is not None:
         console.print(f"  run resumed and finished step {r.step} {r.resume_s:.1f}s after the kill")
     if r.repeated:
         console.print(f"  [red]repeated LLM calls:[/red] {r.repeated}")
