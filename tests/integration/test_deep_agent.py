@@ -12,6 +12,7 @@ reports as not re-paid must equal what the simulator billed for those calls.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,24 @@ async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
         results = [body for _, part, body in parts if part.startswith("result:")]
         refusals = [body for body in results if "is a denied domain" in body]
         assert refusals, results
+
+
+async def test_tool_inputs_that_break_the_schema_are_answered_with_errors(
+    harness: HarnessFactory,
+) -> None:
+    """The model's first two turns call tools with broken inputs (untrusted output): no
+    tool runs on them, each gets an error result, and the loop carries on to a report."""
+    async with harness(deep(6)) as h:
+        h.sim.set_faults({**plan(6, first_n=2, kind="bad_json")})
+        handle = await h.start("broken tool inputs")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        served_once(h, handle.id, 6)
+        store = await h.store()
+        try:
+            parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 2)
+        finally:
+            await store.close()
+        first = [json.loads(b) for t, p, b in parts if t <= 2 and p.startswith("result:")]
+        assert first, "the broken calls got no answer"
+        assert all(r["is_error"] and "invalid input" in r["text"] for r in first), first
