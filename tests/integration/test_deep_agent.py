@@ -271,6 +271,23 @@ async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactor
         print(f"paused before turn {paused_at} at ${st.cost_usd:.4f}")
 
 
+async def _fetch_results(h: Harness, handle: WorkflowHandle[Any, Any]) -> list[dict[str, Any]]:
+    """The results of the run's fetch_page calls, from its transcript."""
+    store = await h.store()
+    try:
+        parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 99)
+    finally:
+        await store.close()
+    fetches = {
+        block["id"]
+        for _, part, body in parts
+        if part == "assistant"
+        for block in json.loads(body)["content"]
+        if block.get("type") == "tool_use" and block.get("name") == "fetch_page"
+    }
+    return [json.loads(body) for _, part, body in parts if part.removeprefix("result:") in fetches]
+
+
 async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
     harness: HarnessFactory,
 ) -> None:
@@ -282,14 +299,31 @@ async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
         assert st.phase == Phase.COMPLETED
         assert st.tool_calls > 2
         assert h.sim.entries("pages") == []
-        store = await h.store()
-        try:
-            parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 99)
-        finally:
-            await store.close()
-        results = [body for _, part, body in parts if part.startswith("result:")]
-        refusals = [body for body in results if "is a denied domain" in body]
-        assert refusals, results
+        results = await _fetch_results(h, handle)
+        assert results
+        assert all(r["is_error"] and "is a denied domain" in r["text"] for r in results), results
+
+
+@pytest.mark.parametrize(
+    ("page_plan", "refusal"),
+    [
+        ({"answer_bytes": 50_000_000}, "larger than"),
+        ({"content_type": "image/png"}, "not text"),
+    ],
+    ids=["50MB", "image"],
+)
+async def test_fetch_page_refuses_a_huge_or_binary_page_and_the_run_goes_on(
+    harness: HarnessFactory, page_plan: dict[str, Any], refusal: str
+) -> None:
+    async with harness(deep(6)) as h:
+        h.sim.set_faults({**plan(6), "pages": page_plan})
+        handle = await h.start(f"refused pages {refusal[:5]}")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        results = await _fetch_results(h, handle)
+        assert results
+        assert all(r["is_error"] and refusal in r["text"] for r in results), results
+        served_once(h, handle.id, 6)
 
 
 async def test_tool_inputs_that_break_the_schema_are_answered_with_errors(
