@@ -32,7 +32,7 @@ from steadfast_contract.models import (
     RunStatus,
     SetBudgetInput,
 )
-from steadfast_worker import llm
+from steadfast_worker import llm, transcript
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -345,3 +345,37 @@ async def test_tool_inputs_that_break_the_schema_are_answered_with_errors(
         first = [json.loads(b) for t, p, b in parts if t <= 2 and p.startswith("result:")]
         assert first, "the broken calls got no answer"
         assert all(r["is_error"] and "invalid input" in r["text"] for r in first), first
+
+
+async def test_a_reply_an_attempt_stored_before_it_was_lost_is_not_asked_again(
+    harness: HarnessFactory,
+) -> None:
+    """The window between a finished call and Temporal hearing of it: an attempt that
+    stored its reply and died leaves it in the transcript; the next attempt of that turn
+    returns it instead of paying for the call again."""
+    async with harness(deep(3), start_worker=False) as h:
+        h.sim.set_faults(plan(3))
+        handle = await h.start("answered before the worker died")
+        conversation = f"{handle.id}/{handle.first_execution_run_id}"
+        stored = transcript.StoredReply(
+            [{"type": "text", "text": "# Report\n\nWritten by the lost attempt."}],
+            "end_turn",
+            {"input_tokens": 1000, "output_tokens": 20},
+            0.0123,
+        )
+        store = await h.store()
+        try:
+            await store.put_part(conversation, 1, transcript.ASSISTANT, stored.dumps())
+        finally:
+            await store.close()
+        async with h.worker():
+            st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        assert h.sim.entries("llm") == []  # nothing was asked
+        assert (st.llm_calls, st.cost_usd) == (1, pytest.approx(0.0123))
+        store = await h.store()
+        try:
+            (report,) = await store.list_reports(handle.id)
+        finally:
+            await store.close()
+        assert report.markdown == "# Report\n\nWritten by the lost attempt."

@@ -67,7 +67,6 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
     st.strategy, st.max_turns = "deep", s.max_turns
     if inp.resume is not None:
         wf._publish_spend()  # this run's memo starts with the spend carried over
-    wf._enter(Phase.RESEARCHING)
     turns_here = 0
     while True:
         n = carry.turn + 1

@@ -171,13 +171,9 @@ class DeepActivities(SearchActivities):
         call, attempt = inp.call, activity.info().attempt
         part = transcript.RESULT + call.id
         store = await self.store()
-        done = [
-            b
-            for t, p, b in await store.get_parts(inp.conversation, inp.turn)
-            if t == inp.turn and p == part
-        ]
-        if done:  # an earlier attempt stored it and was lost before reporting
-            stored = json.loads(done[0])
+        done = await store.get_part(inp.conversation, inp.turn, part)
+        if done is not None:  # an earlier attempt stored it and was lost before reporting
+            stored = json.loads(done)
             text, is_error = str(stored["text"]), bool(stored["is_error"])
             return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt)
         cost: LlmCall | None = None

@@ -71,6 +71,10 @@ _PUT_PART = (
     "INSERT INTO steadfast_transcripts (conversation, turn, part, body, created_at) "
     "VALUES ({p1}, {p2}, {p3}, {p4}, {p5}) ON CONFLICT (conversation, turn, part) DO NOTHING"
 )
+_GET_PART = (
+    "SELECT body FROM steadfast_transcripts "
+    "WHERE conversation = {p1} AND turn = {p2} AND part = {p3}"
+)
 _GET_PARTS = (
     "SELECT turn, part, body FROM steadfast_transcripts "
     "WHERE conversation = {p1} AND turn <= {p2} ORDER BY turn, part"
@@ -175,6 +179,10 @@ class ReportStore(Protocol):
         """(turn, part, body) of the transcript up to ``upto_turn``, in turn order."""
         ...
 
+    async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
+        """One part's body, or None when it was never stored."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -243,6 +251,10 @@ class PostgresStore:
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
         rows = await self._pool.fetch(_sql(_GET_PARTS, "pg"), conversation, upto_turn)
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
+        row = await self._fetchrow(_GET_PART, conversation, turn, part)
+        return None if row is None else str(row[0])
 
     async def close(self) -> None:
         await self._pool.close()
@@ -342,6 +354,10 @@ class SqliteStore:
                 _sql(_GET_PARTS, "sqlite"), {"p1": conversation, "p2": upto_turn}
             )
             return [(int(r[0]), str(r[1]), str(r[2])) for r in await cursor.fetchall()]
+
+    async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
+        row = await self._read(_GET_PART, {"p1": conversation, "p2": turn, "p3": part})
+        return None if row is None else str(row[0])
 
     async def close(self) -> None:
         return None
