@@ -296,3 +296,42 @@ def test_daily_budget_stops_new_runs(
     manifest["spec"]["budget"] = {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}
     apply(kube_cluster, manifest)
     wait_for("the second topic started", lambda: len(runs()) == 2)
+
+
+def test_a_deep_agent_runs_its_tool_use_loop_from_kubectl_apply(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle, tmp_path: Path
+) -> None:
+    """``research.strategy: deep`` reaches the worker through the operator: the run takes
+    four turns (the last offered no tools), and the status shows what it cost and saved.
+    Pages stay on loopback: the simulator links to its own, and the allow list says so."""
+    explained = kube_cluster.kubectl("explain", "researchagents.spec.research.maxTurns").stdout
+    assert "the last one is offered no tools" in " ".join(explained.split())
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    research = {
+        "strategy": "deep",
+        "maxTurns": 4,
+        "tools": {"fetchPage": {"allowDomains": ["127.0.0.1", "localhost"]}},
+    }
+    manifest = agent_manifest(
+        "deep", namespace, op_sim, ["deep e2e topic"], research=research, model={"maxTokens": 4000}
+    )
+    op_sim.set_faults({"search": {"page_links": True}})
+    try:
+        apply(kube_cluster, manifest)
+        with worker_process(kube_cluster, namespace, "deep", tmp_path, op_sim):
+
+            def finished() -> dict[str, Any] | None:
+                ra = get(kube_cluster, "ra", namespace, "deep")
+                runs = ((ra or {}).get("status") or {}).get("runs") or []
+                done = [r for r in runs if r["phase"] == "Completed" and r.get("reportId")]
+                return ra if done else None
+
+            ra = wait_for("the deep run Completed in status", finished, timeout=120)
+    finally:
+        op_sim.set_faults({"search": {}})
+    (run,) = ra["status"]["runs"]
+    assert run["llmCalls"] == 4
+    assert run["costUSD"] > 0
+    assert run["avoidedUSD"] == 0
+    pages = [e for e in op_sim.entries("pages") if e["outcome"] == "served"]
+    assert pages, "the agent fetched no page"
