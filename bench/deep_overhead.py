@@ -72,10 +72,14 @@ async def main(runs: int, turns: int, latency_ms: int) -> int:
         ratio = _median(wall_sf) / _median(wall_bare)
         verdict = "within" if ratio <= TARGET else "ABOVE"
         print(f"  ratio (median wall per turn): {ratio:.2f}x  ({verdict} the {TARGET}x target)")
-        print(f"  steadfast orchestration per turn (activity time excluded): "
-              f"{benchlib.summary(orch_sf)}")
-        print(f"  bare      orchestration per turn (activity time excluded): "
-              f"{benchlib.summary(orch_bare)}")
+        print(
+            f"  steadfast orchestration per turn (activity time excluded): "
+            f"{benchlib.summary(orch_sf)}"
+        )
+        print(
+            f"  bare      orchestration per turn (activity time excluded): "
+            f"{benchlib.summary(orch_bare)}"
+        )
         print(f"  orchestration ratio: {_median(orch_sf) / _median(orch_bare):.2f}x")
         print("  history (whole chain):")
         for side, got in (("steadfast (offloaded)", sf), ("bare (in history)", bare)):
@@ -91,8 +95,10 @@ async def main(runs: int, turns: int, latency_ms: int) -> int:
         b_bare = _median([f.bytes / f.llm_calls for f in bare])
         e_sf = _median([f.events / f.llm_calls for f in sf])
         e_bare = _median([f.events / f.llm_calls for f in bare])
-        print(f"  bytes per turn ratio: {b_sf / b_bare:.2f}x; events per LLM call ratio: "
-              f"{e_sf / e_bare:.2f}x")
+        print(
+            f"  bytes per turn ratio: {b_sf / b_bare:.2f}x; events per LLM call ratio: "
+            f"{e_sf / e_bare:.2f}x"
+        )
     return 0
 
 

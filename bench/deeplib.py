@@ -40,7 +40,9 @@ LLM_ACTIVITIES = frozenset({"deep_turn", "bare_llm"})
 
 
 @asynccontextmanager
-async def stack(sim_flags: Sequence[str] = (), metrics: bool = False) -> AsyncIterator[embedded.Stack]:
+async def stack(
+    sim_flags: Sequence[str] = (), metrics: bool = False
+) -> AsyncIterator[embedded.Stack]:
     """:func:`benchlib.stack`, optionally with each worker's metrics ports open."""
     if not metrics:
         async with benchlib.stack(sim_flags) as s:
