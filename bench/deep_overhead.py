@@ -81,6 +81,16 @@ async def main(runs: int, turns: int, latency_ms: int) -> int:
             f"{benchlib.summary(orch_bare)}"
         )
         print(f"  orchestration ratio: {_median(orch_sf) / _median(orch_bare):.2f}x")
+        print("  time per activity, by type (median ms, calls per run):")
+        for side, got in (("steadfast", sf), ("bare", bare)):
+            types = sorted({t for f in got for t in f.by_type})
+            cells = []
+            for t in types:
+                took = [x for f in got for x in f.by_type.get(t, [])]
+                cells.append(
+                    f"{t} {statistics.median(took) * 1000:.0f} ms x{len(took) / len(got):.0f}"
+                )
+            print(f"    {side:9s} " + ", ".join(cells))
         print("  history (whole chain):")
         for side, got in (("steadfast (offloaded)", sf), ("bare (in history)", bare)):
             f = got[-1]

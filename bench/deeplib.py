@@ -20,6 +20,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
@@ -145,6 +146,10 @@ class RunFigures:
     wall_s: float
     activity_s: float
     """Time inside activities, each workflow task's batch counted by its slowest one."""
+    busy_s: float
+    """Time inside activities, each counted (what heartbeats are paid on)."""
+    by_type: dict[str, list[float]]
+    """Seconds of each completed activity, by activity type."""
 
     @property
     def orchestration_s(self) -> float:
@@ -155,7 +160,8 @@ def figures(histories: list[list[HistoryEvent]]) -> RunFigures:
     events = [e for run in histories for e in run]
     sizes = [sum(e.ByteSize() for e in run) for run in histories]
     llm_calls = activities = 0
-    activity_s = 0.0
+    activity_s = busy_s = 0.0
+    by_type: dict[str, list[float]] = {}
     for run in histories:
         by_id = {e.event_id: e for e in run}
         batches: dict[int, float] = {}
@@ -171,6 +177,8 @@ def figures(histories: list[list[HistoryEvent]]) -> RunFigures:
             task = scheduled.workflow_task_completed_event_id
             took = _ts(e) - _ts(by_id[attrs.started_event_id])
             batches[task] = max(batches.get(task, 0.0), took)
+            busy_s += took
+            by_type.setdefault(scheduled.activity_type.name, []).append(took)
         activity_s += sum(batches.values())
     return RunFigures(
         runs=len(histories),
@@ -181,6 +189,8 @@ def figures(histories: list[list[HistoryEvent]]) -> RunFigures:
         activities=activities,
         wall_s=_ts(events[-1]) - _ts(events[0]),
         activity_s=activity_s,
+        busy_s=busy_s,
+        by_type=by_type,
     )
 
 
@@ -204,4 +214,20 @@ def vm_hwm(child: Child) -> int:
         for line in text.splitlines():
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1]) * 1024
+    return total
+
+
+async def sdk_requests(cfg: WorkerConfig, operation: str) -> float:
+    """How many ``operation`` RPCs the worker's SDK has made (its ``temporal_request``
+    counter, on the worker's SDK metrics port; the stack must have ``metrics=True``)."""
+    port = cfg.worker.sdk_metrics_port
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://{cfg.worker.metrics_host}:{port}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in ("temporal_request", "temporal_request_total") and (
+            f'operation="{operation}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
     return total
