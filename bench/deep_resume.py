@@ -17,10 +17,11 @@ fires 2-10 s after it. The retry waits the LLM retry policy's initial interval
 stored, is reused, not paid twice), and the workflow task that follows waits
 ``STICKY_QUEUE_TIMEOUT`` (3 s, worker/steadfast_worker/worker.py) on the dead
 worker's sticky queue before another worker may take it. The heartbeat cost is
-measured by ``bench/deep_throughput.py``; ``--heartbeat-timeout`` shows the
-trade-off.
+measured by ``bench/deep_throughput.py``; ``--heartbeat-timeout`` and
+``--llm-retry-initial`` show the trade-off.
 
-``python bench/deep_resume.py [--samples N] [--turns T] [--heartbeat-timeout S]``
+``python bench/deep_resume.py [--samples N] [--turns T] [--heartbeat-timeout S]
+[--llm-retry-initial S]``
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--heartbeat-timeout", type=float, default=None)
+    parser.add_argument("--heartbeat-timeout", type=float, default=None, help="seconds")
+    parser.add_argument("--llm-retry-initial", type=float, default=None, help="seconds")
     ns = parser.parse_args()
-    benchlib.run_and_exit(main(ns.samples, ns.turns, ns.heartbeat_timeout))
+    benchlib.run_and_exit(main(ns.samples, ns.turns, ns.heartbeat_timeout, ns.llm_retry_initial))
