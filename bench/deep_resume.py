@@ -18,10 +18,12 @@ stored, is reused, not paid twice), and the workflow task that follows waits
 ``STICKY_QUEUE_TIMEOUT`` (3 s, worker/steadfast_worker/worker.py) on the dead
 worker's sticky queue before another worker may take it. The heartbeat cost is
 measured by ``bench/deep_throughput.py``; ``--heartbeat-timeout`` and
-``--llm-retry-initial`` show the trade-off.
+``--llm-retry-initial`` show the trade-off; with short timeouts the replacement
+worker's start-up and the sticky queue timeout show, and ``--standby`` keeps a
+second worker polling (two replicas), killing the one running the turn.
 
 ``python bench/deep_resume.py [--samples N] [--turns T] [--heartbeat-timeout S]
-[--llm-retry-initial S]``
+[--llm-retry-initial S] [--standby]``
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import deeplib
 from steadfast_contract import starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_dev import chaos, embedded
+from steadfast_dev.processes import Child
 
 TARGET_P95_S = 5.0
 #: Slow enough that a kill 0.2 s after a turn's request starts lands inside its stream.
@@ -60,10 +63,24 @@ async def _turn_started(s: embedded.Stack, wf: str, turn: int, deadline_s: float
     raise TimeoutError(f"turn {turn} of {wf} never started")
 
 
+async def _running_turn(s: embedded.Stack, wf: str) -> Child:
+    """The worker process running the run's ``deep_turn`` (SDK identity ``pid@host``)."""
+    desc = await s.client.get_workflow_handle(wf).describe()
+    for pending in desc.raw_description.pending_activities:
+        pid = pending.last_worker_identity.split("@", 1)[0]
+        for w in s.workers:
+            if pid.isdigit() and w.pid == int(pid) and w.alive():
+                return w
+    return s.workers[-1]
+
+
 async def one_run(
-    s: embedded.Stack, cfg: WorkerConfig, turns: int, kills: list[int]
+    s: embedded.Stack, cfg: WorkerConfig, turns: int, kills: list[int], standby: bool
 ) -> list[tuple[int, float | None, float | None, bool]]:
-    """Kill the worker during each turn of ``kills``; (turn, retry s, resume s, mid-call)."""
+    """Kill the worker during each turn of ``kills``; (turn, retry s, resume s, mid-call).
+
+    With ``standby`` a second worker is already polling (as with two replicas), and the
+    one running the turn is killed; else the only worker is, and a new one started."""
     started = await starter.start_topic(s.client, cfg, f"deep resume {time.time()}")
     wf = started.workflow_id
     out = []
@@ -71,8 +88,9 @@ async def one_run(
         await s.sim_admin.set_faults(deeplib.plan(turns, chunk_delay_ms=CHUNK_DELAY_MS))
         await _turn_started(s, wf, k)
         await asyncio.sleep(SETTLE_S)
+        victim = await _running_turn(s, wf) if standby else s.workers[-1]
         killed_at = time.time()
-        s.workers[-1].kill()
+        victim.kill()
         entries = (await s.sim_admin.log("llm"))["entries"]
         interrupted = {key for key in chaos.in_flight_keys(entries, killed_at) if wf in key}
         await s.sim_admin.set_faults(deeplib.plan(turns, chunk_delay_ms=0))
@@ -92,26 +110,39 @@ async def one_run(
     return out
 
 
-async def main(samples: int, turns: int, heartbeat_s: float | None) -> int:
+async def main(
+    samples: int, turns: int, heartbeat_s: float | None, retry_s: float | None, standby: bool
+) -> int:
     async with deeplib.stack() as s:
         tuning = (
             {} if heartbeat_s is None else {"heartbeat_timeout": timedelta(seconds=heartbeat_s)}
         )
         cfg = deeplib.deep_config(s, turns, **tuning)
+        if retry_s is not None:
+            llm = cfg.retry_policies.llm.model_copy(
+                update={"initial_interval": timedelta(seconds=retry_s)}
+            )
+            policies = cfg.retry_policies.model_copy(update={"llm": llm})
+            cfg = cfg.model_copy(update={"retry_policies": policies})
         s.start_worker(cfg)
+        if standby:
+            s.start_worker(cfg)
         await benchlib.wait_polling(s.client, cfg.task_queue)
+        if standby:
+            await asyncio.sleep(5.0)  # both polling
         # Kill turns spread over the run, three turns apart (the one after a kill
         # runs at full speed while the next kill is set up).
         per_run = list(range(3, turns, 3))
         results = []
         while len(results) < samples:
             kills = per_run[: samples - len(results)]
-            results += await one_run(s, cfg, turns, kills)
+            results += await one_run(s, cfg, turns, kills, standby)
         hb = cfg.worker.heartbeat_timeout.total_seconds()
         print(
             f"deep agent resume after SIGKILL mid-turn: {turns}-turn runs, heartbeat timeout "
             f"{hb:.0f} s, LLM retry initial interval "
-            f"{cfg.retry_policies.llm.initial_interval}, sticky queue timeout 3 s"
+            f"{cfg.retry_policies.llm.initial_interval}, sticky queue timeout 3 s, "
+            + ("a second worker polling" if standby else "a new worker started at the kill")
         )
         for k, retry, resume, mid in results:
             r = f"{retry:.1f}s" if retry is not None else "-"
@@ -141,5 +172,10 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--heartbeat-timeout", type=float, default=None, help="seconds")
     parser.add_argument("--llm-retry-initial", type=float, default=None, help="seconds")
+    parser.add_argument(
+        "--standby", action="store_true", help="a second worker polls (two replicas)"
+    )
     ns = parser.parse_args()
-    benchlib.run_and_exit(main(ns.samples, ns.turns, ns.heartbeat_timeout, ns.llm_retry_initial))
+    benchlib.run_and_exit(
+        main(ns.samples, ns.turns, ns.heartbeat_timeout, ns.llm_retry_initial, ns.standby)
+    )
