@@ -23,6 +23,12 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("operator_bench.py", ["scale"]),
     ("operator_bench.py", ["fleet"]),
 ]
+#: The deep strategy's benchmarks (bench/deep_*.py), after the others.
+BENCHMARKS += [
+    ("deep_overhead.py", []),
+    ("deep_throughput.py", []),
+    ("deep_resume.py", []),
+]
 
 
 def main() -> int:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -272,6 +274,12 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self._path = path
         self._lock = asyncio.Lock()
+        # The transcript's own connection: a deep turn reads and writes it several
+        # times, and a connection per call (a thread and a connect) cost more than
+        # the statement. Autocommit, so each write is committed when it returns, as
+        # before; a plain sqlite3 connection, so an unclosed store holds no thread.
+        self._parts: sqlite3.Connection | None = None
+        self._parts_lock = threading.Lock()
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -342,25 +350,34 @@ class SqliteStore:
             cursor = await db.execute(_sql(_LIST_REPORTS, "sqlite"), {"p1": workflow_id})
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
 
+    def _on_transcript(self, template: str, params: dict[str, Any]) -> list[Any]:
+        """Run one statement on the transcript's connection (in a worker thread)."""
+        with self._parts_lock:  # one statement at a time on the shared connection
+            if self._parts is None:
+                self._parts = sqlite3.connect(
+                    self._path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+            return self._parts.execute(_sql(template, "sqlite"), params).fetchall()
+
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
         params = {"p1": conversation, "p2": turn, "p3": part, "p4": body, "p5": _now()}
-        async with self._lock, self._connect() as db:
-            await db.execute(_sql(_PUT_PART, "sqlite"), params)
-            await db.commit()
+        await asyncio.to_thread(self._on_transcript, _PUT_PART, params)
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
-        async with self._connect() as db:
-            cursor = await db.execute(
-                _sql(_GET_PARTS, "sqlite"), {"p1": conversation, "p2": upto_turn}
-            )
-            return [(int(r[0]), str(r[1]), str(r[2])) for r in await cursor.fetchall()]
+        params = {"p1": conversation, "p2": upto_turn}
+        rows = await asyncio.to_thread(self._on_transcript, _GET_PARTS, params)
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
-        row = await self._read(_GET_PART, {"p1": conversation, "p2": turn, "p3": part})
-        return None if row is None else str(row[0])
+        params = {"p1": conversation, "p2": turn, "p3": part}
+        rows = await asyncio.to_thread(self._on_transcript, _GET_PART, params)
+        return str(rows[0][0]) if rows else None
 
     async def close(self) -> None:
-        return None
+        with self._parts_lock:
+            if self._parts is not None:
+                self._parts.close()
+                self._parts = None
 
 
 class NoReportStoreError(RuntimeError):

@@ -1,0 +1,168 @@
+"""The baseline of the deep-agent benchmarks: a tool-use loop as Temporal's samples write it.
+
+A plain workflow keeps the conversation in its own state and passes all of it to
+an LLM activity every turn; the tool calls a reply asks for run concurrently as
+activities (``asyncio.gather``) and their results are appended to the
+conversation; ``record_finding`` is answered in the workflow, as Steadfast does.
+No budget, no status, no stream, no report store, no heartbeats: what is left is
+what any Temporal agent loop must do, so a Steadfast deep run on the same server
+and simulator, minus this, is what Steadfast adds. Its history carries the whole
+conversation on every turn (the "without the offload" figure).
+
+The tools are Steadfast's own (the simulator's search endpoint, and
+:func:`steadfast_worker.fetching.fetch_text` over its pages), so both loops send
+the model the same conversation. The worker is ``bench/deep_bare_worker.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+
+with workflow.unsafe.imports_passed_through():
+    import anthropic
+    import httpx
+
+    from steadfast_contract.models import FetchRules
+    from steadfast_worker import fetching, transcript
+
+WORKFLOW_NAME = "BareDeepWorkflow"
+#: Where the activities find the simulator (configuration from the environment,
+#: never from activity inputs).
+SIM_URL_ENV = "BARE_SIM_URL"
+SIM_API_KEY_ENV = "BARE_SIM_API_KEY"
+
+
+@dataclass
+class LlmRequest:
+    model: str
+    max_tokens: int
+    messages: list[dict[str, Any]]
+    final: bool = False
+
+
+@dataclass
+class LlmReply:
+    content: list[dict[str, Any]]
+    stop_reason: str
+
+
+@dataclass
+class BareDeepInput:
+    topic: str
+    max_turns: int = 20
+    model: str = "claude-sonnet-4-6"
+    max_tokens: int = 4000
+
+
+@dataclass
+class BareDeepResult:
+    report: str
+    turns: int
+    tool_calls: int
+    findings: list[str] = field(default_factory=list)
+
+
+class BareActivities:
+    """One Anthropic client and one HTTP client per worker process."""
+
+    def __init__(self) -> None:
+        self.sim = os.environ[SIM_URL_ENV]
+        self.llm = anthropic.AsyncAnthropic(
+            api_key=os.environ[SIM_API_KEY_ENV], base_url=self.sim, max_retries=0
+        )
+        self.http = httpx.AsyncClient(timeout=30)
+
+    @activity.defn(name="bare_llm")
+    async def llm_turn(self, req: LlmRequest) -> LlmReply:
+        reply = await self.llm.messages.create(
+            model=req.model,
+            max_tokens=req.max_tokens,
+            system=transcript.SYSTEM,
+            tools=list(transcript.TOOLS),  # type: ignore[arg-type]
+            tool_choice={"type": "none"} if req.final else {"type": "auto"},
+            messages=req.messages,  # type: ignore[arg-type]
+        )
+        content = [b.model_dump(mode="json", exclude_none=True) for b in reply.content]
+        return LlmReply(content, reply.stop_reason or "")
+
+    @activity.defn(name="bare_web_search")
+    async def web_search(self, query: str) -> str:
+        got = await self.http.get(f"{self.sim}/search", params={"q": query, "count": 5})
+        got.raise_for_status()
+        results = got.json().get("results", [])
+        return json.dumps(
+            [{"title": r["title"], "url": r["url"], "snippet": r["snippet"]} for r in results]
+        )
+
+    @activity.defn(name="bare_fetch_page")
+    async def fetch_page(self, url: str) -> str:
+        try:
+            final, text = await fetching.fetch_text(self.http, url, FetchRules())
+        except fetching.FetchRefused as refused:
+            return f"refused: {refused}"
+        return f"URL: {final}\n\n{text}"
+
+    def all(self) -> list[Any]:
+        return [self.llm_turn, self.web_search, self.fetch_page]
+
+
+TIMEOUT = timedelta(seconds=120)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class BareDeepWorkflow:
+    @workflow.run
+    async def run(self, inp: BareDeepInput) -> BareDeepResult:
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": transcript.first_prompt(inp.topic)}
+        ]
+        findings: list[str] = []
+        tool_calls = 0
+        for n in range(1, inp.max_turns + 1):
+            final = n >= inp.max_turns
+            reply = await workflow.execute_activity(
+                "bare_llm",
+                LlmRequest(inp.model, inp.max_tokens, messages, final),
+                result_type=LlmReply,
+                start_to_close_timeout=TIMEOUT,
+            )
+            messages.append({"role": "assistant", "content": reply.content})
+            uses = [b for b in reply.content if b.get("type") == "tool_use"]
+            if final or not uses:
+                text = "".join(b.get("text", "") for b in reply.content if b.get("type") == "text")
+                return BareDeepResult(text, n, tool_calls, findings)
+            tool_calls += len(uses)
+            outputs = await asyncio.gather(*(self._tool(b, findings) for b in uses))
+            messages.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": b["id"], "content": out}
+                        for b, out in zip(uses, outputs, strict=True)
+                    ],
+                }
+            )
+        raise AssertionError("unreachable: the last turn returns")
+
+    async def _tool(self, block: dict[str, Any], findings: list[str]) -> str:
+        name, args = block.get("name"), block.get("input") or {}
+        if name == "record_finding":
+            findings.append(str(args.get("claim", "")))
+            return f"recorded finding {len(findings)}"
+        if name == "web_search":
+            activity_name, arg = "bare_web_search", str(args.get("query", ""))
+        elif name == "fetch_page":
+            activity_name, arg = "bare_fetch_page", str(args.get("url", ""))
+        else:
+            return f"no tool {name!r}"
+        out: str = await workflow.execute_activity(
+            activity_name, arg, result_type=str, start_to_close_timeout=TIMEOUT
+        )
+        return out

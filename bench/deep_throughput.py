@@ -1,0 +1,142 @@
+"""Deep-agent throughput: one worker at 20 concurrent 20-turn runs, against a hand-written loop.
+
+One ``steadfast worker`` process (default settings) and one worker of the
+hand-written loop (``bench/deep_bare.py``, the same concurrency limits) on the
+same dev server and simulator. For each simulator latency (0 and 200 ms by
+default, before every answer of the model, the search and the pages) each side
+runs a batch of ``--runs`` runs with ``--concurrency`` in flight. Printed, with
+ratios Steadfast / bare:
+
+* throughput in runs per minute;
+* each worker process's peak RSS (``VmHWM`` from ``/proc/<pid>/status``, so a
+  peak between samples is not missed; it is the process's peak so far, so the
+  200 ms line includes the 0 ms batch);
+* history events per LLM call, over the batch's histories;
+* worker CPU per run;
+* what the heartbeats cost: the Steadfast worker's ``RecordActivityTaskHeartbeat``
+  RPCs (the SDK's own request counter) per activity, per run and per second spent
+  inside activities. The bare loop sends none (no heartbeat timeout).
+
+``python bench/deep_throughput.py [--runs N] [--concurrency C] [--turns T] [--latencies 0,200]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import benchlib
+import deeplib
+from steadfast_dev.processes import Child
+
+HEARTBEAT_RPC = "RecordActivityTaskHeartbeat"
+
+
+@dataclass
+class Batch:
+    runs_per_min: float
+    cpu_s_per_run: float
+    events_per_call: float
+    activities: int
+    busy_s: float
+    wall_s: float
+
+
+async def batch(
+    s: object, worker: Child, start: Callable[[int], Awaitable[str]], n: int, c: int
+) -> Batch:
+    gate = asyncio.Semaphore(c)
+
+    async def one(i: int) -> str:
+        async with gate:
+            return await start(i)
+
+    cpu0, t0 = benchlib.tree_cpu(worker), time.monotonic()
+    ids = await asyncio.gather(*(one(i) for i in range(n)))
+    wall = time.monotonic() - t0
+    cpu = benchlib.tree_cpu(worker) - cpu0
+    client = s.client  # type: ignore[attr-defined]
+    figs = [await deeplib.run_figures(client, wf) for wf in ids]
+    events = sum(f.events for f in figs)
+    calls = sum(f.llm_calls for f in figs)
+    return Batch(
+        n / wall * 60,
+        cpu / n,
+        events / calls,
+        sum(f.activities for f in figs),
+        sum(f.busy_s for f in figs),
+        wall,
+    )
+
+
+async def main(n: int, c: int, turns: int, latencies: list[int]) -> int:
+    async with deeplib.stack(metrics=True) as s:
+        cfg = deeplib.deep_config(s, turns)
+        sf_worker = s.start_worker(cfg)
+        bare_worker, bare_queue = deeplib.start_bare_worker(s)
+        await benchlib.wait_polling(s.client, cfg.task_queue)
+        await benchlib.wait_polling(s.client, bare_queue)
+        await s.sim_admin.set_faults(deeplib.plan(turns))
+        await deeplib.run_steadfast(s, cfg, "deep throughput warm-up")
+        await deeplib.run_bare(s, bare_queue, "deep throughput warm-up", turns)
+        print(f"deep agent throughput: one worker each, {n} runs of {turns} turns, {c} in flight")
+        for latency in latencies:
+            await s.sim_admin.set_faults(deeplib.plan(turns, latency))
+            beats0 = await deeplib.sdk_requests(cfg, HEARTBEAT_RPC)
+            sf = await batch(
+                s,
+                sf_worker,
+                lambda i, ms=latency: deeplib.run_steadfast(s, cfg, f"tp {ms} {i}"),
+                n,
+                c,
+            )
+            beats = await deeplib.sdk_requests(cfg, HEARTBEAT_RPC) - beats0
+            bare = await batch(
+                s,
+                bare_worker,
+                lambda i, ms=latency: deeplib.run_bare(s, bare_queue, f"tp {ms} {i}", turns),
+                n,
+                c,
+            )
+            print(f"  {latency} ms simulator latency (load average {os.getloadavg()[0]:.1f}):")
+            print(
+                f"    throughput: steadfast {sf.runs_per_min:.1f} runs/min, bare "
+                f"{bare.runs_per_min:.1f} runs/min  ({sf.runs_per_min / bare.runs_per_min:.2f}x)"
+            )
+            hwm_sf, hwm_bare = deeplib.vm_hwm(sf_worker), deeplib.vm_hwm(bare_worker)
+            print(
+                f"    worker peak RSS (VmHWM so far): steadfast {benchlib.mib(hwm_sf)}, "
+                f"bare {benchlib.mib(hwm_bare)}  ({hwm_sf / hwm_bare:.2f}x)"
+            )
+            print(
+                f"    history events per LLM call: steadfast {sf.events_per_call:.1f}, "
+                f"bare {bare.events_per_call:.1f}  "
+                f"({sf.events_per_call / bare.events_per_call:.2f}x)"
+            )
+            print(
+                f"    worker CPU per run: steadfast {sf.cpu_s_per_run * 1000:.0f} ms, "
+                f"bare {bare.cpu_s_per_run * 1000:.0f} ms  "
+                f"({sf.cpu_s_per_run / bare.cpu_s_per_run:.2f}x)"
+            )
+            print(
+                f"    heartbeat RPCs (steadfast): {beats:.0f} for {sf.activities} activities "
+                f"({beats / sf.activities:.2f} per activity, {beats / n:.0f} per run, "
+                f"{beats / max(sf.busy_s, 1e-9):.2f} per activity-second over "
+                f"{sf.busy_s:.0f} s inside activities); bare: 0"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--latencies", default="0,200")
+    ns = parser.parse_args()
+    lat = [int(x) for x in ns.latencies.split(",") if x]
+    benchlib.run_and_exit(main(ns.runs, ns.concurrency, ns.turns, lat))
