@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("orchestration_overhead.py", []),
     ("throughput.py", []),
+    ("temporal_cost.py", ["--runs", "20"]),
     ("resume_time.py", []),
     ("operator_bench.py", ["reconcile"]),
     ("operator_bench.py", ["scale"]),
