@@ -268,32 +268,35 @@ async def start_topic(
     rerun: bool = False,
     workflow_id: str | None = None,
 ) -> Started:
-    """Start one topic's workflow, or find the one already there."""
+    """Start one topic's workflow, or find the one already there.
+
+    One RPC when the start is new: the id-conflict policy ``FAIL`` makes the server
+    refuse a second run of a running id (and the reuse policy a finished one that
+    is not to be re-run), so two concurrent starts make one run, and the refusal
+    names the run that is there -- no describe before each start.
+    """
     wf_id = workflow_id or ids.workflow_id(cfg.namespace, cfg.agent, topic)
-    # Only to tell the user whether this start was new; USE_EXISTING is what keeps
-    # a concurrent start from duplicating the run.
-    running_before = await _running_run_id(client, wf_id)
     try:
         handle: WorkflowHandle[Any, Any] = await client.start_workflow(
             models.WORKFLOW_NAME,
             research_input(cfg, topic),
             id=wf_id,
             task_queue=cfg.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=reuse_policy(rerun),
         )
     except WorkflowAlreadyStartedError as err:
-        return Started(topic, wf_id, err.run_id or "", existing=True)
+        return Started(topic, wf_id, err.run_id or await _latest_run_id(client, wf_id), True)
     run_id = handle.result_run_id or handle.first_execution_run_id or ""
-    return Started(topic, wf_id, run_id, existing=running_before == run_id)
+    return Started(topic, wf_id, run_id, existing=False)
 
 
-async def _running_run_id(client: Client, workflow_id: str) -> str | None:
+async def _latest_run_id(client: Client, workflow_id: str) -> str:
+    """The run a refused start found, for a server whose refusal does not name it."""
     try:
-        desc = await client.get_workflow_handle(workflow_id).describe()
+        return (await client.get_workflow_handle(workflow_id).describe()).run_id
     except RPCError:
-        return None
-    return desc.run_id if desc.status == WorkflowExecutionStatus.RUNNING else None
+        return ""
 
 
 async def query_status(
