@@ -70,6 +70,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         max_turns=config.research.max_turns,
         continue_as_new_after_turns=config.research.continue_as_new_after_turns,
         fetch=config.research.tools.fetch_page.rules(),
+        mail_recipients=bool(config.notify.email.to),
     )
 
 

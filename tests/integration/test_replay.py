@@ -7,7 +7,9 @@ budget and resumed by a ``budget`` update, deep runs -- one of them a chain of t
 runs that continued as new), some of them before and after runs
 kept their spend in a memo (``*_spend_memo``), and the approval gate's own (a wait
 that expired, a rejection ignored because the report did not exist yet) recorded
-after its timeout and phase check were guarded by ``workflow.patched``. Replaying them with
+after its timeout and phase check were guarded by ``workflow.patched``, and the lean shape's
+(``*_lean_spend_memo``: one ``lean-run`` marker for the memo, no ``send_email`` without
+recipients). Replaying them with
 ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -28,6 +30,8 @@ from temporalio.worker import Replayer
 from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
     BUDGET_PAUSE_PATCH,
+    LEAN_RUN_PATCH,
+    SPEND_MEMO_PATCH,
     WORKFLOW_NAME,
     ResearchInput,
 )
@@ -107,6 +111,24 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
     ]
+
+
+def test_fixtures_cover_runs_before_and_after_the_lean_shape() -> None:
+    # The lean runs carry the memo under the lean-run marker alone; the one without
+    # recipients scheduled no send_email. Every other fixture replays the older shapes.
+    for path in HISTORIES:
+        patches = _patches(path)
+        lean = any(LEAN_RUN_PATCH.encode() in m for m in patches)
+        assert lean == path.stem.endswith("_lean_spend_memo"), path.name
+        if lean:
+            assert not any(SPEND_MEMO_PATCH.encode() in m for m in patches), path.name
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in load(FIXTURES / "no_recipients_lean_spend_memo.json").events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert "save_report" in activities
+    assert "send_email" not in activities
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

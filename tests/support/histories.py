@@ -158,6 +158,14 @@ async def rejected_too_early(s: embedded.Stack, cfg: WorkerConfig, name: str) ->
     return wf
 
 
+async def no_recipients(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A run whose agent names no recipients: email ``skipped`` without a send_email."""
+    email = cfg.notify.email.model_copy(update={"to": []})
+    return await happy(
+        s, cfg.model_copy(update={"notify": cfg.notify.model_copy(update={"email": email})}), name
+    )
+
+
 async def worker_killed_while_writing(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     wf = await _start(s.client, cfg, name)
     report = await chaos.crash_during(
@@ -214,6 +222,7 @@ SCENARIOS: dict[str, Scenario] = {
     "budget_day_paused_raised": budget_day_paused_raised,
     "deep_agent": deep_agent,
     "deep_continued_as_new": deep_continued_as_new,
+    "no_recipients": no_recipients,
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from steadfast_cli.commands import worker as worker_command
 from steadfast_contract.config import ConfigError, WorkerConfig, load_config, parse_config
-from steadfast_contract.models import Pricing, RetryPolicySpec
+from steadfast_contract.models import Pricing, RetryPolicySpec, RunSettings
 from steadfast_contract.starter import research_input
 from steadfast_contract.starter import settings_from_config as run_settings
 from steadfast_worker.worker import missing_secrets
@@ -74,6 +74,15 @@ def test_settings_carry_the_resolved_price_and_policies() -> None:
     assert (s.max_tokens, s.max_usd_per_run, s.require_approval) == (500, 0.25, True)
     assert s.retry_policies.llm == RetryPolicySpec(2.0, 2.0, 60.0, 2)
     assert s.heartbeat_timeout_seconds == 4.0
+
+
+def test_settings_say_whether_the_run_has_anyone_to_mail() -> None:
+    # A run without recipients decides "skipped" itself, without a send_email activity.
+    assert not run_settings(parse_config({})).mail_recipients
+    mailed = parse_config({"notify": {"email": {"to": ["a@example.test"], "from": "s@x.test"}}})
+    assert run_settings(mailed).mail_recipients
+    # Inputs recorded before the field existed asked the activity: the default does too.
+    assert RunSettings().mail_recipients
 
 
 def test_load_config_reports_unreadable_and_malformed_files(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_contract import budget
     from steadfast_contract.models import (
         BUDGET_PAUSE_PATCH,
+        LEAN_RUN_PATCH,
         SPEND_MEMO,
         SPEND_MEMO_PATCH,
         Phase,
@@ -188,7 +189,9 @@ class BudgetGate:
 def publish_spend(status: RunStatus, published: Spend) -> Spend:
     """Keep the spend so far in the memo, where visibility lists it (see Spend);
     returns what the memo holds now."""
-    if not workflow.patched(SPEND_MEMO_PATCH):
+    # A run of the lean shape keeps the memo under that one patch marker; the runs
+    # recorded before it carry the memo's own, and runs before the memo neither.
+    if not (workflow.patched(LEAN_RUN_PATCH) or workflow.patched(SPEND_MEMO_PATCH)):
         return published  # a run recorded before the memo existed: replay it as it ran
     st = status
     spend = Spend(st.cost_usd, st.input_tokens, st.output_tokens, st.llm_calls, st.retries)

@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.workflow_streams import WorkflowStream
@@ -61,12 +61,10 @@ with workflow.unsafe.imports_passed_through():
         review,
         savewait,
     )
+    from steadfast_worker.mailing import send_review
 
 LLM_START_TO_CLOSE = act.LLM_START_TO_CLOSE
 IO_START_TO_CLOSE = act.IO_START_TO_CLOSE
-#: A send_email attempt lost with its worker is re-run this many times; the
-#: database claim makes that safe (it answers "unknown" instead of resending).
-EMAIL_LOST_WORKER_RERUNS = 2
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -232,39 +230,7 @@ class ResearchWorkflow:
         return False
 
     async def _email(self, inp: ResearchInput, markdown: str) -> None:
-        info = workflow.info()
-        summary = markdown[:1500]
-        request = act.SendEmailInput(
-            info.workflow_id,
-            inp.topic,
-            self._status.report_id,
-            summary,
-            self._status.reviewer,
-            inp.agent,
-            inp.namespace,
-            info.run_id,
-        )
-        for rerun in range(EMAIL_LOST_WORKER_RERUNS + 1):
-            try:
-                sent = await self._activity(
-                    act.SEND_EMAIL,
-                    request,
-                    act.SendEmailOutput,
-                    inp.settings.retry_policies.email,
-                    IO_START_TO_CLOSE,
-                )
-            except ActivityError as err:
-                lost = isinstance(err.cause, TimeoutError)
-                if lost and rerun < EMAIL_LOST_WORKER_RERUNS:
-                    accounting.add_attempts(self._status, act.SEND_EMAIL, 2)
-                    continue
-                self._status.email = "failed"
-                raise
-            accounting.add_attempts(self._status, act.SEND_EMAIL, sent.attempt)
-            self._status.email = sent.email
-            if sent.email == "unknown":
-                self._status.message = f"email outcome unknown: {sent.message}"
-            return
+        await send_review(inp, self._status, markdown, self._activity, IO_START_TO_CLOSE)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -1,0 +1,116 @@
+"""A run's Temporal cost: no mail step without recipients, one patch marker, same memo.
+
+``bench/temporal_cost.py`` measures what a run costs the server; these tests pin
+the shape that made it cheaper without giving up a promise: a run whose agent
+names no recipients ends with email ``skipped`` and never schedules
+``send_email``; a run keeps its spend in the memo under one patch marker; a run
+an older worker took to its mail step (it scheduled ``send_email`` for an input
+without recipients) still replays on today's code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowHistory
+from temporalio.worker import Replayer
+from tests.integration.conftest import Harness, HarnessFactory
+
+from steadfast_contract import activities as act
+from steadfast_contract import starter
+from steadfast_contract.models import (
+    LEAN_RUN_PATCH,
+    SPEND_MEMO_PATCH,
+    Phase,
+    ResearchResult,
+    Spend,
+)
+from steadfast_worker.workflows import ResearchWorkflow
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
+
+
+async def _history(handle: WorkflowHandle[Any, Any]) -> WorkflowHistory:
+    return await handle.fetch_history()
+
+
+def _scheduled(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def _patches(history: WorkflowHistory) -> list[str]:
+    return [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and "patch-data" in e.marker_recorded_event_attributes.details
+    ]
+
+
+async def _memo_matches_result(h: Harness, handle: WorkflowHandle[Any, Any]) -> None:
+    result: ResearchResult = await handle.result()
+    spend = await starter.memo_spend(await handle.describe())
+    st = result.status
+    assert spend == Spend(st.cost_usd, st.input_tokens, st.output_tokens, st.llm_calls, st.retries)
+    assert st.cost_usd > 0
+
+
+async def test_a_run_without_recipients_schedules_no_mail_and_ends_skipped(
+    harness: HarnessFactory,
+) -> None:
+    async with harness({"notify": {"email": {"to": []}}}) as h:
+        handle = await h.start("nobody to mail")
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED
+        assert result.status.email == "skipped"
+        assert result.status.report_id
+        history = await _history(handle)
+        assert act.SEND_EMAIL not in _scheduled(history)
+        assert act.WRITE_REPORT in _scheduled(history)
+        assert not h.smtp.messages_for(handle.id)
+        assert h.metric("steadfast_runs_total", phase="Completed") == 1
+        await _memo_matches_result(h, handle)
+
+
+async def test_a_run_records_one_patch_marker_and_still_mails_once(
+    harness: HarnessFactory,
+) -> None:
+    async with harness() as h:
+        handle = await h.start("one marker")
+        result = await handle.result()
+        assert result.status.email == "sent"
+        history = await _history(handle)
+        assert _scheduled(history).count(act.SEND_EMAIL) == 1
+        assert len(h.smtp.messages_for(handle.id)) == 1
+        # The memo's upserts ride on the lean-run marker: one marker, not two.
+        assert [p["id"] for p in _patches(history)] == [LEAN_RUN_PATCH]
+        assert SPEND_MEMO_PATCH not in json.dumps(_patches(history))
+        await _memo_matches_result(h, handle)
+
+
+async def test_an_older_workers_mail_step_replays_for_an_input_without_recipients() -> None:
+    # A run recorded by a worker from before the lean shape: with an input that names
+    # no recipients (a newer starter's), it scheduled send_email all the same.
+    history = WorkflowHistory.from_json(
+        "older", (FIXTURES / "happy_path_with_email_spend_memo.json").read_text()
+    )
+    started = history.events[0].workflow_execution_started_event_attributes
+    payload = started.input.payloads[0]
+    inp = json.loads(payload.data)
+    inp["settings"]["mail_recipients"] = False
+    payload.data = json.dumps(inp).encode()
+    assert act.SEND_EMAIL in _scheduled(history)
+    result = await Replayer(workflows=[ResearchWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure
