@@ -48,7 +48,7 @@ def _scheduled(history: WorkflowHistory) -> list[str]:
     ]
 
 
-def _patches(history: WorkflowHistory) -> list[str]:
+def _patches(history: WorkflowHistory) -> list[dict[str, Any]]:
     return [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
         for e in history.events
