@@ -31,15 +31,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.service import RPCError
 
 import benchlib
 from handwritten import LLM_CALLS as HAND_LLM_CALLS
 from handwritten import WORKFLOW_NAME as HAND
 from handwritten import HandInput
-from steadfast_contract import models, starter
+from steadfast_contract import budget, models, starter
+from steadfast_contract.config import WorkerConfig
 from steadfast_dev import embedded
+from steadfast_dev.processes import Child
 
 HERE = benchlib.ROOT / "bench"
 TARGET_THROUGHPUT_0MS = 0.9
@@ -52,10 +56,14 @@ class Batch:
     runs_per_s: float
     server_cpu_ms: float
     """Dev server CPU per run."""
+    worker_cpu_ms: float
+    """The side's worker process CPU per run (where the rest of a run's cost goes)."""
     ids: list[str] = field(default_factory=list)
 
 
-async def batch(s: embedded.Stack, start: Callable[[int], Awaitable[str]], n: int, c: int) -> Batch:
+async def batch(
+    s: embedded.Stack, worker: Child, start: Callable[[int], Awaitable[str]], n: int, c: int
+) -> Batch:
     """``n`` runs, at most ``c`` in flight, each started by ``start`` and awaited."""
     gate = asyncio.Semaphore(c)
     ids: list[str] = []
@@ -67,12 +75,13 @@ async def batch(s: embedded.Stack, start: Callable[[int], Awaitable[str]], n: in
             await s.client.get_workflow_handle(wf_id).result()
 
     assert s.server is not None
-    cpu0 = benchlib.tree_cpu(s.server)
+    cpu0, worker0 = benchlib.tree_cpu(s.server), benchlib.tree_cpu(worker)
     t0 = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.monotonic() - t0
     cpu = benchlib.tree_cpu(s.server) - cpu0
-    return Batch(n / elapsed, cpu / n * 1000, ids)
+    worker_cpu = benchlib.tree_cpu(worker) - worker0
+    return Batch(n / elapsed, cpu / n * 1000, worker_cpu / n * 1000, ids)
 
 
 async def event_counts(s: embedded.Stack, ids: list[str]) -> list[collections.Counter[str]]:
@@ -95,6 +104,16 @@ async def llm_calls(s: embedded.Stack, ids: list[str]) -> list[int]:
         result: models.ResearchResult = await handle.result()
         calls.append(result.status.llm_calls)
     return calls
+
+
+async def ledger_events(s: embedded.Stack, cfg: WorkerConfig) -> int:
+    """Events in the agent's day ledger so far: its share of every run's server cost."""
+    key = budget.ledger_key(cfg.namespace, cfg.agent, cfg.task_queue)
+    wf_id = budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
+    try:
+        return len((await s.client.get_workflow_handle(wf_id).fetch_history()).events)
+    except RPCError:
+        return 0
 
 
 def _median_run(counts: list[collections.Counter[str]]) -> collections.Counter[str]:
@@ -147,8 +166,9 @@ async def _events(s: embedded.Stack, hand: Batch, sf: Batch) -> None:
 async def main(n: int, c: int, latencies: list[int]) -> int:
     async with benchlib.stack() as s:
         cfg = benchlib.bench_config(s)
-        s.start_worker(cfg)
+        sf_worker = s.start_worker(cfg)
         queues = {kind: f"hand-{kind}-{uuid.uuid4().hex[:8]}" for kind in CLIENTS}
+        workers: dict[str, Child] = {}
         for kind, queue in queues.items():
             env = dict(
                 os.environ,
@@ -158,7 +178,7 @@ async def main(n: int, c: int, latencies: list[int]) -> int:
                 HAND_SEARCH_URL=cfg.search.endpoint,
                 HAND_DB=str(s.options.state_dir / f"hand-{kind}.db"),
             )
-            s.supervisor.spawn(
+            workers[kind] = s.supervisor.spawn(
                 f"hand-worker-{kind}",
                 [sys.executable, str(HERE / "handwritten_worker.py"), s.address, queue],
                 env=env,
@@ -186,8 +206,8 @@ async def main(n: int, c: int, latencies: list[int]) -> int:
 
         # Warm every worker (imports, sandbox, connections) before measuring.
         for kind in CLIENTS:
-            await batch(s, hand(kind), 2, 2)
-        await batch(s, steadfast, 2, 2)
+            await batch(s, workers[kind], hand(kind), 2, 2)
+        await batch(s, sf_worker, steadfast, 2, 2)
         print(
             f"Temporal cost per run: hand-written (sync and async clients) vs Steadfast "
             f"pipeline, {n} runs at {c} concurrent per batch"
@@ -196,8 +216,10 @@ async def main(n: int, c: int, latencies: list[int]) -> int:
             await s.sim_admin.set_faults(
                 {"llm": {"latency_ms": latency}, "search": {"latency_ms": latency}}
             )
-            hands = {kind: await batch(s, hand(kind), n, c) for kind in CLIENTS}
-            sf = await batch(s, steadfast, n, c)
+            hands = {kind: await batch(s, workers[kind], hand(kind), n, c) for kind in CLIENTS}
+            ledger0 = await ledger_events(s, cfg)
+            sf = await batch(s, sf_worker, steadfast, n, c)
+            ledger = (await ledger_events(s, cfg) - ledger0) / n
             print(f"  {latency} ms simulator latency:")
             print(_throughput_line(latency, hands, sf))
             cpu = ", ".join(f"hand-written/{k} {h.server_cpu_ms:.0f} ms" for k, h in hands.items())
@@ -206,8 +228,11 @@ async def main(n: int, c: int, latencies: list[int]) -> int:
                 f"    dev server CPU per run: {cpu}; Steadfast {sf.server_cpu_ms:.0f} ms: "
                 f"{sf.server_cpu_ms / best:.2f}x the lower"
             )
+            cpu = ", ".join(f"hand-written/{k} {h.worker_cpu_ms:.0f} ms" for k, h in hands.items())
+            print(f"    worker CPU per run: {cpu}; Steadfast {sf.worker_cpu_ms:.0f} ms")
             if latency == latencies[0]:
                 await _events(s, hands["async"], sf)
+                print(f"    and on the agent's day ledger, per Steadfast run: {ledger:.1f} events")
         print(f"  machine load average: {os.getloadavg()[0]:.1f}")
     return 0
 
