@@ -191,9 +191,8 @@ class RunSettings:
     continue_as_new_after_turns: int = 0
     fetch: FetchRules = field(default_factory=FetchRules)
     mail_recipients: bool = True
-    """Whether ``notify.email.to`` named anyone when the run started. Without, the run
-    ends with email ``skipped`` and never schedules ``send_email`` (true in inputs
-    recorded before this existed: they asked the activity, which answered the same)."""
+    """Whether ``notify.email.to`` named anyone as the run started (false: no ``send_email``,
+    email ``skipped``; true in older inputs, which asked the activity)."""
 
 
 @dataclass
@@ -418,7 +417,3 @@ APPROVAL_GATE_PATCH = "approval-gate"
 #: The ``workflow.patched`` id that guards the pause before an unaffordable call (and the
 #: day's ledger): runs recorded before it replay ending ``BudgetExhausted`` at once.
 BUDGET_PAUSE_PATCH = "budget-pause"
-#: The ``workflow.patched`` id of the run that costs Temporal less: no ``send_email``
-#: without recipients. It also stands for :data:`SPEND_MEMO_PATCH` (the memo upserts), so
-#: a run records one patch marker, not two; older runs replay on the id they carry.
-LEAN_RUN_PATCH = "lean-run"

@@ -23,12 +23,12 @@ from tests.integration.conftest import Harness, HarnessFactory
 from steadfast_contract import activities as act
 from steadfast_contract import starter
 from steadfast_contract.models import (
-    LEAN_RUN_PATCH,
     SPEND_MEMO_PATCH,
     Phase,
     ResearchResult,
     Spend,
 )
+from steadfast_worker.mailing import LEAN_RUN_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration

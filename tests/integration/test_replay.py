@@ -30,11 +30,11 @@ from temporalio.worker import Replayer
 from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
     BUDGET_PAUSE_PATCH,
-    LEAN_RUN_PATCH,
     SPEND_MEMO_PATCH,
     WORKFLOW_NAME,
     ResearchInput,
 )
+from steadfast_worker.mailing import LEAN_RUN_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration

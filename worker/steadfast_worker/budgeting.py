@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_contract import budget
     from steadfast_contract.models import (
         BUDGET_PAUSE_PATCH,
-        LEAN_RUN_PATCH,
         SPEND_MEMO,
         SPEND_MEMO_PATCH,
         Phase,
@@ -42,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_worker import failures
+    from steadfast_worker.mailing import LEAN_RUN_PATCH
 
 T = TypeVar("T")
 

@@ -22,8 +22,14 @@ from temporalio.exceptions import ActivityError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract.models import LEAN_RUN_PATCH, ResearchInput, RetryPolicySpec, RunStatus
+    from steadfast_contract.models import ResearchInput, RetryPolicySpec, RunStatus
     from steadfast_worker import accounting
+
+LEAN_RUN_PATCH = "lean-run"
+"""The ``workflow.patched`` id of the run that costs Temporal less: no ``send_email``
+without recipients. It also stands for ``SPEND_MEMO_PATCH`` (the memo upserts, see
+:func:`.budgeting.publish_spend`), so a run records one patch marker, not two; older
+runs replay on the id they carry."""
 
 #: A send_email attempt lost with its worker is re-run this many times; the
 #: database claim makes that safe (it answers "unknown" instead of resending).
