@@ -86,7 +86,8 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
 
 async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
     """Continue as new at a turn boundary, carrying the limits as raised, the status,
-    and the stream's offsets (not its items, which the next input would carry)."""
+    and the stream: the items this run published (a follower may not have read them
+    yet), not those it was handed, so the input holds at most one run's items."""
     wf._stream.detach_pollers()
     await workflow.wait_condition(workflow.all_handlers_finished)
     state = wf._stream.get_state()
@@ -94,8 +95,9 @@ async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
         wf._inp.settings, max_usd_per_run=wf._gate.max_run, max_usd_per_day=wf._gate.max_day
     )
     carry.status = replace(wf._status, reserved_usd=0.0)
-    offsets = replace(state, log=[], base_offset=state.base_offset + len(state.log))
-    workflow.continue_as_new(replace(wf._inp, settings=settings, resume=carry, stream=offsets))
+    handed = len(wf._inp.stream.log) if wf._inp.stream is not None else 0
+    stream = replace(state, log=state.log[handed:], base_offset=state.base_offset + handed)
+    workflow.continue_as_new(replace(wf._inp, settings=settings, resume=carry, stream=stream))
 
 
 async def _turn(
