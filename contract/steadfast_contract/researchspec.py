@@ -41,7 +41,8 @@ class FetchPageSpec(SpecModel):
     allow_domains: Annotated[list[Domain], Crd(list_type="set")] = Field(
         default_factory=list,
         max_length=200,
-        description="Hosts fetch_page may read. Empty: any host not denied.",
+        description="Hosts fetch_page may read. Empty: any host not denied. Never a "
+        "link-local address (instance metadata), whatever the lists say.",
     )
     deny_domains: Annotated[list[Domain], Crd(list_type="set")] = Field(
         default_factory=list,

@@ -298,3 +298,21 @@ async def test_an_undecodable_page_is_read_with_replacement_characters(
     _, text = await fetch_text(http, f"{sim.base_url}{PAGE}", FetchRules())
     assert "\ufffd" in text
     assert "tidal energy outlook" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[::ffff:169.254.169.254]/computeMetadata/v1/",
+        "http://[fe80::1]/",
+    ],
+)
+async def test_instance_metadata_is_refused_even_with_no_rules(
+    transport: CountingTransport, http: httpx.AsyncClient, url: str
+) -> None:
+    """An empty allow list admits any host, but never a link-local one: a cloud's
+    credentials would go into the model's prompt. Refused before any connection."""
+    with pytest.raises(FetchRefused, match="link-local"):
+        await fetch_text(http, url, FetchRules())
+    assert transport.received == 0

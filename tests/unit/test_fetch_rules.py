@@ -7,6 +7,7 @@ import pytest
 from steadfast_contract.models import FetchRules
 from steadfast_dev.sim.agent import claim
 from steadfast_dev.sim.pages import page_html
+from steadfast_worker import fetching
 from steadfast_worker.fetching import (
     MAX_RESULT_CHARS,
     TRUNCATED,
@@ -228,3 +229,20 @@ def test_a_long_page_is_cut_at_the_cap_and_says_so() -> None:
     assert short.endswith(TRUNCATED)
     exact = "x" * MAX_RESULT_CHARS
     assert page_text(exact.encode(), "text/plain") == exact
+
+
+@pytest.mark.parametrize(
+    ("addresses", "refused"),
+    [
+        (["169.254.169.254"], True),  # the clouds' instance metadata
+        (["93.184.215.14", "169.254.0.1"], True),  # any address of the name counts
+        (["fe80::1%eth0"], True),
+        (["::ffff:169.254.169.254"], True),
+        (["0.0.0.0"], True),
+        (["127.0.0.1", "::1"], False),  # loopback and private ranges: the agent's deny list
+        (["10.0.0.7", "192.168.1.2"], False),
+        (["not an address"], False),
+    ],
+)
+def test_link_local_addresses_are_never_fetched(addresses: list[str], refused: bool) -> None:
+    assert (fetching.address_refusal(addresses) is not None) is refused

@@ -145,6 +145,42 @@ def _url_refusal(url: httpx.URL, rules: FetchRules) -> str | None:
     return None
 
 
+def address_refusal(addresses: list[str]) -> str | None:
+    """Why a host that resolves to ``addresses`` is never fetched, whatever the rules say.
+
+    Link-local addresses (169.254.0.0/16, fe80::/10) are where clouds serve instance
+    metadata and credentials; a page from there would go into the model's prompt and
+    possibly the report. The unspecified address reaches this machine. Other private
+    ranges stay the agent's choice (``denyDomains``): a cluster may research its own.
+    """
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            continue
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_link_local or ip.is_unspecified:
+            return f"{ip} is a link-local or unspecified address (instance metadata): never fetched"
+    return None
+
+
+async def _resolved_refusal(url: httpx.URL) -> str | None:
+    """:func:`address_refusal` for the addresses ``url``'s host resolves to now.
+
+    httpx resolves again when it connects, so a name that changes its answer in
+    between (DNS rebinding) is not caught here; the deny list is the other guard.
+    """
+    host, is_ip = _host(url)
+    if is_ip:
+        return address_refusal([host])
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, url.port or 80)
+    except OSError:
+        return None  # the connection attempt fails on its own, as a retryable error
+    return address_refusal([str(info[4][0]) for info in infos])
+
+
 def domain_refusal(url: str, rules: FetchRules) -> str | None:
     """Why ``url`` may not be fetched under ``rules`` (scheme, host, domain lists), or None.
 
@@ -298,7 +334,7 @@ async def _fetch(client: httpx.AsyncClient, url: str, rules: FetchRules) -> tupl
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise FetchRefused(f"not a valid URL ({exc})") from None
     for hop in range(MAX_REDIRECTS + 1):
-        refusal = _url_refusal(current, rules)
+        refusal = _url_refusal(current, rules) or await _resolved_refusal(current)
         if refusal is not None:
             raise FetchRefused(f"redirected to {current}: {refusal}" if hop else refusal)
         async with client.stream(
