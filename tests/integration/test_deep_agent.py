@@ -246,7 +246,9 @@ async def test_a_kill_after_continue_as_new_resumes_in_the_new_run(
         assert (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
         sizes = [await history_bytes(h, handle.id, run) for run in runs]
         print("history per run (events, bytes):", sizes)
-        assert max(size for _, size in sizes[:-1]) < 5 * 10_000
+        # Each run holds five turns and the stream items of the run before it (for a
+        # follower still reading them): bounded per run, not growing along the chain.
+        assert max(size for _, size in sizes[:-1]) < 5 * 14_000
 
 
 async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactory) -> None:
