@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-from tests.support.sim import SimHandle, running_sim
+from tests.support.sim import SimHandle
 
 from steadfast_contract.models import FetchRules
 from steadfast_worker import errors
@@ -54,18 +54,6 @@ class CountingTransport(httpx.AsyncHTTPTransport):
         response = await super().handle_async_request(request)
         response.stream = _CountedStream(cast(httpx.AsyncByteStream, response.stream), self)
         return response
-
-
-@pytest.fixture(scope="module")
-def sim_module() -> Iterator[SimHandle]:
-    with running_sim() as handle:
-        yield handle
-
-
-@pytest.fixture
-def sim(sim_module: SimHandle) -> SimHandle:
-    sim_module.reset()
-    return sim_module
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 import httpx2
 import pytest
 from anthropic.types import Message, TextBlock, ToolUseBlock
-from tests.support.sim import SimHandle, running_sim
+from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +47,11 @@ TOOLS: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sim_module() -> Iterator[SimHandle]:
-    with running_sim() as handle:
-        yield handle
-
-
 @pytest.fixture
-def sim(sim_module: SimHandle) -> SimHandle:
-    sim_module.reset()
-    sim_module.set_faults({"search": {"page_links": True}})
-    return sim_module
+def sim(sim: SimHandle) -> SimHandle:
+    """The session's simulator (reset), its search results linking to its own pages."""
+    sim.set_faults({"search": {"page_links": True}})
+    return sim
 
 
 def _client(sim: SimHandle, timeout: float = 10.0) -> anthropic.AsyncAnthropic:

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
 from anthropic.types import ServerToolUseBlock, TextBlock, WebSearchToolResultBlock
-from tests.support.sim import SimHandle, running_sim
+from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.integration
 
 MODEL = "claude-sonnet-4-6"
 QUERIES = "Topic: tidal energy\nReturn a JSON array of 4 search queries and nothing else."
 REPORT = "Topic: tidal energy\nWrite the report. Sources: https://a.example.com/t1"
-
-
-@pytest.fixture(scope="module")
-def sim_module() -> Iterator[SimHandle]:
-    with running_sim() as handle:
-        yield handle
-
-
-@pytest.fixture
-def sim(sim_module: SimHandle) -> SimHandle:
-    sim_module.reset()
-    return sim_module
 
 
 def _client(sim: SimHandle, timeout: float = 10.0) -> anthropic.AsyncAnthropic:

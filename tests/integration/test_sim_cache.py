@@ -10,7 +10,6 @@ worker's ``llm.usage_of`` and the contract's ``pricing.cost_usd`` price the resu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -19,7 +18,7 @@ import anthropic
 import httpx
 import pytest
 from anthropic.types import Message, ToolUseBlock
-from tests.support.sim import SimHandle, running_sim
+from tests.support.sim import SimHandle
 
 from steadfast_contract import pricing
 from steadfast_worker import caching, llm
@@ -57,17 +56,11 @@ def _system(words: int) -> list[dict[str, Any]]:
     return [{"type": "text", "text": f"You are a careful researcher. House rules: {rules}."}]
 
 
-@pytest.fixture(scope="module")
-def sim_module() -> Iterator[SimHandle]:
-    with running_sim() as handle:
-        yield handle
-
-
 @pytest.fixture
-def sim(sim_module: SimHandle) -> SimHandle:
-    sim_module.reset()
-    sim_module.set_faults({"search": {"page_links": True}})
-    return sim_module
+def sim(sim: SimHandle) -> SimHandle:
+    """The session's simulator (reset), its search results linking to its own pages."""
+    sim.set_faults({"search": {"page_links": True}})
+    return sim
 
 
 def _client(sim: SimHandle) -> anthropic.AsyncAnthropic:

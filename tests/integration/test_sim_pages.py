@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.support.sim import SimHandle, running_sim
+from tests.support.sim import SimHandle
 
 pytestmark = pytest.mark.integration
 
 PAGE = "/pages/news.example.org/tidal-energy-outlook/2"
 FIFTY_MB = 50_000_000
-
-
-@pytest.fixture(scope="module")
-def sim_module() -> Iterator[SimHandle]:
-    with running_sim() as handle:
-        yield handle
-
-
-@pytest.fixture
-def sim(sim_module: SimHandle) -> SimHandle:
-    sim_module.reset()
-    return sim_module
 
 
 @pytest.fixture

@@ -326,3 +326,19 @@ def ensure_affordable(run: RunBudget | None, carried: Carried, reserve_usd: floa
         type=errors.BUDGET_EXHAUSTED,
         non_retryable=True,
     )
+
+
+async def reserve_request(
+    run: RunBudget | None, carried: Carried, reserve_usd: float
+) -> tuple[str | None, str]:
+    """Before a streamed request: the run's check, then the day's reservation, noted in
+    the heartbeat state so an attempt lost mid-stream is settled by the next one.
+
+    Returns the day's ledger id (None without a daily budget) and the request's key,
+    to settle with once the request's cost is known.
+    """
+    ensure_affordable(run, carried, reserve_usd)
+    key = daybudget.request_key()
+    ledger = await daybudget.reserve_day(run, key, reserve_usd, FailureDetailsFactory(carried)())
+    carried.inflight_request, carried.inflight_ledger = key, ledger or ""
+    return ledger, key

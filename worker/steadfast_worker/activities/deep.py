@@ -18,6 +18,7 @@ not a failed activity; a transient fault is retried under the ``search`` policy.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from temporalio import activity
@@ -40,24 +41,13 @@ from steadfast_worker import caching, fetching, llm, transcript
 from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     Carried,
-    FailureDetailsFactory,
     Heartbeater,
-    ensure_affordable,
+    reserve_request,
 )
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
 
 SUMMARY_CHARS = 160
-
-
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-    }
 
 
 def _block(raw: Any) -> dict[str, Any]:
@@ -117,12 +107,7 @@ class DeepActivities(SearchActivities):
         price = pricing.lookup(inp.model, inp.pricing)
         chars = len(json.dumps([system, tools, messages]))
         reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
-        ensure_affordable(inp.budget, carried, reserve)
-        key = daybudget.request_key()
-        ledger = await daybudget.reserve_day(
-            inp.budget, key, reserve, FailureDetailsFactory(carried)()
-        )
-        carried.inflight_request, carried.inflight_ledger = key, ledger or ""
+        ledger, key = await reserve_request(inp.budget, carried, reserve)
         final_turn = inp.turn >= inp.max_turns
         final = await stream_message(
             self,
@@ -145,7 +130,7 @@ class DeepActivities(SearchActivities):
         reply = transcript.StoredReply(
             [_block(b) for b in final.content],
             final.stop_reason or "",
-            _usage_dict(usage),
+            asdict(usage),
             cost,
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now

@@ -27,9 +27,8 @@ from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
-    FailureDetailsFactory,
     Heartbeater,
-    ensure_affordable,
+    reserve_request,
 )
 from steadfast_worker.activities.streaming import stream_message
 
@@ -67,11 +66,7 @@ class ReportActivities(ActivityBase):
         price = pricing.lookup(inp.model, inp.pricing)
         prompt_tokens = budget.estimate_tokens(prompt_chars(inp.topic, inp.results))
         reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
-        ensure_affordable(inp.budget, carried, reserve)
-        key = daybudget.request_key()
-        spent = FailureDetailsFactory(carried)()
-        ledger = await daybudget.reserve_day(inp.budget, key, reserve, spent)
-        carried.inflight_request, carried.inflight_ledger = key, ledger or ""
+        ledger, key = await reserve_request(inp.budget, carried, reserve)
         final = await stream_message(
             self,
             beat,
