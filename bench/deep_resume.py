@@ -38,6 +38,8 @@ import benchlib
 import deeplib
 from steadfast_contract import starter
 from steadfast_contract.config import WorkerConfig
+from steadfast_contract.models import WORKFLOW_TASK_TIMEOUT
+from steadfast_contract.specbase import RetryPolicy
 from steadfast_dev import chaos, embedded
 from steadfast_dev.processes import Child
 
@@ -118,12 +120,10 @@ async def main(
             {} if heartbeat_s is None else {"heartbeat_timeout": timedelta(seconds=heartbeat_s)}
         )
         cfg = deeplib.deep_config(s, turns, **tuning)
-        if retry_s is not None:
-            llm = cfg.retry_policies.llm.model_copy(
-                update={"initial_interval": timedelta(seconds=retry_s)}
-            )
-            policies = cfg.retry_policies.model_copy(update={"llm": llm})
-            cfg = cfg.model_copy(update={"retry_policies": policies})
+        # The LLM retry policy's defaults, not the example agent's own choice.
+        llm = RetryPolicy(initial_interval=None if retry_s is None else timedelta(seconds=retry_s))
+        policies = cfg.retry_policies.model_copy(update={"llm": llm})
+        cfg = cfg.model_copy(update={"retry_policies": policies})
         s.start_worker(cfg)
         if standby:
             s.start_worker(cfg)
@@ -141,7 +141,8 @@ async def main(
         print(
             f"deep agent resume after SIGKILL mid-turn: {turns}-turn runs, heartbeat timeout "
             f"{hb:.0f} s, LLM retry initial interval "
-            f"{cfg.retry_policies.llm.initial_interval}, sticky queue timeout 3 s, "
+            f"{cfg.retry_policies.resolve().llm.initial_interval_seconds:g} s, "
+            f"workflow task timeout {WORKFLOW_TASK_TIMEOUT.total_seconds():g} s, "
             + ("a second worker polling" if standby else "a new worker started at the kill")
         )
         for k, retry, resume, mid in results:

@@ -167,8 +167,9 @@ class WorkerTuning(SpecModel):
     max_concurrent_workflow_tasks: int = Field(default=20, ge=1, le=1000)
     graceful_shutdown: Duration = timedelta(seconds=30)
     """How long SIGTERM waits for running activities before cancelling them."""
-    heartbeat_timeout: Duration = timedelta(seconds=10)
-    """A dead worker's LLM call is retried elsewhere after this long."""
+    heartbeat_timeout: Duration = timedelta(seconds=3)
+    """A dead worker's LLM call is retried elsewhere after this long. Each running
+    activity heartbeats at most once per 0.8 x this (one RPC per 2.4 s by default)."""
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """prometheus-client metrics port (0 disables)."""
     sdk_metrics_port: int = Field(default=9465, ge=0, le=65535)

@@ -11,6 +11,7 @@ environment inside activities).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Final
 
 from temporalio.contrib.workflow_streams import WorkflowStreamState
@@ -61,7 +62,7 @@ class RetryPolicies:
     """
 
     llm: RetryPolicySpec = field(
-        default_factory=lambda: RetryPolicySpec(2.0, 2.0, 60.0, 5),
+        default_factory=lambda: RetryPolicySpec(1.0, 2.0, 60.0, 5),
     )
     search: RetryPolicySpec = field(
         default_factory=lambda: RetryPolicySpec(5.0, 2.0, None, 3),
@@ -114,7 +115,7 @@ class RunSettings:
     """How long the run waits in ``AwaitingApproval`` before it ends ``ApprovalExpired``."""
     query_count: int = 3
     retry_policies: RetryPolicies = field(default_factory=RetryPolicies)
-    heartbeat_timeout_seconds: float = 10.0
+    heartbeat_timeout_seconds: float = 3.0
     search_provider: str = "http"
     """``http`` or ``anthropic-web-search``; the latter is an LLM call the budget covers."""
     search_max_results: int = 5
@@ -342,6 +343,12 @@ class ReportChunk:
 
 
 WORKFLOW_NAME = "ResearchWorkflow"
+WORKFLOW_TASK_TIMEOUT: Final = timedelta(seconds=4)
+"""Every Steadfast workflow's task timeout (Temporal's default is 10 s): a worker killed
+while it held one of a workflow's tasks delays that workflow by this much, so with the
+3 s heartbeat timeout a run resumes within 5 s of losing its worker. A task is one
+activation of workflow code (the SDK's deadlock detector stops any that runs 2 s)
+plus its replay, which continue-as-new keeps short."""
 STATUS_QUERY = "status"
 APPROVE_UPDATE = "approve"
 REJECT_SIGNAL = "reject"

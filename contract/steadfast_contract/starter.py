@@ -283,6 +283,7 @@ async def start_topic(
             research_input(cfg, topic),
             id=wf_id,
             task_queue=cfg.task_queue,
+            task_timeout=models.WORKFLOW_TASK_TIMEOUT,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=reuse_policy(rerun),
         )

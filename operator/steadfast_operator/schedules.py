@@ -64,6 +64,7 @@ def _schedule(cfg: WorkerConfig, topic: str, cron: str, paused: bool, note: str)
             starter.research_input(cfg, topic),
             id=wf_id,
             task_queue=cfg.task_queue,
+            task_timeout=models.WORKFLOW_TASK_TIMEOUT,
         ),
         spec=ScheduleSpec(cron_expressions=[cron]),
         # A topic whose previous run is still going is skipped, never doubled up.

@@ -43,7 +43,7 @@ from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
-from steadfast_contract.models import WORKFLOW_NAME, ResearchResult
+from steadfast_contract.models import WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ResearchResult
 from steadfast_contract.starter import research_input
 from steadfast_dev.processes import steadfast_command
 from steadfast_worker.activities import ResearchActivities
@@ -229,6 +229,7 @@ class Harness:
             research_input(self.config, topic),
             id=self.workflow_id(topic),
             task_queue=self.task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,  # as every starter sets it
             id_conflict_policy=id_conflict_policy,
             result_type=ResearchResult,
         )

@@ -14,19 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from tests.integration.conftest import Harness, HarnessFactory, base_config
 
-from steadfast_contract import pricing
+from steadfast_contract import budget, pricing
 from steadfast_contract.models import (
     BUDGET_UPDATE,
     STATUS_QUERY,
+    WORKFLOW_TASK_TIMEOUT,
     Phase,
     ResearchResult,
     RunStatus,
@@ -194,14 +196,36 @@ def _doc(h: Harness, overrides: dict[str, Any]) -> dict[str, Any]:
     doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
     doc["research"] = overrides["research"]
     doc["model"]["maxTokens"] = overrides["model"]["maxTokens"]
+    doc["budget"] = overrides.get("budget", doc["budget"])
     return doc
+
+
+def ledger_id(h: Harness) -> str:
+    """Today's ledger workflow of the harness's agent."""
+    key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
+    return budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
+
+
+async def waited_on_a_dead_worker(h: Harness, wf_id: str) -> list[int]:
+    """Ids of the workflow tasks that waited on the sticky queue of a dead worker until
+    the server gave them to another (schedule-to-start time-outs). A task the worker
+    held when it was killed times out start-to-close, which nothing can shorten."""
+    history = await h.client.get_workflow_handle(wf_id).fetch_history()
+    return [
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+        and e.workflow_task_timed_out_event_attributes.timeout_type
+        == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START
+    ]
 
 
 @pytest.mark.parametrize("k", [1, 5, 10, 17, 20])
 async def test_a_worker_killed_during_call_k_resumes_at_k(
     harness: HarnessFactory, temporal_address: str, tmp_path: Path, k: int
 ) -> None:
-    overrides = deep(20)
+    # The day's ledger too: a kill must not leave it waiting on the dead worker.
+    overrides = {**deep(20), "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}}
     async with harness(overrides, start_worker=False) as h:
         # Each reply streams slowly enough for the kill to land inside call k.
         h.sim.set_faults(plan(20, chunk_delay_ms=60))
@@ -221,6 +245,11 @@ async def test_a_worker_killed_during_call_k_resumes_at_k(
         assert st.calls_not_repeated == k - 1
         (stop,) = st.interruptions
         assert (stop.activity, stop.call, stop.finished_calls) == ("deep_turn", k, k - 1)
+        # The retry told the server the dead worker is gone: the run's next workflow
+        # task and the ledger's went to a live worker at once, not after the sticky
+        # queue's time-out.
+        assert await waited_on_a_dead_worker(h, handle.id) == []
+        assert await waited_on_a_dead_worker(h, ledger_id(h)) == []
         print(f"killed during call {k} of 20: ${st.avoided_usd:.6f} not re-paid")
 
 
@@ -244,6 +273,10 @@ async def test_a_kill_after_continue_as_new_resumes_in_the_new_run(
         assert len(runs) == 4, runs  # turns 1-5, 6-10, 11-15, 16-20
         first = h.client.get_workflow_handle(handle.id, run_id=runs[0])
         assert (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        for run in runs:  # each new run keeps the short workflow task timeout
+            desc = await h.client.get_workflow_handle(handle.id, run_id=run).describe()
+            config = desc.raw_description.execution_config
+            assert config.default_workflow_task_timeout.ToTimedelta() == WORKFLOW_TASK_TIMEOUT
         sizes = [await history_bytes(h, handle.id, run) for run in runs]
         print("history per run (events, bytes):", sizes)
         # Each run holds five turns and the stream items of the run before it (for a

@@ -72,7 +72,7 @@ def test_settings_carry_the_resolved_price_and_policies() -> None:
     assert (inp.agent, inp.namespace) == ("market-watch", "research")
     assert s.pricing == Pricing(1.0, 5.0, 0.10, 1.25)
     assert (s.max_tokens, s.max_usd_per_run, s.require_approval) == (500, 0.25, True)
-    assert s.retry_policies.llm == RetryPolicySpec(2.0, 2.0, 60.0, 2)
+    assert s.retry_policies.llm == RetryPolicySpec(1.0, 2.0, 60.0, 2)
     assert s.heartbeat_timeout_seconds == 4.0
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 def test_llm_default_converts() -> None:
     policy = to_retry_policy(RetryPolicies().llm)
-    assert policy.initial_interval == timedelta(seconds=2)
+    assert policy.initial_interval == timedelta(seconds=1)
     assert policy.backoff_coefficient == 2.0
     assert policy.maximum_interval == timedelta(seconds=60)
     assert policy.maximum_attempts == 5

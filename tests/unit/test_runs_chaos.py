@@ -35,7 +35,7 @@ def test_settings_carry_the_deterministic_config() -> None:
     assert s.max_tokens == 2000
     assert s.max_usd_per_run == 1.0
     assert s.retry_policies.llm.maximum_attempts == 5
-    assert s.heartbeat_timeout_seconds == 10.0
+    assert s.heartbeat_timeout_seconds == 3.0
     # The price is resolved at start and recorded, so replays never see a new table.
     assert s.pricing is not None
     assert s.pricing.output_per_mtok == 15.0

@@ -34,7 +34,7 @@ from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
-from steadfast_worker.activities import daybudget
+from steadfast_worker.activities import daybudget, stickiness
 from steadfast_worker.activities.storage import ReportStore, open_store
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
@@ -271,6 +271,7 @@ class ActivityBase:
         info = activity.info()
         if info.attempt > 1 and Carried.from_info().ended_attempt != info.attempt - 1:
             self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, errors.TIMEOUT)
+            await stickiness.replacing_lost_attempt()
         try:
             yield
         except (asyncio.CancelledError, CancelledError):

@@ -38,7 +38,9 @@ from steadfast_contract.ledger import (
     ReserveResult,
     SettleInput,
 )
+from steadfast_contract.models import WORKFLOW_TASK_TIMEOUT
 from steadfast_worker import errors
+from steadfast_worker.activities import stickiness
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,6 +104,7 @@ async def reserve_day(
         LedgerInput(run.ledger, day),
         id=ledger_id,
         task_queue=activity.info().task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # A closed ledger is a day that is over: never start it again from zero.
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -118,6 +121,8 @@ async def reserve_day(
         )
         return answer
 
+    if stickiness.after_lost_worker():  # the ledger may be waiting on that worker too
+        await stickiness.unstick(ledger_id)
     answer = await _patiently(ask)
     if answer.granted:
         return ledger_id
