@@ -8,6 +8,7 @@ not assumed; the simulator's request log shows which addresses were dialed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import cast
@@ -49,8 +50,11 @@ class CountingTransport(httpx.AsyncHTTPTransport):
     def __init__(self) -> None:
         super().__init__()
         self.received = 0
+        self.dialed: list[tuple[str, str]] = []
+        """(the host connected to, the Host header sent) per request."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.dialed.append((request.url.host, request.headers["host"]))
         response = await super().handle_async_request(request)
         response.stream = _CountedStream(cast(httpx.AsyncByteStream, response.stream), self)
         return response
@@ -304,3 +308,55 @@ async def test_instance_metadata_is_refused_even_with_no_rules(
     with pytest.raises(FetchRefused, match="link-local"):
         await fetch_text(http, url, FetchRules())
     assert transport.received == 0
+
+
+class RebindingResolver:
+    """A name that answers ``first`` to its first lookup and ``then`` to every later one:
+    DNS rebinding, played without a DNS server."""
+
+    def __init__(self, first: list[str], then: list[str]) -> None:
+        self.answers = [first, then]
+        self.lookups: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append((host, port))
+        return self.answers[min(len(self.lookups) - 1, 1)]
+
+
+async def test_a_name_is_resolved_once_and_the_address_checked_is_the_one_dialed(
+    sim: SimHandle, transport: CountingTransport, http: httpx.AsyncClient
+) -> None:
+    """The name answers a loopback address to the check and instance metadata after:
+    the connection goes to the address that was checked, and the server still hears
+    the name."""
+    port = _port(sim)
+    resolver = RebindingResolver(["127.0.0.1"], ["169.254.169.254"])
+    url = f"http://pages.rebind.test:{port}{PAGE}"
+    rules = FetchRules(allow_domains=["pages.rebind.test"])
+    final, text = await fetch_text(http, url, rules, resolve=resolver)
+    assert final == url
+    assert text.splitlines()[0] == "Tidal Energy Outlook"
+    assert resolver.lookups == [("pages.rebind.test", int(port))]
+    assert transport.dialed == [("127.0.0.1", f"pages.rebind.test:{port}")]
+    assert [(e["path"], e["outcome"]) for e in sim.entries("pages")] == [(PAGE, "served")]
+
+
+async def test_a_name_with_a_link_local_answer_is_refused_before_dialing(
+    transport: CountingTransport, http: httpx.AsyncClient
+) -> None:
+    resolver = RebindingResolver(["127.0.0.1", "169.254.169.254"], ["127.0.0.1"])
+    with pytest.raises(FetchRefused, match=r"pages\.rebind\.test resolves to .*link-local"):
+        await fetch_text(http, "http://pages.rebind.test/x", FetchRules(), resolve=resolver)
+    assert transport.dialed == []
+
+
+async def test_a_name_that_does_not_resolve_fails_retryably(
+    transport: CountingTransport, http: httpx.AsyncClient
+) -> None:
+    async def nowhere(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(httpx.ConnectError, match=r"could not resolve nowhere\.test") as caught:
+        await fetch_text(http, "https://nowhere.test/", FetchRules(), resolve=nowhere)
+    assert errors.to_application_error(caught.value).non_retryable is False
+    assert transport.dialed == []

@@ -8,13 +8,8 @@ from steadfast_contract.models import FetchRules
 from steadfast_dev.sim.agent import claim
 from steadfast_dev.sim.pages import page_html
 from steadfast_worker import fetching
-from steadfast_worker.fetching import (
-    MAX_RESULT_CHARS,
-    TRUNCATED,
-    content_type_refusal,
-    domain_refusal,
-    page_text,
-)
+from steadfast_worker.fetching import content_type_refusal, domain_refusal
+from steadfast_worker.pagetext import MAX_RESULT_CHARS, TRUNCATED, page_text
 
 pytestmark = pytest.mark.unit
 

@@ -8,6 +8,9 @@ trickle its body forever. This module is the one place those limits hold
 - only ``http``/``https`` with a host; the domain rules are checked on the host
   httpx will dial, before dialing and again on every redirect hop (followed
   here, at most :data:`MAX_REDIRECTS`), deny first;
+- a link-local address (instance metadata) is never dialed: the name is resolved
+  once per hop, checked, and the connection made to the address checked, so a
+  name cannot answer one address to the check and another to the connection;
 - the Content-Type must be text, judged before any body byte is read;
 - body bytes are counted while they stream in (a Content-Length above the
   limit refuses early, a smaller one is not believed), and the connection is
@@ -20,43 +23,37 @@ activity's error mapping (:func:`steadfast_worker.errors.to_application_error`)
 to retry: :class:`FetchTimeout` and other ``httpx.TimeoutException``\\ s, transport
 errors, and ``httpx.HTTPStatusError`` for 429 and 5xx.
 
-A page's text is resent in every later prompt of the run, so it is cut to
-:data:`MAX_RESULT_CHARS`; HTML keeps one line per paragraph, heading or list item
-and drops scripts and styles. The decisions are pure functions, unit-tested
-without a server; :func:`fetch_text` is the I/O around them.
+The page becomes text for the model in :mod:`steadfast_worker.pagetext`. The
+decisions are pure functions, unit-tested without a server; :func:`fetch_text` is
+the I/O around them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ipaddress
 import re
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Final
 
 import httpx
 
 from steadfast_contract.models import FetchRules
+from steadfast_worker.pagetext import media_type, page_text
 
-#: The longest page text handed to the model (about 3,000 tokens), "[truncated]" included.
-MAX_RESULT_CHARS: Final = 12_000
 #: Redirect hops followed before the page is refused.
 MAX_REDIRECTS: Final = 5
-TRUNCATED: Final = "[truncated]"
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _TEXT_TYPES: Final = frozenset(
     {"application/json", "application/xml", "application/xhtml+xml", "application/javascript"}
 )
-_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
 _HOST_RE: Final = re.compile(r"^[a-z0-9_]([-a-z0-9_.]*[a-z0-9_])?$")
 #: Hosts a resolver would read as an IPv4 address (``127.1``, ``0x7f.1``, ``2130706433``).
 _NUMERIC_HOST_RE: Final = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
-_WHITESPACE_RE: Final = re.compile(r"\s+")
 #: ``identity``: a compressed body is inflated before its bytes can be counted, so
 #: one small read of a gzip bomb could take megabytes of memory; a server that
 #: compresses anyway is still counted after inflating, chunk by chunk.
@@ -165,20 +162,51 @@ def address_refusal(addresses: list[str]) -> str | None:
     return None
 
 
-async def _resolved_refusal(url: httpx.URL) -> str | None:
-    """:func:`address_refusal` for the addresses ``url``'s host resolves to now.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""(host, port) -> the addresses to dial, as the system's resolver would answer."""
 
-    httpx resolves again when it connects, so a name that changes its answer in
-    between (DNS rebinding) is not caught here; the deny list is the other guard.
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class _Dial:
+    """Where one hop connects: the checked address, and the name the server is told."""
+
+    url: httpx.URL
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+
+async def _pinned(url: httpx.URL, resolve: Resolver) -> _Dial:
+    """Resolve ``url``'s host once, refuse what :func:`address_refusal` refuses, and dial
+    the address that was checked, never a second answer of the resolver.
+
+    Resolving again at connect time would let a name answer a harmless address to
+    the check and a link-local one to the connection (DNS rebinding). The server
+    still sees the name: in the Host header, and in TLS (SNI, and the certificate
+    is verified against it).
     """
     host, is_ip = _host(url)
     if is_ip:
-        return address_refusal([host])
+        refusal = address_refusal([host])
+        if refusal is not None:
+            raise FetchRefused(refusal)
+        return _Dial(url, {}, {})
+    port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, url.port or 80)
-    except OSError:
-        return None  # the connection attempt fails on its own, as a retryable error
-    return address_refusal([str(info[4][0]) for info in infos])
+        addresses = await resolve(host, port)
+    except OSError as exc:
+        raise httpx.ConnectError(f"could not resolve {host}: {exc}") from None
+    if not addresses:
+        raise httpx.ConnectError(f"could not resolve {host}")
+    refusal = address_refusal(addresses)
+    if refusal is not None:
+        raise FetchRefused(f"{host} resolves to an address never fetched: {refusal}")
+    extensions = {"sni_hostname": host} if url.scheme == "https" else {}
+    return _Dial(url.copy_with(host=addresses[0]), {"Host": url.netloc.decode("ascii")}, extensions)
 
 
 def domain_refusal(url: str, rules: FetchRules) -> str | None:
@@ -195,13 +223,9 @@ def domain_refusal(url: str, rules: FetchRules) -> str | None:
     return _url_refusal(parsed, rules)
 
 
-def _media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def content_type_refusal(content_type: str) -> str | None:
     """Why a response of this Content-Type is not read (it is not text), or None."""
-    media = _media_type(content_type)
+    media = media_type(content_type)
     if not media:
         return "the page has no Content-Type"
     if (
@@ -211,96 +235,6 @@ def content_type_refusal(content_type: str) -> str | None:
     ):
         return None
     return f"the page is {media}, not text"
-
-
-def _charset(content_type: str) -> str:
-    for parameter in content_type.split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            charset = value.strip().strip("\"'")
-            try:
-                return codecs.lookup(charset).name
-            except LookupError:
-                break
-    return "utf-8"
-
-
-#: Elements whose text is not page text.
-_SKIPPED: Final = frozenset({"script", "style", "noscript", "template", "svg"})
-#: Elements that start a line of their own.
-_BLOCKS: Final = frozenset(
-    {
-        "address", "article", "aside", "blockquote", "br", "caption", "dd", "div", "dl",
-        "dt", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
-        "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "td",
-        "th", "title", "tr", "ul",
-    }
-)  # fmt: skip
-
-
-class _TextOfHtml(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIPPED:
-            self._skipping.append(tag)
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._skipping:
-            while self._skipping and self._skipping.pop() != tag:
-                pass
-        if tag in _BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            # A line break in the source is a space: only elements start lines.
-            self.parts.append(_WHITESPACE_RE.sub(" ", data))
-
-
-def _lines(text: str) -> str:
-    return "\n".join(line for line in (" ".join(raw.split()) for raw in text.splitlines()) if line)
-
-
-def _html_text(html: str) -> str:
-    parser = _TextOfHtml()
-    parser.feed(html)
-    parser.close()
-    return _lines("".join(parser.parts))
-
-
-def cap(text: str, limit_chars: int = MAX_RESULT_CHARS) -> str:
-    """``text`` if it fits in ``limit_chars``, else its head (cut at a space) and "[truncated]"."""
-    if len(text) <= limit_chars:
-        return text
-    room = limit_chars - len(TRUNCATED) - 1
-    if room <= 0:
-        return text[: max(limit_chars, 0)]
-    head = text[:room]
-    space = max(head.rfind(" "), head.rfind("\n"))
-    if space > room * 0.8:
-        head = head[:space]
-    return f"{head.rstrip()}\n{TRUNCATED}"
-
-
-def page_text(body: bytes, content_type: str, limit_chars: int = MAX_RESULT_CHARS) -> str:
-    """A page as the model reads it: decoded, HTML made into lines, whitespace collapsed, capped.
-
-    The charset is the Content-Type's (UTF-8 when absent or unknown); bytes that
-    do not decode become U+FFFD rather than failing the page.
-    """
-    text = body.decode(_charset(content_type), errors="replace")
-    html = _media_type(content_type) in _HTML_TYPES
-    return cap(_html_text(text) if html else _lines(text), limit_chars)
 
 
 def _status_refusal(response: httpx.Response) -> str | None:
@@ -328,19 +262,27 @@ async def _body(response: httpx.Response, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _fetch(client: httpx.AsyncClient, url: str, rules: FetchRules) -> tuple[str, str]:
+async def _fetch(
+    client: httpx.AsyncClient, url: str, rules: FetchRules, resolve: Resolver
+) -> tuple[str, str]:
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise FetchRefused(f"not a valid URL ({exc})") from None
     for hop in range(MAX_REDIRECTS + 1):
-        refusal = _url_refusal(current, rules) or await _resolved_refusal(current)
-        if refusal is not None:
-            raise FetchRefused(f"redirected to {current}: {refusal}" if hop else refusal)
+        try:
+            refusal = _url_refusal(current, rules)
+            if refusal is not None:
+                raise FetchRefused(refusal)
+            dial = await _pinned(current, resolve)
+        except FetchRefused as refused:
+            message = f"redirected to {current}: {refused}" if hop else str(refused)
+            raise FetchRefused(message) from None
         async with client.stream(
             "GET",
-            current,
-            headers=_HEADERS,
+            dial.url,
+            headers={**_HEADERS, **dial.headers},
+            extensions=dial.extensions,
             follow_redirects=False,
             timeout=rules.timeout_seconds,
         ) as response:
@@ -361,11 +303,16 @@ async def _fetch(client: httpx.AsyncClient, url: str, rules: FetchRules) -> tupl
             if refusal is not None:
                 raise FetchRefused(refusal)
             body = await _body(response, rules.max_bytes)
-            return str(response.url), page_text(body, response.headers.get("content-type", ""))
+            return str(current), page_text(body, response.headers.get("content-type", ""))
     raise FetchRefused(f"more than {MAX_REDIRECTS} redirects")
 
 
-async def fetch_text(client: httpx.AsyncClient, url: str, rules: FetchRules) -> tuple[str, str]:
+async def fetch_text(
+    client: httpx.AsyncClient,
+    url: str,
+    rules: FetchRules,
+    resolve: Resolver = system_resolver,
+) -> tuple[str, str]:
     """(final URL after redirects, the page as text for the model, at most MAX_RESULT_CHARS).
 
     Raises :class:`FetchRefused` for a page the rules keep from the model, and
@@ -377,6 +324,6 @@ async def fetch_text(client: httpx.AsyncClient, url: str, rules: FetchRules) -> 
     """
     try:
         async with asyncio.timeout(rules.timeout_seconds):
-            return await _fetch(client, url, rules)
+            return await _fetch(client, url, rules, resolve)
     except TimeoutError:
         raise FetchTimeout(f"fetching {url} took longer than {rules.timeout_seconds:g} s") from None
