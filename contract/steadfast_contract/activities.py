@@ -132,6 +132,9 @@ class WebSearchInput:
     """Used only by provider ``anthropic-web-search``."""
     max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
+    budget: RunBudget | None = None
+    """``anthropic-web-search``: the run's budget and the day's ledger the request is
+    granted from (None in histories from before searches were)."""
 
 
 @dataclass
@@ -289,6 +292,8 @@ class DeepToolInput:
     """Used only by search provider ``anthropic-web-search``."""
     max_tokens: int = DEFAULT_MAX_TOKENS
     pricing: Pricing | None = None
+    budget: RunBudget | None = None
+    """As :attr:`WebSearchInput.budget`, for a ``web_search`` call."""
 
 
 @dataclass

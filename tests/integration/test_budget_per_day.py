@@ -35,6 +35,7 @@ from steadfast_cli.commands.budget import set_budget
 from steadfast_contract import budget, ids
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
 from steadfast_operator import schedules, workflows
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -180,3 +181,32 @@ async def test_a_run_paused_by_the_day_resumes_on_a_raise_of_the_day(
         served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]
         assert len(served) >= 2  # the query list and the report
         assert max(served) == 1
+
+
+async def test_searches_by_the_model_are_granted_from_the_day(harness: HarnessFactory) -> None:
+    """``anthropic-web-search`` is a paid request: the day's ledger holds what it cost,
+    as it holds the queries' and the report's, so the day is never overspent on them."""
+    overrides = {
+        "search": {"provider": "anthropic-web-search"},
+        "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 5.0},
+    }
+    async with harness(overrides) as h:
+        handle = await h.start("searched within the day")
+        st = await closed(handle)
+        assert st.phase == Phase.COMPLETED, st.message
+        entries = entries_of(h, handle.id)
+        fees = sum(
+            int(e["billed"].get("server_tool_use", {}).get("web_search_requests", 0))
+            for e in entries
+            if e["billed"]
+        )
+        billed = billed_usd(h, entries) + fees * WEB_SEARCH_USD_PER_REQUEST
+        key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
+        ledger = h.client.get_workflow_handle(
+            budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
+        )
+        day = await _query_day(ledger)
+        print(f"day: spent ${day.spent_usd:.6f}, billed ${billed:.6f}, {len(entries)} calls")
+        assert (len(entries), fees) == (5, 3)  # queries, three searches, the report
+        assert day.spent_usd == pytest.approx(billed, rel=1e-9)
+        assert day.reserved_usd == 0.0

@@ -170,6 +170,7 @@ async def _tools(
                     s.model,
                     s.max_tokens,
                     s.pricing,
+                    wf._gate.run_budget(),
                 ),
                 act.DeepToolOutput,
                 s.retry_policies.search,

@@ -89,7 +89,9 @@ async def _search(
     calls = [
         wf._activity(
             act.WEB_SEARCH,
-            act.WebSearchInput(q, s.search_max_results, s.model, s.max_tokens, s.pricing),
+            act.WebSearchInput(
+                q, s.search_max_results, s.model, s.max_tokens, s.pricing, wf._gate.run_budget()
+            ),
             act.WebSearchOutput,
             s.retry_policies.search,
             act.IO_START_TO_CLOSE,

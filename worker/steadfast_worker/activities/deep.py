@@ -164,7 +164,12 @@ class DeepActivities(SearchActivities):
         cost: LlmCall | None = None
         if call.name == TOOL_WEB_SEARCH:
             query = WebSearchInput(
-                call.input["query"], inp.search_max_results, inp.model, inp.max_tokens, inp.pricing
+                call.input["query"],
+                inp.search_max_results,
+                inp.model,
+                inp.max_tokens,
+                inp.pricing,
+                inp.budget,
             )
             if self.config.search.provider == "anthropic-web-search":
                 found = await self._anthropic(query, carried)

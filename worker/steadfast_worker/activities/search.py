@@ -6,7 +6,8 @@
   variable the configuration names and goes out as a Bearer token.
 - ``anthropic-web-search``: the model runs Claude's server-side web search tool;
   the result blocks become the results. This costs tokens and a per-search fee,
-  so the workflow budgets it like any LLM call.
+  so the workflow budgets it like any LLM call, and the request is granted from
+  the run's budget and the day's ledger before it is sent.
 
 Errors are classified by :mod:`steadfast_worker.errors`; a body that is not the
 expected JSON is retried as a server fault (search engines have bad moments).
@@ -22,12 +23,13 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+import anthropic
 import httpx
 from anthropic.types import WebSearchTool20250305Param
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_contract import pricing
+from steadfast_contract import budget, pricing
 from steadfast_contract.activities import (
     WEB_SEARCH,
     LlmCall,
@@ -36,10 +38,8 @@ from steadfast_contract.activities import (
     WebSearchOutput,
 )
 from steadfast_worker import errors, llm
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    Carried,
-)
+from steadfast_worker.activities import daybudget
+from steadfast_worker.activities.base import ActivityBase, Carried, reserve_request
 
 #: The largest search answer read, in bytes. A result list of 20 items is a few
 #: tens of kilobytes; anything near this size is not a result list.
@@ -146,21 +146,32 @@ class SearchActivities(ActivityBase):
             "name": "web_search",
             "max_uses": 1,
         }
-        reply = await self.llm_client().messages.create(
-            model=inp.model,
-            max_tokens=inp.max_tokens,
-            tools=[tool],
-            messages=[
-                {
-                    "role": "user",
-                    "content": "Search the web and summarise the most relevant findings "
-                    f"in a few sentences.\nTopic: {inp.query}",
-                }
-            ],
-            extra_headers={llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}"},
+        ask = (
+            "Search the web and summarise the most relevant findings "
+            f"in a few sentences.\nTopic: {inp.query}"
         )
+        # A paid request like any other: the run's budget and the day's grant it first.
+        reserve = budget.reserve_usd(
+            inp.max_tokens, budget.estimate_tokens(len(ask)), price, web_searches=1
+        )
+        ledger, key = await reserve_request(inp.budget, carried, reserve)
+        try:
+            reply = await self.llm_client().messages.create(
+                model=inp.model,
+                max_tokens=inp.max_tokens,
+                tools=[tool],
+                messages=[{"role": "user", "content": ask}],
+                extra_headers={llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}"},
+            )
+        except anthropic.APIStatusError:
+            # An error answer bills nothing; a lost one keeps its reservation.
+            carried.inflight_request = carried.inflight_ledger = ""
+            await daybudget.settle_day(ledger, key, 0.0)
+            raise
         usage = llm.usage_of(reply.usage)
         cost = pricing.cost_usd(usage, price)
+        await daybudget.settle_day(ledger, key, cost)
+        carried.inflight_request = carried.inflight_ledger = ""
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         results = results_from_blocks(list(reply.content), inp.max_results)
