@@ -22,6 +22,7 @@ from steadfast_contract.models import (
     FetchRules,
     Phase,
     Pricing,
+    ReportChunk,
     ToolAnswer,
 )
 from steadfast_contract.pricing import Usage
@@ -164,6 +165,13 @@ class WriteReportOutput:
     llm: LlmCall = field(default_factory=LlmCall)
     attempt: int = 1
     stop_reason: str = ""
+    tail: ReportChunk | None = None
+    """Where the streamed text the activity did not publish starts (at most its last
+    fraction of a second, or the whole reply when it came at once); the workflow
+    publishes it, which saves a signal and a workflow task per call. Its text is
+    empty when the output holds the whole text (``markdown`` here, a deep turn's
+    ``report``): the workflow takes it from there rather than history holding it
+    twice. None when everything was published, as in older histories."""
 
 
 @dataclass
@@ -279,6 +287,8 @@ class DeepTurnOutput:
     reused: bool = False
     """The reply was already in the transcript (an earlier attempt finished the call and
     was lost before reporting it): not asked again, not paid twice."""
+    tail: ReportChunk | None = None
+    """As :attr:`WriteReportOutput.tail`."""
 
 
 @dataclass

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from tests.integration.conftest import HarnessFactory
 
@@ -38,6 +40,7 @@ async def test_report_text_and_phases_stream_while_the_run_goes(harness: Harness
         )
         result = await handle.result()
 
+        print(f"{len(chunks)} pieces")
         assert len(chunks) > 1  # arrived in pieces, not as one block at the end
         assert all(c.attempt == 1 for c in chunks)
         offsets = [c.offset for c in chunks]
@@ -53,6 +56,45 @@ async def test_report_text_and_phases_stream_while_the_run_goes(harness: Harness
             Phase.EMAILING,
             Phase.COMPLETED,
         ]
+
+
+async def test_a_reply_that_comes_at_once_is_published_without_a_signal(
+    harness: HarnessFactory,
+) -> None:
+    """The text after the activity's last published piece (here all of it: the reply
+    comes at once) travels in its result, and the workflow publishes it: a follower
+    reads the whole report, and the run's history holds no stream signal, nor the
+    report twice."""
+    async with harness() as h:
+        handle = await h.start("report at once")
+        stream = WorkflowStreamClient.create(h.client, handle.id)
+
+        async def collect_report() -> list[ReportChunk]:
+            return [
+                item.data
+                async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk)
+            ]
+
+        chunks = await asyncio.wait_for(collect_report(), 60)
+        result = await handle.result()
+        assert [(c.attempt, c.offset) for c in chunks] == [(1, 0)]
+        assert len(chunks[0].text) == result.report_markdown_chars
+        history = await handle.fetch_history()
+        signals = [
+            e.workflow_execution_signaled_event_attributes.signal_name
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        ]
+        assert signals == []
+        results = [
+            json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        ]
+        (report,) = [r for r in results if isinstance(r, dict) and "markdown" in r]
+        # The text is in the result once: the tail says where it starts, not what it is.
+        assert report["markdown"] == chunks[0].text
+        assert (report["tail"]["offset"], report["tail"]["text"]) == (0, "")
 
 
 async def test_anthropic_web_search_provider(harness: HarnessFactory) -> None:

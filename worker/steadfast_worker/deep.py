@@ -127,6 +127,7 @@ async def _turn(
         return out
 
     out = await wf._gate.step(reserve, call)
+    wf._publish_tail(out.tail, out.report)
     wf._account_llm(out.llm, out.attempt, act.DEEP_TURN)
     return out
 

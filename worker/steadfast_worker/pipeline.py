@@ -70,6 +70,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             act.LLM_START_TO_CLOSE,
         ),
     )
+    wf._publish_tail(report.tail, report.markdown)
     wf._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
     markdown: str = report.markdown
     return markdown

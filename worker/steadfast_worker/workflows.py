@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         APPROVE_UPDATE,
         BUDGET_UPDATE,
         REJECT_SIGNAL,
+        REPORT_TOPIC,
         STATUS_QUERY,
         STATUS_TOPIC,
         STEP_OF_PHASE,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ApproveResult,
         Phase,
         RejectInput,
+        ReportChunk,
         ResearchInput,
         ResearchResult,
         RetryPolicySpec,
@@ -258,6 +260,15 @@ class ResearchWorkflow:
 
     def _publish_status(self) -> None:
         self._stream.topic(STATUS_TOPIC, type=RunStatus).publish(replace(self._status))
+
+    def _publish_tail(self, tail: ReportChunk | None, whole: str) -> None:
+        """The end of a reply its activity returned instead of signalling it (taken
+        from ``whole``, the reply's text, when the tail carries none)."""
+        if tail is None:
+            return
+        text = tail.text or whole[tail.offset :]
+        if text:
+            self._stream.topic(REPORT_TOPIC, type=ReportChunk).publish(replace(tail, text=text))
 
     def _account_llm(self, call: act.LlmCall, attempt: int, activity: str) -> None:
         accounting.add_llm(self._status, call, attempt, activity)

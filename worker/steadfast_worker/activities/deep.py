@@ -18,7 +18,7 @@ not a failed activity; a transient fault is retried under the ``search`` policy.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from temporalio import activity
@@ -36,6 +36,7 @@ from steadfast_contract.activities import (
     LlmCall,
     WebSearchInput,
 )
+from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, transcript
 from steadfast_worker.activities import daybudget
@@ -79,20 +80,26 @@ class DeepActivities(SearchActivities):
         tools = [dict(t) for t in transcript.TOOLS]
         caching.mark_breakpoints(system, tools, messages, inp.model)
         prompt_chars = len(json.dumps([system, tools, messages]))
+        tail: ReportChunk | None = None
         if mine:
             reply, reused = transcript.StoredReply.loads(mine[0]), True
         else:
-            reply, reused = await self._ask(inp, carried, beat, system, tools, messages), False
+            reply, tail = await self._ask(inp, carried, beat, system, tools, messages)
+            reused = False
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
+        report = "" if calls else transcript.reply_text(reply.content)
+        if tail is not None and report:
+            tail = replace(tail, text="")  # the workflow takes it from the report
         return DeepTurnOutput(
             reply.stop_reason,
             calls,
-            "" if calls else transcript.reply_text(reply.content),
+            report,
             LlmCall(inp.model, usage, reply.cost_usd, carried.failed_cost_usd, 1),
             info.attempt,
             prompt_chars,
             reused,
+            tail,
         )
 
     async def _ask(
@@ -103,13 +110,13 @@ class DeepActivities(SearchActivities):
         system: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         messages: list[dict[str, Any]],
-    ) -> transcript.StoredReply:
+    ) -> tuple[transcript.StoredReply, ReportChunk | None]:
         price = pricing.lookup(inp.model, inp.pricing)
         chars = len(json.dumps([system, tools, messages]))
         reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
         ledger, key = await reserve_request(inp.budget, carried, reserve)
         final_turn = inp.turn >= inp.max_turns
-        final = await stream_message(
+        streamed = await stream_message(
             self,
             beat,
             price=price,
@@ -125,6 +132,7 @@ class DeepActivities(SearchActivities):
             messages=messages,
             extra_headers={llm.REQUEST_KEY_HEADER: inp.request_key},
         )
+        final = streamed.message
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
         reply = transcript.StoredReply(
@@ -141,7 +149,7 @@ class DeepActivities(SearchActivities):
         carried.inflight_request = carried.inflight_ledger = ""
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
-        return reply
+        return reply, streamed.tail
 
     async def store_reply(self, inp: DeepTurnInput, reply: transcript.StoredReply) -> None:
         store = await self.store()

@@ -12,6 +12,8 @@ the day's budget.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from temporalio import activity
 
 from steadfast_contract import budget, pricing
@@ -67,7 +69,7 @@ class ReportActivities(ActivityBase):
         prompt_tokens = budget.estimate_tokens(prompt_chars(inp.topic, inp.results))
         reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
         ledger, key = await reserve_request(inp.budget, carried, reserve)
-        final = await stream_message(
+        streamed = await stream_message(
             self,
             beat,
             price=price,
@@ -78,6 +80,7 @@ class ReportActivities(ActivityBase):
             messages=[{"role": "user", "content": prompt(inp.topic, inp.results)}],
             extra_headers={llm.REQUEST_KEY_HEADER: f"{info.workflow_id}/{info.activity_id}"},
         )
+        final = streamed.message
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
@@ -91,4 +94,5 @@ class ReportActivities(ActivityBase):
             llm=LlmCall(inp.model, usage, cost, carried.failed_cost_usd, carried.calls),
             attempt=info.attempt,
             stop_reason=final.stop_reason or "",
+            tail=replace(streamed.tail, text="") if streamed.tail else None,  # in markdown
         )

@@ -4,10 +4,13 @@
 so the rules live once, here:
 
 - text is published to the workflow's stream (:data:`~steadfast_contract.models.REPORT_TOPIC`)
-  in pieces of about :data:`CHUNK_CHARS` or every :data:`CHUNK_SECONDS`, for
-  ``steadfast run --follow``; every piece is also a heartbeat carrying what the
-  request has been billed so far, so a worker that dies mid-stream is noticed
-  within the heartbeat timeout and its spend is known to the next attempt;
+  every :data:`CHUNK_SECONDS`, for ``steadfast run --follow``; every piece is
+  also a heartbeat carrying what the request has been billed so far, so a worker
+  that dies mid-stream is noticed within the heartbeat timeout and its spend is
+  known to the next attempt;
+- the text after the last piece (all of it, when the reply comes at once) is not
+  signalled: it is returned as the reply's ``tail``, and the workflow publishes
+  it when the activity reports, one signal and one workflow task fewer per call;
 - a stream that breaks after tokens were produced was still billed: its
   estimated cost becomes failed spend (and retry-cost metrics), and the day's
   ledger is settled at that estimate.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -35,10 +39,17 @@ from steadfast_worker import llm
 from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import ActivityBase, Heartbeater
 
-#: Publish in pieces of about this many characters, or at least this often, so a
-#: follower sees steady progress without a signal per token.
-CHUNK_CHARS = 256
+#: Publish what the stream produced this often, so a follower sees steady progress
+#: without a signal (and a workflow task) per token.
 CHUNK_SECONDS = 0.25
+
+
+@dataclass
+class Streamed:
+    """A streamed reply, and the end of its text the stream did not publish."""
+
+    message: anthropic.types.Message
+    tail: ReportChunk | None
 
 
 async def stream_message(
@@ -49,7 +60,7 @@ async def stream_message(
     ledger: tuple[str | None, str],
     turn: int = 0,
     **request: Any,
-) -> anthropic.types.Message:
+) -> Streamed:
     """Send ``request`` (``messages.stream`` keyword arguments) and return the reply.
 
     ``ledger`` is the day's ledger id (or None) and this request's key in it, as
@@ -74,7 +85,7 @@ async def stream_message(
                         continue
                     pending += event.text
                     now = time.monotonic()
-                    if len(pending) >= CHUNK_CHARS or now - last_publish >= CHUNK_SECONDS:
+                    if now - last_publish >= CHUNK_SECONDS:
                         topic.publish(ReportChunk(info.attempt, len(text), pending, turn))
                         text += pending
                         pending, last_publish = "", now
@@ -96,13 +107,14 @@ async def stream_message(
                 carried.inflight_request = carried.inflight_ledger = ""
                 await daybudget.settle_day(ledger[0], ledger[1], cost)
             raise
-        if pending:
-            topic.publish(ReportChunk(info.attempt, len(text), pending, turn))
-        # Not ``force_flush``: on Python 3.11 a flush wake-up racing the client's
-        # exit cancels into asyncio.wait_for's lost-cancellation bug and the exit
-        # hangs. An explicit flush has no such race.
+        # What was published reaches the workflow before the activity reports, so the
+        # tail the workflow publishes after it is in order. Not ``force_flush``: on
+        # Python 3.11 a flush wake-up racing the client's exit cancels into
+        # asyncio.wait_for's lost-cancellation bug and the exit hangs. An explicit
+        # flush has no such race (and sends nothing when nothing is buffered).
         await publisher.flush()
-    return final
+    tail = ReportChunk(info.attempt, len(text), pending, turn) if pending else None
+    return Streamed(final, tail)
 
 
 def partial_usage(started: Usage | None, produced: str) -> Usage:
