@@ -136,6 +136,12 @@ class RunSettings:
     mail_recipients: bool = True
     """Whether ``notify.email.to`` named anyone as the run started (false: no ``send_email``,
     email ``skipped``; true in older inputs, which asked the activity)."""
+    shape: int = 0
+    """The workflow shape the run was started for (every starter sets
+    :data:`CURRENT_SHAPE`). Recorded in the input, a run's shape costs no history
+    event, where a ``workflow.patched`` marker costs two (the marker and the
+    ``TemporalChangeVersion`` search attribute). 0 in older inputs, which replay on
+    the markers they carry."""
 
 
 @dataclass
@@ -343,6 +349,10 @@ class ReportChunk:
 
 
 WORKFLOW_NAME = "ResearchWorkflow"
+LEAN_SHAPE: Final = 1
+"""A run of :attr:`RunSettings.shape` 1 or more has the lean shape (what the
+``lean-run`` patch marks in runs recorded before shapes were in the input)."""
+CURRENT_SHAPE: Final = LEAN_SHAPE
 WORKFLOW_TASK_TIMEOUT: Final = timedelta(seconds=4)
 """Every Steadfast workflow's task timeout (Temporal's default is 10 s): a worker killed
 while it held one of a workflow's tasks delays that workflow by this much, so with the

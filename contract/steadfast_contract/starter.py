@@ -71,6 +71,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
         continue_as_new_after_turns=config.research.continue_as_new_after_turns,
         fetch=config.research.tools.fetch_page.rules(),
         mail_recipients=bool(config.notify.email.to),
+        shape=models.CURRENT_SHAPE,
     )
 
 

@@ -1,9 +1,10 @@
-"""A run's Temporal cost: no mail step without recipients, one patch marker, same memo.
+"""A run's Temporal cost: no mail step without recipients, no patch marker, same memo.
 
 ``bench/temporal_cost.py`` measures what a run costs the server; these tests pin
 the shape that made it cheaper without giving up a promise: a run whose agent
 names no recipients ends with email ``skipped`` and never schedules
-``send_email``; a run keeps its spend in the memo under one patch marker; a run
+``send_email``; a run keeps its spend in the memo with no patch marker (its shape
+is in its input; one an older starter started keeps the ``lean-run`` marker); a run
 an older worker took to its mail step (it scheduled ``send_email`` for an input
 without recipients) still replays on today's code.
 """
@@ -11,6 +12,7 @@ without recipients) still replays on today's code.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,12 @@ from steadfast_contract import activities as act
 from steadfast_contract import starter
 from steadfast_contract.models import (
     SPEND_MEMO_PATCH,
+    WORKFLOW_NAME,
     Phase,
     ResearchResult,
     Spend,
 )
+from steadfast_contract.starter import research_input
 from steadfast_worker.mailing import LEAN_RUN_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
 
@@ -82,17 +86,46 @@ async def test_a_run_without_recipients_schedules_no_mail_and_ends_skipped(
         await _memo_matches_result(h, handle)
 
 
-async def test_a_run_records_one_patch_marker_and_still_mails_once(
+async def test_a_run_records_no_patch_marker_and_still_mails_once(
     harness: HarnessFactory,
 ) -> None:
     async with harness() as h:
-        handle = await h.start("one marker")
+        handle = await h.start("no marker")
         result = await handle.result()
         assert result.status.email == "sent"
         history = await _history(handle)
         assert _scheduled(history).count(act.SEND_EMAIL) == 1
         assert len(h.smtp.messages_for(handle.id)) == 1
-        # The memo's upserts ride on the lean-run marker: one marker, not two.
+        # Its shape is in its input: no patch marker and no TemporalChangeVersion upsert
+        # (two events each run paid for the lean-run patch).
+        assert _patches(history) == []
+        assert not [
+            e
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        ]
+        await _memo_matches_result(h, handle)
+
+
+async def test_a_run_an_older_starter_started_keeps_the_lean_run_marker(
+    harness: HarnessFactory,
+) -> None:
+    """An input with no shape (a starter, or a Schedule, from before shapes) runs lean
+    under the patch marker, as such runs did, and keeps its memo under it."""
+    async with harness({"notify": {"email": {"to": []}}}) as h:
+        inp = research_input(h.config, "older starter")
+        inp = replace(inp, settings=replace(inp.settings, shape=0))
+        handle = await h.client.start_workflow(
+            WORKFLOW_NAME,
+            inp,
+            id=h.workflow_id("older starter"),
+            task_queue=h.task_queue,
+            result_type=ResearchResult,
+        )
+        result = await handle.result()
+        assert result.status.email == "skipped"
+        history = await _history(handle)
+        assert act.SEND_EMAIL not in _scheduled(history)
         assert [p["id"] for p in _patches(history)] == [LEAN_RUN_PATCH]
         assert SPEND_MEMO_PATCH not in json.dumps(_patches(history))
         await _memo_matches_result(h, handle)

@@ -9,7 +9,8 @@ kept their spend in a memo (``*_spend_memo``), and the approval gate's own (a wa
 that expired, a rejection ignored because the report did not exist yet) recorded
 after its timeout and phase check were guarded by ``workflow.patched``, and the lean shape's
 (``*_lean_spend_memo``: one ``lean-run`` marker for the memo, no ``send_email`` without
-recipients). Replaying them with
+recipients), and runs whose shape is in their input (``*_shape1``: the lean shape with
+no marker, and streamed replies' tails published by the workflow). Replaying them with
 ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -18,6 +19,7 @@ production.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,7 +92,9 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
     for path in HISTORIES:
         kinds = {e.event_type for e in load(path).events}
         upserts = EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds
-        recorded_after = path.stem.endswith("_spend_memo") or path.stem.startswith("deep_")
+        recorded_after = path.stem.endswith(("_spend_memo", "_shape1")) or path.stem.startswith(
+            "deep_"
+        )
         assert upserts == recorded_after, path.name
         assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
 
@@ -128,6 +132,31 @@ def test_fixtures_cover_runs_before_and_after_the_lean_shape() -> None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert "save_report" in activities
+    assert "send_email" not in activities
+
+
+def test_fixtures_cover_runs_whose_shape_is_in_their_input() -> None:
+    # Started with shape 1 in their input: the lean shape and the memo, no patch marker
+    # at all (nor its TemporalChangeVersion upsert); the reply tails of today's streams.
+    shaped = [p for p in HISTORIES if p.stem.endswith("_shape1")]
+    assert {p.stem for p in shaped} == {
+        "no_recipients_shape1",
+        "happy_path_with_email_shape1",
+        "deep_agent_shape1",
+    }
+    for path in shaped:
+        history = load(path)
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert json.loads(started.input.payloads[0].data)["settings"]["shape"] == 1
+        assert _patches(path) == [], path.name
+        kinds = {e.event_type for e in history.events}
+        assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds, path.name
+        assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds, path.name
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in load(FIXTURES / "no_recipients_shape1.json").events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
     assert "send_email" not in activities
 
 

@@ -40,8 +40,7 @@ with workflow.unsafe.imports_passed_through():
         SetBudgetResult,
         Spend,
     )
-    from steadfast_worker import failures
-    from steadfast_worker.mailing import LEAN_RUN_PATCH
+    from steadfast_worker import failures, mailing
 
 T = TypeVar("T")
 
@@ -186,12 +185,13 @@ class BudgetGate:
         self._publish()
 
 
-def publish_spend(status: RunStatus, published: Spend) -> Spend:
+def publish_spend(inp: ResearchInput, status: RunStatus, published: Spend) -> Spend:
     """Keep the spend so far in the memo, where visibility lists it (see Spend);
     returns what the memo holds now."""
-    # A run of the lean shape keeps the memo under that one patch marker; the runs
-    # recorded before it carry the memo's own, and runs before the memo neither.
-    if not (workflow.patched(LEAN_RUN_PATCH) or workflow.patched(SPEND_MEMO_PATCH)):
+    # A run of the lean shape keeps the memo (its input says so, or that one patch
+    # marker); the runs recorded before it carry the memo's own, and runs before the
+    # memo neither.
+    if not (mailing.lean(inp) or workflow.patched(SPEND_MEMO_PATCH)):
         return published  # a run recorded before the memo existed: replay it as it ran
     st = status
     spend = Spend(st.cost_usd, st.input_tokens, st.output_tokens, st.llm_calls, st.retries)

@@ -22,7 +22,7 @@ from temporalio.exceptions import ActivityError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract.models import ResearchInput, RetryPolicySpec, RunStatus
+    from steadfast_contract.models import LEAN_SHAPE, ResearchInput, RetryPolicySpec, RunStatus
     from steadfast_worker import accounting
 
 LEAN_RUN_PATCH = "lean-run"
@@ -39,9 +39,10 @@ Execute = Callable[[str, Any, type[Any], RetryPolicySpec, timedelta], Awaitable[
 """How the workflow runs an activity: name, argument, result type, policy, timeout."""
 
 
-def lean() -> bool:
-    """Whether this run has the lean shape (every run started on this code does)."""
-    return workflow.patched(LEAN_RUN_PATCH)
+def lean(inp: ResearchInput) -> bool:
+    """Whether this run has the lean shape: its input says so (every run started on
+    this code), or it was recorded under the ``lean-run`` patch."""
+    return inp.settings.shape >= LEAN_SHAPE or workflow.patched(LEAN_RUN_PATCH)
 
 
 async def send_review(
@@ -52,7 +53,7 @@ async def send_review(
     start_to_close: timedelta,
 ) -> None:
     """Mail the review request, or record why not, in ``status.email``."""
-    if not inp.settings.mail_recipients and lean():
+    if not inp.settings.mail_recipients and lean(inp):
         status.email = "skipped"
         return
     info = workflow.info()

@@ -280,7 +280,9 @@ class ResearchWorkflow:
         self._publish_spend()
 
     def _publish_spend(self) -> None:
-        self._published_spend = budgeting.publish_spend(self._status, self._published_spend)
+        self._published_spend = budgeting.publish_spend(
+            self._inp, self._status, self._published_spend
+        )
 
     async def _finish(self, phase: Phase, message: str) -> None:
         self._status.phase = phase
