@@ -9,18 +9,19 @@ for several k in the same run; a new worker is started at once. Per kill:
   run closed, by the server's clock), after which the run goes on at full speed.
 
 What bounds it, with the defaults: the server notices the dead worker when no
-heartbeat arrived for ``worker.heartbeatTimeout`` (10 s). The SDK sends an
+heartbeat arrived for ``worker.heartbeatTimeout`` (3 s). The SDK sends an
 activity's first heartbeat at once and then at most one per 0.8 x that timeout
-(8 s), so the last one the server saw is 0-8 s old at the kill and the timeout
-fires 2-10 s after it. The retry waits the LLM retry policy's initial interval
-(2 s in the example agent), then the turn runs again (its reply, if already
-stored, is reused, not paid twice), and the workflow task that follows waits
-``STICKY_QUEUE_TIMEOUT`` (3 s, worker/steadfast_worker/worker.py) on the dead
-worker's sticky queue before another worker may take it. The heartbeat cost is
-measured by ``bench/deep_throughput.py``; ``--heartbeat-timeout`` and
-``--llm-retry-initial`` show the trade-off; with short timeouts the replacement
-worker's start-up and the sticky queue timeout show, and ``--standby`` keeps a
-second worker polling (two replicas), killing the one running the turn.
+(2.4 s), so the timeout fires 0.6-3 s after the kill (2.8 s for a kill 0.2 s into
+a turn). The retry waits the LLM retry policy's initial interval (1 s by default;
+this script uses the defaults, not the example agent's policy), then runs on the
+new worker once it polls, and clears the sticky queues of the run and of the
+day's ledger (the dead worker's), so the workflow task that follows goes to a
+live worker at once. A worker killed while it held a workflow task delays the
+run by the workflow task timeout (4 s, ``models.WORKFLOW_TASK_TIMEOUT``). The
+heartbeat cost is measured by ``bench/deep_throughput.py``;
+``--heartbeat-timeout`` and ``--llm-retry-initial`` show the trade-off, and
+``--standby`` keeps a second worker polling (two replicas), killing the one
+running the turn.
 
 ``python bench/deep_resume.py [--samples N] [--turns T] [--heartbeat-timeout S]
 [--llm-retry-initial S] [--standby]``
