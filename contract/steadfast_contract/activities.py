@@ -135,7 +135,7 @@ class WebSearchInput:
     pricing: Pricing | None = None
     budget: RunBudget | None = None
     """``anthropic-web-search``: the run's budget and the day's ledger the request is
-    granted from (None in histories from before searches were)."""
+    granted from (None in inputs recorded before searches were granted from them)."""
 
 
 @dataclass
