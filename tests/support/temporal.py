@@ -28,15 +28,23 @@ DEV_SERVER_ARGS = [
 ]
 
 
-async def start_dev_server(db_file: str | None = None) -> WorkflowEnvironment:
-    """Start a dev server on free loopback ports and return its environment."""
+async def start_dev_server(
+    db_file: str | None = None, dynamic_config: dict[str, str] | None = None
+) -> WorkflowEnvironment:
+    """Start a dev server on free loopback ports and return its environment;
+    ``dynamic_config`` adds server settings (name -> value, as the CLI takes them)."""
+    extra = [
+        arg
+        for name, value in (dynamic_config or {}).items()
+        for arg in ("--dynamic-config-value", f"{name}={value}")
+    ]
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         ip="127.0.0.1",
         port=free_port(),
         ui=False,
         dev_server_database_filename=db_file,
-        dev_server_extra_args=DEV_SERVER_ARGS,
+        dev_server_extra_args=[*DEV_SERVER_ARGS, *extra],
     )
 
 

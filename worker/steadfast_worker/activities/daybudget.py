@@ -54,7 +54,17 @@ _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] 
 )
 #: How long a ledger call keeps trying while Temporal says the ledger is busy.
 PATIENCE_SECONDS = 60.0
-_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED)
+#: What the server answers while the ledger cannot take a request now but will soon:
+#: too many updates at once, or the ledger continuing as new ("workflow is closing";
+#: an update aborted with ``WorkflowNotReady`` because the workflow task that would
+#: have taken it was failed to let newer events in, ``FAILED_PRECONDITION``). The next
+#: try reaches the running ledger, or the one it continued as.
+_BUSY = (
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.FAILED_PRECONDITION,
+)
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], *, gated: bool = True) -> T:
@@ -99,20 +109,21 @@ async def reserve_day(
     day = budget.day_of(now)
     ledger_id = budget.ledger_id(run.ledger, day)
     closes = budget.seconds_to_next_day(now) + budget.LEDGER_GRACE.total_seconds()
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        LEDGER_WORKFLOW,
-        LedgerInput(run.ledger, day),
-        id=ledger_id,
-        task_queue=activity.info().task_queue,
-        task_timeout=WORKFLOW_TASK_TIMEOUT,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        # A closed ledger is a day that is over: never start it again from zero.
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        # The day's end (and the grace for late settles) closes it, server-side.
-        execution_timeout=timedelta(seconds=closes),
-    )
 
     async def ask() -> ReserveResult:
+        # A new operation for every try: the SDK refuses to send one twice.
+        start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            LEDGER_WORKFLOW,
+            LedgerInput(run.ledger, day),
+            id=ledger_id,
+            task_queue=activity.info().task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A closed ledger is a day that is over: never start it again from zero.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # The day's end (and the grace for late settles) closes it, server-side.
+            execution_timeout=timedelta(seconds=closes),
+        )
         answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
             RESERVE_UPDATE,
             ReserveInput(request, reserve_usd, run.day_limit_usd),
