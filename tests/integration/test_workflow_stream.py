@@ -8,6 +8,7 @@ import json
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from tests.integration.conftest import HarnessFactory
 
@@ -15,6 +16,12 @@ from steadfast_contract.models import REPORT_TOPIC, STATUS_TOPIC, Phase, ReportC
 from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
 
 pytestmark = pytest.mark.integration
+
+
+async def report_chunks(client: Client, workflow_id: str) -> list[ReportChunk]:
+    """Every report piece the run publishes, as ``run --follow`` reads them, to its end."""
+    stream = WorkflowStreamClient.create(client, workflow_id)
+    return [item.data async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk)]
 
 
 async def test_report_text_and_phases_stream_while_the_run_goes(harness: HarnessFactory) -> None:
@@ -67,15 +74,7 @@ async def test_a_reply_that_comes_at_once_is_published_without_a_signal(
     report twice."""
     async with harness() as h:
         handle = await h.start("report at once")
-        stream = WorkflowStreamClient.create(h.client, handle.id)
-
-        async def collect_report() -> list[ReportChunk]:
-            return [
-                item.data
-                async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk)
-            ]
-
-        chunks = await asyncio.wait_for(collect_report(), 60)
+        chunks = await asyncio.wait_for(report_chunks(h.client, handle.id), 60)
         result = await handle.result()
         assert [(c.attempt, c.offset) for c in chunks] == [(1, 0)]
         assert len(chunks[0].text) == result.report_markdown_chars
@@ -125,15 +124,7 @@ async def test_a_deep_run_streams_each_turn_and_the_report_across_continue_as_ne
             {"llm": {"agent_turns": 5, "chunk_delay_ms": 2}, "search": {"page_links": True}}
         )
         handle = await h.start("streamed deep report")
-        stream = WorkflowStreamClient.create(h.client, handle.id)
-
-        async def collect() -> list[ReportChunk]:
-            return [
-                item.data
-                async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk)
-            ]
-
-        chunks = await asyncio.wait_for(collect(), 90)
+        chunks = await asyncio.wait_for(report_chunks(h.client, handle.id), 90)
         result = await handle.result()
         assert result.status.phase == Phase.COMPLETED
         turns = [c.turn for c in chunks]
