@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tests.support.sim import (  # noqa: F401  (fixtures)
 )
 from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 
+from steadfast_contract import budget
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
 from steadfast_contract.models import WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ResearchResult
@@ -217,6 +219,11 @@ class Harness:
 
     def workflow_id(self, topic: str) -> str:
         return workflow_id(self.config.namespace, self.config.agent, topic)
+
+    def day_ledger_id(self) -> str:
+        """Today's ledger workflow of this harness's agent."""
+        key = budget.ledger_key(self.config.namespace, self.config.agent, self.task_queue)
+        return budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
 
     async def start(
         self,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tests.integration.test_budget_pause import squeezed_limit, wait_paused
 from tests.integration.test_budget_per_call import billed_usd, one_call_usd
 
 from steadfast_cli.commands.budget import set_budget
-from steadfast_contract import budget, ids
+from steadfast_contract import ids
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
@@ -132,10 +131,7 @@ async def test_a_report_attempt_lost_with_its_worker_is_settled_in_the_day(
             settle=3.5,
         )
         assert run.result.status.phase == Phase.COMPLETED
-        key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
-        ledger = h.client.get_workflow_handle(
-            budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
-        )
+        ledger = h.client.get_workflow_handle(h.day_ledger_id())
         async with h.worker():  # a query needs a worker, seen polling
             day = await _query_day(ledger)
         entries = entries_of(h, run.handle.id)
@@ -201,10 +197,7 @@ async def test_searches_by_the_model_are_granted_from_the_day(harness: HarnessFa
             if e["billed"]
         )
         billed = billed_usd(h, entries) + fees * WEB_SEARCH_USD_PER_REQUEST
-        key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
-        ledger = h.client.get_workflow_handle(
-            budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
-        )
+        ledger = h.client.get_workflow_handle(h.day_ledger_id())
         day = await _query_day(ledger)
         print(f"day: spent ${day.spent_usd:.6f}, billed ${billed:.6f}, {len(entries)} calls")
         assert (len(entries), fees) == (5, 3)  # queries, three searches, the report

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from tests.integration.conftest import Harness, HarnessFactory, base_config
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import pricing
 from steadfast_contract.models import (
     BUDGET_UPDATE,
     STATUS_QUERY,
@@ -200,12 +199,6 @@ def _doc(h: Harness, overrides: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def ledger_id(h: Harness) -> str:
-    """Today's ledger workflow of the harness's agent."""
-    key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
-    return budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
-
-
 async def waited_on_a_dead_worker(h: Harness, wf_id: str) -> list[int]:
     """Ids of the workflow tasks that waited on the sticky queue of a dead worker until
     the server gave them to another (schedule-to-start time-outs). A task the worker
@@ -249,7 +242,7 @@ async def test_a_worker_killed_during_call_k_resumes_at_k(
         # task and the ledger's went to a live worker at once, not after the sticky
         # queue's time-out.
         assert await waited_on_a_dead_worker(h, handle.id) == []
-        assert await waited_on_a_dead_worker(h, ledger_id(h)) == []
+        assert await waited_on_a_dead_worker(h, h.day_ledger_id()) == []
         print(f"killed during call {k} of 20: ${st.avoided_usd:.6f} not re-paid")
 
 

@@ -330,16 +330,25 @@ def ensure_affordable(run: RunBudget | None, carried: Carried, reserve_usd: floa
 
 
 async def reserve_request(
-    run: RunBudget | None, carried: Carried, reserve_usd: float
+    run: RunBudget | None, carried: Carried, reserve_usd: float, ask: int = 0
 ) -> tuple[str | None, str]:
-    """Before a streamed request: the run's check, then the day's reservation, noted in
-    the heartbeat state so an attempt lost mid-stream is settled by the next one.
+    """Before an LLM request: the run's check, then the day's reservation, noted in the
+    heartbeat state so an attempt lost mid-stream is settled by the next one.
 
-    Returns the day's ledger id (None without a daily budget) and the request's key,
-    to settle with once the request's cost is known.
+    ``ask`` tells apart the requests of one attempt (a re-ask). Returns the day's
+    ledger id (None without a daily budget) and the request's key, for
+    :func:`settle_request` once the request's cost is known.
     """
     ensure_affordable(run, carried, reserve_usd)
-    key = daybudget.request_key()
+    key = daybudget.request_key(ask)
     ledger = await daybudget.reserve_day(run, key, reserve_usd, FailureDetailsFactory(carried)())
     carried.inflight_request, carried.inflight_ledger = key, ledger or ""
     return ledger, key
+
+
+async def settle_request(carried: Carried, ledger: str | None, key: str, cost_usd: float) -> None:
+    """After a request :func:`reserve_request` reserved: the day's ledger is told what it
+    cost (0 for an error answer, which bills nothing), and the heartbeat state forgets
+    it, so no later attempt settles it again."""
+    await daybudget.settle_day(ledger, key, cost_usd)
+    carried.inflight_request = carried.inflight_ledger = ""

@@ -39,11 +39,11 @@ from steadfast_contract.activities import (
 from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, transcript
-from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     Carried,
     Heartbeater,
     reserve_request,
+    settle_request,
 )
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
@@ -145,8 +145,7 @@ class DeepActivities(SearchActivities):
         await self.store_reply(inp, reply)
         carried.in_flight(Usage(), 0.0)  # stored: a next attempt reuses it, not pays for it
         beat.beat()
-        await daybudget.settle_day(ledger, key, cost)
-        carried.inflight_request = carried.inflight_ledger = ""
+        await settle_request(carried, ledger, key, cost)
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         return reply, streamed.tail

@@ -31,12 +31,12 @@ from steadfast_contract.activities import (
     LlmCall,
 )
 from steadfast_worker import errors, llm
-from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     FailureDetailsFactory,
-    ensure_affordable,
+    reserve_request,
+    settle_request,
 )
 
 SYSTEM = (
@@ -96,10 +96,7 @@ class QueriesActivities(ActivityBase):
         for ask in range(inp.max_reasks + 1):
             chars = len(SYSTEM) + sum(len(str(m["content"])) for m in messages)
             reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
-            ensure_affordable(inp.budget, carried, reserve)
-            key = daybudget.request_key(ask)
-            spent = FailureDetailsFactory(carried)()
-            ledger = await daybudget.reserve_day(inp.budget, key, reserve, spent)
+            ledger, key = await reserve_request(inp.budget, carried, reserve, ask)
             try:
                 reply = await client.messages.create(
                     model=inp.model,
@@ -112,11 +109,11 @@ class QueriesActivities(ActivityBase):
                 )
             except anthropic.APIStatusError:
                 # An error answer bills nothing; a lost one keeps its reservation.
-                await daybudget.settle_day(ledger, key, 0.0)
+                await settle_request(carried, ledger, key, 0.0)
                 raise
             usage = llm.usage_of(reply.usage)
             cost = pricing.cost_usd(usage, price)
-            await daybudget.settle_day(ledger, key, cost)
+            await settle_request(carried, ledger, key, cost)
             carried.calls += 1
             text = llm.text_of(reply)
             try:

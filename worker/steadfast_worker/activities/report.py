@@ -25,12 +25,12 @@ from steadfast_contract.activities import (
     WriteReportOutput,
 )
 from steadfast_worker import llm
-from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import (
     ActivityBase,
     Carried,
     Heartbeater,
     reserve_request,
+    settle_request,
 )
 from steadfast_worker.activities.streaming import stream_message
 
@@ -84,8 +84,7 @@ class ReportActivities(ActivityBase):
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
-        await daybudget.settle_day(ledger, key, cost)
-        carried.inflight_request = carried.inflight_ledger = ""
+        await settle_request(carried, ledger, key, cost)
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         markdown = llm.text_of(final)

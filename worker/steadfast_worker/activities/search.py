@@ -38,8 +38,12 @@ from steadfast_contract.activities import (
     WebSearchOutput,
 )
 from steadfast_worker import errors, llm
-from steadfast_worker.activities import daybudget
-from steadfast_worker.activities.base import ActivityBase, Carried, reserve_request
+from steadfast_worker.activities.base import (
+    ActivityBase,
+    Carried,
+    reserve_request,
+    settle_request,
+)
 
 #: The largest search answer read, in bytes. A result list of 20 items is a few
 #: tens of kilobytes; anything near this size is not a result list.
@@ -165,13 +169,11 @@ class SearchActivities(ActivityBase):
             )
         except anthropic.APIStatusError:
             # An error answer bills nothing; a lost one keeps its reservation.
-            carried.inflight_request = carried.inflight_ledger = ""
-            await daybudget.settle_day(ledger, key, 0.0)
+            await settle_request(carried, ledger, key, 0.0)
             raise
         usage = llm.usage_of(reply.usage)
         cost = pricing.cost_usd(usage, price)
-        await daybudget.settle_day(ledger, key, cost)
-        carried.inflight_request = carried.inflight_ledger = ""
+        await settle_request(carried, ledger, key, cost)
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         results = results_from_blocks(list(reply.content), inp.max_results)

@@ -36,8 +36,7 @@ from steadfast_contract import budget, pricing
 from steadfast_contract.models import REPORT_TOPIC, Pricing, ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
-from steadfast_worker.activities import daybudget
-from steadfast_worker.activities.base import ActivityBase, Heartbeater
+from steadfast_worker.activities.base import ActivityBase, Heartbeater, settle_request
 
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
@@ -104,8 +103,7 @@ async def stream_message(
                 base.metrics.record_llm(base.labels, model, partial, cost)
                 base.metrics.record_retry_cost(base.labels, model, cost)
             if not isinstance(exc, asyncio.CancelledError):
-                carried.inflight_request = carried.inflight_ledger = ""
-                await daybudget.settle_day(ledger[0], ledger[1], cost)
+                await settle_request(carried, ledger[0], ledger[1], cost)
             raise
         # What was published reaches the workflow before the activity reports, so the
         # tail the workflow publishes after it is in order. Not ``force_flush``: on
