@@ -29,6 +29,7 @@ from steadfast_contract.pricing import Usage
 
 GENERATE_QUERIES = "generate_queries"
 WEB_SEARCH = "web_search"
+WEB_SEARCHES = "web_searches"
 WRITE_REPORT = "write_report"
 SAVE_REPORT = "save_report"
 SEND_EMAIL = "send_email"
@@ -51,6 +52,7 @@ STEP_OF_ACTIVITY: Final[Mapping[str, int]] = MappingProxyType(
     {
         GENERATE_QUERIES: STEP_OF_PHASE[Phase.GENERATING_QUERIES],
         WEB_SEARCH: STEP_OF_PHASE[Phase.SEARCHING],
+        WEB_SEARCHES: STEP_OF_PHASE[Phase.SEARCHING],
         WRITE_REPORT: STEP_OF_PHASE[Phase.WRITING],
         SAVE_REPORT: STEP_OF_PHASE[Phase.SAVING],
         SEND_EMAIL: STEP_OF_PHASE[Phase.EMAILING],
@@ -146,6 +148,44 @@ class WebSearchOutput:
     llm: LlmCall | None = None
     """Set when the search ran through the LLM's server-side web search tool."""
     attempt: int = 1
+
+
+@dataclass
+class WebSearchesInput:
+    """A pipeline run's whole search step (``http`` provider): every query, one activity.
+
+    The queries are searched concurrently. A query that answered or failed for good
+    is kept in the heartbeat details, so a retry (after a fault or a lost worker)
+    searches only the ones still open, under the ``search`` retry policy.
+    """
+
+    queries: list[str]
+    max_results: int = 5
+
+
+@dataclass
+class SearchFailure:
+    """A query of :class:`WebSearchesInput` that failed for good."""
+
+    query: str
+    type: str
+    message: str
+    attempt: int = 1
+    """The step's attempt on which it failed (each attempt searches every open query)."""
+
+
+@dataclass
+class WebSearchesOutput:
+    """What the search step found.
+
+    When a query failed for good and no query brought a result, the activity fails
+    instead, with the first failed query's error, and its details' ``attempt``
+    counts the step as one activity would: 1 plus every query's retries.
+    """
+
+    searches: list[WebSearchOutput] = field(default_factory=list)
+    """The queries that answered, in the input's order."""
+    failures: list[SearchFailure] = field(default_factory=list)
 
 
 @dataclass

@@ -352,7 +352,11 @@ WORKFLOW_NAME = "ResearchWorkflow"
 LEAN_SHAPE: Final = 1
 """A run of :attr:`RunSettings.shape` 1 or more has the lean shape (what the
 ``lean-run`` patch marks in runs recorded before shapes were in the input)."""
-CURRENT_SHAPE: Final = LEAN_SHAPE
+SEARCH_STEP_SHAPE: Final = 2
+"""A pipeline run of shape 2 or more searches in one ``web_searches`` activity (``http``
+provider), where older runs scheduled a ``web_search`` per query; see
+:data:`SEARCH_STEP_PATCH`."""
+CURRENT_SHAPE: Final = SEARCH_STEP_SHAPE
 WORKFLOW_TASK_TIMEOUT: Final = timedelta(seconds=4)
 """Every Steadfast workflow's task timeout (Temporal's default is 10 s): a worker killed
 while it held one of a workflow's tasks delays that workflow by this much, so with the
@@ -376,3 +380,9 @@ APPROVAL_GATE_PATCH = "approval-gate"
 #: The ``workflow.patched`` id that guards the pause before an unaffordable call (and the
 #: day's ledger): runs recorded before it replay ending ``BudgetExhausted`` at once.
 BUDGET_PAUSE_PATCH = "budget-pause"
+#: The ``workflow.patched`` id that a run of :data:`SEARCH_STEP_SHAPE` also needs before it
+#: searches in one activity. A worker of the code before shape 2 does not know the shape
+#: and would schedule a ``web_search`` per query for it; such a run carries no marker and
+#: replays as it ran. The marker costs two events (with Temporal's change-version search
+#: attribute); the one activity saves six to nine.
+SEARCH_STEP_PATCH = "search-step"

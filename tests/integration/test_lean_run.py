@@ -1,10 +1,11 @@
-"""A run's Temporal cost: no mail step without recipients, no patch marker, same memo.
+"""A run's Temporal cost: no mail step without recipients, one patch marker, same memo.
 
 ``bench/temporal_cost.py`` measures what a run costs the server; these tests pin
 the shape that made it cheaper without giving up a promise: a run whose agent
 names no recipients ends with email ``skipped`` and never schedules
-``send_email``; a run keeps its spend in the memo with no patch marker (its shape
-is in its input; one an older starter started keeps the ``lean-run`` marker); a run
+``send_email``; a run keeps its spend in the memo with no marker of its own (its
+shape is in its input: the one marker is the search step's; one an older starter
+started keeps the ``lean-run`` marker); a run
 an older worker took to its mail step (it scheduled ``send_email`` for an input
 without recipients) still replays on today's code.
 """
@@ -25,6 +26,7 @@ from tests.integration.conftest import Harness, HarnessFactory
 from steadfast_contract import activities as act
 from steadfast_contract import starter
 from steadfast_contract.models import (
+    SEARCH_STEP_PATCH,
     SPEND_MEMO_PATCH,
     WORKFLOW_NAME,
     Phase,
@@ -86,7 +88,7 @@ async def test_a_run_without_recipients_schedules_no_mail_and_ends_skipped(
         await _memo_matches_result(h, handle)
 
 
-async def test_a_run_records_no_patch_marker_and_still_mails_once(
+async def test_a_run_records_only_the_search_step_marker_and_still_mails_once(
     harness: HarnessFactory,
 ) -> None:
     async with harness() as h:
@@ -96,14 +98,16 @@ async def test_a_run_records_no_patch_marker_and_still_mails_once(
         history = await _history(handle)
         assert _scheduled(history).count(act.SEND_EMAIL) == 1
         assert len(h.smtp.messages_for(handle.id)) == 1
-        # Its shape is in its input: no patch marker and no TemporalChangeVersion upsert
-        # (two events each run paid for the lean-run patch).
-        assert _patches(history) == []
-        assert not [
+        # Its shape is in its input: no lean-run or spend-memo marker. The one marker
+        # (and its TemporalChangeVersion upsert) is the search step's, which keeps a
+        # shape-2 run that an older worker searched replayable (test_replay).
+        assert [p["id"] for p in _patches(history)] == [SEARCH_STEP_PATCH]
+        upserts = [
             e
             for e in history.events
             if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
         ]
+        assert len(upserts) == 1
         await _memo_matches_result(h, handle)
 
 

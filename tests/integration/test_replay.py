@@ -10,8 +10,9 @@ that expired, a rejection ignored because the report did not exist yet) recorded
 after its timeout and phase check were guarded by ``workflow.patched``, and the lean shape's
 (``*_lean_spend_memo``: one ``lean-run`` marker for the memo, no ``send_email`` without
 recipients), and runs whose shape is in their input (``*_shape1``: the lean shape with
-no marker, and streamed replies' tails published by the workflow). Replaying them with
-``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
+no marker, and streamed replies' tails published by the workflow), and runs of shape 2
+(``*_shape2``: every search in one ``web_searches`` activity, one retried alone).
+Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
 production.
@@ -32,6 +33,7 @@ from temporalio.worker import Replayer
 from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
     BUDGET_PAUSE_PATCH,
+    SEARCH_STEP_PATCH,
     SPEND_MEMO_PATCH,
     WORKFLOW_NAME,
     ResearchInput,
@@ -92,9 +94,9 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
     for path in HISTORIES:
         kinds = {e.event_type for e in load(path).events}
         upserts = EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds
-        recorded_after = path.stem.endswith(("_spend_memo", "_shape1")) or path.stem.startswith(
-            "deep_"
-        )
+        recorded_after = path.stem.endswith(
+            ("_spend_memo", "_shape1", "_shape2")
+        ) or path.stem.startswith("deep_")
         assert upserts == recorded_after, path.name
         assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
 
@@ -158,6 +160,53 @@ def test_fixtures_cover_runs_whose_shape_is_in_their_input() -> None:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert "send_email" not in activities
+
+
+def _activities(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def test_fixtures_cover_runs_that_search_in_one_step() -> None:
+    # Shape 2 in their input and the search-step marker: one web_searches activity.
+    shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
+    assert {p.stem for p in shaped} == {
+        "no_recipients_shape2",
+        "happy_path_with_email_shape2",
+        "search_failed_shape2",
+        "search_retried_shape2",
+    }
+    for path in shaped:
+        history = load(path)
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert json.loads(started.input.payloads[0].data)["settings"]["shape"] == 2
+        assert [json.loads(p)["id"] for p in _patches(path)] == [SEARCH_STEP_PATCH], path.name
+        activities = _activities(history)
+        assert activities.count("web_searches") == 1, path.name
+        assert "web_search" not in activities, path.name
+    # Every other pipeline fixture searched with an activity per query.
+    for path in HISTORIES:
+        if not path.stem.endswith("_shape2") and not path.stem.startswith("deep_"):
+            assert "web_searches" not in _activities(load(path)), path.name
+
+
+async def test_a_shape_2_run_an_older_worker_searched_replays_as_it_ran() -> None:
+    """During a rollout a worker of the code before shape 2 may take a shape-2 run: it
+    ignores the shape it does not know and searches with an activity per query,
+    recording no search-step marker. Such a history must replay on today's code."""
+    history = load(FIXTURES / "no_recipients_shape1.json")
+    started = history.events[0].workflow_execution_started_event_attributes
+    inp = json.loads(started.input.payloads[0].data)
+    inp["settings"]["shape"] = 2
+    started.input.payloads[0].data = json.dumps(inp).encode()
+    assert "web_search" in _activities(history)
+    result = await Replayer(workflows=[ResearchWorkflow]).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, result.replay_failure
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

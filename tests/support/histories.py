@@ -72,6 +72,15 @@ async def search_failure(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str
         await s.sim_admin.reset()
 
 
+async def search_retried(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """One query's first search fails (500): the search step retries it alone."""
+    await s.sim_admin.set_faults({"search": {"first_n": 1, "kind": "500", "match": "statistics"}})
+    try:
+        return await happy(s, cfg, name)
+    finally:
+        await s.sim_admin.reset()
+
+
 async def budget_exhausted(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     tight = cfg.model_copy(
         update={
@@ -212,6 +221,7 @@ SCENARIOS: dict[str, Scenario] = {
     "happy_path_with_email": happy,
     "llm_retries": llm_retries,
     "search_failed": search_failure,
+    "search_retried": search_retried,
     "budget_exhausted": budget_exhausted,
     "approved": approved,
     "rejected": rejected,

@@ -194,6 +194,7 @@ def test_chaos_reads_the_workflows_own_step_numbers() -> None:
     assert set(act.STEP_OF_ACTIVITY) == {
         act.GENERATE_QUERIES,
         act.WEB_SEARCH,
+        act.WEB_SEARCHES,
         act.WRITE_REPORT,
         act.SAVE_REPORT,
         act.SEND_EMAIL,

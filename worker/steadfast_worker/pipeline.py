@@ -17,7 +17,13 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
     from steadfast_contract import budget
-    from steadfast_contract.models import Phase, Pricing, ResearchInput
+    from steadfast_contract.models import (
+        SEARCH_STEP_PATCH,
+        SEARCH_STEP_SHAPE,
+        Phase,
+        Pricing,
+        ResearchInput,
+    )
     from steadfast_worker import accounting
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
@@ -76,10 +82,37 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
     return markdown
 
 
+def searches_in_one_step(inp: ResearchInput) -> bool:
+    """Whether this run's searches are one ``web_searches`` activity (``http`` provider).
+
+    Its input must say shape 2, and the ``search-step`` marker must agree: a worker
+    of older code ignores the shape and schedules an activity per query, and a run
+    it searched for replays that way here (docs/design.md, rollouts).
+    """
+    return (
+        inp.settings.search_provider != "anthropic-web-search"
+        and inp.settings.shape >= SEARCH_STEP_SHAPE
+        and workflow.patched(SEARCH_STEP_PATCH)
+    )
+
+
 async def _search(
     wf: ResearchWorkflow, inp: ResearchInput, queries: list[str], price: Pricing
 ) -> list[act.SearchResult]:
     s = inp.settings
+    if searches_in_one_step(inp):
+        step: act.WebSearchesOutput = await wf._activity(
+            act.WEB_SEARCHES,
+            act.WebSearchesInput(queries, s.search_max_results),
+            act.WebSearchesOutput,
+            s.retry_policies.search,
+            act.IO_START_TO_CLOSE,
+        )
+        for failure in step.failures:
+            accounting.add_failure(wf._status, {"attempt": failure.attempt}, act.WEB_SEARCH)
+        for search in step.searches:
+            accounting.add_attempts(wf._status, act.WEB_SEARCH, search.attempt)
+        return _merged(wf, step.searches, len(step.failures), len(queries))
     uses_llm = s.search_provider == "anthropic-web-search"
     if uses_llm:
         per_call = budget.reserve_usd(
@@ -100,8 +133,7 @@ async def _search(
         for q in queries
     ]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    seen: set[str] = set()
-    results: list[act.SearchResult] = []
+    answers: list[act.WebSearchOutput] = []
     failed: list[ActivityError] = []
     for outcome in outcomes:
         if isinstance(outcome, ActivityError):
@@ -113,13 +145,25 @@ async def _search(
         accounting.add_attempts(wf._status, act.WEB_SEARCH, outcome.attempt)
         if outcome.llm is not None:
             wf._account_llm(outcome.llm, 1, act.WEB_SEARCH)
-        for r in outcome.results:
-            if r.url not in seen:
-                seen.add(r.url)
-                results.append(r)
+        answers.append(outcome)
+    results = _merged(wf, answers, len(failed), len(queries))
     if failed and not results:
         # Nothing to write from: the run fails with the first search's reason.
         raise failed[0]
+    return results
+
+
+def _merged(
+    wf: ResearchWorkflow, answers: list[act.WebSearchOutput], failed: int, queries: int
+) -> list[act.SearchResult]:
+    """The answers' results, each address once, in order; the status says what failed."""
+    seen: set[str] = set()
+    results: list[act.SearchResult] = []
+    for answer in answers:
+        for r in answer.results:
+            if r.url not in seen:
+                seen.add(r.url)
+                results.append(r)
     if failed:
-        wf._status.message = f"{len(failed)} of {len(queries)} searches failed"
+        wf._status.message = f"{failed} of {queries} searches failed"
     return results

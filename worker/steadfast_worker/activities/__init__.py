@@ -16,10 +16,16 @@ from steadfast_worker.activities.mail import MailActivities
 from steadfast_worker.activities.queries import QueriesActivities
 from steadfast_worker.activities.report import ReportActivities
 from steadfast_worker.activities.saving import SavingActivities
+from steadfast_worker.activities.searchstep import SearchStepActivities
 
 
 class ResearchActivities(
-    QueriesActivities, DeepActivities, ReportActivities, SavingActivities, MailActivities
+    QueriesActivities,
+    SearchStepActivities,
+    DeepActivities,
+    ReportActivities,
+    SavingActivities,
+    MailActivities,
 ):
     """Every activity of ``ResearchWorkflow``, sharing one set of clients."""
 
@@ -27,6 +33,7 @@ class ResearchActivities(
         return [
             self.generate_queries,
             self.web_search,
+            self.web_searches,
             self.write_report,
             self.save_report,
             self.send_email,

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -65,6 +65,9 @@ class Carried:
     """The day's-ledger key of the request in flight, and its ledger: an attempt lost
     with its worker leaves them, and the next attempt settles it at the estimate."""
     inflight_ledger: str = ""
+    finished: dict[str, Any] = field(default_factory=dict)
+    """Parts of the activity's work that are done (the search step's answered or failed
+    queries, by index): a retry does not do them again."""
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -83,6 +86,7 @@ class Carried:
                 int(raw.get("inflight_output_tokens", 0)),
                 str(raw.get("inflight_request", "")),
                 str(raw.get("inflight_ledger", "")),
+                dict(raw.get("finished") or {}),
             )
         return cls()
 
@@ -97,6 +101,7 @@ class Carried:
             "inflight_output_tokens": self.inflight_output_tokens,
             "inflight_request": self.inflight_request,
             "inflight_ledger": self.inflight_ledger,
+            **({"finished": self.finished} if self.finished else {}),
         }
 
     def in_flight(self, usage: Usage, cost_usd: float) -> None:
@@ -154,7 +159,8 @@ class Heartbeater:
         self.beat()
 
 
-def _will_retry(err: ApplicationError) -> bool:
+def will_retry(err: ApplicationError) -> bool:
+    """Whether Temporal will retry the current activity if it fails with ``err`` now."""
     if not errors.is_retryable(err):
         return False
     info = activity.info()
@@ -272,6 +278,18 @@ class ActivityBase:
         if info.attempt > 1 and Carried.from_info().ended_attempt != info.attempt - 1:
             self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, errors.TIMEOUT)
             await stickiness.replacing_lost_attempt()
+        async with self.outcome(name, details=details):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def outcome(
+        self, name: str, *, details: FailureDetailsFactory | None = None
+    ) -> AsyncIterator[None]:
+        """The outcome of one attempt at ``name``: typed errors out, one metric sample in.
+
+        :meth:`attempt` wraps a whole activity in it; the search step wraps each of
+        its queries, so a query's attempts count as ``web_search`` ones.
+        """
         try:
             yield
         except (asyncio.CancelledError, CancelledError):
@@ -283,7 +301,7 @@ class ActivityBase:
             # of a credential leaves the activity (history, logs, status).
             secrets = self.secrets()
             err = errors.to_application_error(exc, *extra, secrets=secrets)
-            retry_type = (err.type or errors.UNEXPECTED) if _will_retry(err) else None
+            retry_type = (err.type or errors.UNEXPECTED) if will_retry(err) else None
             self.metrics.record_attempt(self.labels, name, OUTCOME_FAILURE, retry_type)
             cut = credentials.chain_reveals(exc, secrets)
             if err is exc:
