@@ -203,3 +203,42 @@ async def test_searches_by_the_model_are_granted_from_the_day(harness: HarnessFa
         assert (len(entries), fees) == (5, 3)  # queries, three searches, the report
         assert day.spent_usd == pytest.approx(billed, rel=1e-9)
         assert day.reserved_usd == 0.0
+
+
+async def test_a_search_by_the_model_the_day_refuses_pauses_the_run_until_a_raise(
+    harness: HarnessFactory,
+) -> None:
+    """A search through the model is a paid request like an LLM step, and a day that
+    cannot grant it pauses the run the same way: before, every search failed and
+    the run ended Failed ("daily budget reached") with its queries paid for."""
+    agent = f"searches-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "agent": agent,
+        "search": {"provider": "anthropic-web-search"},
+        # Room for the query call's reservation; a search's adds a $0.01 fee.
+        "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": squeezed_limit(), "pauseTimeout": "1h"},
+    }
+    async with harness(overrides) as h:
+        handle = await h.start("searches paused by the day")
+        paused = await wait_paused(handle)
+        assert (paused.step, paused.stopped_by) == (2, "day")
+        assert "daily budget" in paused.message
+        answer = await set_budget(h.client, handle.id, max_usd_per_day=50.0)
+        assert answer.max_usd_per_day == 50.0
+        result = await asyncio.wait_for(handle.result(), 30)
+        assert result.status.phase == Phase.COMPLETED
+        assert result.status.message == "report saved"
+        entries = entries_of(h, handle.id)
+        served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]
+        # The queries, three searches and the report, each served once.
+        assert (len(served), max(served)) == (5, 1)
+        fees = sum(
+            int(e["billed"].get("server_tool_use", {}).get("web_search_requests", 0))
+            for e in entries
+            if e["billed"]
+        )
+        assert fees == 3
+        day = await _query_day(h.client.get_workflow_handle(h.day_ledger_id()))
+        billed = billed_usd(h, entries) + fees * WEB_SEARCH_USD_PER_REQUEST
+        assert day.spent_usd == pytest.approx(billed, rel=1e-9)
+        assert day.reserved_usd == 0.0

@@ -82,7 +82,11 @@ def _patches(path: Path) -> list[bytes]:
 def test_fixtures_cover_runs_before_and_after_the_budget_pause() -> None:
     # budget_exhausted ended at once (recorded before the pause); these two paused,
     # one for the run's budget, one for the day's, and resumed on a raise.
-    paused = {"budget_paused_raised_spend_memo", "budget_day_paused_raised_spend_memo"}
+    paused = {
+        "budget_paused_raised_spend_memo",
+        "budget_day_paused_raised_spend_memo",
+        "searches_day_paused_raised_shape2",
+    }
     for path in HISTORIES:
         marked = any(BUDGET_PAUSE_PATCH.encode() in m for m in _patches(path))
         assert marked == (path.stem in paused), path.name
@@ -171,20 +175,29 @@ def _activities(history: WorkflowHistory) -> list[str]:
 
 
 def test_fixtures_cover_runs_that_search_in_one_step() -> None:
-    # Shape 2 in their input and the search-step marker: one web_searches activity.
+    # Shape 2 in their input and the search-step marker: one web_searches activity; or,
+    # searching through the model, an activity per query, asked again after a pause.
     shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
     assert {p.stem for p in shaped} == {
         "no_recipients_shape2",
         "happy_path_with_email_shape2",
         "search_failed_shape2",
         "search_retried_shape2",
+        "searches_day_paused_raised_shape2",
     }
     for path in shaped:
         history = load(path)
         started = history.events[0].workflow_execution_started_event_attributes
-        assert json.loads(started.input.payloads[0].data)["settings"]["shape"] == 2
-        assert [json.loads(p)["id"] for p in _patches(path)] == [SEARCH_STEP_PATCH], path.name
+        settings = json.loads(started.input.payloads[0].data)["settings"]
+        assert settings["shape"] == 2
+        ids = [json.loads(p)["id"] for p in _patches(path)]
+        assert ids[0] == SEARCH_STEP_PATCH, path.name
         activities = _activities(history)
+        if settings["search_provider"] == "anthropic-web-search":
+            assert ids == [SEARCH_STEP_PATCH, BUDGET_PAUSE_PATCH], path.name
+            assert activities.count("web_search") == 6, path.name  # 3 refused, 3 granted
+            continue
+        assert ids == [SEARCH_STEP_PATCH], path.name
         assert activities.count("web_searches") == 1, path.name
         assert "web_search" not in activities, path.name
     # Every other pipeline fixture searched with an activity per query.

@@ -120,6 +120,17 @@ async def budget_day_paused_raised(s: embedded.Stack, cfg: WorkerConfig, name: s
     return await _paused_then_raised(s, tight, name, models.SetBudgetInput(max_usd_per_day=50.0))
 
 
+async def searches_day_paused_raised(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Searches through the model (``anthropic-web-search``) refused by the day's ledger:
+    the run pauses, and a raise of the day resumes it. A worker of its own runs it (the
+    provider is the worker's setting), on its own queue, so its day is its own."""
+    tight = _budget(cfg, max_usd_per_day=0.034, pause_timeout=timedelta(hours=1))
+    search = tight.search.model_copy(update={"provider": "anthropic-web-search"})
+    tight = on_queue(tight.model_copy(update={"search": search}), "histories-model-search")
+    s.start_worker(tight, _env(s))
+    return await _paused_then_raised(s, tight, name, models.SetBudgetInput(max_usd_per_day=50.0))
+
+
 def _approval(cfg: WorkerConfig) -> WorkerConfig:
     return cfg.model_copy(
         update={"notify": cfg.notify.model_copy(update={"require_approval": True})}
@@ -230,6 +241,7 @@ SCENARIOS: dict[str, Scenario] = {
     "worker_killed_while_writing": worker_killed_while_writing,
     "budget_paused_raised": budget_paused_raised,
     "budget_day_paused_raised": budget_day_paused_raised,
+    "searches_day_paused_raised": searches_day_paused_raised,
     "deep_agent": deep_agent,
     "deep_continued_as_new": deep_continued_as_new,
     "no_recipients": no_recipients,

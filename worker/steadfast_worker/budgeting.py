@@ -10,7 +10,8 @@ is kept, never asked again); if the wait runs out the run ends ``BudgetExhausted
 Two places can refuse a call: the workflow's own check before an LLM activity
 (:meth:`BudgetGate.afford`) and the activity's check before each request it sends,
 which also asks the day's ledger (a non-retryable ``BudgetExhausted`` failure);
-:meth:`BudgetGate.step` turns either into a pause. Deterministic workflow code;
+:meth:`BudgetGate.step` turns either into a pause (:meth:`BudgetGate.refused`, which the
+pipeline's searches through the model use too: each is a paid request). Deterministic workflow code;
 the decisions are the pure functions of :mod:`steadfast_contract.budget`. Runs
 recorded before the pause existed replay as they ran (``BUDGET_PAUSE_PATCH``).
 """
@@ -127,11 +128,17 @@ class BudgetGate:
             try:
                 return await call()
             except ActivityError as err:
-                refusal = failures.budget_refusal(err)
-                if refusal is None:
-                    raise
-                self._account(err)
-                await self._pause(refusal, self._fits_again(refusal))
+                await self.refused(err)
+
+    async def refused(self, err: ActivityError) -> None:
+        """After an activity failed with ``err``: when it was refused a request (the
+        run's budget or the day's), account what it spent and pause until that budget
+        fits again, for the caller to run it again; any other failure is raised."""
+        refusal = failures.budget_refusal(err)
+        if refusal is None:
+            raise err
+        self._account(err)
+        await self._pause(refusal, self._fits_again(refusal))
 
     def _fits_again(self, refused: budget.BudgetDecision) -> Callable[[], bool]:
         if refused.scope == budget.DAY:

@@ -9,6 +9,7 @@ workflow class and uses its helpers (the budget gate, accounting, status) direct
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
@@ -24,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         Pricing,
         ResearchInput,
     )
-    from steadfast_worker import accounting
+    from steadfast_worker import accounting, failures
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
 
 if TYPE_CHECKING:
@@ -82,25 +83,25 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
     return markdown
 
 
-def searches_in_one_step(inp: ResearchInput) -> bool:
-    """Whether this run's searches are one ``web_searches`` activity (``http`` provider).
+def _search_step_shape(inp: ResearchInput) -> bool:
+    """Whether this run searches the shape-2 way: all ``http`` searches in one
+    ``web_searches`` activity; a search through the model that a budget refused
+    paused and asked again, as an LLM step is.
 
     Its input must say shape 2, and the ``search-step`` marker must agree: a worker
-    of older code ignores the shape and schedules an activity per query, and a run
-    it searched for replays that way here (docs/design.md, rollouts).
+    of older code ignores the shape and searches the older way, and a run it searched
+    for replays that way here (docs/design.md, rollouts).
     """
-    return (
-        inp.settings.search_provider != "anthropic-web-search"
-        and inp.settings.shape >= SEARCH_STEP_SHAPE
-        and workflow.patched(SEARCH_STEP_PATCH)
-    )
+    return inp.settings.shape >= SEARCH_STEP_SHAPE and workflow.patched(SEARCH_STEP_PATCH)
 
 
 async def _search(
     wf: ResearchWorkflow, inp: ResearchInput, queries: list[str], price: Pricing
 ) -> list[act.SearchResult]:
     s = inp.settings
-    if searches_in_one_step(inp):
+    uses_llm = s.search_provider == "anthropic-web-search"
+    shape2 = _search_step_shape(inp)
+    if shape2 and not uses_llm:
         step: act.WebSearchesOutput = await wf._activity(
             act.WEB_SEARCHES,
             act.WebSearchesInput(queries, s.search_max_results),
@@ -110,18 +111,12 @@ async def _search(
         )
         for failure in step.failures:
             accounting.add_failure(wf._status, {"attempt": failure.attempt}, act.WEB_SEARCH)
-        for search in step.searches:
-            accounting.add_attempts(wf._status, act.WEB_SEARCH, search.attempt)
+        for answer in step.searches:
+            accounting.add_attempts(wf._status, act.WEB_SEARCH, answer.attempt)
         return _merged(wf, step.searches, len(step.failures), len(queries))
-    uses_llm = s.search_provider == "anthropic-web-search"
-    if uses_llm:
-        per_call = budget.reserve_usd(
-            s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
-        )
-        # The searches run concurrently, so all of them must fit at once.
-        await wf._gate.afford(per_call * len(queries))
-    calls = [
-        wf._activity(
+
+    def ask(q: str) -> Awaitable[act.WebSearchOutput]:
+        return wf._activity(
             act.WEB_SEARCH,
             act.WebSearchInput(
                 q, s.search_max_results, s.model, s.max_tokens, s.pricing, wf._gate.run_budget()
@@ -130,9 +125,19 @@ async def _search(
             s.retry_policies.search,
             act.IO_START_TO_CLOSE,
         )
-        for q in queries
-    ]
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    if uses_llm:
+        per_call = budget.reserve_usd(
+            s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
+        )
+        if shape2:
+            outcomes = await _granted_searches(wf, queries, per_call, ask)
+        else:
+            # The searches run concurrently, so all of them must fit at once.
+            await wf._gate.afford(per_call * len(queries))
+            outcomes = await asyncio.gather(*map(ask, queries), return_exceptions=True)
+    else:
+        outcomes = await asyncio.gather(*map(ask, queries), return_exceptions=True)
     answers: list[act.WebSearchOutput] = []
     failed: list[ActivityError] = []
     for outcome in outcomes:
@@ -151,6 +156,35 @@ async def _search(
         # Nothing to write from: the run fails with the first search's reason.
         raise failed[0]
     return results
+
+
+async def _granted_searches(
+    wf: ResearchWorkflow,
+    queries: list[str],
+    per_call: float,
+    ask: Callable[[str], Awaitable[act.WebSearchOutput]],
+) -> list[act.WebSearchOutput | BaseException]:
+    """Searches through the model, each a paid request: the ones a budget refused (the
+    run's, or the day's ledger) wait in ``AwaitingBudget`` for it, as an LLM step does,
+    and are asked again; every other outcome is kept as it came."""
+    outcomes: dict[int, act.WebSearchOutput | BaseException] = {}
+    pending = list(range(len(queries)))
+    while pending:
+        # They run concurrently, so all of them must fit at once.
+        await wf._gate.afford(per_call * len(pending))
+        batch = await asyncio.gather(*(ask(queries[i]) for i in pending), return_exceptions=True)
+        refused: list[tuple[int, ActivityError]] = []
+        for i, outcome in zip(pending, batch, strict=True):
+            if isinstance(outcome, ActivityError) and failures.budget_refusal(outcome):
+                refused.append((i, outcome))
+            else:
+                outcomes[i] = outcome
+        for _, err in refused[1:]:
+            wf._account_failure(err)
+        if refused:
+            await wf._gate.refused(refused[0][1])  # accounts it, and pauses
+        pending = [i for i, _ in refused]
+    return [outcomes[i] for i in range(len(queries))]
 
 
 def _merged(
