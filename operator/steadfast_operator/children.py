@@ -107,3 +107,18 @@ def for_spec(
     """The writes for ``spec``, or the conflict that forbids every one of them."""
     desired = render.children(agent, spec, defaults)
     return conflict(agent, desired, live) or changes(agent, desired, live, forbidden)
+
+
+def release_keda(agent: render.AgentRef, live: Mapping[str, Obj | None]) -> tuple[ChildChange, ...]:
+    """The agent's own ScaledObject deleted, when there is one: KEDA stops owning the
+    worker Deployment's replicas, and the operator's own scale holds.
+
+    For an agent whose workers must not run (``NoDurableStore``: workers rendered
+    before a durable store was required would keep reports on their pods' disks),
+    KEDA would otherwise scale them back up on the next backlog. A valid spec
+    renders the ScaledObject again.
+    """
+    found = live.get("ScaledObject")
+    if found is None or not apply.owned_by(found, agent.uid):
+        return ()
+    return (ChildChange("delete", "ScaledObject", found["metadata"]["name"]),)

@@ -255,10 +255,13 @@ def plan(obs: Observed) -> Plan:
             budgets=budgets.pushes(spec, view.runs) if problem is None else (),
         )
     stranded = obs.replicas[0] if obs.replicas is not None else 0
-    if problem is not None and problem.reason == NO_DURABLE_STORE and stranded > 0:
+    if problem is not None and problem.reason == NO_DURABLE_STORE:
         # Workers rendered before the store was required would write reports to
-        # their pods' disks: none runs until the spec names a durable store.
-        out = replace(out, scale=Scale(stranded, 0, "no durable report store"))
+        # their pods' disks: none runs until the spec names a durable store, and
+        # KEDA (on a change, which reads the children) stops scaling them.
+        out = replace(out, children=child_writes.release_keda(obs.agent, obs.children))
+        if stranded > 0:
+            out = replace(out, scale=Scale(stranded, 0, "no durable report store"))
     # A failed Temporal read is what the status says now; the change's own problem
     # (if any) is remembered for the ticks until the next change.
     shown = view.problem if view is not None and view.problem is not None else problem

@@ -158,6 +158,12 @@ async def observe(
             problem = Problem(err.reason, err.detail)
         except ApiException as err:
             problem = Problem("ReconcileError", f"Kubernetes API call failed, retrying: {err}")
+        if problem is not None and problem.reason == planner.NO_DURABLE_STORE:
+            # The planner releases a ScaledObject that would scale such workers up.
+            try:
+                children, forbidden = await live_children(shared, agent)
+            except ApiException as err:
+                problem = Problem("ReconcileError", f"Kubernetes API call failed, retrying: {err}")
     view: TemporalView | None = None
     client: Client | None = None
     if spec is not None and config is not None and planner.needs_temporal(problem):
@@ -317,8 +323,21 @@ async def execute(
         log.info(
             "%s/%s children: %s", agent.namespace, agent.name, ", ".join(map(str, plan.children))
         )
-    if client is None or cfg is None or spec is None:
-        return None
+    if client is not None and cfg is not None and spec is not None:
+        failure = await _execute_in_temporal(state, client, cfg, spec, plan)
+        if failure is not None:
+            return failure
+    # Not only after Temporal: workers that must not run (NoDurableStore) are scaled
+    # to zero with Temporal never asked.
+    if plan.scale is not None and plan.scale.changed:
+        await scale(shared, agent, plan.scale)
+    return None
+
+
+async def _execute_in_temporal(
+    state: AgentState, client: Client, cfg: WorkerConfig, spec: AgentSpec, plan: Plan
+) -> Failure | None:
+    """The plan's Temporal steps, in order: Schedules, stops, starts, pauses, budgets."""
     if plan.schedules is not None:
         try:
             await schedules.upsert(
@@ -347,8 +366,6 @@ async def execute(
             await workflows.set_budgets(client, plan.budgets)
     except RPCError as err:
         return Failure(Problem("TemporalError", f"Temporal call failed: {err}"), "temporal")
-    if plan.scale is not None and plan.scale.changed:
-        await scale(shared, agent, plan.scale)
     return None
 
 

@@ -23,6 +23,7 @@ from tests.e2e.operator_env import (
     Scene,
     agent_manifest,
     apply,
+    condition,
     get,
     tls_secret,
     wait_for,
@@ -160,3 +161,42 @@ def test_keda_objects_pass_the_real_schemas_and_replicas_stay_keda_s(
             ),
         )
         scene.cluster.kubectl("delete", "ra", "kedad", "-n", scene.namespace, "--timeout=60s")
+
+
+def test_an_agent_without_a_durable_store_is_taken_from_keda(keda_crds: None, scene: Scene) -> None:
+    """Workers that must not run (``NoDurableStore``) stay at zero with KEDA too.
+
+    Workers rendered before a durable store was required (an operator upgrade)
+    would keep reports on their pods' disks, so the operator scales them to zero;
+    with KEDA owning replicas it would scale them up again on the next backlog, so
+    the operator deletes the agent's ScaledObject first.
+    """
+    topics = ["keda without a store"]
+    workers = {"autoscaler": "keda", "minReplicas": 0, "maxReplicas": 5}
+    manifest = agent_manifest("kedas", scene.namespace, scene.sim, topics, workers=workers)
+    apply(scene.cluster, manifest)
+    wait_for(
+        "the ScaledObject",
+        lambda: get(scene.cluster, "scaledobject", scene.namespace, "kedas-worker"),
+    )
+    # KEDA, had it run here, would have scaled the workers up on the waiting run.
+    scene.cluster.kubectl("scale", "deploy", "kedas-worker", "--replicas=2", "-n", scene.namespace)
+    del manifest["spec"]["storage"]
+    apply(scene.cluster, manifest)
+
+    def not_ready() -> bool:
+        ra = get(scene.cluster, "ra", scene.namespace, "kedas")
+        return bool(ra and condition(ra, "Ready").get("reason") == "NoDurableStore")
+
+    wait_for("Ready False, NoDurableStore", not_ready)
+    wait_for(
+        "the ScaledObject deleted",
+        lambda: get(scene.cluster, "scaledobject", scene.namespace, "kedas-worker") is None,
+    )
+
+    def replicas() -> int:
+        dep = get(scene.cluster, "deploy", scene.namespace, "kedas-worker") or {}
+        return int((dep.get("spec") or {}).get("replicas", -1))
+
+    wait_for("the workers scaled to zero", lambda: replicas() == 0)
+    scene.cluster.kubectl("delete", "ra", "kedas", "-n", scene.namespace, "--timeout=60s")

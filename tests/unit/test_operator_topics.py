@@ -18,9 +18,11 @@ from tests.support.planning import (
     DEFAULTS,
     ID,
     condition,
+    live,
     observed,
     raw_spec,
     run,
+    verbs,
     view,
 )
 
@@ -180,6 +182,22 @@ def test_no_durable_store_starts_no_worker() -> None:
     assert tick.scale is not None
     assert (tick.scale.current, tick.scale.desired) == (2, 0)
     assert tick.start == ()
+
+
+def test_no_durable_store_takes_the_workers_from_keda() -> None:
+    # An upgrade: workers and a ScaledObject rendered before the store was required.
+    # KEDA would scale them up again on the next backlog, so the change deletes it;
+    # a ScaledObject that is not the agent's is left alone.
+    problem = Problem("NoDurableStore", "spec.storage.postgresSecretRef: required")
+    children = live(raw_spec(workers={"autoscaler": "keda"}))
+    plan = planner.plan(observed(changed=True, problem=problem, replicas=(3, 3), children=children))
+    assert verbs(plan) == [("delete", "ScaledObject")]
+    assert plan.children[0].name == render.deployment_name(AGENT)
+    assert plan.scale is not None
+    assert (plan.scale.current, plan.scale.desired) == (3, 0)
+    theirs = {**children, "ScaledObject": {"metadata": {"ownerReferences": [{"uid": "other"}]}}}
+    plan = planner.plan(observed(changed=True, problem=problem, replicas=(3, 3), children=theirs))
+    assert plan.children == ()
 
 
 def test_a_spec_without_a_durable_store_is_refused_naming_the_field() -> None:
