@@ -117,18 +117,24 @@ async def _first_run(h: Harness, wf_prefix: str) -> str:
     raise AssertionError(f"the Schedule started no run with id {wf_prefix}…")
 
 
+@pytest.mark.parametrize("settle", [0.5, 3.5], ids=["within-first-heartbeat-window", "later"])
 async def test_a_report_attempt_lost_with_its_worker_is_settled_in_the_day(
-    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path, settle: float
 ) -> None:
     """The lost attempt's reservation does not hold the day's budget for ever: the next
-    attempt settles it at what its last heartbeat said was billed."""
+    attempt settles it at what its last heartbeat said was billed.
+
+    The SDK sends an attempt's first heartbeat at once and holds later ones for 0.8
+    heartbeat timeouts (2.4 s here). A kill 0.5 s into the stream used to find only
+    the heartbeat sent as the attempt started, with no request in it: the
+    reservation stayed held all day, and the partial call was never counted."""
     async with harness(start_worker=False) as h:
         run = await h.killed_mid_report(
-            "day settles a lost attempt",
+            f"day settles a lost attempt {settle}",
             temporal_address,
             tmp_path / "worker.json",
             chunk_delay_ms=100,
-            settle=3.5,
+            settle=settle,
         )
         assert run.result.status.phase == Phase.COMPLETED
         ledger = h.client.get_workflow_handle(h.day_ledger_id())

@@ -140,9 +140,13 @@ class Heartbeater:
         activity.heartbeat(self.state.as_details())
 
     async def _loop(self) -> None:
+        # Not at once: the SDK sends the first heartbeat of an attempt at once and
+        # holds every later one for 0.8 heartbeat timeouts, so the first should carry
+        # news -- the request in flight, its spend so far -- not the state the attempt
+        # started from. An attempt that ends sooner sends its state with its outcome.
         while True:
-            self.beat()
             await asyncio.sleep(self._interval)
+            self.beat()
 
     async def __aenter__(self) -> Heartbeater:
         self._task = asyncio.create_task(self._loop())
@@ -257,7 +261,8 @@ class ActivityBase:
                 carried.inflight_request = carried.inflight_ledger = ""
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
-            if lost is not None:  # heartbeating: the cleared state reaches the server first
+            if lost is not None:
+                beat.beat()  # the cleared state reaches the server first
                 await daybudget.settle_day(*lost)
             yield beat
 
