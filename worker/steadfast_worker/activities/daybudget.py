@@ -132,8 +132,7 @@ async def reserve_day(
         )
         return answer
 
-    if stickiness.after_lost_worker():  # the ledger may be waiting on that worker too
-        await stickiness.unstick(ledger_id)
+    await stickiness.unstick_once(ledger_id)  # it may be waiting on a lost worker too
     answer = await _patiently(ask)
     if answer.granted:
         return ledger_id
@@ -152,6 +151,7 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
     """Replace the request's reservation with what it cost (a failure only logs)."""
     if ledger_id is None:
         return
+    await stickiness.unstick_once(ledger_id)  # it may be waiting on a lost worker too
 
     async def tell() -> None:
         await (

@@ -9,9 +9,10 @@ was running loses that much time at the next step of its run.
 The attempt that replaces one lost with its worker knows that worker is dead, so
 it clears the stickiness of the workflows that are waiting on it: its own run
 (whose next task follows this attempt's result) and the day's ledger (which this
-attempt is about to ask for a reservation). It costs one RPC per workflow, only on
-such a retry; clearing the stickiness of a workflow whose worker is alive costs
-that worker one replay of the workflow, nothing else.
+attempt is about to tell what the lost request cost, or ask for a reservation),
+before its first word to it. It costs one RPC per workflow, only on such a retry;
+clearing the stickiness of a workflow whose worker is alive costs that worker one
+replay of the workflow, nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 _after_lost_worker: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "steadfast_after_lost_worker", default=False
 )
+_unstuck: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "steadfast_unstuck", default=frozenset()
+)
 
 
 def after_lost_worker() -> bool:
@@ -42,6 +46,16 @@ async def replacing_lost_attempt() -> None:
     info = activity.info()
     if info.workflow_id:  # an activity of a workflow, not a standalone one
         await unstick(info.workflow_id, info.workflow_run_id or "")
+
+
+async def unstick_once(workflow_id: str) -> None:
+    """In an attempt that replaces a lost one: clear ``workflow_id``'s sticky queue
+    before the attempt first signals or updates it (once; nothing otherwise)."""
+    done = _unstuck.get()
+    if not after_lost_worker() or workflow_id in done:
+        return
+    _unstuck.set(done | {workflow_id})
+    await unstick(workflow_id)
 
 
 async def unstick(workflow_id: str, run_id: str = "") -> None:
