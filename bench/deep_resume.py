@@ -9,19 +9,19 @@ for several k in the same run; a new worker is started at once. Per kill:
   run closed, by the server's clock), after which the run goes on at full speed.
 
 What bounds it, with the defaults: the server notices the dead worker when no
-heartbeat arrived for ``worker.heartbeatTimeout`` (3 s). The SDK sends an
-activity's first heartbeat at once and then at most one per 0.8 x that timeout
-(2.4 s), so the timeout fires 0.6-3 s after the kill (2.8 s for a kill 0.2 s into
-a turn). The retry waits the LLM retry policy's initial interval (1 s by default;
-this script uses the defaults, not the example agent's policy), then runs on the
-new worker once it polls, and clears the sticky queues of the run and of the
-day's ledger (the dead worker's), so the workflow task that follows goes to a
-live worker at once. A worker killed while it held a workflow task delays the
-run by the workflow task timeout (4 s, ``models.WORKFLOW_TASK_TIMEOUT``). The
-heartbeat cost is measured by ``bench/deep_throughput.py``;
+heartbeat arrived for ``worker.heartbeatTimeout`` (3 s). The SDK sends an activity's
+first heartbeat at once (ours: the stream's first progress, 0.25 s in) and then at
+most one per 0.8 x that timeout (2.4 s), so the timeout fires 0.6-3 s after the kill
+(2.8 s for a kill 0.2 s into a turn). The retry waits the LLM retry policy's initial
+interval (1 s by default; this script uses the defaults, not the example agent's
+policy), then runs on the new worker once it polls, and clears the sticky queues of
+the run and of the day's ledger (the dead worker's), so the workflow task that
+follows goes to a live worker at once. A worker killed while it held a workflow task
+delays the run by the workflow task timeout (4 s, ``models.WORKFLOW_TASK_TIMEOUT``).
+The heartbeat cost is measured by ``bench/deep_throughput.py``;
 ``--heartbeat-timeout`` and ``--llm-retry-initial`` show the trade-off, and
-``--standby`` keeps a second worker polling (two replicas), killing the one
-running the turn.
+``--standby`` keeps a second worker polling (two replicas), killing the one running
+the turn.
 
 ``python bench/deep_resume.py [--samples N] [--turns T] [--heartbeat-timeout S]
 [--llm-retry-initial S] [--standby]``
@@ -162,8 +162,9 @@ async def main(
             verdict = "within" if p95(resumes) <= TARGET_P95_S else "ABOVE"
             print(f"  ({verdict} the p95 <= {TARGET_P95_S:.0f} s target)")
         print(
-            f"  heartbeat RPCs this costs: one when an activity starts, then at most one per "
-            f"{0.8 * hb:.1f} s (0.8 x the timeout): {1 / (0.8 * hb):.3f} per activity-second"
+            f"  heartbeat RPCs this costs: the first once an activity has news (a stream's "
+            f"first chunk) or has run {hb / 3:.1f} s, then at most one per {0.8 * hb:.1f} s "
+            f"(0.8 x the timeout): {1 / (0.8 * hb):.3f} per activity-second"
         )
     return 0
 

@@ -152,15 +152,16 @@ class Heartbeater:
         self._task = asyncio.create_task(self._loop())
         return self
 
-    async def __aexit__(self, *_exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         self.state.ended_attempt = activity.info().attempt
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        # The final state must reach the server with the attempt's outcome, so
-        # a retry starts from it.
-        self.beat()
+        if exc_type is not None:
+            # The final state must reach the server with the attempt's failure, so a
+            # retry starts from it. A success needs none: nothing retries it.
+            self.beat()
 
 
 def will_retry(err: ApplicationError) -> bool:

@@ -144,9 +144,9 @@ class SearchStepActivities(SearchActivities):
                 beat.beat()  # what is done reaches the server as soon as the SDK sends it
 
             await asyncio.gather(*(search(i) for i in pending))
-        if retries:
-            raise retry_error(retries, len(inp.queries))
-        return step_output(inp, carried.finished)
+            if retries:  # raised within, so the heartbeat state goes with the failure
+                raise retry_error(retries, len(inp.queries))
+            return step_output(inp, carried.finished)
 
 
 __all__ = ["SearchStepActivities", "step_output"]
