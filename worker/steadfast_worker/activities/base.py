@@ -143,7 +143,7 @@ class Heartbeater:
         # Not at once: the SDK sends the first heartbeat of an attempt at once and
         # holds every later one for 0.8 heartbeat timeouts, so the first should carry
         # news -- the request in flight, its spend so far -- not the state the attempt
-        # started from. An attempt that ends sooner sends its state with its outcome.
+        # started from. An attempt that fails sooner sends its state with its failure.
         while True:
             await asyncio.sleep(self._interval)
             self.beat()
