@@ -33,7 +33,7 @@ from tests.integration.test_budget_per_call import billed_usd, one_call_usd
 from steadfast_cli.commands.budget import set_budget
 from steadfast_contract import ids
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
-from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.models import STATUS_QUERY, Phase, ResearchResult, RunStatus
 from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST
 from steadfast_operator import schedules, workflows
 
@@ -160,6 +160,21 @@ async def _query_day(ledger: WorkflowHandle[Any, Any]) -> LedgerState:
     raise AssertionError(f"{ledger.id} did not answer")
 
 
+async def _paused_by_the_day_then_raised(
+    h: Harness, handle: WorkflowHandle[Any, Any], step: int
+) -> ResearchResult:
+    """Wait for ``handle`` to pause at ``step`` on the day, raise the day (``steadfast
+    budget --max-usd-per-day``), and return the result it then completes with."""
+    paused = await wait_paused(handle)
+    assert (paused.step, paused.stopped_by) == (step, "day")
+    assert "daily budget" in paused.message
+    answer = await set_budget(h.client, handle.id, max_usd_per_day=50.0)
+    assert answer.max_usd_per_day == 50.0
+    result: ResearchResult = await asyncio.wait_for(handle.result(), 30)
+    assert result.status.phase == Phase.COMPLETED
+    return result
+
+
 async def test_a_run_paused_by_the_day_resumes_on_a_raise_of_the_day(
     harness: HarnessFactory,
 ) -> None:
@@ -173,13 +188,7 @@ async def test_a_run_paused_by_the_day_resumes_on_a_raise_of_the_day(
     }
     async with harness(overrides) as h:
         handle = await h.start("paused by the day")
-        paused = await wait_paused(handle)
-        assert (paused.step, paused.stopped_by) == (3, "day")
-        assert "daily budget" in paused.message
-        answer = await set_budget(h.client, handle.id, max_usd_per_day=50.0)
-        assert answer.max_usd_per_day == 50.0
-        result = await asyncio.wait_for(handle.result(), 30)
-        assert result.status.phase == Phase.COMPLETED
+        await _paused_by_the_day_then_raised(h, handle, step=3)
         served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]
         assert len(served) >= 2  # the query list and the report
         assert max(served) == 1
@@ -226,13 +235,7 @@ async def test_a_search_by_the_model_the_day_refuses_pauses_the_run_until_a_rais
     }
     async with harness(overrides) as h:
         handle = await h.start("searches paused by the day")
-        paused = await wait_paused(handle)
-        assert (paused.step, paused.stopped_by) == (2, "day")
-        assert "daily budget" in paused.message
-        answer = await set_budget(h.client, handle.id, max_usd_per_day=50.0)
-        assert answer.max_usd_per_day == 50.0
-        result = await asyncio.wait_for(handle.result(), 30)
-        assert result.status.phase == Phase.COMPLETED
+        result = await _paused_by_the_day_then_raised(h, handle, step=2)
         assert result.status.message == "report saved"
         entries = entries_of(h, handle.id)
         served = [n for k, n in h.sim.served("llm").items() if k.startswith(handle.id)]

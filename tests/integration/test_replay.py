@@ -70,6 +70,15 @@ def test_fixtures_cover_runs_before_and_after_the_approval_gate() -> None:
         assert gated == (path.stem in patched), path.name
 
 
+def _activities(history: WorkflowHistory) -> list[str]:
+    """The names of the activities ``history`` scheduled, in order."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
 def _patches(path: Path) -> list[bytes]:
     return [
         e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
@@ -107,11 +116,7 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
 
 def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
     deep = load(FIXTURES / "deep_agent.json")
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in deep.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    scheduled = _activities(deep)
     assert scheduled.count("deep_turn") == 6
     assert "deep_tool" in scheduled
     chain = [load(FIXTURES / f"deep_continued_as_new_run{i}.json") for i in (1, 2, 3)]
@@ -132,11 +137,7 @@ def test_fixtures_cover_runs_before_and_after_the_lean_shape() -> None:
         assert lean == path.stem.endswith("_lean_spend_memo"), path.name
         if lean:
             assert not any(SPEND_MEMO_PATCH.encode() in m for m in patches), path.name
-    activities = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in load(FIXTURES / "no_recipients_lean_spend_memo.json").events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    activities = _activities(load(FIXTURES / "no_recipients_lean_spend_memo.json"))
     assert "save_report" in activities
     assert "send_email" not in activities
 
@@ -158,20 +159,8 @@ def test_fixtures_cover_runs_whose_shape_is_in_their_input() -> None:
         kinds = {e.event_type for e in history.events}
         assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds, path.name
         assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds, path.name
-    activities = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in load(FIXTURES / "no_recipients_shape1.json").events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    activities = _activities(load(FIXTURES / "no_recipients_shape1.json"))
     assert "send_email" not in activities
-
-
-def _activities(history: WorkflowHistory) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
 
 
 def test_fixtures_cover_runs_that_search_in_one_step() -> None:
