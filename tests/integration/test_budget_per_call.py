@@ -142,18 +142,20 @@ async def test_bad_json_on_every_answer_and_529_on_the_last_reask_stays_within_b
         assert status.cost_usd == pytest.approx(billed)
 
 
+@pytest.mark.parametrize("settle", [0.5, 3.5], ids=["within-first-heartbeat-window", "later"])
 async def test_spend_of_a_report_attempt_lost_with_its_worker_is_counted(
-    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path, settle: float
 ) -> None:
     async with harness(start_worker=False) as h:
-        # Long enough for the stream's progress to reach the server in a heartbeat
-        # (the SDK throttles them to 80 % of the 3 s heartbeat timeout).
+        # The SDK sends an attempt's first heartbeat at once and later ones at most
+        # every 80 % of the 3 s heartbeat timeout: the stream's first progress (0.25 s
+        # in) is that first one, so a kill 0.5 s in finds it too.
         run = await h.killed_mid_report(
-            "spend lost with the worker",
+            f"spend lost with the worker {settle}",
             temporal_address,
             tmp_path / "worker.json",
             chunk_delay_ms=100,
-            settle=3.5,
+            settle=settle,
         )
         handle, result = run.handle, run.result
 
