@@ -22,6 +22,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 from tests.integration.conftest import Harness, HarnessFactory
+from tests.support.temporal import scheduled_activities
 
 from steadfast_contract import activities as act
 from steadfast_contract import starter
@@ -44,14 +45,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
 
 async def _history(handle: WorkflowHandle[Any, Any]) -> WorkflowHistory:
     return await handle.fetch_history()
-
-
-def _scheduled(history: WorkflowHistory) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
 
 
 def _patches(history: WorkflowHistory) -> list[dict[str, Any]]:
@@ -81,8 +74,8 @@ async def test_a_run_without_recipients_schedules_no_mail_and_ends_skipped(
         assert result.status.email == "skipped"
         assert result.status.report_id
         history = await _history(handle)
-        assert act.SEND_EMAIL not in _scheduled(history)
-        assert act.WRITE_REPORT in _scheduled(history)
+        assert act.SEND_EMAIL not in scheduled_activities(history)
+        assert act.WRITE_REPORT in scheduled_activities(history)
         assert not h.smtp.messages_for(handle.id)
         assert h.metric("steadfast_runs_total", phase="Completed") == 1
         await _memo_matches_result(h, handle)
@@ -96,7 +89,7 @@ async def test_a_run_records_only_the_search_step_marker_and_still_mails_once(
         result = await handle.result()
         assert result.status.email == "sent"
         history = await _history(handle)
-        assert _scheduled(history).count(act.SEND_EMAIL) == 1
+        assert scheduled_activities(history).count(act.SEND_EMAIL) == 1
         assert len(h.smtp.messages_for(handle.id)) == 1
         # Its shape is in its input: no lean-run or spend-memo marker. The one marker
         # (and its TemporalChangeVersion upsert) is the search step's, which keeps a
@@ -129,7 +122,7 @@ async def test_a_run_an_older_starter_started_keeps_the_lean_run_marker(
         result = await handle.result()
         assert result.status.email == "skipped"
         history = await _history(handle)
-        assert act.SEND_EMAIL not in _scheduled(history)
+        assert act.SEND_EMAIL not in scheduled_activities(history)
         assert [p["id"] for p in _patches(history)] == [LEAN_RUN_PATCH]
         assert SPEND_MEMO_PATCH not in json.dumps(_patches(history))
         await _memo_matches_result(h, handle)
@@ -146,7 +139,7 @@ async def test_an_older_workers_mail_step_replays_for_an_input_without_recipient
     inp = json.loads(payload.data)
     inp["settings"]["mail_recipients"] = False
     payload.data = json.dumps(inp).encode()
-    assert act.SEND_EMAIL in _scheduled(history)
+    assert act.SEND_EMAIL in scheduled_activities(history)
     result = await Replayer(workflows=[ResearchWorkflow]).replay_workflow(
         history, raise_on_replay_failure=False
     )

@@ -29,6 +29,7 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from tests.support.temporal import scheduled_activities
 
 from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
@@ -70,15 +71,6 @@ def test_fixtures_cover_runs_before_and_after_the_approval_gate() -> None:
         assert gated == (path.stem in patched), path.name
 
 
-def _activities(history: WorkflowHistory) -> list[str]:
-    """The names of the activities ``history`` scheduled, in order."""
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
 def _patches(path: Path) -> list[bytes]:
     return [
         e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
@@ -116,7 +108,7 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
 
 def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
     deep = load(FIXTURES / "deep_agent.json")
-    scheduled = _activities(deep)
+    scheduled = scheduled_activities(deep)
     assert scheduled.count("deep_turn") == 6
     assert "deep_tool" in scheduled
     chain = [load(FIXTURES / f"deep_continued_as_new_run{i}.json") for i in (1, 2, 3)]
@@ -137,7 +129,7 @@ def test_fixtures_cover_runs_before_and_after_the_lean_shape() -> None:
         assert lean == path.stem.endswith("_lean_spend_memo"), path.name
         if lean:
             assert not any(SPEND_MEMO_PATCH.encode() in m for m in patches), path.name
-    activities = _activities(load(FIXTURES / "no_recipients_lean_spend_memo.json"))
+    activities = scheduled_activities(load(FIXTURES / "no_recipients_lean_spend_memo.json"))
     assert "save_report" in activities
     assert "send_email" not in activities
 
@@ -159,7 +151,7 @@ def test_fixtures_cover_runs_whose_shape_is_in_their_input() -> None:
         kinds = {e.event_type for e in history.events}
         assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds, path.name
         assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED in kinds, path.name
-    activities = _activities(load(FIXTURES / "no_recipients_shape1.json"))
+    activities = scheduled_activities(load(FIXTURES / "no_recipients_shape1.json"))
     assert "send_email" not in activities
 
 
@@ -181,7 +173,7 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
         assert settings["shape"] == 2
         ids = [json.loads(p)["id"] for p in _patches(path)]
         assert ids[0] == SEARCH_STEP_PATCH, path.name
-        activities = _activities(history)
+        activities = scheduled_activities(history)
         if settings["search_provider"] == "anthropic-web-search":
             assert ids == [SEARCH_STEP_PATCH, BUDGET_PAUSE_PATCH], path.name
             assert activities.count("web_search") == 6, path.name  # 3 refused, 3 granted
@@ -192,7 +184,7 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
     # Every other pipeline fixture searched with an activity per query.
     for path in HISTORIES:
         if not path.stem.endswith("_shape2") and not path.stem.startswith("deep_"):
-            assert "web_searches" not in _activities(load(path)), path.name
+            assert "web_searches" not in scheduled_activities(load(path)), path.name
 
 
 async def test_a_shape_2_run_an_older_worker_searched_replays_as_it_ran() -> None:
@@ -204,7 +196,7 @@ async def test_a_shape_2_run_an_older_worker_searched_replays_as_it_ran() -> Non
     inp = json.loads(started.input.payloads[0].data)
     inp["settings"]["shape"] = 2
     started.input.payloads[0].data = json.dumps(inp).encode()
-    assert "web_search" in _activities(history)
+    assert "web_search" in scheduled_activities(history)
     result = await Replayer(workflows=[ResearchWorkflow]).replay_workflow(
         history, raise_on_replay_failure=False
     )

@@ -20,20 +20,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from tests.integration.conftest import Harness, HarnessFactory, base_config
+from tests.support.temporal import scheduled_activities
 
 from steadfast_contract import activities as act
 from steadfast_contract.models import SEARCH_STEP_PATCH, Phase, ResearchResult
 from steadfast_dev.sim import content
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def _scheduled(history: WorkflowHistory) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
 
 
 def _step_attempts(history: WorkflowHistory) -> list[int]:
@@ -71,7 +64,7 @@ async def test_a_run_searches_every_query_in_one_activity(harness: HarnessFactor
         assert result.status.phase == Phase.COMPLETED
         assert result.status.retries == 0
         history = await handle.fetch_history()
-        scheduled = _scheduled(history)
+        scheduled = scheduled_activities(history)
         assert scheduled.count(act.WEB_SEARCHES) == 1
         assert act.WEB_SEARCH not in scheduled
         assert SEARCH_STEP_PATCH.encode() in history.to_json().encode()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -55,3 +56,12 @@ async def failure_of(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
     cause = info.value.cause
     assert isinstance(cause, ApplicationError), cause
     return cause
+
+
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    """The names of the activities ``history`` scheduled, in order."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
