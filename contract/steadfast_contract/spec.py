@@ -113,6 +113,22 @@ class TemporalTLS(SpecModel):
     )
 
 
+#: A run stays on the Temporal namespace and task queue it was started on, and the
+#: agent's day ledger is kept there too: moving either would leave running runs with no
+#: worker and start the day's budget again from zero. Refused at ``kubectl apply``; an
+#: operator under an older CRD keeps the queue its status records
+#: (:func:`steadfast_operator.topics.pin_task_queue`).
+_IMMUTABLE = Crd(
+    rules=(
+        Rule(
+            "self == oldSelf",
+            "cannot change once the agent exists: its runs and its day's budget live there "
+            "(create a new agent to move)",
+        ),
+    )
+)
+
+
 class TemporalSpec(SpecModel):
     address: str = Field(
         default="",
@@ -120,12 +136,17 @@ class TemporalSpec(SpecModel):
         description="host:port of the Temporal frontend. Empty uses the operator's default "
         "(the chart's temporal.address).",
     )
-    namespace: str = Field(default="default", max_length=255, description="Temporal namespace.")
-    task_queue: str = Field(
+    namespace: Annotated[str, _IMMUTABLE] = Field(
+        default="default",
+        max_length=255,
+        description="Temporal namespace. Cannot change once the agent exists.",
+    )
+    task_queue: Annotated[str, _IMMUTABLE] = Field(
         default="",
         max_length=255,
         description="Task queue the workers poll. Empty means steadfast.<namespace>.<name> "
-        "(an agent already running on the earlier steadfast-<namespace>-<name> keeps it).",
+        "(an agent already running on the earlier steadfast-<namespace>-<name> keeps it). "
+        "Cannot change once the agent exists.",
     )
     tls: TemporalTLS = Field(
         default_factory=TemporalTLS,

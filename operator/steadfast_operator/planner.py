@@ -43,6 +43,9 @@ from steadfast_operator.topics import (
     pin_task_queue as pin_task_queue,
 )
 from steadfast_operator.topics import (
+    queue_edit_ignored as queue_edit_ignored,
+)
+from steadfast_operator.topics import (
     record_topics,
 )
 from steadfast_operator.topics import (

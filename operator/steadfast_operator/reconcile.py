@@ -145,9 +145,12 @@ async def observe(
         generation = int(body.meta.get("generation") or 0)
         problem = None
         try:
-            spec = planner.pin_task_queue(
-                agent, validate(agent, raw, shared.config.defaults), body.status
-            )
+            asked = validate(agent, raw, shared.config.defaults)
+            spec = planner.pin_task_queue(agent, asked, body.status)
+            ignored = planner.queue_edit_ignored(agent, asked, body.status)
+            if ignored:  # only under a CRD from before taskQueue was immutable
+                log.warning("%s/%s: %s", agent.namespace, agent.name, ignored)
+                kopf.warn(body, reason="TaskQueueKept", message=ignored)
             config = worker_config(agent, spec, shared.config.defaults)
             missing = await missing_secrets(shared, agent.namespace, spec)
             if missing:

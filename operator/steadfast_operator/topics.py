@@ -23,7 +23,7 @@ from steadfast_contract import ids
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
 from steadfast_contract.starter import RunRow
-from steadfast_operator.render import AgentRef
+from steadfast_operator.render import AgentRef, task_queue
 
 
 @dataclass(frozen=True)
@@ -101,17 +101,47 @@ def record_topics(
 
 
 def pin_task_queue(agent: AgentRef, spec: AgentSpec, previous: Mapping[str, Any]) -> AgentSpec:
-    """``spec`` with the task queue the agent's runs already use, when it is the old default.
+    """``spec`` with the task queue the agent's runs already use, whatever it now says.
 
-    Releases before :data:`steadfast_contract.ids.SEPARATOR` derived an ambiguous
-    default queue. Running workflows keep the queue they were started on, so an
-    agent whose status shows that queue keeps it (written into the spec, so the
-    workers, starts, Schedules and KEDA agree); a new agent gets the new default.
+    A run stays on the queue it was started on, and the agent's day ledger runs
+    there too (:func:`steadfast_contract.budget.ledger_key`): workers moved to
+    another queue would leave the running runs with no worker, and the day's
+    budget would start again from zero on the new one. So once the status records
+    a queue, the agent keeps it (written into the spec, so the workers, starts,
+    Schedules and KEDA agree). The CRD refuses the edit at ``kubectl apply``
+    (``spec.temporal.taskQueue`` is immutable); this holds under a CRD from before
+    that rule, and keeps the ambiguous default queue of releases before
+    :data:`steadfast_contract.ids.SEPARATOR` for the agents already on it. A new
+    agent gets the queue its spec names.
     """
-    if spec.temporal.task_queue:
+    recorded = queue_in_status(previous)
+    if not recorded or recorded == task_queue(agent, spec):
         return spec
-    legacy = ids.legacy_task_queue(agent.namespace, agent.name)
-    if (previous.get("taskQueue") or {}).get("name") != legacy:
-        return spec
-    temporal = spec.temporal.model_copy(update={"task_queue": legacy})
+    temporal = spec.temporal.model_copy(update={"task_queue": recorded})
     return spec.model_copy(update={"temporal": temporal})
+
+
+def queue_in_status(previous: Mapping[str, Any]) -> str:
+    """The task queue the status records the agent's runs on ("" before the first)."""
+    queue = previous.get("taskQueue")
+    return str(queue.get("name") or "") if isinstance(queue, Mapping) else ""
+
+
+def queue_edit_ignored(agent: AgentRef, spec: AgentSpec, previous: Mapping[str, Any]) -> str:
+    """What to warn when ``spec`` names a queue the agent will not move to ("" if none).
+
+    An agent kept on the earlier default queue with no queue in its spec is not
+    warned about: the user asked for no queue in particular.
+    """
+    recorded = queue_in_status(previous)
+    wanted = task_queue(agent, spec)
+    if not recorded or recorded == wanted:
+        return ""
+    if not spec.temporal.task_queue and recorded == ids.legacy_task_queue(
+        agent.namespace, agent.name
+    ):
+        return ""
+    return (
+        f"spec.temporal.taskQueue asks for {wanted!r}, but the agent's runs and its day's "
+        f"budget are on {recorded!r}, which it keeps; create a new agent to move"
+    )

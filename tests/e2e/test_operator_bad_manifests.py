@@ -165,6 +165,42 @@ def test_schema_refuses(
     assert message in out, out
 
 
+#: (id, the stored agent's spec patch, the edit) of the Temporal placement an agent keeps.
+IMMUTABLE: list[tuple[str, Patch, Patch]] = [
+    ("queue-set", {}, {"temporal": {"taskQueue": "elsewhere"}}),
+    ("queue-changed", {"temporal": {"taskQueue": "q1"}}, {"temporal": {"taskQueue": "q2"}}),
+    ("queue-cleared", {"temporal": {"taskQueue": "q1"}}, {"temporal": {"taskQueue": ""}}),
+    ("namespace-changed", {}, {"temporal": {"namespace": "other"}}),
+]
+
+
+@pytest.mark.parametrize(("case", "stored", "edit"), IMMUTABLE, ids=[r[0] for r in IMMUTABLE])
+@pytest.mark.hostile
+def test_an_agent_keeps_its_temporal_namespace_and_task_queue(
+    crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, case: str, stored: Patch, edit: Patch
+) -> None:
+    # Running runs stay on the queue they were started on, and so does the day's
+    # ledger: a move would strand them and start the day's budget from zero.
+    first = patched(agent_manifest(f"keep-{case}", "default", op_sim, ["t"]), stored)
+    apply(kube_cluster, first)
+    try:
+        out = apply(kube_cluster, patched(first, edit), check=False)
+        assert "is invalid" in out, out
+        assert "cannot change once the agent exists" in out, out
+        key = next(iter(edit["temporal"]))
+        assert f"spec.temporal.{key}" in out, out
+        kept = get(kube_cluster, "ra", "default", f"keep-{case}")
+        assert kept is not None
+        assert kept["spec"]["temporal"][key] == stored.get("temporal", {}).get(
+            key, {"taskQueue": "", "namespace": "default"}[key]
+        )
+        # Every other field stays editable.
+        out = apply(kube_cluster, patched(first, {"budget": {"maxUSDPerDay": 7}}), check=False)
+        assert "configured" in out, out
+    finally:
+        kube_cluster.kubectl("delete", "ra", f"keep-{case}", "-n", "default", check=False)
+
+
 @pytest.mark.parametrize("name", ["a.b", "1abc", "a" * 60], ids=["dot", "digit", "60-chars"])
 @pytest.mark.hostile
 def test_names_the_children_cannot_use_are_refused(

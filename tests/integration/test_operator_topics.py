@@ -207,6 +207,42 @@ async def test_an_agent_running_before_the_upgrade_keeps_its_runs_and_queue(
         assert a.status["taskQueue"]["name"] == legacy
 
 
+async def test_a_task_queue_edited_past_an_older_crd_is_not_followed(
+    temporal_client: Client, harness: HarnessFactory
+) -> None:
+    """The CRD refuses a taskQueue edit; under one from before that rule, the operator
+    keeps the queue its runs and its day's ledger are on."""
+    name = f"mv{uuid.uuid4().hex[:6]}"
+    queue = f"first.{name}"
+    overrides = {"agent": name, "namespace": "it", "temporal": {"taskQueue": queue}}
+    async with harness(overrides) as h:
+        a = agent(temporal_client, name)
+        plan = await a.tick(raw_spec(["before"], temporal={"taskQueue": queue}), changed=True)
+        assert [s.topic for s in plan.start] == ["before"]
+        first = await temporal_client.get_workflow_handle(plan.start[0].workflow_id).result()
+        assert first["status"]["phase"] == "Completed"
+        assert a.status["taskQueue"]["name"] == queue
+
+        moved = raw_spec(["before", "after"], temporal={"taskQueue": f"moved.{name}"})
+        plan = await a.tick(moved, changed=True)
+        assert plan.status is not None
+        assert plan.status["taskQueue"]["name"] == queue
+        # The new topic's run is on the agent's queue, served by its worker there;
+        # started on the edited queue it would wait for a worker for ever.
+        (added,) = plan.start
+        handle = temporal_client.get_workflow_handle(added.workflow_id)
+        second = await asyncio.wait_for(handle.result(), timeout=60)
+        assert second["status"]["phase"] == "Completed"
+        description = await handle.describe()
+        assert description.raw_description.execution_config.task_queue.name == queue
+        # One day's ledger holds both runs' spend.
+        day = await workflows.day_spent(temporal_client, h.config)
+        spent = first["status"]["cost_usd"] + second["status"]["cost_usd"]
+        assert day is not None
+        assert spent > 0
+        assert day == pytest.approx(spent)
+
+
 async def terminate(client: Client, workflow_ids: list[str]) -> None:
     """End the runs nobody polls for (the dev server is shared by the session)."""
     gate = asyncio.Semaphore(20)

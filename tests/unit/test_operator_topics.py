@@ -28,7 +28,7 @@ from tests.support.planning import (
 
 from steadfast_contract import ids
 from steadfast_operator import planner, render
-from steadfast_operator.spec import InvalidSpec, validate
+from steadfast_operator.spec import InvalidSpec, validate, worker_config
 from steadfast_operator.status import Problem
 
 pytestmark = pytest.mark.unit
@@ -128,25 +128,39 @@ def test_deletion_stops_topics_only_the_record_knows() -> None:
 
 
 @pytest.mark.parametrize(
-    ("queue_in_status", "explicit", "expected"),
+    ("queue_in_status", "explicit", "expected", "warned"),
     [
         # An agent running before the unambiguous default keeps the queue its runs use.
-        ("steadfast-research-watch", "", "steadfast-research-watch"),
+        ("steadfast-research-watch", "", "steadfast-research-watch", ""),
         # A new agent (or one whose status shows the new default) gets the new default.
-        (None, "", "steadfast.research.watch"),
-        ("steadfast.research.watch", "", "steadfast.research.watch"),
-        # An explicit queue is the user's: never pinned.
-        ("steadfast-research-watch", "mine", "mine"),
+        (None, "", "steadfast.research.watch", ""),
+        ("steadfast.research.watch", "", "steadfast.research.watch", ""),
+        # A new agent with a queue of its own gets it.
+        (None, "mine", "mine", ""),
+        ("mine", "mine", "mine", ""),
+        # A queue edited after runs started is not followed (an older CRD let it
+        # through): the runs and the day's ledger stay where they are, and it is said.
+        ("steadfast-research-watch", "mine", "steadfast-research-watch", "mine"),
+        ("steadfast.research.watch", "mine", "steadfast.research.watch", "mine"),
+        ("mine", "", "mine", "steadfast.research.watch"),
+        ("mine", "theirs", "mine", "theirs"),
     ],
 )
 def test_an_agent_already_running_keeps_its_task_queue(
-    queue_in_status: str | None, explicit: str, expected: str
+    queue_in_status: str | None, explicit: str, expected: str, warned: str
 ) -> None:
     previous = {"taskQueue": {"name": queue_in_status}} if queue_in_status else {}
     spec = observed(raw_spec(temporal={"taskQueue": explicit})).spec
     assert spec is not None
     pinned = planner.pin_task_queue(AGENT, spec, previous)
     assert render.task_queue(AGENT, pinned) == expected
+    assert worker_config(AGENT, pinned, DEFAULTS).task_queue == expected
+    warning = planner.queue_edit_ignored(AGENT, spec, previous)
+    if not warned:
+        assert warning == ""
+    else:
+        assert f"asks for {warned!r}" in warning
+        assert f"are on {expected!r}, which it keeps" in warning
 
 
 def test_ids_and_queues_of_two_agents_never_collide() -> None:
