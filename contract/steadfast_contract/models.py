@@ -6,9 +6,12 @@ the operator) and old histories replayed by new code. Rules that follow from
 that: one dataclass per workflow, signal, update and query; new fields always get
 defaults; nothing secret ever appears here (API keys are read from the
 environment inside activities).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``, as in :mod:`.activities`: the payload
+converter calls ``typing.get_type_hints`` on every conversion, and string
+annotations are compiled again each time (3x the cost of converting a
+``ResearchInput``), so a class is defined after the classes its fields name.
+"""
 
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -145,20 +148,6 @@ class RunSettings:
 
 
 @dataclass
-class ResearchInput:
-    """Input of ``ResearchWorkflow``: one topic, one report."""
-
-    topic: str
-    agent: str = "local"
-    namespace: str = "default"
-    settings: RunSettings = field(default_factory=RunSettings)
-    resume: DeepResume | None = None
-    """``deep``: where the run was when it continued as new (None at its start)."""
-    stream: WorkflowStreamState | None = None
-    """The workflow stream's offsets, carried across continue-as-new."""
-
-
-@dataclass
 class ToolAnswer:
     """A ``tool_result`` the workflow wrote itself (a recorded finding, a refused call);
     the next turn stores it in the transcript beside the results the tools stored."""
@@ -174,22 +163,6 @@ class Finding:
 
     claim: str
     source_url: str
-
-
-@dataclass
-class DeepResume:
-    """What a deep run carries into its next run when it continues as new: small,
-    because the conversation itself is in the report store."""
-
-    conversation: str
-    turn: int = 0
-    """Turns finished."""
-    answers: list[ToolAnswer] = field(default_factory=list)
-    """The last turn's results the workflow made, not yet stored by a turn."""
-    findings: list[Finding] = field(default_factory=list)
-    prompt_chars: int = 0
-    """Size of the next turn's prompt, as far as the workflow knows (for its budget)."""
-    status: RunStatus | None = None
 
 
 @dataclass
@@ -265,6 +238,36 @@ class RunStatus:
     """Finished LLM calls a restart from scratch would have made again, summed likewise."""
     interruptions: list[Interruption] = field(default_factory=list)
     """The last :data:`MAX_INTERRUPTIONS_KEPT` interruptions, oldest first."""
+
+
+@dataclass
+class DeepResume:
+    """What a deep run carries into its next run when it continues as new: small,
+    because the conversation itself is in the report store."""
+
+    conversation: str
+    turn: int = 0
+    """Turns finished."""
+    answers: list[ToolAnswer] = field(default_factory=list)
+    """The last turn's results the workflow made, not yet stored by a turn."""
+    findings: list[Finding] = field(default_factory=list)
+    prompt_chars: int = 0
+    """Size of the next turn's prompt, as far as the workflow knows (for its budget)."""
+    status: RunStatus | None = None
+
+
+@dataclass
+class ResearchInput:
+    """Input of ``ResearchWorkflow``: one topic, one report."""
+
+    topic: str
+    agent: str = "local"
+    namespace: str = "default"
+    settings: RunSettings = field(default_factory=RunSettings)
+    resume: DeepResume | None = None
+    """``deep``: where the run was when it continued as new (None at its start)."""
+    stream: WorkflowStreamState | None = None
+    """The workflow stream's offsets, carried across continue-as-new."""
 
 
 @dataclass

@@ -7,10 +7,11 @@ tokens; a ResearchAgent's ``model.pricing`` overrides it for negotiated rates,
 gateways or models newer than this table.
 
 Everything here is deterministic and side-effect free: the workflow imports it to
-decide budgets, and decisions made in a workflow must replay identically.
+decide budgets, and decisions made in a workflow must replay identically. No
+``from __future__ import annotations``: :class:`Usage` crosses the workflow
+boundary, and the payload converter resolves its field types on every conversion
+(see :mod:`.models`).
 """
-
-from __future__ import annotations
 
 import re
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class Usage:
     cache_write_1h_tokens: int = 0
     """The part of ``cache_write_tokens`` written for an hour (the rest: 5 minutes)."""
 
-    def __add__(self, other: Usage) -> Usage:
+    def __add__(self, other: "Usage") -> "Usage":
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
