@@ -29,6 +29,7 @@ class Follower:
     attempt: int = 0
     printed: int = 0
     turn: int = 0
+    ask: int = 0
 
     def feed(self, chunk: ReportChunk) -> str:
         """The text to print for ``chunk`` (possibly empty, for a repeat)."""
@@ -38,16 +39,22 @@ class Follower:
         if chunk.turn > self.turn:
             # A deep run's next turn: its reply starts at offset 0 on its own line.
             prefix = "\n\n" if self.printed else ""
-            self.turn, self.attempt, self.printed = chunk.turn, 0, 0
-        if chunk.attempt < self.attempt:
-            return ""  # a late chunk of an abandoned attempt
+            self.turn, self.attempt, self.ask, self.printed = chunk.turn, 0, 0, 0
+        if (chunk.attempt, chunk.ask) < (self.attempt, self.ask):
+            return ""  # a late chunk of an abandoned attempt or request
         if chunk.attempt > self.attempt:
             if self.attempt:
                 prefix += (
                     f"\n\n--- attempt {chunk.attempt}: the worker writing the report was lost; "
                     "the report is being written again ---\n\n"
                 )
-            self.attempt, self.printed = chunk.attempt, 0
+            self.attempt, self.ask, self.printed = chunk.attempt, 0, 0
+        if chunk.ask > self.ask:
+            prefix += (
+                "\n\n--- the model called tools on its last turn; "
+                "the report is asked for again ---\n\n"
+            )
+            self.ask, self.printed = chunk.ask, 0
         end = chunk.offset + len(chunk.text)
         if end <= self.printed:
             return prefix

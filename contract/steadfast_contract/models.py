@@ -349,6 +349,9 @@ class ReportChunk:
     turn: int = 0
     """``deep``: the turn whose reply this is (each turn's text starts at offset 0);
     0 in a pipeline run, which streams one report."""
+    ask: int = 0
+    """Which request of the attempt wrote it: a last turn whose reply called tools is
+    asked again (``ask`` 1), and that text starts over at offset 0 too."""
 
 
 WORKFLOW_NAME = "ResearchWorkflow"

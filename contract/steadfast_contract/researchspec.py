@@ -104,8 +104,9 @@ class ResearchSpec(SpecModel):
         default=models.DEFAULT_MAX_TURNS,
         ge=1,
         le=200,
-        description="deep: LLM turns at most; the last one is offered no tools and must "
-        "write the report.",
+        description="deep: LLM turns at most; no tool runs after the last one, which is "
+        "asked in words for the report (the tools stay offered so it reads the conversation "
+        "from the prompt cache) and asked again without tools if it calls one anyway.",
     )
     continue_as_new_after_turns: int = Field(
         default=0,

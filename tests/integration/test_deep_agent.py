@@ -55,7 +55,17 @@ def plan(sim_turns: int, **llm_plan: Any) -> dict[str, Any]:
 def turn_keys(h: Harness, wf_id: str) -> dict[int, str]:
     """Turn number -> the logical request key the simulator logged for it."""
     keys = {e["key"] for e in h.sim.entries("llm") if e["key"].startswith(wf_id + "/")}
-    return {int(k.rsplit("/turn", 1)[1]): k for k in keys if "/turn" in k}
+    turns = (k for k in keys if "/turn" in k and "/ask" not in k)  # not a last turn's re-ask
+    return {int(k.rsplit("/turn", 1)[1]): k for k in turns}
+
+
+def prompt_tokens(billed: dict[str, Any]) -> int:
+    """All of a request's prompt tokens: uncached, read from and written to the cache."""
+    return int(
+        billed.get("input_tokens", 0)
+        + (billed.get("cache_read_input_tokens") or 0)
+        + (billed.get("cache_creation_input_tokens") or 0)
+    )
 
 
 def billed_usd(h: Harness, entries: list[dict[str, Any]]) -> float:
@@ -105,9 +115,14 @@ async def test_a_twenty_turn_run_completes_with_a_cited_report(harness: HarnessF
         usage = {e["key"]: e["billed"] for e in h.sim.entries("llm") if e["billed"]}
         reads = {n: usage[keys[n]].get("cache_read_input_tokens", 0) for n in keys}
         print("cache reads by turn:", reads)
-        # Turn n reads what turn n-1 wrote once the prefix passes the model's minimum;
-        # the last turn changes tool_choice, which the cache keys the messages on.
-        assert all(reads[n] > 0 for n in range(3, 20)), reads
+        last_usd = billed_usd(h, [e for e in h.sim.entries("llm") if e["key"] == keys[20]])
+        print(f"20 turns cost ${st.cost_usd:.4f}, the last ${last_usd:.4f}")
+        # Turn n reads what turn n-1 wrote once the prefix passes the model's minimum,
+        # the last turn too: it keeps tool_choice (which the cache keys the messages
+        # on) and asks for the report in words. It writes nothing no turn would read.
+        assert all(reads[n] > 0 for n in range(3, 21)), reads
+        assert reads[20] == prompt_tokens(usage[keys[19]])
+        assert (usage[keys[20]].get("cache_creation_input_tokens") or 0) == 0
         pages = [e for e in h.sim.entries("pages") if e["outcome"] == "served"]
         assert pages, "the agent fetched no page"
         store = await h.store()
@@ -162,6 +177,62 @@ async def test_max_turns_ends_with_a_report_from_a_turn_without_tools(
         finally:
             await store.close()
         assert "http://" in report.markdown
+
+
+async def test_the_last_turn_reads_the_conversation_from_the_cache(
+    harness: HarnessFactory,
+) -> None:
+    # With tool_choice none the last turn read only the tools and the system prompt
+    # and paid for the whole conversation again.
+    async with harness(deep(6)) as h:
+        h.sim.set_faults(plan(20))  # the model would go on: only the note stops it
+        handle = await h.start("the last turn is cached")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        assert (st.turn, st.llm_calls) == (6, 6)
+        keys = served_once(h, handle.id, 6)
+        usage = {e["key"]: e["billed"] for e in h.sim.entries("llm") if e["billed"]}
+        last, before = usage[keys[6]], usage[keys[5]]
+        assert last["cache_read_input_tokens"] == prompt_tokens(before)
+        price = pricing.lookup(h.config.model.name)
+        # What the last turn cost, by hand from the simulator's usage: cache reads at
+        # the read price, the rest (the last results and the note) at the input price.
+        by_hand = (
+            last["cache_read_input_tokens"] * price.cache_read_per_mtok
+            + last["input_tokens"] * price.input_per_mtok
+            + last["output_tokens"] * price.output_per_mtok
+        ) / 1e6
+        assert billed_usd(h, [e for e in h.sim.entries("llm") if e["key"] == keys[6]]) == (
+            pytest.approx(by_hand, rel=1e-9)
+        )
+        # Had it paid the cached part at the input price, it would have cost this much more.
+        assert last["cache_read_input_tokens"] > last["input_tokens"]
+
+
+async def test_a_last_turn_that_calls_tools_anyway_is_asked_again_without_them(
+    harness: HarnessFactory,
+) -> None:
+    async with harness(deep(4)) as h:
+        h.sim.set_faults(plan(20, agent_finishes_when_asked=False))
+        handle = await h.start("the model ignores the note")
+        st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        # Four turns and the re-ask: five paid calls, the set-aside one as failed spend.
+        assert (st.turn, st.llm_calls) == (4, 5)
+        keys = served_once(h, handle.id, 4)
+        again = keys[4] + "/ask1"
+        assert h.sim.served("llm").get(again) == 1
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        assert st.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-9)
+        set_aside = billed_usd(h, [e for e in entries if e["key"] == keys[4]])
+        assert set_aside > 0
+        assert st.finished_usd == pytest.approx(st.cost_usd - set_aside, rel=1e-9)
+        store = await h.store()
+        try:
+            (report,) = await store.list_reports(handle.id)
+        finally:
+            await store.close()
+        assert "## Sources" in report.markdown
 
 
 async def _kill_during_call(

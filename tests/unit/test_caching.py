@@ -9,6 +9,7 @@ import pytest
 
 from steadfast_dev.sim import promptcache
 from steadfast_dev.sim.promptcache import PromptCache, account_input, cache_use
+from steadfast_worker import transcript
 from steadfast_worker.caching import MAX_BREAKPOINTS, mark_breakpoints
 
 pytestmark = pytest.mark.unit
@@ -157,3 +158,32 @@ def test_blocks_that_cannot_carry_a_breakpoint_are_skipped() -> None:
     assert messages[0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in messages[0]["content"][1]
     assert json.dumps(messages[1]) == '{"role": "user", "content": ""}'
+
+
+def test_the_last_turn_reads_the_turn_before_and_writes_nothing() -> None:
+    system, tools = _system(5000), _tools()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Topic: tides"}, *_turn(1, 3)]
+    cache = PromptCache()
+    mark_breakpoints(system, tools, messages, MODEL)
+    account = account_input(_body(system, tools, messages))
+    for point in cache_use(account, lambda d: cache.holds(d, 1.0)).touched:
+        cache.store(point.digest, point.ttl_s, 1.0)
+    before = account.total_tokens
+    messages += _turn(2, 3)
+    transcript.ask_for_the_report(messages)
+    assert messages[-1]["content"][-1] == {"type": "text", "text": transcript.LAST_TURN_NOTE}
+    mark_breakpoints(system, tools, messages, MODEL, last_turn=True)
+    assert "cache_control" not in messages[-1]["content"][-1]  # no turn reads it
+    use = cache_use(account_input(_body(system, tools, messages)), lambda d: cache.holds(d, 2.0))
+    assert use.read == before
+    assert use.write == 0
+
+
+def test_a_request_that_cannot_read_the_turns_cache_marks_only_the_head() -> None:
+    system, tools = _system(5000), _tools()
+    messages = [{"role": "user", "content": "Topic: tides"}, *_turn(1, 3)]
+    mark_breakpoints(system, tools, messages, MODEL)
+    assert len(_marks(messages)) == 2
+    marked = mark_breakpoints(system, tools, messages, MODEL, head_only=True)
+    assert _marks(messages) == []
+    assert marked == len(_marks(system, tools)) >= 1

@@ -46,3 +46,20 @@ def test_each_turn_of_a_deep_run_starts_its_own_paragraph() -> None:
     assert printed[:4] == ["Searching two angles.", "\n\nReading a page.", "", "\n\n# Report"]
     assert printed[4].startswith("\n\n--- attempt 2")
     assert printed[4].endswith("# Report again")
+
+
+def test_a_last_turn_asked_again_starts_its_text_over_with_a_notice() -> None:
+    f = Follower()
+    printed = [
+        f.feed(ReportChunk(1, 0, "Fetching one more page.", turn=4)),
+        f.feed(ReportChunk(1, 0, "# Report", turn=4, ask=1)),
+        f.feed(ReportChunk(1, 23, " late", turn=4)),  # the set-aside reply's leftovers
+        f.feed(ReportChunk(1, 8, " of tides", turn=4, ask=1)),
+        f.feed(ReportChunk(2, 0, "# Report, again", turn=4)),  # then the worker was lost
+    ]
+    assert printed[0] == "Fetching one more page."
+    assert printed[1].startswith("\n\n--- the model called tools on its last turn")
+    assert printed[1].endswith("# Report")
+    assert printed[2:4] == ["", " of tides"]
+    assert printed[4].startswith("\n\n--- attempt 2")
+    assert printed[4].endswith("# Report, again")

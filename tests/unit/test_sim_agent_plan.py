@@ -297,3 +297,33 @@ def test_a_claim_is_a_whole_sentence_of_the_page_never_its_title() -> None:
         "Barrages on the Rance estuary have run since 1966 without a pause."
     )
     assert agent.claim("<h1>Tidal</h1><p>Too short.</p>", "tidal") == "The source discusses tidal."
+
+
+def _asking(conversation: list[Any], note: str) -> list[Any]:
+    newest = conversation[-1]
+    content = [*newest["content"], {"type": "text", "text": note}]
+    return [*conversation[:-1], {**newest, "content": content}]
+
+
+def test_a_note_saying_it_is_the_last_turn_gets_the_report_with_tools_offered() -> None:
+    note = "This is your last turn: no tool call will run after it. Write the report now."
+    reply = _reply(_body(_asking(FETCHED, note)), turns=20)
+    assert (reply.stop_reason, reply.tool_uses) == ("end_turn", ())
+    assert "1. https://a.example.com/tidal/1" in reply.text
+    # Only the newest user message asks: the note on an earlier turn does not.
+    earlier = [*_asking(SEARCHED, note), *FETCHED[3:]]
+    assert _reply(_body(earlier), turns=20).stop_reason == "tool_use"
+    # A model that does not heed it calls tools regardless.
+    deaf = agent.agent_reply(
+        _body(_asking(FETCHED, note)), messages.CacheUse(), turns=20, broken=False,
+        finishes_when_asked=False,
+    )  # fmt: skip
+    assert deaf.stop_reason == "tool_use"
+
+
+def test_whether_the_agent_heeds_the_note_is_a_plan_setting_kept_on_clear() -> None:
+    plan = update_plan(ServicePlan(), {"agent_finishes_when_asked": False}, "llm")
+    assert plan_to_json(plan)["agent_finishes_when_asked"] is False
+    assert update_plan(plan, {"clear": True}, "llm").agent_finishes_when_asked is False
+    with pytest.raises(ValueError, match="agent_finishes_when_asked: expected true or false"):
+        update_plan(plan, {"agent_finishes_when_asked": "no"}, "llm")

@@ -16,8 +16,12 @@ n read what turn n-1 wrote:
    the 20-block lookback once k reaches 10);
 3. the last block of the newest user message: written now, read by turn n+1.
 
-A turn that changes ``tool_choice`` (the final one, with ``none``) or the thinking
-settings reads only the head: the API keys the messages' cache on them.
+The last turn of a run reads turn n-1's prefix like any other, but writes
+nothing: no turn follows to read it (``last_turn``). A request that changes
+``tool_choice`` or the thinking settings can read only the head, since the API
+keys the messages' cache on them: it marks the head alone (``head_only``). That is
+why the last turn keeps ``tool_choice: auto`` and asks for the report in words
+(:data:`steadfast_worker.transcript.LAST_TURN_NOTE`).
 
 The real API ignores a breakpoint whose prefix is shorter than the model's minimum
 cacheable length (:func:`steadfast_contract.pricing.min_cacheable_tokens`), without
@@ -111,12 +115,17 @@ def mark_breakpoints(
     tools: list[dict[str, Any]],
     messages: list[dict[str, Any]],
     model: str = "",
+    *,
+    last_turn: bool = False,
+    head_only: bool = False,
 ) -> int:
     """Put the cache breakpoints into the request's parts, in place; returns how many.
 
     ``model`` names the model the request goes to: with it, the head's breakpoints
     are placed only where the model's minimum cacheable length can be reached;
-    without it, the tools and the system prompt are always marked.
+    without it, the tools and the system prompt are always marked. ``last_turn``
+    leaves the newest user message unmarked (nothing will read it), ``head_only``
+    every message (the request cannot read the turns' cache).
     """
     _clear(system)
     _clear(tools)
@@ -126,7 +135,8 @@ def mark_breakpoints(
     min_tokens = min_cacheable_tokens(model) if model else 0
     marks = _head_marks(system, tools, min_tokens)
     users = [m for m in messages if m.get("role") == "user"]
-    newest = [b for b in (_last_block(m) for m in users[-2:]) if b is not None]
+    wanted = [] if head_only else users[-2:-1] if last_turn else users[-2:]
+    newest = [b for b in (_last_block(m) for m in wanted) if b is not None]
     room = MAX_BREAKPOINTS - len(marks)
     marks += [(b, FIVE_MINUTES) for b in (newest[-room:] if room else [])]
     for block, control in marks:

@@ -77,6 +77,27 @@ def first_prompt(topic: str) -> str:
     return f"Research the topic below and write a cited report.\nTopic: {topic}"
 
 
+#: What a run's last turn adds to its newest user message. That turn offers the
+#: tools with the ``tool_choice`` of every turn before it, because the API keys the
+#: messages' prompt cache on ``tool_choice``: so it reads the whole conversation from
+#: the cache, where ``tool_choice: none`` would pay for all of it again. The note
+#: asks for the report instead; a reply that calls tools anyway is asked again
+#: with ``none`` (:mod:`steadfast_worker.activities.deep`).
+LAST_TURN_NOTE: Final = (
+    "This is your last turn: no tool call will run after it. Do not call any tool; "
+    "write the final report now from what you have found, citing its sources."
+)
+
+
+def ask_for_the_report(messages: list[dict[str, Any]]) -> None:
+    """Append :data:`LAST_TURN_NOTE` to the newest (user) message, in place."""
+    newest = messages[-1]
+    content = newest["content"]
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    newest["content"] = [*content, {"type": "text", "text": LAST_TURN_NOTE}]
+
+
 def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
     """The reply's tool calls, each checked against its tool's schema.
 

@@ -34,13 +34,15 @@ three parallel calls, ``stop_reason: "tool_use"``, after a short text block.
 ``tool_choice: {"disable_parallel_tool_use": true}`` keeps the first call only;
 ``tool_choice`` ``any`` and ``tool`` are played as ``auto``.
 
-**The end.** Turn ``N`` and later, ``tool_choice: {"type": "none"}``, or a turn
-with nothing left to call answers ``stop_reason: "end_turn"`` with a markdown
-report (the report of :mod:`~steadfast_dev.sim.content`) citing the pages fetched
-without error -- or, when none was, the search results' URLs whose fetch was not
-refused -- and listing the recorded findings. As in the real API, a request
-whose messages hold ``tool_use`` or ``tool_result`` blocks must define its tools
-even then: a final turn keeps the tools and sends ``tool_choice: {"type": "none"}``.
+**The end.** Turn ``N`` and later, ``tool_choice: {"type": "none"}``, a request
+whose newest user message has a text block saying "this is your last turn"
+(as Claude heeds such a note; ``agent_finishes_when_asked: false`` plays a model
+that does not), or a turn with nothing left to call answers ``stop_reason:
+"end_turn"`` with a markdown report (the report of :mod:`~steadfast_dev.sim.content`)
+citing the pages fetched without error -- or, when none was, the search results'
+URLs whose fetch was not refused -- and listing the recorded findings. As in the
+real API, a request whose messages hold ``tool_use`` or ``tool_result`` blocks
+must define its tools even then.
 
 **Validation** follows the real API (400 ``invalid_request_error``): each
 ``tool_use`` must be answered by a ``tool_result`` with its id in the next user
@@ -105,6 +107,8 @@ TOOLS: Final[tuple[Mapping[str, object], ...]] = (
     },
 )
 
+#: What, in a text block of the newest user message, asks the agent for its report now.
+FINISH_CUES: Final = ("this is your last turn", "this is your final turn")
 #: The most tool calls one turn makes.
 MAX_CALLS: Final = 3
 _SENTENCE_RE: Final = re.compile(r"(?<=[.!?])\s+")
@@ -176,8 +180,35 @@ def claim(page: str, subject: str) -> str:
     return f"The source discusses {subject}."
 
 
+def asked_to_finish(body: Mapping[str, object]) -> bool:
+    """Whether the newest user message asks for the report now: a text block in it
+    that says "this is your last (or final) turn"."""
+    chat = body.get("messages")
+    if not isinstance(chat, list) or not chat or not isinstance(chat[-1], Mapping):
+        return False
+    newest = chat[-1]
+    if newest.get("role") != "user":
+        return False
+    blocks = newest.get("content")
+    if isinstance(blocks, str):
+        blocks = [{"type": "text", "text": blocks}]
+    if not isinstance(blocks, list):
+        return False
+    texts = [
+        str(b.get("text", "")).lower()
+        for b in blocks
+        if isinstance(b, Mapping) and b.get("type") == "text"
+    ]
+    return any(cue in text for text in texts for cue in FINISH_CUES)
+
+
 def agent_reply(
-    body: Mapping[str, object], cache: messages.CacheUse, *, turns: int, broken: bool
+    body: Mapping[str, object],
+    cache: messages.CacheUse,
+    *,
+    turns: int,
+    broken: bool,
+    finishes_when_asked: bool = True,
 ) -> messages.Reply:
     """The agent's answer to one turn of a tool-use conversation."""
     conversation = tooluse.read_conversation(body)
@@ -185,7 +216,8 @@ def agent_reply(
     choice = tooluse.tool_choice(body)
     subject = topic(body)
     planned: list[Planned] = []
-    if choice.get("type") != "none" and conversation.turn < turns:
+    heeds = finishes_when_asked and asked_to_finish(body)
+    if choice.get("type") != "none" and conversation.turn < turns and not heeds:
         planned = plan_calls(conversation, offered, subject)
     if choice.get("disable_parallel_tool_use") is True:
         planned = planned[:1]

@@ -55,8 +55,14 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
 
     cache = promptcache.cache_use(promptcache.account_input(body), state.is_cached)
     if agent.plays_agent(body):
-        turns = state.plans["llm"].agent_turns
-        reply = agent.agent_reply(body, cache, turns=turns, broken=fault == "bad_json")
+        llm_plan = state.plans["llm"]
+        reply = agent.agent_reply(
+            body,
+            cache,
+            turns=llm_plan.agent_turns,
+            broken=fault == "bad_json",
+            finishes_when_asked=llm_plan.agent_finishes_when_asked,
+        )
     else:
         reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
     entry.usage = reply.usage

@@ -99,6 +99,12 @@ class ServicePlan:
     """``llm`` only: how many turns the simulated tool-use agent plays -- turns
     1..N-1 call tools, turn N writes the report (see :mod:`steadfast_dev.sim.agent`)."""
 
+    agent_finishes_when_asked: bool = True
+    """``llm`` only: whether the simulated agent heeds a request to finish (a text
+    block in the newest user message saying "this is your last turn") by writing its
+    report, as Claude does, even while tools are offered; false plays a model that
+    calls tools regardless, so a worker's fallback can be tested."""
+
     page_links: bool = False
     """``search`` only: results link to the simulator's own pages
     (``http://<the simulator's address>/pages/...``) instead of external-looking
@@ -178,7 +184,7 @@ _PLAIN_FIELDS: Final = {
     "agent_turns",
 }
 #: Settings that are not faults: ``clear`` keeps them.
-_KEPT_ON_CLEAR: Final = ("api_key", "agent_turns", "page_links")
+_KEPT_ON_CLEAR: Final = ("api_key", "agent_turns", "agent_finishes_when_asked", "page_links")
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
 
@@ -188,9 +194,9 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     Keys: ``rates`` (object kind -> probability), ``sequence`` (list of kinds),
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
-    ``agent_turns``, ``page_links``, ``content_type``, ``api_key``, and ``clear``
-    (true: start from a plan with no faults and no latency instead of ``base``; the
-    API key, ``agent_turns`` and ``page_links`` are kept).
+    ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
+    ``api_key``, and ``clear`` (true: start from a plan with no faults and no latency
+    instead of ``base``; the API key and the agent's and the pages' settings are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
@@ -223,10 +229,11 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
             raise ValueError(
                 f"{where}.agent_turns: expected a whole number within 1..{MAX_AGENT_TURNS}"
             )
-    if "page_links" in data:
-        if not isinstance(data["page_links"], bool):
-            raise ValueError(f"{where}.page_links: expected true or false")
-        changes["page_links"] = data["page_links"]
+    for name in ("page_links", "agent_finishes_when_asked"):
+        if name in data:
+            if not isinstance(data[name], bool):
+                raise ValueError(f"{where}.{name}: expected true or false")
+            changes[name] = data[name]
     if "stream_cut" in data and _as_number(data["stream_cut"], f"{where}.stream_cut") > 1.0:
         raise ValueError(f"{where}.stream_cut: must be a fraction within [0, 1]")
     if "scope" in data:
@@ -255,6 +262,7 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "stream_cut": plan.stream_cut,
         "answer_bytes": plan.answer_bytes,
         "agent_turns": plan.agent_turns,
+        "agent_finishes_when_asked": plan.agent_finishes_when_asked,
         "page_links": plan.page_links,
         "content_type": plan.content_type,
         "api_key": "***" if plan.api_key else "",

@@ -76,9 +76,12 @@ class DeepActivities(SearchActivities):
         parts = await store.get_parts(inp.conversation, inp.turn)
         mine = [body for t, part, body in parts if t == inp.turn and part == transcript.ASSISTANT]
         messages = transcript.messages(inp.topic, parts, inp.turn)
+        last_turn = inp.turn >= inp.max_turns
+        if last_turn:
+            transcript.ask_for_the_report(messages)
         system = [{"type": "text", "text": transcript.SYSTEM}]
         tools = [dict(t) for t in transcript.TOOLS]
-        caching.mark_breakpoints(system, tools, messages, inp.model)
+        caching.mark_breakpoints(system, tools, messages, inp.model, last_turn=last_turn)
         prompt_chars = len(json.dumps([system, tools, messages]))
         tail: ReportChunk | None = None
         if mine:
@@ -95,7 +98,9 @@ class DeepActivities(SearchActivities):
             reply.stop_reason,
             calls,
             report,
-            LlmCall(inp.model, usage, reply.cost_usd, carried.failed_cost_usd, 1),
+            LlmCall(
+                inp.model, usage, reply.cost_usd, carried.failed_cost_usd, max(carried.calls, 1)
+            ),
             info.attempt,
             prompt_chars,
             reused,
@@ -111,26 +116,54 @@ class DeepActivities(SearchActivities):
         tools: list[dict[str, Any]],
         messages: list[dict[str, Any]],
     ) -> tuple[transcript.StoredReply, ReportChunk | None]:
+        """The turn's reply, stored. On the last turn a reply that calls tools anyway
+        (none would run) is paid for and set aside, and the report is asked for
+        again with ``tool_choice: none``, which the cache cannot serve."""
+        reply, tail = await self._request(inp, carried, beat, system, tools, messages)
+        if _set_aside(inp, reply):
+            activity.logger.warning(
+                "the model called tools on the last turn (%d): asking again without tools",
+                inp.turn,
+            )
+            caching.mark_breakpoints(system, tools, messages, inp.model, head_only=True)
+            reply, tail = await self._request(
+                inp, carried, beat, system, tools, messages, ask=1, choice={"type": "none"}
+            )
+        return reply, tail
+
+    async def _request(
+        self,
+        inp: DeepTurnInput,
+        carried: Carried,
+        beat: Heartbeater,
+        system: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        *,
+        ask: int = 0,
+        choice: dict[str, str] | None = None,
+    ) -> tuple[transcript.StoredReply, ReportChunk | None]:
+        """One budgeted, streamed request of the turn, settled and counted."""
         price = pricing.lookup(inp.model, inp.pricing)
         chars = len(json.dumps([system, tools, messages]))
         reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
-        ledger, key = await reserve_request(inp.budget, carried, reserve)
-        final_turn = inp.turn >= inp.max_turns
+        ledger, key = await reserve_request(inp.budget, carried, reserve, ask)
         streamed = await stream_message(
             self,
             beat,
             price=price,
             ledger=(ledger, key),
             turn=inp.turn,
+            ask=ask,
             model=inp.model,
             max_tokens=inp.max_tokens,
             system=system,
             tools=tools,
-            # The last turn keeps its tools (the messages hold tool blocks) but may not
-            # use them: it must write the report.
-            tool_choice={"type": "none"} if final_turn else {"type": "auto"},
+            # Every turn offers the tools the same way (the messages hold tool blocks,
+            # and the cache is keyed on tool_choice); the last asks for the report.
+            tool_choice=choice or {"type": "auto"},
             messages=messages,
-            extra_headers={llm.REQUEST_KEY_HEADER: inp.request_key},
+            extra_headers={llm.REQUEST_KEY_HEADER: inp.request_key + (f"/ask{ask}" if ask else "")},
         )
         final = streamed.message
         usage = llm.usage_of(final.usage)
@@ -142,8 +175,12 @@ class DeepActivities(SearchActivities):
             cost,
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
-        await self.store_reply(inp, reply)
-        carried.in_flight(Usage(), 0.0)  # stored: a next attempt reuses it, not pays for it
+        if _set_aside(inp, reply, ask):
+            carried.failed_cost_usd += cost  # paid for, and the report asked for again
+            self.metrics.record_retry_cost(self.labels, inp.model, cost)
+        else:
+            await self.store_reply(inp, reply)
+        carried.in_flight(Usage(), 0.0)  # stored or counted: a next attempt does neither
         beat.beat()
         await settle_request(carried, ledger, key, cost)
         carried.calls += 1
@@ -202,6 +239,13 @@ class DeepActivities(SearchActivities):
             inp.conversation, inp.turn, part, transcript.result_body(text, is_error)
         )
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+
+
+def _set_aside(inp: DeepTurnInput, reply: transcript.StoredReply, ask: int = 0) -> bool:
+    """Whether ``reply`` (to the turn's first request) is a last turn's that called
+    tools, where none will run."""
+    last = inp.turn >= inp.max_turns
+    return ask == 0 and last and bool(transcript.tool_calls(reply.content))
 
 
 def _summary(text: str) -> str:

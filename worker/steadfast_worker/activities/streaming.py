@@ -58,6 +58,7 @@ async def stream_message(
     price: Pricing,
     ledger: tuple[str | None, str],
     turn: int = 0,
+    ask: int = 0,
     **request: Any,
 ) -> Streamed:
     """Send ``request`` (``messages.stream`` keyword arguments) and return the reply.
@@ -85,7 +86,7 @@ async def stream_message(
                     pending += event.text
                     now = time.monotonic()
                     if now - last_publish >= CHUNK_SECONDS:
-                        topic.publish(ReportChunk(info.attempt, len(text), pending, turn))
+                        topic.publish(ReportChunk(info.attempt, len(text), pending, turn, ask))
                         text += pending
                         pending, last_publish = "", now
                         carried.progress = len(text)
@@ -111,7 +112,7 @@ async def stream_message(
         # asyncio.wait_for's lost-cancellation bug and the exit hangs. An explicit
         # flush has no such race (and sends nothing when nothing is buffered).
         await publisher.flush()
-    tail = ReportChunk(info.attempt, len(text), pending, turn) if pending else None
+    tail = ReportChunk(info.attempt, len(text), pending, turn, ask) if pending else None
     return Streamed(final, tail)
 
 
