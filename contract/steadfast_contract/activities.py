@@ -227,6 +227,9 @@ class SaveReportInput:
     agent: str = "local"
     namespace: str = "default"
     cost_usd: float = 0.0
+    conversation: str = ""
+    """``deep``: the run's transcript, deleted with the save (the loop is over and the
+    report keeps its sources); empty for a pipeline run, or in an older input."""
 
 
 @dataclass

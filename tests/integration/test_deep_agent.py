@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from tests.integration.conftest import Harness, HarnessFactory, base_config
 
 from steadfast_contract import pricing
+from steadfast_contract.activities import DEEP_TOOL, DEEP_TURN
 from steadfast_contract.models import (
     BUDGET_UPDATE,
     STATUS_QUERY,
@@ -235,6 +237,37 @@ async def test_a_last_turn_that_calls_tools_anyway_is_asked_again_without_them(
         assert "## Sources" in report.markdown
 
 
+async def test_a_saved_report_takes_its_transcript_with_it(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    # The transcript (replies and every page read) was kept for ever; it is needed
+    # only until the loop ends, and the report keeps the sources it cites.
+    async with harness(deep(4), postgres_dsn=backend_dsn) as h:
+        h.sim.set_faults(plan(3, latency_ms=300))  # time to see the transcript grow
+        store = await h.store()
+        other = f"another-run/{uuid.uuid4().hex}"
+        try:
+            await store.put_part(other, 1, transcript.ASSISTANT, "{}")
+            handle = await h.start(f"the transcript goes with the save {uuid.uuid4().hex[:6]}")
+            conversation = f"{handle.id}/{handle.first_execution_run_id}"
+            seen = 0
+            for _ in range(200):  # the loop writes the transcript as it goes
+                seen = len(await store.get_parts(conversation, 10))
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen > 0
+            st = (await handle.result()).status
+            assert st.phase == Phase.COMPLETED, st.message
+            (report,) = await store.list_reports(handle.id)
+            assert "## Sources" in report.markdown
+            assert await store.get_parts(conversation, 10) == []
+            # Another conversation's transcript is not touched.
+            assert len(await store.get_parts(other, 10)) == 1
+        finally:
+            await store.close()
+
+
 async def _kill_during_call(
     h: Harness, topic: str, k: int, temporal_address: str, config_path: Path, doc: dict[str, Any]
 ) -> tuple[WorkflowHandle[Any, ResearchResult], ResearchResult]:
@@ -370,21 +403,31 @@ async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactor
         print(f"paused before turn {paused_at} at ${st.cost_usd:.4f}")
 
 
+async def _recorded(h: Harness, handle: WorkflowHandle[Any, Any], activity: str) -> list[Any]:
+    """(input, result) of each of the run's completed ``activity`` steps, as its
+    history recorded them (the transcript goes with the saved report)."""
+    inputs: dict[int, Any] = {}
+    found = []
+    async for event in h.client.get_workflow_handle(handle.id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == activity:
+                inputs[event.event_id] = json.loads(attrs.input.payloads[0].data)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            done = event.activity_task_completed_event_attributes
+            if done.scheduled_event_id in inputs:
+                result = json.loads(done.result.payloads[0].data)
+                found.append((inputs[done.scheduled_event_id], result))
+    return found
+
+
 async def _fetch_results(h: Harness, handle: WorkflowHandle[Any, Any]) -> list[dict[str, Any]]:
-    """The results of the run's fetch_page calls, from its transcript."""
-    store = await h.store()
-    try:
-        parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 99)
-    finally:
-        await store.close()
-    fetches = {
-        block["id"]
-        for _, part, body in parts
-        if part == "assistant"
-        for block in json.loads(body)["content"]
-        if block.get("type") == "tool_use" and block.get("name") == "fetch_page"
-    }
-    return [json.loads(body) for _, part, body in parts if part.removeprefix("result:") in fetches]
+    """What the run's fetch_page calls answered (a summary of each text)."""
+    return [
+        {"is_error": result["is_error"], "text": result["summary"]}
+        for given, result in await _recorded(h, handle, DEEP_TOOL)
+        if given["call"]["name"] == "fetch_page"
+    ]
 
 
 async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
@@ -436,12 +479,13 @@ async def test_tool_inputs_that_break_the_schema_are_answered_with_errors(
         st = (await handle.result()).status
         assert st.phase == Phase.COMPLETED, st.message
         served_once(h, handle.id, 6)
-        store = await h.store()
-        try:
-            parts = await store.get_parts(f"{handle.id}/{handle.first_execution_run_id}", 2)
-        finally:
-            await store.close()
-        first = [json.loads(b) for t, p, b in parts if t <= 2 and p.startswith("result:")]
+        # What the workflow answered the broken calls with, as turns 2 and 3 were given it.
+        first = [
+            answer
+            for given, _ in await _recorded(h, handle, DEEP_TURN)
+            if given["turn"] <= 3
+            for answer in given["answers"]
+        ]
         assert first, "the broken calls got no answer"
         assert all(r["is_error"] and "invalid input" in r["text"] for r in first), first
 

@@ -74,3 +74,24 @@ async def test_concurrent_tool_results_are_all_stored(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert sorted(int(body) for _, _, body in parts) == list(range(30))
+
+
+async def test_a_report_saved_with_its_conversation_deletes_that_transcript(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(str(tmp_path / "r.db"))
+    try:
+        for conversation in ("wf/run", "other/run"):
+            await store.put_part(conversation, 1, "assistant", "reply")
+        report = {"workflow_id": "wf", "report_id": "r1", "run_id": "run", "agent": "a",
+                  "namespace": "n", "topic": "t", "markdown": "# r", "cost_usd": 0.1}  # fmt: skip
+        saved = await store.save_report(**report, conversation="wf/run")
+        assert saved.created
+        assert await store.get_parts("wf/run", 9) == []
+        assert await store.get_parts("other/run", 9) == [(1, "assistant", "reply")]
+        # A retried save finds its row and deletes nothing more.
+        again = await store.save_report(**report, conversation="wf/run")
+        assert (again.report_id, again.created) == ("r1", False)
+        assert await store.get_parts("other/run", 9) == [(1, "assistant", "reply")]
+    finally:
+        await store.close()

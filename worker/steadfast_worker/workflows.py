@@ -191,6 +191,7 @@ class ResearchWorkflow:
                 inp.agent,
                 inp.namespace,
                 self._status.cost_usd,
+                deep.conversation_key() if s.strategy == "deep" else "",
             ),
             s,
             self._status,

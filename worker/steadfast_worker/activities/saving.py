@@ -3,7 +3,9 @@
 ``save_report`` upserts the report keyed on the workflow id and run id (see
 :mod:`~steadfast_worker.activities.storage`), so retries of one run leave exactly
 one row and return its original report id, and each re-run of the same workflow
-id keeps a report of its own next to the earlier ones.
+id keeps a report of its own next to the earlier ones. A deep run's save deletes
+its transcript in the same transaction: the loop that read it is over, and the
+report keeps the sources it cites.
 ``record_run`` counts the finished run in the worker's metrics: its phase, its
 cost, and what resuming instead of restarting saved it.
 
@@ -59,6 +61,7 @@ class SavingActivities(ActivityBase):
                     topic=inp.topic,
                     markdown=inp.markdown,
                     cost_usd=inp.cost_usd,
+                    conversation=inp.conversation,
                 )
             except ApplicationError as err:
                 if not errors.is_retryable(err):

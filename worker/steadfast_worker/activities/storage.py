@@ -33,65 +33,19 @@ import aiosqlite
 import asyncpg
 
 from steadfast_worker.activities import schema
-
-_UPSERT_REPORT = """
-INSERT INTO steadfast_reports
-    (workflow_id, report_id, run_id, agent, namespace, topic, markdown, cost_usd,
-     created_at, updated_at)
-VALUES ({p1}, {p2}, {p3}, {p4}, {p5}, {p6}, {p7}, {p8}, {p9}, {p9})
-ON CONFLICT (workflow_id, run_id) DO UPDATE SET updated_at = excluded.updated_at
-RETURNING report_id, created_at = updated_at
-"""
-
-# A row marked 'failed' means the SMTP server refused the mail outright, so it
-# was certainly not delivered and may be claimed again.
-_CLAIM_EMAIL = """
-INSERT INTO steadfast_emails (workflow_id, run_id, status, recipients, claimed_at)
-VALUES ({p1}, {p2}, 'claimed', {p3}, {p4})
-ON CONFLICT (workflow_id, run_id) DO UPDATE SET
-    status = 'claimed', recipients = excluded.recipients, claimed_at = excluded.claimed_at
-WHERE steadfast_emails.status = 'failed'
-RETURNING workflow_id
-"""
-
-_MARK_EMAIL = (
-    "UPDATE steadfast_emails SET status = {p3}, sent_at = {p4}, detail = {p5} "
-    "WHERE workflow_id = {p1} AND run_id = {p2}"
+from steadfast_worker.activities.statements import (
+    CLAIM_EMAIL,
+    COUNT_REPORTS,
+    EMAIL_STATUS,
+    FORGET_TRANSCRIPT,
+    GET_PART,
+    GET_PARTS,
+    LIST_REPORTS,
+    MARK_EMAIL,
+    PUT_PART,
+    UPSERT_REPORT,
+    sql,
 )
-_EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1} AND run_id = {p2}"
-_COUNT_REPORTS = "SELECT count(*) FROM steadfast_reports WHERE workflow_id = {p1}"
-# Oldest first; the report id breaks ties between rows saved in the same microsecond.
-_LIST_REPORTS = (
-    "SELECT workflow_id, run_id, report_id, agent, namespace, topic, markdown, cost_usd, "
-    "created_at, updated_at FROM steadfast_reports WHERE workflow_id = {p1} "
-    "ORDER BY created_at, report_id"
-)
-
-# The first write of a part wins: an attempt that finished a call and was lost before
-# reporting it leaves the reply, and the next attempt uses it instead of asking again.
-_PUT_PART = (
-    "INSERT INTO steadfast_transcripts (conversation, turn, part, body, created_at) "
-    "VALUES ({p1}, {p2}, {p3}, {p4}, {p5}) ON CONFLICT (conversation, turn, part) DO NOTHING"
-)
-_GET_PART = (
-    "SELECT body FROM steadfast_transcripts "
-    "WHERE conversation = {p1} AND turn = {p2} AND part = {p3}"
-)
-_GET_PARTS = (
-    "SELECT turn, part, body FROM steadfast_transcripts "
-    "WHERE conversation = {p1} AND turn <= {p2} ORDER BY turn, part"
-)
-
-
-#: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).
-_MARKS: dict[str, dict[str, str]] = {
-    style: {f"p{i}": (f"${i}" if style == "pg" else f":p{i}") for i in range(1, 10)}
-    for style in ("pg", "sqlite")
-}
-
-
-def _sql(template: str, style: str) -> str:
-    return template.format(**_MARKS[style])
 
 
 def _now() -> str:
@@ -152,7 +106,11 @@ class ReportStore(Protocol):
         topic: str,
         markdown: str,
         cost_usd: float,
-    ) -> SavedReport: ...
+        conversation: str = "",
+    ) -> SavedReport:
+        """Upsert the run's report; with ``conversation``, delete that transcript in
+        the same transaction (a deep run's loop is over once its report is saved)."""
+        ...
 
     async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
         """True if this caller now owns the right to send this run's mail; False if
@@ -207,55 +165,57 @@ class PostgresStore:
         return cls(pool)
 
     async def _fetchrow(self, template: str, *args: Any) -> Any:
-        return await self._pool.fetchrow(_sql(template, "pg"), *args)
+        return await self._pool.fetchrow(sql(template, "pg"), *args)
 
     async def save_report(self, **kw: Any) -> SavedReport:
-        row = await self._fetchrow(
-            _UPSERT_REPORT,
-            kw["workflow_id"],
-            kw["report_id"],
-            kw["run_id"],
-            kw["agent"],
-            kw["namespace"],
-            kw["topic"],
-            kw["markdown"],
-            kw["cost_usd"],
-            _now(),
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                sql(UPSERT_REPORT, "pg"),
+                kw["workflow_id"],
+                kw["report_id"],
+                kw["run_id"],
+                kw["agent"],
+                kw["namespace"],
+                kw["topic"],
+                kw["markdown"],
+                kw["cost_usd"],
+                _now(),
+            )
+            if kw.get("conversation"):
+                await conn.execute(sql(FORGET_TRANSCRIPT, "pg"), kw["conversation"])
+        assert row is not None  # RETURNING answers both the insert and the update
         return SavedReport(str(row[0]), bool(row[1]))
 
     async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
-        row = await self._fetchrow(_CLAIM_EMAIL, workflow_id, run_id, recipients, _now())
+        row = await self._fetchrow(CLAIM_EMAIL, workflow_id, run_id, recipients, _now())
         return row is not None
 
     async def mark_email(
         self, workflow_id: str, run_id: str, status: str, detail: str = ""
     ) -> None:
-        await self._pool.execute(
-            _sql(_MARK_EMAIL, "pg"), workflow_id, run_id, status, _now(), detail
-        )
+        await self._pool.execute(sql(MARK_EMAIL, "pg"), workflow_id, run_id, status, _now(), detail)
 
     async def email_status(self, workflow_id: str, run_id: str) -> str | None:
-        row = await self._fetchrow(_EMAIL_STATUS, workflow_id, run_id)
+        row = await self._fetchrow(EMAIL_STATUS, workflow_id, run_id)
         return None if row is None else str(row[0])
 
     async def count_reports(self, workflow_id: str) -> int:
-        row = await self._fetchrow(_COUNT_REPORTS, workflow_id)
+        row = await self._fetchrow(COUNT_REPORTS, workflow_id)
         return int(row[0])
 
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
-        rows = await self._pool.fetch(_sql(_LIST_REPORTS, "pg"), workflow_id)
+        rows = await self._pool.fetch(sql(LIST_REPORTS, "pg"), workflow_id)
         return [StoredReport.from_row(r) for r in rows]
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
-        await self._pool.execute(_sql(_PUT_PART, "pg"), conversation, turn, part, body, _now())
+        await self._pool.execute(sql(PUT_PART, "pg"), conversation, turn, part, body, _now())
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
-        rows = await self._pool.fetch(_sql(_GET_PARTS, "pg"), conversation, upto_turn)
+        rows = await self._pool.fetch(sql(GET_PARTS, "pg"), conversation, upto_turn)
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
-        row = await self._fetchrow(_GET_PART, conversation, turn, part)
+        row = await self._fetchrow(GET_PART, conversation, turn, part)
         return None if row is None else str(row[0])
 
     async def close(self) -> None:
@@ -294,16 +254,24 @@ class SqliteStore:
     def _connect(self) -> aiosqlite.Connection:
         return aiosqlite.connect(self._path, timeout=30.0)
 
-    async def _write(self, template: str, params: dict[str, Any]) -> Any:
+    async def _write(
+        self,
+        template: str,
+        params: dict[str, Any],
+        then: tuple[str, dict[str, Any]] | None = None,
+    ) -> Any:
+        """Run ``template`` (and ``then``, in the same transaction); its first row."""
         async with self._lock, self._connect() as db:
-            cursor = await db.execute(_sql(template, "sqlite"), params)
+            cursor = await db.execute(sql(template, "sqlite"), params)
             row = await cursor.fetchone()
+            if then is not None:
+                await db.execute(sql(then[0], "sqlite"), then[1])
             await db.commit()
             return row
 
     async def save_report(self, **kw: Any) -> SavedReport:
         row = await self._write(
-            _UPSERT_REPORT,
+            UPSERT_REPORT,
             {
                 "p1": kw["workflow_id"],
                 "p2": kw["report_id"],
@@ -315,12 +283,15 @@ class SqliteStore:
                 "p8": kw["cost_usd"],
                 "p9": _now(),
             },
+            then=(FORGET_TRANSCRIPT, {"p1": kw["conversation"]})
+            if kw.get("conversation")
+            else None,
         )
         return SavedReport(str(row[0]), bool(row[1]))
 
     async def claim_email(self, workflow_id: str, run_id: str, recipients: str) -> bool:
         row = await self._write(
-            _CLAIM_EMAIL, {"p1": workflow_id, "p2": run_id, "p3": recipients, "p4": _now()}
+            CLAIM_EMAIL, {"p1": workflow_id, "p2": run_id, "p3": recipients, "p4": _now()}
         )
         return row is not None
 
@@ -328,26 +299,26 @@ class SqliteStore:
         self, workflow_id: str, run_id: str, status: str, detail: str = ""
     ) -> None:
         await self._write(
-            _MARK_EMAIL,
+            MARK_EMAIL,
             {"p1": workflow_id, "p2": run_id, "p3": status, "p4": _now(), "p5": detail},
         )
 
     async def _read(self, template: str, params: dict[str, Any]) -> Any:
         async with self._connect() as db:
-            cursor = await db.execute(_sql(template, "sqlite"), params)
+            cursor = await db.execute(sql(template, "sqlite"), params)
             return await cursor.fetchone()
 
     async def email_status(self, workflow_id: str, run_id: str) -> str | None:
-        row = await self._read(_EMAIL_STATUS, {"p1": workflow_id, "p2": run_id})
+        row = await self._read(EMAIL_STATUS, {"p1": workflow_id, "p2": run_id})
         return None if row is None else str(row[0])
 
     async def count_reports(self, workflow_id: str) -> int:
-        row = await self._read(_COUNT_REPORTS, {"p1": workflow_id})
+        row = await self._read(COUNT_REPORTS, {"p1": workflow_id})
         return int(row[0]) if row is not None else 0
 
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
         async with self._connect() as db:
-            cursor = await db.execute(_sql(_LIST_REPORTS, "sqlite"), {"p1": workflow_id})
+            cursor = await db.execute(sql(LIST_REPORTS, "sqlite"), {"p1": workflow_id})
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
 
     def _on_transcript(self, template: str, params: dict[str, Any]) -> list[Any]:
@@ -357,20 +328,20 @@ class SqliteStore:
                 self._parts = sqlite3.connect(
                     self._path, timeout=30.0, isolation_level=None, check_same_thread=False
                 )
-            return self._parts.execute(_sql(template, "sqlite"), params).fetchall()
+            return self._parts.execute(sql(template, "sqlite"), params).fetchall()
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
         params = {"p1": conversation, "p2": turn, "p3": part, "p4": body, "p5": _now()}
-        await asyncio.to_thread(self._on_transcript, _PUT_PART, params)
+        await asyncio.to_thread(self._on_transcript, PUT_PART, params)
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
         params = {"p1": conversation, "p2": upto_turn}
-        rows = await asyncio.to_thread(self._on_transcript, _GET_PARTS, params)
+        rows = await asyncio.to_thread(self._on_transcript, GET_PARTS, params)
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
         params = {"p1": conversation, "p2": turn, "p3": part}
-        rows = await asyncio.to_thread(self._on_transcript, _GET_PART, params)
+        rows = await asyncio.to_thread(self._on_transcript, GET_PART, params)
         return str(rows[0][0]) if rows else None
 
     async def close(self) -> None:

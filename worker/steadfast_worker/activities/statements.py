@@ -1,0 +1,69 @@
+"""The report store's SQL: one template per statement, for both drivers.
+
+Postgres and SQLite speak the same SQL here apart from placeholders, so each
+statement is written once with ``{p1}``..``{p9}`` and :func:`sql` fills in the
+driver's (``$1`` or ``:p1``). Kept apart from :mod:`.storage`, which runs them.
+"""
+
+from __future__ import annotations
+
+UPSERT_REPORT = """
+INSERT INTO steadfast_reports
+    (workflow_id, report_id, run_id, agent, namespace, topic, markdown, cost_usd,
+     created_at, updated_at)
+VALUES ({p1}, {p2}, {p3}, {p4}, {p5}, {p6}, {p7}, {p8}, {p9}, {p9})
+ON CONFLICT (workflow_id, run_id) DO UPDATE SET updated_at = excluded.updated_at
+RETURNING report_id, created_at = updated_at
+"""
+
+# A row marked 'failed' means the SMTP server refused the mail outright, so it
+# was certainly not delivered and may be claimed again.
+CLAIM_EMAIL = """
+INSERT INTO steadfast_emails (workflow_id, run_id, status, recipients, claimed_at)
+VALUES ({p1}, {p2}, 'claimed', {p3}, {p4})
+ON CONFLICT (workflow_id, run_id) DO UPDATE SET
+    status = 'claimed', recipients = excluded.recipients, claimed_at = excluded.claimed_at
+WHERE steadfast_emails.status = 'failed'
+RETURNING workflow_id
+"""
+
+MARK_EMAIL = (
+    "UPDATE steadfast_emails SET status = {p3}, sent_at = {p4}, detail = {p5} "
+    "WHERE workflow_id = {p1} AND run_id = {p2}"
+)
+EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1} AND run_id = {p2}"
+COUNT_REPORTS = "SELECT count(*) FROM steadfast_reports WHERE workflow_id = {p1}"
+# Oldest first; the report id breaks ties between rows saved in the same microsecond.
+LIST_REPORTS = (
+    "SELECT workflow_id, run_id, report_id, agent, namespace, topic, markdown, cost_usd, "
+    "created_at, updated_at FROM steadfast_reports WHERE workflow_id = {p1} "
+    "ORDER BY created_at, report_id"
+)
+
+# The first write of a part wins: an attempt that finished a call and was lost before
+# reporting it leaves the reply, and the next attempt uses it instead of asking again.
+PUT_PART = (
+    "INSERT INTO steadfast_transcripts (conversation, turn, part, body, created_at) "
+    "VALUES ({p1}, {p2}, {p3}, {p4}, {p5}) ON CONFLICT (conversation, turn, part) DO NOTHING"
+)
+GET_PART = (
+    "SELECT body FROM steadfast_transcripts "
+    "WHERE conversation = {p1} AND turn = {p2} AND part = {p3}"
+)
+GET_PARTS = (
+    "SELECT turn, part, body FROM steadfast_transcripts "
+    "WHERE conversation = {p1} AND turn <= {p2} ORDER BY turn, part"
+)
+# With the report's save, in its transaction: the loop that needed the transcript is over.
+FORGET_TRANSCRIPT = "DELETE FROM steadfast_transcripts WHERE conversation = {p1}"
+
+
+#: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).
+MARKS: dict[str, dict[str, str]] = {
+    style: {f"p{i}": (f"${i}" if style == "pg" else f":p{i}") for i in range(1, 10)}
+    for style in ("pg", "sqlite")
+}
+
+
+def sql(template: str, style: str) -> str:
+    return template.format(**MARKS[style])
