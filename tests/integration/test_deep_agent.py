@@ -237,6 +237,44 @@ async def test_a_last_turn_that_calls_tools_anyway_is_asked_again_without_them(
         assert "## Sources" in report.markdown
 
 
+async def test_a_last_turn_lost_while_asked_again_does_not_pay_the_first_reply_again(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    overrides = {**deep(3), "retryPolicies": {"llm": FAST_LLM}}
+    async with harness(overrides, start_worker=False) as h:
+        h.sim.set_faults(plan(20, agent_finishes_when_asked=False, chunk_delay_ms=40))
+        proc = await h.spawn_worker(_doc(h, overrides), temporal_address, tmp_path / "w.json")
+        try:
+            handle = await h.start(f"lost while asked again {uuid.uuid4().hex[:6]}")
+            for _ in range(1200):
+                if any(e["key"].endswith("/turn3/ask1") for e in h.sim.entries("llm")):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the last turn was never asked again")
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 10)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        h.sim.set_faults(plan(20, agent_finishes_when_asked=False))
+        async with h.worker():
+            st = (await handle.result()).status
+        assert st.phase == Phase.COMPLETED, st.message
+        keys = turn_keys(h, handle.id)
+        entries = h.sim.entries("llm")
+        # The reply set aside was asked for once: the next attempt asked without tools at once.
+        assert [e["outcome"] for e in entries if e["key"] == keys[3]] == ["served"]
+        again = [e for e in entries if e["key"] == keys[3] + "/ask1"]
+        assert [e["outcome"] for e in again][-1] == "served"
+        assert len(again) == 2  # the one lost with the worker, and the one that wrote it
+        assert st.retries >= 1
+        mine = [e for e in entries if e["key"].startswith(handle.id)]
+        assert st.cost_usd >= billed_usd(h, [e for e in mine if e["outcome"] == "served"])
+
+
 async def test_a_saved_report_takes_its_transcript_with_it(
     harness: HarnessFactory, backend_dsn: str
 ) -> None:

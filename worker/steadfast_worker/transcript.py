@@ -71,6 +71,9 @@ REQUIRED: Final[dict[str, tuple[str, ...]]] = {
 MAX_INPUT_CHARS: Final = 2000
 ASSISTANT: Final = "assistant"
 RESULT: Final = "result:"
+#: A last turn's reply that called tools: paid for, never sent back to the model; a
+#: later attempt of that turn finds it and asks for the report without tools at once.
+SET_ASIDE: Final = "set-aside"
 
 
 def first_prompt(topic: str) -> str:

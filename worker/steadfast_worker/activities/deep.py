@@ -75,6 +75,7 @@ class DeepActivities(SearchActivities):
             )
         parts = await store.get_parts(inp.conversation, inp.turn)
         mine = [body for t, part, body in parts if t == inp.turn and part == transcript.ASSISTANT]
+        set_aside = _count_set_aside(carried, parts, inp.turn)
         messages = transcript.messages(inp.topic, parts, inp.turn)
         last_turn = inp.turn >= inp.max_turns
         if last_turn:
@@ -87,7 +88,7 @@ class DeepActivities(SearchActivities):
         if mine:
             reply, reused = transcript.StoredReply.loads(mine[0]), True
         else:
-            reply, tail = await self._ask(inp, carried, beat, system, tools, messages)
+            reply, tail = await self._ask(inp, carried, beat, system, tools, messages, set_aside)
             reused = False
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
@@ -115,12 +116,17 @@ class DeepActivities(SearchActivities):
         system: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         messages: list[dict[str, Any]],
+        set_aside: bool = False,
     ) -> tuple[transcript.StoredReply, ReportChunk | None]:
         """The turn's reply, stored. On the last turn a reply that calls tools anyway
         (none would run) is paid for and set aside, and the report is asked for
-        again with ``tool_choice: none``, which the cache cannot serve."""
-        reply, tail = await self._request(inp, carried, beat, system, tools, messages)
-        if _set_aside(inp, reply):
+        again with ``tool_choice: none``, which the cache cannot serve; an attempt
+        after one that set a reply aside (``set_aside``) asks that way at once."""
+        again = set_aside
+        if not again:
+            reply, tail = await self._request(inp, carried, beat, system, tools, messages)
+            again = _set_aside(inp, reply)
+        if again:
             activity.logger.warning(
                 "the model called tools on the last turn (%d): asking again without tools",
                 inp.turn,
@@ -175,15 +181,18 @@ class DeepActivities(SearchActivities):
             cost,
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
+        store = await self.store()
         if _set_aside(inp, reply, ask):
             carried.failed_cost_usd += cost  # paid for, and the report asked for again
+            carried.finished[SET_ASIDE_COUNTED] = True
             self.metrics.record_retry_cost(self.labels, inp.model, cost)
+            await store.put_part(inp.conversation, inp.turn, transcript.SET_ASIDE, reply.dumps())
         else:
             await self.store_reply(inp, reply)
         carried.in_flight(Usage(), 0.0)  # stored or counted: a next attempt does neither
+        carried.calls += 1
         beat.beat()
         await settle_request(carried, ledger, key, cost)
-        carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         return reply, streamed.tail
 
@@ -239,6 +248,22 @@ class DeepActivities(SearchActivities):
             inp.conversation, inp.turn, part, transcript.result_body(text, is_error)
         )
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+
+
+#: In the heartbeat details: the set-aside reply's cost is in ``failed_cost_usd``.
+SET_ASIDE_COUNTED = "set-aside"
+
+
+def _count_set_aside(carried: Carried, parts: list[tuple[int, str, str]], turn: int) -> bool:
+    """Whether an earlier attempt set a reply of this turn aside; its cost and call are
+    counted here if the heartbeat that would have carried them did not reach Temporal
+    (the SDK holds a heartbeat for most of the heartbeat timeout after the last one)."""
+    aside = [body for t, part, body in parts if t == turn and part == transcript.SET_ASIDE]
+    if aside and not carried.finished.get(SET_ASIDE_COUNTED):
+        carried.failed_cost_usd += transcript.StoredReply.loads(aside[0]).cost_usd
+        carried.calls += 1
+        carried.finished[SET_ASIDE_COUNTED] = True
+    return bool(aside)
 
 
 def _set_aside(inp: DeepTurnInput, reply: transcript.StoredReply, ask: int = 0) -> bool:
