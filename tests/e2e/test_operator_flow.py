@@ -302,10 +302,10 @@ def test_a_deep_agent_runs_its_tool_use_loop_from_kubectl_apply(
     operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle, tmp_path: Path
 ) -> None:
     """``research.strategy: deep`` reaches the worker through the operator: the run takes
-    four turns (the last offered no tools), and the status shows what it cost and saved.
+    four turns (the last asked for the report), and the status shows what it cost and saved.
     Pages stay on loopback: the simulator links to its own, and the allow list says so."""
     explained = kube_cluster.kubectl("explain", "researchagents.spec.research.maxTurns").stdout
-    assert "the last one is offered no tools" in " ".join(explained.split())
+    assert "no tool runs after the last one" in " ".join(explained.split())
     secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     research = {
         "strategy": "deep",
