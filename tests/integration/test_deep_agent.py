@@ -127,13 +127,9 @@ async def test_a_twenty_turn_run_completes_with_a_cited_report(harness: HarnessF
         assert (usage[keys[20]].get("cache_creation_input_tokens") or 0) == 0
         pages = [e for e in h.sim.entries("pages") if e["outcome"] == "served"]
         assert pages, "the agent fetched no page"
-        store = await h.store()
-        try:
-            (report,) = await store.list_reports(handle.id)
-        finally:
-            await store.close()
-        cited = [e["path"] for e in pages if e["path"] in report.markdown]
-        assert cited, (report.markdown, [e["path"] for e in pages])
+        report = await the_report(h, handle.id)
+        cited = [e["path"] for e in pages if e["path"] in report]
+        assert cited, (report, [e["path"] for e in pages])
         entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
         assert st.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-9)
         assert st.avoided_usd == 0
@@ -173,12 +169,8 @@ async def test_max_turns_ends_with_a_report_from_a_turn_without_tools(
         assert st.phase == Phase.COMPLETED
         assert (st.turn, st.llm_calls) == (4, 4)
         served_once(h, handle.id, 4)
-        store = await h.store()
-        try:
-            (report,) = await store.list_reports(handle.id)
-        finally:
-            await store.close()
-        assert "http://" in report.markdown
+        report = await the_report(h, handle.id)
+        assert "http://" in report
 
 
 async def test_the_last_turn_reads_the_conversation_from_the_cache(
@@ -229,12 +221,8 @@ async def test_a_last_turn_that_calls_tools_anyway_is_asked_again_without_them(
         set_aside = billed_usd(h, [e for e in entries if e["key"] == keys[4]])
         assert set_aside > 0
         assert st.finished_usd == pytest.approx(st.cost_usd - set_aside, rel=1e-9)
-        store = await h.store()
-        try:
-            (report,) = await store.list_reports(handle.id)
-        finally:
-            await store.close()
-        assert "## Sources" in report.markdown
+        report = await the_report(h, handle.id)
+        assert "## Sources" in report
 
 
 async def test_a_last_turn_lost_while_asked_again_does_not_pay_the_first_reply_again(
@@ -242,26 +230,19 @@ async def test_a_last_turn_lost_while_asked_again_does_not_pay_the_first_reply_a
 ) -> None:
     overrides = {**deep(3), "retryPolicies": {"llm": FAST_LLM}}
     async with harness(overrides, start_worker=False) as h:
-        h.sim.set_faults(plan(20, agent_finishes_when_asked=False, chunk_delay_ms=40))
-        proc = await h.spawn_worker(_doc(h, overrides), temporal_address, tmp_path / "w.json")
-        try:
-            handle = await h.start(f"lost while asked again {uuid.uuid4().hex[:6]}")
-            for _ in range(1200):
-                if any(e["key"].endswith("/turn3/ask1") for e in h.sim.entries("llm")):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the last turn was never asked again")
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.wait_for(proc.wait(), 10)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        h.sim.set_faults(plan(20, agent_finishes_when_asked=False))
-        async with h.worker():
-            st = (await handle.result()).status
+        deaf = plan(20, agent_finishes_when_asked=False)
+        h.sim.set_faults({"llm": {**deaf["llm"], "chunk_delay_ms": 40}, "search": deaf["search"]})
+        handle, result = await _kill_during_call(
+            h,
+            f"lost while asked again {uuid.uuid4().hex[:6]}",
+            3,
+            temporal_address,
+            tmp_path / "w.json",
+            _doc(h, overrides),
+            request="/ask1",
+            then=deaf,
+        )
+        st = result.status
         assert st.phase == Phase.COMPLETED, st.message
         keys = turn_keys(h, handle.id)
         entries = h.sim.entries("llm")
@@ -307,23 +288,33 @@ async def test_a_saved_report_takes_its_transcript_with_it(
 
 
 async def _kill_during_call(
-    h: Harness, topic: str, k: int, temporal_address: str, config_path: Path, doc: dict[str, Any]
+    h: Harness,
+    topic: str,
+    k: int,
+    temporal_address: str,
+    config_path: Path,
+    doc: dict[str, Any],
+    *,
+    request: str = "",
+    then: dict[str, Any] | None = None,
 ) -> tuple[WorkflowHandle[Any, ResearchResult], ResearchResult]:
-    """Start ``topic`` on a worker process, SIGKILL it while call ``k`` streams, and let
-    this harness's worker finish the run."""
+    """Start ``topic`` on a worker process, SIGKILL it while call ``k`` (its ``request``
+    suffix, such as ``/ask1``) streams, and let this harness's worker finish the run
+    under the simulator plan ``then`` (full speed by default)."""
     proc = await h.spawn_worker(doc, temporal_address, config_path)
     try:
         handle = await h.start(topic)
+        wanted = f"/turn{k}{request}"
         for _ in range(1200):
-            if k in turn_keys(h, handle.id):
+            if any(e["key"].endswith(wanted) for e in h.sim.entries("llm")):
                 break
             await asyncio.sleep(0.05)
         else:
-            raise AssertionError(f"call {k} never started")
+            raise AssertionError(f"call {k}{request} never started")
         await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
-        h.sim.set_faults(plan(20))  # full speed for the rest
+        h.sim.set_faults(then or plan(20))
         async with h.worker():
             result: ResearchResult = await handle.result()
         return handle, result
@@ -331,6 +322,16 @@ async def _kill_during_call(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def the_report(h: Harness, wf_id: str) -> str:
+    """The markdown of the one report saved under ``wf_id``."""
+    store = await h.store()
+    try:
+        (report,) = await store.list_reports(wf_id)
+    finally:
+        await store.close()
+    return report.markdown
 
 
 def _doc(h: Harness, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -554,9 +555,5 @@ async def test_a_reply_an_attempt_stored_before_it_was_lost_is_not_asked_again(
         assert st.phase == Phase.COMPLETED, st.message
         assert h.sim.entries("llm") == []  # nothing was asked
         assert (st.llm_calls, st.cost_usd) == (1, pytest.approx(0.0123))
-        store = await h.store()
-        try:
-            (report,) = await store.list_reports(handle.id)
-        finally:
-            await store.close()
-        assert report.markdown == "# Report\n\nWritten by the lost attempt."
+        report = await the_report(h, handle.id)
+        assert report == "# Report\n\nWritten by the lost attempt."
