@@ -253,7 +253,8 @@ async def test_a_last_turn_lost_while_asked_again_does_not_pay_the_first_reply_a
         assert len(again) == 2  # the one lost with the worker, and the one that wrote it
         assert st.retries >= 1
         mine = [e for e in entries if e["key"].startswith(handle.id)]
-        assert st.cost_usd >= billed_usd(h, [e for e in mine if e["outcome"] == "served"])
+        served = billed_usd(h, [e for e in mine if e["outcome"] == "served"])
+        assert st.cost_usd >= served - 1e-9  # sums of the same costs, in another order
 
 
 async def test_a_saved_report_takes_its_transcript_with_it(
