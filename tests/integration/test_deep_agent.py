@@ -298,10 +298,11 @@ async def _kill_during_call(
     *,
     request: str = "",
     then: dict[str, Any] | None = None,
+    after_s: float = 0.2,
 ) -> tuple[WorkflowHandle[Any, ResearchResult], ResearchResult]:
-    """Start ``topic`` on a worker process, SIGKILL it while call ``k`` (its ``request``
-    suffix, such as ``/ask1``) streams, and let this harness's worker finish the run
-    under the simulator plan ``then`` (full speed by default)."""
+    """Start ``topic`` on a worker process, SIGKILL it ``after_s`` into call ``k`` (its
+    ``request`` suffix, such as ``/ask1``), and let this harness's worker finish the
+    run under the simulator plan ``then`` (full speed by default)."""
     proc = await h.spawn_worker(doc, temporal_address, config_path)
     try:
         handle = await h.start(topic)
@@ -312,7 +313,7 @@ async def _kill_during_call(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError(f"call {k}{request} never started")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(after_s)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
         h.sim.set_faults(then or plan(20))

@@ -36,7 +36,7 @@ from steadfast_contract import budget, pricing
 from steadfast_contract.models import REPORT_TOPIC, Pricing, ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
-from steadfast_worker.activities.base import ActivityBase, Heartbeater, settle_request
+from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater, settle_request
 
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
@@ -74,6 +74,7 @@ async def stream_message(
     )
     topic = publisher.topic(REPORT_TOPIC, type=ReportChunk)
     text, pending = "", ""
+    tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
     opened: AsyncMessageStream[None] | None = None
     async with publisher:
@@ -81,23 +82,33 @@ async def stream_message(
             async with base.llm_client().messages.stream(**request) as stream:
                 opened = stream
                 async for event in stream:
-                    if event.type != "text":
+                    if event.type == "message_start":
+                        # The input is billed now; a turn that only calls tools streams
+                        # no text, so this may be the only news before the reply ends.
+                        _note_spend(carried, price, stream, 0)
+                        beat.beat()
                         continue
-                    pending += event.text
+                    if event.type == "text":
+                        pending += event.text
+                    elif event.type == "input_json":
+                        tool_json += len(event.partial_json)
+                    else:
+                        continue
                     now = time.monotonic()
                     if now - last_publish >= CHUNK_SECONDS:
-                        topic.publish(ReportChunk(info.attempt, len(text), pending, turn, ask))
-                        text += pending
-                        pending, last_publish = "", now
-                        carried.progress = len(text)
+                        if pending:
+                            topic.publish(ReportChunk(info.attempt, len(text), pending, turn, ask))
+                            text += pending
+                            pending = ""
+                            carried.progress = len(text)
+                        last_publish = now
                         # Billed so far, should this worker die before the end.
-                        so_far = partial_usage(started_usage(stream), text)
-                        carried.in_flight(so_far, pricing.cost_usd(so_far, price))
+                        _note_spend(carried, price, stream, len(text) + tool_json)
                         beat.beat()
                 final = await stream.get_final_message()
         except BaseException as exc:
             carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
-            partial = partial_usage(started_usage(opened), text + pending)
+            partial = partial_usage(started_usage(opened), len(text + pending) + tool_json)
             cost = pricing.cost_usd(partial, price)
             if cost:
                 carried.failed_cost_usd += cost
@@ -116,11 +127,21 @@ async def stream_message(
     return Streamed(final, tail)
 
 
-def partial_usage(started: Usage | None, produced: str) -> Usage:
-    """What a cut-off stream was billed: its input, and the output seen so far."""
+def _note_spend(
+    carried: Carried, price: Pricing, stream: AsyncMessageStream[None], produced: int
+) -> None:
+    """Put what the stream was billed so far (``produced`` characters of output) in the
+    heartbeat state, for a next attempt should this worker die before the end."""
+    so_far = partial_usage(started_usage(stream), produced)
+    carried.in_flight(so_far, pricing.cost_usd(so_far, price))
+
+
+def partial_usage(started: Usage | None, produced: int) -> Usage:
+    """What a cut-off stream was billed: its input, and the ``produced`` characters of
+    output (text and tool-call input) seen so far."""
     if started is None:
         return Usage()
-    out = budget.estimate_tokens(len(produced)) - budget.OVERHEAD_TOKENS if produced else 0
+    out = budget.estimate_tokens(produced) - budget.OVERHEAD_TOKENS if produced else 0
     return Usage(
         input_tokens=started.input_tokens,
         output_tokens=max(out, 0),
