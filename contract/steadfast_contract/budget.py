@@ -28,7 +28,7 @@ Pure functions only: the workflow makes these decisions too, and they must repla
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import datetime, timedelta
@@ -221,6 +221,30 @@ class DayBook:
         if decision.fits:
             self.reserved[key] = reserve
         return BudgetDecision(decision.fits, self.committed_usd, reserve, limit_usd, DAY, day)
+
+    def charge_lost(
+        self, prefixes: Sequence[str], named: Mapping[str, float]
+    ) -> tuple[float, float, int]:
+        """Settle the requests of attempts lost with their worker that are still
+        reserved: each of ``named`` at what a heartbeat said it was billed, and every
+        other under ``prefixes`` at its reservation (its worst case: no heartbeat told
+        its cost, and it may have been sent). A request already settled was counted
+        by the attempt that settled it, and is left alone, so a second call charges
+        nothing. Returns (everything charged, of which for ``named``, requests)."""
+        charged = named_usd = 0.0
+        requests = 0
+        for key in list(self.reserved):
+            if key in named:
+                cost = max(named[key], 0.0)
+                named_usd += cost
+            elif any(key.startswith(p) for p in prefixes):
+                cost = self.reserved[key]
+            else:
+                continue
+            self.settle(key, cost)
+            charged += cost
+            requests += 1
+        return charged, named_usd, requests
 
     def settle(self, key: str, cost_usd: float) -> None:
         """Replace request ``key``'s reservation with what it really cost."""

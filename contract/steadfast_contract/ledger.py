@@ -7,8 +7,11 @@ update-with-start before each request (:data:`RESERVE_UPDATE`: the request waits
 for the answer) and settle it afterwards with a signal (:data:`SETTLE_SIGNAL`: the
 server keeps it durably at once, so a worker draining on SIGTERM, which no longer
 runs workflow tasks, still finishes its call); the operator may read it
-(:data:`LEDGER_QUERY`). Recorded in history like :mod:`.models`: new fields get
-defaults. No ``from __future__ import annotations``, as in :mod:`.activities`.
+(:data:`LEDGER_QUERY`). An attempt that follows one lost with its worker charges
+what the lost one reserved and nobody settled (:data:`CHARGE_LOST_UPDATE`): a request
+whose heartbeat never reached Temporal may have been sent and billed. Recorded in
+history like :mod:`.models`: new fields get defaults. No ``from __future__ import
+annotations``, as in :mod:`.activities`.
 """
 
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ LEDGER_WORKFLOW = "DailyBudgetLedger"
 RESERVE_UPDATE = "reserve"
 SETTLE_SIGNAL = "settle"
 LEDGER_QUERY = "day"
+CHARGE_LOST_UPDATE = "charge-lost"
 
 
 @dataclass
@@ -61,4 +65,24 @@ class LedgerState:
     day: str
     spent_usd: float = 0.0
     reserved_usd: float = 0.0
+    requests: int = 0
+
+
+@dataclass
+class ChargeLostInput:
+    """Requests of attempts lost with their worker that are still reserved."""
+
+    prefixes: list[str]
+    """Key prefixes (run, activity, attempt): each request under one is settled at its
+    reservation, its worst case."""
+    named: dict[str, float] = field(default_factory=dict)
+    """Requests a heartbeat named, settled at what it said they were billed."""
+
+
+@dataclass
+class ChargeLostResult:
+    charged_usd: float = 0.0
+    """What the requests settled here add to the day's spend."""
+    named_usd: float = 0.0
+    """The part of it for the requests the caller named."""
     requests: int = 0

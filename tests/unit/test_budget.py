@@ -174,6 +174,27 @@ def test_the_book_remembers_the_newest_settled_requests_only() -> None:
     assert book.spent_usd == pytest.approx((budget.SETTLED_KEPT + 5) * 0.001)
 
 
+def test_requests_of_a_lost_attempt_are_charged_once() -> None:
+    book = budget.DayBook()
+    for key, usd in [("wf/r/5/1/0", 0.3), ("wf/r/5/1/1", 0.2), ("wf/r/5/2/0", 0.4)]:
+        assert book.grant(key, usd, 10.0).fits
+    book.grant("wf/r/5/10/0", 0.5, 10.0)  # attempt 10: not lost, though "1" starts it
+    book.grant("other/r/5/1/0", 0.6, 10.0)  # another run's
+    book.settle("wf/r/5/1/0", 0.05)  # the lost attempt settled its first request
+    # Named by a heartbeat: at its word; the others lost: at their reservation; one
+    # named but settled already (it was counted by whoever settled it): not again.
+    named = {"wf/r/5/2/0": 0.07, "wf/r/5/1/0": 0.04}
+    charged, named_usd, requests = book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named)
+    assert (charged, named_usd, requests) == (pytest.approx(0.27), pytest.approx(0.07), 2)
+    assert book.settled["wf/r/5/1/1"] == pytest.approx(0.2)
+    assert book.settled["wf/r/5/2/0"] == pytest.approx(0.07)
+    assert book.settled["wf/r/5/1/0"] == pytest.approx(0.05)
+    assert set(book.reserved) == {"wf/r/5/10/0", "other/r/5/1/0"}
+    assert book.spent_usd == pytest.approx(0.05 + 0.27)
+    # A second charge (after an attempt lost again) finds nothing left to charge.
+    assert book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named) == (0.0, 0.0, 0)
+
+
 def test_many_runs_against_one_day_overspend_by_no_more_than_their_estimates() -> None:
     """Calls that each cost at most their reservation never take the day past its limit."""
     book, limit = budget.DayBook(), 5.0

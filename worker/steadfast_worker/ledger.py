@@ -24,10 +24,13 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import budget
     from steadfast_contract.ledger import (
+        CHARGE_LOST_UPDATE,
         LEDGER_QUERY,
         LEDGER_WORKFLOW,
         RESERVE_UPDATE,
         SETTLE_SIGNAL,
+        ChargeLostInput,
+        ChargeLostResult,
         LedgerInput,
         LedgerState,
         ReserveInput,
@@ -54,6 +57,10 @@ class DailyBudgetLedger:
     def reserve(self, inp: ReserveInput) -> ReserveResult:
         d = self._book.grant(inp.request, inp.reserve_usd, inp.limit_usd, self._day)
         return ReserveResult(d.fits, d.spent_usd, d.reserve_usd, d.limit_usd)
+
+    @workflow.update(name=CHARGE_LOST_UPDATE)
+    def charge_lost(self, inp: ChargeLostInput) -> ChargeLostResult:
+        return ChargeLostResult(*self._book.charge_lost(inp.prefixes, inp.named))
 
     @workflow.signal(name=SETTLE_SIGNAL)
     def settle(self, inp: SettleInput) -> None:

@@ -7,10 +7,9 @@ Clients are created lazily and reused across activities.
 
 Two helpers carry the cross-cutting behaviour:
 
-- :class:`Heartbeater` heartbeats in the background while an activity waits on
-  the network, so a worker that dies is noticed after the heartbeat timeout
-  (seconds) instead of the start-to-close timeout (minutes). Its details carry
-  the spend of earlier, failed attempts forward to the next attempt.
+- :meth:`ActivityBase.tracked` runs an attempt under a
+  :class:`~steadfast_worker.activities.heartbeat.Heartbeater`, and counts what
+  the attempts lost with their worker before it had spent.
 - :meth:`ActivityBase.attempt` maps every exception to a typed
   ``ApplicationError`` and records the attempt's outcome in the metrics.
 """
@@ -21,7 +20,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -35,6 +33,7 @@ from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
 from steadfast_worker.activities import daybudget, stickiness
+from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.storage import ReportStore, open_store
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
@@ -43,125 +42,6 @@ from steadfast_worker.metrics import (
     Labels,
     Metrics,
 )
-
-
-@dataclass
-class Carried:
-    """Heartbeat details that survive into the next attempt of the same activity."""
-
-    failed_cost_usd: float = 0.0
-    calls: int = 0
-    progress: int = 0
-    ended_attempt: int = 0
-    """The last attempt that ended here (and recorded its own failure metrics);
-    an attempt that vanished with its worker never gets to set it."""
-    inflight_cost_usd: float = 0.0
-    """Estimated spend of the request in flight (a stream's input and its output
-    so far). An attempt lost with its worker leaves it here, and the next attempt
-    counts it as failed spend; an attempt that ends counts it itself."""
-    inflight_input_tokens: int = 0
-    inflight_output_tokens: int = 0
-    inflight_request: str = ""
-    """The day's-ledger key of the request in flight, and its ledger: an attempt lost
-    with its worker leaves them, and the next attempt settles it at the estimate."""
-    inflight_ledger: str = ""
-    finished: dict[str, Any] = field(default_factory=dict)
-    """Parts of the activity's work that are done (the search step's answered or failed
-    queries, by index): a retry does not do them again."""
-
-    @classmethod
-    def from_info(cls) -> Carried:
-        details = activity.info().heartbeat_details
-        if not details:
-            return cls()
-        raw = details[0]
-        if isinstance(raw, Mapping):
-            return cls(
-                float(raw.get("failed_cost_usd", 0.0)),
-                int(raw.get("calls", 0)),
-                int(raw.get("progress", 0)),
-                int(raw.get("ended_attempt", 0)),
-                float(raw.get("inflight_cost_usd", 0.0)),
-                int(raw.get("inflight_input_tokens", 0)),
-                int(raw.get("inflight_output_tokens", 0)),
-                str(raw.get("inflight_request", "")),
-                str(raw.get("inflight_ledger", "")),
-                dict(raw.get("finished") or {}),
-            )
-        return cls()
-
-    def as_details(self) -> dict[str, Any]:
-        return {
-            "failed_cost_usd": self.failed_cost_usd,
-            "calls": self.calls,
-            "progress": self.progress,
-            "ended_attempt": self.ended_attempt,
-            "inflight_cost_usd": self.inflight_cost_usd,
-            "inflight_input_tokens": self.inflight_input_tokens,
-            "inflight_output_tokens": self.inflight_output_tokens,
-            "inflight_request": self.inflight_request,
-            "inflight_ledger": self.inflight_ledger,
-            **({"finished": self.finished} if self.finished else {}),
-        }
-
-    def in_flight(self, usage: Usage, cost_usd: float) -> None:
-        """Note what the request in flight has cost so far (heartbeated with the rest)."""
-        self.inflight_cost_usd = cost_usd
-        self.inflight_input_tokens = (
-            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
-        )
-        self.inflight_output_tokens = usage.output_tokens
-
-    def take_in_flight(self) -> tuple[Usage, float]:
-        """What the request in flight cost so far, now counted as failed spend."""
-        usage = Usage(self.inflight_input_tokens, self.inflight_output_tokens)
-        cost = self.inflight_cost_usd
-        self.failed_cost_usd += cost
-        self.in_flight(Usage(), 0.0)
-        return usage, cost
-
-    def was_lost(self, attempt: int) -> bool:
-        """Whether the attempt before ``attempt`` vanished without ending here."""
-        return attempt > 1 and self.ended_attempt != attempt - 1
-
-
-class Heartbeater:
-    """Heartbeats ``state`` periodically until closed; publishes changes promptly."""
-
-    def __init__(self, state: Carried) -> None:
-        self.state = state
-        timeout = activity.info().heartbeat_timeout
-        seconds = timeout.total_seconds() if timeout else 10.0
-        # A third of the timeout leaves room for two lost heartbeats.
-        self._interval = max(min(seconds / 3.0, 5.0), 0.1)
-        self._task: asyncio.Task[None] | None = None
-
-    def beat(self) -> None:
-        activity.heartbeat(self.state.as_details())
-
-    async def _loop(self) -> None:
-        # Not at once: the SDK sends the first heartbeat of an attempt at once and
-        # holds every later one for 0.8 heartbeat timeouts, so the first should carry
-        # news -- the request in flight, its spend so far -- not the state the attempt
-        # started from. An attempt that fails sooner sends its state with its failure.
-        while True:
-            await asyncio.sleep(self._interval)
-            self.beat()
-
-    async def __aenter__(self) -> Heartbeater:
-        self._task = asyncio.create_task(self._loop())
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
-        self.state.ended_attempt = activity.info().attempt
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if exc_type is not None:
-            # The final state must reach the server with the attempt's failure, so a
-            # retry starts from it. A success needs none: nothing retries it.
-            self.beat()
 
 
 def will_retry(err: ApplicationError) -> bool:
@@ -239,33 +119,66 @@ class ActivityBase:
 
     @contextlib.asynccontextmanager
     async def tracked(
-        self, name: str, *, billed: bool = False, model: str = ""
+        self,
+        name: str,
+        *,
+        billed: bool = False,
+        model: str = "",
+        run_budget: RunBudget | None = None,
     ) -> AsyncIterator[Heartbeater]:
         """One attempt of activity ``name``, heartbeating: the wrapper every activity runs in.
 
         With ``billed`` (the LLM activities, calling ``model``) the progress carried
         from earlier attempts (failed spend, calls) is read into the heartbeat state
         and attached to a failure, so the workflow can account for an activity that
-        failed for good; the request an attempt lost with its worker had in flight
-        becomes failed spend here.
+        failed for good. What an attempt lost with its worker spent becomes failed
+        spend here: the request its last heartbeat named, at what it said was billed,
+        and every other request it reserved from the day (``run_budget``'s ledger) and
+        never settled, at its reservation (no heartbeat told its cost).
         """
         carried = Carried.from_info() if billed else Carried()
-        lost: tuple[str, str, float] | None = None
-        if carried.was_lost(activity.info().attempt) and carried.inflight_cost_usd > 0:
-            # The attempt died with its worker mid-request; what it was billed is
-            # known only from its last heartbeat.
-            usage, cost = carried.take_in_flight()
-            self.metrics.record_llm(self.labels, model, usage, cost)
-            self.metrics.record_retry_cost(self.labels, model, cost)
-            if carried.inflight_ledger:  # and the day counts it at that estimate
-                lost = (carried.inflight_ledger, carried.inflight_request, cost)
-                carried.inflight_request = carried.inflight_ledger = ""
+        attempt = activity.info().attempt
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
-            if lost is not None:
-                beat.beat()  # the cleared state reaches the server first
-                await daybudget.settle_day(*lost)
+            if billed and carried.was_lost(attempt):
+                await self._count_lost(carried, attempt, model, run_budget)
+                beat.beat()  # what it counted reaches the server first
             yield beat
+
+    async def _count_lost(
+        self, carried: Carried, attempt: int, model: str, run_budget: RunBudget | None
+    ) -> None:
+        """Count what the attempts lost with their worker since the last that ended
+        spent, as failed spend, once: the day's ledger settles each request they left
+        reserved (the heartbeat's request at its word, the others at their worst
+        case) and says what that added; without its answer, the heartbeat's word."""
+        usage = Usage(carried.inflight_input_tokens, carried.inflight_output_tokens)
+        estimate = carried.inflight_cost_usd
+        key, its_ledger = carried.inflight_request, carried.inflight_ledger
+        carried.in_flight(Usage(), 0.0)
+        carried.inflight_request = carried.inflight_ledger = ""
+        ledger = daybudget.todays_ledger(run_budget)
+        # Named with nothing billed yet (no answer had begun), a request's cost is not
+        # known: it goes at its worst case with the others.
+        known = bool(key) and estimate > 0
+        answer = None
+        if ledger:
+            named = {key: estimate} if known and its_ledger == ledger else {}
+            lost = range(carried.ended_attempt + 1, attempt)
+            answer = await daybudget.charge_lost(ledger, lost, named)
+        charged = named_usd = 0.0
+        if answer is not None:
+            charged, named_usd = answer.charged_usd, answer.named_usd
+        if known and (answer is None or its_ledger != ledger):
+            # No ledger answered for it (none today, or it was reserved before
+            # midnight): the heartbeat's word, settled where it was reserved.
+            charged, named_usd = charged + estimate, named_usd + estimate
+            if its_ledger:
+                await daybudget.settle_day(its_ledger, key, estimate)
+        if charged:
+            carried.failed_cost_usd += charged
+            self.metrics.record_llm(self.labels, model, usage if named_usd else Usage(), charged)
+            self.metrics.record_retry_cost(self.labels, model, charged)
 
     @contextlib.asynccontextmanager
     async def attempt(

@@ -30,9 +30,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from steadfast_contract import budget
 from steadfast_contract.activities import RunBudget
 from steadfast_contract.ledger import (
+    CHARGE_LOST_UPDATE,
     LEDGER_WORKFLOW,
     RESERVE_UPDATE,
     SETTLE_SIGNAL,
+    ChargeLostInput,
+    ChargeLostResult,
     LedgerInput,
     ReserveInput,
     ReserveResult,
@@ -91,8 +94,13 @@ async def _patiently(call: Callable[[], Awaitable[T]], *, gated: bool = True) ->
 
 def request_key(ask: int | str = 0) -> str:
     """This request's key in the ledger: run, activity, attempt and ask."""
+    return f"{attempt_prefix(activity.info().attempt)}{ask}"
+
+
+def attempt_prefix(attempt: int) -> str:
+    """What the keys of every request of ``attempt`` of this activity start with."""
     info = activity.info()
-    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}/{ask}"
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{attempt}/"
 
 
 async def reserve_day(
@@ -164,3 +172,53 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
         await _patiently(tell, gated=False)
     except Exception as err:  # bookkeeping: the reservation stands instead
         log.warning("could not settle %s in %s: %s", request, ledger_id, type(err).__name__)
+
+
+def todays_ledger(run: RunBudget | None) -> str:
+    """Today's ledger id of ``run``'s agent; empty without a daily budget."""
+    if run is None or run.day_limit_usd <= 0 or not run.ledger:
+        return ""
+    return budget.ledger_id(run.ledger, budget.day_of(datetime.now(UTC)))
+
+
+async def charge_lost(
+    ledger_id: str, attempts: range, named: dict[str, float]
+) -> ChargeLostResult | None:
+    """Settle what lost ``attempts`` of this activity reserved in ``ledger_id`` and
+    nobody settled: the ``named`` requests at what their heartbeat said, the rest at
+    their reservation (:meth:`steadfast_contract.budget.DayBook.charge_lost`). A
+    request whose heartbeat never reached Temporal (the SDK holds one for most of
+    the heartbeat timeout after the last) may have been sent and billed.
+
+    ``None`` when the ledger did not answer (the reservations stay held, which
+    overstates the day and never understates it); nothing charged when there is
+    no ledger today (nothing was reserved in it).
+    """
+    request = ChargeLostInput([attempt_prefix(a) for a in attempts], named)
+
+    async def ask() -> ChargeLostResult:
+        handle = activity.client().get_workflow_handle(ledger_id)
+        answer: ChargeLostResult = await handle.execute_update(
+            CHARGE_LOST_UPDATE, request, result_type=ChargeLostResult
+        )
+        return answer
+
+    await stickiness.unstick_once(ledger_id)
+    try:
+        answer = await _patiently(ask)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return ChargeLostResult()
+        log.warning("could not charge lost requests in %s: %s", ledger_id, err.status)
+        return None
+    except Exception as err:
+        log.warning("could not charge lost requests in %s: %s", ledger_id, type(err).__name__)
+        return None
+    if answer.requests:
+        log.warning(
+            "charged %d request(s) of lost attempts: $%.6f ($%.6f of it named by heartbeats)",
+            answer.requests,
+            answer.charged_usd,
+            answer.named_usd,
+        )
+    return answer

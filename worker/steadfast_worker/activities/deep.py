@@ -39,12 +39,8 @@ from steadfast_contract.activities import (
 from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, transcript
-from steadfast_worker.activities.base import (
-    Carried,
-    Heartbeater,
-    reserve_request,
-    settle_request,
-)
+from steadfast_worker.activities.base import reserve_request, settle_request
+from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
 
@@ -60,7 +56,9 @@ def _block(raw: Any) -> dict[str, Any]:
 class DeepActivities(SearchActivities):
     @activity.defn(name=DEEP_TURN)
     async def deep_turn(self, inp: DeepTurnInput) -> DeepTurnOutput:
-        async with self.tracked(DEEP_TURN, billed=True, model=inp.model) as beat:
+        async with self.tracked(
+            DEEP_TURN, billed=True, model=inp.model, run_budget=inp.budget
+        ) as beat:
             return await self._turn(inp, beat.state, beat)
 
     async def _turn(
@@ -202,7 +200,9 @@ class DeepActivities(SearchActivities):
 
     @activity.defn(name=DEEP_TOOL)
     async def deep_tool(self, inp: DeepToolInput) -> DeepToolOutput:
-        async with self.tracked(DEEP_TOOL, billed=True, model=inp.model) as beat:
+        async with self.tracked(
+            DEEP_TOOL, billed=True, model=inp.model, run_budget=inp.budget
+        ) as beat:
             return await self._tool(inp, beat.state)
 
     async def _tool(self, inp: DeepToolInput, carried: Carried) -> DeepToolOutput:

@@ -33,11 +33,11 @@ from steadfast_contract.activities import (
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
-    Carried,
     FailureDetailsFactory,
     reserve_request,
     settle_request,
 )
+from steadfast_worker.activities.heartbeat import Carried
 
 SYSTEM = (
     "You are a research assistant planning web searches. Answer with only the "
@@ -82,7 +82,9 @@ def parse_queries(text: str, count: int) -> list[str]:
 class QueriesActivities(ActivityBase):
     @activity.defn(name=GENERATE_QUERIES)
     async def generate_queries(self, inp: GenerateQueriesInput) -> GenerateQueriesOutput:
-        async with self.tracked(GENERATE_QUERIES, billed=True, model=inp.model) as beat:
+        async with self.tracked(
+            GENERATE_QUERIES, billed=True, model=inp.model, run_budget=inp.budget
+        ) as beat:
             return await self._generate(inp, beat.state)
 
     async def _generate(self, inp: GenerateQueriesInput, carried: Carried) -> GenerateQueriesOutput:

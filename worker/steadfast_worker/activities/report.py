@@ -25,13 +25,8 @@ from steadfast_contract.activities import (
     WriteReportOutput,
 )
 from steadfast_worker import llm
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    Carried,
-    Heartbeater,
-    reserve_request,
-    settle_request,
-)
+from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
+from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.streaming import stream_message
 
 SYSTEM = (
@@ -58,7 +53,9 @@ def prompt_chars(topic: str, results: list[SearchResult]) -> int:
 class ReportActivities(ActivityBase):
     @activity.defn(name=WRITE_REPORT)
     async def write_report(self, inp: WriteReportInput) -> WriteReportOutput:
-        async with self.tracked(WRITE_REPORT, billed=True, model=inp.model) as beat:
+        async with self.tracked(
+            WRITE_REPORT, billed=True, model=inp.model, run_budget=inp.budget
+        ) as beat:
             return await self._write(inp, beat.state, beat)
 
     async def _write(

@@ -38,12 +38,8 @@ from steadfast_contract.activities import (
     WebSearchOutput,
 )
 from steadfast_worker import errors, llm
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    Carried,
-    reserve_request,
-    settle_request,
-)
+from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
+from steadfast_worker.activities.heartbeat import Carried
 
 #: The largest search answer read, in bytes. A result list of 20 items is a few
 #: tens of kilobytes; anything near this size is not a result list.
@@ -116,7 +112,9 @@ def results_from_blocks(blocks: list[Any], limit: int) -> list[SearchResult]:
 class SearchActivities(ActivityBase):
     @activity.defn(name=WEB_SEARCH)
     async def web_search(self, inp: WebSearchInput) -> WebSearchOutput:
-        async with self.tracked(WEB_SEARCH, billed=True) as beat:
+        async with self.tracked(
+            WEB_SEARCH, billed=True, model=inp.model, run_budget=inp.budget
+        ) as beat:
             if self.config.search.provider == "anthropic-web-search":
                 return await self._anthropic(inp, beat.state)
             return await self._search_http(inp)

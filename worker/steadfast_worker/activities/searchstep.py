@@ -44,7 +44,8 @@ from steadfast_contract.activities import (
 )
 from steadfast_worker import errors
 from steadfast_worker.activities import stickiness
-from steadfast_worker.activities.base import Carried, Heartbeater, will_retry
+from steadfast_worker.activities.base import will_retry
+from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.metrics import OUTCOME_FAILURE
 

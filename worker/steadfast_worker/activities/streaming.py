@@ -36,7 +36,8 @@ from steadfast_contract import budget, pricing
 from steadfast_contract.models import REPORT_TOPIC, Pricing, ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
-from steadfast_worker.activities.base import ActivityBase, Carried, Heartbeater, settle_request
+from steadfast_worker.activities.base import ActivityBase, settle_request
+from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.

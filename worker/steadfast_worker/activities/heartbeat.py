@@ -1,0 +1,141 @@
+"""What an activity carries from one attempt to the next, and the heartbeats that carry it.
+
+Temporal keeps an activity's last heartbeat details across its attempts: they are
+the only memory a retry has of an attempt that vanished with its worker. An LLM
+activity puts there what it has spent (failed attempts, the request in flight and
+what it was billed so far) and what it has finished, so the next attempt counts
+the spend and does not do the work again. :class:`Heartbeater` sends them in the
+background while the activity waits on the network, so a dead worker is noticed
+after the heartbeat timeout (seconds), not the start-to-close timeout (minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+
+from steadfast_contract.pricing import Usage
+
+
+@dataclass
+class Carried:
+    """Heartbeat details that survive into the next attempt of the same activity."""
+
+    failed_cost_usd: float = 0.0
+    calls: int = 0
+    progress: int = 0
+    ended_attempt: int = 0
+    """The last attempt that ended here (and recorded its own failure metrics);
+    an attempt that vanished with its worker never gets to set it."""
+    inflight_cost_usd: float = 0.0
+    """Estimated spend of the request in flight (a stream's input and its output
+    so far). An attempt lost with its worker leaves it here, and the next attempt
+    counts it as failed spend; an attempt that ends counts it itself."""
+    inflight_input_tokens: int = 0
+    inflight_output_tokens: int = 0
+    inflight_request: str = ""
+    """The day's-ledger key of the request in flight, and its ledger: an attempt lost
+    with its worker leaves them, and the next attempt settles it at the estimate."""
+    inflight_ledger: str = ""
+    finished: dict[str, Any] = field(default_factory=dict)
+    """Parts of the activity's work that are done (the search step's answered or failed
+    queries, by index): a retry does not do them again."""
+
+    @classmethod
+    def from_info(cls) -> Carried:
+        details = activity.info().heartbeat_details
+        if not details:
+            return cls()
+        raw = details[0]
+        if isinstance(raw, Mapping):
+            return cls(
+                float(raw.get("failed_cost_usd", 0.0)),
+                int(raw.get("calls", 0)),
+                int(raw.get("progress", 0)),
+                int(raw.get("ended_attempt", 0)),
+                float(raw.get("inflight_cost_usd", 0.0)),
+                int(raw.get("inflight_input_tokens", 0)),
+                int(raw.get("inflight_output_tokens", 0)),
+                str(raw.get("inflight_request", "")),
+                str(raw.get("inflight_ledger", "")),
+                dict(raw.get("finished") or {}),
+            )
+        return cls()
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "failed_cost_usd": self.failed_cost_usd,
+            "calls": self.calls,
+            "progress": self.progress,
+            "ended_attempt": self.ended_attempt,
+            "inflight_cost_usd": self.inflight_cost_usd,
+            "inflight_input_tokens": self.inflight_input_tokens,
+            "inflight_output_tokens": self.inflight_output_tokens,
+            "inflight_request": self.inflight_request,
+            "inflight_ledger": self.inflight_ledger,
+            **({"finished": self.finished} if self.finished else {}),
+        }
+
+    def in_flight(self, usage: Usage, cost_usd: float) -> None:
+        """Note what the request in flight has cost so far (heartbeated with the rest)."""
+        self.inflight_cost_usd = cost_usd
+        self.inflight_input_tokens = (
+            usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        )
+        self.inflight_output_tokens = usage.output_tokens
+
+    def take_in_flight(self) -> tuple[Usage, float]:
+        """What the request in flight cost so far, now counted as failed spend."""
+        usage = Usage(self.inflight_input_tokens, self.inflight_output_tokens)
+        cost = self.inflight_cost_usd
+        self.failed_cost_usd += cost
+        self.in_flight(Usage(), 0.0)
+        return usage, cost
+
+    def was_lost(self, attempt: int) -> bool:
+        """Whether the attempt before ``attempt`` vanished without ending here."""
+        return attempt > 1 and self.ended_attempt != attempt - 1
+
+
+class Heartbeater:
+    """Heartbeats ``state`` periodically until closed; publishes changes promptly."""
+
+    def __init__(self, state: Carried) -> None:
+        self.state = state
+        timeout = activity.info().heartbeat_timeout
+        seconds = timeout.total_seconds() if timeout else 10.0
+        # A third of the timeout leaves room for two lost heartbeats.
+        self._interval = max(min(seconds / 3.0, 5.0), 0.1)
+        self._task: asyncio.Task[None] | None = None
+
+    def beat(self) -> None:
+        activity.heartbeat(self.state.as_details())
+
+    async def _loop(self) -> None:
+        # Not at once: the SDK sends the first heartbeat of an attempt at once and
+        # holds every later one for 0.8 heartbeat timeouts, so the first should carry
+        # news -- the request in flight, its spend so far -- not the state the attempt
+        # started from. An attempt that fails sooner sends its state with its failure.
+        while True:
+            await asyncio.sleep(self._interval)
+            self.beat()
+
+    async def __aenter__(self) -> Heartbeater:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        self.state.ended_attempt = activity.info().attempt
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if exc_type is not None:
+            # The final state must reach the server with the attempt's failure, so a
+            # retry starts from it. A success needs none: nothing retries it.
+            self.beat()
