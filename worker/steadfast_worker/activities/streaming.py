@@ -4,10 +4,11 @@
 so the rules live once, here:
 
 - text is published to the workflow's stream (:data:`~steadfast_contract.models.REPORT_TOPIC`)
-  every :data:`CHUNK_SECONDS`, for ``steadfast run --follow``; every piece is
-  also a heartbeat carrying what the request has been billed so far, so a worker
-  that dies mid-stream is noticed within the heartbeat timeout and its spend is
-  known to the next attempt;
+  every :data:`CHUNK_SECONDS`, for ``steadfast run --follow``;
+- at that cadence, for text and for tool-call input alike, a heartbeat carries
+  what the request has been billed so far (its input from ``message_start`` on),
+  so a worker that dies mid-stream is noticed within the heartbeat timeout and
+  its spend is known to the next attempt;
 - the text after the last piece (all of it, when the reply comes at once) is not
   signalled: it is returned as the reply's ``tail``, and the workflow publishes
   it when the activity reports, one signal and one workflow task fewer per call;
@@ -38,6 +39,9 @@ from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
 from steadfast_worker.activities.base import ActivityBase, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
+
+#: A reply still streaming this long after ``message_start`` has its input heartbeated.
+START_BEAT_SECONDS = 0.05
 
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
@@ -78,16 +82,19 @@ async def stream_message(
     tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
     opened: AsyncMessageStream[None] | None = None
+    told: asyncio.TimerHandle | None = None
     async with publisher:
         try:
             async with base.llm_client().messages.stream(**request) as stream:
                 opened = stream
                 async for event in stream:
                     if event.type == "message_start":
-                        # The input is billed now; a turn that only calls tools streams
-                        # no text, so this may be the only news before the reply ends.
+                        # The input is billed now, whatever the reply streams (a turn
+                        # that only calls tools streams no text): a heartbeat says so
+                        # unless the reply is over first, so a reply that comes at
+                        # once costs no heartbeat RPC.
                         _note_spend(carried, price, stream, 0)
-                        beat.beat()
+                        told = asyncio.get_running_loop().call_later(START_BEAT_SECONDS, beat.beat)
                         continue
                     if event.type == "text":
                         pending += event.text
@@ -118,6 +125,9 @@ async def stream_message(
             if not isinstance(exc, asyncio.CancelledError):
                 await settle_request(carried, ledger[0], ledger[1], cost)
             raise
+        finally:
+            if told is not None:
+                told.cancel()
         # What was published reaches the workflow before the activity reports, so the
         # tail the workflow publishes after it is in order. Not ``force_flush``: on
         # Python 3.11 a flush wake-up racing the client's exit cancels into
