@@ -152,11 +152,7 @@ class ActivityBase:
         spent, as failed spend, once: the day's ledger settles each request they left
         reserved (the heartbeat's request at its word, the others at their worst
         case) and says what that added; without its answer, the heartbeat's word."""
-        usage = Usage(carried.inflight_input_tokens, carried.inflight_output_tokens)
-        estimate = carried.inflight_cost_usd
-        key, its_ledger = carried.inflight_request, carried.inflight_ledger
-        carried.in_flight(Usage(), 0.0)
-        carried.inflight_request = carried.inflight_ledger = ""
+        usage, estimate, key, its_ledger = carried.forget_in_flight()
         ledger = daybudget.todays_ledger(run_budget)
         # Named with nothing billed yet (no answer had begun), a request's cost is not
         # known: it goes at its worst case with the others.

@@ -89,13 +89,15 @@ class Carried:
         )
         self.inflight_output_tokens = usage.output_tokens
 
-    def take_in_flight(self) -> tuple[Usage, float]:
-        """What the request in flight cost so far, now counted as failed spend."""
+    def forget_in_flight(self) -> tuple[Usage, float, str, str]:
+        """The request in flight as the state last had it (what it cost so far, its
+        day's-ledger key and ledger), forgotten here: an attempt after a lost one
+        counts it once."""
         usage = Usage(self.inflight_input_tokens, self.inflight_output_tokens)
-        cost = self.inflight_cost_usd
-        self.failed_cost_usd += cost
+        named = (usage, self.inflight_cost_usd, self.inflight_request, self.inflight_ledger)
         self.in_flight(Usage(), 0.0)
-        return usage, cost
+        self.inflight_request = self.inflight_ledger = ""
+        return named
 
     def was_lost(self, attempt: int) -> bool:
         """Whether the attempt before ``attempt`` vanished without ending here."""
