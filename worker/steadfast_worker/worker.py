@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 from steadfast_contract import credentials
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.starter import settings_from_config
-from steadfast_worker import rotation
+from steadfast_worker import retention, rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ledger import DailyBudgetLedger
@@ -136,6 +136,7 @@ async def run_worker(
     )
     running = asyncio.create_task(worker.run())
     stopping = asyncio.create_task(stop.wait())
+    sweeping = asyncio.create_task(retention.keep_sweeping(client, activities.store))
     try:
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping in done:
@@ -147,6 +148,7 @@ async def run_worker(
         await running
     finally:
         stopping.cancel()
+        sweeping.cancel()
         if rotating is not None:
             rotating.cancel()
         for sig in installed:

@@ -55,7 +55,14 @@ GET_PARTS = (
     "WHERE conversation = {p1} AND turn <= {p2} ORDER BY turn, part"
 )
 # With the report's save, in its transaction: the loop that needed the transcript is over.
+# Alone, from the retention sweep, for a run that ended without a report.
 FORGET_TRANSCRIPT = "DELETE FROM steadfast_transcripts WHERE conversation = {p1}"
+# Conversations nothing was written to since {p1}, after {p2} in key order: a page of
+# {p3}, so a sweep reaches every one however many it keeps.
+IDLE_CONVERSATIONS = (
+    "SELECT conversation FROM steadfast_transcripts WHERE conversation > {p2} "
+    "GROUP BY conversation HAVING max(created_at) < {p1} ORDER BY conversation LIMIT {p3}"
+)
 
 
 #: Placeholders ``{p1}``..``{p9}`` of the templates above, per driver (built once).

@@ -40,6 +40,7 @@ from steadfast_worker.activities.statements import (
     FORGET_TRANSCRIPT,
     GET_PART,
     GET_PARTS,
+    IDLE_CONVERSATIONS,
     LIST_REPORTS,
     MARK_EMAIL,
     PUT_PART,
@@ -143,6 +144,13 @@ class ReportStore(Protocol):
         """One part's body, or None when it was never stored."""
         ...
 
+    async def idle_conversations(self, before: str, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` transcripts nothing was written to since ``before`` (ISO time),
+        the first after ``after`` in key order."""
+        ...
+
+    async def forget_transcript(self, conversation: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -217,6 +225,13 @@ class PostgresStore:
     async def get_part(self, conversation: str, turn: int, part: str) -> str | None:
         row = await self._fetchrow(GET_PART, conversation, turn, part)
         return None if row is None else str(row[0])
+
+    async def idle_conversations(self, before: str, after: str, limit: int) -> list[str]:
+        rows = await self._pool.fetch(sql(IDLE_CONVERSATIONS, "pg"), before, after, limit)
+        return [str(r[0]) for r in rows]
+
+    async def forget_transcript(self, conversation: str) -> None:
+        await self._pool.execute(sql(FORGET_TRANSCRIPT, "pg"), conversation)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -343,6 +358,15 @@ class SqliteStore:
         params = {"p1": conversation, "p2": turn, "p3": part}
         rows = await asyncio.to_thread(self._on_transcript, GET_PART, params)
         return str(rows[0][0]) if rows else None
+
+    async def idle_conversations(self, before: str, after: str, limit: int) -> list[str]:
+        params = {"p1": before, "p2": after, "p3": limit}
+        rows = await asyncio.to_thread(self._on_transcript, IDLE_CONVERSATIONS, params)
+        return [str(r[0]) for r in rows]
+
+    async def forget_transcript(self, conversation: str) -> None:
+        params = {"p1": conversation}
+        await asyncio.to_thread(self._on_transcript, FORGET_TRANSCRIPT, params)
 
     async def close(self) -> None:
         with self._parts_lock:

@@ -1,0 +1,52 @@
+"""Which transcripts the retention sweep deletes (steadfast_worker.retention.verdict)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from steadfast_worker.retention import Found, split_conversation, verdict
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def found(
+    first: str = "r1", *, running: bool = False, closed_ago: timedelta | None = None
+) -> Found:
+    closed = None if closed_ago is None else NOW - closed_ago
+    return Found(first, running, NOW - 3 * DAY, closed)
+
+
+def test_a_run_still_open_keeps_its_transcript_however_idle() -> None:
+    assert not verdict("r1", found(running=True), NOW, DAY)
+
+
+def test_a_closed_run_keeps_it_for_the_keep_period_then_lets_it_go() -> None:
+    assert not verdict("r1", found(closed_ago=timedelta(hours=23)), NOW, DAY)
+    assert verdict("r1", found(closed_ago=DAY), NOW, DAY)
+    assert verdict("r1", found(closed_ago=timedelta(0)), NOW, timedelta(0))
+
+
+def test_an_id_temporal_does_not_know_is_not_judged() -> None:
+    # Another agent's, in another namespace sharing the database, or one retention removed.
+    assert not verdict("r1", None, NOW, timedelta(0))
+
+
+def test_a_later_chain_under_the_same_id_closes_the_earlier_one() -> None:
+    rerun = Found("r2", True, NOW - timedelta(hours=2), None)
+    assert not verdict("r1", rerun, NOW, DAY)  # began two hours ago: keep a day
+    assert verdict("r1", rerun, NOW, timedelta(hours=1))
+    # The re-run's own transcript follows its own state.
+    assert not verdict("r2", rerun, NOW, timedelta(0))
+
+
+def test_a_conversation_key_splits_at_its_last_slash() -> None:
+    assert split_conversation("research-ns-a-topic-1f/0192-ab") == (
+        "research-ns-a-topic-1f",
+        "0192-ab",
+    )
+    assert split_conversation("no-run-id") == ("", "no-run-id")

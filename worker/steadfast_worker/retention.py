@@ -1,0 +1,132 @@
+"""The retention sweep: transcripts of deep runs that ended without a report.
+
+A deep run's transcript (every reply and every tool result, fetched pages
+included) lives in the report store while its loop runs, and is deleted in the
+transaction that saves its report. A run that ends any other way (failed, out of
+budget, cancelled, terminated, timed out) leaves it there, where it helps to find
+out why, but for ever. The worker therefore sweeps, every :data:`SWEEP_EVERY`: a
+transcript nothing was written to for :data:`IDLE` is deleted once Temporal
+shows its run closed for :data:`KEEP`.
+
+Only what Temporal answers for decides, in the worker's own namespace:
+
+- a run still open (a deep run waiting for budget, or for a worker) keeps its
+  transcript, however idle;
+- a workflow id Temporal does not know keeps it too: it may be another agent's,
+  in another namespace, sharing the database (or one whose history retention
+  removed; the sweep runs often enough to see it closed before that).
+
+:func:`verdict` is the decision, a pure function; :func:`sweep` is the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from temporalio.api.enums.v1 import WorkflowExecutionStatus
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from steadfast_worker.activities.storage import ReportStore
+
+log = logging.getLogger(__name__)
+
+#: How often a worker sweeps.
+SWEEP_EVERY = timedelta(hours=1)
+#: A transcript written to this recently is not even looked at.
+IDLE = timedelta(hours=1)
+#: How long a closed run's transcript is kept, to find out why it ended.
+KEEP = timedelta(days=1)
+#: Conversations read from the store at a time (each costs a describe).
+PAGE = 200
+
+
+@dataclass(frozen=True)
+class Found:
+    """What Temporal says of the newest run under a conversation's workflow id."""
+
+    first_run_id: str
+    """The first run of its chain (continue-as-new keeps it; a re-run starts anew)."""
+    running: bool
+    started: datetime
+    closed: datetime | None
+
+
+def verdict(first_run_id: str, found: Found | None, now: datetime, keep: timedelta) -> bool:
+    """Whether the transcript of the chain that began with ``first_run_id`` may go."""
+    if found is None:
+        return False  # not this namespace's, or not any more: not ours to judge
+    if found.first_run_id != first_run_id:
+        # A later chain took the id (a re-run), so this one closed before it began.
+        return found.started <= now - keep
+    if found.running:
+        return False
+    return found.closed is not None and found.closed <= now - keep
+
+
+def split_conversation(conversation: str) -> tuple[str, str]:
+    """(workflow id, first run id) of a transcript's key (:func:`deep.conversation_key`)."""
+    workflow_id, _, first_run_id = conversation.rpartition("/")
+    return workflow_id, first_run_id
+
+
+async def describe(client: Client, workflow_id: str) -> Found | None:
+    """The newest run under ``workflow_id``, or None when Temporal does not know it."""
+    try:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    info = desc.raw_description.workflow_execution_info
+    return Found(
+        first_run_id=info.first_run_id or desc.run_id,
+        running=info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
+        started=desc.start_time,
+        closed=desc.close_time,
+    )
+
+
+async def sweep(
+    client: Client,
+    store: ReportStore,
+    *,
+    now: datetime | None = None,
+    idle: timedelta = IDLE,
+    keep: timedelta = KEEP,
+) -> int:
+    """Delete the transcripts :func:`verdict` lets go; how many."""
+    now = now or datetime.now(UTC)
+    before = (now - idle).isoformat(timespec="microseconds")
+    gone, after = 0, ""
+    while page := await store.idle_conversations(before, after, PAGE):
+        for conversation in page:
+            workflow_id, first_run_id = split_conversation(conversation)
+            if first_run_id and verdict(
+                first_run_id, await describe(client, workflow_id), now, keep
+            ):
+                await store.forget_transcript(conversation)
+                gone += 1
+        after = page[-1]
+    if gone:
+        log.info("deleted %d transcript(s) of runs that ended without a report", gone)
+    return gone
+
+
+async def keep_sweeping(
+    client: Client, store: Callable[[], Awaitable[ReportStore]], every: timedelta = SWEEP_EVERY
+) -> None:
+    """:func:`sweep` every ``every`` until cancelled; a failed sweep is logged and
+    tried again at the next (the store or Temporal may be away for a while)."""
+    while True:
+        try:
+            await sweep(client, await store())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("transcript sweep failed: %s", type(err).__name__)
+        await asyncio.sleep(every.total_seconds())
