@@ -42,6 +42,12 @@ def test_a_later_chain_under_the_same_id_closes_the_earlier_one() -> None:
     assert verdict("r1", rerun, NOW, timedelta(hours=1))
     # The re-run's own transcript follows its own state.
     assert not verdict("r2", rerun, NOW, timedelta(0))
+    # A closed re-run: the earlier chain closed before it began.
+    assert verdict("r1", Found("r2", False, NOW - 3 * DAY, NOW - 2 * DAY), NOW, DAY)
+
+
+def test_an_open_run_of_a_server_that_names_no_first_run_is_kept() -> None:
+    assert not verdict("r1", Found("", True, NOW - 30 * DAY, None), NOW, timedelta(0))
 
 
 def test_a_conversation_key_splits_at_its_last_slash() -> None:

@@ -50,7 +50,8 @@ class Found:
     """What Temporal says of the newest run under a conversation's workflow id."""
 
     first_run_id: str
-    """The first run of its chain (continue-as-new keeps it; a re-run starts anew)."""
+    """The first run of its chain (continue-as-new keeps it; a re-run starts anew);
+    empty from a server that does not say."""
     running: bool
     started: datetime
     closed: datetime | None
@@ -60,11 +61,11 @@ def verdict(first_run_id: str, found: Found | None, now: datetime, keep: timedel
     """Whether the transcript of the chain that began with ``first_run_id`` may go."""
     if found is None:
         return False  # not this namespace's, or not any more: not ours to judge
-    if found.first_run_id != first_run_id:
-        # A later chain took the id (a re-run), so this one closed before it began.
-        return found.started <= now - keep
     if found.running:
-        return False
+        # Ours, or a later chain under the id (a re-run), which began after ours closed.
+        later = found.first_run_id not in ("", first_run_id)
+        return later and found.started <= now - keep
+    # Closed: ours, or a later chain that began after ours closed.
     return found.closed is not None and found.closed <= now - keep
 
 
@@ -84,7 +85,7 @@ async def describe(client: Client, workflow_id: str) -> Found | None:
         raise
     info = desc.raw_description.workflow_execution_info
     return Found(
-        first_run_id=info.first_run_id or desc.run_id,
+        first_run_id=info.first_run_id,
         running=info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
         started=desc.start_time,
         closed=desc.close_time,
