@@ -149,6 +149,8 @@ async def run_worker(
     finally:
         stopping.cancel()
         sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping  # before the store it may be using closes
         if rotating is not None:
             rotating.cancel()
         for sig in installed:
