@@ -11,7 +11,7 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from steadfast_worker import savewait
+from steadfast_worker import failures, savewait
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,25 @@ def test_the_backoff_is_bounded_and_unlimited() -> None:
     assert policy.maximum_interval.total_seconds() == 30
     assert policy.maximum_attempts == 0
     assert "Misconfigured" in (policy.non_retryable_error_types or [])
+
+
+def test_a_save_that_ran_out_of_time_fails_naming_the_last_attempts_error() -> None:
+    # The run's failure said only "save_report: timed out (3)" when its last round
+    # ended while an attempt was under way, hiding that the store was never there.
+    kind, message = failures.describe(failed(round_timed_out(store_down("NoReportStoreError"))))
+    assert kind == "Timeout"
+    assert message.startswith("save_report: timed out (")
+    assert message.endswith("; last attempt: report store unavailable: NoReportStoreError")
+    # With no attempt's failure under it, the timeout alone.
+    assert failures.describe(failed(round_timed_out(None)))[1].endswith("timed out (3)")
+
+
+def test_a_last_round_that_timed_out_before_any_attempt_keeps_the_failure_before() -> None:
+    # A short last round can end before its first attempt: the run then failed with
+    # a bare "timed out", though every attempt had said the store was not there.
+    before = failed(store_down("NoReportStoreError"))
+    assert savewait.telling(failed(round_timed_out(None)), before) is before
+    named = failed(round_timed_out(store_down("OSError")))
+    assert savewait.telling(named, before) is named
+    again = failed(store_down("ConnectionRefusedError"))
+    assert savewait.telling(again, before) is again

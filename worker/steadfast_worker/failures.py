@@ -51,5 +51,9 @@ def describe(err: ActivityError) -> tuple[str, str]:
     if isinstance(cause, ApplicationError):
         return cause.type or errortypes.UNEXPECTED, f"{err.activity_type}: {cause.message}"
     if isinstance(cause, TimeoutError):
-        return errortypes.TIMEOUT, f"{err.activity_type}: timed out ({cause.type})"
+        # A schedule-to-close timeout carries the last attempt's failure: say why the
+        # attempts failed, not only that time ran out (a save that waited for its store).
+        last = cause.cause
+        why = f"; last attempt: {last.message}" if isinstance(last, ApplicationError) else ""
+        return errortypes.TIMEOUT, f"{err.activity_type}: timed out ({cause.type}){why}"
     return errortypes.UNEXPECTED, f"{err.activity_type}: {err.message}"

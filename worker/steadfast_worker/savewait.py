@@ -70,6 +70,16 @@ def error_class(err: ActivityError, previous: str = "") -> str:
     return previous or "Timeout"
 
 
+def telling(latest: ActivityError, before: ActivityError) -> ActivityError:
+    """The failure the run ends with should the wait run out: ``latest``, unless it is
+    a round that timed out before any attempt failed (a short last round), which says
+    nothing of the store; then ``before``, which does."""
+    cause = latest.cause
+    if isinstance(cause, TimeoutError) and not isinstance(cause.cause, ApplicationError):
+        return before
+    return latest
+
+
 def worth_waiting(err: ActivityError) -> bool:
     """Whether a failed save may succeed later: anything but a non-retryable error."""
     cause = err.cause
@@ -124,7 +134,7 @@ async def save_report(
         except ActivityError as err:
             if not worth_waiting(err):
                 raise
-            failed, rounds, cls = err, rounds + 1, error_class(err, cls)
+            failed, rounds, cls = telling(err, failed), rounds + 1, error_class(err, cls)
             continue
         status.message = before
         return act.SaveReportOutput(
