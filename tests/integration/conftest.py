@@ -45,6 +45,7 @@ from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 from steadfast_contract import budget
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
+from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ResearchResult
 from steadfast_contract.starter import research_input
 from steadfast_dev.processes import steadfast_command
@@ -224,6 +225,14 @@ class Harness:
         """Today's ledger workflow of this harness's agent."""
         key = budget.ledger_key(self.config.namespace, self.config.agent, self.task_queue)
         return budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
+
+    async def day(self) -> LedgerState:
+        """Today's ledger as its query answers, a worker of this harness polling (the
+        query needs one)."""
+        async with self.worker():
+            ledger = self.client.get_workflow_handle(self.day_ledger_id())
+            day: LedgerState = await ledger.query(LEDGER_QUERY, result_type=LedgerState)
+            return day
 
     async def start(
         self,

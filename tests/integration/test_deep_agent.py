@@ -26,7 +26,6 @@ from tests.integration.conftest import Harness, HarnessFactory, base_config
 
 from steadfast_contract import pricing
 from steadfast_contract.activities import DEEP_TOOL, DEEP_TURN
-from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import (
     BUDGET_UPDATE,
     STATUS_QUERY,
@@ -259,9 +258,7 @@ async def test_a_last_turn_lost_while_asked_again_does_not_pay_the_first_reply_a
         served = billed_usd(h, [e for e in mine if e["outcome"] == "served"])
         assert st.cost_usd >= billed_usd(h, mine) - 1e-9  # sums in another order
         print(f"run ${st.cost_usd:.6f}; served ${served:.6f}")
-        async with h.worker():  # a query needs a worker, seen polling
-            ledger = h.client.get_workflow_handle(h.day_ledger_id())
-            day = await ledger.query(LEDGER_QUERY, result_type=LedgerState)
+        day = await h.day()
         assert day.reserved_usd == 0
         assert day.spent_usd == pytest.approx(st.cost_usd, rel=1e-9)
 

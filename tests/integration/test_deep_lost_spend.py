@@ -30,7 +30,6 @@ from tests.integration.test_deep_agent import (
     prompt_tokens,
 )
 
-from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
 from steadfast_contract.models import Phase
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(300)]
@@ -67,9 +66,7 @@ async def test_a_tool_calling_turn_lost_mid_stream_is_counted(
         # seen by then (an estimate, so only that part may be short).
         assert st.cost_usd >= served + billed_usd(h, [_input_only(lost[0])]) - 1e-9
         assert st.cost_usd <= billed + 1e-9
-        async with h.worker():  # a query needs a worker, seen polling
-            ledger = h.client.get_workflow_handle(h.day_ledger_id())
-            day = await ledger.query(LEDGER_QUERY, result_type=LedgerState)
+        day = await h.day()
         assert day.reserved_usd == 0  # the lost request's reservation was settled
         assert day.spent_usd == pytest.approx(st.cost_usd, rel=1e-9)
 
