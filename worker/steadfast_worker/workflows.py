@@ -27,6 +27,18 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from temporalio.contrib.workflow_streams import WorkflowStream
 
+    # By full name, never ``from steadfast_worker import x``: this module's package is
+    # the sandbox's own copy, so a submodule reached through it is not passed
+    # through but executed again for every workflow instance (tests/unit/
+    # test_sandbox_imports.py).
+    import steadfast_worker.accounting as accounting
+    import steadfast_worker.budgeting as budgeting
+    import steadfast_worker.deep as deep
+    import steadfast_worker.errors as errors
+    import steadfast_worker.failures as failures
+    import steadfast_worker.pipeline as pipeline
+    import steadfast_worker.review as review
+    import steadfast_worker.savewait as savewait
     from steadfast_contract import activities as act
     from steadfast_contract import budget, pricing
     from steadfast_contract.models import (
@@ -53,16 +65,6 @@ with workflow.unsafe.imports_passed_through():
         Spend,
     )
     from steadfast_contract.retry import to_retry_policy
-    from steadfast_worker import (
-        accounting,
-        budgeting,
-        deep,
-        errors,
-        failures,
-        pipeline,
-        review,
-        savewait,
-    )
     from steadfast_worker.mailing import send_review
 
 LLM_START_TO_CLOSE = act.LLM_START_TO_CLOSE
