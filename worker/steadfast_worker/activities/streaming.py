@@ -23,13 +23,14 @@ settles the day's ledger with the final cost after.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import anthropic
-from anthropic.lib.streaming import AsyncMessageStream
+from anthropic.types import Message, RawMessageStreamEvent
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
@@ -46,6 +47,80 @@ START_BEAT_SECONDS = 0.05
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
 CHUNK_SECONDS = 0.25
+
+
+@dataclass
+class Reply:
+    """A reply as its raw events build it.
+
+    What the SDK's ``messages.stream`` helper accumulates, less its cost: that helper
+    builds a second, typed event and a snapshot for every raw event and parses a tool
+    call's whole input again at every piece of it: about 8 % of a deep run's worker
+    CPU (bench/deep_throughput.py). Here a tool call's input is parsed once, when
+    its block ends.
+    """
+
+    message: Message | None = None
+    """The reply so far, from ``message_start`` on (None before)."""
+    ended: bool = False
+    """Whether ``message_stop`` came: a stream closed before it is no whole reply."""
+    _tool_json: dict[int, str] = field(default_factory=dict)
+
+    def take(self, event: RawMessageStreamEvent) -> tuple[str, int]:
+        """Add ``event`` to the reply; the text and the tool-call input characters it
+        streamed."""
+        if event.type == "message_start":
+            self.message = event.message
+            return "", 0
+        message = self.message
+        if message is None:
+            raise RuntimeError(f"the stream sent {event.type} before message_start")
+        if event.type == "content_block_start":
+            message.content.append(event.content_block)
+        elif event.type == "content_block_delta":
+            block, delta = message.content[event.index], event.delta
+            if delta.type == "text_delta" and block.type == "text":
+                block.text += delta.text
+                return delta.text, 0
+            if delta.type == "input_json_delta":
+                self._tool_json[event.index] = (
+                    self._tool_json.get(event.index, "") + delta.partial_json
+                )
+                return "", len(delta.partial_json)
+            if delta.type == "citations_delta" and block.type == "text":
+                block.citations = [*(block.citations or []), delta.citation]
+            elif delta.type == "thinking_delta" and block.type == "thinking":
+                block.thinking += delta.thinking
+            elif delta.type == "signature_delta" and block.type == "thinking":
+                block.signature = delta.signature
+        elif event.type == "content_block_stop":
+            raw = self._tool_json.pop(event.index, None)
+            block = message.content[event.index]
+            if raw is not None and hasattr(block, "input"):
+                block.input = json.loads(raw) if raw.strip() else {}
+        elif event.type == "message_delta":
+            message.stop_reason = event.delta.stop_reason
+            message.stop_sequence = event.delta.stop_sequence
+            usage, more = message.usage, event.usage
+            usage.output_tokens = more.output_tokens
+            # Cumulative totals: they replace message_start's, where given.
+            if more.input_tokens is not None:
+                usage.input_tokens = more.input_tokens
+            if more.cache_creation_input_tokens is not None:
+                usage.cache_creation_input_tokens = more.cache_creation_input_tokens
+            if more.cache_read_input_tokens is not None:
+                usage.cache_read_input_tokens = more.cache_read_input_tokens
+            if more.server_tool_use is not None:
+                usage.server_tool_use = more.server_tool_use
+        elif event.type == "message_stop":
+            self.ended = True
+        return "", 0
+
+    def final(self) -> Message:
+        """The whole reply (once the stream has ended)."""
+        if self.message is None or not self.ended:
+            raise RuntimeError("the stream ended before its reply did")
+        return self.message
 
 
 @dataclass
@@ -66,7 +141,7 @@ async def stream_message(
     ask: int = 0,
     **request: Any,
 ) -> Streamed:
-    """Send ``request`` (``messages.stream`` keyword arguments) and return the reply.
+    """Send ``request`` (``messages.create`` keyword arguments) streamed; the reply.
 
     ``ledger`` is the day's ledger id (or None) and this request's key in it, as
     reserved by the caller; a request that fails is settled here.
@@ -81,27 +156,26 @@ async def stream_message(
     text, pending = "", ""
     tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
-    opened: AsyncMessageStream[None] | None = None
+    reply = Reply()
     told: asyncio.TimerHandle | None = None
     async with publisher:
         try:
-            async with base.llm_client().messages.stream(**request) as stream:
-                opened = stream
-                async for event in stream:
+            events = await base.llm_client().messages.create(stream=True, **request)
+            async with events:
+                async for event in events:
+                    piece, json_chars = reply.take(event)
                     if event.type == "message_start":
                         # The input is billed now, whatever the reply streams (a turn
                         # that only calls tools streams no text): a heartbeat says so
                         # unless the reply is over first, so a reply that comes at
                         # once costs no heartbeat RPC.
-                        _note_spend(carried, price, stream, 0)
+                        _note_spend(carried, price, reply, 0)
                         told = asyncio.get_running_loop().call_later(START_BEAT_SECONDS, beat.beat)
                         continue
-                    if event.type == "text":
-                        pending += event.text
-                    elif event.type == "input_json":
-                        tool_json += len(event.partial_json)
-                    else:
+                    if not piece and not json_chars:
                         continue
+                    pending += piece
+                    tool_json += json_chars
                     now = time.monotonic()
                     if now - last_publish >= CHUNK_SECONDS:
                         if pending:
@@ -111,12 +185,12 @@ async def stream_message(
                             carried.progress = len(text)
                         last_publish = now
                         # Billed so far, should this worker die before the end.
-                        _note_spend(carried, price, stream, len(text) + tool_json)
+                        _note_spend(carried, price, reply, len(text) + tool_json)
                         beat.beat()
-                final = await stream.get_final_message()
+            final = reply.final()
         except BaseException as exc:
             carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
-            partial = partial_usage(started_usage(opened), len(text + pending) + tool_json)
+            partial = partial_usage(started_usage(reply), len(text + pending) + tool_json)
             cost = pricing.cost_usd(partial, price)
             if cost:
                 carried.failed_cost_usd += cost
@@ -138,12 +212,10 @@ async def stream_message(
     return Streamed(final, tail)
 
 
-def _note_spend(
-    carried: Carried, price: Pricing, stream: AsyncMessageStream[None], produced: int
-) -> None:
+def _note_spend(carried: Carried, price: Pricing, reply: Reply, produced: int) -> None:
     """Put what the stream was billed so far (``produced`` characters of output) in the
     heartbeat state, for a next attempt should this worker die before the end."""
-    so_far = partial_usage(started_usage(stream), produced)
+    so_far = partial_usage(started_usage(reply), produced)
     carried.in_flight(so_far, pricing.cost_usd(so_far, price))
 
 
@@ -162,12 +234,6 @@ def partial_usage(started: Usage | None, produced: int) -> Usage:
     )
 
 
-def started_usage(stream: AsyncMessageStream[None] | None) -> Usage | None:
+def started_usage(reply: Reply) -> Usage | None:
     """The input usage ``message_start`` reported, if the stream got that far."""
-    if stream is None:
-        return None
-    try:
-        message = stream.current_message_snapshot
-    except Exception:  # no message_start yet: nothing was billed
-        return None
-    return llm.usage_of(message.usage)
+    return None if reply.message is None else llm.usage_of(reply.message.usage)
