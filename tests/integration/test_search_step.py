@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
+from temporalio.testing import ActivityEnvironment
 from tests.integration.conftest import Harness, HarnessFactory, base_config
 from tests.support.temporal import scheduled_activities
 
@@ -44,6 +45,19 @@ def _step_attempts(history: WorkflowHistory) -> list[int]:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
     ]
+
+
+async def _run_step(h: Harness, queries: list[str]) -> tuple[object, list[dict[str, Any]]]:
+    """The search step run once in the SDK's activity environment (which records every
+    heartbeat the activity asks for); its outcome and those heartbeats' details."""
+    sent: list[dict[str, Any]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: sent.append(details[0])
+    try:
+        outcome: object = await env.run(h.activities.web_searches, act.WebSearchesInput(queries, 3))
+    except Exception as err:  # a retryable fault ends the attempt: its state went with it
+        outcome = err
+    return outcome, sent
 
 
 def _searches(h: Harness, topic: str) -> dict[str, int]:
@@ -144,3 +158,36 @@ async def test_a_step_resumed_after_its_worker_was_killed_searches_only_the_open
             )
             == 1
         )
+
+
+async def test_searches_that_answer_together_need_no_heartbeat(harness: HarnessFactory) -> None:
+    # The SDK sends an attempt's first heartbeat at once: one RPC per pipeline run
+    # (bench/temporal_cost.py) that told the server nothing a success does not.
+    async with harness(start_worker=False) as h:
+        queries = content.search_queries("answers together", 3)
+        outcome, sent = await _run_step(h, queries)
+
+        assert isinstance(outcome, act.WebSearchesOutput)
+        assert [s.query for s in outcome.searches] == queries
+        assert sent == []
+
+
+async def test_answers_wait_in_a_heartbeat_while_a_query_is_still_open(
+    harness: HarnessFactory,
+) -> None:
+    async with harness(start_worker=False) as h:
+        queries = content.search_queries("one slow query", 3)
+        target = max(queries, key=len)
+        # The target stalls a second, then fails retryably (504); the others answer at once.
+        h.sim.set_faults(
+            {"search": {"first_n": 1, "kind": "timeout", "timeout_s": 1.0, "match": target}}
+        )
+        outcome, sent = await _run_step(h, queries)
+
+        assert isinstance(outcome, Exception)  # the attempt ends on the target's fault
+        # Before that, a heartbeat carried the two answers, so a worker lost while the
+        # target stalled would not search them again.
+        answered = {str(i) for i, q in enumerate(queries) if q != target}
+        assert len(sent) == 2
+        assert set(sent[0]["finished"]) == answered
+        assert set(sent[1]["finished"]) == answered  # the failure's, with the same news

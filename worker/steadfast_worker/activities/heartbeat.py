@@ -104,6 +104,10 @@ class Carried:
         return attempt > 1 and self.ended_attempt != attempt - 1
 
 
+#: How long news waits in :meth:`Heartbeater.soon` for the activity to end first.
+SOON_SECONDS = 0.05
+
+
 class Heartbeater:
     """Heartbeats ``state`` periodically until closed; publishes changes promptly."""
 
@@ -114,9 +118,23 @@ class Heartbeater:
         # A third of the timeout leaves room for two lost heartbeats.
         self._interval = max(min(seconds / 3.0, 5.0), 0.1)
         self._task: asyncio.Task[None] | None = None
+        self._due: asyncio.TimerHandle | None = None
 
     def beat(self) -> None:
         activity.heartbeat(self.state.as_details())
+
+    def soon(self) -> None:
+        """Heartbeat the state :data:`SOON_SECONDS` from now, unless a heartbeat is
+        already due or the activity ends first. The SDK sends an attempt's first
+        heartbeat at once, so news that comes just before the end (every search of a
+        step answering together) would cost an RPC that nothing needs: a success
+        reports the result instead, and a failure sends the state with it."""
+        if self._due is None:
+            self._due = asyncio.get_running_loop().call_later(SOON_SECONDS, self._beat_due)
+
+    def _beat_due(self) -> None:
+        self._due = None
+        self.beat()
 
     async def _loop(self) -> None:
         # Not at once: the SDK sends the first heartbeat of an attempt at once and
@@ -133,6 +151,8 @@ class Heartbeater:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         self.state.ended_attempt = activity.info().attempt
+        if self._due is not None:
+            self._due.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

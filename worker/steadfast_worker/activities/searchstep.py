@@ -15,8 +15,9 @@ is retried by Temporal, and the next attempt searches only those. Each query's
 attempts are counted as ``web_search`` ones in the metrics, as before.
 
 One window is wider than with an activity per query: Temporal's SDK sends
-heartbeats at most every 0.8 heartbeat timeouts, so a worker killed less than that
-after a query answered leaves it open, and it is searched again. The ``http``
+heartbeats at most every 0.8 heartbeat timeouts (and an answer waits 50 ms for the
+step to end without one), so a worker killed less than that after a query answered
+leaves it open, and it is searched again. The ``http``
 provider's searches are cheap reads; searches through the model
 (``anthropic-web-search``) are paid LLM requests and keep an activity each.
 
@@ -142,7 +143,9 @@ class SearchStepActivities(SearchActivities):
                         retries.append((i, err))
                         return
                     carried.finished[str(i)] = failed(err, info.attempt)
-                beat.beat()  # what is done reaches the server as soon as the SDK sends it
+                # What is done reaches the server as soon as the SDK sends it, unless the
+                # step ends first (searches that all answer at once need no heartbeat).
+                beat.soon()
 
             await asyncio.gather(*(search(i) for i in pending))
             if retries:  # raised within, so the heartbeat state goes with the failure
