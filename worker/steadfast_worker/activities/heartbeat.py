@@ -125,12 +125,19 @@ class Heartbeater:
 
     def soon(self) -> None:
         """Heartbeat the state :data:`SOON_SECONDS` from now, unless a heartbeat is
-        already due or the activity ends first. The SDK sends an attempt's first
-        heartbeat at once, so news that comes just before the end (every search of a
-        step answering together) would cost an RPC that nothing needs: a success
-        reports the result instead, and a failure sends the state with it."""
+        already due or the activity ends first (or :meth:`not_soon` drops it). The SDK
+        sends an attempt's first heartbeat at once, so news that comes just before the
+        end (every search of a step answering together, a reply that streams at once)
+        would cost an RPC that nothing needs: a success reports the result instead,
+        and a failure sends the state with it."""
         if self._due is None:
             self._due = asyncio.get_running_loop().call_later(SOON_SECONDS, self._beat_due)
+
+    def not_soon(self) -> None:
+        """Drop the heartbeat :meth:`soon` made due, if it has not gone yet."""
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
 
     def _beat_due(self) -> None:
         self._due = None
@@ -151,8 +158,7 @@ class Heartbeater:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         self.state.ended_attempt = activity.info().attempt
-        if self._due is not None:
-            self._due.cancel()
+        self.not_soon()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -41,9 +41,6 @@ from steadfast_worker import llm
 from steadfast_worker.activities.base import ActivityBase, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 
-#: A reply still streaming this long after ``message_start`` has its input heartbeated.
-START_BEAT_SECONDS = 0.05
-
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
 CHUNK_SECONDS = 0.25
@@ -157,7 +154,6 @@ async def stream_message(
     tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
     reply = Reply()
-    told: asyncio.TimerHandle | None = None
     async with publisher:
         try:
             events = await base.llm_client().messages.create(stream=True, **request)
@@ -170,7 +166,7 @@ async def stream_message(
                         # unless the reply is over first, so a reply that comes at
                         # once costs no heartbeat RPC.
                         _note_spend(carried, price, reply, 0)
-                        told = asyncio.get_running_loop().call_later(START_BEAT_SECONDS, beat.beat)
+                        beat.soon()
                         continue
                     if not piece and not json_chars:
                         continue
@@ -200,8 +196,7 @@ async def stream_message(
                 await settle_request(carried, ledger[0], ledger[1], cost)
             raise
         finally:
-            if told is not None:
-                told.cancel()
+            beat.not_soon()  # the reply is over: its end is news of its own
         # What was published reaches the workflow before the activity reports, so the
         # tail the workflow publishes after it is in order. Not ``force_flush``: on
         # Python 3.11 a flush wake-up racing the client's exit cancels into
