@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import anthropic
 from anthropic.types import Message, RawMessageStreamEvent
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -124,7 +123,7 @@ class Reply:
 class Streamed:
     """A streamed reply, and the end of its text the stream did not publish."""
 
-    message: anthropic.types.Message
+    message: Message
     tail: ReportChunk | None
 
 
