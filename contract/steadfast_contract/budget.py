@@ -195,6 +195,21 @@ def ledger_id(key: str, day: str) -> str:
 
 
 @dataclass
+class LostCharge:
+    """What :meth:`DayBook.charge_lost` settled, and what the lost requests cost."""
+
+    charged_usd: float = 0.0
+    """Settled by this call: what it adds to the day's spend."""
+    named_usd: float = 0.0
+    """The part of it for the requests a heartbeat named."""
+    requests: int = 0
+    costs: dict[str, float] = field(default_factory=dict)
+    """Every request under the lost attempts' prefixes, or named, that the book holds
+    settled, by this call or before it, at what it was settled: the day's word on
+    what they cost, which the run counts for those no heartbeat told it of."""
+
+
+@dataclass
 class DayBook:
     """One agent's spend on one UTC day: settled calls, and reservations in flight.
 
@@ -222,29 +237,32 @@ class DayBook:
             self.reserved[key] = reserve
         return BudgetDecision(decision.fits, self.committed_usd, reserve, limit_usd, DAY, day)
 
-    def charge_lost(
-        self, prefixes: Sequence[str], named: Mapping[str, float]
-    ) -> tuple[float, float, int]:
+    def charge_lost(self, prefixes: Sequence[str], named: Mapping[str, float]) -> LostCharge:
         """Settle the requests of attempts lost with their worker that are still
         reserved: each of ``named`` at what a heartbeat said it was billed, and every
         other under ``prefixes`` at its reservation (its worst case: no heartbeat told
-        its cost, and it may have been sent). A request already settled was counted
-        by the attempt that settled it, and is left alone, so a second call charges
-        nothing. Returns (everything charged, of which for ``named``, requests)."""
-        charged = named_usd = 0.0
-        requests = 0
+        its cost, and it may have been sent). A request already settled keeps what it
+        was settled at, so a second call charges nothing; the answer still lists it
+        (:attr:`LostCharge.costs`), since the attempt that settled it may have been
+        lost before any heartbeat told its run what it cost."""
+        lost = LostCharge()
         for key in list(self.reserved):
             if key in named:
                 cost = max(named[key], 0.0)
-                named_usd += cost
+                lost.named_usd += cost
             elif any(key.startswith(p) for p in prefixes):
                 cost = self.reserved[key]
             else:
                 continue
             self.settle(key, cost)
-            charged += cost
-            requests += 1
-        return charged, named_usd, requests
+            lost.charged_usd += cost
+            lost.requests += 1
+        lost.costs = {
+            k: c
+            for k, c in self.settled.items()
+            if k in named or any(k.startswith(p) for p in prefixes)
+        }
+        return lost
 
     def settle(self, key: str, cost_usd: float) -> None:
         """Replace request ``key``'s reservation with what it really cost."""

@@ -86,3 +86,7 @@ class ChargeLostResult:
     named_usd: float = 0.0
     """The part of it for the requests the caller named."""
     requests: int = 0
+    costs: dict[str, float] = field(default_factory=dict)
+    """Every request of the lost attempts (or named) the ledger holds settled, by this
+    update or before it, and what it was settled at. A ledger from before this field
+    answers without it."""

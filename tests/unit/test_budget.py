@@ -184,15 +184,26 @@ def test_requests_of_a_lost_attempt_are_charged_once() -> None:
     # Named by a heartbeat: at its word; the others lost: at their reservation; one
     # named but settled already (it was counted by whoever settled it): not again.
     named = {"wf/r/5/2/0": 0.07, "wf/r/5/1/0": 0.04}
-    charged, named_usd, requests = book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named)
-    assert (charged, named_usd, requests) == (pytest.approx(0.27), pytest.approx(0.07), 2)
+    lost = book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named)
+    assert (lost.charged_usd, lost.named_usd, lost.requests) == (
+        pytest.approx(0.27),
+        pytest.approx(0.07),
+        2,
+    )
     assert book.settled["wf/r/5/1/1"] == pytest.approx(0.2)
     assert book.settled["wf/r/5/2/0"] == pytest.approx(0.07)
     assert book.settled["wf/r/5/1/0"] == pytest.approx(0.05)
     assert set(book.reserved) == {"wf/r/5/10/0", "other/r/5/1/0"}
     assert book.spent_usd == pytest.approx(0.05 + 0.27)
-    # A second charge (after an attempt lost again) finds nothing left to charge.
-    assert book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named) == (0.0, 0.0, 0)
+    # The answer lists every request of the lost attempts at what it was settled at,
+    # the one the lost attempt settled itself too: no heartbeat may have told of it.
+    everything = {"wf/r/5/1/0": 0.05, "wf/r/5/1/1": 0.2, "wf/r/5/2/0": 0.07}
+    assert lost.costs == pytest.approx(everything)
+    # A second charge (after an attempt lost again) settles nothing, and says the same.
+    again = book.charge_lost(["wf/r/5/1/", "wf/r/5/2/"], named)
+    assert (again.charged_usd, again.named_usd, again.requests) == (0.0, 0.0, 0)
+    assert again.costs == pytest.approx(everything)
+    assert book.spent_usd == pytest.approx(0.05 + 0.27)
 
 
 def test_many_runs_against_one_day_overspend_by_no_more_than_their_estimates() -> None:

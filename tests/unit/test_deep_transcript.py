@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -111,7 +112,44 @@ def test_a_stored_reply_round_trips() -> None:
         [{"type": "text", "text": "x"}], "end_turn", {"input_tokens": 3}, 0.5
     )
     assert transcript.StoredReply.loads(reply.dumps()) == reply
+    assert "request" not in json.loads(reply.dumps())  # as stored before it named one
+    paid = replace(reply, request="wf/run/3/1/0")
+    assert transcript.StoredReply.loads(paid.dumps()) == paid
     assert json.loads(reply.dumps())["cost_usd"] == 0.5
+
+
+def test_what_is_stored_names_the_request_that_paid_for_it() -> None:
+    """An attempt after a lost one uses these and counts them itself, so it leaves them
+    out of the lost attempt's spend."""
+    reply = transcript.StoredReply([], "end_turn", {}, 0.25, "wf/run/3/1/0").dumps()
+    aside = transcript.StoredReply([], "tool_use", {}, 0.5, "wf/run/3/1/1").dumps()
+    paid = {"request": "wf/run/4/2/0", "cost_usd": 0.125, "usage": {"input_tokens": 9}}
+    searched = transcript.result_body("results", False, paid)
+    old = transcript.StoredReply([], "end_turn", {}, 0.75).dumps()  # before it named one
+    parts = [
+        ("assistant", reply),
+        ("set-aside", aside),
+        ("result:s1", searched),
+        ("result:f1", transcript.result_body("page", False)),
+        ("assistant", old),
+    ]
+    assert transcript.paid_for(parts) == {
+        "wf/run/3/1/0": 0.25,
+        "wf/run/3/1/1": 0.5,
+        "wf/run/4/2/0": 0.125,
+    }
+    # What paid for a result is not part of what the model is sent back.
+    turn = [
+        (1, "assistant", _reply(_use("s1", "web_search", query="a"))),
+        (1, "result:s1", searched),
+    ]
+    (answer,) = transcript.messages("t", turn, 2)[2]["content"]
+    assert answer == {
+        "type": "tool_result",
+        "tool_use_id": "s1",
+        "content": "results",
+        "is_error": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,9 @@ class StoredReply:
     stop_reason: str = ""
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
+    request: str = ""
+    """The day's-ledger key of the request that paid for it (empty: stored before the
+    transcript kept it): an attempt after a lost one counts it as used, not as lost."""
 
     def dumps(self) -> str:
         return json.dumps(
@@ -153,6 +156,7 @@ class StoredReply:
                 "stop_reason": self.stop_reason,
                 "usage": self.usage,
                 "cost_usd": self.cost_usd,
+                **({"request": self.request} if self.request else {}),
             }
         )
 
@@ -164,11 +168,31 @@ class StoredReply:
             str(data.get("stop_reason", "")),
             {k: int(v) for k, v in dict(data.get("usage", {})).items()},
             float(data.get("cost_usd", 0.0)),
+            str(data.get("request", "")),
         )
 
 
-def result_body(text: str, is_error: bool) -> str:
-    return json.dumps({"text": text, "is_error": is_error})
+def result_body(text: str, is_error: bool, paid: Mapping[str, Any] | None = None) -> str:
+    """A tool result as the transcript keeps it; ``paid`` says what request paid for
+    it (``request``, its day's-ledger key; ``cost_usd``; ``usage``), if one did."""
+    return json.dumps({"text": text, "is_error": is_error, **({"paid": paid} if paid else {})})
+
+
+def paid_for(parts: Iterable[tuple[str, str]]) -> dict[str, float]:
+    """The requests that paid for stored ``(part, body)`` pairs (replies, and tool
+    results a paid search gave), by day's-ledger key, with their cost: an attempt
+    that uses what is stored counts it, so it is no lost attempt's spend."""
+    paid: dict[str, float] = {}
+    for name, body in parts:
+        if name in (ASSISTANT, SET_ASIDE):
+            reply = StoredReply.loads(body)
+            key, cost = reply.request, reply.cost_usd
+        else:
+            stored = json.loads(body).get("paid") or {}
+            key, cost = str(stored.get("request", "")), float(stored.get("cost_usd", 0.0))
+        if key:
+            paid[key] = cost
+    return paid
 
 
 def messages(topic: str, parts: Iterable[tuple[int, str, str]], turn: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anthropic
@@ -125,6 +125,7 @@ class ActivityBase:
         billed: bool = False,
         model: str = "",
         run_budget: RunBudget | None = None,
+        stored: Callable[[], Awaitable[Mapping[str, float]]] | None = None,
     ) -> AsyncIterator[Heartbeater]:
         """One attempt of activity ``name``, heartbeating: the wrapper every activity runs in.
 
@@ -132,26 +133,38 @@ class ActivityBase:
         from earlier attempts (failed spend, calls) is read into the heartbeat state
         and attached to a failure, so the workflow can account for an activity that
         failed for good. What an attempt lost with its worker spent becomes failed
-        spend here: the request its last heartbeat named, at what it said was billed,
-        and every other request it reserved from the day (``run_budget``'s ledger) and
-        never settled, at its reservation (no heartbeat told its cost).
+        spend here: each request it made, at what the day's ledger (``run_budget``'s)
+        settled it at, and one it left reserved at what its last heartbeat said was
+        billed, or at its reservation (no heartbeat told its cost). ``stored`` says
+        which requests' replies the activity kept in the report store, by day's-ledger
+        key and cost: the activity uses those and counts them itself.
         """
         carried = Carried.from_info() if billed else Carried()
         attempt = activity.info().attempt
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
             if billed and carried.was_lost(attempt):
-                await self._count_lost(carried, attempt, model, run_budget)
+                kept = await stored() if stored is not None else {}
+                await self._count_lost(carried, attempt, model, run_budget, kept)
                 beat.beat()  # what it counted reaches the server first
             yield beat
 
     async def _count_lost(
-        self, carried: Carried, attempt: int, model: str, run_budget: RunBudget | None
+        self,
+        carried: Carried,
+        attempt: int,
+        model: str,
+        run_budget: RunBudget | None,
+        stored: Mapping[str, float],
     ) -> None:
         """Count what the attempts lost with their worker since the last that ended
-        spent, as failed spend, once: the day's ledger settles each request they left
-        reserved (the heartbeat's request at its word, the others at their worst
-        case) and says what that added; without its answer, the heartbeat's word."""
+        spent, as failed spend, once. The day's ledger settles each request they left
+        reserved (the heartbeat's request at its word, a stored one at its stored
+        cost, the others at their worst case) and says what every request of theirs
+        was settled at; counted here are those the heartbeat state has not counted
+        and the activity does not use from the store. A request may have been settled
+        (and billed) by an attempt lost before any heartbeat told of it. Without the
+        ledger's answer, the heartbeat's word."""
         usage, estimate, key, its_ledger = carried.forget_in_flight()
         ledger = daybudget.todays_ledger(run_budget)
         # Named with nothing billed yet (no answer had begun), a request's cost is not
@@ -161,9 +174,23 @@ class ActivityBase:
         if ledger:
             named = {key: estimate} if known and its_ledger == ledger else {}
             lost = range(carried.ended_attempt + 1, attempt)
+            # A stored reply the lost attempts paid for, at its cost (it may still be
+            # reserved: its worker died between storing it and settling it).
+            theirs = tuple(daybudget.attempt_prefix(a) for a in lost)
+            named |= {k: cost for k, cost in stored.items() if k.startswith(theirs)}
             answer = await daybudget.charge_lost(ledger, lost, named)
         charged = named_usd = 0.0
-        if answer is not None:
+        # ``costs`` lists everything the ledger settled here: a ledger that charged
+        # and listed nothing predates it.
+        if answer is not None and (answer.costs or not answer.charged_usd):
+            unseen = {
+                k: cost
+                for k, cost in answer.costs.items()
+                if k not in carried.counted and k not in stored
+            }
+            charged, named_usd = sum(unseen.values()), unseen.get(key, 0.0)
+            carried.counted.extend(unseen)
+        elif answer is not None:  # a ledger from before it listed costs
             charged, named_usd = answer.charged_usd, answer.named_usd
         if known and (answer is None or its_ledger != ledger):
             # No ledger answered for it (none today, or it was reserved before

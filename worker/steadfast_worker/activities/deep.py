@@ -39,6 +39,7 @@ from steadfast_contract.activities import (
 from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, transcript
+from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
@@ -56,10 +57,21 @@ def _block(raw: Any) -> dict[str, Any]:
 class DeepActivities(SearchActivities):
     @activity.defn(name=DEEP_TURN)
     async def deep_turn(self, inp: DeepTurnInput) -> DeepTurnOutput:
+        async def stored() -> dict[str, float]:
+            return await self._paid_parts(
+                inp.conversation, inp.turn, transcript.ASSISTANT, transcript.SET_ASIDE
+            )
+
         async with self.tracked(
-            DEEP_TURN, billed=True, model=inp.model, run_budget=inp.budget
+            DEEP_TURN, billed=True, model=inp.model, run_budget=inp.budget, stored=stored
         ) as beat:
             return await self._turn(inp, beat.state, beat)
+
+    async def _paid_parts(self, conversation: str, turn: int, *names: str) -> dict[str, float]:
+        """What paid for the parts ``names`` of ``turn`` that are stored (by request)."""
+        store = await self.store()
+        parts = [(n, await store.get_part(conversation, turn, n)) for n in names]
+        return transcript.paid_for((n, body) for n, body in parts if body is not None)
 
     async def _turn(
         self, inp: DeepTurnInput, carried: Carried, beat: Heartbeater
@@ -177,11 +189,12 @@ class DeepActivities(SearchActivities):
             final.stop_reason or "",
             asdict(usage),
             cost,
+            key,
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         store = await self.store()
         if _set_aside(inp, reply, ask):
-            carried.failed_cost_usd += cost  # paid for, and the report asked for again
+            carried.count_failed(key, cost)  # paid for, and the report asked for again
             carried.finished[SET_ASIDE_COUNTED] = True
             self.metrics.record_retry_cost(self.labels, inp.model, cost)
             await store.put_part(inp.conversation, inp.turn, transcript.SET_ASIDE, reply.dumps())
@@ -200,8 +213,12 @@ class DeepActivities(SearchActivities):
 
     @activity.defn(name=DEEP_TOOL)
     async def deep_tool(self, inp: DeepToolInput) -> DeepToolOutput:
+        async def stored() -> dict[str, float]:
+            part = transcript.RESULT + inp.call.id
+            return await self._paid_parts(inp.conversation, inp.turn, part)
+
         async with self.tracked(
-            DEEP_TOOL, billed=True, model=inp.model, run_budget=inp.budget
+            DEEP_TOOL, billed=True, model=inp.model, run_budget=inp.budget, stored=stored
         ) as beat:
             return await self._tool(inp, beat.state)
 
@@ -213,8 +230,11 @@ class DeepActivities(SearchActivities):
         if done is not None:  # an earlier attempt stored it and was lost before reporting
             stored = json.loads(done)
             text, is_error = str(stored["text"]), bool(stored["is_error"])
-            return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt)
+            return DeepToolOutput(
+                call.id, is_error, _summary(text), len(text), attempt, _reused(inp, carried, stored)
+            )
         cost: LlmCall | None = None
+        paid: dict[str, Any] | None = None
         if call.name == TOOL_WEB_SEARCH:
             query = WebSearchInput(
                 call.input["query"],
@@ -229,6 +249,9 @@ class DeepActivities(SearchActivities):
             else:
                 found = await self._search_http(query)
             cost = found.llm
+            if cost is not None:  # its request, as reserve_request named it
+                paid = {"request": daybudget.request_key(), "cost_usd": cost.cost_usd}
+                paid["usage"] = asdict(cost.usage)
             text = json.dumps(
                 [{"title": r.title, "url": r.url, "snippet": r.snippet} for r in found.results]
             )
@@ -245,9 +268,20 @@ class DeepActivities(SearchActivities):
         else:
             text, is_error = f"no tool {call.name!r} runs as an activity", True
         await store.put_part(
-            inp.conversation, inp.turn, part, transcript.result_body(text, is_error)
+            inp.conversation, inp.turn, part, transcript.result_body(text, is_error, paid)
         )
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+
+
+def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> LlmCall | None:
+    """The cost of a stored tool result a lost attempt paid for (a search through the
+    LLM), and what this activity counted as failed spend."""
+    paid = stored.get("paid") or {}
+    if not paid and not carried.failed_cost_usd:
+        return None
+    usage = Usage(**paid.get("usage", {}))
+    cost = float(paid.get("cost_usd", 0.0))
+    return LlmCall(inp.model, usage, cost, carried.failed_cost_usd, max(carried.calls, 1))
 
 
 #: In the heartbeat details: the set-aside reply's cost is in ``failed_cost_usd``.

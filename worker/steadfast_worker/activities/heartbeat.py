@@ -45,6 +45,10 @@ class Carried:
     finished: dict[str, Any] = field(default_factory=dict)
     """Parts of the activity's work that are done (the search step's answered or failed
     queries, by index): a retry does not do them again."""
+    counted: list[str] = field(default_factory=list)
+    """Day's-ledger keys of the settled requests whose cost ``failed_cost_usd`` holds.
+    The ledger tells an attempt after a lost one what each of the lost one's requests
+    was settled at; it counts those not listed here (their heartbeat never came)."""
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -64,6 +68,7 @@ class Carried:
                 str(raw.get("inflight_request", "")),
                 str(raw.get("inflight_ledger", "")),
                 dict(raw.get("finished") or {}),
+                [str(k) for k in raw.get("counted") or []],
             )
         return cls()
 
@@ -79,7 +84,15 @@ class Carried:
             "inflight_request": self.inflight_request,
             "inflight_ledger": self.inflight_ledger,
             **({"finished": self.finished} if self.finished else {}),
+            **({"counted": self.counted} if self.counted else {}),
         }
+
+    def count_failed(self, request: str, cost_usd: float) -> None:
+        """Count a settled request's cost as failed spend, and say so in the same state
+        (one heartbeat carries both, or neither)."""
+        self.failed_cost_usd += cost_usd
+        if request:
+            self.counted.append(request)
 
     def in_flight(self, usage: Usage, cost_usd: float) -> None:
         """Note what the request in flight has cost so far (heartbeated with the rest)."""

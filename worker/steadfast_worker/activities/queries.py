@@ -122,7 +122,7 @@ class QueriesActivities(ActivityBase):
                 queries = parse_queries(text, inp.count)
             except ValueError as err:
                 problem = str(err)
-                carried.failed_cost_usd += cost
+                carried.count_failed(key, cost)
                 self.metrics.record_llm(self.labels, inp.model, usage, cost)
                 self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)

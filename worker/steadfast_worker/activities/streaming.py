@@ -188,7 +188,7 @@ async def stream_message(
             partial = partial_usage(started_usage(reply), len(text + pending) + tool_json)
             cost = pricing.cost_usd(partial, price)
             if cost:
-                carried.failed_cost_usd += cost
+                carried.count_failed(ledger[1], cost)
                 base.metrics.record_llm(base.labels, model, partial, cost)
                 base.metrics.record_retry_cost(base.labels, model, cost)
             if not isinstance(exc, asyncio.CancelledError):

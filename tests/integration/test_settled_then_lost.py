@@ -1,0 +1,176 @@
+"""A request settled in the day's ledger just before its worker died is still counted.
+
+An LLM activity settles each request's cost in the day's ledger (a signal, which
+the server keeps at once) and then reports to Temporal. A worker killed between
+the two leaves a request that was billed and settled, and no heartbeat that told
+the run of it: the SDK sends none for a reply that comes at once, and holds later
+ones for most of the heartbeat timeout. The next attempt must count that spend all
+the same (the ledger's ``charge-lost`` answer lists what each request of the lost
+attempt was settled at), and must not count a second time what it takes from the
+report store (a deep turn's stored reply, which the turn reports as its own cost).
+
+The window is milliseconds wide, so no SIGKILL hits it reliably. Here each attempt
+runs in the SDK's activity environment against the real dev server, the harness's
+worker (which runs the ledger) and the simulator, and the second attempt is given
+what Temporal would hold after the first was lost there: its attempt number, and
+the heartbeats that reached the server (none; each test checks that none was sent).
+Costs are the simulator's billing, from its request log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_budget_per_call import billed_usd
+
+from steadfast_contract import activities as act
+from steadfast_contract import budget, pricing
+from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
+
+
+def _run_budget(h: Harness) -> act.RunBudget:
+    key = budget.ledger_key(h.config.namespace, h.config.agent, h.task_queue)
+    return act.RunBudget(0.0, 1.0, 50.0, key)
+
+
+def _attempt(
+    h: Harness,
+    wf_id: str,
+    activity_id: str,
+    attempt: int,
+    sent: list[Any],
+    reached: list[Any] | None = None,
+) -> ActivityEnvironment:
+    """Attempt ``attempt`` of one activity of run ``wf_id``, as the worker would run it
+    after the attempts before it (none reported; of their heartbeats, ``reached``
+    reached Temporal), recording the heartbeats it asks for in ``sent``."""
+    env = ActivityEnvironment(h.client)
+    env.info = replace(
+        env.info,
+        workflow_id=wf_id,
+        workflow_run_id="run-1",
+        activity_id=activity_id,
+        attempt=attempt,
+        heartbeat_details=reached or [],
+        heartbeat_timeout=timedelta(seconds=3),
+        task_queue=h.task_queue,
+    )
+    env.on_heartbeat = lambda *details: sent.append(details[0])
+    return env
+
+
+async def _day(h: Harness) -> LedgerState:
+    """Today's ledger, as the harness's running worker answers its query."""
+    ledger = h.client.get_workflow_handle(h.day_ledger_id())
+    day: LedgerState = await ledger.query(LEDGER_QUERY, result_type=LedgerState)
+    return day
+
+
+def _entries(h: Harness, wf_id: str) -> list[dict[str, Any]]:
+    return [e for e in h.sim.entries("llm") if e["key"].startswith(wf_id)]
+
+
+async def test_a_query_call_settled_just_before_its_worker_died_is_counted(
+    harness: HarnessFactory,
+) -> None:
+    async with harness() as h:  # its worker runs the day's ledger
+        wf_id = f"settled-lost-{uuid.uuid4().hex[:8]}"
+        inp = act.GenerateQueriesInput(
+            "settled then lost", 3, h.config.model.name, budget=_run_budget(h)
+        )
+        sent: list[Any] = []
+        await _attempt(h, wf_id, "1", 1, sent).run(h.activities.generate_queries, inp)
+        assert sent == []  # the reply came at once: no heartbeat told of it
+        (lost,) = _entries(h, wf_id)
+        day_before = await _day(h)
+
+        second = await _attempt(h, wf_id, "1", 2, sent).run(h.activities.generate_queries, inp)
+
+        entries = _entries(h, wf_id)
+        assert len(entries) == 2  # asked again: the first answer was lost with its worker
+        # The lost call is the run's failed spend, at what the simulator billed for it
+        # (the old code counted $0: the ledger had it settled, so it charged nothing).
+        assert second.llm.failed_cost_usd == pytest.approx(billed_usd(h, [lost]), rel=1e-9)
+        assert second.llm.cost_usd == pytest.approx(billed_usd(h, entries[1:]), rel=1e-9)
+        # The day counted it once, when the lost attempt settled it.
+        day = await _day(h)
+        assert day.spent_usd - day_before.spent_usd == pytest.approx(second.llm.cost_usd)
+        assert day.reserved_usd == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("heartbeat_reached", [False, True])
+async def test_a_deep_turn_lost_after_storing_its_reply_counts_it_once(
+    harness: HarnessFactory, heartbeat_reached: bool
+) -> None:
+    """The turn heartbeats once its reply is stored (the SDK sends an attempt's first
+    heartbeat at once); the worker may die before or after it reached Temporal."""
+    async with harness() as h:
+        wf_id = f"settled-stored-{uuid.uuid4().hex[:8]}"
+        inp = act.DeepTurnInput(
+            f"conv-{uuid.uuid4().hex[:8]}",
+            "settled, stored, then lost",
+            1,
+            20,
+            h.config.model.name,
+            budget=_run_budget(h),
+            request_key=f"{wf_id}/turn-1",
+        )
+        sent: list[Any] = []
+        first = await _attempt(h, wf_id, "turn-1", 1, sent).run(h.activities.deep_turn, inp)
+        assert not first.reused
+        assert len(sent) == 1
+        assert sent[0]["calls"] == 1
+        reached = sent if heartbeat_reached else []
+
+        second = await _attempt(h, wf_id, "turn-1", 2, [], reached).run(h.activities.deep_turn, inp)
+
+        (billed,) = _entries(h, wf_id)  # not asked again: the stored reply is used
+        assert second.reused
+        assert second.llm.cost_usd == pytest.approx(billed_usd(h, [billed]), rel=1e-9)
+        # Its cost is the turn's own, not the lost attempt's spend as well.
+        assert second.llm.failed_cost_usd == 0.0
+        day = await _day(h)
+        assert day.reserved_usd == pytest.approx(0.0)
+
+
+async def test_a_paid_search_stored_before_its_worker_died_is_counted_once(
+    harness: HarnessFactory,
+) -> None:
+    """A deep run's ``web_search`` through the LLM (``anthropic-web-search``) stores its
+    result; the attempt after a lost one returns that result, and its cost with it."""
+    async with harness({"search": {"provider": "anthropic-web-search"}}) as h:
+        wf_id = f"paid-search-{uuid.uuid4().hex[:8]}"
+        call = act.ToolCall("toolu_1", act.TOOL_WEB_SEARCH, {"query": "sodium batteries"})
+        inp = act.DeepToolInput(
+            f"conv-{uuid.uuid4().hex[:8]}",
+            1,
+            call,
+            model=h.config.model.name,
+            budget=_run_budget(h),
+        )
+        sent: list[Any] = []
+        first = await _attempt(h, wf_id, "tool-1", 1, sent).run(h.activities.deep_tool, inp)
+        assert sent == []
+        assert first.llm is not None
+
+        second = await _attempt(h, wf_id, "tool-1", 2, sent).run(h.activities.deep_tool, inp)
+
+        (billed,) = _entries(h, wf_id)  # not searched again: the stored result is used
+        assert second.summary == first.summary
+        # Its cost comes with it, once (the old code returned the result without it).
+        assert second.llm is not None
+        searches = billed["billed"]["server_tool_use"]["web_search_requests"]
+        paid = billed_usd(h, [billed]) + searches * pricing.WEB_SEARCH_USD_PER_REQUEST
+        assert searches == 1
+        assert second.llm.cost_usd == pytest.approx(paid, rel=1e-9)
+        assert second.llm.failed_cost_usd == 0.0
+        day = await _day(h)
+        assert day.reserved_usd == pytest.approx(0.0)

@@ -1,0 +1,41 @@
+"""The heartbeat state a retry starts from survives Temporal's round trip whole.
+
+Heartbeat details are the only memory an attempt has of one lost with its worker;
+a field that did not come back would have the retry count a lost request twice
+(``counted``) or not at all (``inflight_*``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from steadfast_worker.activities.heartbeat import Carried
+
+pytestmark = pytest.mark.unit
+
+
+def _read_back(details: object) -> Carried:
+    """``Carried`` as an attempt reads it from ``details``, sent through JSON as Temporal's
+    default converter sends them."""
+    env = ActivityEnvironment()
+    env.info = replace(env.info, attempt=2, heartbeat_details=[json.loads(json.dumps(details))])
+    return env.run(Carried.from_info)
+
+
+def test_every_field_comes_back() -> None:
+    state = Carried(0.5, 2, 10, 1, 0.25, 100, 20, "wf/r/a/2/0", "ledger", {"0": ["x"]})
+    state.count_failed("wf/r/a/2/1", 0.125)
+    assert state.failed_cost_usd == 0.625
+    assert _read_back(state.as_details()) == state
+
+
+def test_empty_lists_stay_out_of_the_details() -> None:
+    details = Carried().as_details()
+    assert "counted" not in details
+    assert "finished" not in details
+    assert _read_back(details) == Carried()
+    assert _read_back({"failed_cost_usd": 0.5}) == Carried(failed_cost_usd=0.5)
