@@ -144,7 +144,7 @@ class ActivityBase:
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
             if billed and carried.was_lost(attempt):
-                kept = await stored() if stored is not None else {}
+                kept = await _stored_or_none(stored)
                 await self._count_lost(carried, attempt, model, run_budget, kept)
                 beat.beat()  # what it counted reaches the server first
             yield beat
@@ -252,6 +252,24 @@ class ActivityBase:
                 raise
             raise err from (None if cut else exc)
         self.metrics.record_attempt(self.labels, name, OUTCOME_SUCCESS)
+
+
+async def _stored_or_none(
+    stored: Callable[[], Awaitable[Mapping[str, float]]] | None,
+) -> Mapping[str, float]:
+    """What ``stored`` says, or nothing if the store does not answer: the lost spend is
+    counted now all the same (an error here would end this attempt as if it had), at
+    worst with a stored reply counted twice, which overstates the run's spend."""
+    if stored is None:
+        return {}
+    try:
+        return await stored()
+    except Exception as err:
+        activity.logger.warning(
+            "could not read what is stored (%s): a stored reply may be counted twice",
+            type(err).__name__,
+        )
+        return {}
 
 
 class FailureDetailsFactory:
