@@ -281,7 +281,8 @@ def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> Llm
         return None
     usage = Usage(**paid.get("usage", {}))
     cost = float(paid.get("cost_usd", 0.0))
-    return LlmCall(inp.model, usage, cost, carried.failed_cost_usd, max(carried.calls, 1))
+    calls = max(carried.calls, 1) if paid else carried.calls  # the stored one was a call
+    return LlmCall(inp.model, usage, cost, carried.failed_cost_usd, calls)
 
 
 #: In the heartbeat details: the set-aside reply's cost is in ``failed_cost_usd``.
