@@ -9,7 +9,8 @@ server keeps it durably at once, so a worker draining on SIGTERM, which no longe
 runs workflow tasks, still finishes its call); the operator may read it
 (:data:`LEDGER_QUERY`). An attempt that follows one lost with its worker charges
 what the lost one reserved and nobody settled (:data:`CHARGE_LOST_UPDATE`): a request
-whose heartbeat never reached Temporal may have been sent and billed. Recorded in
+whose heartbeat never reached Temporal may have been sent and billed; the answer
+also says what the lost one settled itself, which no heartbeat may have told. Recorded in
 history like :mod:`.models`: new fields get defaults. No ``from __future__ import
 annotations``, as in :mod:`.activities`.
 """
