@@ -174,3 +174,80 @@ async def test_a_paid_search_stored_before_its_worker_died_is_counted_once(
         assert second.llm.failed_cost_usd == 0.0
         day = await _day(h)
         assert day.reserved_usd == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("heartbeats_reached", [0, 1, 2])
+async def test_a_last_turn_lost_after_setting_a_reply_aside_counts_it_once(
+    harness: HarnessFactory, heartbeats_reached: int
+) -> None:
+    """The last turn's reply called tools anyway: it is paid for, counted as failed spend
+    (in the heartbeat state, with its key) and stored aside, and the report is asked for
+    again. Lost after both, the next attempt takes both from the store, whichever of
+    the two heartbeats (one after each stored reply) reached Temporal."""
+    async with harness({"model": {"maxTokens": 4000}}) as h:
+        h.sim.set_faults(
+            {"llm": {"agent_turns": 20, "agent_finishes_when_asked": False}},
+        )
+        wf_id = f"set-aside-{uuid.uuid4().hex[:8]}"
+        inp = act.DeepTurnInput(
+            f"conv-{uuid.uuid4().hex[:8]}",
+            "the model ignores the note",
+            1,
+            1,  # the last turn
+            h.config.model.name,
+            4000,
+            budget=_run_budget(h),
+            request_key=f"{wf_id}/turn-1",
+        )
+        sent: list[Any] = []
+        first = await _attempt(h, wf_id, "turn-1", 1, sent).run(h.activities.deep_turn, inp)
+        aside, report = _entries(h, wf_id)  # the reply that called tools, then the report
+        assert report["key"].endswith("/ask1")
+        assert first.llm.failed_cost_usd == pytest.approx(billed_usd(h, [aside]), rel=1e-9)
+        assert len(sent) == 2
+
+        reached = sent[:heartbeats_reached]
+        second = await _attempt(h, wf_id, "turn-1", 2, [], reached).run(h.activities.deep_turn, inp)
+
+        assert len(_entries(h, wf_id)) == 2  # neither asked again
+        assert second.reused
+        assert second.report == first.report
+        assert second.llm.cost_usd == pytest.approx(billed_usd(h, [report]), rel=1e-9)
+        assert second.llm.failed_cost_usd == pytest.approx(billed_usd(h, [aside]), rel=1e-9)
+        assert (await _day(h)).reserved_usd == pytest.approx(0.0)
+
+
+async def test_a_re_ask_counted_in_a_heartbeat_that_reached_temporal_is_not_counted_again(
+    harness: HarnessFactory,
+) -> None:
+    """The first ask answers an unparsable list: paid for, counted as failed spend with
+    its key, and asked again. A heartbeat sent while the re-ask waits on the model
+    (each answer comes 1.5 s late) carries both; the worker dies after the re-ask was
+    settled. The next attempt counts the re-ask from the ledger, and the first ask only
+    through that heartbeat, once."""
+    async with harness() as h:
+        h.sim.set_faults(
+            {"llm": {"sequence": ["bad_json"], "scope": "service", "latency_ms": 1500}}
+        )
+        wf_id = f"re-ask-{uuid.uuid4().hex[:8]}"
+        inp = act.GenerateQueriesInput(
+            "counted once", 3, h.config.model.name, budget=_run_budget(h)
+        )
+        sent: list[Any] = []
+        first = await _attempt(h, wf_id, "1", 1, sent).run(h.activities.generate_queries, inp)
+        bad, good = _entries(h, wf_id)
+        assert first.llm.failed_cost_usd == pytest.approx(billed_usd(h, [bad]), rel=1e-9)
+        reached = [d for d in sent if d.get("counted")][-1:]  # the last one that told of it
+        assert reached
+        assert reached[0]["failed_cost_usd"] == pytest.approx(billed_usd(h, [bad]), rel=1e-9)
+        h.sim.set_faults({"llm": {"clear": True}})
+
+        second = await _attempt(h, wf_id, "1", 2, [], reached).run(
+            h.activities.generate_queries, inp
+        )
+
+        third = _entries(h, wf_id)[2:]
+        assert len(third) == 1  # asked once more: the answer was lost with its worker
+        lost = billed_usd(h, [bad]) + billed_usd(h, [good])
+        assert second.llm.failed_cost_usd == pytest.approx(lost, rel=1e-9)
+        assert second.llm.cost_usd == pytest.approx(billed_usd(h, third), rel=1e-9)
