@@ -13,8 +13,8 @@ The window is milliseconds wide, so no SIGKILL hits it reliably. Here each attem
 runs in the SDK's activity environment against the real dev server, the harness's
 worker (which runs the ledger) and the simulator, and the second attempt is given
 what Temporal would hold after the first was lost there: its attempt number, and
-the heartbeats that reached the server (none; each test checks that none was sent).
-Costs are the simulator's billing, from its request log.
+the details of its last heartbeat that reached the server, if one did (a test where
+none was sent checks that). Costs are the simulator's billing, from its request log.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ def _attempt(
     activity_id: str,
     attempt: int,
     sent: list[Any],
-    reached: list[Any] | None = None,
+    reached: dict[str, Any] | None = None,
 ) -> ActivityEnvironment:
     """Attempt ``attempt`` of one activity of run ``wf_id``, as the worker would run it
-    after the attempts before it (none reported; of their heartbeats, ``reached``
-    reached Temporal), recording the heartbeats it asks for in ``sent``."""
+    after the attempts before it (none reported; ``reached``, the details of the last
+    of their heartbeats that reached Temporal, if any did), recording the heartbeats it
+    asks for in ``sent``."""
     env = ActivityEnvironment(h.client)
     env.info = replace(
         env.info,
@@ -59,7 +60,7 @@ def _attempt(
         workflow_run_id="run-1",
         activity_id=activity_id,
         attempt=attempt,
-        heartbeat_details=reached or [],
+        heartbeat_details=[reached] if reached else [],
         heartbeat_timeout=timedelta(seconds=3),
         task_queue=h.task_queue,
     )
@@ -128,7 +129,7 @@ async def test_a_deep_turn_lost_after_storing_its_reply_counts_it_once(
         assert not first.reused
         assert len(sent) == 1
         assert sent[0]["calls"] == 1
-        reached = sent if heartbeat_reached else []
+        reached = sent[0] if heartbeat_reached else None
 
         second = await _attempt(h, wf_id, "turn-1", 2, [], reached).run(h.activities.deep_turn, inp)
 
@@ -206,7 +207,7 @@ async def test_a_last_turn_lost_after_setting_a_reply_aside_counts_it_once(
         assert first.llm.failed_cost_usd == pytest.approx(billed_usd(h, [aside]), rel=1e-9)
         assert len(sent) == 2
 
-        reached = sent[:heartbeats_reached]
+        reached = sent[heartbeats_reached - 1] if heartbeats_reached else None
         second = await _attempt(h, wf_id, "turn-1", 2, [], reached).run(h.activities.deep_turn, inp)
 
         assert len(_entries(h, wf_id)) == 2  # neither asked again
@@ -237,9 +238,10 @@ async def test_a_re_ask_counted_in_a_heartbeat_that_reached_temporal_is_not_coun
         first = await _attempt(h, wf_id, "1", 1, sent).run(h.activities.generate_queries, inp)
         bad, good = _entries(h, wf_id)
         assert first.llm.failed_cost_usd == pytest.approx(billed_usd(h, [bad]), rel=1e-9)
-        reached = [d for d in sent if d.get("counted")][-1:]  # the last one that told of it
-        assert reached
-        assert reached[0]["failed_cost_usd"] == pytest.approx(billed_usd(h, [bad]), rel=1e-9)
+        told = [d for d in sent if d.get("counted")]
+        assert told
+        reached = told[-1]  # the last heartbeat, which told of the first ask
+        assert reached["failed_cost_usd"] == pytest.approx(billed_usd(h, [bad]), rel=1e-9)
         h.sim.set_faults({"llm": {"clear": True}})
 
         second = await _attempt(h, wf_id, "1", 2, [], reached).run(
