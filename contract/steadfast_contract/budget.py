@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import datetime, timedelta
 
+from steadfast_contract.ledger import ChargeLostResult
 from steadfast_contract.models import Pricing
 from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST, dearest_input_per_mtok
 
@@ -195,21 +196,6 @@ def ledger_id(key: str, day: str) -> str:
 
 
 @dataclass
-class LostCharge:
-    """What :meth:`DayBook.charge_lost` settled, and what the lost requests cost."""
-
-    charged_usd: float = 0.0
-    """Settled by this call: what it adds to the day's spend."""
-    named_usd: float = 0.0
-    """The part of it for the requests a heartbeat named."""
-    requests: int = 0
-    costs: dict[str, float] = field(default_factory=dict)
-    """Every request under the lost attempts' prefixes, or named, that the book holds
-    settled, by this call or before it, at what it was settled: the day's word on
-    what they cost, which the run counts for those no heartbeat told it of."""
-
-
-@dataclass
 class DayBook:
     """One agent's spend on one UTC day: settled calls, and reservations in flight.
 
@@ -237,15 +223,15 @@ class DayBook:
             self.reserved[key] = reserve
         return BudgetDecision(decision.fits, self.committed_usd, reserve, limit_usd, DAY, day)
 
-    def charge_lost(self, prefixes: Sequence[str], named: Mapping[str, float]) -> LostCharge:
+    def charge_lost(self, prefixes: Sequence[str], named: Mapping[str, float]) -> ChargeLostResult:
         """Settle the requests of attempts lost with their worker that are still
         reserved: each of ``named`` at what a heartbeat said it was billed, and every
         other under ``prefixes`` at its reservation (its worst case: no heartbeat told
         its cost, and it may have been sent). A request already settled keeps what it
         was settled at, so a second call charges nothing; the answer still lists it
-        (:attr:`LostCharge.costs`), since the attempt that settled it may have been
-        lost before any heartbeat told its run what it cost."""
-        lost = LostCharge()
+        (its ``costs``), since the attempt that settled it may have been lost before
+        any heartbeat told its run what it cost."""
+        lost = ChargeLostResult()
         for key in list(self.reserved):
             if key in named:
                 cost = max(named[key], 0.0)

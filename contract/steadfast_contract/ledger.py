@@ -88,6 +88,7 @@ class ChargeLostResult:
     """The part of it for the requests the caller named."""
     requests: int = 0
     costs: dict[str, float] = field(default_factory=dict)
-    """Every request of the lost attempts (or named) the ledger holds settled, by this
-    update or before it, and what it was settled at. A ledger from before this field
-    answers without it."""
+    """Every request under the lost attempts' prefixes, or named, that the ledger holds
+    settled, by this update or before it, at what it was settled: the day's word on
+    what they cost, which the run counts for those no heartbeat told it of. A ledger
+    from before this field answers without it."""

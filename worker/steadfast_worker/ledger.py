@@ -60,8 +60,7 @@ class DailyBudgetLedger:
 
     @workflow.update(name=CHARGE_LOST_UPDATE)
     def charge_lost(self, inp: ChargeLostInput) -> ChargeLostResult:
-        lost = self._book.charge_lost(inp.prefixes, inp.named)
-        return ChargeLostResult(lost.charged_usd, lost.named_usd, lost.requests, lost.costs)
+        return self._book.charge_lost(inp.prefixes, inp.named)
 
     @workflow.signal(name=SETTLE_SIGNAL)
     def settle(self, inp: SettleInput) -> None:
