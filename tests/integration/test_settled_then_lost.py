@@ -103,7 +103,7 @@ async def test_a_query_call_settled_just_before_its_worker_died_is_counted(
         assert second.llm.cost_usd == pytest.approx(billed_usd(h, entries[1:]), rel=1e-9)
         # The day counted it once, when the lost attempt settled it.
         day = await _day(h)
-        assert day.spent_usd - day_before.spent_usd == pytest.approx(second.llm.cost_usd)
+        assert day.spent_usd - day_before.spent_usd == pytest.approx(billed_usd(h, entries[1:]))
         assert day.reserved_usd == pytest.approx(0.0)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from steadfast_contract.activities import ToolCall
+from steadfast_contract.pricing import Usage
 from steadfast_worker import deep, transcript
 
 pytestmark = pytest.mark.unit
@@ -123,8 +124,10 @@ def test_what_is_stored_names_the_request_that_paid_for_it() -> None:
     out of the lost attempt's spend."""
     reply = transcript.StoredReply([], "end_turn", {}, 0.25, "wf/run/3/1/0").dumps()
     aside = transcript.StoredReply([], "tool_use", {}, 0.5, "wf/run/3/1/1").dumps()
-    paid = {"request": "wf/run/4/2/0", "cost_usd": 0.125, "usage": {"input_tokens": 9}}
+    paid = transcript.Paid("wf/run/4/2/0", 0.125, Usage(input_tokens=9, web_search_requests=1))
     searched = transcript.result_body("results", False, paid)
+    assert transcript.paid_result(json.loads(searched)) == paid  # usage and all
+    assert transcript.paid_result(json.loads(transcript.result_body("page", False))) is None
     old = transcript.StoredReply([], "end_turn", {}, 0.75).dumps()  # before it named one
     parts = [
         ("assistant", reply),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from steadfast_contract.activities import (
@@ -25,6 +25,7 @@ from steadfast_contract.activities import (
     TOOL_WEB_SEARCH,
     ToolCall,
 )
+from steadfast_contract.pricing import Usage
 
 SYSTEM: Final = (
     "You are a careful research agent. Use web_search to find sources, fetch_page to read "
@@ -172,10 +173,35 @@ class StoredReply:
         )
 
 
-def result_body(text: str, is_error: bool, paid: Mapping[str, Any] | None = None) -> str:
-    """A tool result as the transcript keeps it; ``paid`` says what request paid for
-    it (``request``, its day's-ledger key; ``cost_usd``; ``usage``), if one did."""
-    return json.dumps({"text": text, "is_error": is_error, **({"paid": paid} if paid else {})})
+@dataclass(frozen=True)
+class Paid:
+    """The request that paid for a stored tool result (a search through the LLM)."""
+
+    request: str
+    """Its day's-ledger key."""
+    cost_usd: float
+    usage: Usage
+
+
+def result_body(text: str, is_error: bool, paid: Paid | None = None) -> str:
+    """A tool result as the transcript keeps it, with what paid for it, if anything did."""
+    body: dict[str, Any] = {"text": text, "is_error": is_error}
+    if paid is not None:
+        body["paid"] = {
+            "request": paid.request,
+            "cost_usd": paid.cost_usd,
+            "usage": asdict(paid.usage),
+        }
+    return json.dumps(body)
+
+
+def paid_result(body: Mapping[str, Any]) -> Paid | None:
+    """What paid for a stored tool result (its decoded :func:`result_body`), if anything."""
+    raw = body.get("paid")
+    if not raw:
+        return None
+    usage = Usage(**dict(raw.get("usage") or {}))
+    return Paid(str(raw.get("request", "")), float(raw.get("cost_usd", 0.0)), usage)
 
 
 def paid_for(parts: Iterable[tuple[str, str]]) -> dict[str, float]:
@@ -188,8 +214,8 @@ def paid_for(parts: Iterable[tuple[str, str]]) -> dict[str, float]:
             reply = StoredReply.loads(body)
             key, cost = reply.request, reply.cost_usd
         else:
-            stored = json.loads(body).get("paid") or {}
-            key, cost = str(stored.get("request", "")), float(stored.get("cost_usd", 0.0))
+            result = paid_result(json.loads(body))
+            key, cost = (result.request, result.cost_usd) if result else ("", 0.0)
         if key:
             paid[key] = cost
     return paid

@@ -144,7 +144,7 @@ class ActivityBase:
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
             if billed and carried.was_lost(attempt):
-                kept = await _stored_or_none(stored)
+                kept = await _stored_or_nothing(stored)
                 await self._count_lost(carried, attempt, model, run_budget, kept)
                 beat.beat()  # what it counted reaches the server first
             yield beat
@@ -174,11 +174,11 @@ class ActivityBase:
         if ledger:
             named = {key: estimate} if known and its_ledger == ledger else {}
             lost = range(carried.ended_attempt + 1, attempt)
+            theirs = [daybudget.attempt_prefix(a) for a in lost]
             # A stored reply the lost attempts paid for, at its cost (it may still be
             # reserved: its worker died between storing it and settling it).
-            theirs = tuple(daybudget.attempt_prefix(a) for a in lost)
-            named |= {k: cost for k, cost in stored.items() if k.startswith(theirs)}
-            answer = await daybudget.charge_lost(ledger, lost, named)
+            named |= {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
+            answer = await daybudget.charge_lost(ledger, theirs, named)
         charged = named_usd = 0.0
         # ``costs`` lists everything the ledger settled here: a ledger that charged
         # and listed nothing predates it.
@@ -254,7 +254,7 @@ class ActivityBase:
         self.metrics.record_attempt(self.labels, name, OUTCOME_SUCCESS)
 
 
-async def _stored_or_none(
+async def _stored_or_nothing(
     stored: Callable[[], Awaitable[Mapping[str, float]]] | None,
 ) -> Mapping[str, float]:
     """What ``stored`` says, or nothing if the store does not answer: the lost spend is

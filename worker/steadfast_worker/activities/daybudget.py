@@ -182,9 +182,10 @@ def todays_ledger(run: RunBudget | None) -> str:
 
 
 async def charge_lost(
-    ledger_id: str, attempts: range, named: dict[str, float]
+    ledger_id: str, prefixes: list[str], named: dict[str, float]
 ) -> ChargeLostResult | None:
-    """Settle what lost ``attempts`` of this activity reserved in ``ledger_id`` and
+    """Settle what the lost attempts of this activity (their keys start with one of
+    ``prefixes``, from :func:`attempt_prefix`) reserved in ``ledger_id`` and
     nobody settled: the ``named`` requests at what their heartbeat said, the rest at
     their reservation (:meth:`steadfast_contract.budget.DayBook.charge_lost`). A
     request whose heartbeat never reached Temporal (the SDK holds one for most of
@@ -194,7 +195,7 @@ async def charge_lost(
     overstates the day and never understates it); nothing charged when there is
     no ledger today (nothing was reserved in it).
     """
-    request = ChargeLostInput([attempt_prefix(a) for a in attempts], named)
+    request = ChargeLostInput(prefixes, named)
 
     async def ask() -> ChargeLostResult:
         handle = activity.client().get_workflow_handle(ledger_id)

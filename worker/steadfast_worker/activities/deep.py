@@ -234,7 +234,7 @@ class DeepActivities(SearchActivities):
                 call.id, is_error, _summary(text), len(text), attempt, _reused(inp, carried, stored)
             )
         cost: LlmCall | None = None
-        paid: dict[str, Any] | None = None
+        paid: transcript.Paid | None = None
         if call.name == TOOL_WEB_SEARCH:
             query = WebSearchInput(
                 call.input["query"],
@@ -250,8 +250,7 @@ class DeepActivities(SearchActivities):
                 found = await self._search_http(query)
             cost = found.llm
             if cost is not None:  # its request, as reserve_request named it
-                paid = {"request": daybudget.request_key(), "cost_usd": cost.cost_usd}
-                paid["usage"] = asdict(cost.usage)
+                paid = transcript.Paid(daybudget.request_key(), cost.cost_usd, cost.usage)
             text = json.dumps(
                 [{"title": r.title, "url": r.url, "snippet": r.snippet} for r in found.results]
             )
@@ -276,13 +275,13 @@ class DeepActivities(SearchActivities):
 def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> LlmCall | None:
     """The cost of a stored tool result a lost attempt paid for (a search through the
     LLM), and what this activity counted as failed spend."""
-    paid = stored.get("paid") or {}
-    if not paid and not carried.failed_cost_usd:
-        return None
-    usage = Usage(**paid.get("usage", {}))
-    cost = float(paid.get("cost_usd", 0.0))
-    calls = max(carried.calls, 1) if paid else carried.calls  # the stored one was a call
-    return LlmCall(inp.model, usage, cost, carried.failed_cost_usd, calls)
+    paid = transcript.paid_result(stored)
+    if paid is None:
+        if not carried.failed_cost_usd:
+            return None
+        return LlmCall(inp.model, Usage(), 0.0, carried.failed_cost_usd, carried.calls)
+    calls = max(carried.calls, 1)  # the stored one was a call
+    return LlmCall(inp.model, paid.usage, paid.cost_usd, carried.failed_cost_usd, calls)
 
 
 #: In the heartbeat details: the set-aside reply's cost is in ``failed_cost_usd``.
