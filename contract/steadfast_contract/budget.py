@@ -180,6 +180,22 @@ def seconds_to_next_day(now: datetime) -> float:
     return max((midnight - utc).total_seconds(), 0.001)
 
 
+def days_spanned(first: datetime, now: datetime) -> list[str]:
+    """The UTC days whose ledgers may hold requests of an activity first scheduled at
+    ``first``: its days up to ``now``'s, the last two at most.
+
+    An attempt reserves in the ledger of the day it sends its request, so the
+    attempts of one activity can reserve across midnight; an attempt that replaces
+    one lost with its worker charges every one of these ledgers. Two suffice: the
+    ledger of the day before yesterday closed an hour after its day
+    (:data:`LEDGER_GRACE`), before yesterday ended.
+    """
+    last = datetime.fromisoformat(day_of(now)).date()
+    start = max(datetime.fromisoformat(day_of(first)).date(), last - timedelta(days=1))
+    start = min(start, last)  # a first schedule "after" now is a clock's skew
+    return [(start + timedelta(days=n)).isoformat() for n in range((last - start).days + 1)]
+
+
 def ledger_key(namespace: str, agent: str, task_queue: str) -> str:
     """Whose days a ledger counts: one agent, on the task queue its workers poll.
 

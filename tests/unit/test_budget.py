@@ -232,3 +232,29 @@ def test_days_and_ledger_ids() -> None:
     other = budget.ledger_key("a", "b-c", "q")
     assert one != other
     assert budget.ledger_id(one, "2026-11-29") == "steadfast-budget/a-b/c@q/2026-11-29"
+
+
+def test_days_spanned_reach_back_over_midnight_and_no_further() -> None:
+    now = datetime(2026, 11, 30, 0, 0, 20, tzinfo=UTC)
+    assert budget.days_spanned(datetime(2026, 11, 30, 0, 0, 1, tzinfo=UTC), now) == ["2026-11-30"]
+    # Scheduled before midnight: yesterday's ledger may hold a lost attempt's request.
+    assert budget.days_spanned(datetime(2026, 11, 29, 23, 59, 58, tzinfo=UTC), now) == [
+        "2026-11-29",
+        "2026-11-30",
+    ]
+    # The ledgers of older days are closed; so is any before a first schedule long ago.
+    assert budget.days_spanned(datetime(2026, 11, 27, 12, 0, tzinfo=UTC), now) == [
+        "2026-11-29",
+        "2026-11-30",
+    ]
+    assert budget.days_spanned(datetime(1970, 1, 1, tzinfo=UTC), now) == [
+        "2026-11-29",
+        "2026-11-30",
+    ]
+    # A worker's clock behind the server's still charges today's ledger.
+    assert budget.days_spanned(datetime(2026, 12, 1, tzinfo=UTC), now) == ["2026-11-30"]
+    # Days are UTC days, whatever zone the times come in.
+    east = timezone(timedelta(hours=2))
+    assert budget.days_spanned(
+        datetime(2026, 11, 30, 1, 30, tzinfo=east), datetime(2026, 11, 30, 2, 30, tzinfo=east)
+    ) == ["2026-11-29", "2026-11-30"]

@@ -166,35 +166,42 @@ class ActivityBase:
         (and billed) by an attempt lost before any heartbeat told of it. Without the
         ledger's answer, the heartbeat's word."""
         usage, estimate, key, its_ledger = carried.forget_in_flight()
-        ledger = daybudget.todays_ledger(run_budget)
         # Named with nothing billed yet (no answer had begun), a request's cost is not
         # known: it goes at its worst case with the others.
         known = bool(key) and estimate > 0
-        answer = None
-        if ledger:
-            named = {key: estimate} if known and its_ledger == ledger else {}
-            lost = range(carried.ended_attempt + 1, attempt)
-            theirs = [daybudget.attempt_prefix(a) for a in lost]
-            # A stored reply the lost attempts paid for, at its cost (it may still be
-            # reserved: its worker died between storing it and settling it).
-            named |= {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
-            answer = await daybudget.charge_lost(ledger, theirs, named)
+        lost = range(carried.ended_attempt + 1, attempt)
+        theirs = [daybudget.attempt_prefix(a) for a in lost]
+        # A stored reply the lost attempts paid for, at its cost (it may still be
+        # reserved: its worker died between storing it and settling it).
+        stored_theirs = {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
         charged = named_usd = 0.0
-        # ``costs`` lists everything the ledger settled here: a ledger that charged
-        # and listed nothing predates it.
-        if answer is not None and (answer.costs or not answer.charged_usd):
-            unseen = {
-                k: cost
-                for k, cost in answer.costs.items()
-                if k not in carried.counted and k not in stored
-            }
-            charged, named_usd = sum(unseen.values()), unseen.get(key, 0.0)
-            carried.counted.extend(unseen)
-        elif answer is not None:  # a ledger from before it listed costs
-            charged, named_usd = answer.charged_usd, answer.named_usd
-        if known and (answer is None or its_ledger != ledger):
-            # No ledger answered for it (none today, or it was reserved before
-            # midnight): the heartbeat's word, settled where it was reserved.
+        told = False  # the ledger the heartbeat's request was reserved in answered
+        # A lost attempt may have reserved in yesterday's ledger, before midnight.
+        for ledger in daybudget.lost_ledgers(run_budget, its_ledger):
+            named = dict(stored_theirs)
+            if known and ledger == its_ledger:
+                named[key] = estimate
+            answer = await daybudget.charge_lost(ledger, theirs, named)
+            if answer is None:
+                continue
+            told = told or ledger == its_ledger
+            # ``costs`` lists everything the ledger settled here: a ledger that
+            # charged and listed nothing predates it.
+            if answer.costs or not answer.charged_usd:
+                unseen = {
+                    k: cost
+                    for k, cost in answer.costs.items()
+                    if k not in carried.counted and k not in stored
+                }
+                charged += sum(unseen.values())
+                named_usd += unseen.get(key, 0.0)
+                carried.counted.extend(unseen)
+            else:  # a ledger from before it listed costs
+                charged += answer.charged_usd
+                named_usd += answer.named_usd
+        if known and not told:
+            # No ledger answered for it (there was none, or it did not answer): the
+            # heartbeat's word, settled where it was reserved if that comes back.
             charged, named_usd = charged + estimate, named_usd + estimate
             if its_ledger:
                 await daybudget.settle_day(its_ledger, key, estimate)

@@ -174,11 +174,16 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
         log.warning("could not settle %s in %s: %s", request, ledger_id, type(err).__name__)
 
 
-def todays_ledger(run: RunBudget | None) -> str:
-    """Today's ledger id of ``run``'s agent; empty without a daily budget."""
-    if run is None or run.day_limit_usd <= 0 or not run.ledger:
-        return ""
-    return budget.ledger_id(run.ledger, budget.day_of(datetime.now(UTC)))
+def lost_ledgers(run: RunBudget | None, named: str = "") -> list[str]:
+    """The ledgers that may hold requests of this activity's lost attempts: those of
+    the UTC days since it was first scheduled (:func:`steadfast_contract.budget.days_spanned`:
+    its attempts may have reserved before midnight), and ``named``, the one its last
+    heartbeat named. Empty without a daily budget."""
+    ids = [named] if named else []
+    if run is not None and run.day_limit_usd > 0 and run.ledger:
+        days = budget.days_spanned(activity.info().scheduled_time, datetime.now(UTC))
+        ids += [budget.ledger_id(run.ledger, day) for day in days]
+    return list(dict.fromkeys(ids))
 
 
 async def charge_lost(
