@@ -322,7 +322,8 @@ async def _kill_during_call(
         await asyncio.sleep(after_s)
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
-        h.sim.set_faults(then or plan(20))
+        # A plan keeps the fields it does not name: full speed must say so.
+        h.sim.set_faults(then or plan(20, chunk_delay_ms=0))
         async with h.worker():
             result: ResearchResult = await handle.result()
         return handle, result
