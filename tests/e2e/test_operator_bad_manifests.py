@@ -11,6 +11,7 @@ and the operator keeps running.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,13 @@ def test_unworkable_agents_are_reported_and_isolated(
     assert get(kube_cluster, "deploy", namespace, "no-durable-store-worker") is None
     assert operator.proc is not None
     assert operator.proc.poll() is None, "the operator must survive bad input"
+    # A deletion waits for the agent's Temporal to confirm its runs and Schedules are
+    # gone, and this one's never answers: the documented way out, or the fixture's
+    # teardown would wait a minute for it.
+    patch = json.dumps({"spec": {"deletionPolicy": "Abandon"}})
+    kube_cluster.kubectl(
+        "patch", "ra", "unreachable-temporal", "-n", namespace, "--type=merge", "-p", patch
+    )
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
