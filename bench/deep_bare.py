@@ -12,6 +12,14 @@ conversation on every turn (the "without the offload" figure).
 The tools are Steadfast's own (the simulator's search endpoint, and
 :func:`steadfast_worker.fetching.fetch_text` over its pages), so both loops send
 the model the same conversation. The worker is ``bench/deep_bare_worker.py``.
+
+The activities are ``async def``. With ``BARE_CLIENTS=async`` (the default) they
+call the asynchronous Anthropic and HTTP clients, as a careful sample does; with
+``BARE_CLIENTS=sync`` the model and the search go through the *synchronous*
+clients, as the seed wrote its activities and as :mod:`handwritten` does, so a
+slow answer blocks the worker's event loop. ``fetch_page`` stays asynchronous in
+both (Steadfast's page reader takes an asynchronous client), which makes the
+blocking baseline a little stronger than the seed's, not weaker.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ WORKFLOW_NAME = "BareDeepWorkflow"
 #: never from activity inputs).
 SIM_URL_ENV = "BARE_SIM_URL"
 SIM_API_KEY_ENV = "BARE_SIM_API_KEY"
+#: ``async`` (the default) or ``sync``: which clients the model and the search use.
+CLIENTS_ENV = "BARE_CLIENTS"
 
 
 @dataclass
@@ -74,27 +84,37 @@ class BareActivities:
 
     def __init__(self) -> None:
         self.sim = os.environ[SIM_URL_ENV]
-        self.llm = anthropic.AsyncAnthropic(
-            api_key=os.environ[SIM_API_KEY_ENV], base_url=self.sim, max_retries=0
-        )
+        key = os.environ[SIM_API_KEY_ENV]
+        self.blocking = os.environ.get(CLIENTS_ENV, "async") == "sync"
+        self.llm = anthropic.AsyncAnthropic(api_key=key, base_url=self.sim, max_retries=0)
+        self.llm_sync = anthropic.Anthropic(api_key=key, base_url=self.sim, max_retries=0)
         self.http = httpx.AsyncClient(timeout=30)
+        self.http_sync = httpx.Client(timeout=30)
 
     @activity.defn(name="bare_llm")
     async def llm_turn(self, req: LlmRequest) -> LlmReply:
-        reply = await self.llm.messages.create(
-            model=req.model,
-            max_tokens=req.max_tokens,
-            system=transcript.SYSTEM,
-            tools=list(transcript.TOOLS),  # type: ignore[arg-type]
-            tool_choice={"type": "none"} if req.final else {"type": "auto"},
-            messages=req.messages,  # type: ignore[arg-type]
-        )
+        ask: dict[str, Any] = {
+            "model": req.model,
+            "max_tokens": req.max_tokens,
+            "system": transcript.SYSTEM,
+            "tools": list(transcript.TOOLS),
+            "tool_choice": {"type": "none"} if req.final else {"type": "auto"},
+            "messages": req.messages,
+        }
+        if self.blocking:
+            reply = self.llm_sync.messages.create(**ask)
+        else:
+            reply = await self.llm.messages.create(**ask)
         content = [b.model_dump(mode="json", exclude_none=True) for b in reply.content]
         return LlmReply(content, reply.stop_reason or "")
 
     @activity.defn(name="bare_web_search")
     async def web_search(self, query: str) -> str:
-        got = await self.http.get(f"{self.sim}/search", params={"q": query, "count": 5})
+        params: dict[str, str | int] = {"q": query, "count": 5}
+        if self.blocking:
+            got = self.http_sync.get(f"{self.sim}/search", params=params)
+        else:
+            got = await self.http.get(f"{self.sim}/search", params=params)
         got.raise_for_status()
         results = got.json().get("results", [])
         return json.dumps(

@@ -27,7 +27,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 import benchlib
-from deep_bare import SIM_API_KEY_ENV, SIM_URL_ENV, BareDeepInput
+from deep_bare import CLIENTS_ENV, SIM_API_KEY_ENV, SIM_URL_ENV, BareDeepInput
 from deep_bare import WORKFLOW_NAME as BARE
 from steadfast_contract import starter
 from steadfast_contract.config import WorkerConfig
@@ -79,10 +79,16 @@ def plan(turns: int, latency_ms: int = 0, **llm: object) -> dict[str, Any]:
     }
 
 
-def start_bare_worker(s: embedded.Stack) -> tuple[Child, str]:
-    """The hand-written loop's worker process on a fresh task queue."""
-    queue = f"bare-deep-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, SIM_URL_ENV: s.sim_url, SIM_API_KEY_ENV: embedded.SIM_API_KEY}
+def start_bare_worker(s: embedded.Stack, clients: str = "async") -> tuple[Child, str]:
+    """The hand-written loop's worker process on a fresh task queue; ``clients``
+    ``sync`` makes its model and search calls block (:data:`deep_bare.CLIENTS_ENV`)."""
+    queue = f"bare-deep-{clients}-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        SIM_URL_ENV: s.sim_url,
+        SIM_API_KEY_ENV: embedded.SIM_API_KEY,
+        CLIENTS_ENV: clients,
+    }
     child = s.supervisor.spawn(
         f"bare-deep-worker-{queue}",
         [sys.executable, str(HERE / "deep_bare_worker.py"), s.address, queue],
