@@ -158,13 +158,14 @@ class ActivityBase:
         stored: Mapping[str, float],
     ) -> None:
         """Count what the attempts lost with their worker since the last that ended
-        spent, as failed spend, once. The day's ledger settles each request they left
-        reserved (the heartbeat's request at its word, a stored one at its stored
-        cost, the others at their worst case) and says what every request of theirs
-        was settled at; counted here are those the heartbeat state has not counted
-        and the activity does not use from the store. A request may have been settled
-        (and billed) by an attempt lost before any heartbeat told of it. Without the
-        ledger's answer, the heartbeat's word."""
+        spent, as failed spend, once. The ledger of each day since the activity was
+        first scheduled (yesterday's too, if it began before midnight) settles each
+        request they left reserved (the heartbeat's request at its word, a stored one
+        at its stored cost, the others at their worst case) and says what every
+        request of theirs was settled at; counted here are those the heartbeat state
+        has not counted and the activity does not use from the store. A request may
+        have been settled (and billed) by an attempt lost before any heartbeat told
+        of it. Without the ledger's answer, the heartbeat's word."""
         usage, estimate, key, its_ledger = carried.forget_in_flight()
         # Named with nothing billed yet (no answer had begun), a request's cost is not
         # known: it goes at its worst case with the others.
