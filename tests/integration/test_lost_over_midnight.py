@@ -41,6 +41,7 @@ from steadfast_contract.ledger import (
     ReserveResult,
     SettleInput,
 )
+from steadfast_worker.activities.heartbeat import Carried
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
@@ -132,3 +133,41 @@ async def test_an_attempt_lost_across_midnight_is_charged_in_both_days_ledgers(
         assert after[today].spent_usd - before[today].spent_usd == pytest.approx(
             0.029 + second.llm.cost_usd, rel=1e-9
         )
+
+
+async def test_a_request_named_in_a_closed_days_ledger_counts_at_the_heartbeats_word(
+    harness: HarnessFactory,
+) -> None:
+    """The ledger a heartbeat named may have closed (an hour after its day) before the
+    next attempt: it knows nothing then, and the heartbeat's word is what was billed."""
+    async with harness() as h:
+        now = datetime.now(UTC)
+        closed = budget.ledger_id(_key(h), budget.day_of(now - timedelta(days=2)))
+        wf_id = f"closed-day-{uuid.uuid4().hex[:8]}"
+        reached = Carried(
+            inflight_cost_usd=0.017,
+            inflight_input_tokens=900,
+            inflight_request=f"{wf_id}/run-1/1/1/0",
+            inflight_ledger=closed,
+        ).as_details()
+        env = ActivityEnvironment(h.client)
+        env.info = replace(
+            env.info,
+            workflow_id=wf_id,
+            workflow_run_id="run-1",
+            activity_id="1",
+            attempt=2,
+            heartbeat_details=[reached],
+            scheduled_time=now - timedelta(days=2),
+            heartbeat_timeout=timedelta(seconds=3),
+            task_queue=h.task_queue,
+        )
+        inp = act.GenerateQueriesInput(
+            "named in a closed day",
+            3,
+            h.config.model.name,
+            budget=act.RunBudget(0.0, 1.0, DAY_LIMIT_USD, _key(h)),
+        )
+        second = await env.run(h.activities.generate_queries, inp)
+
+        assert second.llm.failed_cost_usd == pytest.approx(0.017, rel=1e-9)

@@ -176,7 +176,7 @@ class ActivityBase:
         # reserved: its worker died between storing it and settling it).
         stored_theirs = {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
         charged = named_usd = 0.0
-        told = False  # the ledger the heartbeat's request was reserved in answered
+        told = False  # a ledger answered for the heartbeat's request
         # A lost attempt may have reserved in yesterday's ledger, before midnight.
         for ledger in daybudget.lost_ledgers(run_budget, its_ledger):
             named = dict(stored_theirs)
@@ -185,10 +185,11 @@ class ActivityBase:
             answer = await daybudget.charge_lost(ledger, theirs, named)
             if answer is None:
                 continue
-            told = told or ledger == its_ledger
             # ``costs`` lists everything the ledger settled here: a ledger that
-            # charged and listed nothing predates it.
+            # charged and listed nothing predates it. One that is gone (a day
+            # closed an hour after it ended) lists nothing, and knows nothing.
             if answer.costs or not answer.charged_usd:
+                told = told or key in answer.costs
                 unseen = {
                     k: cost
                     for k, cost in answer.costs.items()
@@ -198,11 +199,13 @@ class ActivityBase:
                 named_usd += unseen.get(key, 0.0)
                 carried.counted.extend(unseen)
             else:  # a ledger from before it listed costs
+                told = told or ledger == its_ledger
                 charged += answer.charged_usd
                 named_usd += answer.named_usd
         if known and not told:
-            # No ledger answered for it (there was none, or it did not answer): the
-            # heartbeat's word, settled where it was reserved if that comes back.
+            # No ledger answered for it (there was none, it did not answer, or it
+            # closed with its day): the heartbeat's word, settled where it was
+            # reserved if that ledger is still there.
             charged, named_usd = charged + estimate, named_usd + estimate
             if its_ledger:
                 await daybudget.settle_day(its_ledger, key, estimate)
