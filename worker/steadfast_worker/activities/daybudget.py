@@ -55,7 +55,8 @@ GATE_SIZE = 4
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
-#: How long a ledger call keeps trying while Temporal says the ledger is busy.
+#: How long a ledger call keeps trying while Temporal says the ledger is busy (or
+#: holds an update no worker has taken for its whole RPC deadline), by the clock.
 PATIENCE_SECONDS = 60.0
 #: What the server answers while the ledger cannot take a request now but will soon:
 #: too many updates at once, or the ledger continuing as new ("workflow is closing";
@@ -72,23 +73,29 @@ _BUSY = (
 
 async def _patiently(call: Callable[[], Awaitable[T]], *, gated: bool = True) -> T:
     """``call`` (an update: through this process's gate), again while the ledger is
-    busy (many runs asking at once), with jittered backoff; the activity heartbeats
-    meanwhile."""
-    delay, waited = 0.05, 0.0
+    busy (many runs asking at once), with jittered backoff, for at most
+    :data:`PATIENCE_SECONDS`; the activity heartbeats meanwhile.
+
+    The SDK reports an update whose RPC was cancelled as it reports one that timed
+    out: a cancelled activity (its worker draining, its run gone) stops here, and
+    does not ask again for a ledger that may have no worker left to answer."""
+    loop = asyncio.get_running_loop()
+    delay, until = 0.05, loop.time() + PATIENCE_SECONDS
     while True:
         try:
             if not gated:
                 return await call()
-            loop = asyncio.get_running_loop()
             async with _gates.setdefault(loop, asyncio.Semaphore(GATE_SIZE)):
                 return await call()
-        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-            busy = not isinstance(err, RPCError) or err.status in _BUSY
-            if not busy or waited >= PATIENCE_SECONDS:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+            if isinstance(err.__cause__, asyncio.CancelledError):
+                raise asyncio.CancelledError() from err
+            if loop.time() >= until:
                 raise
-        pause = delay * (0.5 + random.random())
-        await asyncio.sleep(pause)
-        waited += pause
+        except RPCError as err:
+            if err.status not in _BUSY or loop.time() >= until:
+                raise
+        await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 2.0)
 
 
