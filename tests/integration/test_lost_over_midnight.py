@@ -82,6 +82,31 @@ async def _day(h: Harness, day: str) -> LedgerState:
     return state
 
 
+async def _second_attempt(
+    h: Harness, wf_id: str, topic: str, first_scheduled: datetime, reached: dict[str, Any] | None
+) -> act.GenerateQueriesOutput:
+    """Attempt 2 of run ``wf_id``'s query call, first scheduled at ``first_scheduled``,
+    after attempt 1 was lost (``reached``: the details of its last heartbeat that
+    reached Temporal, if one did)."""
+    env = ActivityEnvironment(h.client)
+    env.info = replace(
+        env.info,
+        workflow_id=wf_id,
+        workflow_run_id="run-1",
+        activity_id="1",
+        attempt=2,
+        heartbeat_details=[reached] if reached else [],
+        scheduled_time=first_scheduled,
+        heartbeat_timeout=timedelta(seconds=3),
+        task_queue=h.task_queue,
+    )
+    inp = act.GenerateQueriesInput(
+        topic, 3, h.config.model.name, budget=act.RunBudget(0.0, 1.0, DAY_LIMIT_USD, _key(h))
+    )
+    out: act.GenerateQueriesOutput = await env.run(h.activities.generate_queries, inp)
+    return out
+
+
 async def test_an_attempt_lost_across_midnight_is_charged_in_both_days_ledgers(
     harness: HarnessFactory,
 ) -> None:
@@ -98,24 +123,8 @@ async def test_an_attempt_lost_across_midnight_is_charged_in_both_days_ledgers(
         await _reserve(h, today, f"{lost}1", 0.029)
         before = {day: await _day(h, day) for day in (yesterday, today)}
 
-        env = ActivityEnvironment(h.client)
-        env.info = replace(
-            env.info,
-            workflow_id=wf_id,
-            workflow_run_id="run-1",
-            activity_id="1",
-            attempt=2,
-            scheduled_time=datetime.fromisoformat(today) - timedelta(minutes=1),
-            heartbeat_timeout=timedelta(seconds=3),
-            task_queue=h.task_queue,
-        )
-        inp = act.GenerateQueriesInput(
-            "lost over midnight",
-            3,
-            h.config.model.name,
-            budget=act.RunBudget(0.0, 1.0, DAY_LIMIT_USD, _key(h)),
-        )
-        second = await env.run(h.activities.generate_queries, inp)
+        minute_before = datetime.fromisoformat(today) - timedelta(minutes=1)
+        second = await _second_attempt(h, wf_id, "lost over midnight", minute_before, None)
 
         # Both requests of the lost attempt are the run's failed spend: the one
         # yesterday's ledger holds settled at what it was settled at, the one today's
@@ -150,24 +159,7 @@ async def test_a_request_named_in_a_closed_days_ledger_counts_at_the_heartbeats_
             inflight_request=f"{wf_id}/run-1/1/1/0",
             inflight_ledger=closed,
         ).as_details()
-        env = ActivityEnvironment(h.client)
-        env.info = replace(
-            env.info,
-            workflow_id=wf_id,
-            workflow_run_id="run-1",
-            activity_id="1",
-            attempt=2,
-            heartbeat_details=[reached],
-            scheduled_time=now - timedelta(days=2),
-            heartbeat_timeout=timedelta(seconds=3),
-            task_queue=h.task_queue,
-        )
-        inp = act.GenerateQueriesInput(
-            "named in a closed day",
-            3,
-            h.config.model.name,
-            budget=act.RunBudget(0.0, 1.0, DAY_LIMIT_USD, _key(h)),
-        )
-        second = await env.run(h.activities.generate_queries, inp)
+        long_ago = now - timedelta(days=2)
+        second = await _second_attempt(h, wf_id, "named in a closed day", long_ago, reached)
 
         assert second.llm.failed_cost_usd == pytest.approx(0.017, rel=1e-9)
