@@ -16,7 +16,11 @@ in the same run:
   0 ms batch, target <= 1.2x per LLM call;
 * the dev server's CPU time per run (its process tree's CPU delta over a batch).
 
-``python bench/temporal_cost.py [--runs N] [--concurrency C] [--latencies 0,200]``
+The sides take turns, batch by batch, for ``--rounds`` rounds, and each figure is the
+median of a side's batches: the machine's speed drifts over minutes, and one batch
+a side in a fixed order would hand the drift to whichever side runs last.
+
+``python bench/temporal_cost.py [--runs N] [--concurrency C] [--rounds R] [--latencies 0,200]``
 """
 
 from __future__ import annotations
@@ -84,6 +88,16 @@ async def batch(
     return Batch(n / elapsed, cpu / n * 1000, worker_cpu / n * 1000, ids)
 
 
+def median_batch(batches: list[Batch]) -> Batch:
+    """Each figure's median over a side's batches; the ids of all of them."""
+    return Batch(
+        statistics.median(b.runs_per_s for b in batches),
+        statistics.median(b.server_cpu_ms for b in batches),
+        statistics.median(b.worker_cpu_ms for b in batches),
+        [i for b in batches for i in b.ids],
+    )
+
+
 async def event_counts(s: embedded.Stack, ids: list[str]) -> list[collections.Counter[str]]:
     """Each run's history events, by type."""
     counts = []
@@ -107,13 +121,18 @@ async def llm_calls(s: embedded.Stack, ids: list[str]) -> list[int]:
 
 
 async def ledger_events(s: embedded.Stack, cfg: WorkerConfig) -> int:
-    """Events in the agent's day ledger so far: its share of every run's server cost."""
+    """Events in the agent's day ledger so far, in every run it continued as: its
+    share of every run's server cost."""
     key = budget.ledger_key(cfg.namespace, cfg.agent, cfg.task_queue)
     wf_id = budget.ledger_id(key, budget.day_of(datetime.now(UTC)))
-    try:
-        return len((await s.client.get_workflow_handle(wf_id).fetch_history()).events)
-    except RPCError:
-        return 0
+    total = 0
+    async for run in s.client.list_workflows(f"WorkflowId = '{wf_id}'"):
+        try:
+            handle = s.client.get_workflow_handle(wf_id, run_id=run.run_id)
+            total += len((await handle.fetch_history()).events)
+        except RPCError:
+            continue
+    return total
 
 
 def _median_run(counts: list[collections.Counter[str]]) -> collections.Counter[str]:
@@ -163,7 +182,7 @@ async def _events(s: embedded.Stack, hand: Batch, sf: Batch) -> None:
         print(f"      {count:3d} {name}")
 
 
-async def main(n: int, c: int, latencies: list[int]) -> int:
+async def main(n: int, c: int, latencies: list[int], rounds: int) -> int:
     async with benchlib.stack() as s:
         cfg = benchlib.bench_config(s)
         sf_worker = s.start_worker(cfg)
@@ -210,16 +229,24 @@ async def main(n: int, c: int, latencies: list[int]) -> int:
         await batch(s, sf_worker, steadfast, 2, 2)
         print(
             f"Temporal cost per run: hand-written (sync and async clients) vs Steadfast "
-            f"pipeline, {n} runs at {c} concurrent per batch"
+            f"pipeline, {n} runs at {c} concurrent per batch, medians of {rounds} rounds"
         )
         for latency in latencies:
             await s.sim_admin.set_faults(
                 {"llm": {"latency_ms": latency}, "search": {"latency_ms": latency}}
             )
-            hands = {kind: await batch(s, workers[kind], hand(kind), n, c) for kind in CLIENTS}
-            ledger0 = await ledger_events(s, cfg)
-            sf = await batch(s, sf_worker, steadfast, n, c)
-            ledger = (await ledger_events(s, cfg) - ledger0) / n
+            hand_batches: dict[str, list[Batch]] = {kind: [] for kind in CLIENTS}
+            sf_batches: list[Batch] = []
+            ledger_total = 0
+            for _ in range(rounds):
+                for kind in CLIENTS:
+                    hand_batches[kind].append(await batch(s, workers[kind], hand(kind), n, c))
+                ledger0 = await ledger_events(s, cfg)
+                sf_batches.append(await batch(s, sf_worker, steadfast, n, c))
+                ledger_total += await ledger_events(s, cfg) - ledger0
+            hands = {kind: median_batch(b) for kind, b in hand_batches.items()}
+            sf = median_batch(sf_batches)
+            ledger = ledger_total / (n * rounds)
             print(f"  {latency} ms simulator latency:")
             print(_throughput_line(latency, hands, sf))
             cpu = ", ".join(f"hand-written/{k} {h.server_cpu_ms:.0f} ms" for k, h in hands.items())
@@ -244,7 +271,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--latencies", default="0,200", help="simulator latencies in ms, comma-separated"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="batches per side and latency, taken in turns"
+    )
     ns = parser.parse_args()
     benchlib.run_and_exit(
-        main(ns.runs, ns.concurrency, [int(x) for x in ns.latencies.split(",") if x])
+        main(ns.runs, ns.concurrency, [int(x) for x in ns.latencies.split(",") if x], ns.rounds)
     )

@@ -6,7 +6,9 @@ settled. If any of it were lost at that boundary the day would be overspent, or 
 resent settle counted twice. Here the dev server suggests it after 40 events, so
 sixty requests reserved and settled six at a time through the activities' own code
 (:mod:`steadfast_worker.activities.daybudget`, in an activity context with a real
-client) cross several boundaries; the book must come out exact.
+client) cross several boundaries; the book must come out exact. The ledger runs
+outside the workflow sandbox, so its histories -- reservations, settles, a lost
+attempt's charge, every continue-as-new -- must also replay on its code.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from tests.support.temporal import start_dev_server
 
 from steadfast_contract import budget
 from steadfast_contract.activities import RunBudget
-from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
+from steadfast_contract.ledger import LEDGER_QUERY, ChargeLostResult, LedgerState
 from steadfast_worker import errors
 from steadfast_worker.activities import daybudget
 from steadfast_worker.ledger import DailyBudgetLedger
@@ -105,3 +107,12 @@ async def test_the_day_is_exact_across_continue_as_new(short_histories: Client) 
             await env.run(daybudget.reserve_day, run, "too-much", left + 0.01, {})
         assert refused.value.type == errors.BUDGET_EXHAUSTED
         assert await env.run(daybudget.reserve_day, run, "fits", left - 0.01, {}) == ledger_id
+
+        # A retry asking after its lost attempts, which reserved nothing here.
+        lost = await env.run(daybudget.charge_lost, ledger_id, [f"{ledger_id}/none/"], {})
+        assert lost == ChargeLostResult()
+
+        replayer = Replayer(workflows=[DailyBudgetLedger])
+        async for execution in client.list_workflows(f"WorkflowId = '{ledger_id}'"):
+            handle = client.get_workflow_handle(ledger_id, run_id=execution.run_id)
+            await replayer.replay_workflow(await handle.fetch_history())
