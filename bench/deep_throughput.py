@@ -21,7 +21,12 @@ in flight. Printed, with ratios Steadfast / bare:
   RPCs (the SDK's own request counter) per activity, per run and per second spent
   inside activities. The bare loop sends none (no heartbeat timeout).
 
-``python bench/deep_throughput.py [--runs N] [--concurrency C] [--turns T] [--latencies 0,200]``
+The sides take turns, batch by batch, for ``--rounds`` rounds, and the throughput
+and CPU figures are medians of a side's batches (the machine's speed drifts over
+minutes); the counts add up over all of them.
+
+``python bench/deep_throughput.py [--runs N] [--concurrency C] [--turns T] [--rounds R]
+[--latencies 0,200]``
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,7 +83,19 @@ async def batch(
     )
 
 
-async def main(n: int, c: int, turns: int, latencies: list[int]) -> int:
+def median_batch(batches: list[Batch]) -> Batch:
+    """Rates and CPU: the median batch's; activity counts and time: all batches'."""
+    return Batch(
+        statistics.median(b.runs_per_min for b in batches),
+        statistics.median(b.cpu_s_per_run for b in batches),
+        statistics.median(b.events_per_call for b in batches),
+        sum(b.activities for b in batches),
+        sum(b.busy_s for b in batches),
+        sum(b.wall_s for b in batches),
+    )
+
+
+async def main(n: int, c: int, turns: int, latencies: list[int], rounds: int) -> int:
     async with deeplib.stack(metrics=True) as s:
         cfg = deeplib.deep_config(s, turns)
         sf_worker = s.start_worker(cfg)
@@ -89,32 +107,34 @@ async def main(n: int, c: int, turns: int, latencies: list[int]) -> int:
         await deeplib.run_steadfast(s, cfg, "deep throughput warm-up")
         await deeplib.run_bare(s, bare_queue, "deep throughput warm-up", turns)
         await deeplib.run_bare(s, sync_queue, "deep throughput warm-up", turns)
-        print(f"deep agent throughput: one worker each, {n} runs of {turns} turns, {c} in flight")
+        print(
+            f"deep agent throughput: one worker each, {n} runs of {turns} turns, {c} in flight,"
+            f" medians of {rounds} rounds"
+        )
         for latency in latencies:
             await s.sim_admin.set_faults(deeplib.plan(turns, latency))
-            beats0 = await deeplib.sdk_requests(cfg, HEARTBEAT_RPC)
-            sf = await batch(
-                s,
-                sf_worker,
-                lambda i, ms=latency: deeplib.run_steadfast(s, cfg, f"tp {ms} {i}"),
-                n,
-                c,
-            )
-            beats = await deeplib.sdk_requests(cfg, HEARTBEAT_RPC) - beats0
-            bare = await batch(
-                s,
-                bare_worker,
-                lambda i, ms=latency: deeplib.run_bare(s, bare_queue, f"tp {ms} {i}", turns),
-                n,
-                c,
-            )
-            blocking = await batch(
-                s,
-                sync_worker,
-                lambda i, ms=latency: deeplib.run_bare(s, sync_queue, f"tps {ms} {i}", turns),
-                n,
-                c,
-            )
+            sides: dict[str, list[Batch]] = {"sf": [], "bare": [], "sync": []}
+            beats = 0.0
+            for r in range(rounds):
+
+                def steadfast(i: int, tag: str = f"{latency} {r}") -> Awaitable[str]:
+                    return deeplib.run_steadfast(s, cfg, f"tp {tag} {i}")
+
+                beats0 = await deeplib.sdk_requests(cfg, HEARTBEAT_RPC)
+                sides["sf"].append(await batch(s, sf_worker, steadfast, n, c))
+                beats += await deeplib.sdk_requests(cfg, HEARTBEAT_RPC) - beats0
+                for kind, worker, queue in (
+                    ("bare", bare_worker, bare_queue),
+                    ("sync", sync_worker, sync_queue),
+                ):
+
+                    def hand(
+                        i: int, q: str = queue, tag: str = f"{kind} {latency} {r}"
+                    ) -> Awaitable[str]:
+                        return deeplib.run_bare(s, q, f"tp {tag} {i}", turns)
+
+                    sides[kind].append(await batch(s, worker, hand, n, c))
+            sf, bare, blocking = (median_batch(sides[k]) for k in ("sf", "bare", "sync"))
             print(f"  {latency} ms simulator latency (load average {os.getloadavg()[0]:.1f}):")
             print(
                 f"    throughput: steadfast {sf.runs_per_min:.1f} runs/min, bare "
@@ -139,7 +159,7 @@ async def main(n: int, c: int, turns: int, latencies: list[int]) -> int:
             )
             print(
                 f"    heartbeat RPCs (steadfast): {beats:.0f} for {sf.activities} activities "
-                f"({beats / sf.activities:.2f} per activity, {beats / n:.0f} per run, "
+                f"({beats / sf.activities:.2f} per activity, {beats / (n * rounds):.0f} per run, "
                 f"{beats / max(sf.busy_s, 1e-9):.2f} per activity-second over "
                 f"{sf.busy_s:.0f} s inside activities); bare: 0"
             )
@@ -152,6 +172,9 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--latencies", default="0,200")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="batches per side and latency, taken in turns"
+    )
     ns = parser.parse_args()
     lat = [int(x) for x in ns.latencies.split(",") if x]
-    benchlib.run_and_exit(main(ns.runs, ns.concurrency, ns.turns, lat))
+    benchlib.run_and_exit(main(ns.runs, ns.concurrency, ns.turns, lat, ns.rounds))
