@@ -30,22 +30,21 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-with workflow.unsafe.imports_passed_through():
-    from steadfast_contract import budget
-    from steadfast_contract.ledger import (
-        CHARGE_LOST_UPDATE,
-        LEDGER_QUERY,
-        LEDGER_WORKFLOW,
-        RESERVE_UPDATE,
-        SETTLE_SIGNAL,
-        ChargeLostInput,
-        ChargeLostResult,
-        LedgerInput,
-        LedgerState,
-        ReserveInput,
-        ReserveResult,
-        SettleInput,
-    )
+from steadfast_contract import budget
+from steadfast_contract.ledger import (
+    CHARGE_LOST_UPDATE,
+    LEDGER_QUERY,
+    LEDGER_WORKFLOW,
+    RESERVE_UPDATE,
+    SETTLE_SIGNAL,
+    ChargeLostInput,
+    ChargeLostResult,
+    LedgerInput,
+    LedgerState,
+    ReserveInput,
+    ReserveResult,
+    SettleInput,
+)
 
 
 @workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
