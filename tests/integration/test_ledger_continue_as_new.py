@@ -113,6 +113,9 @@ async def test_the_day_is_exact_across_continue_as_new(short_histories: Client) 
         assert lost == ChargeLostResult()
 
         replayer = Replayer(workflows=[DailyBudgetLedger])
+        replayed = 0
         async for execution in client.list_workflows(f"WorkflowId = '{ledger_id}'"):
             handle = client.get_workflow_handle(ledger_id, run_id=execution.run_id)
             await replayer.replay_workflow(await handle.fetch_history())
+            replayed += 1
+        assert replayed >= 3

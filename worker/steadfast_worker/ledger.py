@@ -17,8 +17,9 @@ when its history grows long.
 
 Deterministic code only, and it runs outside Temporal's workflow sandbox: every LLM
 request of the agent wakes it (a reservation and a settle), so the sandbox's work
-per activation was measured at about 4 ms of worker CPU per pipeline run, 4 % of
-the throughput at zero model latency (``bench/temporal_cost.py``). What the sandbox
+per activation was measured at about 4 ms of worker CPU per pipeline run, 5 % of
+its throughput at zero model latency (side by side with a sandboxed ledger, the
+load of ``bench/temporal_cost.py``). What the sandbox
 would guard is small here: the handlers call the pure
 :class:`~steadfast_contract.budget.DayBook`, which neither reads the clock nor
 iterates an unordered set, and the module imports nothing with I/O (the import
