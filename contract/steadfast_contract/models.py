@@ -99,6 +99,9 @@ class FetchRules:
     deny_domains: list[str] = field(default_factory=list)
     max_bytes: int = DEFAULT_FETCH_MAX_BYTES
     timeout_seconds: float = DEFAULT_FETCH_TIMEOUT_SECONDS
+    allow_private_hosts: list[str] = field(default_factory=list)
+    """Hosts that may resolve to a non-public address (loopback, private, CGNAT,
+    unique-local); any other host must resolve to public addresses only."""
 
 
 @dataclass

@@ -41,13 +41,23 @@ class FetchPageSpec(SpecModel):
     allow_domains: Annotated[list[Domain], Crd(list_type="set")] = Field(
         default_factory=list,
         max_length=200,
-        description="Hosts fetch_page may read. Empty: any host not denied. Never a "
-        "link-local address (instance metadata), whatever the lists say.",
+        description="Hosts fetch_page may read. Empty: any host not denied (one with a "
+        "non-public address only if allowPrivateHosts names it). Never a link-local "
+        "address (instance metadata), whatever the lists say.",
     )
     deny_domains: Annotated[list[Domain], Crd(list_type="set")] = Field(
         default_factory=list,
         max_length=200,
         description="Hosts fetch_page never reads, checked first, on every redirect too.",
+    )
+    allow_private_hosts: Annotated[list[Domain], Crd(list_type="set")] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Hosts fetch_page may read although they resolve to a non-public "
+        "address: loopback, private (10/8, 172.16/12, 192.168/16), shared (100.64/10) or "
+        "unique-local (fc00::/7), as services inside the cluster do. Every other host is "
+        "refused if any of its addresses is not public, so a page cannot lead the model "
+        "into the cluster. The domain lists still apply.",
     )
     max_bytes: int = Field(
         default=models.DEFAULT_FETCH_MAX_BYTES,
@@ -70,10 +80,11 @@ class FetchPageSpec(SpecModel):
 
     def rules(self) -> models.FetchRules:
         return models.FetchRules(
-            list(self.allow_domains),
-            list(self.deny_domains),
-            self.max_bytes,
-            self.timeout.total_seconds(),
+            allow_domains=list(self.allow_domains),
+            deny_domains=list(self.deny_domains),
+            max_bytes=self.max_bytes,
+            timeout_seconds=self.timeout.total_seconds(),
+            allow_private_hosts=list(self.allow_private_hosts),
         )
 
 

@@ -19,11 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from temporalio.client import Client
 
 from steadfast_contract.config import WorkerConfig
+from steadfast_contract.researchspec import ResearchSpec
 from steadfast_dev import devserver
 from steadfast_dev.processes import Child, Supervisor, steadfast_command
 from steadfast_dev.sim.client import SimAdmin
@@ -73,6 +75,9 @@ def local_config(
         model = model.model_copy(update={"base_url": sim_url})
     if sim_url and search.provider == "http":
         search = search.model_copy(update={"endpoint": f"{sim_url}/search"})
+    research = cfg.research
+    if sim_url:
+        research = with_private_host(research, urlsplit(sim_url).netloc)
     storage = cfg.storage.model_copy(update={"sqlite_path": str(state_dir / "reports.db")})
     worker = cfg.worker.model_copy(
         update={
@@ -86,10 +91,23 @@ def local_config(
             "temporal": temporal,
             "model": model,
             "search": search,
+            "research": research,
             "storage": storage,
             "worker": worker,
         }
     )
+
+
+def with_private_host(research: ResearchSpec, host: str) -> ResearchSpec:
+    """``research`` with ``host`` added to fetch_page's ``allowPrivateHosts``: the
+    simulator serves the pages its search results link to on loopback, which
+    fetch_page reads only from hosts named there."""
+    fetch = research.tools.fetch_page
+    if host in fetch.allow_private_hosts:
+        return research
+    fetch = fetch.model_copy(update={"allow_private_hosts": [*fetch.allow_private_hosts, host]})
+    tools = research.tools.model_copy(update={"fetch_page": fetch})
+    return research.model_copy(update={"tools": tools})
 
 
 def config_document(cfg: WorkerConfig) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -157,11 +158,11 @@ def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "reports.db"
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_config(out[key], value)
         else:
             out[key] = value
     return out
@@ -182,6 +183,10 @@ def base_config(simulator: SimHandle, task_queue: str, sqlite_path: Path) -> dic
             "timeout": "2s",
         },
         "search": {"provider": "http", "endpoint": simulator.search_url},
+        # The simulator's search results link to the pages it serves on loopback.
+        "research": {
+            "tools": {"fetchPage": {"allowPrivateHosts": [urlsplit(simulator.base_url).netloc]}}
+        },
         "storage": {"postgresDsnEnv": PG_DSN_ENV, "sqlitePath": str(sqlite_path)},
         "notify": {
             "email": {
@@ -354,7 +359,7 @@ def harness(
         postgres_dsn: str = "",
         start_worker: bool = True,
     ) -> AsyncIterator[Harness]:
-        raw = _merge(base_config(sim, task_queue, sqlite_path), overrides or {})
+        raw = merge_config(base_config(sim, task_queue, sqlite_path), overrides or {})
         config = parse_config(raw)
         env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
         if postgres_dsn:

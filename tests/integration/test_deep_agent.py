@@ -22,7 +22,7 @@ import anthropic
 import pytest
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
-from tests.integration.conftest import Harness, HarnessFactory, base_config
+from tests.integration.conftest import Harness, HarnessFactory, base_config, merge_config
 
 from steadfast_contract import pricing
 from steadfast_contract.activities import DEEP_TOOL, DEEP_TURN
@@ -345,7 +345,7 @@ async def the_report(h: Harness, wf_id: str) -> str:
 
 def _doc(h: Harness, overrides: dict[str, Any]) -> dict[str, Any]:
     doc = base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path))
-    doc["research"] = overrides["research"]
+    doc["research"] = merge_config(doc["research"], overrides["research"])
     doc["model"]["maxTokens"] = overrides["model"]["maxTokens"]
     doc["budget"] = overrides.get("budget", doc["budget"])
     return doc
@@ -478,20 +478,29 @@ async def _fetch_results(h: Harness, handle: WorkflowHandle[Any, Any]) -> list[d
     ]
 
 
-async def test_fetch_page_refuses_a_denied_domain_without_dialing_it(
-    harness: HarnessFactory,
+@pytest.mark.parametrize(
+    ("fetch_rules", "refusal"),
+    [
+        ({"denyDomains": ["127.0.0.1", "localhost"]}, "is a denied domain"),
+        # The simulator's pages are on loopback: with no host allowed private (the
+        # default), search results that lead inside the network are not followed.
+        ({"allowPrivateHosts": []}, "is not a public address"),
+    ],
+    ids=["denied-domain", "private-address"],
+)
+async def test_fetch_page_refuses_without_dialing(
+    harness: HarnessFactory, fetch_rules: dict[str, list[str]], refusal: str
 ) -> None:
-    rules = {"tools": {"fetchPage": {"denyDomains": ["127.0.0.1", "localhost"]}}}
-    async with harness(deep(6, **rules)) as h:
+    async with harness(deep(6, tools={"fetchPage": fetch_rules})) as h:
         h.sim.set_faults(plan(6))
-        handle = await h.start("nothing may be fetched")
+        handle = await h.start(f"nothing may be fetched {refusal[:12]}")
         st = (await handle.result()).status
         assert st.phase == Phase.COMPLETED
         assert st.tool_calls > 2
         assert h.sim.entries("pages") == []
         results = await _fetch_results(h, handle)
         assert results
-        assert all(r["is_error"] and "is a denied domain" in r["text"] for r in results), results
+        assert all(r["is_error"] and refusal in r["text"] for r in results), results
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -23,6 +23,15 @@ from steadfast_worker import errors
 from steadfast_worker.fetching import MAX_REDIRECTS, FetchRefused, FetchTimeout, fetch_text
 
 pytestmark = pytest.mark.integration
+
+#: The simulator serves on loopback, which fetch_page reads only from hosts named in
+#: ``allowPrivateHosts``: every test but those about that rule names both loopback names.
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def loopback_rules(private: Sequence[str] = LOOPBACK, **rules: Any) -> FetchRules:
+    return FetchRules(allow_private_hosts=list(private), **rules)
+
 
 PAGE = "/pages/news.example.org/tidal-energy-outlook/2"
 OTHER = "/pages/example.com/river-deltas/1"
@@ -93,7 +102,7 @@ async def _outcome(sim: SimHandle, index: int = -1) -> str:
 
 async def test_a_page_is_read_as_lines_of_text(sim: SimHandle, http: httpx.AsyncClient) -> None:
     url = f"{sim.base_url}{PAGE}"
-    final, text = await fetch_text(http, url, FetchRules())
+    final, text = await fetch_text(http, url, loopback_rules())
     assert final == url
     lines = text.splitlines()
     assert lines[0] == "Tidal Energy Outlook"
@@ -106,11 +115,11 @@ async def test_a_page_is_read_as_lines_of_text(sim: SimHandle, http: httpx.Async
 @pytest.mark.parametrize(
     ("host", "rules"),
     [
-        ("127.0.0.1", FetchRules(allow_domains=["localhost"])),
-        ("127.0.0.1", FetchRules(deny_domains=["127.0.0.1"])),
-        ("localhost", FetchRules(deny_domains=["localhost"])),
-        ("localhost", FetchRules(allow_domains=["localhost:1"])),
-        ("127.1", FetchRules(deny_domains=["127.0.0.1"])),
+        ("127.0.0.1", loopback_rules(allow_domains=["localhost"])),
+        ("127.0.0.1", loopback_rules(deny_domains=["127.0.0.1"])),
+        ("localhost", loopback_rules(deny_domains=["localhost"])),
+        ("localhost", loopback_rules(allow_domains=["localhost:1"])),
+        ("127.1", loopback_rules(deny_domains=["127.0.0.1"])),
     ],
 )
 async def test_a_disallowed_domain_is_refused_before_dialing(
@@ -121,7 +130,7 @@ async def test_a_disallowed_domain_is_refused_before_dialing(
     assert sim.entries("pages") == []
     # The same rules let the other loopback name through: the refusal was the rule's.
     other = "localhost" if host != "localhost" else "127.0.0.1"
-    allowed = FetchRules(allow_domains=[other]) if rules.allow_domains else rules
+    allowed = loopback_rules(allow_domains=[other]) if rules.allow_domains else rules
     final, text = await fetch_text(http, f"http://{other}:{_port(sim)}{PAGE}", allowed)
     assert final.startswith(f"http://{other}:")
     assert "tidal energy outlook" in text
@@ -137,7 +146,9 @@ async def test_a_fifty_megabyte_page_is_refused_after_at_most_max_bytes(
     started = time.monotonic()
     with pytest.raises(FetchRefused, match=f"larger than {MAX_BYTES}"):
         await fetch_text(
-            http, _with_query(url, chunked="1") if chunked else url, FetchRules(max_bytes=MAX_BYTES)
+            http,
+            _with_query(url, chunked="1") if chunked else url,
+            loopback_rules(max_bytes=MAX_BYTES),
         )
     elapsed = time.monotonic() - started
     shape = "chunked" if chunked else "with Content-Length"
@@ -157,7 +168,7 @@ async def test_a_body_with_no_length_within_the_limit_is_read_whole(
 ) -> None:
     sim.set_faults({"pages": {"answer_bytes": MAX_BYTES}})
     url = _with_query(f"{sim.base_url}{PAGE}", chunked="1")
-    _, text = await fetch_text(http, url, FetchRules(max_bytes=MAX_BYTES))
+    _, text = await fetch_text(http, url, loopback_rules(max_bytes=MAX_BYTES))
     assert transport.received == MAX_BYTES
     assert text.endswith("[truncated]")
     assert len(text) <= 12_000
@@ -169,7 +180,7 @@ async def test_a_page_that_is_not_text_is_refused_unread(
 ) -> None:
     sim.set_faults({"pages": {"content_type": kind, "answer_bytes": 100_000}})
     with pytest.raises(FetchRefused, match=kind):
-        await fetch_text(http, f"{sim.base_url}{PAGE}", FetchRules())
+        await fetch_text(http, f"{sim.base_url}{PAGE}", loopback_rules())
     assert transport.received == 0
 
 
@@ -180,14 +191,18 @@ async def test_a_redirect_is_followed_and_checked_at_every_hop(
     target = f"http://127.0.0.1:{port}{OTHER}"
     start = _with_query(f"http://localhost:{port}{PAGE}", redirect_to=target)
     final, text = await fetch_text(
-        http, start, FetchRules(allow_domains=["localhost:" + port, "127.0.0.1"])
+        http, start, loopback_rules(allow_domains=["localhost:" + port, "127.0.0.1"])
     )
     assert final == target
     assert "river deltas" in text
     assert [e["path"] for e in sim.entries("pages")] == [PAGE, OTHER]
     sim.reset()
 
-    for rules in (FetchRules(allow_domains=["localhost"]), FetchRules(deny_domains=["127.0.0.1"])):
+    refusing = (
+        loopback_rules(allow_domains=["localhost"]),
+        loopback_rules(deny_domains=["127.0.0.1"]),
+    )
+    for rules in refusing:
         with pytest.raises(FetchRefused, match=f"redirected to {target}: .*127.0.0.1"):
             await fetch_text(http, start, rules)
     # Only the allowed first hop was ever dialed.
@@ -198,7 +213,7 @@ async def test_a_relative_redirect_is_resolved_against_the_page(
     sim: SimHandle, http: httpx.AsyncClient
 ) -> None:
     start = _with_query(f"{sim.base_url}{PAGE}", redirect_to=OTHER)
-    final, text = await fetch_text(http, start, FetchRules(allow_domains=["127.0.0.1"]))
+    final, text = await fetch_text(http, start, loopback_rules(allow_domains=["127.0.0.1"]))
     assert final == f"{sim.base_url}{OTHER}"
     assert "river deltas" in text
 
@@ -211,12 +226,12 @@ async def test_at_most_five_redirects_are_followed(
     for hop in range(hops):
         url = _with_query(f"{sim.base_url}/pages/hop/{hop}", redirect_to=url)
     if hops <= MAX_REDIRECTS:
-        final, text = await fetch_text(http, url, FetchRules())
+        final, text = await fetch_text(http, url, loopback_rules())
         assert final == f"{sim.base_url}{OTHER}"
         assert "river deltas" in text
     else:
         with pytest.raises(FetchRefused, match=f"more than {MAX_REDIRECTS} redirects"):
-            await fetch_text(http, url, FetchRules())
+            await fetch_text(http, url, loopback_rules())
         assert len(sim.entries("pages")) == MAX_REDIRECTS + 1
         assert OTHER not in [e["path"] for e in sim.entries("pages")]
 
@@ -235,7 +250,7 @@ async def test_a_fetch_longer_than_its_timeout_fails_retryably_on_time(
     sim.set_faults({"pages": plan})
     started = time.monotonic()
     with pytest.raises(httpx.TimeoutException) as raised:
-        await fetch_text(http, f"{sim.base_url}{PAGE}", FetchRules(timeout_seconds=1.0))
+        await fetch_text(http, f"{sim.base_url}{PAGE}", loopback_rules(timeout_seconds=1.0))
     elapsed = time.monotonic() - started
     print(f"{plan}: timed out after {elapsed:.3f} s")
     assert 1.0 <= elapsed < 2.0
@@ -267,7 +282,7 @@ async def test_a_server_failure_is_retryable(
     else:
         url = _with_query(url, **ask)
     with pytest.raises(httpx.HTTPError) as raised:
-        await fetch_text(http, url, FetchRules())
+        await fetch_text(http, url, loopback_rules())
     err = errors.to_application_error(raised.value)
     assert (err.type, errors.is_retryable(err)) == (kind, True)
     delay = err.next_retry_delay.total_seconds() if err.next_retry_delay else None
@@ -280,14 +295,14 @@ async def test_a_client_error_refuses_the_page(
 ) -> None:
     url = _with_query(f"{sim.base_url}{PAGE}", status=status)
     with pytest.raises(FetchRefused, match=status):
-        await fetch_text(http, url, FetchRules())
+        await fetch_text(http, url, loopback_rules())
 
 
 async def test_an_undecodable_page_is_read_with_replacement_characters(
     sim: SimHandle, http: httpx.AsyncClient
 ) -> None:
     sim.set_faults({"pages": {"sequence": ["bad_json"]}})
-    _, text = await fetch_text(http, f"{sim.base_url}{PAGE}", FetchRules())
+    _, text = await fetch_text(http, f"{sim.base_url}{PAGE}", loopback_rules())
     assert "\ufffd" in text
     assert "tidal energy outlook" in text
 
@@ -306,8 +321,69 @@ async def test_instance_metadata_is_refused_even_with_no_rules(
     """An empty allow list admits any host, but never a link-local one: a cloud's
     credentials would go into the model's prompt. Refused before any connection."""
     with pytest.raises(FetchRefused, match="link-local"):
-        await fetch_text(http, url, FetchRules())
+        await fetch_text(http, url, loopback_rules())
     assert transport.received == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "named"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("127.1", "127.0.0.1"),  # judged as the address it dials
+        ("[::ffff:127.0.0.1]", "127.0.0.1:1"),  # (a rule cannot name an IPv6 address)
+    ],
+)
+async def test_a_host_inside_the_network_is_refused_unless_allowed_private(
+    sim: SimHandle, transport: CountingTransport, http: httpx.AsyncClient, host: str, named: str
+) -> None:
+    """A page the model read may name a service inside the cluster (Temporal's HTTP
+    API, Prometheus, a dashboard): with no rules at all, a loopback or private address
+    is not dialed. Naming the host in allowPrivateHosts lets it through, port included."""
+    port = _port(sim)
+    url = f"http://{host}:{port}{PAGE}"
+    for private in ([], [f"{named.split(':')[0]}:1"]):
+        with pytest.raises(FetchRefused, match=r"not a public address.*allowPrivateHosts"):
+            await fetch_text(http, url, FetchRules(allow_private_hosts=private))
+    assert transport.dialed == []
+    assert sim.entries("pages") == []
+    if named.endswith(":1"):
+        return
+    final, text = await fetch_text(http, url, FetchRules(allow_private_hosts=[named]))
+    assert final == url
+    assert "tidal energy outlook" in text
+    assert [e["path"] for e in sim.entries("pages")] == [PAGE]
+
+
+async def test_a_redirect_into_the_network_is_refused_at_that_hop(
+    sim: SimHandle, transport: CountingTransport, http: httpx.AsyncClient
+) -> None:
+    """A host the agent may read redirects to one it may not (the loopback name, on
+    the same server): the second hop is refused before it is dialed."""
+    port = _port(sim)
+    inside = f"http://localhost:{port}{OTHER}"
+    start = _with_query(f"http://127.0.0.1:{port}{PAGE}", redirect_to=inside)
+    with pytest.raises(FetchRefused, match=f"redirected to {inside}: .*not a public address"):
+        await fetch_text(http, start, FetchRules(allow_private_hosts=[f"127.0.0.1:{port}"]))
+    assert [e["path"] for e in sim.entries("pages")] == [PAGE]
+    assert len(transport.dialed) == 1
+
+
+async def test_a_name_that_resolves_inside_the_network_is_read_only_if_named(
+    sim: SimHandle, transport: CountingTransport, http: httpx.AsyncClient
+) -> None:
+    """A public-looking name with a private answer (a split-horizon name, or one an
+    attacker points at 127.0.0.1) is judged by its address; naming it allows it."""
+    port = _port(sim)
+    resolver = RebindingResolver(["127.0.0.1"], ["127.0.0.1"])
+    url = f"http://wiki.corp.test:{port}{PAGE}"
+    with pytest.raises(FetchRefused, match=r"wiki\.corp\.test resolves to .*not a public"):
+        await fetch_text(http, url, FetchRules(), resolve=resolver)
+    assert transport.dialed == []
+    rules = FetchRules(allow_private_hosts=["*.corp.test"])
+    final, text = await fetch_text(http, url, rules, resolve=resolver)
+    assert (final, text.splitlines()[0]) == (url, "Tidal Energy Outlook")
+    assert transport.dialed == [("127.0.0.1", f"wiki.corp.test:{port}")]
 
 
 class RebindingResolver:
@@ -332,7 +408,7 @@ async def test_a_name_is_resolved_once_and_the_address_checked_is_the_one_dialed
     port = _port(sim)
     resolver = RebindingResolver(["127.0.0.1"], ["169.254.169.254"])
     url = f"http://pages.rebind.test:{port}{PAGE}"
-    rules = FetchRules(allow_domains=["pages.rebind.test"])
+    rules = loopback_rules(allow_domains=["pages.rebind.test"], private=["pages.rebind.test"])
     final, text = await fetch_text(http, url, rules, resolve=resolver)
     assert final == url
     assert text.splitlines()[0] == "Tidal Energy Outlook"
@@ -345,8 +421,9 @@ async def test_a_name_with_a_link_local_answer_is_refused_before_dialing(
     transport: CountingTransport, http: httpx.AsyncClient
 ) -> None:
     resolver = RebindingResolver(["127.0.0.1", "169.254.169.254"], ["127.0.0.1"])
+    rules = loopback_rules(private=["pages.rebind.test"])  # allowed inside, still never
     with pytest.raises(FetchRefused, match=r"pages\.rebind\.test resolves to .*link-local"):
-        await fetch_text(http, "http://pages.rebind.test/x", FetchRules(), resolve=resolver)
+        await fetch_text(http, "http://pages.rebind.test/x", rules, resolve=resolver)
     assert transport.dialed == []
 
 
@@ -357,6 +434,6 @@ async def test_a_name_that_does_not_resolve_fails_retryably(
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     with pytest.raises(httpx.ConnectError, match=r"could not resolve nowhere\.test") as caught:
-        await fetch_text(http, "https://nowhere.test/", FetchRules(), resolve=nowhere)
+        await fetch_text(http, "https://nowhere.test/", loopback_rules(), resolve=nowhere)
     assert errors.to_application_error(caught.value).non_retryable is False
     assert transport.dialed == []

@@ -226,18 +226,46 @@ def test_a_long_page_is_cut_at_the_cap_and_says_so() -> None:
     assert page_text(exact.encode(), "text/plain") == exact
 
 
+PUBLIC, PRIVATE, NEVER = "public", "private", "never"
+
+
 @pytest.mark.parametrize(
-    ("addresses", "refused"),
+    ("addresses", "kind"),
     [
-        (["169.254.169.254"], True),  # the clouds' instance metadata
-        (["93.184.215.14", "169.254.0.1"], True),  # any address of the name counts
-        (["fe80::1%eth0"], True),
-        (["::ffff:169.254.169.254"], True),
-        (["0.0.0.0"], True),
-        (["127.0.0.1", "::1"], False),  # loopback and private ranges: the agent's deny list
-        (["10.0.0.7", "192.168.1.2"], False),
-        (["not an address"], False),
+        (["93.184.215.14"], PUBLIC),
+        (["2606:2800:220:1::1", "93.184.215.14"], PUBLIC),
+        (["::ffff:93.184.215.14"], PUBLIC),  # mapped: judged as the IPv4 address
+        (["64:ff9b::5db8:d70e"], PUBLIC),  # NAT64 of 93.184.215.14
+        (["169.254.169.254"], NEVER),  # the clouds' instance metadata
+        (["93.184.215.14", "169.254.0.1"], NEVER),  # any address of the name counts
+        (["fe80::1%eth0"], NEVER),
+        (["::ffff:169.254.169.254"], NEVER),
+        (["64:ff9b::a9fe:a9fe"], NEVER),  # NAT64 of 169.254.169.254
+        (["0.0.0.0"], NEVER),
+        (["::"], NEVER),
+        (["224.0.0.1"], NEVER),
+        (["127.0.0.1"], PRIVATE),
+        (["::1"], PRIVATE),
+        (["10.0.0.7"], PRIVATE),  # a Service's cluster IP
+        (["172.16.4.1"], PRIVATE),
+        (["192.168.1.2"], PRIVATE),
+        (["100.64.0.9"], PRIVATE),  # shared address space (CGNAT, some pod networks)
+        (["fd12:3456::1"], PRIVATE),  # unique-local
+        (["::ffff:10.0.0.7"], PRIVATE),
+        (["64:ff9b::a00:7"], PRIVATE),  # NAT64 of 10.0.0.7
+        (["2002:a00:7::1"], PRIVATE),  # 6to4 of 10.0.0.7
+        (["93.184.215.14", "10.0.0.7"], PRIVATE),  # one private answer is enough
+        (["not an address"], NEVER),  # a resolver's nonsense is not dialed either
     ],
 )
-def test_link_local_addresses_are_never_fetched(addresses: list[str], refused: bool) -> None:
-    assert (fetching.address_refusal(addresses) is not None) is refused
+def test_only_public_addresses_are_fetched_unless_the_host_is_allowed_private(
+    addresses: list[str], kind: str
+) -> None:
+    """Public: fetched. Private: fetched only for a host ``allowPrivateHosts`` names.
+    Never: link-local (instance metadata), unspecified, multicast, whatever the rules."""
+    by_default = fetching.address_refusal(addresses)
+    allowed = fetching.address_refusal(addresses, private_allowed=True)
+    expected = {PUBLIC: (True, True), PRIVATE: (False, True), NEVER: (False, False)}[kind]
+    assert (by_default is None, allowed is None) == expected, (by_default, allowed)
+    if kind == PRIVATE:
+        assert "allowPrivateHosts names it" in str(by_default)

@@ -145,6 +145,16 @@ def test_local_config_points_at_the_stack(tmp_path: Path) -> None:
     assert cfg.storage.sqlite_path == str(tmp_path / "reports.db")
     assert cfg.worker.metrics_host == "127.0.0.1"
     assert cfg.worker.metrics_port == 9999
+    # fetch_page reads the simulator's loopback pages, and no other host inside.
+    assert cfg.research.tools.fetch_page.allow_private_hosts == ["127.0.0.1:8089"]
+    again = embedded.local_config(
+        cfg,
+        temporal_address="a:1",
+        state_dir=tmp_path,
+        sim_url="http://127.0.0.1:8089",
+        llm_sim=True,
+    )
+    assert again.research.tools.fetch_page.allow_private_hosts == ["127.0.0.1:8089"]
     real = embedded.local_config(
         config(), temporal_address="a:1", state_dir=tmp_path, sim_url="http://s", llm_sim=False
     )

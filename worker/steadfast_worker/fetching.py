@@ -8,9 +8,11 @@ trickle its body forever. This module is the one place those limits hold
 - only ``http``/``https`` with a host; the domain rules are checked on the host
   httpx will dial, before dialing and again on every redirect hop (followed
   here, at most :data:`MAX_REDIRECTS`), deny first;
-- a link-local address (instance metadata) is never dialed: the name is resolved
-  once per hop, checked, and the connection made to the address checked, so a
-  name cannot answer one address to the check and another to the connection;
+- only public addresses are dialed, unless ``allowPrivateHosts`` names the host
+  (a page must not lead the model to the cluster's own services), and a
+  link-local one (instance metadata) never: the name is resolved once per hop,
+  checked, and the connection made to the address checked, so a name cannot
+  answer one address to the check and another to the connection;
 - the Content-Type must be text, judged before any body byte is read;
 - body bytes are counted while they stream in (a Content-Length above the
   limit refuses early, a smaller one is not believed), and the connection is
@@ -142,23 +144,64 @@ def _url_refusal(url: httpx.URL, rules: FetchRules) -> str | None:
     return None
 
 
-def address_refusal(addresses: list[str]) -> str | None:
-    """Why a host that resolves to ``addresses`` is never fetched, whatever the rules say.
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 
-    Link-local addresses (169.254.0.0/16, fe80::/10) are where clouds serve instance
-    metadata and credentials; a page from there would go into the model's prompt and
-    possibly the report. The unspecified address reaches this machine. Other private
-    ranges stay the agent's choice (``denyDomains``): a cluster may research its own.
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through: mapped, 6to4, Teredo or NAT64."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def address_refusal(addresses: list[str], private_allowed: bool = False) -> str | None:
+    """Why a host that resolves to ``addresses`` is not fetched, or None.
+
+    * Link-local addresses (169.254.0.0/16, fe80::/10) are where clouds serve
+      instance metadata and credentials: never fetched, whatever the rules say. Nor
+      is the unspecified address (it reaches this machine) or a multicast one.
+    * Any other address that is not public (loopback, the private ranges, shared
+      100.64.0.0/10, unique-local fc00::/7, the reserved and documentation ranges)
+      is where a worker pod reaches its cluster's services: Temporal's HTTP API,
+      Prometheus, the dashboards, the simulator. A page the model read may name
+      one, so these are fetched only when ``private_allowed`` (the host is in
+      ``allowPrivateHosts``).
+
+    An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo, NAT64) is
+    judged by the IPv4 address too. Every address of the name counts, not only the
+    one dialed.
     """
+    judged: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for text in addresses:
         try:
             ip = ipaddress.ip_address(text.split("%", 1)[0])
         except ValueError:
-            continue
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_link_local or ip.is_unspecified:
-            return f"{ip} is a link-local or unspecified address (instance metadata): never fetched"
+            return f"{text!r} is not an address"
+        inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+        if inner is None:
+            judged.append(ip)
+        elif isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            judged.append(inner)  # a mapped address is the IPv4 one
+        else:  # 6to4, Teredo, NAT64: the IPv6 address and the IPv4 one it reaches
+            judged += [ip, inner]
+    for ip in judged:
+        if ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+            return (
+                f"{ip} is a link-local (instance metadata), unspecified or multicast "
+                "address: never fetched"
+            )
+    for ip in judged:
+        if not ip.is_global and not private_allowed:
+            return (
+                f"{ip} is not a public address; a host inside the cluster is fetched "
+                "only if research.tools.fetchPage.allowPrivateHosts names it"
+            )
     return None
 
 
@@ -180,7 +223,7 @@ class _Dial:
     extensions: dict[str, str]
 
 
-async def _pinned(url: httpx.URL, resolve: Resolver) -> _Dial:
+async def _pinned(url: httpx.URL, rules: FetchRules, resolve: Resolver) -> _Dial:
     """Resolve ``url``'s host once, refuse what :func:`address_refusal` refuses, and dial
     the address that was checked, never a second answer of the resolver.
 
@@ -190,21 +233,24 @@ async def _pinned(url: httpx.URL, resolve: Resolver) -> _Dial:
     is verified against it).
     """
     host, is_ip = _host(url)
+    port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
+    private_allowed = any(
+        _rule(text).matches(host, port, is_ip) for text in rules.allow_private_hosts
+    )
     if is_ip:
-        refusal = address_refusal([host])
+        refusal = address_refusal([host], private_allowed)
         if refusal is not None:
             raise FetchRefused(refusal)
         return _Dial(url, {}, {})
-    port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
     try:
         addresses = await resolve(host, port)
     except OSError as exc:
         raise httpx.ConnectError(f"could not resolve {host}: {exc}") from None
     if not addresses:
         raise httpx.ConnectError(f"could not resolve {host}")
-    refusal = address_refusal(addresses)
+    refusal = address_refusal(addresses, private_allowed)
     if refusal is not None:
-        raise FetchRefused(f"{host} resolves to an address never fetched: {refusal}")
+        raise FetchRefused(f"{host} resolves to an address not fetched: {refusal}")
     extensions = {"sni_hostname": host} if url.scheme == "https" else {}
     return _Dial(url.copy_with(host=addresses[0]), {"Host": url.netloc.decode("ascii")}, extensions)
 
@@ -274,7 +320,7 @@ async def _fetch(
             refusal = _url_refusal(current, rules)
             if refusal is not None:
                 raise FetchRefused(refusal)
-            dial = await _pinned(current, resolve)
+            dial = await _pinned(current, rules, resolve)
         except FetchRefused as refused:
             message = f"redirected to {current}: {refused}" if hop else str(refused)
             raise FetchRefused(message) from None
