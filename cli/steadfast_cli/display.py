@@ -1,7 +1,8 @@
 """How runs look on a terminal: the tables and progress lines of dev, run and status.
 
 One rendering for every verb, so a run reads the same whether ``steadfast dev``
-ran it or ``steadfast status`` looked it up later.
+ran it or ``steadfast status`` looked it up later. Text that comes from outside (a
+topic, an id, a phase read from a workflow) goes through :mod:`steadfast_cli.safetext`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from steadfast_cli.safetext import cell, shown
 from steadfast_contract.models import Interruption
 from steadfast_contract.starter import RunRow, total_cost
 
@@ -35,15 +37,18 @@ PIPE_WIDTH = 200
 
 
 def console() -> Console:
-    """The console every verb prints through; wide when piped, unless COLUMNS says."""
+    """The console every verb prints through; wide when piped, unless COLUMNS says.
+
+    No ``:emoji:`` codes: a topic or a message saying ``:warning:`` is printed as written.
+    """
     if sys.stdout.isatty() or os.environ.get("COLUMNS"):
-        return Console()
-    return Console(width=PIPE_WIDTH)
+        return Console(emoji=False)
+    return Console(width=PIPE_WIDTH, emoji=False)
 
 
 def phase_text(phase: str) -> str:
     style = _PHASE_STYLE.get(phase, "cyan")
-    return f"[{style}]{phase}[/{style}]"
+    return f"[{style}]{shown(phase)}[/{style}]"
 
 
 def format_cost(usd: float) -> str:
@@ -65,10 +70,10 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
     table.add_column("Saved (USD)", justify="right", footer=format_cost(saved))
     for r in rows:
         table.add_row(
-            r.topic,
-            r.workflow_id,
+            cell(r.topic),
+            cell(r.workflow_id),
             phase_text(r.phase),
-            r.report_id or "-",
+            cell(r.report_id or "-"),
             str(r.llm_calls),
             str(r.retries),
             format_cost(r.cost_usd),

@@ -8,7 +8,9 @@ so following a run that is already half written prints it from the start. When
 a worker dies mid-report, the retried attempt starts the text over: the follower
 says so and prints the new attempt's text instead of interleaving the two. A deep
 run streams every turn's reply (a line of intent, then the report at the last
-turn); each turn starts on its own paragraph.
+turn); each turn starts on its own paragraph. The model read pages anyone can write,
+so its text reaches the terminal with control characters made visible
+(:mod:`steadfast_cli.safetext`); the report store keeps it as written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TextIO
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from steadfast_cli.safetext import printable
 from steadfast_contract.models import REPORT_TOPIC, ReportChunk
 
 
@@ -70,7 +73,7 @@ async def follow_report(client: Client, workflow_id: str, out: TextIO) -> int:
     async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk):
         text = follower.feed(item.data)
         if text:
-            out.write(text)
+            out.write(printable(text))  # a model's text: its control characters shown, inert
             out.flush()
     if follower.printed:
         out.write("\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -151,6 +152,46 @@ async def test_follow_prints_the_report_live(worker_queue: str, temporal_address
     assert re.search(r"^#", out.stdout, re.MULTILINE), out.stdout
     assert "http" in out.stdout  # the report cites its sources
     assert "Completed" in out.stdout
+
+
+#: What a page could make a real model write into its report: an OSC 52 clipboard
+#: write, a colour change, a screen clear, a carriage return that overwrites the line,
+#: a bell, and rich markup that closes a tag nobody opened.
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4K\x07 \x1b[31mred\x1b[0m \x1b[2J\rover \x9b1m [/bold] [link=x]y"
+
+
+async def test_what_a_report_or_a_topic_says_cannot_act_on_the_terminal(
+    worker_queue: str, temporal_address: str, cli_stack: embedded.Stack
+) -> None:
+    """``run --follow`` and ``status`` print a model's text and a manifest's topic: its
+    control characters are shown (``␛``), never sent, its brackets are not markup, and
+    the report store keeps what the model wrote."""
+    mark = uuid.uuid4().hex[:8]
+    topic = f"Q3 [/bold] outlook {mark}"  # a valid topic; brackets stopped status and dev
+    await cli_stack.sim_admin.set_faults({"llm": {"says": HOSTILE, "match": mark}})
+    try:
+        run = ["-f", "examples/market-watch.yaml", "--topic", topic]
+        run += ["--task-queue", worker_queue, *conn(temporal_address)]
+        followed = await steadfast("run", *run, "--follow")
+        status = await steadfast("status", *run)
+    finally:
+        await cli_stack.sim_admin.set_faults({"llm": {"clear": True}})
+    for out in (followed, status):
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert not set(out.stdout) & {"\x1b", "\x07", "\r", "\x9b"}, repr(out.stdout)
+        assert "Q3 [/bold] outlook" in out.stdout, out.stdout
+    assert "␛]52;c;cm0gLXJmIH4K␇ ␛[31mred␛[0m ␛[2J␍over \ufffd1m [/bold] [link=x]y" in (
+        followed.stdout
+    )
+    wf_id = ids.workflow_id("research", "market-watch", topic)
+    db = sqlite3.connect(cli_stack.options.state_dir / "reports.db")
+    try:
+        (markdown,) = db.execute(
+            "SELECT markdown FROM steadfast_reports WHERE workflow_id = ?", (wf_id,)
+        ).fetchone()
+    finally:
+        db.close()
+    assert HOSTILE in markdown  # shown safely, kept as written
 
 
 async def test_approve_and_reject(

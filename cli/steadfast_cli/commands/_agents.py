@@ -12,6 +12,7 @@ import argparse
 from rich.console import Console
 from temporalio.client import Client
 
+from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec
 from steadfast_contract.config import (
     ConfigError,
@@ -95,7 +96,9 @@ async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Clie
     try:
         return await connect(temporal)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
     except RuntimeError as err:
-        console.print(f"[red]cannot connect to Temporal at {temporal.address}:[/red] {err}")
+        console.print(
+            f"[red]cannot connect to Temporal at {shown(temporal.address)}:[/red] {shown(str(err))}"
+        )
     return None

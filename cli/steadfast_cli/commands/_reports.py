@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from steadfast_cli.display import format_cost
+from steadfast_cli.safetext import shown
 from steadfast_contract import credentials
 from steadfast_contract.config import StorageConfig
 from steadfast_worker.activities.storage import StoredReport, open_store
@@ -55,7 +56,7 @@ async def show_reports(
         store = await open_store(dsn, storage.sqlite_path)
     except Exception as err:  # any failure is told, without the DSN
         told = credentials.scrub(f"{type(err).__name__}: {err}", credentials.secret_parts(dsn))
-        console.print(f"[red]cannot read the reports in {where}:[/red] {told}")
+        console.print(f"[red]cannot read the reports in {shown(where)}:[/red] {shown(str(told))}")
         return False
     try:
         for wf_id in workflow_ids:
@@ -63,7 +64,7 @@ async def show_reports(
             if reports:
                 console.print(reports_table(wf_id, reports))
             else:
-                console.print(f"{wf_id}: no saved reports in {where}")
+                console.print(f"{shown(wf_id)}: no saved reports in {shown(where)}")
     finally:
         await store.close()
     return True

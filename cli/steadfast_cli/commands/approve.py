@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 
 from steadfast_cli import display
 from steadfast_cli.commands._agents import connect_or_explain
+from steadfast_cli.safetext import shown
 from steadfast_contract import models
 from steadfast_contract.config import TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
@@ -110,21 +111,24 @@ def _print_rejection(
     console: Console, workflow_id: str, sent: bool, phase: models.Phase | None
 ) -> int:
     if not sent:
-        shown = phase.value if phase else "unknown"
+        now = phase.value if phase else "unknown"
         console.print(
-            f"[yellow]not rejected:[/yellow] {workflow_id} is not waiting for review "
-            f"(phase {shown}); nothing was sent"
+            f"[yellow]not rejected:[/yellow] {shown(workflow_id)} is not waiting for review "
+            f"(phase {now}); nothing was sent"
         )
         return 1
     if phase == models.Phase.REJECTED:
-        console.print(f"rejected {workflow_id}")
+        console.print(f"rejected {shown(workflow_id)}")
         return 0
     if phase is None:
         console.print(
-            f"rejection sent to {workflow_id}; no worker answered yet, so it is not confirmed"
+            f"rejection sent to {shown(workflow_id)}; no worker answered yet, so it is not "
+            "confirmed"
         )
         return 0
-    console.print(f"[yellow]not rejected:[/yellow] {workflow_id} went on to phase {phase.value}")
+    console.print(
+        f"[yellow]not rejected:[/yellow] {shown(workflow_id)} went on to phase {phase.value}"
+    )
     return 1
 
 
@@ -139,13 +143,14 @@ async def _approve(args: argparse.Namespace, console: Console, temporal: Tempora
         result = await approve(client, args.workflow_id, args.reviewer, args.comment)
     except WorkflowUpdateFailedError as err:
         cause = err.cause or err
-        console.print(f"[red]approval refused:[/red] {cause}")
+        console.print(f"[red]approval refused:[/red] {shown(str(cause))}")
         return 1
     except RPCError as err:
-        console.print(f"[red]error:[/red] {args.workflow_id}: {err.message}")
+        console.print(f"[red]error:[/red] {shown(args.workflow_id)}: {shown(err.message)}")
         return 1
     if not result.accepted:
-        console.print(f"[yellow]not accepted:[/yellow] {result.message}")
+        console.print(f"[yellow]not accepted:[/yellow] {shown(result.message)}")
         return 1
-    console.print(f"approved {args.workflow_id} by {args.reviewer}. {result.message}".strip())
+    said = f"approved {shown(args.workflow_id)} by {shown(args.reviewer)}."
+    console.print(f"{said} {shown(result.message)}".strip())
     return 0

@@ -20,6 +20,7 @@ from temporalio.service import RPCError
 
 from steadfast_cli import display
 from steadfast_cli.commands._agents import connect_or_explain
+from steadfast_cli.safetext import shown
 from steadfast_contract import models
 from steadfast_contract.config import TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
@@ -78,10 +79,10 @@ async def _budget(args: argparse.Namespace, console: Console, temporal: Temporal
     try:
         result = await set_budget(client, args.workflow_id, args.max_usd, args.max_usd_per_day)
     except WorkflowUpdateFailedError as err:
-        console.print(f"[red]budget refused:[/red] {err.cause or err}")
+        console.print(f"[red]budget refused:[/red] {shown(str(err.cause or err))}")
         return 1
     except RPCError as err:
-        console.print(f"[red]error:[/red] {args.workflow_id}: {err.message}")
+        console.print(f"[red]error:[/red] {shown(args.workflow_id)}: {shown(err.message)}")
         return 1
-    console.print(f"{args.workflow_id}: {result.message}")
+    console.print(f"{shown(args.workflow_id)}: {shown(result.message)}")
     return 0

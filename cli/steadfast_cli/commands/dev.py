@@ -28,6 +28,7 @@ from rich.text import Text
 from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import progress_line, runs_table, saved_lines
+from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, starter
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.models import Phase
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         agent = agentfile.agent_from_manifest(manifest)
         starter.settings_from_config(agent.config)  # an unpriced model fails here, not mid-run
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
         return 2
     topics = list(dict.fromkeys(args.topic)) or list(agent.topics)
     if not topics:
@@ -196,16 +197,16 @@ async def _dev(
         for r in rows:
             if r.phase == Phase.AWAITING_APPROVAL.value:
                 console.print(
-                    f"awaiting approval: steadfast approve {r.workflow_id} --reviewer YOU "
+                    f"awaiting approval: steadfast approve {shown(r.workflow_id)} --reviewer YOU "
                     f"--address {stack.address}"
                 )
             elif r.phase == Phase.AWAITING_BUDGET.value:
                 console.print(
-                    f"awaiting budget ({r.message}): steadfast budget {r.workflow_id} "
-                    f"--max-usd N --address {stack.address}"
+                    f"awaiting budget ({shown(r.message)}): steadfast budget "
+                    f"{shown(r.workflow_id)} --max-usd N --address {stack.address}"
                 )
             elif r.message and r.phase != "Completed":
-                console.print(f"[yellow]{r.workflow_id}:[/yellow] {r.message}")
+                console.print(f"[yellow]{shown(r.workflow_id)}:[/yellow] {shown(r.message)}")
         if chaos_task is not None:
             report = await chaos_task
             _print_chaos(console, report)
@@ -245,10 +246,10 @@ async def _watch(
                     continue
                 if row.phase != rows[s.workflow_id].phase and not console.is_terminal:
                     # No live display in a log or a pipe: one line per phase change instead.
-                    console.print(f"{s.topic}: {progress_line(row)}")
+                    console.print(f"{shown(s.topic)}: {progress_line(row)}")
                 rows[s.workflow_id] = row
             lines = [
-                Text.from_markup(f"[bold]{r.topic}[/bold]  {progress_line(r)}")
+                Text.from_markup(f"[bold]{shown(r.topic)}[/bold]  {progress_line(r)}")
                 for r in rows.values()
             ]
             lines.append(Text(f"elapsed {time.monotonic() - t0:.1f}s", style="dim"))
@@ -310,4 +311,4 @@ def _print_saved(console: Console, rows: list[starter.RunRow]) -> None:
     """Each interrupted run: where, and what resuming did not pay again (its own status)."""
     for row in rows:
         for line in saved_lines(row, verb="killed"):
-            console.print(f"  {row.topic}: [green]{line}[/green]")
+            console.print(f"  {shown(row.topic)}: [green]{line}[/green]")

@@ -23,6 +23,7 @@ from steadfast_cli.commands._agents import (
     connect_or_explain,
 )
 from steadfast_cli.display import runs_table
+from steadfast_cli.safetext import shown
 from steadfast_contract import starter
 from steadfast_contract.config import ConfigError, TemporalConfig, WorkerConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, topics = agent_from_args(args)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
         return 2
     if not topics:
         console.print("[red]error:[/red] no topics: give -f with spec.topics, or --topic")
@@ -81,11 +82,13 @@ async def _run(
     try:
         started = [await starter.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {shown(str(err))}")
         return 2
     for s in started:
         verb = "reused" if s.existing else "started"
-        console.print(f"{verb} [bold]{s.workflow_id}[/bold] (run {s.run_id}) · {s.topic}")
+        console.print(
+            f"{verb} [bold]{shown(s.workflow_id)}[/bold] (run {s.run_id}) · {shown(s.topic)}"
+        )
     console.print(f"task queue: {cfg.task_queue}")
     if args.follow:
         from steadfast_cli.follow import follow_report
@@ -112,5 +115,5 @@ async def _wait_all(
         console.print(f"waiting for {len(tasks)} runs")
         for n, next_closed in enumerate(asyncio.as_completed(tasks), 1):
             row = await next_closed
-            console.print(f"closed {n}/{len(tasks)}: {row.workflow_id} {row.phase}")
+            console.print(f"closed {n}/{len(tasks)}: {shown(row.workflow_id)} {shown(row.phase)}")
     return [await t for t in tasks]

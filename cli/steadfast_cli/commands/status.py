@@ -28,6 +28,7 @@ from steadfast_cli.commands._agents import (
 )
 from steadfast_cli.commands._reports import show_reports
 from steadfast_cli.display import progress_line, runs_table
+from steadfast_cli.safetext import shown
 from steadfast_contract import ids, models, starter
 from steadfast_contract.config import ConfigError, StorageConfig, TemporalConfig
 from steadfast_worker.connection import add_connection_arguments, temporal_config_from_args
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg, topics = agent_from_args(args)
         except ConfigError as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print(f"[red]error:[/red] {shown(str(err))}")
             return 2
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
         storage = cfg.storage
@@ -119,14 +120,14 @@ async def _status(
         console.print(runs_table(rows))
         for row in rows:
             if row.message:
-                console.print(f"[dim]{row.workflow_id}:[/dim] {row.message}")
+                console.print(f"[dim]{shown(row.workflow_id)}:[/dim] {shown(row.message)}")
             for line in display.saved_lines(row):
-                console.print(f"[dim]{row.workflow_id}:[/dim] {line}")
+                console.print(f"[dim]{shown(row.workflow_id)}:[/dim] {line}")
         if not args.watch or all(r.terminal for r in rows):
             break
         for row in rows:
             if not row.terminal:
-                console.print(f"{row.workflow_id}: {progress_line(row)}")
+                console.print(f"{shown(row.workflow_id)}: {progress_line(row)}")
         await asyncio.sleep(2.0)
     if args.reports and not await show_reports(console, storage, [w for w, _ in targets]):
         return 1

@@ -209,8 +209,10 @@ def agent_reply(
     turns: int,
     broken: bool,
     finishes_when_asked: bool = True,
+    says: str = "",
 ) -> messages.Reply:
-    """The agent's answer to one turn of a tool-use conversation."""
+    """The agent's answer to one turn of a tool-use conversation (``says``: a paragraph
+    its report repeats, ``ServicePlan.says``)."""
     conversation = tooluse.read_conversation(body)
     offered = {str(tool.get("name")) for tool in tooluse.client_tools(body)}
     choice = tooluse.tool_choice(body)
@@ -225,7 +227,7 @@ def agent_reply(
     limit = body.get("max_tokens")
     budget = limit if isinstance(limit, int) else 4096
     if not planned:
-        text = final_report(conversation, subject)
+        text = final_report(conversation, subject, says)
         stops = _stop_sequences(body)
         text, stop_reason, stop_sequence = content.truncate(text, budget, stops)
         usage = messages.usage_json(account, cache, max(content.estimate_tokens(text), 1))
@@ -253,7 +255,7 @@ def agent_reply(
     return messages.Reply((), text, stop_reason, None, usage, tool_uses=tuple(blocks))
 
 
-def final_report(conversation: tooluse.Conversation, subject: str) -> str:
+def final_report(conversation: tooluse.Conversation, subject: str, says: str = "") -> str:
     """The report of the last turn: cites the pages read, lists the findings recorded."""
     read = [
         str(c.input.get("url"))
@@ -264,7 +266,7 @@ def final_report(conversation: tooluse.Conversation, subject: str) -> str:
     found = [url for url in conversation.result_urls() if url not in refused]
     sources = list(dict.fromkeys(read)) or found[:5]
     cited = f"Topic: {subject}\n" + "\n".join(sources)
-    report = content.report_markdown(cited, subject, max_sources=len(sources))
+    report = content.report_markdown(cited, subject, max_sources=len(sources), says=says)
     findings = [
         (str(c.input.get("claim")), str(c.input.get("source_url")))
         for c in conversation.called(RECORD_FINDING)

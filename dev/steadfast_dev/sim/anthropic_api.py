@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from steadfast_dev.sim import agent, content, messages, promptcache
+from steadfast_dev.sim.faults import matches
 from steadfast_dev.sim.requestlog import Entry
 from steadfast_dev.sim.state import (
     STATE,
@@ -54,17 +55,19 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return error_response(400, problem, _error_body)
 
     cache = promptcache.cache_use(promptcache.account_input(body), state.is_cached)
+    llm_plan = state.plans["llm"]
+    says = llm_plan.says if matches(llm_plan, text) else ""
     if agent.plays_agent(body):
-        llm_plan = state.plans["llm"]
         reply = agent.agent_reply(
             body,
             cache,
             turns=llm_plan.agent_turns,
             broken=fault == "bad_json",
             finishes_when_asked=llm_plan.agent_finishes_when_asked,
+            says=says,
         )
     else:
-        reply = messages.build_reply(body, cache, broken_json=fault == "bad_json")
+        reply = messages.build_reply(body, cache, broken_json=fault == "bad_json", says=says)
     entry.usage = reply.usage
     msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
     events = messages.sse_events(reply, msg_id, str(body["model"]))

@@ -207,8 +207,9 @@ def web_search_result_blocks(query: str, count: int) -> list[dict[str, object]]:
     ]
 
 
-def report_markdown(text: str, fallback: str, max_sources: int = 20) -> str:
-    """A markdown research report on the prompt's topic, citing the prompt's URLs."""
+def report_markdown(text: str, fallback: str, max_sources: int = 20, says: str = "") -> str:
+    """A markdown research report on the prompt's topic, citing the prompt's URLs;
+    ``says`` is written as a paragraph of its own after the summary."""
     topic = topic_of(text, fallback)
     seed = _digest("report", text)
     urls = list(dict.fromkeys(_URL_RE.findall(text)))
@@ -217,6 +218,8 @@ def report_markdown(text: str, fallback: str, max_sources: int = 20) -> str:
     ]
     lines = [f"# {topic}: research report", "", "## Summary", ""]
     lines.append(_PARAGRAPHS[seed % len(_PARAGRAPHS)].format(t=topic))
+    if says:
+        lines += ["", says]
     lines += ["", "## Key findings", ""]
     for i, finding in enumerate(findings):
         cite = f" [{i % len(urls) + 1}]" if urls else ""
@@ -232,17 +235,18 @@ def report_markdown(text: str, fallback: str, max_sources: int = 20) -> str:
 
 
 def model_answer(
-    body: Mapping[str, object], *, broken_json: bool = False, context: str = ""
+    body: Mapping[str, object], *, broken_json: bool = False, context: str = "", says: str = ""
 ) -> str:
     """The full text the simulated model writes for ``body`` (before ``max_tokens``).
 
-    ``context`` is text the model "saw" besides the prompt: its own web search results.
+    ``context`` is text the model "saw" besides the prompt: its own web search results;
+    ``says`` goes into a report (:func:`report_markdown`), never into query JSON.
     """
     text = "\n\n".join(p for p in (prompt_text(body), context) if p)
     user = last_user_text(body)
     if wants_query_json(text):
         return bad_json(text, user) if broken_json else queries_json(text, user)
-    return report_markdown(text, user)
+    return report_markdown(text, user, says=says)
 
 
 def truncate(

@@ -110,6 +110,11 @@ class ServicePlan:
     (``http://<the simulator's address>/pages/...``) instead of external-looking
     ``https://`` addresses, so an agent's ``fetch_page`` stays on loopback."""
 
+    says: str = ""
+    """``llm`` only: a paragraph the simulated model writes into every report it
+    writes (after the summary), as a real model repeats what a page it read told it
+    to say: escape sequences, markup, a fake instruction. For hostile-output tests."""
+
     content_type: str = ""
     """``pages`` only: the Content-Type of matching pages instead of ``text/html``;
     a type that is not text gets a binary body (``image/png`` starts with the PNG
@@ -195,7 +200,7 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
     ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
-    ``api_key``, and ``clear`` (true: start from a plan with no faults and no latency
+    ``says``, ``api_key``, and ``clear`` (true: start from a plan with no faults and no latency
     instead of ``base``; the API key and the agent's and the pages' settings are kept).
     Keys not given keep their value from ``base``.
     """
@@ -240,7 +245,7 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
         if data["scope"] not in ("key", "service"):
             raise ValueError(f"{where}.scope: expected 'key' or 'service'")
         changes["scope"] = data["scope"]
-    for name in ("match", "api_key", "content_type"):
+    for name in ("match", "api_key", "content_type", "says"):
         if name in data:
             if not isinstance(data[name], str):
                 raise ValueError(f"{where}.{name}: expected a string")
@@ -265,5 +270,6 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "agent_finishes_when_asked": plan.agent_finishes_when_asked,
         "page_links": plan.page_links,
         "content_type": plan.content_type,
+        "says": plan.says,
         "api_key": "***" if plan.api_key else "",
     }

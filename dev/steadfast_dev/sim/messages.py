@@ -60,8 +60,10 @@ class Reply:
     """Client ``tool_use`` blocks after the text (the agent's calls this turn)."""
 
 
-def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: bool) -> Reply:
-    """The reply to a validated Messages request."""
+def build_reply(
+    body: Mapping[str, object], cache: CacheUse, *, broken_json: bool, says: str = ""
+) -> Reply:
+    """The reply to a validated Messages request (``says``: see ``ServicePlan.says``)."""
     account = account_input(body)
     blocks: list[dict[str, object]] = []
     context = ""
@@ -85,7 +87,7 @@ def build_reply(body: Mapping[str, object], cache: CacheUse, *, broken_json: boo
         context = "\n".join(f"{r['title']} {r['url']}" for r in results)
         searches = 1
         output_tokens += content.estimate_tokens(json.dumps({"query": query}))
-    full = content.model_answer(body, broken_json=broken_json, context=context)
+    full = content.model_answer(body, broken_json=broken_json, context=context, says=says)
     max_tokens = body.get("max_tokens")
     limit = max_tokens if isinstance(max_tokens, int) else 4096
     raw_stops = body.get("stop_sequences")
