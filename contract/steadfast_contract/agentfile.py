@@ -246,6 +246,7 @@ def worker_config_from_spec(
         "storage": {
             "postgresDsnEnv": SECRET_ENV["storage.postgresSecretRef"],
             "saveTimeout": spec.storage.save_timeout,
+            "transcriptRetention": spec.storage.transcript_retention,
         },
         "notify": _notify(spec.notify),
         "retryPolicies": spec.retry_policies,

@@ -140,6 +140,13 @@ class StorageConfig(SpecModel):
     none (the operator's workers: a pod's disk is not a place for reports)."""
     save_timeout: Duration = timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS)
     """How long a paid report waits for an unreachable report store before the run fails."""
+    transcript_retention: Duration = Field(
+        default=timedelta(seconds=models.DEFAULT_TRANSCRIPT_RETENTION_SECONDS),
+        ge=timedelta(seconds=1),
+        le=timedelta(days=90),
+    )
+    """How long a run that ended without a report keeps its transcript after it closed
+    (the worker's sweep: :mod:`steadfast_worker.retention`)."""
 
 
 class EmailConfig(SpecModel):

@@ -31,6 +31,9 @@ DEFAULT_MAX_USD_PER_RUN: Final = 1.0
 """A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
 DEFAULT_SAVE_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 """``storage.saveTimeout``'s default: a paid report waits a week for its store to come back."""
+DEFAULT_TRANSCRIPT_RETENTION_SECONDS: Final = 24 * 3600.0
+"""``storage.transcriptRetention``'s default: a run that ended without a report keeps
+its transcript a day after it closed, to find out why it ended."""
 DEFAULT_APPROVAL_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 """How long a run waits for review unless ``spec.notify.approvalTimeout`` says otherwise."""
 DEFAULT_MAX_USD_PER_DAY: Final = 50.0

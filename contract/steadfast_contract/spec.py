@@ -203,11 +203,34 @@ class StorageSpec(SpecModel):
         "Saving, retried at most 30s apart) before the run fails.",
     )
 
+    transcript_retention: Annotated[
+        Duration,
+        Crd(
+            rules=(
+                Rule("duration(self) >= duration('1s')", "must be at least 1s"),
+                Rule("duration(self) <= duration('2160h')", "must be at most 2160h (90 days)"),
+            )
+        ),
+    ] = Field(
+        default=timedelta(seconds=models.DEFAULT_TRANSCRIPT_RETENTION_SECONDS),
+        description="How long a deep run that ended without a report (failed, out of "
+        "budget, cancelled) keeps its transcript (its replies and the pages it read) in the "
+        "report store after it closed. A saved report deletes its transcript at once. "
+        "Workers sweep every retention, at least 10s and at most 1h apart.",
+    )
+
     @field_validator("save_timeout")
     @classmethod
     def _at_least_a_second(cls, value: timedelta) -> timedelta:
         if value < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("transcript_retention")
+    @classmethod
+    def _retention_bounds(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=90):
+            raise ValueError("must be between 1s and 2160h (90 days)")
         return value
 
 

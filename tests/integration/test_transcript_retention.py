@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from tests.integration.conftest import HarnessFactory
+from tests.integration.conftest import HarnessFactory, base_config, merge_config
 from tests.integration.test_deep_agent import deep, plan
 
 from steadfast_worker import retention, transcript
@@ -62,4 +63,36 @@ async def test_the_sweep_deletes_transcripts_of_closed_runs_only(
             assert await store.get_parts(still_key, 100) != []  # open: kept, however idle
             assert len(await store.get_parts(unknown, 100)) == 1  # not the server's: kept
         finally:
+            await store.close()
+
+
+async def test_a_worker_sweeps_at_its_configured_retention(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    """``storage.transcriptRetention`` reaches the worker process's sweep: with 1s, a
+    terminated run's transcript is gone within seconds of a worker starting, where the
+    default keeps it a day."""
+    async with harness(deep(6)) as h:
+        h.sim.set_faults(plan(6, latency_ms=300))
+        store = await h.store()
+        proc = None
+        try:
+            ended = await h.start(f"swept soon {uuid.uuid4().hex[:6]}")
+            key = f"{ended.id}/{ended.first_execution_run_id}"
+            assert await _written(store, key) > 0
+            await ended.terminate("the test ends it without a report")
+            doc = merge_config(
+                base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path)),
+                {**deep(6), "storage": {"transcriptRetention": "1s"}},
+            )
+            proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
+            for _ in range(300):
+                if not await store.get_parts(key, 100):
+                    break
+                await asyncio.sleep(0.1)
+            assert await store.get_parts(key, 100) == [], "not swept within 30 s"
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
             await store.close()

@@ -1,11 +1,15 @@
-"""Which transcripts the retention sweep deletes (steadfast_worker.retention.verdict)."""
+"""Which transcripts the retention sweep deletes (steadfast_worker.retention.verdict), and
+how often it looks (``cadence``, from ``storage.transcriptRetention``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
+from steadfast_contract.spec import StorageSpec
+from steadfast_worker import retention
 from steadfast_worker.retention import Found, split_conversation, verdict
 
 pytestmark = pytest.mark.unit
@@ -56,3 +60,27 @@ def test_a_conversation_key_splits_at_its_last_slash() -> None:
         "0192-ab",
     )
     assert split_conversation("no-run-id") == ("", "no-run-id")
+
+
+@pytest.mark.parametrize(
+    ("keep", "every", "idle"),
+    [
+        (timedelta(seconds=1), timedelta(seconds=10), timedelta(seconds=1)),  # not more often
+        (timedelta(minutes=5), timedelta(minutes=5), timedelta(minutes=5)),
+        (timedelta(days=1), timedelta(hours=1), timedelta(hours=1)),  # the default
+        (timedelta(days=90), timedelta(hours=1), timedelta(hours=1)),  # not less often
+    ],
+)
+def test_the_sweep_looks_as_often_as_the_retention_asks_within_bounds(
+    keep: timedelta, every: timedelta, idle: timedelta
+) -> None:
+    assert retention.cadence(keep) == (every, idle)
+
+
+@pytest.mark.parametrize("given", ["0s", "500ms", "2161h"])
+def test_a_retention_outside_one_second_to_ninety_days_is_refused(given: str) -> None:
+    with pytest.raises(ValidationError, match=r"transcriptRetention|transcript_retention"):
+        StorageSpec.model_validate({"transcriptRetention": given})
+    assert StorageSpec.model_validate({"transcriptRetention": "1s"}).transcript_retention == (
+        timedelta(seconds=1)
+    )

@@ -4,9 +4,10 @@ A deep run's transcript (every reply and every tool result, fetched pages
 included) lives in the report store while its loop runs, and is deleted in the
 transaction that saves its report. A run that ends any other way (failed, out of
 budget, cancelled, terminated, timed out) leaves it there, where it helps to find
-out why, but for ever. The worker therefore sweeps, every :data:`SWEEP_EVERY`: a
-transcript nothing was written to for :data:`IDLE` is deleted once Temporal
-shows its run closed for :data:`KEEP`.
+out why, but for ever. The worker therefore sweeps: a transcript nothing was
+written to for a while is deleted once Temporal shows its run closed for
+``storage.transcriptRetention`` (:func:`cadence` says how often it looks, and what
+"a while" is).
 
 Only what Temporal answers for decides, in the worker's own namespace:
 
@@ -35,11 +36,12 @@ from steadfast_worker.activities.storage import ReportStore
 
 log = logging.getLogger(__name__)
 
-#: How often a worker sweeps.
+#: How often a worker sweeps, at most and at least.
 SWEEP_EVERY = timedelta(hours=1)
-#: A transcript written to this recently is not even looked at.
+SWEEP_EVERY_MIN = timedelta(seconds=10)
+#: A transcript written to this recently is not even looked at (unless kept for less).
 IDLE = timedelta(hours=1)
-#: How long a closed run's transcript is kept, to find out why it ended.
+#: How long a closed run's transcript is kept, to find out why it ended (the default).
 KEEP = timedelta(days=1)
 #: Conversations read from the store at a time (each costs a describe).
 PAGE = 200
@@ -67,6 +69,19 @@ def verdict(first_run_id: str, found: Found | None, now: datetime, keep: timedel
         return later and found.started <= now - keep
     # Closed: ours, or a later chain that began after ours closed.
     return found.closed is not None and found.closed <= now - keep
+
+
+def cadence(keep: timedelta) -> tuple[timedelta, timedelta]:
+    """(how often to sweep, how long a transcript must have been idle to be looked at)
+    for transcripts kept ``keep`` after their run closed.
+
+    A sweep every ``keep`` deletes a transcript at most twice ``keep`` after its run
+    closed, never before ``keep``; but not more often than every 10 s (each look costs
+    a describe per idle transcript) nor less than hourly. A run writes to its
+    transcript until it closes, so a transcript idle for ``keep`` can be looked at.
+    """
+    every = min(max(keep, SWEEP_EVERY_MIN), SWEEP_EVERY)
+    return every, min(IDLE, keep)
 
 
 def split_conversation(conversation: str) -> tuple[str, str]:
@@ -119,13 +134,15 @@ async def sweep(
 
 
 async def keep_sweeping(
-    client: Client, store: Callable[[], Awaitable[ReportStore]], every: timedelta = SWEEP_EVERY
+    client: Client, store: Callable[[], Awaitable[ReportStore]], keep: timedelta = KEEP
 ) -> None:
-    """:func:`sweep` every ``every`` until cancelled; a failed sweep is logged and
-    tried again at the next (the store or Temporal may be away for a while)."""
+    """:func:`sweep` for transcripts kept ``keep``, at the :func:`cadence` it sets, until
+    cancelled; a failed sweep is logged and tried again at the next (the store or
+    Temporal may be away for a while)."""
+    every, idle = cadence(keep)
     while True:
         try:
-            await sweep(client, await store())
+            await sweep(client, await store(), idle=idle, keep=keep)
         except asyncio.CancelledError:
             raise
         except Exception as err:

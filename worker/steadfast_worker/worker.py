@@ -136,7 +136,9 @@ async def run_worker(
     )
     running = asyncio.create_task(worker.run())
     stopping = asyncio.create_task(stop.wait())
-    sweeping = asyncio.create_task(retention.keep_sweeping(client, activities.store))
+    sweeping = asyncio.create_task(
+        retention.keep_sweeping(client, activities.store, config.storage.transcript_retention)
+    )
     try:
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping in done:
