@@ -29,6 +29,8 @@ from typing import Final
 
 from rich.text import Text
 
+from steadfast_contract.text import well_formed
+
 _KEPT: Final = frozenset("\n\t")
 #: A ``[`` and the backslashes right before it; what rich reads as a tag after it.
 _BRACKET: Final = re.compile(r"(\\*)\[")
@@ -51,11 +53,12 @@ def _is_control(char: str) -> bool:
 
 
 def printable(text: str) -> str:
-    """``text`` with every control character but line feed and tab made visible."""
+    """``text`` with every control character but line feed and tab made visible, and
+    any lone surrogate (which stdout cannot encode) replaced by U+FFFD."""
     text = text.replace("\r\n", "\n")
-    if not any(_is_control(c) for c in text):
-        return text
-    return "".join(_picture(c) if _is_control(c) else c for c in text)
+    if any(_is_control(c) for c in text):
+        text = "".join(_picture(c) if _is_control(c) else c for c in text)
+    return well_formed(text)
 
 
 def _escaped(match: re.Match[str]) -> str:

@@ -15,6 +15,7 @@ a conftest, or wrap :func:`running_sim` in a fixture of your own.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -56,7 +57,11 @@ class SimHandle:
 
     def set_faults(self, plans: Mapping[str, object]) -> dict[str, Any]:
         """``POST /_sim/faults``, e.g. ``{"llm": {"first_n": 2, "kind": "429"}}``."""
-        return self._call("POST", "/_sim/faults", json=dict(plans))
+        # ASCII JSON: a plan may carry text UTF-8 cannot (a lone surrogate a model may say).
+        body = json.dumps(dict(plans))
+        return self._call(
+            "POST", "/_sim/faults", content=body, headers={"content-type": "application/json"}
+        )
 
     def reset(self) -> None:
         """Start-up plans, empty log, cold prompt cache."""

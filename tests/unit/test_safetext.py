@@ -26,7 +26,8 @@ from steadfast_contract.starter import RunRow
         ("back\x08\x08space", "back␈␈space"),
         ("nul\x00del\x7f", "nul␀del␡"),
         ("\x9b31m C1 CSI, \x9d OSC", "\ufffd31m C1 CSI, \ufffd OSC"),
-        ("é 日本 ✓ עברית", "é 日本 ✓ עברית"),  # printable text of any script stays
+        ("é 日本 ✓ עברית 😀", "é 日本 ✓ עברית 😀"),  # printable text of any script stays
+        ("lone \ud800 surrogate", "lone \ufffd surrogate"),  # stdout cannot encode it
     ],
 )
 def test_control_characters_are_shown_and_never_sent(raw: str, printed: str) -> None:

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from steadfast_contract.config import ModelConfig
 from steadfast_contract.pricing import Usage
+from steadfast_contract.text import well_formed
 from steadfast_worker import errors
 
 #: Sent with every call so the simulator's request log (and a gateway's) can tie
@@ -71,5 +72,6 @@ def usage_of(raw: Any) -> Usage:
 
 
 def text_of(message: anthropic.types.Message) -> str:
-    """The concatenated text blocks of a reply."""
-    return "".join(block.text for block in message.content if block.type == "text")
+    """The concatenated text blocks of a reply, as text every store can hold
+    (:func:`steadfast_contract.text.well_formed`)."""
+    return well_formed("".join(block.text for block in message.content if block.type == "text"))

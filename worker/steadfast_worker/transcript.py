@@ -26,6 +26,7 @@ from steadfast_contract.activities import (
     ToolCall,
 )
 from steadfast_contract.pricing import Usage
+from steadfast_contract.text import well_formed
 
 SYSTEM: Final = (
     "You are a careful research agent. Use web_search to find sources, fetch_page to read "
@@ -135,7 +136,8 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
 
 
 def reply_text(content: Iterable[Mapping[str, Any]]) -> str:
-    return "".join(str(b.get("text", "")) for b in content if b.get("type") == "text")
+    """A reply's text blocks, as text every store can hold (``text.well_formed``)."""
+    return well_formed("".join(str(b.get("text", "")) for b in content if b.get("type") == "text"))
 
 
 @dataclass

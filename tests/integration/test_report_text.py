@@ -1,0 +1,54 @@
+"""A paid report holding characters no store takes is still saved, mailed and returned.
+
+A model's JSON can carry NUL (a Postgres ``TEXT`` column refuses it) and a lone
+surrogate (UTF-8 cannot encode it: SQLite, SMTP and stdout refuse it). Such a report
+used to be paid for and then lost: its save retried as if the store were down until
+``storage.saveTimeout``, and the run failed. The simulator's model writes them into
+its report here (the ``says`` plan), on both stores, for both strategies.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_deep_agent import deep, plan
+
+from steadfast_contract.models import Phase
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+#: A save that fails for good must fail the test quickly, not after a week.
+QUICK_SAVE = {"storage": {"saveTimeout": "5s"}}
+
+
+async def _saved(h: Harness, wf_id: str) -> str:
+    store = await h.store()
+    try:
+        (report,) = await store.list_reports(wf_id)
+    finally:
+        await store.close()
+    return report.markdown
+
+
+@pytest.mark.parametrize(
+    ("says", "shown"),
+    [("a NUL \x00 here", "a NUL \ufffd here"), ("a lone \ud800 half", "a lone \ufffd half")],
+    ids=["nul", "lone-surrogate"],
+)
+@pytest.mark.parametrize("strategy", ["pipeline", "deep"])
+async def test_a_report_with_characters_no_store_takes_is_saved(
+    harness: HarnessFactory, backend_dsn: str, says: str, shown: str, strategy: str
+) -> None:
+    overrides = {**deep(4), **QUICK_SAVE} if strategy == "deep" else QUICK_SAVE
+    async with harness(overrides, postgres_dsn=backend_dsn) as h:
+        h.sim.set_faults(plan(4, says=says) if strategy == "deep" else {"llm": {"says": says}})
+        handle = await h.start(f"unholdable text {strategy} {uuid.uuid4().hex[:8]}")
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        markdown = await _saved(h, handle.id)
+        assert shown in markdown
+        assert len(markdown) == result.report_markdown_chars
+        (mail,) = h.smtp.messages_for(handle.id)
+        assert result.status.report_id in mail.get_content()

@@ -1,0 +1,29 @@
+"""Text every store, mail and terminal can hold: NUL and lone surrogates replaced."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_contract.text import well_formed
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("raw", "held"),
+    [
+        ("plain, with \t tab and \n line", "plain, with \t tab and \n line"),
+        ("NUL\x00inside", "NUL\ufffdinside"),
+        ("lone high \ud800, lone low \udfff", "lone high \ufffd, lone low \ufffd"),
+        ("a pair written out 😀 stays", "a pair written out 😀 stays"),
+        (
+            "\x1b[31m escape stays: that is the terminal's business",
+            "\x1b[31m escape stays: that is the terminal's business",
+        ),
+    ],
+)
+def test_only_what_no_store_can_hold_is_replaced(raw: str, held: str) -> None:
+    assert well_formed(raw) == held
+    assert len(well_formed(raw)) == len(raw)  # one for one: budgets counted in characters hold
+    well_formed(raw).encode("utf-8")  # UTF-8 takes it
+    assert "\x00" not in well_formed(raw)
