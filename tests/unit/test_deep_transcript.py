@@ -69,6 +69,14 @@ def test_a_tool_input_is_cut_to_a_bounded_length() -> None:
     assert len(call.input["query"]) == transcript.MAX_INPUT_CHARS
 
 
+def test_a_tool_input_and_a_replys_text_hold_no_nul_nor_lone_surrogate() -> None:
+    """What no store, URL or request body can carry is replaced (steadfast_contract.text)."""
+    (call,) = transcript.tool_calls([_use("a", "web_search", query="tides\x00 \ud800")])
+    assert call.input["query"] == "tides\ufffd \ufffd"
+    reply = [{"type": "text", "text": "# Report\x00"}, {"type": "text", "text": " \udc00"}]
+    assert transcript.reply_text(reply) == "# Report\ufffd \ufffd"
+
+
 def test_the_conversation_is_rebuilt_with_each_result_after_its_call_in_call_order() -> None:
     parts = [
         (

@@ -129,9 +129,8 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
             problem = f"invalid input for {name}: {', '.join(missing)} must be non-empty strings"
             calls.append(ToolCall(call_id, name, problem=problem))
             continue
-        calls.append(
-            ToolCall(call_id, name, {f: str(given[f])[:MAX_INPUT_CHARS] for f in required})
-        )
+        inputs = {f: well_formed(str(given[f])[:MAX_INPUT_CHARS]) for f in required}
+        calls.append(ToolCall(call_id, name, inputs))
     return calls
 
 
