@@ -303,14 +303,20 @@ def test_a_deep_agent_runs_its_tool_use_loop_from_kubectl_apply(
 ) -> None:
     """``research.strategy: deep`` reaches the worker through the operator: the run takes
     four turns (the last asked for the report), and the status shows what it cost and saved.
-    Pages stay on loopback: the simulator links to its own, and the allow list says so."""
+    Pages stay on loopback: the simulator links to its own, the allow list says so, and
+    so does allowPrivateHosts (an address inside is read only from a host named there)."""
     explained = kube_cluster.kubectl("explain", "researchagents.spec.research.maxTurns").stdout
     assert "no tool runs after the last one" in " ".join(explained.split())
     secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     research = {
         "strategy": "deep",
         "maxTurns": 4,
-        "tools": {"fetchPage": {"allowDomains": ["127.0.0.1", "localhost"]}},
+        "tools": {
+            "fetchPage": {
+                "allowDomains": ["127.0.0.1", "localhost"],
+                "allowPrivateHosts": ["127.0.0.1", "localhost"],
+            }
+        },
     }
     manifest = agent_manifest(
         "deep", namespace, op_sim, ["deep e2e topic"], research=research, model={"maxTokens": 4000}

@@ -142,4 +142,8 @@ def test_dev_runs_the_deep_example_and_chaos_kills_it_late(tmp_path: Path) -> No
     )
     assert saved, out.stdout
     assert float(saved.group(1)) > 0
+    # fetch_page read the simulator's loopback pages: dev names it in allowPrivateHosts.
+    worker_log = (tmp_path / "state" / "logs" / "worker-1.log").read_text()
+    read = re.findall(r'GET http://127\.0\.0\.1:\d+/pages/\S+ "HTTP/1\.1 200 OK"', worker_log)
+    assert read, worker_log[-2000:]
     assert leftovers(tmp_path / "state") == []
