@@ -69,9 +69,10 @@ def _escaped(match: re.Match[str]) -> str:
     return "\\" * (2 * written + 1 if tag else written + 1) + "["
 
 
-def shown(text: str) -> str:
-    """``text`` to put inside a rich markup string: printable, every bracket escaped."""
-    return _BRACKET.sub(_escaped, printable(text))
+def shown(text: object) -> str:
+    """``text`` (an error, say: its ``str``) to put inside a rich markup string:
+    printable, every bracket escaped."""
+    return _BRACKET.sub(_escaped, printable(str(text)))
 
 
 def cell(text: str, style: str = "") -> Text:

@@ -96,9 +96,9 @@ async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Clie
     try:
         return await connect(temporal)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(str(err))}")
+        console.print(f"[red]error:[/red] {shown(err)}")
     except RuntimeError as err:
         console.print(
-            f"[red]cannot connect to Temporal at {shown(temporal.address)}:[/red] {shown(str(err))}"
+            f"[red]cannot connect to Temporal at {shown(temporal.address)}:[/red] {shown(err)}"
         )
     return None

@@ -56,7 +56,7 @@ async def show_reports(
         store = await open_store(dsn, storage.sqlite_path)
     except Exception as err:  # any failure is told, without the DSN
         told = credentials.scrub(f"{type(err).__name__}: {err}", credentials.secret_parts(dsn))
-        console.print(f"[red]cannot read the reports in {shown(where)}:[/red] {shown(str(told))}")
+        console.print(f"[red]cannot read the reports in {shown(where)}:[/red] {shown(told)}")
         return False
     try:
         for wf_id in workflow_ids:

@@ -143,7 +143,7 @@ async def _approve(args: argparse.Namespace, console: Console, temporal: Tempora
         result = await approve(client, args.workflow_id, args.reviewer, args.comment)
     except WorkflowUpdateFailedError as err:
         cause = err.cause or err
-        console.print(f"[red]approval refused:[/red] {shown(str(cause))}")
+        console.print(f"[red]approval refused:[/red] {shown(cause)}")
         return 1
     except RPCError as err:
         console.print(f"[red]error:[/red] {shown(args.workflow_id)}: {shown(err.message)}")

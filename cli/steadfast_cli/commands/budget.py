@@ -79,7 +79,7 @@ async def _budget(args: argparse.Namespace, console: Console, temporal: Temporal
     try:
         result = await set_budget(client, args.workflow_id, args.max_usd, args.max_usd_per_day)
     except WorkflowUpdateFailedError as err:
-        console.print(f"[red]budget refused:[/red] {shown(str(err.cause or err))}")
+        console.print(f"[red]budget refused:[/red] {shown(err.cause or err)}")
         return 1
     except RPCError as err:
         console.print(f"[red]error:[/red] {shown(args.workflow_id)}: {shown(err.message)}")

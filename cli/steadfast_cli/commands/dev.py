@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         agent = agentfile.agent_from_manifest(manifest)
         starter.settings_from_config(agent.config)  # an unpriced model fails here, not mid-run
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(str(err))}")
+        console.print(f"[red]error:[/red] {shown(err)}")
         return 2
     topics = list(dict.fromkeys(args.topic)) or list(agent.topics)
     if not topics:

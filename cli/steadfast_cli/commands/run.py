@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, topics = agent_from_args(args)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(str(err))}")
+        console.print(f"[red]error:[/red] {shown(err)}")
         return 2
     if not topics:
         console.print("[red]error:[/red] no topics: give -f with spec.topics, or --topic")
@@ -82,7 +82,7 @@ async def _run(
     try:
         started = [await starter.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(str(err))}")
+        console.print(f"[red]error:[/red] {shown(err)}")
         return 2
     for s in started:
         verb = "reused" if s.existing else "started"

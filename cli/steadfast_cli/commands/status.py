@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg, topics = agent_from_args(args)
         except ConfigError as err:
-            console.print(f"[red]error:[/red] {shown(str(err))}")
+            console.print(f"[red]error:[/red] {shown(err)}")
             return 2
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
         storage = cfg.storage
