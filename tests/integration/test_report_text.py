@@ -1,10 +1,12 @@
-"""A paid report holding characters no store takes is still saved, mailed and returned.
+"""Characters no store or request takes, in what a model or a search index sends.
 
-A model's JSON can carry NUL (a Postgres ``TEXT`` column refuses it) and a lone
-surrogate (UTF-8 cannot encode it: SQLite, SMTP and stdout refuse it). Such a report
-used to be paid for and then lost: its save retried as if the store were down until
-``storage.saveTimeout``, and the run failed. The simulator's model writes them into
-its report here (the ``says`` plan), on both stores, for both strategies.
+JSON can carry NUL (a Postgres ``TEXT`` column refuses it) and a lone surrogate
+(UTF-8 cannot encode it: SQLite, SMTP, stdout and every request body refuse it).
+A report holding one used to be paid for and then lost: its save retried as if the
+store were down until ``storage.saveTimeout``, and the run failed. A search result
+holding a lone surrogate failed the pipeline's report request on every attempt.
+The simulator's model writes them into its report, and its search index into a
+snippet, here (the ``says`` plans), on both stores, for both strategies.
 """
 
 from __future__ import annotations
@@ -52,3 +54,23 @@ async def test_a_report_with_characters_no_store_takes_is_saved(
         assert len(markdown) == result.report_markdown_chars
         (mail,) = h.smtp.messages_for(handle.id)
         assert result.status.report_id in mail.get_content()
+
+
+@pytest.mark.parametrize(
+    "says",
+    ["a NUL \x00 here", "a lone \ud800 half", "\x1b[2J a screen clear"],
+    ids=["nul", "lone-surrogate", "escape"],
+)
+@pytest.mark.parametrize("strategy", ["pipeline", "deep"])
+async def test_a_search_result_with_characters_no_request_takes_does_not_fail_the_run(
+    harness: HarnessFactory, says: str, strategy: str
+) -> None:
+    overrides = {**deep(4), **QUICK_SAVE} if strategy == "deep" else QUICK_SAVE
+    async with harness(overrides) as h:
+        faults = plan(4) if strategy == "deep" else {}
+        h.sim.set_faults({**faults, "search": {**faults.get("search", {}), "says": says}})
+        handle = await h.start(f"unholdable result {strategy} {uuid.uuid4().hex[:8]}")
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        assert result.status.retries == 0
+        assert "\ufffd" not in await _saved(h, handle.id)  # the report is the model's own

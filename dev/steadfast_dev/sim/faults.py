@@ -111,9 +111,10 @@ class ServicePlan:
     ``https://`` addresses, so an agent's ``fetch_page`` stays on loopback."""
 
     says: str = ""
-    """``llm`` only: a paragraph the simulated model writes into every report it
-    writes (after the summary), as a real model repeats what a page it read told it
-    to say: escape sequences, markup, a fake instruction. For hostile-output tests."""
+    """Hostile text, for hostile-input tests. ``llm``: a paragraph the simulated model
+    writes into every report it writes (after the summary), as a real model repeats
+    what a page it read told it to say. ``search``: text appended to the first
+    result's snippet, as an engine indexed it from such a page."""
 
     content_type: str = ""
     """``pages`` only: the Content-Type of matching pages instead of ``text/html``;

@@ -86,6 +86,9 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         # An oversized answer: a search engine (or something posing as one) that
         # sends far more than any result list needs.
         results[0]["snippet"] += "x" * plan.answer_bytes
+    if plan.says and matches(plan, query):
+        # What a hostile page's title or snippet may hold, as the engine indexed it.
+        results[0]["snippet"] += " " + plan.says
     if plan.page_links:
         base = own_base_url(request)
         for result in results:

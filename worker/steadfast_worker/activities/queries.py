@@ -30,6 +30,7 @@ from steadfast_contract.activities import (
     GenerateQueriesOutput,
     LlmCall,
 )
+from steadfast_contract.text import well_formed
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
@@ -76,7 +77,8 @@ def parse_queries(text: str, count: int) -> list[str]:
     queries = [q.strip() for q in data if isinstance(q, str) and q.strip()]
     if len(queries) != len(data) or not queries:
         raise ValueError("the array must hold only non-empty strings")
-    return [q[:MAX_QUERY_CHARS] for q in queries[:count]]
+    # JSON may spell a NUL or a lone surrogate as an escape: no request carries them.
+    return [well_formed(q[:MAX_QUERY_CHARS]) for q in queries[:count]]
 
 
 class QueriesActivities(ActivityBase):

@@ -37,6 +37,7 @@ from steadfast_contract.activities import (
     WebSearchInput,
     WebSearchOutput,
 )
+from steadfast_contract.text import well_formed
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried
@@ -51,6 +52,17 @@ MAX_URL: Final = 2048
 MAX_SNIPPET: Final = 1000
 
 
+def _result(title: object, url: str, snippet: object = "") -> SearchResult:
+    """One result, bounded and as text every request and store can hold: an index's
+    JSON may carry a NUL or a lone surrogate from the page it read
+    (:func:`steadfast_contract.text.well_formed`), which no request body encodes."""
+    return SearchResult(
+        title=well_formed(str(title)[:MAX_TITLE]),
+        url=well_formed(url[:MAX_URL]),
+        snippet=well_formed(str(snippet)[:MAX_SNIPPET]),
+    )
+
+
 def parse_results(data: Any, limit: int) -> list[SearchResult]:
     """Results from an ``http`` provider's JSON body; ValueError if it has none."""
     items = data.get("results") if isinstance(data, dict) else data
@@ -59,13 +71,8 @@ def parse_results(data: Any, limit: int) -> list[SearchResult]:
     results = []
     for item in items[:limit]:
         if isinstance(item, dict) and isinstance(item.get("url"), str):
-            results.append(
-                SearchResult(
-                    title=str(item.get("title", ""))[:MAX_TITLE],
-                    url=item["url"][:MAX_URL],
-                    snippet=str(item.get("snippet", item.get("description", "")))[:MAX_SNIPPET],
-                )
-            )
+            snippet = item.get("snippet", item.get("description", ""))
+            results.append(_result(item.get("title", ""), item["url"], snippet))
     return results
 
 
@@ -99,13 +106,13 @@ def results_from_blocks(blocks: list[Any], limit: int) -> list[SearchResult]:
         if block.type == "web_search_tool_result" and isinstance(block.content, list):
             for item in block.content:
                 if getattr(item, "type", "") == "web_search_result":
-                    found.append(SearchResult(title=item.title, url=item.url))
+                    found.append(_result(item.title, item.url))
         elif block.type == "text":
             summary += block.text
     if summary and found:
         # The tool's page contents are encrypted; the model's own summary is the
         # only readable snippet, so it is attached to the first result.
-        found[0].snippet = summary.strip()[:1000]
+        found[0].snippet = well_formed(summary.strip()[:MAX_SNIPPET])
     return found[:limit]
 
 
