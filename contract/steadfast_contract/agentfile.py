@@ -184,6 +184,7 @@ def _model(spec: ModelSpec) -> dict[str, Any]:
         "name": spec.name,
         "maxTokens": spec.max_tokens,
         "pricing": spec.pricing,
+        "contextTokens": spec.context_tokens,
     }
     if spec.base_url:
         out["baseURL"] = spec.base_url

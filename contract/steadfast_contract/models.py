@@ -31,6 +31,9 @@ DEFAULT_MAX_USD_PER_RUN: Final = 1.0
 """A run's budget unless ``spec.budget.maxUSDPerRun`` says otherwise."""
 DEFAULT_SAVE_TIMEOUT_SECONDS: Final = 7 * 24 * 3600.0
 """``storage.saveTimeout``'s default: a paid report waits a week for its store to come back."""
+DEFAULT_CONTEXT_TOKENS: Final = 200_000
+"""``model.contextTokens``' default: the context window of the Claude models this release
+prices (prompt plus output)."""
 DEFAULT_TRANSCRIPT_RETENTION_SECONDS: Final = 24 * 3600.0
 """``storage.transcriptRetention``'s default: a run that ended without a report keeps
 its transcript a day after it closed, to find out why it ended."""
@@ -117,6 +120,8 @@ class RunSettings:
 
     model: str = DEFAULT_MODEL
     max_tokens: int = DEFAULT_MAX_TOKENS
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    """The model's context window (``model.contextTokens``); a deep run finishes within it."""
     pricing: Pricing | None = None
     max_usd_per_run: float = DEFAULT_MAX_USD_PER_RUN
     require_approval: bool = False

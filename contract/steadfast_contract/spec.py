@@ -176,6 +176,15 @@ class ModelSpec(SpecModel):
         description="USD per million tokens, overriding the built-in price table for the model. "
         "Omit to use the table.",
     )
+    context_tokens: int = Field(
+        default=models.DEFAULT_CONTEXT_TOKENS,
+        ge=4_000,
+        le=2_000_000,
+        description="The model's context window in tokens (prompt and output together). A deep "
+        "run asks for its report while one more turn of tools would still fit, so no request is "
+        "refused as too long. 200000 for the Claude models; raise it only for a model or a beta "
+        "with a larger window.",
+    )
 
 
 class SearchSpec(SpecModel):

@@ -55,6 +55,7 @@ def settings_from_config(config: WorkerConfig) -> models.RunSettings:
     return models.RunSettings(
         model=config.model.name,
         max_tokens=config.model.max_tokens,
+        context_tokens=config.model.context_tokens,
         pricing=price,
         max_usd_per_run=config.budget.max_usd_per_run,
         require_approval=config.notify.require_approval,

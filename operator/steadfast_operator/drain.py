@@ -45,6 +45,7 @@ RUN_INPUT_ONLY: Final[tuple[tuple[str, ...], ...]] = (
     ("research",),
     ("retryPolicies",),
     ("model", "maxTokens"),
+    ("model", "contextTokens"),
     ("storage", "saveTimeout"),
     ("notify", "requireApproval"),
     ("notify", "approvalTimeout"),

@@ -150,7 +150,8 @@ def test_unknown_field_lists_the_known_ones() -> None:
         agentfile.agent_from_manifest(m)
     message = str(err.value)
     assert "spec.model.nmae: unknown field" in message
-    assert "(known: apiKeySecretRef, baseURL, maxTokens, name, pricing, provider)" in message
+    known = "apiKeySecretRef, baseURL, contextTokens, maxTokens, name, pricing, provider"
+    assert f"(known: {known})" in message
 
 
 def test_a_validated_spec_maps_as_its_manifest_does() -> None:

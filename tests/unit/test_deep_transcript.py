@@ -178,3 +178,21 @@ def test_when_to_continue_as_new(
     turns_here: int, every: int, suggested: bool, expected: bool
 ) -> None:
     assert deep.continue_as_new_now(turns_here, every, suggested) is expected
+
+
+def test_at_most_eight_io_calls_run_in_one_turn_and_the_rest_are_answered() -> None:
+    """What one turn adds to the conversation stays bounded (steadfast_contract.context):
+    the ninth fetch is answered with an error; findings, which do no I/O, are not counted."""
+    blocks = [_use(f"f{i}", "fetch_page", url=f"https://e.test/{i}") for i in range(9)]
+    blocks.insert(3, _use("r", "record_finding", claim="c", source_url="https://e.test/0"))
+    calls = transcript.tool_calls(blocks)
+    assert [c.id for c in calls if not c.problem] == [
+        "f0",
+        "f1",
+        "f2",
+        "r",
+        *(f"f{i}" for i in range(3, 8)),
+    ]
+    (refused,) = [c for c in calls if c.problem]
+    assert refused.id == "f8"
+    assert "at most 8 web_search and fetch_page calls" in refused.problem

@@ -102,6 +102,7 @@ NEW_VALUES: dict[str, Any] = {
     "budget": {"maxUSDPerRun": 0.25, "maxUSDPerDay": 7.5},
     "retryPolicies": {"llm": {"maximumAttempts": 9}},
     "model.maxTokens": 1000,
+    "model.contextTokens": 100_000,
     "storage.saveTimeout": "2h",
     "notify.requireApproval": True,
     "notify.approvalTimeout": "2h",

@@ -7,8 +7,10 @@ budget covers included); the tool calls of a turn run concurrently as
 ``deep_tool`` activities, except ``record_finding``, which needs no I/O: the
 workflow keeps the finding and answers it. The loop ends when the model answers
 without tools, or at ``maxTurns``, whose turn is offered no tools and must write
-the report. This module is part of the workflow class: it uses its helpers (the
-budget gate, accounting, status publishing) directly.
+the report, or earlier when one more turn of tools could outgrow the model's context
+window (:func:`steadfast_contract.context.must_finish`). This module is part of the
+workflow class: it uses its helpers (the budget gate, accounting, status publishing)
+directly.
 
 The conversation is in the report store, so history grows by a few small events
 per turn; still, a long run continues as new at a turn boundary (every
@@ -27,7 +29,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract import budget
+    from steadfast_contract import budget, context
     from steadfast_contract.models import (
         DeepResume,
         Finding,
@@ -46,6 +48,8 @@ MAX_FINDINGS = 200
 MAX_CLAIM_CHARS = 500
 #: Characters per token the workflow assumes for what a turn wrote (budget estimate).
 CHARS_PER_TOKEN = 4
+#: Marks a run that asked for its report early, its conversation near the context window.
+CONTEXT_PATCH = "deep-context-window"
 
 
 def continue_as_new_now(turns_here: int, every: int, suggested: bool) -> bool:
@@ -74,14 +78,30 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         if continue_as_new_now(turns_here, s.continue_as_new_after_turns, suggested):
             await continue_as_new(wf, carry)
         st.turn = n
-        wf._enter(Phase.WRITING if n >= s.max_turns else Phase.RESEARCHING)
-        out = await _turn(wf, inp, carry, n, price)
+        last = n >= s.max_turns or _context_full(wf, carry, n)
+        wf._enter(Phase.WRITING if last else Phase.RESEARCHING)
+        out = await _turn(wf, inp, carry, n, price, last)
         carry.turn, carry.answers = n, []
         carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
         turns_here += 1
-        if not out.tool_calls or n >= s.max_turns:
+        if not out.tool_calls or last:
             return out.report
         await _tools(wf, inp, carry, out.tool_calls, n, price)
+
+
+def _context_full(wf: ResearchWorkflow, carry: DeepResume, n: int) -> bool:
+    """Whether turn ``n`` must write the report before ``maxTurns``: one more turn of
+    tools could make the next prompt too long for the model. Said in the status."""
+    s = wf._inp.settings
+    if n == 1 or not context.must_finish(carry.prompt_chars, s.max_tokens, s.context_tokens):
+        return False
+    if not workflow.patched(CONTEXT_PATCH):
+        return False  # a history from before the rule: it went on
+    wf._status.message = (
+        f"the conversation nears the model's context window ({s.context_tokens} tokens): "
+        f"the report is asked for at turn {n} of {s.max_turns}"
+    )
+    return True
 
 
 async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
@@ -101,7 +121,12 @@ async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
 
 
 async def _turn(
-    wf: ResearchWorkflow, inp: ResearchInput, carry: DeepResume, n: int, price: Pricing
+    wf: ResearchWorkflow,
+    inp: ResearchInput,
+    carry: DeepResume,
+    n: int,
+    price: Pricing,
+    last: bool,
 ) -> act.DeepTurnOutput:
     s = inp.settings
     prompt_tokens = budget.estimate_tokens(carry.prompt_chars + len(inp.topic))
@@ -110,7 +135,7 @@ async def _turn(
         carry.conversation,
         inp.topic,
         n,
-        s.max_turns,
+        n if last else s.max_turns,  # the activity makes turn max_turns the last
         s.model,
         s.max_tokens,
         s.pricing,

@@ -25,6 +25,7 @@ from steadfast_contract.activities import (
     TOOL_WEB_SEARCH,
     ToolCall,
 )
+from steadfast_contract.context import MAX_IO_CALLS_PER_TURN
 from steadfast_contract.pricing import Usage
 from steadfast_contract.text import well_formed
 
@@ -108,9 +109,12 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
 
     Model output is untrusted: an unknown tool, a missing or non-string field is
     not run; it becomes a call with ``problem`` set, answered with an error result
-    so the model can correct itself next turn.
+    so the model can correct itself next turn. So is a web_search or fetch_page call
+    past the first :data:`~steadfast_contract.context.MAX_IO_CALLS_PER_TURN` of the
+    reply: what one turn adds to the conversation stays bounded.
     """
     calls = []
+    io_calls = 0
     for block in content:
         if block.get("type") != "tool_use":
             continue
@@ -130,6 +134,15 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
             calls.append(ToolCall(call_id, name, problem=problem))
             continue
         inputs = {f: well_formed(str(given[f])[:MAX_INPUT_CHARS]) for f in required}
+        if name in (TOOL_WEB_SEARCH, TOOL_FETCH_PAGE):
+            io_calls += 1
+            if io_calls > MAX_IO_CALLS_PER_TURN:
+                problem = (
+                    f"not run: at most {MAX_IO_CALLS_PER_TURN} web_search and fetch_page "
+                    "calls run in one turn; call it again in the next"
+                )
+                calls.append(ToolCall(call_id, name, problem=problem))
+                continue
         calls.append(ToolCall(call_id, name, inputs))
     return calls
 

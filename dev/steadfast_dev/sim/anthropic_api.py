@@ -54,8 +54,15 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         state.log.finish(entry, "rejected", 400)
         return error_response(400, problem, _error_body)
 
-    cache = promptcache.cache_use(promptcache.account_input(body), state.is_cached)
     llm_plan = state.plans["llm"]
+    account = promptcache.account_input(body)
+    too_long = _context_refusal(
+        account.total_tokens, body.get("max_tokens"), llm_plan.context_tokens
+    )
+    if too_long:
+        state.log.finish(entry, "rejected", 400)
+        return error_response(400, too_long, _error_body)
+    cache = promptcache.cache_use(account, state.is_cached)
     says = llm_plan.says if matches(llm_plan, text) else ""
     if agent.plays_agent(body):
         reply = agent.agent_reply(
@@ -90,6 +97,17 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     entry.billed = entry.usage
     state.log.finish(entry, "served", 200)
     return web.json_response(messages.message_json(reply, msg_id, str(body["model"])))
+
+
+def _context_refusal(input_tokens: int, max_tokens: object, window: int) -> str:
+    """The real API's refusal of a request that cannot fit the model's window, or ""."""
+    asked = max_tokens if isinstance(max_tokens, int) else 0
+    if not window or input_tokens + asked <= window:
+        return ""
+    return (
+        f"input length and `max_tokens` exceed context limit: {input_tokens} + {asked} > "
+        f"{window}, decrease input length or `max_tokens` and try again"
+    )
 
 
 async def _answer_stream(

@@ -110,6 +110,10 @@ class ServicePlan:
     (``http://<the simulator's address>/pages/...``) instead of external-looking
     ``https://`` addresses, so an agent's ``fetch_page`` stays on loopback."""
 
+    context_tokens: int = 0
+    """``llm`` only: the model's context window; a request whose input and ``max_tokens``
+    together exceed it is refused with 400, as the real API refuses it. 0: no limit."""
+
     says: str = ""
     """Hostile text, for hostile-input tests. ``llm``: a paragraph the simulated model
     writes into every report it writes (after the summary), as a real model repeats
@@ -188,9 +192,16 @@ _PLAIN_FIELDS: Final = {
     "stream_cut",
     "answer_bytes",
     "agent_turns",
+    "context_tokens",
 }
 #: Settings that are not faults: ``clear`` keeps them.
-_KEPT_ON_CLEAR: Final = ("api_key", "agent_turns", "agent_finishes_when_asked", "page_links")
+_KEPT_ON_CLEAR: Final = (
+    "api_key",
+    "agent_turns",
+    "agent_finishes_when_asked",
+    "page_links",
+    "context_tokens",
+)
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
 
@@ -201,8 +212,9 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
     ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
-    ``says``, ``api_key``, and ``clear`` (true: start from a plan with no faults and no latency
-    instead of ``base``; the API key and the agent's and the pages' settings are kept).
+    ``says``, ``context_tokens``, ``api_key``, and ``clear`` (true: start from a plan with no
+    faults and no latency instead of ``base``; the API key, the context window and the agent's
+    and the pages' settings are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
@@ -228,7 +240,8 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
         raise ValueError(f"{where}.kind: only meaningful together with first_n")
     for name in _PLAIN_FIELDS & set(data):
         number = _as_number(data[name], f"{where}.{name}")
-        changes[name] = int(number) if name.endswith(("_ms", "_bytes", "_turns")) else number
+        whole = name.endswith(("_ms", "_bytes", "_turns", "_tokens"))
+        changes[name] = int(number) if whole else number
     if "agent_turns" in data:
         turns = _as_number(data["agent_turns"], f"{where}.agent_turns", minimum=1)
         if turns > MAX_AGENT_TURNS or turns != int(turns):
@@ -268,6 +281,7 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "stream_cut": plan.stream_cut,
         "answer_bytes": plan.answer_bytes,
         "agent_turns": plan.agent_turns,
+        "context_tokens": plan.context_tokens,
         "agent_finishes_when_asked": plan.agent_finishes_when_asked,
         "page_links": plan.page_links,
         "content_type": plan.content_type,

@@ -36,9 +36,10 @@ from steadfast_contract.activities import (
     LlmCall,
     WebSearchInput,
 )
+from steadfast_contract.context import MAX_TOOL_RESULT_CHARS
 from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
-from steadfast_worker import caching, fetching, llm, transcript
+from steadfast_worker import caching, fetching, llm, pagetext, transcript
 from steadfast_worker.activities import daybudget
 from steadfast_worker.activities.base import reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
@@ -266,6 +267,8 @@ class DeepActivities(SearchActivities):
                 text, is_error = f"refused: {refused}", True
         else:
             text, is_error = f"no tool {call.name!r} runs as an activity", True
+        # Bounded, so one turn's growth of the conversation is (steadfast_contract.context).
+        text = pagetext.cap(text, MAX_TOOL_RESULT_CHARS)
         await store.put_part(
             inp.conversation, inp.turn, part, transcript.result_body(text, is_error, paid)
         )

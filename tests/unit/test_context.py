@@ -1,0 +1,46 @@
+"""When a deep run must ask for its report: before one more turn could outgrow the window."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_contract import context
+from steadfast_contract.budget import CHARS_PER_TOKEN, estimate_tokens
+
+pytestmark = pytest.mark.unit
+
+WINDOW = 200_000
+
+
+def test_one_turn_grows_the_conversation_by_its_reply_and_its_bounded_tool_results() -> None:
+    assert context.turn_growth_chars(4000) == (
+        4000 * CHARS_PER_TOKEN
+        + context.MAX_IO_CALLS_PER_TURN * context.MAX_TOOL_RESULT_CHARS
+        + 2000
+    )
+
+
+@pytest.mark.parametrize("max_tokens", [1000, 4000, 32_000])
+def test_the_last_turn_comes_exactly_when_one_more_could_pass_the_usable_window(
+    max_tokens: int,
+) -> None:
+    # The longest prompt that may still go on to a turn with tools, found by search.
+    low, high = 0, WINDOW * CHARS_PER_TOKEN
+    while low < high:
+        mid = (low + high + 1) // 2
+        if context.must_finish(mid, max_tokens, WINDOW):
+            high = mid - 1
+        else:
+            low = mid
+    after = estimate_tokens(low + context.turn_growth_chars(max_tokens)) + max_tokens
+    assert after <= WINDOW * context.USABLE  # going on from here stays within the window
+    assert context.must_finish(low + CHARS_PER_TOKEN, max_tokens, WINDOW)  # one token more: not
+
+
+def test_a_real_window_leaves_room_for_a_long_run_and_a_small_one_ends_early() -> None:
+    # 200,000 tokens, 4,000 out: a conversation of 400,000 characters (about twenty
+    # turns reading two pages each) still goes on; one of 500,000 must finish.
+    assert not context.must_finish(400_000, 4000, WINDOW)
+    assert context.must_finish(500_000, 4000, WINDOW)
+    # A window smaller than one worst-case turn finishes at once.
+    assert context.must_finish(0, 4000, 20_000)
