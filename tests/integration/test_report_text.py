@@ -14,8 +14,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from tests.integration.conftest import Harness, HarnessFactory
-from tests.integration.test_deep_agent import deep, plan
+from tests.integration.conftest import HarnessFactory
+from tests.integration.test_deep_agent import deep, plan, the_report
 
 from steadfast_contract.models import Phase
 
@@ -23,15 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 #: A save that fails for good must fail the test quickly, not after a week.
 QUICK_SAVE = {"storage": {"saveTimeout": "5s"}}
-
-
-async def _saved(h: Harness, wf_id: str) -> str:
-    store = await h.store()
-    try:
-        (report,) = await store.list_reports(wf_id)
-    finally:
-        await store.close()
-    return report.markdown
 
 
 @pytest.mark.parametrize(
@@ -49,7 +40,7 @@ async def test_a_report_with_characters_no_store_takes_is_saved(
         handle = await h.start(f"unholdable text {strategy} {uuid.uuid4().hex[:8]}")
         result = await handle.result()
         assert result.status.phase == Phase.COMPLETED, result.status.message
-        markdown = await _saved(h, handle.id)
+        markdown = await the_report(h, handle.id)
         assert shown in markdown
         assert len(markdown) == result.report_markdown_chars
         (mail,) = h.smtp.messages_for(handle.id)
@@ -73,4 +64,4 @@ async def test_a_search_result_with_characters_no_request_takes_does_not_fail_th
         result = await handle.result()
         assert result.status.phase == Phase.COMPLETED, result.status.message
         assert result.status.retries == 0
-        assert "\ufffd" not in await _saved(h, handle.id)  # the report is the model's own
+        assert "\ufffd" not in await the_report(h, handle.id)  # the report is the model's own
