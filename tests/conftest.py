@@ -11,6 +11,20 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.temporal import start_dev_server
 
+#: The tiers ``make test`` runs one by one (``-m unit``, ``-m integration``, ...).
+TIERS = frozenset({"unit", "integration", "e2e", "pods"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that belongs to no tier: every tier is selected by its marker, so an
+    unmarked test would be collected by a bare ``pytest`` and never run by ``make test``."""
+    unmarked = [item.nodeid for item in items if not TIERS & {m.name for m in item.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(
+            f"{len(unmarked)} test(s) in no tier (mark them {', '.join(sorted(TIERS))}): "
+            + ", ".join(unmarked[:5])
+        )
+
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:

@@ -9,6 +9,8 @@ from steadfast_cli.display import console, progress_line, runs_table
 from steadfast_cli.safetext import cell, printable, shown
 from steadfast_contract.starter import RunRow
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "printed"),
