@@ -34,6 +34,7 @@ from steadfast_contract.specbase import (
     DEFAULT_MAX_CONCURRENT_ACTIVITIES,
     BudgetSpec,
     ConcurrentActivities,
+    ContextTokens,
     EmailAddress,
     MaxTokens,
     ModelName,
@@ -111,7 +112,7 @@ class ModelConfig(SpecModel):
     """Price override; empty uses the built-in table for ``name``."""
     timeout: Duration = timedelta(seconds=120)
     """Per-request HTTP timeout of the LLM client."""
-    context_tokens: int = Field(default=models.DEFAULT_CONTEXT_TOKENS, ge=4_000, le=2_000_000)
+    context_tokens: ContextTokens = models.DEFAULT_CONTEXT_TOKENS
     """The model's context window; a deep run finishes before outgrowing it
     (:mod:`steadfast_contract.context`)."""
 

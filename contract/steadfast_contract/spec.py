@@ -30,6 +30,7 @@ from steadfast_contract.specbase import (
     ONE_LINE_PATTERN,
     BudgetSpec,
     ConcurrentActivities,
+    ContextTokens,
     Crd,
     EmailAddress,
     MaxTokens,
@@ -176,10 +177,8 @@ class ModelSpec(SpecModel):
         description="USD per million tokens, overriding the built-in price table for the model. "
         "Omit to use the table.",
     )
-    context_tokens: int = Field(
+    context_tokens: ContextTokens = Field(
         default=models.DEFAULT_CONTEXT_TOKENS,
-        ge=4_000,
-        le=2_000_000,
         description="The model's context window in tokens (prompt and output together). A deep "
         "run asks for its report while one more turn of tools would still fit, so no request is "
         "refused as too long. 200000 for the Claude models; raise it only for a model or a beta "

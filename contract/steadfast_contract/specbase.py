@@ -77,6 +77,8 @@ Sender = Annotated[str, Field(max_length=254, pattern=r"^$|" + ADDRESS_PATTERN)]
 
 ModelName = Annotated[str, Field(min_length=1, max_length=100)]
 MaxTokens = Annotated[int, Field(ge=1, le=128_000)]
+ContextTokens = Annotated[int, Field(ge=4_000, le=2_000_000)]
+"""A model's context window in tokens (``model.contextTokens``)."""
 ConcurrentActivities = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_MAX_CONCURRENT_ACTIVITIES: Final = 20
 PricePerMTok = Annotated[float, Field(ge=0, le=10000)]

@@ -6,17 +6,24 @@ import pytest
 
 from steadfast_contract import context
 from steadfast_contract.budget import CHARS_PER_TOKEN, estimate_tokens
+from steadfast_worker.pagetext import MAX_RESULT_CHARS, cap
+from steadfast_worker.transcript import MAX_INPUT_CHARS
 
 pytestmark = pytest.mark.unit
 
 WINDOW = 200_000
 
 
-def test_one_turn_grows_the_conversation_by_its_reply_and_its_bounded_tool_results() -> None:
-    assert context.turn_growth_chars(4000) == (
-        4000 * CHARS_PER_TOKEN
-        + context.MAX_IO_CALLS_PER_TURN * context.MAX_TOOL_RESULT_CHARS
-        + 2000
+def test_the_longest_result_a_tool_stores_fits_the_bound_a_turn_is_planned_with() -> None:
+    """The growth bound holds only if no stored tool result is longer than
+    MAX_TOOL_RESULT_CHARS: the longest fetch (a URL at the input limit, a page at its
+    limit) fits whole, and anything longer is cut to the bound (a search answer)."""
+    longest_fetch = f"URL: {'u' * MAX_INPUT_CHARS}\n\n{'p' * MAX_RESULT_CHARS}"
+    assert len(longest_fetch) <= context.MAX_TOOL_RESULT_CHARS
+    words = "result " * (3 * context.MAX_TOOL_RESULT_CHARS)
+    assert len(cap(words, context.MAX_TOOL_RESULT_CHARS)) <= context.MAX_TOOL_RESULT_CHARS
+    assert context.turn_growth_chars(4000) >= (
+        context.MAX_IO_CALLS_PER_TURN * len(longest_fetch) + 4000 * CHARS_PER_TOKEN
     )
 
 

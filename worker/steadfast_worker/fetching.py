@@ -104,6 +104,11 @@ def _rule(text: str) -> _Rule:
     return _Rule(rule.removeprefix("*.").rstrip("."), subdomains_only, port)
 
 
+def _first_match(rules: list[str], host: str, port: int, is_ip: bool) -> str | None:
+    """The first of ``rules`` (domain-list entries) that ``host:port`` matches, or None."""
+    return next((text for text in rules if _rule(text).matches(host, port, is_ip)), None)
+
+
 def _host(url: httpx.URL) -> tuple[str, bool]:
     """(the host as the rules see it, whether it is an IP address); raises FetchRefused."""
     host = url.raw_host.decode("ascii", "replace").lower().rstrip(".")
@@ -134,12 +139,10 @@ def _url_refusal(url: httpx.URL, rules: FetchRules) -> str | None:
     port = url.port or _DEFAULT_PORTS[url.scheme]
     if not 0 < port < 65536:
         return f"{port} is not a valid port"
-    for text in rules.deny_domains:
-        if _rule(text).matches(host, port, is_ip):
-            return f"{host} is a denied domain ({text})"
-    if rules.allow_domains and not any(
-        _rule(text).matches(host, port, is_ip) for text in rules.allow_domains
-    ):
+    denied = _first_match(rules.deny_domains, host, port, is_ip)
+    if denied is not None:
+        return f"{host} is a denied domain ({denied})"
+    if rules.allow_domains and _first_match(rules.allow_domains, host, port, is_ip) is None:
         return f"{host} is not among the allowed domains"
     return None
 
@@ -234,9 +237,7 @@ async def _pinned(url: httpx.URL, rules: FetchRules, resolve: Resolver) -> _Dial
     """
     host, is_ip = _host(url)
     port = url.port or _DEFAULT_PORTS.get(url.scheme, 80)
-    private_allowed = any(
-        _rule(text).matches(host, port, is_ip) for text in rules.allow_private_hosts
-    )
+    private_allowed = _first_match(rules.allow_private_hosts, host, port, is_ip) is not None
     if is_ip:
         refusal = address_refusal([host], private_allowed)
         if refusal is not None:
