@@ -22,6 +22,9 @@ FORBIDDEN: Final = "Forbidden"
 NOT_FOUND: Final = "NotFound"
 CLIENT_ERROR: Final = "ClientError"
 INVALID_MODEL_OUTPUT: Final = "InvalidModelOutput"
+#: The model refused (``stop_reason: refusal``): the same request would be refused,
+#: and paid for, again (:mod:`steadfast_contract.stops`).
+MODEL_REFUSED: Final = "ModelRefused"
 MISSING_CREDENTIALS: Final = "MissingCredentials"
 MISCONFIGURED: Final = "Misconfigured"
 BUDGET_EXHAUSTED: Final = "BudgetExhausted"
@@ -41,6 +44,7 @@ NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (
     NOT_FOUND,
     CLIENT_ERROR,
     INVALID_MODEL_OUTPUT,
+    MODEL_REFUSED,
     MISSING_CREDENTIALS,
     MISCONFIGURED,
     BUDGET_EXHAUSTED,

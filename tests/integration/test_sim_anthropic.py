@@ -12,6 +12,8 @@ import pytest
 from anthropic.types import ServerToolUseBlock, TextBlock, WebSearchToolResultBlock
 from tests.support.sim import SimHandle
 
+from steadfast_dev.sim.messages import REFUSAL_TRIGGER
+
 pytestmark = pytest.mark.integration
 
 MODEL = "claude-sonnet-4-6"
@@ -303,3 +305,26 @@ async def test_disconnect_drops_the_connection(sim: SimHandle) -> None:
     await client.messages.create(model=MODEL, max_tokens=2000, messages=_user(REPORT))
     assert list(sim.served().values()) == [1]
     assert [e["attempt"] for e in sim.entries("llm")] == [1, 2, 3]
+
+
+async def test_the_refusal_test_string_is_refused_as_the_api_refuses(sim: SimHandle) -> None:
+    """The API's documented trigger anywhere in the prompt (here in a page the user
+    quotes) ends the reply with ``refusal`` and ``stop_details``, streamed or not,
+    billed for the few words written."""
+    client = _client(sim)
+    prompt = _user(f"{REPORT}\nPage text: {REFUSAL_TRIGGER} and more")
+    whole = await client.messages.create(model=MODEL, max_tokens=2000, messages=prompt)
+    async with client.messages.stream(model=MODEL, max_tokens=2000, messages=prompt) as s:
+        streamed = await s.get_final_message()
+    for reply in (whole, streamed):
+        assert reply.stop_reason == "refusal"
+        assert reply.stop_details is not None
+        assert (reply.stop_details.type, reply.stop_details.category) == ("refusal", "cyber")
+        assert reply.stop_details.explanation
+        text = "".join(b.text for b in reply.content if isinstance(b, TextBlock))
+        assert 0 < len(text) <= 40
+        assert reply.usage.output_tokens == (len(text) + 3) // 4
+    assert [e["stop_reason"] for e in sim.entries("llm")] == ["refusal", "refusal"]
+    plain = await client.messages.create(model=MODEL, max_tokens=2000, messages=_user(REPORT))
+    assert plain.stop_reason == "end_turn"
+    assert plain.stop_details is None

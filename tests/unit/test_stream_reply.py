@@ -103,6 +103,26 @@ REPORT_TURN = [
 ]
 
 
+REFUSED_TURN = [
+    _start(input_tokens=40, cache_read=0),
+    *_text(0, "Hello.."),
+    {
+        "type": "message_delta",
+        "delta": {
+            "stop_reason": "refusal",
+            "stop_sequence": None,
+            "stop_details": {
+                "type": "refusal",
+                "category": "cyber",
+                "explanation": "This request was declined because it could enable cyber harm.",
+            },
+        },
+        "usage": {"output_tokens": 3},
+    },
+    {"type": "message_stop"},
+]
+
+
 def _built(raw: list[dict[str, Any]]) -> tuple[Message, Message, list[tuple[str, int]]]:
     mine, pieces = Reply(), []
     reference: Any = None
@@ -115,7 +135,9 @@ def _built(raw: list[dict[str, Any]]) -> tuple[Message, Message, list[tuple[str,
     return mine.final(), reference, pieces
 
 
-@pytest.mark.parametrize("raw", [TOOL_TURN, REPORT_TURN], ids=["tool-turn", "report-turn"])
+@pytest.mark.parametrize(
+    "raw", [TOOL_TURN, REPORT_TURN, REFUSED_TURN], ids=["tool-turn", "report-turn", "refused"]
+)
 def test_the_reply_is_the_one_the_sdk_builds(raw: list[dict[str, Any]]) -> None:
     mine, reference, _ = _built(raw)
     assert [b.to_dict() for b in mine.content] == [b.to_dict() for b in reference.content]
@@ -124,6 +146,13 @@ def test_the_reply_is_the_one_the_sdk_builds(raw: list[dict[str, Any]]) -> None:
         reference.stop_reason,
         reference.stop_sequence,
     )
+    assert mine.stop_details == reference.stop_details  # why a refusal was refused
+
+
+def test_a_refusal_says_why() -> None:
+    mine, _, _ = _built(REFUSED_TURN)
+    assert mine.stop_reason == "refusal"
+    assert mine.stop_details is not None and mine.stop_details.category == "cyber"
 
 
 def test_each_event_says_what_it_streamed() -> None:

@@ -29,7 +29,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract import budget, context
+    from steadfast_contract import budget, context, stops
     from steadfast_contract.models import (
         DeepResume,
         Finding,
@@ -80,13 +80,27 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         st.turn = n
         last = n >= s.max_turns or _context_full(wf, carry, n)
         wf._enter(Phase.WRITING if last else Phase.RESEARCHING)
-        out = await _turn(wf, inp, carry, n, price, last)
+        try:
+            out = await _turn(wf, inp, carry, n, price, last)
+        except ActivityError as err:
+            if failures.refused(err):
+                raise failures.RefusedError(err, _gathered(inp.topic, carry, n)) from None
+            raise
         carry.turn, carry.answers = n, []
         carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
         turns_here += 1
         if not out.tool_calls or last:
+            if stops.is_cut_short(out.stop_reason):
+                st.message = stops.cut_message(out.stop_reason, s.max_tokens)
             return out.report
         await _tools(wf, inp, carry, out.tool_calls, n, price)
+
+
+def _gathered(topic: str, carry: DeepResume, n: int) -> str:
+    """The unfinished report of a run whose turn ``n`` the model refused: its findings."""
+    findings = ((f.claim, f.source_url) for f in carry.findings)
+    why = f"the model declined to go on at turn {n}"
+    return stops.unfinished_report(topic, why, findings, "Findings recorded")
 
 
 def _context_full(wf: ResearchWorkflow, carry: DeepResume, n: int) -> bool:

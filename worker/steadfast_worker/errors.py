@@ -62,6 +62,9 @@ from steadfast_contract.errortypes import (
     MISSING_CREDENTIALS as MISSING_CREDENTIALS,
 )
 from steadfast_contract.errortypes import (
+    MODEL_REFUSED as MODEL_REFUSED,
+)
+from steadfast_contract.errortypes import (
     NON_RETRYABLE_TYPES as NON_RETRYABLE_TYPES,
 )
 from steadfast_contract.errortypes import (

@@ -23,6 +23,22 @@ class BudgetStopError(Exception):
         self.decision = decision
 
 
+class RefusedError(Exception):
+    """The model refused a step (``ModelRefused``): the run ends ``Failed``, keeping
+    ``gathered``, the unfinished report of what it had gathered ("" for nothing)."""
+
+    def __init__(self, cause: ActivityError, gathered: str) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.gathered = gathered
+
+
+def refused(err: ActivityError) -> bool:
+    """Whether the activity ended because the model refused its request."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == errortypes.MODEL_REFUSED
+
+
 def failure_details(err: ActivityError) -> dict[str, Any]:
     """The first detail of an activity's ApplicationError, when it is a mapping.
 

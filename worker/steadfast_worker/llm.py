@@ -18,6 +18,7 @@ from typing import Any
 import anthropic
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract import stops
 from steadfast_contract.config import ModelConfig
 from steadfast_contract.pricing import Usage
 from steadfast_contract.text import well_formed
@@ -75,3 +76,14 @@ def text_of(message: anthropic.types.Message) -> str:
     """The concatenated text blocks of a reply, as text every store can hold
     (:func:`steadfast_contract.text.well_formed`)."""
     return well_formed("".join(block.text for block in message.content if block.type == "text"))
+
+
+def refusal_of(message: Any) -> str | None:
+    """What a reply's refusal says (:func:`steadfast_contract.stops.refusal_reason`),
+    or None when the model did not refuse."""
+    if not stops.is_refusal(getattr(message, "stop_reason", None)):
+        return None
+    details = getattr(message, "stop_details", None)
+    return stops.refusal_reason(
+        getattr(details, "category", None), getattr(details, "explanation", None)
+    )

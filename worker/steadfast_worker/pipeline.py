@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract import budget
+    from steadfast_contract import budget, stops
     from steadfast_contract.models import (
         SEARCH_STEP_PATCH,
         SEARCH_STEP_SHAPE,
@@ -63,22 +63,32 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
     results = await _search(wf, inp, queries.queries, price)
 
     wf._enter(Phase.WRITING)
-    report = await wf._gate.step(
-        budget.reserve_usd(
-            s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
-        ),
-        lambda: wf._activity(
-            act.WRITE_REPORT,
-            act.WriteReportInput(
-                inp.topic, results, s.model, s.max_tokens, s.pricing, wf._gate.run_budget()
+    try:
+        report = await wf._gate.step(
+            budget.reserve_usd(
+                s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
             ),
-            act.WriteReportOutput,
-            s.retry_policies.llm,
-            act.LLM_START_TO_CLOSE,
-        ),
-    )
+            lambda: wf._activity(
+                act.WRITE_REPORT,
+                act.WriteReportInput(
+                    inp.topic, results, s.model, s.max_tokens, s.pricing, wf._gate.run_budget()
+                ),
+                act.WriteReportOutput,
+                s.retry_policies.llm,
+                act.LLM_START_TO_CLOSE,
+            ),
+        )
+    except ActivityError as err:
+        if failures.refused(err):
+            sources = ((r.title, r.url) for r in results)
+            why = "the model declined to write the report"
+            gathered = stops.unfinished_report(inp.topic, why, sources, "Sources found")
+            raise failures.RefusedError(err, gathered) from None
+        raise
     wf._publish_tail(report.tail, report.markdown)
     wf._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
+    if stops.is_cut_short(report.stop_reason):
+        wf._status.message = stops.cut_message(report.stop_reason, s.max_tokens)
     markdown: str = report.markdown
     return markdown
 

@@ -163,6 +163,9 @@ class StoredReply:
     request: str = ""
     """The day's-ledger key of the request that paid for it (empty: stored before the
     transcript kept it): an attempt after a lost one counts it as used, not as lost."""
+    refusal: str = ""
+    """What a refused reply's refusal said (``stop_reason: refusal``), for an attempt
+    that finds it stored."""
 
     def dumps(self) -> str:
         return json.dumps(
@@ -172,6 +175,7 @@ class StoredReply:
                 "usage": self.usage,
                 "cost_usd": self.cost_usd,
                 **({"request": self.request} if self.request else {}),
+                **({"refusal": self.refusal} if self.refusal else {}),
             }
         )
 
@@ -184,6 +188,7 @@ class StoredReply:
             {k: int(v) for k, v in dict(data.get("usage", {})).items()},
             float(data.get("cost_usd", 0.0)),
             str(data.get("request", "")),
+            str(data.get("refusal", "")),
         )
 
 

@@ -155,6 +155,8 @@ class ResearchWorkflow:
             await self._deliver(inp, markdown)
         except failures.BudgetStopError as stop:
             raise await self._exhausted(stop.decision) from None
+        except failures.RefusedError as stop:
+            raise await self._refused(inp, stop) from None
         except ActivityError as err:
             if id(err) not in self._accounted:
                 self._account_failure(err)
@@ -178,8 +180,34 @@ class ResearchWorkflow:
             non_retryable=True,
         )
 
+    async def _refused(self, inp: ResearchInput, stop: failures.RefusedError) -> ApplicationError:
+        """End the run ``Failed`` after the model refused a step, saving what the run
+        had gathered as an unfinished report (never mailed); the error to fail it with."""
+        if id(stop.cause) not in self._accounted:
+            self._account_failure(stop.cause)
+        _, message = failures.describe(stop.cause)
+        if stop.gathered:
+            await self._save(inp, stop.gathered)
+            message += f"; what the run gathered is saved as report {self._status.report_id}"
+        await self._finish(Phase.FAILED, message)
+        return ApplicationError(
+            message, replace(self._status), type=errors.MODEL_REFUSED, non_retryable=True
+        )
+
     async def _deliver(self, inp: ResearchInput, markdown: str) -> None:
         """Save the paid report, wait for its review if asked, mail it."""
+        await self._save(inp, markdown)
+        if inp.settings.require_approval and not await self._reviewed(
+            inp.settings.approval_timeout_seconds
+        ):
+            return
+
+        self._enter(Phase.EMAILING)
+        await self._email(inp, markdown)
+        await self._finish(Phase.COMPLETED, self._status.message or "report saved")
+
+    async def _save(self, inp: ResearchInput, markdown: str) -> None:
+        """Save ``markdown`` as the run's report (waiting out a store that is down)."""
         s, info = inp.settings, workflow.info()
         self._markdown_chars = len(markdown)
         self._enter(Phase.SAVING)
@@ -201,13 +229,6 @@ class ResearchWorkflow:
         )
         accounting.add_attempts(self._status, act.SAVE_REPORT, saved.attempt)
         self._status.report_id = saved.report_id
-
-        if s.require_approval and not await self._reviewed(s.approval_timeout_seconds):
-            return
-
-        self._enter(Phase.EMAILING)
-        await self._email(inp, markdown)
-        await self._finish(Phase.COMPLETED, self._status.message or "report saved")
 
     async def _reviewed(self, timeout_seconds: float) -> bool:
         """Wait for the review of the saved report; False when the run ends here.

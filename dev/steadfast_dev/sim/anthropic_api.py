@@ -75,7 +75,9 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         )
     else:
         reply = messages.build_reply(body, cache, broken_json=fault == "bad_json", says=says)
-    entry.usage = reply.usage
+    if messages.REFUSAL_TRIGGER in text:
+        reply = messages.refused(reply)
+    entry.usage, entry.stop_reason = reply.usage, reply.stop_reason
     msg_id = f"msg_sim{entry.seq:06d}{entry.key[:12]}"
     events = messages.sse_events(reply, msg_id, str(body["model"]))
     if stream:

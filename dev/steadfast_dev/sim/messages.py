@@ -13,6 +13,10 @@ are plain ``input_tokens``. A request defining client tools pays the tool-use sy
 prompt the real API adds in front of everything (``promptcache.TOOL_SYSTEM_TOKENS``).
 Replies of the simulated tool-use agent (:mod:`steadfast_dev.sim.agent`) reuse the
 same usage, JSON and SSE builders: their ``tool_use`` blocks follow the text.
+
+A request whose prompt holds the API's documented refusal test string
+(:data:`REFUSAL_TRIGGER`) is refused as the streaming classifiers refuse: a few words,
+``stop_reason: "refusal"`` and ``stop_details``, billed up to there.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from steadfast_dev.sim import content, tooluse
@@ -58,6 +63,34 @@ class Reply:
     usage: dict[str, object]
     tool_uses: tuple[dict[str, object], ...] = ()
     """Client ``tool_use`` blocks after the text (the agent's calls this turn)."""
+    stop_details: dict[str, object] | None = None
+    """Why a refused reply was refused (``stop_reason: refusal``)."""
+
+
+#: The Messages API's documented test string: a request whose prompt holds it (the
+#: system prompt, a message, a tool result) is refused, as by the streaming classifiers.
+REFUSAL_TRIGGER: Final = (
+    "ANTHROPIC_MAGIC_STRING_TRIGGER_REFUSAL_"
+    "1FAEFB6177B4672DEE07F9D3AFC62588CCD2631EDCF22E8CCC1FB35B501C9C86"
+)
+REFUSAL_DETAILS: Final[Mapping[str, object]] = MappingProxyType(
+    {
+        "type": "refusal",
+        "category": "cyber",
+        "explanation": "This request was declined because it could enable cyber harm.",
+    }
+)
+#: Characters of the answer written before the classifiers stop it.
+REFUSED_AFTER_CHARS: Final = 40
+
+
+def refused(reply: Reply) -> Reply:
+    """``reply`` stopped by a refusal: the first words of its text and no tool call,
+    billed for the input and the output written up to there, as the real API bills."""
+    text = reply.text[:REFUSED_AFTER_CHARS]
+    usage = {**reply.usage, "output_tokens": max(content.estimate_tokens(text), 1)}
+    usage.pop("server_tool_use", None)
+    return Reply((), text, "refusal", None, usage, stop_details=dict(REFUSAL_DETAILS))
 
 
 def build_reply(
@@ -130,6 +163,7 @@ def message_json(reply: Reply, msg_id: str, model: str) -> dict[str, object]:
         "content": [*reply.blocks, *_text_block(reply), *reply.tool_uses],
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
+        **({"stop_details": reply.stop_details} if reply.stop_details else {}),
         "usage": reply.usage,
     }
 
@@ -150,6 +184,7 @@ def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[st
         "stop_sequence": None,
         "usage": start_usage,
     }
+    message.pop("stop_details", None)
     events: list[tuple[str, dict[str, object]]] = [
         ("message_start", {"type": "message_start", "message": message}),
         ("ping", {"type": "ping"}),
@@ -190,6 +225,7 @@ def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[st
     ending: dict[str, object] = {
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
+        **({"stop_details": reply.stop_details} if reply.stop_details else {}),
     }
     events.append(
         ("message_delta", {"type": "message_delta", "delta": ending, "usage": final_usage})

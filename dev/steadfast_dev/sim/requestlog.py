@@ -76,6 +76,9 @@ class Entry:
     """What this attempt is billed, as the real API bills it: the whole ``usage``
     when served; its input and the output tokens actually sent when a stream
     broke or its client left; nothing (None) for an error answer."""
+    stop_reason: str | None = None
+    """Why the model's answer stopped (``refusal`` for a refused one); None for an
+    answer that is not the model's (an error, a search)."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from steadfast_contract import budget, credentials
+from steadfast_contract import budget, credentials, stops
 from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import Usage
@@ -295,6 +295,21 @@ class FailureDetailsFactory:
             "failed_cost_usd": self.state.failed_cost_usd,
             "calls": self.state.calls,
         }
+
+
+def refused_error(
+    carried: Carried, request: str, cost_usd: float, step: str, reason: str
+) -> ApplicationError:
+    """The end of a step whose request the model refused: its cost counted as spend
+    that produced nothing, and a non-retryable ``ModelRefused`` (the same request would
+    be refused, and billed, again)."""
+    carried.count_failed(request, cost_usd)
+    return ApplicationError(
+        stops.refusal_message(step, reason),
+        FailureDetailsFactory(carried)(),
+        type=errors.MODEL_REFUSED,
+        non_retryable=True,
+    )
 
 
 def ensure_affordable(run: RunBudget | None, carried: Carried, reserve_usd: float) -> None:

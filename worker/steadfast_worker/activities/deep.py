@@ -23,7 +23,7 @@ from typing import Any
 
 from temporalio import activity
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import budget, pricing, stops
 from steadfast_contract.activities import (
     DEEP_TOOL,
     DEEP_TURN,
@@ -41,7 +41,7 @@ from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, pagetext, transcript
 from steadfast_worker.activities import daybudget
-from steadfast_worker.activities.base import reserve_request, settle_request
+from steadfast_worker.activities.base import refused_error, reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
@@ -101,9 +101,15 @@ class DeepActivities(SearchActivities):
         else:
             reply, tail = await self._ask(inp, carried, beat, system, tools, messages, set_aside)
             reused = False
+        if stops.is_refusal(reply.stop_reason):
+            step = f"to go on at turn {inp.turn}"
+            reason = reply.refusal or stops.refusal_reason(None, None)
+            raise refused_error(carried, reply.request, reply.cost_usd, step, reason)
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
         report = "" if calls else transcript.reply_text(reply.content)
+        if report and stops.is_cut_short(reply.stop_reason):
+            report += stops.cut_note(reply.stop_reason, inp.max_tokens)
         if tail is not None and report:
             tail = replace(tail, text="")  # the workflow takes it from the report
         return DeepTurnOutput(
@@ -191,6 +197,7 @@ class DeepActivities(SearchActivities):
             asdict(usage),
             cost,
             key,
+            llm.refusal_of(final) or "",
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         store = await self.store()
@@ -307,7 +314,8 @@ def _set_aside(inp: DeepTurnInput, reply: transcript.StoredReply, ask: int = 0) 
     """Whether ``reply`` (to the turn's first request) is a last turn's that called
     tools, where none will run."""
     last = inp.turn >= inp.max_turns
-    return ask == 0 and last and bool(transcript.tool_calls(reply.content))
+    refused = stops.is_refusal(reply.stop_reason)  # final: never asked again
+    return ask == 0 and last and not refused and bool(transcript.tool_calls(reply.content))
 
 
 def _summary(text: str) -> str:

@@ -35,6 +35,7 @@ from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
     FailureDetailsFactory,
+    refused_error,
     reserve_request,
     settle_request,
 )
@@ -119,6 +120,10 @@ class QueriesActivities(ActivityBase):
             cost = pricing.cost_usd(usage, price)
             await settle_request(carried, ledger, key, cost)
             carried.calls += 1
+            refusal = llm.refusal_of(reply)
+            if refusal is not None:
+                self.metrics.record_llm(self.labels, inp.model, usage, cost)
+                raise refused_error(carried, key, cost, "to write the search queries", refusal)
             text = llm.text_of(reply)
             try:
                 queries = parse_queries(text, inp.count)

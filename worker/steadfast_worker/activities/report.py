@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from temporalio import activity
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import budget, pricing, stops
 from steadfast_contract.activities import (
     WRITE_REPORT,
     LlmCall,
@@ -25,7 +25,12 @@ from steadfast_contract.activities import (
     WriteReportOutput,
 )
 from steadfast_worker import llm
-from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
+from steadfast_worker.activities.base import (
+    ActivityBase,
+    refused_error,
+    reserve_request,
+    settle_request,
+)
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.streaming import stream_message
 
@@ -84,7 +89,12 @@ class ReportActivities(ActivityBase):
         await settle_request(carried, ledger, key, cost)
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
+        refusal = llm.refusal_of(final)
+        if refusal is not None:
+            raise refused_error(carried, key, cost, "to write the report", refusal)
         markdown = llm.text_of(final)
+        if stops.is_cut_short(final.stop_reason):
+            markdown += stops.cut_note(final.stop_reason or "", inp.max_tokens)
         return WriteReportOutput(
             markdown=markdown,
             llm=LlmCall(inp.model, usage, cost, carried.failed_cost_usd, carried.calls),

@@ -96,6 +96,7 @@ class Reply:
                 block.input = json.loads(raw) if raw.strip() else {}
         elif event.type == "message_delta":
             message.stop_reason = event.delta.stop_reason
+            message.stop_details = event.delta.stop_details
             message.stop_sequence = event.delta.stop_sequence
             usage, more = message.usage, event.usage
             usage.output_tokens = more.output_tokens

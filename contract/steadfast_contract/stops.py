@@ -1,0 +1,101 @@
+"""Why the model stopped, and what a run makes of a reply that is cut short or refused.
+
+Every Messages API reply says why the model stopped (``stop_reason``). Two reasons leave
+text that is not what was asked for, and a run must not hand either over as a
+finished report:
+
+* **cut short** (``max_tokens``, ``model_context_window_exceeded``): the text is whole
+  up to where the model ran out of room. It was paid for, so the run keeps it, says so
+  at its end and in the status, and names the setting to raise.
+* **refused** (``refusal``: the API's streaming classifiers stopped the reply). The
+  text is a fragment, billed up to where it stopped, and the API's guidance is that
+  the same conversation will be refused again. So a refusal is final for the step: it
+  is not retried and not re-asked (each ask would be paid for), and the run ends
+  ``Failed`` with the type :data:`~steadfast_contract.errortypes.MODEL_REFUSED`,
+  keeping what it had gathered (the findings or the search results) as a report
+  marked unfinished.
+
+Pure functions, used by the activities (which see the reply) and the workflow (which
+writes the unfinished report); the wording lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+REFUSAL: Final = "refusal"
+#: Reasons that leave the text whole up to where the model ran out of room.
+CUT_SHORT: Final = frozenset({"max_tokens", "model_context_window_exceeded"})
+
+#: The longest refusal explanation kept (the API's text is short; this bounds history).
+MAX_EXPLANATION_CHARS: Final = 500
+
+
+def is_refusal(stop_reason: str | None) -> bool:
+    return stop_reason == REFUSAL
+
+
+def is_cut_short(stop_reason: str | None) -> bool:
+    return stop_reason in CUT_SHORT
+
+
+def refusal_reason(category: str | None, explanation: str | None) -> str:
+    """What a refusal says, for a message and a report: its category and explanation,
+    either of which the API may leave out."""
+    said = " ".join((explanation or "").split())[:MAX_EXPLANATION_CHARS]
+    kind = f"category {category}" if category else "no category given"
+    return f"{kind}: {said}" if said else kind
+
+
+def refusal_message(step: str, reason: str) -> str:
+    """The failure message of a refused step (``step``: "the report", "turn 5 of 20")."""
+    return (
+        f"the model declined {step} ({reason}); a refusal is not retried, since the same "
+        "request would be refused again and paid for again"
+    )
+
+
+def _why_cut(stop_reason: str, max_tokens: int) -> str:
+    if stop_reason == "model_context_window_exceeded":
+        return "the model's context window filled up"
+    return f"the model reached model.maxTokens ({max_tokens} tokens)"
+
+
+def cut_note(stop_reason: str, max_tokens: int) -> str:
+    """The lines that end a report the model could not finish."""
+    why = _why_cut(stop_reason, max_tokens)
+    return f"\n\n---\n*This report stops here: {why}. Raise model.maxTokens for a whole report.*\n"
+
+
+def cut_message(stop_reason: str, max_tokens: int) -> str:
+    """The run's status message when its report was cut short."""
+    why = _why_cut(stop_reason, max_tokens)
+    return f"report saved, cut short: {why}; raise model.maxTokens for a whole report"
+
+
+def unfinished_report(
+    topic: str, why: str, gathered: Iterable[tuple[str, str]], heading: str
+) -> str:
+    """The report a refused run saves: what it gathered, marked unfinished.
+
+    ``gathered`` holds (text, url) pairs (a finding's claim and source, or a search
+    result's title and address), listed under ``heading``; "" when there are none,
+    since then there is nothing to keep.
+    """
+    items = [(text.strip(), url.strip()) for text, url in gathered if text.strip() or url.strip()]
+    if not items:
+        return ""
+    lines = [
+        f"# {topic}",
+        "",
+        f"*Unfinished: {why}. What the run gathered before that follows; the model wrote "
+        "no report.*",
+        "",
+        f"## {heading}",
+        "",
+    ]
+    lines += [
+        f"{i}. {text} ({url})" if url else f"{i}. {text}" for i, (text, url) in enumerate(items, 1)
+    ]
+    return "\n".join(lines) + "\n"

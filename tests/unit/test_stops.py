@@ -1,0 +1,94 @@
+"""What a run makes of a reply that was cut short or refused (steadfast_contract.stops)."""
+
+from __future__ import annotations
+
+import pytest
+
+from steadfast_contract import errortypes, stops
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("reason", "refused", "cut"),
+    [
+        ("end_turn", False, False),
+        ("tool_use", False, False),
+        ("stop_sequence", False, False),
+        ("pause_turn", False, False),
+        ("max_tokens", False, True),
+        ("model_context_window_exceeded", False, True),
+        ("refusal", True, False),
+        ("", False, False),
+        (None, False, False),
+    ],
+)
+def test_each_stop_reason_is_judged(reason: str | None, refused: bool, cut: bool) -> None:
+    assert stops.is_refusal(reason) is refused
+    assert stops.is_cut_short(reason) is cut
+
+
+def test_a_refusal_is_never_retried() -> None:
+    assert errortypes.MODEL_REFUSED in errortypes.NON_RETRYABLE_TYPES
+
+
+@pytest.mark.parametrize(
+    ("category", "explanation", "said"),
+    [
+        ("cyber", "Declined:  could\nenable harm.", "category cyber: Declined: could enable harm."),
+        (None, "Declined.", "no category given: Declined."),
+        ("bio", None, "category bio"),
+        (None, None, "no category given"),
+        (None, "   ", "no category given"),
+    ],
+)
+def test_a_refusal_says_what_the_api_said(
+    category: str | None, explanation: str | None, said: str
+) -> None:
+    assert stops.refusal_reason(category, explanation) == said
+
+
+def test_a_long_explanation_is_bounded() -> None:
+    said = stops.refusal_reason("cyber", "x" * 10_000)
+    assert len(said) == len("category cyber: ") + stops.MAX_EXPLANATION_CHARS
+
+
+def test_the_refusal_message_names_the_step_and_why_it_is_final() -> None:
+    message = stops.refusal_message("to write the report", "category cyber: Declined.")
+    assert message.startswith("the model declined to write the report (category cyber: Declined.)")
+    assert "not retried" in message
+
+
+def test_a_cut_report_names_the_setting_to_raise() -> None:
+    note = stops.cut_note("max_tokens", 512)
+    assert note.startswith("\n\n---\n")  # after the report's last line, set apart
+    assert "model.maxTokens (512 tokens)" in note
+    assert "context window" in stops.cut_note("model_context_window_exceeded", 512)
+    message = stops.cut_message("max_tokens", 512)
+    assert message.startswith("report saved, cut short: ")
+    assert "512" in message and "raise model.maxTokens" in message
+
+
+def test_an_unfinished_report_lists_what_was_gathered() -> None:
+    report = stops.unfinished_report(
+        "Grid batteries",
+        "the model declined to go on at turn 4",
+        [("Storage grew 40%.", "https://a.example/1"), ("  ", ""), ("No source", "")],
+        "Findings recorded",
+    )
+    assert report.splitlines() == [
+        "# Grid batteries",
+        "",
+        "*Unfinished: the model declined to go on at turn 4. What the run gathered before "
+        "that follows; the model wrote no report.*",
+        "",
+        "## Findings recorded",
+        "",
+        "1. Storage grew 40%. (https://a.example/1)",
+        "2. No source",
+    ]
+
+
+def test_nothing_gathered_is_no_report() -> None:
+    assert stops.unfinished_report("t", "why", [], "Findings recorded") == ""
+    assert stops.unfinished_report("t", "why", [(" ", " ")], "Findings recorded") == ""
