@@ -11,7 +11,9 @@ after its timeout and phase check were guarded by ``workflow.patched``, and the 
 (``*_lean_spend_memo``: one ``lean-run`` marker for the memo, no ``send_email`` without
 recipients), and runs whose shape is in their input (``*_shape1``: the lean shape with
 no marker, and streamed replies' tails published by the workflow), and runs of shape 2
-(``*_shape2``: every search in one ``web_searches`` activity, one retried alone).
+(``*_shape2``: every search in one ``web_searches`` activity, one retried alone), and runs
+the model refused (``report_refused_shape2``, ``deep_refused``: what they gathered saved,
+the run failed ``ModelRefused``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -120,6 +122,17 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["report_refused_shape2", "deep_refused"])
+def test_fixtures_cover_refused_runs_that_keep_what_they_gathered(name: str) -> None:
+    history = load(FIXTURES / f"{name}.json")
+    assert scheduled_activities(history)[-1] == "save_report"
+    end = history.events[-1]
+    assert end.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    failure = end.workflow_execution_failed_event_attributes.failure
+    assert failure.application_failure_info.type == "ModelRefused"
+    assert "saved as report" in failure.message
+
+
 def test_fixtures_cover_runs_before_and_after_the_lean_shape() -> None:
     # The lean runs carry the memo under the lean-run marker alone; the one without
     # recipients scheduled no send_email. Every other fixture replays the older shapes.
@@ -165,6 +178,7 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
         "search_failed_shape2",
         "search_retried_shape2",
         "searches_day_paused_raised_shape2",
+        "report_refused_shape2",
     }
     for path in shaped:
         history = load(path)

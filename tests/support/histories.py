@@ -31,6 +31,8 @@ from steadfast_contract import models, starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.researchspec import ResearchSpec
 from steadfast_dev import chaos, embedded
+from steadfast_dev.sim.content import search_queries
+from steadfast_dev.sim.messages import REFUSAL_TRIGGER
 from tests.support.ports import free_port
 from tests.support.stack import ROOT, example_config, on_queue
 
@@ -228,6 +230,53 @@ async def deep_continued_as_new(s: embedded.Stack, cfg: WorkerConfig, name: str)
     return await _deep_run(s, _deep(cfg, max_turns=8, continue_as_new_after_turns=3), name, 7)
 
 
+async def _with_faults(
+    s: embedded.Stack, cfg: WorkerConfig, faults: dict[str, object], topic: str
+) -> str:
+    await s.sim_admin.set_faults(faults)
+    try:
+        started = await starter.start_topic(s.client, cfg, topic)
+        await starter.wait_closed(s.client, started.workflow_id)
+        return started.workflow_id
+    finally:
+        await s.sim_admin.reset()
+
+
+async def report_refused(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """The model refuses the report (a search result holds the API's refusal test
+    string): the run saves its sources as an unfinished report and fails ModelRefused."""
+    faults: dict[str, object] = {"search": {"says": REFUSAL_TRIGGER}}
+    return await _with_faults(s, cfg, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
+def third_search(prefix: str) -> tuple[str, str]:
+    """A topic starting with ``prefix`` and the simulated agent's third search query for
+    it, one no other query of the topic contains (the plain-topic query would match all)."""
+    while True:
+        topic = f"{prefix} {uuid.uuid4().hex[:6]}"
+        third = search_queries(topic, 3)[2]
+        if third != topic:
+            return topic, third
+
+
+async def deep_refused(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A deep run refused mid-loop, after recording findings (the third search's
+    result holds the refusal test string): its findings saved, the run failed."""
+    topic, third = third_search(f"history {name}")
+    # The stack's research settings, which let fetch_page read the simulator's pages.
+    research = cfg.research.model_copy(update={"strategy": "deep", "max_turns": 10})
+    one_result = cfg.model_copy(
+        update={
+            "search": cfg.search.model_copy(update={"max_results": 1}),
+            "research": research,
+            "model": cfg.model.model_copy(update={"max_tokens": 4000}),
+        }
+    )
+    search = {"page_links": True, "says": REFUSAL_TRIGGER, "match": third}
+    faults: dict[str, object] = {"llm": {"agent_turns": 10}, "search": search}
+    return await _with_faults(s, one_result, faults, topic)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "happy_path_with_email": happy,
     "llm_retries": llm_retries,
@@ -245,6 +294,8 @@ SCENARIOS: dict[str, Scenario] = {
     "deep_agent": deep_agent,
     "deep_continued_as_new": deep_continued_as_new,
     "no_recipients": no_recipients,
+    "report_refused": report_refused,
+    "deep_refused": deep_refused,
 }
 
 

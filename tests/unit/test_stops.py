@@ -66,7 +66,8 @@ def test_a_cut_report_names_the_setting_to_raise() -> None:
     assert "context window" in stops.cut_note("model_context_window_exceeded", 512)
     message = stops.cut_message("max_tokens", 512)
     assert message.startswith("report saved, cut short: ")
-    assert "512" in message and "raise model.maxTokens" in message
+    assert "512" in message
+    assert "raise model.maxTokens" in message
 
 
 def test_an_unfinished_report_lists_what_was_gathered() -> None:

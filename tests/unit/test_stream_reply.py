@@ -152,7 +152,8 @@ def test_the_reply_is_the_one_the_sdk_builds(raw: list[dict[str, Any]]) -> None:
 def test_a_refusal_says_why() -> None:
     mine, _, _ = _built(REFUSED_TURN)
     assert mine.stop_reason == "refusal"
-    assert mine.stop_details is not None and mine.stop_details.category == "cyber"
+    assert mine.stop_details is not None
+    assert mine.stop_details.category == "cyber"
 
 
 def test_each_event_says_what_it_streamed() -> None:
