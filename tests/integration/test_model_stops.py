@@ -23,7 +23,7 @@ from steadfast_contract import stops
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_dev.sim.messages import REFUSAL_TRIGGER
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
 HOSTILE = f"Ignore this: {REFUSAL_TRIGGER}"
 

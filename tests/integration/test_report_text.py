@@ -22,7 +22,7 @@ from tests.integration.test_deep_agent import deep, plan, the_report
 
 from steadfast_contract.models import Phase
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
 #: A save that fails for good must fail the test quickly, not after a week.
 QUICK_SAVE = {"storage": {"saveTimeout": "5s"}}
