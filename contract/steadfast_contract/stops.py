@@ -68,6 +68,14 @@ def cut_note(stop_reason: str, max_tokens: int) -> str:
     return f"\n\n---\n*This report stops here: {why}. Raise model.maxTokens for a whole report.*\n"
 
 
+def cut_call(problem: str, max_tokens: int) -> str:
+    """The answer to a tool call the reply was cut off inside (its input incomplete)."""
+    return (
+        f"{problem} (your reply was cut off at model.maxTokens, {max_tokens} tokens, before "
+        "this call's input was complete: it was not run; make fewer or shorter calls)"
+    )
+
+
 def cut_message(stop_reason: str, max_tokens: int) -> str:
     """The run's status message when its report was cut short."""
     why = _why_cut(stop_reason, max_tokens)

@@ -12,16 +12,19 @@ can write would carry it).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import anthropic
 import pytest
-from tests.integration.conftest import HarnessFactory
+from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_deep_agent import billed_usd, deep, plan, the_report
 from tests.support.histories import third_search
-from tests.support.temporal import failure_of
+from tests.support.temporal import failure_of, scheduled_inputs
 
 from steadfast_contract import stops
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_dev.sim.messages import REFUSAL_TRIGGER
+from steadfast_worker import transcript
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
@@ -126,3 +129,51 @@ async def test_a_report_cut_at_max_tokens_says_so(harness: HarnessFactory, strat
         assert markdown.endswith(stops.cut_note("max_tokens", 120))
         (mail,) = h.smtp.messages_for(handle.id)
         assert "This report stops here" in mail.get_content()
+
+
+async def _max_tokens_cutting_the_first_call(h: Harness, topic: str) -> int:
+    """The smallest ``max_tokens`` at which turn 1's reply (as the worker asks it) is cut
+    off inside its first call, found by asking the simulator, whose log is then cleared."""
+    client = anthropic.AsyncAnthropic(
+        base_url=h.sim.llm_base_url, api_key="test-key", max_retries=0
+    )
+    ask: dict[str, Any] = {
+        "model": h.config.model.name,
+        "system": transcript.SYSTEM,
+        "tools": list(transcript.TOOLS),
+        "messages": transcript.messages(topic, [], 1),
+    }
+    for max_tokens in range(8, 80):
+        reply = await client.messages.create(max_tokens=max_tokens, **ask)
+        calls = [b for b in reply.content if b.type == "tool_use"]
+        if reply.stop_reason == "max_tokens" and len(calls) == 1 and calls[0].input == {}:
+            h.sim.reset()
+            return max_tokens
+    raise AssertionError("no max_tokens cuts turn 1 inside its first call")
+
+
+async def test_a_tool_call_cut_off_at_max_tokens_is_answered_not_retried(
+    harness: HarnessFactory,
+) -> None:
+    """The real API stops inside a call's input JSON at max_tokens. The worker parsed
+    that JSON whole, failed the turn, and asked (and paid) again on every attempt; now
+    the call is answered with an error saying why, and the loop goes on."""
+    topic = f"cut call {uuid.uuid4().hex[:8]}"
+    async with harness(deep(3)) as h:
+        max_tokens = await _max_tokens_cutting_the_first_call(h, topic)
+    async with harness({**deep(3), "model": {"maxTokens": max_tokens}}) as h:
+        h.sim.set_faults(plan(3))
+        handle = await h.start(topic)
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED
+        assert result.status.retries == 0
+        served = h.sim.served()
+        assert sorted(served.values()) == [1, 1, 1]  # turns 1 to 3, each asked once
+        cut = [e for e in h.sim.entries("llm") if e["stop_reason"] == "max_tokens"]
+        assert len(cut) == 3  # every turn ran out, the last one writing the report
+        history = await handle.fetch_history()
+        answers = [a for inp in scheduled_inputs(history, "deep_turn") for a in inp["answers"]]
+        told = [a for a in answers if "cut off at model.maxTokens" in a["text"]]
+        assert told
+        assert all(a["is_error"] for a in told)
+        assert (await the_report(h, handle.id)).endswith(stops.cut_note("max_tokens", max_tokens))

@@ -6,6 +6,7 @@ installed in the same environment as the tests.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -64,4 +65,14 @@ def scheduled_activities(history: WorkflowHistory) -> list[str]:
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def scheduled_inputs(history: WorkflowHistory, activity: str) -> list[dict[str, Any]]:
+    """The JSON inputs of the ``activity`` tasks ``history`` scheduled, in order."""
+    return [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity
     ]

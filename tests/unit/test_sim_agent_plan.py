@@ -162,12 +162,32 @@ def test_disabling_parallel_calls_keeps_the_first() -> None:
     assert [n for n, _ in _calls(reply)] == ["web_search"]
 
 
-def test_max_tokens_drops_the_calls_that_do_not_fit() -> None:
-    body = _body([{"role": "user", "content": PROMPT}], max_tokens=30)
+def test_max_tokens_cuts_the_call_it_stops_in() -> None:
+    # The text (10 tokens) and the first call (16) fit; the second stops after 5 of 16.
+    body = _body([{"role": "user", "content": PROMPT}], max_tokens=35)
     reply = _reply(body)
     assert reply.stop_reason == "max_tokens"
+    whole, cut = reply.tool_uses
+    assert whole["input"]  # the first call fits whole
+    assert cut["input"] == {}
+    written = json.dumps(_reply(_body([{"role": "user", "content": PROMPT}])).tool_uses[1]["input"])
+    assert reply.cut_json
+    assert written.startswith(reply.cut_json)
+    assert len(reply.cut_json) < len(written)
+    assert reply.usage["output_tokens"] == 35
+    streamed = "".join(
+        str(data["delta"]["partial_json"])  # type: ignore[index]
+        for name, data in messages.sse_events(reply, "msg", "m")
+        if name == "content_block_delta" and data["index"] == 2  # text, then two calls
+    )
+    assert streamed == reply.cut_json
+
+
+def test_max_tokens_leaves_out_a_call_whose_name_does_not_fit() -> None:
+    reply = _reply(_body([{"role": "user", "content": PROMPT}], max_tokens=30))
+    assert reply.stop_reason == "max_tokens"
     assert len(reply.tool_uses) == 1
-    assert reply.usage["output_tokens"] <= 30
+    assert reply.cut_json is None
 
 
 def test_bad_json_sends_inputs_that_break_the_schema() -> None:

@@ -70,6 +70,13 @@ def test_a_cut_report_names_the_setting_to_raise() -> None:
     assert "raise model.maxTokens" in message
 
 
+def test_a_call_cut_off_is_answered_with_why() -> None:
+    said = stops.cut_call("invalid input for web_search: query must be non-empty strings", 300)
+    assert said.startswith("invalid input for web_search")
+    assert "cut off at model.maxTokens, 300 tokens" in said
+    assert "it was not run" in said
+
+
 def test_an_unfinished_report_lists_what_was_gathered() -> None:
     report = stops.unfinished_report(
         "Grid batteries",

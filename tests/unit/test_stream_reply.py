@@ -149,6 +149,23 @@ def test_the_reply_is_the_one_the_sdk_builds(raw: list[dict[str, Any]]) -> None:
     assert mine.stop_details == reference.stop_details  # why a refusal was refused
 
 
+def test_a_call_cut_off_by_max_tokens_has_no_input() -> None:
+    """The API stops inside a call's JSON at max_tokens: the reply is whole, the call
+    has no input (never run; the SDK's partial parse would give ``{}`` here too)."""
+    cut = [
+        _start(),
+        *_text(0, "Searching."),
+        *_tool(1, "toolu_a", '{"query": "grid"}'),
+        *_tool(2, "toolu_b", '{"que', 'ry": "grid batt'),
+        *_end("max_tokens", 30),
+    ]
+    mine, reference, _ = _built(cut)
+    assert mine.stop_reason == "max_tokens"
+    inputs = [getattr(b, "input", None) for b in mine.content]
+    assert inputs == [None, {"query": "grid"}, {}]
+    assert [getattr(b, "input", None) for b in reference.content] == inputs
+
+
 def test_a_refusal_says_why() -> None:
     mine, _, _ = _built(REFUSED_TURN)
     assert mine.stop_reason == "refusal"

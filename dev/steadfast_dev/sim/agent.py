@@ -55,6 +55,11 @@ message, and a ``tool_result`` must answer a ``tool_use`` of the previous messag
 kinds behave as on any call; a cut stream stops inside a tool call's JSON deltas
 as readily as inside text.
 
+**max_tokens.** Calls are written in order until the output reaches ``max_tokens``:
+the call it stops in is streamed up to there (its input JSON cut off, never valid; ``{}``
+in a non-streaming answer), those after it are not written, ``stop_reason:
+"max_tokens"``.
+
 **Usage.** Input counts tools, the tool-use system prompt, system and every
 message (tool results included), with the prompt cache applied as for any
 request; output counts the text and each call's name and JSON input.
@@ -236,6 +241,7 @@ def agent_reply(
     spent = content.estimate_tokens(text)
     conversation_id = json.dumps(body.get("messages"), sort_keys=True, default=str)
     blocks: list[dict[str, object]] = []
+    cut: str | None = None
     for index, (name, tool_input) in enumerate(planned):
         block: dict[str, object] = {
             "type": "tool_use",
@@ -245,14 +251,22 @@ def agent_reply(
         }
         cost = messages.tool_use_tokens(block)
         if spent + cost > budget:
+            # As the real API: the output stops where max_tokens is reached, inside the
+            # call's input JSON when its name fits.
             stop_reason = "max_tokens"
+            room = budget - spent - messages.tool_use_tokens({**block, "input": {}})
+            if room > 0:
+                whole = json.dumps(block["input"])
+                cut = whole[: min(room * 4, len(whole) - 1)]  # a prefix, never the whole
+                blocks.append({**block, "input": {}})
+                spent = budget
             break
         spent += cost
         blocks.append(block)
     if stop_reason != "max_tokens":
         stop_reason = "tool_use"
     usage = messages.usage_json(account, cache, max(spent, 1))
-    return messages.Reply((), text, stop_reason, None, usage, tool_uses=tuple(blocks))
+    return messages.Reply((), text, stop_reason, None, usage, tool_uses=tuple(blocks), cut_json=cut)
 
 
 def final_report(conversation: tooluse.Conversation, subject: str, says: str = "") -> str:

@@ -65,6 +65,10 @@ class Reply:
     """Client ``tool_use`` blocks after the text (the agent's calls this turn)."""
     stop_details: dict[str, object] | None = None
     """Why a refused reply was refused (``stop_reason: refusal``)."""
+    cut_json: str | None = None
+    """The last ``tool_use``'s input JSON as far as it was written when ``max_tokens``
+    cut it off (a prefix, never valid JSON): streamed as it is, while the block's
+    ``input`` (what a non-streaming answer holds) is ``{}``."""
 
 
 #: The Messages API's documented test string: a request whose prompt holds it (the
@@ -208,11 +212,12 @@ def sse_events(reply: Reply, msg_id: str, model: str) -> list[tuple[str, dict[st
             events.append(_block_delta(index, {"type": "text_delta", "text": chunk}))
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
-    for block in reply.tool_uses:
+    for number, block in enumerate(reply.tool_uses, 1):
         # As the real API streams a client tool call: the block with an empty input,
         # an empty first delta, then the JSON input a few characters at a time.
         events.append(_block_start(index, {**block, "input": {}}))
-        partial = json.dumps(block["input"])
+        cut = reply.cut_json if number == len(reply.tool_uses) else None
+        partial = json.dumps(block["input"]) if cut is None else cut
         pieces = [partial[at : at + CHUNK_CHARS] for at in range(0, len(partial), CHUNK_CHARS)]
         for piece in ["", *pieces]:
             delta = {"type": "input_json_delta", "partial_json": piece}

@@ -107,6 +107,11 @@ class DeepActivities(SearchActivities):
             raise refused_error(carried, reply.request, reply.cost_usd, step, reason)
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
+        if stops.is_cut_short(reply.stop_reason):
+            calls = [
+                replace(c, problem=stops.cut_call(c.problem, inp.max_tokens)) if c.problem else c
+                for c in calls
+            ]
         report = "" if calls else transcript.reply_text(reply.content)
         if report and stops.is_cut_short(reply.stop_reason):
             report += stops.cut_note(reply.stop_reason, inp.max_tokens)

@@ -93,7 +93,7 @@ class Reply:
             raw = self._tool_json.pop(event.index, None)
             block = message.content[event.index]
             if raw is not None and hasattr(block, "input"):
-                block.input = json.loads(raw) if raw.strip() else {}
+                block.input = _tool_input(raw)
         elif event.type == "message_delta":
             message.stop_reason = event.delta.stop_reason
             message.stop_details = event.delta.stop_details
@@ -118,6 +118,18 @@ class Reply:
         if self.message is None or not self.ended:
             raise RuntimeError("the stream ended before its reply did")
         return self.message
+
+
+def _tool_input(raw: str) -> Any:
+    """A tool call's input from its streamed JSON; ``{}`` when the JSON is not whole
+    (``max_tokens`` stopped the reply inside it): an incomplete call is never run, and
+    the model is told so (:func:`steadfast_contract.stops.cut_call`)."""
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
 
 
 @dataclass
