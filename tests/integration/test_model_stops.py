@@ -177,3 +177,17 @@ async def test_a_tool_call_cut_off_at_max_tokens_is_answered_not_retried(
         assert told
         assert all(a["is_error"] for a in told)
         assert (await the_report(h, handle.id)).endswith(stops.cut_note("max_tokens", max_tokens))
+
+
+async def test_a_query_list_cut_at_max_tokens_is_not_asked_again(harness: HarnessFactory) -> None:
+    """A re-ask has no more room than the first ask: it used to be paid for and cut again
+    until the re-asks ran out."""
+    async with harness({"model": {"maxTokens": 10}}) as h:
+        handle = await h.start(f"tiny {uuid.uuid4().hex[:8]}")
+        cause = await failure_of(handle)
+        assert cause.type == "Misconfigured"
+        assert "cut off at model.maxTokens (10 tokens): raise model.maxTokens" in cause.message
+        entries = h.sim.entries("llm")
+        assert [e["stop_reason"] for e in entries] == ["max_tokens"]
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)

@@ -23,7 +23,7 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import budget, pricing, stops
 from steadfast_contract.activities import (
     GENERATE_QUERIES,
     GenerateQueriesInput,
@@ -128,6 +128,17 @@ class QueriesActivities(ActivityBase):
             try:
                 queries = parse_queries(text, inp.count)
             except ValueError as err:
+                if stops.is_cut_short(reply.stop_reason):
+                    # A re-ask has the same room: it would be cut, and paid for, again.
+                    self.metrics.record_llm(self.labels, inp.model, usage, cost)
+                    carried.count_failed(key, cost)
+                    raise ApplicationError(
+                        f"the query list was cut off at model.maxTokens ({inp.max_tokens} "
+                        "tokens): raise model.maxTokens",
+                        FailureDetailsFactory(carried)(),
+                        type=errors.MISCONFIGURED,
+                        non_retryable=True,
+                    ) from None
                 problem = str(err)
                 carried.count_failed(key, cost)
                 self.metrics.record_llm(self.labels, inp.model, usage, cost)
