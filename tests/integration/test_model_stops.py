@@ -53,6 +53,11 @@ async def test_a_refused_report_fails_the_run_and_keeps_its_sources(
         (refused,) = _refused(entries)
         assert str(refused["key"]).startswith(handle.id)
         assert len(entries) == 2  # the query list, then the refused report
+        model = h.config.model.name
+        assert h.metric("steadfast_llm_refusals_total", model=model) == 1
+        assert h.metric("steadfast_llm_retry_cost_usd_total", model=model) == pytest.approx(
+            billed_usd(h, [refused]), rel=1e-6
+        )
         assert status.retries == 0
         assert status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
         # The report kept is what was gathered, marked unfinished; never the fragment.
@@ -105,6 +110,7 @@ async def test_a_deep_run_refused_mid_loop_stops_and_keeps_its_findings(
         # Nothing asked after the refusal, nothing asked twice.
         assert refused is entries[-1] or refused == entries[-1]
         assert len({e["key"] for e in entries}) == len(entries)
+        assert h.metric("steadfast_llm_refusals_total", model=h.config.model.name) == 1
         assert status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
         markdown = await the_report(h, handle.id)
         assert f"*Unfinished: the model declined to go on at turn {refused_turn}." in markdown

@@ -23,6 +23,7 @@ EXPECTED = {
     "steadfast_run_cost_usd_count": {"agent", "namespace"},
     "steadfast_budget_exhausted_total": {"agent", "namespace"},
     "steadfast_llm_cost_avoided_usd_total": {"agent", "namespace", "model"},
+    "steadfast_llm_refusals_total": {"agent", "namespace", "model"},
 }
 
 
@@ -105,6 +106,17 @@ def test_a_run_that_lost_nothing_still_shows_the_series_at_zero() -> None:
     m.record_run(L, "Completed", 0.01, model="claude-haiku-4-5")
     avoided = {**BASE, "model": "claude-haiku-4-5"}
     assert m.registry.get_sample_value("steadfast_llm_cost_avoided_usd_total", avoided) == 0.0
+    assert m.registry.get_sample_value("steadfast_llm_refusals_total", avoided) == 0.0
+
+
+def test_a_refusal_is_counted_with_its_spend_as_failed() -> None:
+    m = Metrics()
+    m.record_refusal(L, "claude-sonnet-4-6", 0.003)
+    m.record_refusal(L, "claude-sonnet-4-6", 0.001)
+    model = {**BASE, "model": "claude-sonnet-4-6"}
+    get = m.registry.get_sample_value
+    assert get("steadfast_llm_refusals_total", model) == 2
+    assert get("steadfast_llm_retry_cost_usd_total", model) == pytest.approx(0.004)
 
 
 def test_cache_writes_are_counted_by_ttl_once_each() -> None:

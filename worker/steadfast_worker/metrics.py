@@ -109,6 +109,12 @@ class Metrics:
             "stopped them (run, day).",
             "budget",
         )
+        self.llm_refusals = counter(
+            "steadfast_llm_refusals_total",
+            "LLM replies the model refused (stop_reason refusal): each ends its step, and "
+            "the run fails ModelRefused (what it spent is in the retry cost).",
+            "model",
+        )
         self.llm_cost_avoided = counter(
             "steadfast_llm_cost_avoided_usd_total",
             "USD a restart from scratch would have paid again: for each lost worker or "
@@ -135,6 +141,11 @@ class Metrics:
         if cost_usd > 0:
             self.llm_retry_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)
 
+    def record_refusal(self, labels: Labels, model: str, cost_usd: float) -> None:
+        """A reply the model refused: spend that produced nothing."""
+        self.llm_refusals.labels(labels.agent, labels.namespace, model).inc()
+        self.record_retry_cost(labels, model, cost_usd)
+
     def record_attempt(
         self, labels: Labels, activity: str, outcome: str, retry_error_type: str | None = None
     ) -> None:
@@ -160,8 +171,9 @@ class Metrics:
             self.budget_pauses.labels(labels.agent, labels.namespace, budget or "run").inc()
             return
         if phase in _TERMINAL:
-            # Zero included, so the series exists from the first run that ends.
+            # Zero included, so the series exist from the first run that ends.
             self.llm_cost_avoided.labels(labels.agent, labels.namespace, model).inc(avoided_usd)
+            self.llm_refusals.labels(labels.agent, labels.namespace, model).inc(0)
         self.runs.labels(labels.agent, labels.namespace, phase).inc()
         self.run_cost.labels(labels.agent, labels.namespace).observe(cost_usd)
         if phase == Phase.BUDGET_EXHAUSTED:

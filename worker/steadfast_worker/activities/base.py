@@ -106,6 +106,21 @@ class ActivityBase:
             found += credentials.secret_parts(self.env.get(name, "")) if name else []
         return found
 
+    def refused(
+        self, carried: Carried, model: str, request: str, cost_usd: float, step: str, reason: str
+    ) -> ApplicationError:
+        """The end of a step whose request the model refused: counted (a refusal, and
+        spend that produced nothing), and a non-retryable ``ModelRefused``, since the
+        same request would be refused, and billed, again."""
+        self.metrics.record_refusal(self.labels, model, cost_usd)
+        carried.count_failed(request, cost_usd)
+        return ApplicationError(
+            stops.refusal_message(step, reason),
+            FailureDetailsFactory(carried)(),
+            type=errors.MODEL_REFUSED,
+            non_retryable=True,
+        )
+
     async def aclose(self) -> None:
         """Close clients; called when the worker stops."""
         if self._llm is not None:
@@ -295,21 +310,6 @@ class FailureDetailsFactory:
             "failed_cost_usd": self.state.failed_cost_usd,
             "calls": self.state.calls,
         }
-
-
-def refused_error(
-    carried: Carried, request: str, cost_usd: float, step: str, reason: str
-) -> ApplicationError:
-    """The end of a step whose request the model refused: its cost counted as spend
-    that produced nothing, and a non-retryable ``ModelRefused`` (the same request would
-    be refused, and billed, again)."""
-    carried.count_failed(request, cost_usd)
-    return ApplicationError(
-        stops.refusal_message(step, reason),
-        FailureDetailsFactory(carried)(),
-        type=errors.MODEL_REFUSED,
-        non_retryable=True,
-    )
 
 
 def ensure_affordable(run: RunBudget | None, carried: Carried, reserve_usd: float) -> None:

@@ -41,7 +41,7 @@ from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, pagetext, transcript
 from steadfast_worker.activities import daybudget
-from steadfast_worker.activities.base import refused_error, reserve_request, settle_request
+from steadfast_worker.activities.base import reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
@@ -104,7 +104,7 @@ class DeepActivities(SearchActivities):
         if stops.is_refusal(reply.stop_reason):
             step = f"to go on at turn {inp.turn}"
             reason = reply.refusal or stops.refusal_reason(None, None)
-            raise refused_error(carried, reply.request, reply.cost_usd, step, reason)
+            raise self.refused(carried, inp.model, reply.request, reply.cost_usd, step, reason)
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
         if stops.is_cut_short(reply.stop_reason):

@@ -35,7 +35,6 @@ from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import (
     ActivityBase,
     FailureDetailsFactory,
-    refused_error,
     reserve_request,
     settle_request,
 )
@@ -123,7 +122,8 @@ class QueriesActivities(ActivityBase):
             refusal = llm.refusal_of(reply)
             if refusal is not None:
                 self.metrics.record_llm(self.labels, inp.model, usage, cost)
-                raise refused_error(carried, key, cost, "to write the search queries", refusal)
+                step = "to write the search queries"
+                raise self.refused(carried, inp.model, key, cost, step, refusal)
             text = llm.text_of(reply)
             try:
                 queries = parse_queries(text, inp.count)

@@ -27,7 +27,6 @@ from steadfast_contract.activities import (
 from steadfast_worker import llm
 from steadfast_worker.activities.base import (
     ActivityBase,
-    refused_error,
     reserve_request,
     settle_request,
 )
@@ -91,7 +90,7 @@ class ReportActivities(ActivityBase):
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         refusal = llm.refusal_of(final)
         if refusal is not None:
-            raise refused_error(carried, key, cost, "to write the report", refusal)
+            raise self.refused(carried, inp.model, key, cost, "to write the report", refusal)
         markdown = llm.text_of(final)
         if stops.is_cut_short(final.stop_reason):
             markdown += stops.cut_note(final.stop_reason or "", inp.max_tokens)
