@@ -13,6 +13,7 @@ two LLM calls. ``deep`` lets Claude drive a tool-use loop (docs/deep-agent.md).
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from typing import Annotated, Final, Literal
 
@@ -22,7 +23,7 @@ from steadfast_contract import models
 from steadfast_contract.durations import Duration
 from steadfast_contract.specbase import Crd, Rule, SpecModel
 
-_DOMAIN: Final = r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$"
+_DOMAIN: Final = r"^((\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$"
 Domain = Annotated[
     str,
     Field(
@@ -30,9 +31,23 @@ Domain = Annotated[
         max_length=253,
         pattern=_DOMAIN,
         description="A host: `example.com` matches it and its subdomains, `*.example.com` "
-        "only its subdomains; an optional `:port` must match too.",
+        "only its subdomains, `[fd00::1]` that IPv6 address; an optional `:port` must "
+        "match too.",
     ),
 ]
+
+
+def _ipv6_rules(hosts: list[str]) -> list[str]:
+    """Refuse a bracketed rule that is not an IPv6 address (the pattern checks only
+    its characters)."""
+    for host in hosts:
+        if host.startswith("["):
+            inside = host[1 : host.index("]")]
+            try:
+                ipaddress.IPv6Address(inside)
+            except ValueError:
+                raise ValueError(f"{host}: {inside!r} is not an IPv6 address") from None
+    return hosts
 
 
 class FetchPageSpec(SpecModel):
@@ -77,6 +92,11 @@ class FetchPageSpec(SpecModel):
         if value.total_seconds() < 1 or value.total_seconds() > 600:
             raise ValueError("must be between 1s and 10m")
         return value
+
+    @field_validator("allow_domains", "deny_domains", "allow_private_hosts")
+    @classmethod
+    def _addresses(cls, hosts: list[str]) -> list[str]:
+        return _ipv6_rules(hosts)
 
     def rules(self) -> models.FetchRules:
         return models.FetchRules(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
+import pydantic
 import pytest
 
 from steadfast_contract.models import FetchRules
+from steadfast_contract.researchspec import FetchPageSpec
 from steadfast_dev.sim.agent import claim
 from steadfast_dev.sim.pages import page_html
 from steadfast_worker import fetching
@@ -91,6 +94,14 @@ ALLOW_EXAMPLE = FetchRules(allow_domains=["example.com"])
         ("http://localhost:8000/", FetchRules(allow_domains=["localhost"]), False),
         ("http://localhost:8000/", FetchRules(allow_domains=["127.0.0.1"]), True),
         ("http://[::1]:8000/", FetchRules(allow_domains=["127.0.0.1"]), True),
+        # IPv6 addresses, bracketed as a URL writes them; any spelling of the address.
+        ("http://[fd00::1]:8080/", FetchRules(allow_domains=["[fd00::1]:8080"]), False),
+        ("http://[fd00:0:0::1]/", FetchRules(allow_domains=["[fd00::1]"]), False),
+        ("http://[FD00::1]/", FetchRules(deny_domains=["[fd00::1]"]), True),
+        ("http://[fd00::2]/", FetchRules(allow_domains=["[fd00::1]"]), True),
+        ("http://[fd00::1]:8081/", FetchRules(allow_domains=["[fd00::1]:8080"]), True),
+        ("http://[::ffff:10.0.0.7]/", FetchRules(allow_domains=["[::ffff:a00:7]"]), False),
+        ("http://10.0.0.7/", FetchRules(allow_domains=["[::ffff:10.0.0.7]"]), True),
         ("http://999.0.0.1/", ANY, True),
         # Internationalised names are judged in their ASCII form.
         ("https://bücher.example.com/", DENY_EXAMPLE, True),
@@ -269,3 +280,54 @@ def test_only_public_addresses_are_fetched_unless_the_host_is_allowed_private(
     assert (by_default is None, allowed is None) == expected, (by_default, allowed)
     if kind == PRIVATE:
         assert "allowPrivateHosts names it" in str(by_default)
+
+
+@pytest.mark.parametrize(
+    ("rule", "host", "port", "allowed"),
+    [
+        ("[fd00::1]:8080", "fd00::1", 8080, True),
+        ("[fd00::1]", "fd00::1", 443, True),
+        ("[fd00::1]:8080", "fd00::1", 8081, False),
+        ("[fd00::1]", "fd00::2", 80, False),
+    ],
+)
+async def test_allow_private_hosts_names_an_ipv6_address(
+    rule: str, host: str, port: int, allowed: bool
+) -> None:
+    """A unique-local IPv6 address is fetched only when the rule names it (and its port)."""
+    rules = FetchRules(allow_private_hosts=[rule])
+    url = httpx.URL(f"http://[{host}]:{port}/")
+    if allowed:
+        await fetching._pinned(url, rules, _no_resolver)
+    else:
+        with pytest.raises(fetching.FetchRefused, match="allowPrivateHosts"):
+            await fetching._pinned(url, rules, _no_resolver)
+
+
+async def _no_resolver(host: str, port: int) -> list[str]:
+    raise AssertionError(f"an address is not resolved: {host}")
+
+
+@pytest.mark.parametrize(
+    ("rule", "valid"),
+    [
+        ("[fd00::1]", True),
+        ("[fd00::1]:8080", True),
+        ("[::ffff:10.0.0.7]", True),
+        ("example.com:8080", True),
+        ("[fd00::g]", False),
+        ("[fd00:::1]", False),
+        ("[10.0.0.7]", False),
+        ("*.[fd00::1]", False),
+        ("[FD00::1]", False),  # lower case, as for names
+        ("fd00::1", False),  # unbracketed, a port could not be told apart
+    ],
+)
+def test_a_rule_is_a_name_or_a_bracketed_ipv6_address(rule: str, valid: bool) -> None:
+    for field in ("allowDomains", "denyDomains", "allowPrivateHosts"):
+        try:
+            FetchPageSpec.model_validate({field: [rule]})
+        except pydantic.ValidationError:
+            assert not valid, (field, rule)
+        else:
+            assert valid, (field, rule)

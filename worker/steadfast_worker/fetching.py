@@ -97,6 +97,14 @@ class _Rule:
 def _rule(text: str) -> _Rule:
     rule = text.strip().lower()
     port: int | None = None
+    if rule.startswith("["):  # an IPv6 address, as a URL writes it: [fd00::1]:8080
+        inside, _, after = rule[1:].partition("]")
+        tail = after.removeprefix(":")
+        try:
+            host = str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            host = inside  # matches no URL's host
+        return _Rule(host, False, int(tail) if tail.isdigit() else None)
     head, colon, tail = rule.rpartition(":")
     if colon and tail.isdigit():
         rule, port = head, int(tail)
