@@ -49,7 +49,8 @@ def refusal_reason(category: str | None, explanation: str | None) -> str:
 
 
 def refusal_message(step: str, reason: str) -> str:
-    """The failure message of a refused step (``step``: "the report", "turn 5 of 20")."""
+    """The failure message of a refused step (``step``: "to write the report", "to go on
+    at turn 5")."""
     return (
         f"the model declined {step} ({reason}); a refusal is not retried, since the same "
         "request would be refused again and paid for again"

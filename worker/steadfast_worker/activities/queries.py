@@ -131,6 +131,7 @@ class QueriesActivities(ActivityBase):
                 if stops.is_cut_short(reply.stop_reason):
                     # A re-ask has the same room: it would be cut, and paid for, again.
                     self.metrics.record_llm(self.labels, inp.model, usage, cost)
+                    self.metrics.record_retry_cost(self.labels, inp.model, cost)
                     carried.count_failed(key, cost)
                     raise ApplicationError(
                         f"the query list was cut off at model.maxTokens ({inp.max_tokens} "

@@ -25,11 +25,7 @@ from steadfast_contract.activities import (
     WriteReportOutput,
 )
 from steadfast_worker import llm
-from steadfast_worker.activities.base import (
-    ActivityBase,
-    reserve_request,
-    settle_request,
-)
+from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.streaming import stream_message
 
