@@ -131,8 +131,11 @@ async def test_a_report_cut_at_max_tokens_says_so(harness: HarnessFactory, strat
         result = await handle.result()
         assert result.status.phase == Phase.COMPLETED
         assert result.status.message == stops.cut_message("max_tokens", 120)
+        assert "cut short: the model reached model.maxTokens (120 tokens)" in result.status.message
         markdown = await the_report(h, handle.id)
         assert markdown.endswith(stops.cut_note("max_tokens", 120))
+        last = markdown.rstrip().splitlines()[-1]
+        assert last.startswith("*This report stops here: the model reached model.maxTokens (120")
         (mail,) = h.smtp.messages_for(handle.id)
         assert "This report stops here" in mail.get_content()
 
