@@ -294,7 +294,7 @@ SCENARIOS: dict[str, Scenario] = {
     "deep_agent": deep_agent,
     "deep_continued_as_new": deep_continued_as_new,
     "no_recipients": no_recipients,
-    "report_refused": report_refused,
+    "report_refused_shape2": report_refused,
     "deep_refused": deep_refused,
 }
 
