@@ -77,6 +77,14 @@ def cut_call(problem: str, max_tokens: int) -> str:
     )
 
 
+def cut_queries_message(max_tokens: int) -> str:
+    """The failure of a query list cut short (a re-ask would be cut again)."""
+    return (
+        f"the query list was cut off at model.maxTokens ({max_tokens} tokens): "
+        "raise model.maxTokens"
+    )
+
+
 def cut_message(stop_reason: str, max_tokens: int) -> str:
     """The run's status message when its report was cut short."""
     why = _why_cut(stop_reason, max_tokens)

@@ -78,12 +78,12 @@ def text_of(message: anthropic.types.Message) -> str:
     return well_formed("".join(block.text for block in message.content if block.type == "text"))
 
 
-def refusal_of(message: Any) -> str | None:
+def refusal_of(message: anthropic.types.Message) -> str | None:
     """What a reply's refusal says (:func:`steadfast_contract.stops.refusal_reason`),
     or None when the model did not refuse."""
-    if not stops.is_refusal(getattr(message, "stop_reason", None)):
+    if not stops.is_refusal(message.stop_reason):
         return None
-    details = getattr(message, "stop_details", None)
-    return stops.refusal_reason(
-        getattr(details, "category", None), getattr(details, "explanation", None)
-    )
+    details = message.stop_details
+    if details is None:
+        return stops.refusal_reason(None, None)
+    return stops.refusal_reason(details.category, details.explanation)

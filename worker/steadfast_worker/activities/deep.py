@@ -107,14 +107,14 @@ class DeepActivities(SearchActivities):
             raise self.refused(carried, inp.model, reply.request, reply.cost_usd, step, reason)
         usage = Usage(**reply.usage)
         calls = transcript.tool_calls(reply.content)
+        report = "" if calls else transcript.reply_text(reply.content)
         if stops.is_cut_short(reply.stop_reason):
+            # Out of room: a call it stopped inside is not run, a report ends with a note.
             calls = [
                 replace(c, problem=stops.cut_call(c.problem, inp.max_tokens)) if c.problem else c
                 for c in calls
             ]
-        report = "" if calls else transcript.reply_text(reply.content)
-        if report and stops.is_cut_short(reply.stop_reason):
-            report += stops.cut_note(reply.stop_reason, inp.max_tokens)
+            report += stops.cut_note(reply.stop_reason, inp.max_tokens) if report else ""
         if tail is not None and report:
             tail = replace(tail, text="")  # the workflow takes it from the report
         return DeepTurnOutput(

@@ -119,31 +119,26 @@ class QueriesActivities(ActivityBase):
             cost = pricing.cost_usd(usage, price)
             await settle_request(carried, ledger, key, cost)
             carried.calls += 1
+            self.metrics.record_llm(self.labels, inp.model, usage, cost)
             refusal = llm.refusal_of(reply)
             if refusal is not None:
-                self.metrics.record_llm(self.labels, inp.model, usage, cost)
                 step = "to write the search queries"
                 raise self.refused(carried, inp.model, key, cost, step, refusal)
-            text = llm.text_of(reply)
             try:
-                queries = parse_queries(text, inp.count)
+                queries = parse_queries(llm.text_of(reply), inp.count)
             except ValueError as err:
+                # Paid for and of no use: spend that produced nothing.
+                carried.count_failed(key, cost)
+                self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 if stops.is_cut_short(reply.stop_reason):
                     # A re-ask has the same room: it would be cut, and paid for, again.
-                    self.metrics.record_llm(self.labels, inp.model, usage, cost)
-                    self.metrics.record_retry_cost(self.labels, inp.model, cost)
-                    carried.count_failed(key, cost)
                     raise ApplicationError(
-                        f"the query list was cut off at model.maxTokens ({inp.max_tokens} "
-                        "tokens): raise model.maxTokens",
+                        stops.cut_queries_message(inp.max_tokens),
                         FailureDetailsFactory(carried)(),
                         type=errors.MISCONFIGURED,
                         non_retryable=True,
                     ) from None
                 problem = str(err)
-                carried.count_failed(key, cost)
-                self.metrics.record_llm(self.labels, inp.model, usage, cost)
-                self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)
                 # A fresh, stricter prompt rather than the conversation so far:
                 # cheaper (the broken answer is not resent) and just as clear.
@@ -151,7 +146,6 @@ class QueriesActivities(ActivityBase):
                     {"role": "user", "content": reask_prompt(inp.topic, inp.count, problem)}
                 ]
                 continue
-            self.metrics.record_llm(self.labels, inp.model, usage, cost)
             return GenerateQueriesOutput(
                 queries=queries,
                 llm=LlmCall(
