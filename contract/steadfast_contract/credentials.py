@@ -100,6 +100,16 @@ def _split_port(host: str) -> tuple[str, str | None]:
     return name, port if colon else None
 
 
+def key_text(raw: bytes) -> str | None:
+    """An API key as a mounted file or a Secret's value holds it, ``None`` if empty.
+
+    Without the line break ``kubectl create secret --from-file`` keeps: the worker
+    (reading the mounted file) and the operator (reading the Secret) must send the
+    same key, and a trailing newline is not part of it.
+    """
+    return raw.decode().strip() or None
+
+
 #: The public prefix of Anthropic keys (``sk-ant-api03-``): every key has it, so
 #: redacting it would only mangle messages such as "invalid x-api-key".
 _PUBLIC_KEY_PREFIX = re.compile(r"^sk-ant-[a-z]+[0-9]*-")

@@ -88,7 +88,7 @@ class TemporalPool:
             )
         if t.api_key_secret_ref.set:
             data = await self._secret_data(namespace, t.api_key_secret_ref.name)
-            api_key = data.get(t.api_key_secret_ref.key, b"").decode() or None
+            api_key = credentials.key_text(data.get(t.api_key_secret_ref.key, b""))
             tls = tls or True
         return Credentials(tls, api_key)
 

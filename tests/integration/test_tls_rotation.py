@@ -8,12 +8,14 @@ as kubelet does when the Secret is renewed: first with a certificate from a
 CA the proxy does not trust (the worker must keep its working connection),
 then with a good one under a new subject (the worker must switch to it).
 Research runs complete before, between and after. A rotated API key file is
-set on the worker's client in place, with no new connection.
+set on the worker's client in place, with no new connection, and is kept out of
+the worker's logs as the first one was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +30,7 @@ from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 from tests.support.waiting import wait_until
 
 from steadfast_contract import models
+from steadfast_contract.credentials import REDACTED
 from steadfast_contract.config import WorkerConfig, parse_config
 from steadfast_contract.ids import workflow_id
 from steadfast_contract.starter import research_input
@@ -173,3 +176,46 @@ async def test_a_rotated_api_key_is_set_on_the_client_in_place(
         finally:
             following.cancel()
     await activities.aclose()
+
+
+async def test_a_rotated_api_key_is_kept_out_of_the_logs(
+    tls_proxy: TLSProxy,
+    pki: TestPKI,
+    sim: SimHandle,
+    smtp_server: SmtpServer,
+    task_queue: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = "tk-first-7QZK2MXW", "tk-rotated-4HVB9PLD"
+    key_file = tmp_path / "api-key"
+    key_file.write_text(first + "\n")
+    raw = base_config(sim, task_queue, tmp_path / "reports.db")
+    raw["temporal"] = {
+        **raw["temporal"],
+        "address": tls_proxy.address,
+        "tls": {"caFile": str(pki.ca)},
+        "apiKeyFile": str(key_file),
+    }
+    cfg = parse_config(raw)
+    env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
+    caplog.set_level(logging.INFO)
+    stop = asyncio.Event()
+    running = asyncio.create_task(
+        run_worker(cfg, env=env, stop=stop, credentials_check_seconds=0.1)
+    )
+    try:
+        await wait_until("the worker polling", lambda: "polling" in caplog.text.lower())
+        staged = tmp_path / ".api-key.new"
+        staged.write_text(second + "\n")
+        staged.replace(key_file)
+        await wait_until("the worker to take the new key", lambda: "API key changed" in caplog.text)
+        # Whatever library might print them now: a client error quoting its header.
+        logging.getLogger("some.client").warning("refused: Bearer %s (was %s)", second, first)
+    finally:
+        stop.set()
+        await running
+    said = [r.getMessage() for r in caplog.records if r.name == "some.client"]
+    assert said == [f"refused: Bearer {REDACTED} (was {REDACTED})"]
+    assert second not in caplog.text
+    assert first not in caplog.text

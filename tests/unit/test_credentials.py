@@ -14,6 +14,7 @@ from steadfast_contract.credentials import (
     ScrubbingFilter,
     chain_reveals,
     check_url,
+    key_text,
     redacted,
     scrub,
     secret_parts,
@@ -123,3 +124,17 @@ def test_the_log_filter_scrubs_messages_and_tracebacks() -> None:
     assert record.exc_text is not None
     assert "QZKX" not in record.exc_text
     assert "bad header" in record.exc_text
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b"tk-abc\n", "tk-abc"),  # kubectl create secret --from-file keeps the line break
+        (b"  tk-abc\r\n", "tk-abc"),
+        (b"tk-abc", "tk-abc"),
+        (b"\n", None),
+        (b"", None),
+    ],
+)
+def test_a_key_is_read_without_its_line_break(raw: bytes, key: str | None) -> None:
+    assert key_text(raw) == key

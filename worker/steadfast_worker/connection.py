@@ -42,7 +42,7 @@ def _read(path: str, what: str, section: str = "temporal.tls") -> bytes:
 
 def _api_key(cfg: TemporalConfig, env: Mapping[str, str]) -> str | None:
     if cfg.api_key_file:
-        return _read(cfg.api_key_file, "apiKeyFile", "temporal").decode().strip() or None
+        return credentials.key_text(_read(cfg.api_key_file, "apiKeyFile", "temporal"))
     return env.get(cfg.api_key_env) or None if cfg.api_key_env else None
 
 

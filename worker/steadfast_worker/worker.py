@@ -107,7 +107,14 @@ async def run_worker(
     options = connect_options(config.temporal, env)
     activities = ResearchActivities(config, metrics, env)
     keys = credentials.secret_parts(options.api_key or "")
-    unscrub = credentials.scrub_logs(lambda: [*activities.secrets(), *keys])
+    worker: Worker | None = None
+
+    def secrets() -> list[str]:
+        # The key the worker started with, and the one it uses now (rotated from its file).
+        current = credentials.secret_parts(worker.client.api_key or "") if worker else []
+        return [*activities.secrets(), *keys, *current]
+
+    unscrub = credentials.scrub_logs(secrets)
     try:
         client = await connect_with(options, runtime)
     except BaseException:

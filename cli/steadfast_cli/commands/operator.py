@@ -8,7 +8,6 @@ handlers; Kopf and the Kubernetes clients are imported when the verb runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 #: The ports the Helm chart (values.yaml operator.metricsPort/healthPort) and the
@@ -80,20 +79,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not post Kubernetes Events about handler failures",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="debug logging (never the API server's answers: they hold Secrets)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from steadfast_operator import handlers, render
+    from steadfast_operator import handlers, logs, render
     from steadfast_operator.settings import OperatorConfig
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # Kopf logs every successful timer tick at INFO: one line per agent per interval.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logs.configure(args.verbose)
     cfg = OperatorConfig(
         namespaces=tuple(args.namespace),
         all_namespaces=not args.namespace,
