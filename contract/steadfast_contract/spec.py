@@ -201,7 +201,8 @@ class SearchSpec(SpecModel):
 class StorageSpec(SpecModel):
     postgres_secret_ref: SecretRef = _secret(
         "a Postgres DSN, required in a cluster: without it the agent is not Ready "
-        "(NoDurableStore) and no worker starts (`steadfast dev` saves to SQLite)"
+        "(NoDurableStore) and no worker starts (`steadfast dev` saves to SQLite). The "
+        "database must be in UTF-8: a worker refuses any other encoding at start"
     )
     save_timeout: Annotated[
         Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))

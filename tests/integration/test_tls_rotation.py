@@ -30,8 +30,8 @@ from tests.support.tlsproxy import TestPKI, TLSProxy, make_test_pki
 from tests.support.waiting import wait_until
 
 from steadfast_contract import models
-from steadfast_contract.credentials import REDACTED
 from steadfast_contract.config import WorkerConfig, parse_config
+from steadfast_contract.credentials import REDACTED
 from steadfast_contract.ids import workflow_id
 from steadfast_contract.starter import research_input
 from steadfast_worker import rotation

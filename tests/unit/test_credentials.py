@@ -138,3 +138,16 @@ def test_the_log_filter_scrubs_messages_and_tracebacks() -> None:
 )
 def test_a_key_is_read_without_its_line_break(raw: bytes, key: str | None) -> None:
     assert key_text(raw) == key
+
+
+def test_an_application_error_raised_with_a_credential_in_use_is_not_its_own_cause() -> None:
+    # A cause cycle makes the SDK fail to build the activity's failure ("maximum
+    # recursion depth exceeded"), and the real error is never told.
+    told = ApplicationError("the store cannot keep reports", type="Misconfigured")
+    with (
+        pytest.raises(ApplicationError) as info,
+        errors.credential_in_use("storage.postgresDsnEnv", "postgresql://u:pw-1234567@h/db"),
+    ):
+        raise told
+    assert info.value is told
+    assert info.value.__cause__ is None

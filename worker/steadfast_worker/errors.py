@@ -268,14 +268,15 @@ def credential_in_use(setting: str, value: str) -> Iterator[None]:
             err = ApplicationError(f"{setting} {exc}", type=MISCONFIGURED, non_retryable=True)
             raise err from None
         err = to_application_error(exc, secrets=secrets)
-        if err is not exc:
-            told = credentials.scrub(f"{type(exc).__name__}: {exc}", secrets)
-            err = ApplicationError(
-                f"{setting}: {told}",
-                type=err.type,
-                non_retryable=err.non_retryable,
-                next_retry_delay=err.next_retry_delay,
-            )
+        if err is exc:  # already told, with no piece of the credential
+            raise
+        told = credentials.scrub(f"{type(exc).__name__}: {exc}", secrets)
+        err = ApplicationError(
+            f"{setting}: {told}",
+            type=err.type,
+            non_retryable=err.non_retryable,
+            next_retry_delay=err.next_retry_delay,
+        )
         raise err from (None if credentials.chain_reveals(exc, secrets) else exc)
 
 

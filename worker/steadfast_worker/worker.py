@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from steadfast_contract import credentials
-from steadfast_contract.config import WorkerConfig
+from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.starter import settings_from_config
-from steadfast_worker import retention, rotation
+from steadfast_worker import errors, retention, rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ledger import DailyBudgetLedger
@@ -35,6 +36,26 @@ from steadfast_worker.metrics import Metrics, sdk_runtime
 from steadfast_worker.workflows import ResearchWorkflow
 
 log = logging.getLogger("steadfast.worker")
+
+#: How long a starting worker waits for its report store before polling anyway.
+STORE_CHECK_SECONDS = 5.0
+
+
+async def check_store(activities: ResearchActivities) -> None:
+    """Refuse to start on a report store that can never keep a report (a
+    :class:`ConfigError`), so that no run pays for research it could not save. A
+    store that is down now only gets a warning: saves wait for it."""
+    try:
+        await asyncio.wait_for(activities.store(), STORE_CHECK_SECONDS)
+    except ApplicationError as err:
+        if not errors.is_retryable(err):
+            raise ConfigError(err.message) from None
+        log.warning("the report store cannot be reached now (%s); saves will wait for it", err)
+    except TimeoutError:
+        log.warning(
+            "the report store did not answer in %ss; saves will wait for it", STORE_CHECK_SECONDS
+        )
+
 
 #: How long a workflow task waits on a worker's sticky queue before any worker
 #: may take it. After a SIGKILL the dead worker's sticky queue holds the run's
@@ -116,6 +137,7 @@ async def run_worker(
 
     unscrub = credentials.scrub_logs(secrets)
     try:
+        await check_store(activities)
         client = await connect_with(options, runtime)
     except BaseException:
         unscrub()

@@ -32,7 +32,8 @@ EPILOG = (
     "activities), heartbeatTimeout (how soon a dead worker's call moves elsewhere), "
     "metricsPort (Steadfast metrics, default 9464) and sdkMetricsPort (Temporal SDK "
     "metrics, default 9465). Connection flags given here override the file. Exit "
-    "status: 0 after a graceful shutdown, 2 for an invalid configuration."
+    "status: 0 after a graceful shutdown, 2 for an invalid configuration (or a "
+    "report store that cannot keep every report: a database not in UTF-8)."
 )
 
 
@@ -112,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(run_worker(config))
+    except ConfigError as err:  # found only once running: a report store that cannot keep reports
+        print(f"steadfast worker: {err}", file=sys.stderr)
+        return 2
     except (RuntimeError, OSError) as err:
         # Unreachable Temporal, refused credentials, a metrics port in use: say
         # what failed instead of a traceback, and exit non-zero for the restart policy.

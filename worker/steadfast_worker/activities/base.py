@@ -34,7 +34,7 @@ from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
 from steadfast_worker.activities import daybudget, stickiness
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
-from steadfast_worker.activities.storage import ReportStore, open_store
+from steadfast_worker.activities.storage import ReportStore, UnfitStoreError, open_store
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
     OUTCOME_FAILURE,
@@ -93,7 +93,12 @@ class ActivityBase:
                 with errors.credential_in_use(setting, dsn):
                     if dsn:
                         credentials.check_url(dsn, ("postgresql", "postgres"), path_allowed=True)
-                    self._store = await open_store(dsn, self.config.storage.sqlite_path)
+                    try:
+                        self._store = await open_store(dsn, self.config.storage.sqlite_path)
+                    except UnfitStoreError as exc:
+                        raise ApplicationError(
+                            f"{setting}: {exc}", type=errors.MISCONFIGURED, non_retryable=True
+                        ) from None
             return self._store
 
     def secrets(self) -> list[str]:

@@ -154,6 +154,28 @@ class ReportStore(Protocol):
     async def close(self) -> None: ...
 
 
+#: Server encodings that keep any text a report may hold. In any other (LATIN1,
+#: WIN1252, ...) the first em dash or name in another script is refused, for good,
+#: after the run has paid for the report. SQL_ASCII stores the UTF-8 bytes asyncpg
+#: sends as they are.
+FIT_ENCODINGS = ("UTF8", "SQL_ASCII")
+
+
+class UnfitStoreError(Exception):
+    """The store is reachable, but cannot keep every report: a setup to change, not an
+    outage to wait out."""
+
+
+def encoding_problem(encoding: str) -> str | None:
+    """Why a database of ``encoding`` cannot be the report store, or ``None``."""
+    if encoding.upper() in FIT_ENCODINGS:
+        return None
+    return (
+        f"the database's encoding is {encoding}, which cannot hold every report (an em "
+        "dash, a name in another script): use a database created with ENCODING 'UTF8'"
+    )
+
+
 class PostgresStore:
     """asyncpg pool; the production backend."""
 
@@ -165,6 +187,10 @@ class PostgresStore:
     @classmethod
     async def open(cls, dsn: str) -> PostgresStore:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+        problem = encoding_problem(str(await pool.fetchval("SHOW server_encoding")))
+        if problem:
+            await pool.close()
+            raise UnfitStoreError(problem)
         # Two workers creating the schema at once race on the catalog; the
         # advisory lock serialises them.
         async with pool.acquire() as conn, conn.transaction():
