@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,8 +55,16 @@ def will_retry(err: ApplicationError) -> bool:
     return maximum == 0 or info.attempt < maximum
 
 
+#: How long an attempt holding something paid for (a model's reply, a paid search's
+#: result) keeps trying to store it: a database restart or failover takes seconds, and
+#: what is not stored is asked, and paid for, again by the next attempt.
+KEEP_SECONDS = 30.0
+
+
 class ActivityBase:
     """Configuration, lazily created clients and the attempt wrapper."""
+
+    keep_seconds = KEEP_SECONDS
 
     def __init__(
         self,
@@ -100,6 +109,25 @@ class ActivityBase:
                             f"{setting}: {exc}", type=errors.MISCONFIGURED, non_retryable=True
                         ) from None
             return self._store
+
+    async def kept(self, write: Callable[[], Awaitable[None]]) -> None:
+        """``write``, a store write of something paid for, tried again for
+        :attr:`keep_seconds` while the store refuses it (the attempt heartbeats on)."""
+        delay, deadline = 0.25, time.monotonic() + self.keep_seconds
+        while True:
+            try:
+                return await write()
+            except Exception as err:
+                if time.monotonic() + delay > deadline:
+                    raise
+                activity.logger.warning(
+                    "the report store did not take what this attempt paid for (%s); "
+                    "trying again in %.2fs",
+                    type(err).__name__,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
     def secrets(self) -> list[str]:
         """The secret parts of every credential this worker holds, as they are now."""

@@ -206,13 +206,27 @@ class DeepActivities(SearchActivities):
         )
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         store = await self.store()
-        if _set_aside(inp, reply, ask):
-            carried.count_failed(key, cost)  # paid for, and the report asked for again
-            carried.finished[SET_ASIDE_COUNTED] = True
-            self.metrics.record_retry_cost(self.labels, inp.model, cost)
-            await store.put_part(inp.conversation, inp.turn, transcript.SET_ASIDE, reply.dumps())
-        else:
-            await self.store_reply(inp, reply)
+        set_aside = _set_aside(inp, reply, ask)
+        try:
+            if set_aside:
+                carried.count_failed(key, cost)  # paid for, and the report asked for again
+                carried.finished[SET_ASIDE_COUNTED] = True
+                self.metrics.record_retry_cost(self.labels, inp.model, cost)
+                part = transcript.SET_ASIDE
+                await self.kept(
+                    lambda: store.put_part(inp.conversation, inp.turn, part, reply.dumps())
+                )
+            else:
+                await self.kept(lambda: self.store_reply(inp, reply))
+        except Exception:
+            # Paid for, not kept: the next attempt asks again, so this reply produced nothing.
+            if not set_aside:
+                carried.count_failed(key, cost)
+                self.metrics.record_retry_cost(self.labels, inp.model, cost)
+            carried.in_flight(Usage(), 0.0)
+            await settle_request(carried, ledger, key, cost)
+            self.metrics.record_llm(self.labels, inp.model, usage, cost)
+            raise
         carried.in_flight(Usage(), 0.0)  # stored or counted: a next attempt does neither
         carried.calls += 1
         beat.beat()
@@ -281,9 +295,14 @@ class DeepActivities(SearchActivities):
             text, is_error = f"no tool {call.name!r} runs as an activity", True
         # Bounded, so one turn's growth of the conversation is (steadfast_contract.context).
         text = pagetext.cap(text, MAX_TOOL_RESULT_CHARS)
-        await store.put_part(
-            inp.conversation, inp.turn, part, transcript.result_body(text, is_error, paid)
-        )
+        body = transcript.result_body(text, is_error, paid)
+        try:
+            await self.kept(lambda: store.put_part(inp.conversation, inp.turn, part, body))
+        except Exception:
+            if paid is not None:  # settled, not kept: the next attempt searches again
+                carried.count_failed(paid.request, paid.cost_usd)
+                self.metrics.record_retry_cost(self.labels, inp.model, paid.cost_usd)
+            raise
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
 
 
