@@ -22,7 +22,14 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from tests.integration.conftest import Harness, HarnessFactory
 
 from steadfast_contract import pricing
-from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.models import (
+    BUDGET_UPDATE,
+    STATUS_QUERY,
+    Phase,
+    RunStatus,
+    SetBudgetInput,
+    SetBudgetResult,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
@@ -111,6 +118,45 @@ async def test_every_stream_cut_at_90_percent_stops_within_budget(
         assert sum(1 for e in entries if e["fault"] == "stream_error") >= 1
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         assert 0 < status.cost_usd <= billed + 1e-9
+
+
+async def test_a_budget_lowered_while_a_call_retries_stops_its_retries(
+    harness: HarnessFactory,
+) -> None:
+    # The report's activity was scheduled under $0.15 and retries without end (every
+    # stream cut); the run's budget is lowered under it. Its retries must stop at the
+    # new limit (plus one call), not spend on to the one it was scheduled with.
+    overrides = {
+        "model": {"maxTokens": 400},
+        "budget": {"maxUSDPerRun": 0.15, "pauseTimeout": "0s"},
+        "retryPolicies": {"llm": {**FAST, "maximumAttempts": 0}},
+    }
+    async with harness(overrides) as h:
+        h.sim.set_faults(
+            {"llm": {"rates": {"stream_error": 1.0}, "match": "research report", "stream_cut": 0.9}}
+        )
+        handle = await h.start("a budget lowered mid report")
+        for _ in range(600):
+            if any(e["fault"] == "stream_error" for e in _entries(h, handle.id)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no report stream was cut")
+        spent = billed_usd(h, _entries(h, handle.id))
+        lowered = round(spent + 0.01, 4)
+        answer = await handle.execute_update(
+            BUDGET_UPDATE, SetBudgetInput(max_usd_per_run=lowered), result_type=SetBudgetResult
+        )
+        assert answer.accepted, answer
+        phase, kind = await _end(handle)
+        entries = _entries(h, handle.id)
+        billed = billed_usd(h, entries)
+        print(f"lowered to ${lowered} after ${spent:.4f}: {len(entries)} attempts, ${billed:.4f}")
+        assert (phase, kind) == (Phase.BUDGET_EXHAUSTED.value, "BudgetExhausted")
+        assert billed <= lowered + one_call_usd(h, entries)
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert status.max_usd_per_run == lowered
+        assert status.cost_usd == pytest.approx(billed, rel=1e-6)
 
 
 async def test_bad_json_on_every_answer_and_529_on_the_last_reask_stays_within_budget(

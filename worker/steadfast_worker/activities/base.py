@@ -33,7 +33,7 @@ from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
-from steadfast_worker.activities import daybudget, stickiness
+from steadfast_worker.activities import daybudget, runbudget, stickiness
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.storage import ReportStore, UnfitStoreError, open_store
 from steadfast_worker.metrics import (
@@ -376,6 +376,7 @@ async def reserve_request(
     ledger id (None without a daily budget) and the request's key, for
     :func:`settle_request` once the request's cost is known.
     """
+    run = await runbudget.current(run, carried, ask)
     ensure_affordable(run, carried, reserve_usd)
     key = daybudget.request_key(ask)
     ledger = await daybudget.reserve_day(run, key, reserve_usd, FailureDetailsFactory(carried)())
