@@ -403,3 +403,7 @@ BUDGET_PAUSE_PATCH = "budget-pause"
 #: replays as it ran. The marker costs two events (with Temporal's change-version search
 #: attribute); the one activity saves six to nine.
 SEARCH_STEP_PATCH = "search-step"
+#: The ``workflow.patched`` id that guards saving what a run stopped by its budget had
+#: gathered (a deep run's findings, the pipeline's search results) as an unfinished
+#: report: runs recorded before it replay ending ``BudgetExhausted`` with nothing saved.
+BUDGET_KEEPS_GATHERED_PATCH = "budget-keeps-gathered"

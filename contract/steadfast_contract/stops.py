@@ -94,7 +94,8 @@ def cut_message(stop_reason: str, max_tokens: int) -> str:
 def unfinished_report(
     topic: str, why: str, gathered: Iterable[tuple[str, str]], heading: str
 ) -> str:
-    """The report a refused run saves: what it gathered, marked unfinished.
+    """The report a run stopped before writing one saves (refused, or out of budget):
+    what it gathered, marked unfinished.
 
     ``gathered`` holds (text, url) pairs (a finding's claim and source, or a search
     result's title and address), listed under ``heading``; "" when there are none,

@@ -6,7 +6,7 @@ runs; what the simulator bills stays within the day plus one call. Then the oper
 is SIGKILLed, a topic is renamed, and a new operator starts: it reads the day's spend
 from the day's ledger (``cost.todayUSD`` does not fall), and the renamed topic's run,
 if the day had room enough to start it, is held by the same day: it ends
-``BudgetExhausted`` without writing a report, and the day stays within its budget.
+``BudgetExhausted`` without asking for its report, and the day stays within its budget.
 Every spend figure is the simulator's own billing.
 """
 

@@ -68,7 +68,12 @@ async def test_a_worker_refuses_to_start_on_a_latin1_store(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:  # it did not refuse: stop it
+                proc.kill()
+                await proc.wait()
         said = err.decode()
         assert proc.returncode == 2, said
         assert "encoding is LATIN1" in said

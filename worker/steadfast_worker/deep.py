@@ -84,7 +84,11 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             out = await _turn(wf, inp, carry, n, price, last)
         except ActivityError as err:
             if failures.refused(err):
-                raise failures.RefusedError(err, _gathered(inp.topic, carry, n)) from None
+                why = f"the model declined to go on at turn {n}"
+                raise failures.RefusedError(err, _gathered(inp.topic, carry, why)) from None
+            raise
+        except failures.BudgetStopError as stop:
+            stop.gathered = _gathered(inp.topic, carry, f"the run's budget ran out at turn {n}")
             raise
         carry.turn, carry.answers = n, []
         carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
@@ -93,13 +97,17 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             if stops.is_cut_short(out.stop_reason):
                 st.message = stops.cut_message(out.stop_reason, s.max_tokens)
             return out.report
-        await _tools(wf, inp, carry, out.tool_calls, n, price)
+        try:
+            await _tools(wf, inp, carry, out.tool_calls, n, price)
+        except failures.BudgetStopError as stop:
+            why = f"the run's budget ran out during turn {n}'s searches"
+            stop.gathered = _gathered(inp.topic, carry, why)
+            raise
 
 
-def _gathered(topic: str, carry: DeepResume, n: int) -> str:
-    """The unfinished report of a run whose turn ``n`` the model refused: its findings."""
+def _gathered(topic: str, carry: DeepResume, why: str) -> str:
+    """The unfinished report of a run stopped before its report (``why``): its findings."""
     findings = ((f.claim, f.source_url) for f in carry.findings)
-    why = f"the model declined to go on at turn {n}"
     return stops.unfinished_report(topic, why, findings, "Findings recorded")
 
 

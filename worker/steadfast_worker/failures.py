@@ -16,11 +16,14 @@ from steadfast_contract.budget import BudgetDecision
 
 
 class BudgetStopError(Exception):
-    """The workflow's own check refused the next LLM activity (ends the run BudgetExhausted)."""
+    """The workflow's own check refused the next LLM activity (ends the run
+    BudgetExhausted). ``gathered``: the unfinished report of what the run had gathered
+    by then, set on the way out by the strategy that knows it ("" for nothing)."""
 
-    def __init__(self, decision: BudgetDecision) -> None:
+    def __init__(self, decision: BudgetDecision, gathered: str = "") -> None:
         super().__init__(decision.message)
         self.decision = decision
+        self.gathered = gathered
 
 
 class RefusedError(Exception):

@@ -80,10 +80,11 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         )
     except ActivityError as err:
         if failures.refused(err):
-            sources = ((r.title, r.url) for r in results)
             why = "the model declined to write the report"
-            gathered = stops.unfinished_report(inp.topic, why, sources, "Sources found")
-            raise failures.RefusedError(err, gathered) from None
+            raise failures.RefusedError(err, _sources(inp.topic, results, why)) from None
+        raise
+    except failures.BudgetStopError as stop:
+        stop.gathered = _sources(inp.topic, results, "the run's budget ran out before the report")
         raise
     wf._publish_tail(report.tail, report.markdown)
     wf._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
@@ -91,6 +92,12 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         wf._status.message = stops.cut_message(report.stop_reason, s.max_tokens)
     markdown: str = report.markdown
     return markdown
+
+
+def _sources(topic: str, results: list[act.SearchResult], why: str) -> str:
+    """The unfinished report of a run stopped before writing (``why``): its sources."""
+    sources = ((r.title, r.url) for r in results)
+    return stops.unfinished_report(topic, why, sources, "Sources found")
 
 
 def _search_step_shape(inp: ResearchInput) -> bool:

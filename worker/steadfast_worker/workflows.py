@@ -40,10 +40,11 @@ with workflow.unsafe.imports_passed_through():
     import steadfast_worker.review as review
     import steadfast_worker.savewait as savewait
     from steadfast_contract import activities as act
-    from steadfast_contract import budget, pricing
+    from steadfast_contract import pricing
     from steadfast_contract.models import (
         APPROVAL_GATE_PATCH,
         APPROVE_UPDATE,
+        BUDGET_KEEPS_GATHERED_PATCH,
         BUDGET_UPDATE,
         REJECT_SIGNAL,
         REPORT_TOPIC,
@@ -154,7 +155,7 @@ class ResearchWorkflow:
                 markdown = await pipeline.research(self, inp, price)
             await self._deliver(inp, markdown)
         except failures.BudgetStopError as stop:
-            raise await self._exhausted(stop.decision) from None
+            raise await self._exhausted(inp, stop) from None
         except failures.RefusedError as stop:
             raise await self._refused(inp, stop) from None
         except ActivityError as err:
@@ -170,9 +171,18 @@ class ResearchWorkflow:
             raise
         return ResearchResult(replace(self._status), self._markdown_chars)
 
-    async def _exhausted(self, decision: budget.BudgetDecision) -> ApplicationError:
-        """End the run BudgetExhausted; the error to fail it with."""
-        await self._finish(Phase.BUDGET_EXHAUSTED, decision.message)
+    async def _exhausted(
+        self, inp: ResearchInput, stop: failures.BudgetStopError
+    ) -> ApplicationError:
+        """End the run BudgetExhausted, saving what it had gathered as an unfinished
+        report (never mailed); the error to fail it with."""
+        decision, message = stop.decision, stop.decision.message
+        if stop.gathered and workflow.patched(BUDGET_KEEPS_GATHERED_PATCH):
+            step = self._status.step  # the status keeps saying where the budget stopped it
+            await self._save(inp, stop.gathered)
+            self._status.step = step
+            message += f"; what the run gathered is saved as report {self._status.report_id}"
+        await self._finish(Phase.BUDGET_EXHAUSTED, message)
         return ApplicationError(
             f"run budget exhausted: {decision.message}",
             replace(self._status),
