@@ -53,6 +53,25 @@ def test_a_percent_encoded_password_is_decoded() -> None:
     assert (target["hostname"], target["port"], target["use_tls"]) == ("mail.test", 2465, True)
 
 
+@pytest.mark.parametrize(
+    ("url", "start_tls"),
+    [
+        # A password to a host elsewhere goes only over TLS: STARTTLS is required.
+        ("smtp://bot:QZKX@mail.test:587", True),
+        ("smtp://bot:QZKX@10.0.0.7:25", True),
+        # Loopback (a relay beside the worker), or nothing to protect: if offered.
+        ("smtp://bot:QZKX@127.0.0.1:2525", None),
+        ("smtp://bot:QZKX@localhost:2525", None),
+        ("smtp://bot:QZKX@[::1]:2525", None),
+        ("smtp://mail.test:25", None),
+        # Implicit TLS from the first byte.
+        ("smtps://bot:QZKX@mail.test", False),
+    ],
+)
+def test_a_password_leaves_the_host_only_over_tls(url: str, start_tls: bool | None) -> None:
+    assert smtp_target(url)["start_tls"] is start_tls
+
+
 def test_a_dsn_may_have_a_database_and_options_but_no_stray_at() -> None:
     check_url(
         "postgresql://u:p%2F@h1:5432,h2/db?sslmode=require", ("postgresql",), path_allowed=True

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import email.errors
 import email.message
+import ipaddress
 from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
@@ -60,23 +61,37 @@ _REFUSED = (
 )
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def smtp_target(url: str) -> dict[str, object]:
     """``aiosmtplib.send`` keyword arguments from ``smtp[s]://[user:pass@]host[:port]``.
 
     The user name and password are percent-decoded. A URL that cannot be read as
     written (an unencoded ``/ ? # @`` in the password, a bad port) raises a
     :class:`~steadfast_contract.credentials.CredentialError` that never quotes it.
+    ``smtp://`` upgrades with STARTTLS when the server offers it; with a password and
+    a host other than loopback it must (a server that offers none, or a network that
+    strips the offer, gets no password in clear: the mail fails, saying so).
     """
     credentials.check_url(url, ("smtp", "smtps"), path_allowed=False)
     parts = urlsplit(url)
     secure = parts.scheme.lower() == "smtps"
+    host = parts.hostname or ""
+    must_upgrade = not secure and bool(parts.password) and not _loopback(host)
     return {
         "hostname": parts.hostname,
         "port": parts.port or (465 if secure else 25),
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "use_tls": secure,
-        "start_tls": False if secure else None,
+        "start_tls": False if secure else (True if must_upgrade else None),
         "timeout": SMTP_TIMEOUT_SECONDS,
     }
 
