@@ -125,3 +125,38 @@ async def test_retried_save_finds_its_own_runs_row(
             ]
         finally:
             await store.close()
+
+
+async def test_a_topics_reports_include_the_runs_its_schedule_started(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    """A Schedule's runs save under ``<workflow id>-<scheduled time>`` (Temporal names
+    them so); ``status --topic T --reports`` lists the topic's reports by its id, and
+    listed none of theirs. Ids that merely share the prefix stay apart, and ``_`` in an
+    id is no wildcard."""
+    base = f"research-sched_{uuid.uuid4().hex[:8]}"
+    ids_saved = [
+        base,
+        f"{base}-2026-12-01T02:41:34Z",  # a scheduled run
+        f"{base}-2026-12-02T02:41:34Z",  # the next one
+        f"{base}-other-topic-4f2a",  # another topic whose id begins alike
+        f"{base.replace('_', 'x')}-2026-12-01T02:41:34Z",  # `_` as a wildcard would match
+    ]
+    async with harness(postgres_dsn=backend_dsn) as h:
+        store = await h.store()
+        try:
+            for n, wf_id in enumerate(ids_saved):
+                await store.save_report(
+                    workflow_id=wf_id,
+                    report_id=f"{base}-report-{n}",
+                    run_id=f"run-{n}",
+                    agent="itest",
+                    namespace="itest-ns",
+                    topic="scheduled topic",
+                    markdown=f"report {n}",
+                    cost_usd=0.01,
+                )
+            listed = await store.list_reports(base)
+        finally:
+            await store.close()
+    assert [r.workflow_id for r in listed] == ids_saved[:3]

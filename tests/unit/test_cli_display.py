@@ -1,4 +1,4 @@
-"""What ``steadfast status`` and ``steadfast dev`` print about what resuming saved."""
+"""What ``steadfast status`` and ``steadfast dev`` print: what resuming saved, and saved reports."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 from rich.console import Console
 
 from steadfast_cli import display
+from steadfast_cli.commands._reports import reports_table
 from steadfast_contract.models import Interruption, Phase, RunStatus
 from steadfast_contract.starter import RunRow, row_from_status
+from steadfast_worker.activities.storage import StoredReport
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +116,30 @@ def test_saved_lines_list_each_interruption_then_the_total_when_more_than_one() 
         "in all: 3 finished calls not repeated; $0.0062 not re-paid"
     )
     assert display.saved_lines(RunRow("t", "wf", "Completed", llm_calls=2)) == []
+
+
+def _report(workflow_id: str, n: int) -> StoredReport:
+    saved = f"2026-12-0{n}T02:41:40+00:00"
+    return StoredReport(
+        workflow_id, f"run-{n}", f"rep-{n}", "a", "ns", "t", "x" * n, 0.01, saved, saved
+    )
+
+
+def test_reports_a_schedule_started_say_when_they_were_scheduled() -> None:
+    base = "research-ns-a-topic-3bfb22fe39"
+    reports = [_report(base, 1), _report(f"{base}-2026-12-02T02:41:34Z", 2)]
+    console = Console(record=True, width=200)
+    console.print(reports_table(base, reports))
+    text = console.export_text()
+    assert "Scheduled for" in text
+    (first, second) = [line for line in text.splitlines() if "rep-" in line]
+    assert "rep-1" in first
+    assert "2026-12-02T02:41:34Z" not in first
+    assert "rep-2" in second
+    assert "2026-12-02T02:41:34Z" in second
+
+
+def test_reports_of_one_id_have_no_schedule_column() -> None:
+    console = Console(record=True, width=200)
+    console.print(reports_table("wf", [_report("wf", 1)]))
+    assert "Scheduled for" not in console.export_text()

@@ -27,16 +27,23 @@ from steadfast_worker.activities.storage import StoredReport, open_store
 
 
 def reports_table(workflow_id: str, reports: Sequence[StoredReport]) -> Table:
-    """One workflow id's saved reports, oldest first: when, which run, which report, cost, size."""
+    """One workflow id's saved reports, oldest first: when, which run, which report, cost,
+    size; and, when its Schedule started some of them, each one's scheduled time."""
     table = Table(title=f"Reports of {workflow_id}")
+    scheduled = any(r.workflow_id != workflow_id for r in reports)
     table.add_column("Saved at (UTC)", no_wrap=True)
+    if scheduled:
+        table.add_column("Scheduled for", no_wrap=True)
     table.add_column("Run ID", no_wrap=True, overflow="fold")
     table.add_column("Report ID", no_wrap=True, overflow="fold")
     table.add_column("Cost (USD)", justify="right")
     table.add_column("Chars", justify="right")
     for r in reports:
-        saved = r.created_at.replace("T", " ")[:19]
-        table.add_row(saved, r.run_id, r.report_id, format_cost(r.cost_usd), str(len(r.markdown)))
+        row = [r.created_at.replace("T", " ")[:19]]
+        if scheduled:
+            row.append(r.workflow_id.removeprefix(workflow_id).removeprefix("-") or "-")
+        row += [r.run_id, r.report_id, format_cost(r.cost_usd), str(len(r.markdown))]
+        table.add_row(*(shown(cell) for cell in row))
     return table
 
 

@@ -52,7 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--reports",
         action="store_true",
         help="also list every report the shown workflow ids' runs saved, earlier runs'"
-        " (--rerun) included, from the report store: Postgres when the variable"
+        " (--rerun) and the runs a Schedule started (<id>-<time>) included, from the"
+        " report store: Postgres when the variable"
         " storage.postgresDsnEnv names is set (default STEADFAST_POSTGRES_DSN), else the"
         " SQLite file storage.sqlitePath (default .steadfast/reports.db, as `steadfast dev`);"
         " both from -f/--config",

@@ -33,12 +33,24 @@ MARK_EMAIL = (
 )
 EMAIL_STATUS = "SELECT status FROM steadfast_emails WHERE workflow_id = {p1} AND run_id = {p2}"
 COUNT_REPORTS = "SELECT count(*) FROM steadfast_reports WHERE workflow_id = {p1}"
+#: What Temporal appends to a Schedule's workflow id for each run it starts (the
+#: scheduled time, ``-2026-12-01T02:41:34Z``), as a LIKE pattern: ``_`` is one character.
+SCHEDULED_RUN_SUFFIX = "-____-__-__T__:__:__Z"
 # Oldest first; the report id breaks ties between rows saved in the same microsecond.
+# {p2}: the ids of the runs its Schedule started (scheduled_runs_pattern).
 LIST_REPORTS = (
     "SELECT workflow_id, run_id, report_id, agent, namespace, topic, markdown, cost_usd, "
-    "created_at, updated_at FROM steadfast_reports WHERE workflow_id = {p1} "
+    "created_at, updated_at FROM steadfast_reports "
+    "WHERE workflow_id = {p1} OR workflow_id LIKE {p2} ESCAPE '\\' "
     "ORDER BY created_at, report_id"
 )
+
+
+def scheduled_runs_pattern(workflow_id: str) -> str:
+    """The LIKE pattern of the ids of the runs a Schedule of ``workflow_id`` started."""
+    escaped = workflow_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + SCHEDULED_RUN_SUFFIX
+
 
 # The first write of a part wins: an attempt that finished a call and was lost before
 # reporting it leaves the reply, and the next attempt uses it instead of asking again.

@@ -45,6 +45,7 @@ from steadfast_worker.activities.statements import (
     MARK_EMAIL,
     PUT_PART,
     UPSERT_REPORT,
+    scheduled_runs_pattern,
     sql,
 )
 
@@ -129,7 +130,8 @@ class ReportStore(Protocol):
         ...
 
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
-        """Every run's report under this workflow id, oldest first."""
+        """Every run's report under this workflow id, and under the ids of the runs its
+        Schedule started (``<id>-<scheduled time>``), oldest first."""
         ...
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
@@ -238,7 +240,8 @@ class PostgresStore:
         return int(row[0])
 
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
-        rows = await self._pool.fetch(sql(LIST_REPORTS, "pg"), workflow_id)
+        pattern = scheduled_runs_pattern(workflow_id)
+        rows = await self._pool.fetch(sql(LIST_REPORTS, "pg"), workflow_id, pattern)
         return [StoredReport.from_row(r) for r in rows]
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
@@ -359,7 +362,8 @@ class SqliteStore:
 
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
         async with self._connect() as db:
-            cursor = await db.execute(sql(LIST_REPORTS, "sqlite"), {"p1": workflow_id})
+            params = {"p1": workflow_id, "p2": scheduled_runs_pattern(workflow_id)}
+            cursor = await db.execute(sql(LIST_REPORTS, "sqlite"), params)
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
 
     def _on_transcript(self, template: str, params: dict[str, Any]) -> list[Any]:
