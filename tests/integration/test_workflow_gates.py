@@ -57,8 +57,11 @@ async def test_budget_exhausted_before_the_call_that_would_overspend(
         assert 0 < status.cost_usd <= limit
         assert "would exceed" in status.message
         assert not [k for k in h.sim.served("llm") if "/ask" not in k and k.startswith(handle.id)]
+        # No report was written: the search results it paid for are kept, marked unfinished.
         store = await h.store()
-        assert await store.count_reports(handle.id) == 0
+        (saved,) = await store.list_reports(handle.id)
+        assert saved.report_id == status.report_id
+        assert "*Unfinished: the run's budget ran out before the report." in saved.markdown
         assert h.metric("steadfast_budget_exhausted_total") == 1
         assert h.metric("steadfast_runs_total", phase="BudgetExhausted") == 1
 

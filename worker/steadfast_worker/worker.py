@@ -28,8 +28,9 @@ from temporalio.worker import Worker
 from steadfast_contract import credentials
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.starter import settings_from_config
-from steadfast_worker import errors, retention, rotation
+from steadfast_worker import retention, rotation
 from steadfast_worker.activities import ResearchActivities
+from steadfast_worker.activities.base import UnfitStoreActivityError
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ledger import DailyBudgetLedger
 from steadfast_worker.metrics import Metrics, sdk_runtime
@@ -43,14 +44,15 @@ STORE_CHECK_SECONDS = 5.0
 
 async def check_store(activities: ResearchActivities) -> None:
     """Refuse to start on a report store that can never keep a report (a
-    :class:`ConfigError`), so that no run pays for research it could not save. A
-    store that is down now only gets a warning: saves wait for it."""
+    :class:`ConfigError`), so that no run pays for research it could not save. Any
+    other problem (a store down now, a DSN it cannot read) is a warning here: each
+    save meets it, waits for the store or fails, and says so in the run."""
     try:
         await asyncio.wait_for(activities.store(), STORE_CHECK_SECONDS)
-    except ApplicationError as err:
-        if not errors.is_retryable(err):
-            raise ConfigError(err.message) from None
-        log.warning("the report store cannot be reached now (%s); saves will wait for it", err)
+    except UnfitStoreActivityError as err:
+        raise ConfigError(err.message) from None
+    except ApplicationError as err:  # down, or refusing us: each save says so, and waits
+        log.warning("the report store cannot be used now: %s", err)
     except TimeoutError:
         log.warning(
             "the report store did not answer in %ss; saves will wait for it", STORE_CHECK_SECONDS

@@ -55,6 +55,14 @@ def will_retry(err: ApplicationError) -> bool:
     return maximum == 0 or info.attempt < maximum
 
 
+class UnfitStoreActivityError(ApplicationError):
+    """The report store is reachable but cannot keep every report (its database's
+    encoding): ``Misconfigured``, never retried, and a worker refuses to start on it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type=errors.MISCONFIGURED, non_retryable=True)
+
+
 #: How long an attempt holding something paid for (a model's reply, a paid search's
 #: result) keeps trying to store it: a database restart or failover takes seconds, and
 #: what is not stored is asked, and paid for, again by the next attempt.
@@ -105,9 +113,7 @@ class ActivityBase:
                     try:
                         self._store = await open_store(dsn, self.config.storage.sqlite_path)
                     except UnfitStoreError as exc:
-                        raise ApplicationError(
-                            f"{setting}: {exc}", type=errors.MISCONFIGURED, non_retryable=True
-                        ) from None
+                        raise UnfitStoreActivityError(f"{setting}: {exc}") from None
             return self._store
 
     async def kept(self, write: Callable[[], Awaitable[None]]) -> None:
