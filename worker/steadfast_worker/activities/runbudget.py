@@ -54,8 +54,10 @@ async def current(scheduled: RunBudget | None, carried: Carried, ask: int) -> Ru
     first = info.attempt == 1 and ask == 0
     if scheduled is None or first or carried.was_lost(info.attempt) or not info.workflow_id:
         return scheduled
-    handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
     try:
+        handle = activity.client().get_workflow_handle(
+            info.workflow_id, run_id=info.workflow_run_id
+        )
         status = await asyncio.wait_for(
             handle.query(STATUS_QUERY, result_type=RunStatus), ASK_SECONDS
         )
