@@ -135,6 +135,30 @@ async def test_a_renewed_certificate_is_used_and_a_bad_one_is_not(
     assert (await research(temporal_client, worker_config)).status.phase == "Completed"
 
 
+def keyed_config(
+    sim: SimHandle, task_queue: str, tmp_path: Path, proxy: TLSProxy, pki: TestPKI, key: str
+) -> tuple[Path, WorkerConfig]:
+    """A worker configuration reaching Temporal over TLS with an API key read from a
+    file (written as a Secret's mount holds it, line break included); the file too."""
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n")
+    raw = base_config(sim, task_queue, tmp_path / "reports.db")
+    raw["temporal"] = {
+        **raw["temporal"],
+        "address": proxy.address,
+        "tls": {"caFile": str(pki.ca)},
+        "apiKeyFile": str(key_file),
+    }
+    return key_file, parse_config(raw)
+
+
+def rotate(key_file: Path, key: str) -> None:
+    """Replace the key file whole, as kubelet does when the Secret changes."""
+    staged = key_file.with_name(f".{key_file.name}.new")
+    staged.write_text(key + "\n")
+    staged.replace(key_file)
+
+
 async def test_a_rotated_api_key_is_set_on_the_client_in_place(
     tls_proxy: TLSProxy,
     pki: TestPKI,
@@ -144,16 +168,7 @@ async def test_a_rotated_api_key_is_set_on_the_client_in_place(
     temporal_client: Client,
     tmp_path: Path,
 ) -> None:
-    key_file = tmp_path / "api-key"
-    key_file.write_text("tk-first\n")
-    raw = base_config(sim, task_queue, tmp_path / "reports.db")
-    raw["temporal"] = {
-        **raw["temporal"],
-        "address": tls_proxy.address,
-        "tls": {"caFile": str(pki.ca)},
-        "apiKeyFile": str(key_file),
-    }
-    cfg = parse_config(raw)
+    key_file, cfg = keyed_config(sim, task_queue, tmp_path, tls_proxy, pki, "tk-first")
     env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
     options = connect_options(cfg.temporal, env)
     assert options.api_key == "tk-first"
@@ -165,9 +180,7 @@ async def test_a_rotated_api_key_is_set_on_the_client_in_place(
         )
         try:
             assert (await research(temporal_client, cfg)).status.phase == "Completed"
-            staged = tmp_path / ".api-key.new"
-            staged.write_text("tk-second\n")
-            staged.replace(key_file)
+            rotate(key_file, "tk-second")
             await wait_until(
                 "the new API key on the client", lambda: worker.client.api_key == "tk-second"
             )
@@ -188,16 +201,7 @@ async def test_a_rotated_api_key_is_kept_out_of_the_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     first, second = "tk-first-7QZK2MXW", "tk-rotated-4HVB9PLD"
-    key_file = tmp_path / "api-key"
-    key_file.write_text(first + "\n")
-    raw = base_config(sim, task_queue, tmp_path / "reports.db")
-    raw["temporal"] = {
-        **raw["temporal"],
-        "address": tls_proxy.address,
-        "tls": {"caFile": str(pki.ca)},
-        "apiKeyFile": str(key_file),
-    }
-    cfg = parse_config(raw)
+    key_file, cfg = keyed_config(sim, task_queue, tmp_path, tls_proxy, pki, first)
     env = {API_KEY_ENV: "sk-test-key", SMTP_URL_ENV: smtp_server.url}
     caplog.set_level(logging.INFO)
     stop = asyncio.Event()
@@ -206,9 +210,7 @@ async def test_a_rotated_api_key_is_kept_out_of_the_logs(
     )
     try:
         await wait_until("the worker polling", lambda: "polling" in caplog.text.lower())
-        staged = tmp_path / ".api-key.new"
-        staged.write_text(second + "\n")
-        staged.replace(key_file)
+        rotate(key_file, second)
         await wait_until("the worker to take the new key", lambda: "API key changed" in caplog.text)
         # Whatever library might print them now: a client error quoting its header.
         logging.getLogger("some.client").warning("refused: Bearer %s (was %s)", second, first)
