@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,12 +43,13 @@ def asked(entries: list[dict[str, Any]]) -> collections.Counter[str]:
     return collections.Counter(e["key"] for e in entries)
 
 
-async def until_asked(h: Harness, wf_id: str, what: str) -> None:
+async def until_asked(h: Harness, wf_id: str, what: str, asks: Callable[[str], bool]) -> None:
+    """Wait until the run has asked a request whose key ``asks`` picks (``what`` it is)."""
     for _ in range(600):
-        if any(what in e["key"] for e in mine(h, wf_id)):
+        if any(asks(e["key"]) for e in mine(h, wf_id)):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{what!r} was never asked")
+    raise AssertionError(f"{what} was never asked")
 
 
 async def outage(pg: ThrowawayPostgres, seconds: float) -> None:
@@ -62,7 +64,7 @@ async def turn_two_during_an_outage(
     """A 3-turn run whose store stops for ``seconds`` while turn 2 streams."""
     h.sim.set_faults(plan(3, chunk_delay_ms=150))
     handle = await h.start(f"store outage {uuid.uuid4().hex[:6]}")
-    await until_asked(h, handle.id, "/turn2")
+    await until_asked(h, handle.id, "turn 2", lambda key: key.endswith("/turn2"))
     await outage(pg, seconds)
     h.sim.set_faults(plan(3))
     result = await asyncio.wait_for(handle.result(), 120)
@@ -118,12 +120,7 @@ async def test_a_paid_search_kept_through_a_short_outage_is_not_asked_again(
             slow_search = {"agent_turns": 3, "latency_ms": 1500, "match": SEARCH_ASK}
             h.sim.set_faults({**plan(3), "llm": slow_search})
             handle = await h.start(f"search outage {uuid.uuid4().hex[:6]}")
-            for _ in range(600):  # a search through the model is under way
-                if any("/turn" not in e["key"] for e in mine(h, handle.id)):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("no search was asked")
+            await until_asked(h, handle.id, "a search", lambda key: "/turn" not in key)
             await outage(pg, 5)
             h.sim.set_faults(plan(3))
             result = await asyncio.wait_for(handle.result(), 120)

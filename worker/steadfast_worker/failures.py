@@ -20,10 +20,10 @@ class BudgetStopError(Exception):
     BudgetExhausted). ``gathered``: the unfinished report of what the run had gathered
     by then, set on the way out by the strategy that knows it ("" for nothing)."""
 
-    def __init__(self, decision: BudgetDecision, gathered: str = "") -> None:
+    def __init__(self, decision: BudgetDecision) -> None:
         super().__init__(decision.message)
         self.decision = decision
-        self.gathered = gathered
+        self.gathered = ""
 
 
 class RefusedError(Exception):

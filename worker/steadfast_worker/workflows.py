@@ -179,9 +179,8 @@ class ResearchWorkflow:
         decision, message = stop.decision, stop.decision.message
         if stop.gathered and workflow.patched(BUDGET_KEEPS_GATHERED_PATCH):
             step = self._status.step  # the status keeps saying where the budget stopped it
-            await self._save(inp, stop.gathered)
+            message += await self._keep_gathered(inp, stop.gathered)
             self._status.step = step
-            message += f"; what the run gathered is saved as report {self._status.report_id}"
         await self._finish(Phase.BUDGET_EXHAUSTED, message)
         return ApplicationError(
             f"run budget exhausted: {decision.message}",
@@ -197,12 +196,17 @@ class ResearchWorkflow:
             self._account_failure(stop.cause)
         _, message = failures.describe(stop.cause)
         if stop.gathered:
-            await self._save(inp, stop.gathered)
-            message += f"; what the run gathered is saved as report {self._status.report_id}"
+            message += await self._keep_gathered(inp, stop.gathered)
         await self._finish(Phase.FAILED, message)
         return ApplicationError(
             message, replace(self._status), type=errors.MODEL_REFUSED, non_retryable=True
         )
+
+    async def _keep_gathered(self, inp: ResearchInput, gathered: str) -> str:
+        """Save what a run stopped before its report had gathered (marked unfinished,
+        never mailed); the words that add it to the run's message."""
+        await self._save(inp, gathered)
+        return f"; what the run gathered is saved as report {self._status.report_id}"
 
     async def _deliver(self, inp: ResearchInput, markdown: str) -> None:
         """Save the paid report, wait for its review if asked, mail it."""
