@@ -35,7 +35,11 @@ from datetime import datetime, timedelta
 
 from steadfast_contract.ledger import ChargeLostResult
 from steadfast_contract.models import Pricing
-from steadfast_contract.pricing import WEB_SEARCH_USD_PER_REQUEST, dearest_input_per_mtok
+from steadfast_contract.pricing import (
+    WEB_SEARCH_RESULT_TOKENS,
+    dearest_input_per_mtok,
+    web_search_usd,
+)
 
 #: Rule of thumb for English text; the simulator counts the same way.
 CHARS_PER_TOKEN = 4
@@ -53,17 +57,26 @@ def estimate_tokens(text_chars: int) -> int:
 
 
 def reserve_usd(
-    max_tokens: int, input_tokens: int, pricing: Pricing, *, web_searches: int = 0
+    max_tokens: int,
+    input_tokens: int,
+    pricing: Pricing,
+    *,
+    web_searches: int = 0,
+    result_tokens: int = WEB_SEARCH_RESULT_TOKENS,
 ) -> float:
     """The most one call may cost: ``max_tokens`` of output plus its input.
 
     Every input token is priced at the dearest rate one can be billed at: a request
     may write its whole prompt to the cache for an hour (twice the input price), and a
     deep run's turns write every turn, so a cache write is not a one-off to ignore.
+    Each of ``web_searches`` server-side searches adds its fee and ``result_tokens`` of
+    results, which the API bills as input of the same request
+    (:data:`~steadfast_contract.pricing.WEB_SEARCH_RESULT_TOKENS`; 0 only to replay runs
+    recorded before results were reserved).
     """
     return (
         max_tokens * pricing.output_per_mtok + input_tokens * dearest_input_per_mtok(pricing)
-    ) / 1_000_000.0 + web_searches * WEB_SEARCH_USD_PER_REQUEST
+    ) / 1_000_000.0 + web_searches * web_search_usd(pricing, result_tokens)
 
 
 @dataclass(frozen=True)

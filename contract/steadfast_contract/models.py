@@ -407,3 +407,7 @@ SEARCH_STEP_PATCH = "search-step"
 #: gathered (a deep run's findings, the pipeline's search results) as an unfinished
 #: report: runs recorded before it replay ending ``BudgetExhausted`` with nothing saved.
 BUDGET_KEEPS_GATHERED_PATCH = "budget-keeps-gathered"
+#: The ``workflow.patched`` id that guards reserving a server-side search's results
+#: (:data:`~steadfast_contract.pricing.WEB_SEARCH_RESULT_TOKENS`) before searches through
+#: the model: runs recorded before it replay with the fee and the prompt reserved alone.
+SEARCH_RESULTS_RESERVED_PATCH = "search-results-reserved"

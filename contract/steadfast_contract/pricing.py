@@ -75,6 +75,12 @@ DEFAULT_MIN_CACHEABLE_TOKENS = 1024
 
 #: Server-side web search is billed per search on top of tokens ($10 per 1,000).
 WEB_SEARCH_USD_PER_REQUEST = 0.01
+#: Input tokens reserved for one server-side search's results. The API bills the results
+#: it reads back to the model as input tokens of the same request (five pages' worth,
+#: often thousands of tokens; the text of a 4,000-character result is about 1,000, and its
+#: encrypted form is longer) and caps them nowhere, so this is an allowance, not a bound;
+#: a worker logs a warning for each search that read more.
+WEB_SEARCH_RESULT_TOKENS = 20_000
 
 _SNAPSHOT = re.compile(r"-(\d{8}|latest)$")
 _PER = 1_000_000.0
@@ -154,6 +160,12 @@ def dearest_input_per_mtok(pricing: Pricing) -> float:
     return max(
         pricing.input_per_mtok, pricing.cache_write_per_mtok, one_hour_write_per_mtok(pricing)
     )
+
+
+def web_search_usd(pricing: Pricing, result_tokens: int = WEB_SEARCH_RESULT_TOKENS) -> float:
+    """What one server-side search is reserved at on top of its request: the fee, and
+    ``result_tokens`` of results read as plain input (the request marks no cache)."""
+    return WEB_SEARCH_USD_PER_REQUEST + result_tokens * pricing.input_per_mtok / _PER
 
 
 def cost_usd(usage: Usage, pricing: Pricing) -> float:

@@ -190,7 +190,11 @@ class SearchSpec(SpecModel):
     provider: Literal["http", "anthropic-web-search"] = Field(
         default="http",
         max_length=32,
-        description="Search provider: http (an endpoint of your own) or anthropic-web-search.",
+        description=(
+            "Search provider: http (an endpoint of your own) or anthropic-web-search (each "
+            "search a paid request, reserved as its $0.01 fee plus 20,000 input tokens of "
+            "results)."
+        ),
     )
     endpoint: str = Field(
         default="", max_length=2048, description="Search endpoint URL, required by provider http."

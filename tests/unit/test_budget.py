@@ -8,7 +8,7 @@ import pytest
 
 from steadfast_contract import budget
 from steadfast_contract.models import Pricing
-from steadfast_contract.pricing import Usage, cost_usd
+from steadfast_contract.pricing import WEB_SEARCH_RESULT_TOKENS, Usage, cost_usd
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,25 @@ def test_reserve_is_max_tokens_at_output_price_plus_input() -> None:
     assert budget.reserve_usd(2000, 0, SONNET) == pytest.approx(0.03)
     # Input at $6/MTok: the whole prompt may be written to the cache for an hour.
     assert budget.reserve_usd(2000, 1000, SONNET) == pytest.approx(0.03 + 0.006)
-    assert budget.reserve_usd(0, 0, SONNET, web_searches=2) == pytest.approx(0.02)
+    # Each search: the $0.01 fee and 20,000 tokens of results at the plain input price.
+    assert budget.reserve_usd(0, 0, SONNET, web_searches=2) == pytest.approx(2 * (0.01 + 0.06))
+    # A run recorded before the results were reserved replays with the fee alone.
+    assert budget.reserve_usd(0, 0, SONNET, web_searches=2, result_tokens=0) == pytest.approx(0.02)
+
+
+def test_a_search_reserve_covers_what_its_results_are_billed_as_input() -> None:
+    """The API bills a search's results as input of its request: a search that read
+    the reserved results, wrote ``max_tokens`` and had the estimated prompt costs no
+    more than it reserved; before, results were not reserved at all."""
+    prompt = budget.estimate_tokens(400)
+    billed = Usage(
+        input_tokens=prompt + WEB_SEARCH_RESULT_TOKENS, output_tokens=1024, web_search_requests=1
+    )
+    reserve = budget.reserve_usd(1024, prompt, SONNET, web_searches=1)
+    assert cost_usd(billed, SONNET) <= reserve + 1e-12
+    assert cost_usd(billed, SONNET) > budget.reserve_usd(
+        1024, prompt, SONNET, web_searches=1, result_tokens=0
+    )
 
 
 def test_reserve_bounds_a_prompt_written_to_the_cache_for_an_hour() -> None:

@@ -156,6 +156,22 @@ def test_web_search_tool_adds_server_tool_blocks_and_usage() -> None:
     assert "https://" in reply.text
 
 
+def test_a_searchs_results_are_billed_as_input_of_its_request() -> None:
+    """As the real API bills them: the results the model read are input tokens."""
+    tools = [{"type": "web_search_20250305", "name": "web_search"}]
+    body = _body("Topic: tides", tools=tools)
+    plain = messages.build_reply(body, messages.CacheUse(), broken_json=False)
+    searched = messages.build_reply(
+        body, messages.CacheUse(), broken_json=False, result_tokens=5000
+    )
+    assert searched.usage["input_tokens"] == int(str(plain.usage["input_tokens"])) + 5000
+    # A request without the search tool reads no results.
+    asked = messages.build_reply(
+        _body("Topic: tides"), messages.CacheUse(), broken_json=False, result_tokens=5000
+    )
+    assert asked.usage["input_tokens"] == messages.account_input(_body("Topic: tides")).total_tokens
+
+
 def test_sse_events_follow_the_real_order_and_rebuild_the_text() -> None:
     reply = messages.build_reply(
         _body("Topic: tides\nWrite."), messages.CacheUse(), broken_json=False

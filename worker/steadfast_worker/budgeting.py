@@ -29,12 +29,14 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from steadfast_contract import activities as act
-    from steadfast_contract import budget
+    from steadfast_contract import budget, pricing
     from steadfast_contract.models import (
         BUDGET_PAUSE_PATCH,
+        SEARCH_RESULTS_RESERVED_PATCH,
         SPEND_MEMO,
         SPEND_MEMO_PATCH,
         Phase,
+        Pricing,
         ResearchInput,
         RunStatus,
         SetBudgetInput,
@@ -118,6 +120,19 @@ class BudgetGate:
             self._status.reserved_usd = 0.0
             await self._pause(decision, lambda: self._run_fits(reserve).fits)
         self._status.reserved_usd = reserve
+
+    @staticmethod
+    def search_reserve(max_tokens: int, prompt_tokens: int, price: Pricing) -> float:
+        """What one search through the model must fit: its request, its fee, and its
+        results, which the API bills as input. A run recorded before the results were
+        reserved replays with the request and the fee alone (its pauses were decided
+        on that), so its decisions come out as they did."""
+        results = pricing.WEB_SEARCH_RESULT_TOKENS
+        if not workflow.patched(SEARCH_RESULTS_RESERVED_PATCH):
+            results = 0
+        return budget.reserve_usd(
+            max_tokens, prompt_tokens, price, web_searches=1, result_tokens=results
+        )
 
     async def step(self, reserve: float, call: Callable[[], Awaitable[T]]) -> T:
         """An LLM step: afford it, run it, and pause and run it again if the activity

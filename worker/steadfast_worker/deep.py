@@ -203,7 +203,7 @@ async def _tools(
             running.append(call)
     searches = sum(c.name == act.TOOL_WEB_SEARCH for c in running)
     if searches and s.search_provider == "anthropic-web-search":
-        per_search = budget.reserve_usd(s.max_tokens, 100, price, web_searches=1)
+        per_search = wf._gate.search_reserve(s.max_tokens, 100, price)
         await wf._gate.afford(per_search * searches)  # they run at once: all must fit
     outcomes = await asyncio.gather(
         *(

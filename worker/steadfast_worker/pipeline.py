@@ -144,8 +144,8 @@ async def _search(
         )
 
     if uses_llm:
-        per_call = budget.reserve_usd(
-            s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price, web_searches=1
+        per_call = wf._gate.search_reserve(
+            s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price
         )
         if shape2:
             outcomes = await _granted_searches(wf, queries, per_call, ask)

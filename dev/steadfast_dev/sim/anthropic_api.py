@@ -74,7 +74,13 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             says=says,
         )
     else:
-        reply = messages.build_reply(body, cache, broken_json=fault == "bad_json", says=says)
+        reply = messages.build_reply(
+            body,
+            cache,
+            broken_json=fault == "bad_json",
+            says=says,
+            result_tokens=llm_plan.search_result_tokens,
+        )
     if messages.REFUSAL_TRIGGER in text:
         reply = messages.refused(reply)
     entry.usage, entry.stop_reason = reply.usage, reply.stop_reason

@@ -95,6 +95,11 @@ class ServicePlan:
     many bytes (its first result's snippet grows), so a test can send a 50 MB body;
     a matching page (``pages``) is exactly this many bytes long."""
 
+    search_result_tokens: int = 5000
+    """``llm`` only: input tokens a server-side web search's results add to its request's
+    bill (five results of about 1,000 tokens), as the real API bills the results the
+    model reads as input of the same request."""
+
     agent_turns: int = 6
     """``llm`` only: how many turns the simulated tool-use agent plays -- turns
     1..N-1 call tools, turn N writes the report (see :mod:`steadfast_dev.sim.agent`)."""
@@ -193,6 +198,7 @@ _PLAIN_FIELDS: Final = {
     "answer_bytes",
     "agent_turns",
     "context_tokens",
+    "search_result_tokens",
 }
 #: Settings that are not faults: ``clear`` keeps them.
 _KEPT_ON_CLEAR: Final = (
@@ -201,6 +207,7 @@ _KEPT_ON_CLEAR: Final = (
     "agent_finishes_when_asked",
     "page_links",
     "context_tokens",
+    "search_result_tokens",
 )
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
@@ -212,9 +219,9 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
     ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
-    ``says``, ``context_tokens``, ``api_key``, and ``clear`` (true: start from a plan with no
-    faults and no latency instead of ``base``; the API key, the context window and the agent's
-    and the pages' settings are kept).
+    ``says``, ``context_tokens``, ``search_result_tokens``, ``api_key``, and ``clear`` (true:
+    start from a plan with no faults and no latency instead of ``base``; the API key, the
+    context window, the searches' billing and the agent's and the pages' settings are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
@@ -282,6 +289,7 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "answer_bytes": plan.answer_bytes,
         "agent_turns": plan.agent_turns,
         "context_tokens": plan.context_tokens,
+        "search_result_tokens": plan.search_result_tokens,
         "agent_finishes_when_asked": plan.agent_finishes_when_asked,
         "page_links": plan.page_links,
         "content_type": plan.content_type,

@@ -98,9 +98,15 @@ def refused(reply: Reply) -> Reply:
 
 
 def build_reply(
-    body: Mapping[str, object], cache: CacheUse, *, broken_json: bool, says: str = ""
+    body: Mapping[str, object],
+    cache: CacheUse,
+    *,
+    broken_json: bool,
+    says: str = "",
+    result_tokens: int = 0,
 ) -> Reply:
-    """The reply to a validated Messages request (``says``: see ``ServicePlan.says``)."""
+    """The reply to a validated Messages request (``says``: see ``ServicePlan.says``); a
+    server-side search's results add ``result_tokens`` to its input, as billed."""
     account = account_input(body)
     blocks: list[dict[str, object]] = []
     context = ""
@@ -131,16 +137,19 @@ def build_reply(
     stops = [s for s in raw_stops if isinstance(s, str)] if isinstance(raw_stops, list) else []
     text, stop_reason, stop_sequence = content.truncate(full, max(limit - output_tokens, 0), stops)
     output_tokens += max(content.estimate_tokens(text), 1)
-    usage = usage_json(account, cache, output_tokens)
+    usage = usage_json(account, cache, output_tokens, searches * result_tokens)
     if searches:
         usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
     return Reply(tuple(blocks), text, stop_reason, stop_sequence, usage)
 
 
-def usage_json(account: InputAccount, cache: CacheUse, output_tokens: int) -> dict[str, object]:
-    """The ``usage`` object of a reply: input split by cache use, and the output."""
+def usage_json(
+    account: InputAccount, cache: CacheUse, output_tokens: int, tool_input_tokens: int = 0
+) -> dict[str, object]:
+    """The ``usage`` object of a reply: input split by cache use (``tool_input_tokens``:
+    what server-side tools' results added), and the output."""
     return {
-        "input_tokens": account.total_tokens - cache.read - cache.write,
+        "input_tokens": account.total_tokens - cache.read - cache.write + tool_input_tokens,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": cache.write,
         "cache_read_input_tokens": cache.read,

@@ -21,6 +21,7 @@ limit) and each result's fields are cut to a fixed length.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Final
 
 import anthropic
@@ -41,6 +42,8 @@ from steadfast_contract.text import well_formed
 from steadfast_worker import errors, llm
 from steadfast_worker.activities.base import ActivityBase, reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried
+
+log = logging.getLogger(__name__)
 
 #: The largest search answer read, in bytes. A result list of 20 items is a few
 #: tens of kilobytes; anything near this size is not a result list.
@@ -159,10 +162,10 @@ class SearchActivities(ActivityBase):
             "Search the web and summarise the most relevant findings "
             f"in a few sentences.\nTopic: {inp.query}"
         )
-        # A paid request like any other: the run's budget and the day's grant it first.
-        reserve = budget.reserve_usd(
-            inp.max_tokens, budget.estimate_tokens(len(ask)), price, web_searches=1
-        )
+        # A paid request like any other: the run's budget and the day's grant it first,
+        # its results (billed as input) included.
+        prompt_tokens = budget.estimate_tokens(len(ask))
+        reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price, web_searches=1)
         ledger, key = await reserve_request(inp.budget, carried, reserve)
         try:
             reply = await self.llm_client().messages.create(
@@ -179,6 +182,16 @@ class SearchActivities(ActivityBase):
         usage = llm.usage_of(reply.usage)
         cost = pricing.cost_usd(usage, price)
         await settle_request(carried, ledger, key, cost)
+        if cost > reserve:
+            log.warning(
+                "a web search through the model cost $%.4f, more than the $%.4f reserved for "
+                "it: its results read %d input tokens, %d were reserved; the run's and the "
+                "day's budgets may be exceeded by the difference",
+                cost,
+                reserve,
+                usage.input_tokens,
+                prompt_tokens + pricing.WEB_SEARCH_RESULT_TOKENS,
+            )
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         results = results_from_blocks(list(reply.content), inp.max_results)
