@@ -451,7 +451,7 @@ async def test_a_budget_pause_mid_loop_resumes_on_a_raise(harness: HarnessFactor
         print(f"paused before turn {paused_at} at ${st.cost_usd:.4f}")
 
 
-async def _recorded(h: Harness, handle: WorkflowHandle[Any, Any], activity: str) -> list[Any]:
+async def recorded(h: Harness, handle: WorkflowHandle[Any, Any], activity: str) -> list[Any]:
     """(input, result) of each of the run's completed ``activity`` steps, as its
     history recorded them (the transcript goes with the saved report)."""
     inputs: dict[int, Any] = {}
@@ -473,7 +473,7 @@ async def _fetch_results(h: Harness, handle: WorkflowHandle[Any, Any]) -> list[d
     """What the run's fetch_page calls answered (a summary of each text)."""
     return [
         {"is_error": result["is_error"], "text": result["summary"]}
-        for given, result in await _recorded(h, handle, DEEP_TOOL)
+        for given, result in await recorded(h, handle, DEEP_TOOL)
         if given["call"]["name"] == "fetch_page"
     ]
 
@@ -539,7 +539,7 @@ async def test_tool_inputs_that_break_the_schema_are_answered_with_errors(
         # What the workflow answered the broken calls with, as turns 2 and 3 were given it.
         first = [
             answer
-            for given, _ in await _recorded(h, handle, DEEP_TURN)
+            for given, _ in await recorded(h, handle, DEEP_TURN)
             if given["turn"] <= 3
             for answer in given["answers"]
         ]

@@ -48,8 +48,9 @@ async def test_a_turns_reads_and_writes_share_one_connection(
 async def test_parts_are_committed_first_write_wins_and_survive_close(tmp_path: Path) -> None:
     path = str(tmp_path / "r.db")
     store = await SqliteStore.open(path)
-    await store.put_part("wf/run", 1, "assistant", "first")
-    await store.put_part("wf/run", 1, "assistant", "second")  # a retried attempt's reply
+    assert await store.put_part("wf/run", 1, "assistant", "first")
+    # A retried attempt's reply: not stored, and the caller is told so.
+    assert not await store.put_part("wf/run", 1, "assistant", "second")
     with sqlite3.connect(path) as other:  # committed: another connection sees it now
         rows = other.execute("SELECT body FROM steadfast_transcripts").fetchall()
     assert rows == [("first",)]

@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import httpx
@@ -43,6 +43,8 @@ from steadfast_worker.metrics import (
     Labels,
     Metrics,
 )
+
+T = TypeVar("T")
 
 
 def will_retry(err: ApplicationError) -> bool:
@@ -116,7 +118,7 @@ class ActivityBase:
                         raise UnfitStoreActivityError(f"{setting}: {exc}") from None
             return self._store
 
-    async def kept(self, write: Callable[[], Awaitable[None]]) -> None:
+    async def kept(self, write: Callable[[], Awaitable[T]]) -> T:
         """``write``, a store write of something paid for, tried again for
         :attr:`keep_seconds` while the store refuses it (the attempt heartbeats on)."""
         delay, deadline = 0.25, time.monotonic() + self.keep_seconds

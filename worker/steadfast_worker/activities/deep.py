@@ -207,6 +207,7 @@ class DeepActivities(SearchActivities):
         carried.in_flight(usage, cost)  # billed in full, should the worker die right now
         store = await self.store()
         set_aside = _set_aside(inp, reply, ask)
+        kept = reply
         try:
             if set_aside:
                 carried.count_failed(key, cost)  # paid for, and the report asked for again
@@ -217,7 +218,7 @@ class DeepActivities(SearchActivities):
                     lambda: store.put_part(inp.conversation, inp.turn, part, reply.dumps())
                 )
             else:
-                await self.kept(lambda: self.store_reply(inp, reply))
+                kept = await self.kept(lambda: self.store_reply(inp, reply))
         except Exception:
             # Paid for, not kept: the next attempt asks again, so this reply produced nothing.
             if not set_aside:
@@ -229,14 +230,35 @@ class DeepActivities(SearchActivities):
             raise
         carried.in_flight(Usage(), 0.0)  # stored or counted: a next attempt does neither
         carried.calls += 1
+        if kept is not reply:
+            # The next turns are built from the stored reply, so this one produced nothing.
+            carried.count_failed(key, cost)
+            self.metrics.record_retry_cost(self.labels, inp.model, cost)
         beat.beat()
         await settle_request(carried, ledger, key, cost)
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
+        if kept is not reply:
+            return _theirs(kept, carried), None
         return reply, streamed.tail
 
-    async def store_reply(self, inp: DeepTurnInput, reply: transcript.StoredReply) -> None:
+    async def store_reply(
+        self, inp: DeepTurnInput, reply: transcript.StoredReply
+    ) -> transcript.StoredReply:
+        """Store the turn's reply; the reply the turn has. That is another attempt's
+        when one stored first: an attempt Temporal gave up on for missed heartbeats
+        whose worker was cut off from it, not dead, and went on with its call."""
         store = await self.store()
-        await store.put_part(inp.conversation, inp.turn, transcript.ASSISTANT, reply.dumps())
+        part = transcript.ASSISTANT
+        if await store.put_part(inp.conversation, inp.turn, part, reply.dumps()):
+            return reply
+        theirs = await store.get_part(inp.conversation, inp.turn, part)
+        if theirs is None:  # removed since: nothing better to go on with
+            return reply
+        activity.logger.warning(
+            "turn %d: another attempt stored its reply first; going on with that one",
+            inp.turn,
+        )
+        return transcript.StoredReply.loads(theirs)
 
     @activity.defn(name=DEEP_TOOL)
     async def deep_tool(self, inp: DeepToolInput) -> DeepToolOutput:
@@ -304,6 +326,15 @@ class DeepActivities(SearchActivities):
                 self.metrics.record_retry_cost(self.labels, inp.model, paid.cost_usd)
             raise
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+
+
+def _theirs(reply: transcript.StoredReply, carried: Carried) -> transcript.StoredReply:
+    """Another attempt's stored reply, as this attempt reports it: at no cost when this
+    attempt already counted that attempt's request as lost spend (it started after
+    Temporal gave up on it)."""
+    if reply.request and reply.request in carried.counted:
+        return replace(reply, usage={}, cost_usd=0.0)
+    return reply
 
 
 def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> LlmCall | None:

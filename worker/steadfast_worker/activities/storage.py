@@ -134,8 +134,9 @@ class ReportStore(Protocol):
         Schedule started (``<id>-<scheduled time>``), oldest first."""
         ...
 
-    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
-        """Store one part of a deep run's transcript, unless it is already there."""
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> bool:
+        """Store one part of a deep run's transcript, unless it is already there;
+        whether this call stored it."""
         ...
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
@@ -244,8 +245,9 @@ class PostgresStore:
         rows = await self._pool.fetch(sql(LIST_REPORTS, "pg"), workflow_id, pattern)
         return [StoredReport.from_row(r) for r in rows]
 
-    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
-        await self._pool.execute(sql(PUT_PART, "pg"), conversation, turn, part, body, _now())
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> bool:
+        done = await self._pool.execute(sql(PUT_PART, "pg"), conversation, turn, part, body, _now())
+        return done == "INSERT 0 1"
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
         rows = await self._pool.fetch(sql(GET_PARTS, "pg"), conversation, upto_turn)
@@ -367,17 +369,19 @@ class SqliteStore:
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
 
     def _on_transcript(self, template: str, params: dict[str, Any]) -> list[Any]:
-        """Run one statement on the transcript's connection (in a worker thread)."""
+        """Run one statement on the transcript's connection (in a worker thread): the
+        rows it read, or for an insert ``[n]``, the rows it added."""
         with self._parts_lock:  # one statement at a time on the shared connection
             if self._parts is None:
                 self._parts = sqlite3.connect(
                     self._path, timeout=30.0, isolation_level=None, check_same_thread=False
                 )
-            return self._parts.execute(sql(template, "sqlite"), params).fetchall()
+            cursor = self._parts.execute(sql(template, "sqlite"), params)
+            return [cursor.rowcount] if template.startswith("INSERT") else cursor.fetchall()
 
-    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> None:
+    async def put_part(self, conversation: str, turn: int, part: str, body: str) -> bool:
         params = {"p1": conversation, "p2": turn, "p3": part, "p4": body, "p5": _now()}
-        await asyncio.to_thread(self._on_transcript, PUT_PART, params)
+        return await asyncio.to_thread(self._on_transcript, PUT_PART, params) == [1]
 
     async def get_parts(self, conversation: str, upto_turn: int) -> list[tuple[int, str, str]]:
         params = {"p1": conversation, "p2": upto_turn}

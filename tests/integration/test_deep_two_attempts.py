@@ -1,0 +1,83 @@
+"""Two live attempts of one deep turn: the run goes on with the reply the transcript keeps.
+
+Temporal gives up on an attempt whose heartbeats stop reaching it and starts
+another; when the first worker was only cut off from Temporal, not dead, both
+attempts ask the model. The transcript keeps the reply stored first, and the next
+turns are built from it; an attempt that returned its own reply instead handed the
+workflow tool calls the transcript does not hold, so the next turn answered ids
+its conversation never asked (a 400 after paying for the turn, and the run
+failed). Here the other attempt is played by writing its reply to the store while
+this one's request streams, as that attempt's worker would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tests.integration.conftest import HarnessFactory
+from tests.integration.test_deep_agent import billed_usd, deep, plan, recorded
+
+from steadfast_contract.activities import DEEP_TOOL
+from steadfast_contract.models import Phase
+from steadfast_worker import transcript
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+THEIR_CALL = "toolu_theirs00000000000001"
+
+
+async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that_one(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    async with harness(deep(3), postgres_dsn=backend_dsn) as h:
+        h.sim.set_faults(plan(3, chunk_delay_ms=150))
+        handle = await h.start("two attempts of one turn")
+        conversation = f"{handle.id}/{handle.first_execution_run_id}"
+        for _ in range(600):
+            if any(e["key"].endswith("/turn2") for e in h.sim.entries("llm")):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("turn 2 was never asked")
+        theirs = transcript.StoredReply(
+            [
+                {"type": "text", "text": "One more search."},
+                {
+                    "type": "tool_use",
+                    "id": THEIR_CALL,
+                    "name": "web_search",
+                    "input": {"query": "two attempts of one turn, again"},
+                },
+            ],
+            "tool_use",
+            {"input_tokens": 1200, "output_tokens": 40},
+            0.0042,
+            f"{handle.id}/turn2/the-other-attempt",
+        )
+        store = await h.store()
+        try:
+            await store.put_part(conversation, 2, transcript.ASSISTANT, theirs.dumps())
+            # Stored first: this attempt's reply is still streaming.
+            assert await store.get_part(conversation, 2, transcript.ASSISTANT) == theirs.dumps()
+        finally:
+            await store.close()
+        result = await asyncio.wait_for(handle.result(), 120)
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        # The workflow ran the call the transcript holds, and no other, for turn 2.
+        ran = [
+            (given["call"]["id"], result["is_error"])
+            for given, result in await recorded(h, handle, DEEP_TOOL)
+            if given["turn"] == 2
+        ]
+        assert ran == [(THEIR_CALL, False)]
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        # This attempt's own reply to turn 2 was paid for and is counted, unused, as is
+        # the other attempt's, which the run went on with.
+        assert st.cost_usd == pytest.approx(billed_usd(h, entries) + theirs.cost_usd, rel=1e-6)
+        assert [e["key"].rsplit("/", 1)[1] for e in entries if e["billed"]] == [
+            "turn1",
+            "turn2",
+            "turn3",
+        ]
