@@ -77,6 +77,33 @@ def test_a_tool_input_and_a_replys_text_hold_no_nul_nor_lone_surrogate() -> None
     assert transcript.reply_text(reply) == "# Report\ufffd \ufffd"
 
 
+def test_a_stored_reply_can_be_sent_back_whatever_the_model_wrote() -> None:
+    """JSON may spell a lone surrogate or a NUL, which no request body carries, and a
+    call's input may nest past what the parser reads back: kept as every later turn
+    can send them, and the deep call is not run."""
+    deep_input: Any = {"claim": "x"}
+    for _ in range(transcript.MAX_INPUT_DEPTH + 1):
+        deep_input = {"a": [deep_input]}
+    blocks = [
+        {"type": "text", "text": "said \ud800 and \x00"},
+        {"type": "tool_use", "id": "t1", "name": "web_search", "input": {"query": "q\udfff"}},
+        {"type": "tool_use", "id": "t2", "name": "record_finding", "input": deep_input},
+    ]
+    kept = [transcript.sendable(b) for b in blocks]
+    assert kept[0]["text"] == "said \ufffd and \ufffd"
+    assert kept[1]["input"] == {"query": "q\ufffd"}
+    assert kept[2]["input"] == {}
+    json.dumps(kept).encode()  # no surrogate left to refuse
+    body = json.dumps(kept, ensure_ascii=False).encode("utf-8")
+    assert json.loads(body) == kept
+    (call,) = [c for c in transcript.tool_calls(kept) if c.id == "t2"]
+    assert call.problem
+    # Shallow inputs are kept as the model wrote them.
+    assert transcript.sendable(blocks[1] | {"input": {"query": "q"}}) == blocks[1] | {
+        "input": {"query": "q"}
+    }
+
+
 def test_the_conversation_is_rebuilt_with_each_result_after_its_call_in_call_order() -> None:
     parts = [
         (

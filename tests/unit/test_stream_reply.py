@@ -166,6 +166,20 @@ def test_a_call_cut_off_by_max_tokens_has_no_input() -> None:
     assert [getattr(b, "input", None) for b in reference.content] == inputs
 
 
+def test_a_call_nested_past_the_parsers_limit_has_no_input() -> None:
+    """A few thousand brackets (a page can ask the model for them) are not a crash of
+    the reply: the call has no input, is not run, and the model is told so."""
+    nested = [
+        _start(),
+        *_tool(0, "toolu_a", '{"query": ' + "[" * 3000, "]" * 3000 + "}"),
+        *_end("tool_use", 800),
+    ]
+    mine = Reply()
+    for data in nested:
+        mine.take(_EVENT.validate_python(data))
+    assert [getattr(b, "input", None) for b in mine.final().content] == [{}]
+
+
 def test_a_refusal_says_why() -> None:
     mine, _, _ = _built(REFUSED_TURN)
     assert mine.stop_reason == "refusal"

@@ -47,3 +47,9 @@ def test_search_results_and_model_queries_hold_no_nul_nor_lone_surrogate() -> No
         "s\ufffd",
     )
     assert parse_queries('["tides \\ud800", "a\\u0000b"]', 3) == ["tides \ufffd", "a\ufffdb"]
+
+
+def test_a_query_list_nested_past_the_parsers_limit_is_bad_output() -> None:
+    """Bad output to re-ask, as any that does not parse; not a crash to retry."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_queries("[" * 3000, 3)

@@ -147,6 +147,50 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
     return calls
 
 
+#: How deep a tool call's input may nest and be kept as the model wrote it. Every tool
+#: takes flat strings; a few thousand brackets (a page can ask for them) nest past what
+#: the JSON parser can read back, turn after turn.
+MAX_INPUT_DEPTH: Final = 16
+
+
+class _TooDeepError(Exception):
+    """A tool input nested past :data:`MAX_INPUT_DEPTH`."""
+
+
+def _held(value: Any, depth: int, limit: int | None) -> Any:
+    """``value`` (parsed JSON) with every string well-formed; _TooDeepError past ``limit``."""
+    if isinstance(value, str):
+        return well_formed(value)
+    if limit is not None and depth > limit and isinstance(value, dict | list):
+        raise _TooDeepError
+    if isinstance(value, dict):
+        return {well_formed(str(k)): _held(v, depth + 1, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_held(v, depth + 1, limit) for v in value]
+    return value
+
+
+def sendable(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A reply's content block as the transcript keeps it and later turns send it back.
+
+    The model's text and tool inputs are untrusted, and JSON may spell a NUL or a lone
+    surrogate (``\ud800``), which no request body can carry: every later turn would
+    fail before it is sent. So every string is made well-formed, and a tool call's
+    input nested past :data:`MAX_INPUT_DEPTH` is kept as ``{}`` (its call is not run:
+    :func:`tool_calls` finds its fields missing and the model is told so).
+    """
+    kept: dict[str, Any] = {}
+    for key, value in block.items():
+        if key == "input" and block.get("type") == "tool_use":
+            try:
+                kept[key] = _held(value, 0, MAX_INPUT_DEPTH)
+            except _TooDeepError:
+                kept[key] = {}
+        else:
+            kept[key] = _held(value, 0, None)
+    return kept
+
+
 def reply_text(content: Iterable[Mapping[str, Any]]) -> str:
     """A reply's text blocks, as text every store can hold (``text.well_formed``)."""
     return well_formed("".join(str(b.get("text", "")) for b in content if b.get("type") == "text"))

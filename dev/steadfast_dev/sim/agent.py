@@ -215,9 +215,10 @@ def agent_reply(
     broken: bool,
     finishes_when_asked: bool = True,
     says: str = "",
+    answer: str = "",
 ) -> messages.Reply:
     """The agent's answer to one turn of a tool-use conversation (``says``: a paragraph
-    its report repeats, ``ServicePlan.says``)."""
+    its report repeats, ``ServicePlan.says``; ``answer``: its text, ``ServicePlan.answer``)."""
     conversation = tooluse.read_conversation(body)
     offered = {str(tool.get("name")) for tool in tooluse.client_tools(body)}
     choice = tooluse.tool_choice(body)
@@ -232,12 +233,12 @@ def agent_reply(
     limit = body.get("max_tokens")
     budget = limit if isinstance(limit, int) else 4096
     if not planned:
-        text = final_report(conversation, subject, says)
+        text = answer or final_report(conversation, subject, says)
         stops = _stop_sequences(body)
         text, stop_reason, stop_sequence = content.truncate(text, budget, stops)
         usage = messages.usage_json(account, cache, max(content.estimate_tokens(text), 1))
         return messages.Reply((), text, stop_reason, stop_sequence, usage)
-    text, stop_reason, _ = content.truncate(_preface(planned, subject), budget)
+    text, stop_reason, _ = content.truncate(answer or _preface(planned, subject), budget)
     spent = content.estimate_tokens(text)
     conversation_id = json.dumps(body.get("messages"), sort_keys=True, default=str)
     blocks: list[dict[str, object]] = []

@@ -64,6 +64,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return error_response(400, too_long, _error_body)
     cache = promptcache.cache_use(account, state.is_cached)
     says = llm_plan.says if matches(llm_plan, text) else ""
+    answer = llm_plan.answer if matches(llm_plan, text) else ""
     if agent.plays_agent(body):
         reply = agent.agent_reply(
             body,
@@ -72,6 +73,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             broken=fault == "bad_json",
             finishes_when_asked=llm_plan.agent_finishes_when_asked,
             says=says,
+            answer=answer,
         )
     else:
         reply = messages.build_reply(
@@ -79,6 +81,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             cache,
             broken_json=fault == "bad_json",
             says=says,
+            answer=answer,
             result_tokens=llm_plan.search_result_tokens,
         )
     if messages.REFUSAL_TRIGGER in text:

@@ -125,6 +125,12 @@ class ServicePlan:
     what a page it read told it to say. ``search``: text appended to the first
     result's snippet, as an engine indexed it from such a page."""
 
+    answer: str = ""
+    """``llm`` only, for hostile-output tests: the text of every matching answer, in place
+    of the simulated one, as a model writes what a page told it to: a query list's, a
+    summary's or a report's whole text; an agent turn that calls tools says it before its
+    calls (which it makes as planned)."""
+
     content_type: str = ""
     """``pages`` only: the Content-Type of matching pages instead of ``text/html``;
     a type that is not text gets a binary body (``image/png`` starts with the PNG
@@ -219,9 +225,10 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
     ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
-    ``says``, ``context_tokens``, ``search_result_tokens``, ``api_key``, and ``clear`` (true:
-    start from a plan with no faults and no latency instead of ``base``; the API key, the
-    context window, the searches' billing and the agent's and the pages' settings are kept).
+    ``says``, ``answer``, ``context_tokens``, ``search_result_tokens``, ``api_key``, and
+    ``clear`` (true: start from a plan with no faults and no latency instead of ``base``;
+    the API key, the context window, the searches' billing and the agent's and the pages'
+    settings are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
@@ -266,7 +273,7 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
         if data["scope"] not in ("key", "service"):
             raise ValueError(f"{where}.scope: expected 'key' or 'service'")
         changes["scope"] = data["scope"]
-    for name in ("match", "api_key", "content_type", "says"):
+    for name in ("match", "api_key", "content_type", "says", "answer"):
         if name in data:
             if not isinstance(data[name], str):
                 raise ValueError(f"{where}.{name}: expected a string")
@@ -294,5 +301,6 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "page_links": plan.page_links,
         "content_type": plan.content_type,
         "says": plan.says,
+        "answer": plan.answer,
         "api_key": "***" if plan.api_key else "",
     }

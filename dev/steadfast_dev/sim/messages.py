@@ -103,10 +103,12 @@ def build_reply(
     *,
     broken_json: bool,
     says: str = "",
+    answer: str = "",
     result_tokens: int = 0,
 ) -> Reply:
-    """The reply to a validated Messages request (``says``: see ``ServicePlan.says``); a
-    server-side search's results add ``result_tokens`` to its input, as billed."""
+    """The reply to a validated Messages request (``says``, ``answer``: see
+    ``ServicePlan``); a server-side search's results add ``result_tokens`` to its input,
+    as billed."""
     account = account_input(body)
     blocks: list[dict[str, object]] = []
     context = ""
@@ -130,7 +132,7 @@ def build_reply(
         context = "\n".join(f"{r['title']} {r['url']}" for r in results)
         searches = 1
         output_tokens += content.estimate_tokens(json.dumps({"query": query}))
-    full = content.model_answer(body, broken_json=broken_json, context=context, says=says)
+    full = answer or content.model_answer(body, broken_json=broken_json, context=context, says=says)
     max_tokens = body.get("max_tokens")
     limit = max_tokens if isinstance(max_tokens, int) else 4096
     raw_stops = body.get("stop_sequences")

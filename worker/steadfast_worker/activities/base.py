@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import anthropic
@@ -146,6 +146,21 @@ class ActivityBase:
         for name in (*keys, *urls):
             found += credentials.secret_parts(self.env.get(name, "")) if name else []
         return found
+
+    @contextlib.contextmanager
+    def unused_if_raised(
+        self, carried: Carried, model: str, request: str, cost_usd: float
+    ) -> Iterator[None]:
+        """Around what is made of a paid, settled reply: if that raises, the reply
+        produced nothing, and its cost is counted so (unless it already was), as the
+        attempt that asks again pays again."""
+        try:
+            yield
+        except Exception:
+            if request not in carried.counted:
+                carried.count_failed(request, cost_usd)
+                self.metrics.record_retry_cost(self.labels, model, cost_usd)
+            raise
 
     def refused(
         self, carried: Carried, model: str, request: str, cost_usd: float, step: str, reason: str

@@ -197,7 +197,7 @@ class DeepActivities(SearchActivities):
         usage = llm.usage_of(final.usage)
         cost = pricing.cost_usd(usage, price)
         reply = transcript.StoredReply(
-            [_block(b) for b in final.content],
+            [transcript.sendable(_block(b)) for b in final.content],
             final.stop_reason or "",
             asdict(usage),
             cost,

@@ -72,6 +72,9 @@ def parse_queries(text: str, count: int) -> list[str]:
         data: Any = json.loads(stripped)
     except json.JSONDecodeError as err:
         raise ValueError(f"not JSON ({err.msg} at char {err.pos})") from None
+    except RecursionError:
+        # A few thousand brackets, well within max_tokens, nest past the parser's limit.
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array, got {type(data).__name__}")
     queries = [q.strip() for q in data if isinstance(q, str) and q.strip()]
@@ -120,44 +123,46 @@ class QueriesActivities(ActivityBase):
             await settle_request(carried, ledger, key, cost)
             carried.calls += 1
             self.metrics.record_llm(self.labels, inp.model, usage, cost)
-            refusal = llm.refusal_of(reply)
-            if refusal is not None:
-                step = "to write the search queries"
-                raise self.refused(carried, inp.model, key, cost, step, refusal)
-            try:
-                queries = parse_queries(llm.text_of(reply), inp.count)
-            except ValueError as err:
-                # Paid for and of no use: spend that produced nothing.
-                carried.count_failed(key, cost)
-                self.metrics.record_retry_cost(self.labels, inp.model, cost)
-                if stops.is_cut_short(reply.stop_reason):
-                    # A re-ask has the same room: it would be cut, and paid for, again.
-                    raise ApplicationError(
-                        stops.cut_queries_message(inp.max_tokens),
-                        FailureDetailsFactory(carried)(),
-                        type=errors.MISCONFIGURED,
-                        non_retryable=True,
-                    ) from None
-                problem = str(err)
-                activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)
-                # A fresh, stricter prompt rather than the conversation so far:
-                # cheaper (the broken answer is not resent) and just as clear.
-                messages = [
-                    {"role": "user", "content": reask_prompt(inp.topic, inp.count, problem)}
-                ]
-                continue
-            return GenerateQueriesOutput(
-                queries=queries,
-                llm=LlmCall(
-                    model=inp.model,
-                    usage=usage,
-                    cost_usd=cost,
-                    failed_cost_usd=carried.failed_cost_usd,
-                    calls=carried.calls,
-                ),
-                attempt=info.attempt,
-                reasks=ask,
-            )
+            # Anything that fails from here on fails a paid reply: counted, not lost.
+            with self.unused_if_raised(carried, inp.model, key, cost):
+                refusal = llm.refusal_of(reply)
+                if refusal is not None:
+                    step = "to write the search queries"
+                    raise self.refused(carried, inp.model, key, cost, step, refusal)
+                try:
+                    queries = parse_queries(llm.text_of(reply), inp.count)
+                except ValueError as err:
+                    # Paid for and of no use: spend that produced nothing.
+                    carried.count_failed(key, cost)
+                    self.metrics.record_retry_cost(self.labels, inp.model, cost)
+                    if stops.is_cut_short(reply.stop_reason):
+                        # A re-ask has the same room: it would be cut, and paid for, again.
+                        raise ApplicationError(
+                            stops.cut_queries_message(inp.max_tokens),
+                            FailureDetailsFactory(carried)(),
+                            type=errors.MISCONFIGURED,
+                            non_retryable=True,
+                        ) from None
+                    problem = str(err)
+                    activity.logger.warning("unparsable query list (ask %d): %s", ask, problem)
+                    # A fresh, stricter prompt rather than the conversation so far:
+                    # cheaper (the broken answer is not resent) and just as clear.
+                    messages = [
+                        {"role": "user", "content": reask_prompt(inp.topic, inp.count, problem)}
+                    ]
+                    continue
+                return GenerateQueriesOutput(
+                    queries=queries,
+                    llm=LlmCall(
+                        model=inp.model,
+                        usage=usage,
+                        cost_usd=cost,
+                        failed_cost_usd=carried.failed_cost_usd,
+                        calls=carried.calls,
+                    ),
+                    attempt=info.attempt,
+                    reasks=ask,
+                )
         raise ApplicationError(
             f"model output stayed invalid after {inp.max_reasks} re-asks: {problem}",
             FailureDetailsFactory(carried)(),

@@ -144,7 +144,7 @@ class SearchActivities(ActivityBase):
             body = await read_bounded(response, MAX_BODY_BYTES)
         try:
             results = parse_results(json.loads(body), count)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise ApplicationError(
                 f"search endpoint answered unparsable JSON: {err}", type=errors.SERVER_ERROR
             ) from None
@@ -194,6 +194,7 @@ class SearchActivities(ActivityBase):
             )
         carried.calls += 1
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
-        results = results_from_blocks(list(reply.content), inp.max_results)
+        with self.unused_if_raised(carried, inp.model, key, cost):
+            results = results_from_blocks(list(reply.content), inp.max_results)
         call = LlmCall(inp.model, usage, cost, carried.failed_cost_usd, carried.calls)
         return WebSearchOutput(inp.query, results, "anthropic-web-search", call, info.attempt)

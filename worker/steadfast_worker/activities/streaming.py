@@ -128,7 +128,7 @@ def _tool_input(raw: str) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not whole, or nested past the parser's limit
         return {}
 
 

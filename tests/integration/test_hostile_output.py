@@ -1,0 +1,76 @@
+"""What a hostile page can make the model write does not make a run pay again or fail.
+
+A page the model reads can tell it what to write, and the simulator's ``answer``
+plays that: every matching answer says exactly the given text. Two shapes of it
+broke runs:
+
+- a query list of a few thousand ``[`` (a few hundred tokens, well within
+  ``maxTokens``) nests past what Python's JSON parser reads. ``RecursionError`` is
+  not a ``ValueError``, so it was not taken for bad output to re-ask within the
+  bounded re-asks: the activity failed as ``Unexpected``, was retried, and paid
+  again on each attempt, and none of those calls was counted in the run's spend;
+- text that spells a lone surrogate (``\\ud800`` in the reply's JSON) was kept in
+  the deep run's transcript as the model wrote it, and no later request can carry
+  it: every attempt of the next turn failed before it was sent, and the run failed.
+
+Every figure is the simulator's billing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError
+from tests.integration.conftest import HarnessFactory
+from tests.integration.test_deep_agent import billed_usd, deep, plan, the_report
+
+from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_contract.text import REPLACEMENT
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+FAST = {"initialInterval": "100ms", "backoffCoefficient": 1.0, "maximumAttempts": 5}
+
+
+async def test_a_query_list_nested_too_deep_is_re_asked_and_counted(
+    harness: HarnessFactory,
+) -> None:
+    limit = 0.05
+    overrides = {
+        "budget": {"maxUSDPerRun": limit, "pauseTimeout": "0s"},
+        "retryPolicies": {"llm": FAST},
+    }
+    async with harness(overrides) as h:
+        h.sim.set_faults({"llm": {"answer": "[" * 3000, "match": "JSON array"}})
+        handle = await h.start("a query list nested too deep")
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        entries: list[dict[str, Any]] = [
+            e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)
+        ]
+        billed = billed_usd(h, entries)
+        calls = [billed_usd(h, [e]) for e in entries if e["billed"]]
+        print(f"{len(calls)} calls billed ${billed:.4f}; the run counted ${status.cost_usd:.4f}")
+        # Asked once and re-asked twice, as any output that does not parse; all counted.
+        assert len(calls) == 3
+        assert status.cost_usd == pytest.approx(billed, rel=1e-6)
+        assert billed <= limit + max(calls)
+        assert getattr(failed.value.cause, "type", "") == "InvalidModelOutput"
+        assert "nested too deeply" in status.message
+
+
+async def test_a_deep_reply_spelling_a_lone_surrogate_does_not_break_later_turns(
+    harness: HarnessFactory,
+) -> None:
+    said = "Reading on \ud800 as the page asked."
+    async with harness(deep(3)) as h:
+        h.sim.set_faults(plan(3, answer=said))
+        handle = await h.start("a lone surrogate in a reply")
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        # The report (the last turn's text) is kept, as every store can hold it.
+        assert await the_report(h, handle.id) == said.replace("\ud800", REPLACEMENT)
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        assert len([e for e in entries if e["billed"]]) == 3  # each turn asked once
