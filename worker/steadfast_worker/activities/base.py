@@ -21,6 +21,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, TypeVar
 
 import anthropic
@@ -99,8 +100,15 @@ class ActivityBase:
         return self._llm
 
     def http_client(self) -> httpx.AsyncClient:
+        """The worker's client for search endpoints and ``fetch_page``; it keeps no
+        cookie. It serves every run for the life of the process, and the pages are the
+        model's choice: a jar would grow with each ``Set-Cookie`` and, as a fetch dials
+        the address it checked, hand one site's cookies to another on that address."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.config.model.timeout.total_seconds())
+            self._http = httpx.AsyncClient(
+                timeout=self.config.model.timeout.total_seconds(),
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+            )
         return self._http
 
     async def store(self) -> ReportStore:
