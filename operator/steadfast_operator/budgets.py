@@ -9,7 +9,9 @@ only through their ``budget`` update (docs/design.md §2). A run paused in
 
 A run is told only what it would accept: its own limits must be known (its
 ``status`` query answered this pass) and differ, and a run limit is never sent
-below what the run already spent (its update would refuse it every tick).
+below what the run already spent (its update would refuse it every tick): a run
+that spent more than the new limit gets the limit at its spend, which stops its
+next call, as the new limit would.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def pushes(spec: AgentSpec, runs: Iterable[RunRow]) -> tuple[BudgetPush, ...]:
     for r in runs:
         if not r.running or r.terminal or r.max_usd_per_run <= 0:
             continue  # closed, or its limits are not known this pass
-        run_limit = (
-            per_run if abs(r.max_usd_per_run - per_run) > _SAME and per_run >= r.cost_usd else None
-        )
+        # Never below what the run spent (its update refuses that): there, it stops the
+        # run's next call, which is what a limit lowered under its spend means.
+        target = max(per_run, r.cost_usd)
+        run_limit = target if abs(r.max_usd_per_run - target) > _SAME else None
         day_limit = (
             per_day if r.max_usd_per_day > 0 and abs(r.max_usd_per_day - per_day) > _SAME else None
         )

@@ -20,6 +20,7 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from tests.integration.conftest import HarnessFactory
+from tests.integration.test_deep_agent import billed_usd, deep, plan
 from tests.support.temporal import failure_of
 
 from steadfast_cli.commands.budget import set_budget
@@ -108,6 +109,45 @@ async def test_a_paused_run_ends_budget_exhausted_when_the_wait_runs_out(
         assert h.metric("steadfast_budget_exhausted_total") == 1
         with pytest.raises(WorkflowFailureError):
             await handle.result()
+
+
+async def test_a_limit_lowered_under_a_runs_spend_stops_its_next_call(
+    harness: HarnessFactory,
+) -> None:
+    """The operator's pass when ``maxUSDPerRun`` is edited below what a running run
+    spent: the run gets the limit at its spend, which stops its next call. Before, it
+    was sent nothing (its update refuses a limit under its spend) and spent on to the
+    limit it started with."""
+    topic = "lowered under its spend"
+    overrides = {
+        **deep(20),
+        "budget": {"maxUSDPerRun": 1.0, "pauseTimeout": "0s"},
+    }
+    async with harness(overrides) as h:
+        h.sim.set_faults(plan(20, latency_ms=1000))
+        handle = await h.start(topic)
+        for _ in range(600):
+            status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+            if status.llm_calls >= 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run never made two calls")
+        rows = await workflows.observe(
+            h.client, h.config, [topic], workflows.RunCache(), query_running=True
+        )
+        edited = AgentSpec.model_validate(
+            {"topics": [topic], "budget": {"maxUSDPerRun": 0.001, "maxUSDPerDay": 50.0}}
+        )
+        plan_ = budgets.pushes(edited, rows)
+        assert [p.max_usd_per_run for p in plan_] == [rows[0].cost_usd]
+        assert await workflows.set_budgets(h.client, plan_) == 1
+        cause = await failure_of(handle)
+        assert cause.type == "BudgetExhausted"
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        calls = [billed_usd(h, [e]) for e in entries if e["billed"]]
+        print(f"lowered at ${rows[0].cost_usd:.4f}: {len(calls)} calls, ${sum(calls):.4f}")
+        assert sum(calls) <= rows[0].cost_usd + max(calls)  # and the call in flight
 
 
 async def test_an_edit_of_max_usd_per_run_reaches_a_paused_run(harness: HarnessFactory) -> None:

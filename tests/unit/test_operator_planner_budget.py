@@ -47,8 +47,11 @@ def running(
         (running(2.0, 5.0), ()),
         # A working run (not paused) is told too: its next call is checked against it.
         (running(1.0, 5.0, phase="Writing"), (BudgetPush(ID["alpha"], "run-alpha", 2.0, None),)),
-        # Lowered below what the run already spent: its update would refuse, so not sent.
-        (running(3.0, 5.0, spent=2.5), ()),
+        # Lowered below what the run already spent: it gets the limit at its spend (its
+        # update refuses any lower), which stops its next call; before, it kept $3.
+        (running(3.0, 5.0, spent=2.5), (BudgetPush(ID["alpha"], "run-alpha", 2.5, None),)),
+        # ... and nothing more once it holds it.
+        (running(2.5, 5.0, spent=2.5), ()),
         # A run without a daily ledger (recorded before it existed) gets no day limit.
         (running(1.0, 0.0), (BudgetPush(ID["alpha"], "run-alpha", 2.0, None),)),
         # Limits unknown (no worker answered its status query): nothing to compare.
