@@ -114,9 +114,9 @@ class TemporalTLS(SpecModel):
     )
 
 
-#: A run stays on the Temporal namespace and task queue it was started on, and the
-#: agent's day ledger is kept there too: moving either would leave running runs with no
-#: worker and start the day's budget again from zero. Refused at ``kubectl apply``; an
+#: A run stays on the Temporal (address), namespace and task queue it was started on, and
+#: the agent's day ledger is kept there too: moving any would leave running runs with no
+#: worker (or no operator watching them) and start the day's budget again from zero. Refused at ``kubectl apply``; an
 #: operator under an older CRD keeps the queue its status records
 #: (:func:`steadfast_operator.topics.pin_task_queue`).
 _IMMUTABLE = Crd(
@@ -131,11 +131,11 @@ _IMMUTABLE = Crd(
 
 
 class TemporalSpec(SpecModel):
-    address: str = Field(
+    address: Annotated[str, _IMMUTABLE] = Field(
         default="",
         max_length=255,
         description="host:port of the Temporal frontend. Empty uses the operator's default "
-        "(the chart's temporal.address).",
+        "(the chart's temporal.address). Cannot change once the agent exists.",
     )
     namespace: Annotated[str, _IMMUTABLE] = Field(
         default="default",

@@ -172,12 +172,15 @@ IMMUTABLE: list[tuple[str, Patch, Patch]] = [
     ("queue-changed", {"temporal": {"taskQueue": "q1"}}, {"temporal": {"taskQueue": "q2"}}),
     ("queue-cleared", {"temporal": {"taskQueue": "q1"}}, {"temporal": {"taskQueue": ""}}),
     ("namespace-changed", {}, {"temporal": {"namespace": "other"}}),
+    # Another Temporal: a new ledger, so the day's budget began again from zero there
+    # (the audit: $0.0641 billed in one day against $0.04).
+    ("address-changed", {}, {"temporal": {"address": "127.0.0.1:1"}}),
 ]
 
 
 @pytest.mark.parametrize(("case", "stored", "edit"), IMMUTABLE, ids=[r[0] for r in IMMUTABLE])
 @pytest.mark.hostile
-def test_an_agent_keeps_its_temporal_namespace_and_task_queue(
+def test_an_agent_keeps_its_temporal_address_namespace_and_task_queue(
     crd: None, kube_cluster: KubeCluster, op_sim: SimHandle, case: str, stored: Patch, edit: Patch
 ) -> None:
     # Running runs stay on the queue they were started on, and so does the day's
@@ -192,8 +195,8 @@ def test_an_agent_keeps_its_temporal_namespace_and_task_queue(
         assert f"spec.temporal.{key}" in out, out
         kept = get(kube_cluster, "ra", "default", f"keep-{case}")
         assert kept is not None
-        assert kept["spec"]["temporal"][key] == stored.get("temporal", {}).get(
-            key, {"taskQueue": "", "namespace": "default"}[key]
+        assert kept["spec"]["temporal"][key] == first["spec"].get("temporal", {}).get(
+            key, {"taskQueue": "", "namespace": "default"}.get(key, "")
         )
         # Every other field stays editable.
         out = apply(kube_cluster, patched(first, {"budget": {"maxUSDPerDay": 7}}), check=False)
