@@ -93,6 +93,18 @@ def schedule_id(workflow_id: str) -> str:
     return f"{workflow_id}-schedule"
 
 
+_SCHEDULED_TIME = re.compile(r"-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+def scheduled_run(run_id: str, workflow_id: str) -> bool:
+    """Whether ``run_id`` names a run the Schedule of ``workflow_id`` started: Temporal
+    appends ``-`` and the scheduled time (RFC 3339, UTC, to the second). Any other
+    suffix is another agent's id (``news`` topic ``ai`` is a prefix of every id of an
+    agent named ``news-ai-<hash>``)."""
+    suffix = run_id.removeprefix(workflow_id)
+    return suffix != run_id and _SCHEDULED_TIME.fullmatch(suffix) is not None
+
+
 QUERY_IDS = 50
 """Workflow ids per visibility query: keeps each query a few kilobytes."""
 

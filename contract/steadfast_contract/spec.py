@@ -116,9 +116,9 @@ class TemporalTLS(SpecModel):
 
 #: A run stays on the Temporal (address), namespace and task queue it was started on, and
 #: the agent's day ledger is kept there too: moving any would leave running runs with no
-#: worker (or no operator watching them) and start the day's budget again from zero. Refused at ``kubectl apply``; an
-#: operator under an older CRD keeps the queue its status records
-#: (:func:`steadfast_operator.topics.pin_task_queue`).
+#: worker (or no operator watching them) and start the day's budget again from zero.
+#: Refused at ``kubectl apply``; an operator under an older CRD keeps the queue its status
+#: records (:func:`steadfast_operator.topics.pin_task_queue`).
 _IMMUTABLE = Crd(
     rules=(
         Rule(

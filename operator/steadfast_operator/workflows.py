@@ -56,13 +56,14 @@ def topic_ids(cfg: WorkerConfig, topics: Iterable[str]) -> dict[str, str]:
 def owner_topic(workflow_id: str, known: dict[str, str]) -> str | None:
     """The topic a listed workflow belongs to, or ``None`` if it is another agent's.
 
-    Only exact ids and their scheduled runs (``<id>-<timestamp>``) count: a
-    listing by prefix would also match agents whose name extends this one's.
+    Only exact ids and their scheduled runs (``<id>-<scheduled time>``) count: a
+    listing by prefix also matches agents whose name extends this one's, and so
+    does a topic's id (:func:`steadfast_contract.ids.scheduled_run`).
     """
     if workflow_id in known:
         return known[workflow_id]
     for wf_id, topic in known.items():
-        if workflow_id.startswith(wf_id + "-"):
+        if ids.scheduled_run(workflow_id, wf_id):
             return topic
     return None
 

@@ -27,7 +27,7 @@ from tests.support.planning import (
 )
 
 from steadfast_contract import ids
-from steadfast_operator import planner, render
+from steadfast_operator import planner, render, workflows
 from steadfast_operator.spec import InvalidSpec, validate, worker_config
 from steadfast_operator.status import Problem
 
@@ -174,6 +174,22 @@ def test_ids_and_queues_of_two_agents_never_collide() -> None:
     assert "STARTS_WITH" not in " ".join(news)
     # The ids of existing runs are kept (written out, not computed here).
     assert ids.workflow_id("research", "watch", "alpha") == ID["alpha"]
+
+
+def test_an_agent_owns_its_topics_runs_and_their_scheduled_runs_only() -> None:
+    """An agent named after another's topic id (``news-ai-<hash>``) has ids that start
+    with it; deleting ``news`` cancelled that agent's runs as if they were its own."""
+    news_ai = ids.workflow_id("ns", "news", "ai")
+    known = {news_ai: "ai"}
+    assert workflows.owner_topic(news_ai, known) == "ai"
+    assert workflows.owner_topic(f"{news_ai}-2026-12-01T06:00:00Z", known) == "ai"
+    neighbour = news_ai.removeprefix("research-ns-")  # a valid agent name
+    assert ids.agent_name_ok(neighbour)
+    theirs = ids.workflow_id("ns", neighbour, "quantum computing")
+    assert theirs.startswith(news_ai + "-")
+    assert workflows.owner_topic(theirs, known) is None
+    assert workflows.owner_topic(f"{news_ai}-2026-12-01", known) is None
+    assert workflows.owner_topic(f"{news_ai}-schedule", known) is None
 
 
 def test_queries_name_every_topic_in_bounded_chunks() -> None:
