@@ -40,7 +40,7 @@ async def test_the_sweep_deletes_transcripts_of_closed_runs_only(
     harness: HarnessFactory, backend_dsn: str
 ) -> None:
     async with harness(deep(6), postgres_dsn=backend_dsn) as h:
-        h.sim.set_faults(plan(6, latency_ms=300))  # a loop slow enough to stop mid-way
+        h.sim.set_faults(plan(6, latency_ms=1000))  # a loop slow enough to stop mid-way
         store = await h.store()
         try:
             unknown = f"research-elsewhere-{uuid.uuid4().hex[:8]}/0192ffff-unknown"
@@ -58,10 +58,20 @@ async def test_the_sweep_deletes_transcripts_of_closed_runs_only(
             await retention.sweep(h.client, store, idle=NOW)
             assert await store.get_parts(ended_key, 100) != []
 
-            await retention.sweep(h.client, store, idle=NOW, keep=NOW)
+            # Another namespace's chain under an id this namespace knows (ids name the
+            # agent and topic, not the namespace): the old sweep took it for an earlier
+            # chain of the id and deleted it, while its run might still need it.
+            elsewhere = f"{ended.id}/{uuid.uuid4()}"
+            await store.put_part(elsewhere, 1, transcript.ASSISTANT, "{}")
+            # Another agent's (another task queue): swept by its own workers.
+            await retention.sweep(h.client, store, idle=NOW, keep=NOW, task_queue="other")
+            assert await store.get_parts(ended_key, 100) != []
+
+            await retention.sweep(h.client, store, idle=NOW, keep=NOW, task_queue=h.task_queue)
             assert await store.get_parts(ended_key, 100) == []
             assert await store.get_parts(still_key, 100) != []  # open: kept, however idle
             assert len(await store.get_parts(unknown, 100)) == 1  # not the server's: kept
+            assert len(await store.get_parts(elsewhere, 100)) == 1  # not this namespace's
         finally:
             await store.close()
 

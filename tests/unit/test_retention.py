@@ -42,12 +42,32 @@ def test_an_id_temporal_does_not_know_is_not_judged() -> None:
 
 def test_a_later_chain_under_the_same_id_closes_the_earlier_one() -> None:
     rerun = Found("r2", True, NOW - timedelta(hours=2), None)
-    assert not verdict("r1", rerun, NOW, DAY)  # began two hours ago: keep a day
-    assert verdict("r1", rerun, NOW, timedelta(hours=1))
+    earlier = found("r1", closed_ago=3 * DAY)
+    assert not verdict("r1", rerun, NOW, DAY, chain=earlier)  # began two hours ago: a day
+    assert verdict("r1", rerun, NOW, timedelta(hours=1), chain=earlier)
     # The re-run's own transcript follows its own state.
     assert not verdict("r2", rerun, NOW, timedelta(0))
     # A closed re-run: the earlier chain closed before it began.
-    assert verdict("r1", Found("r2", False, NOW - 3 * DAY, NOW - 2 * DAY), NOW, DAY)
+    closed = Found("r2", False, NOW - 3 * DAY, NOW - 2 * DAY)
+    assert verdict("r1", closed, NOW, DAY, chain=earlier)
+
+
+def test_a_chain_temporal_does_not_know_here_is_another_namespaces() -> None:
+    """Ids name the agent and the topic, not the namespace: another namespace's run of
+    the same topic shares the id, and a newer chain of this namespace's says nothing
+    of it (the old sweep deleted its transcript while it ran)."""
+    rerun = Found("r2", False, NOW - 3 * DAY, NOW - 2 * DAY)
+    assert not verdict("r1", rerun, NOW, timedelta(0), chain=None)
+
+
+def test_only_the_workers_own_agents_chains_are_judged() -> None:
+    """Agents sharing one database each sweep at their own retention: a chain on another
+    task queue is another agent's."""
+    theirs = Found("r1", False, NOW - 3 * DAY, NOW - 2 * DAY, "steadfast.ns.other")
+    assert not verdict("r1", theirs, NOW, timedelta(0), task_queue="steadfast.ns.mine")
+    assert verdict("r1", theirs, NOW, timedelta(0), task_queue="steadfast.ns.other")
+    rerun = Found("r2", False, NOW - DAY, NOW - DAY, "steadfast.ns.mine")
+    assert not verdict("r1", rerun, NOW, timedelta(0), chain=theirs, task_queue="steadfast.ns.mine")
 
 
 def test_an_open_run_of_a_server_that_names_no_first_run_is_kept() -> None:

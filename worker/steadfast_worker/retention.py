@@ -9,13 +9,18 @@ written to for a while is deleted once Temporal shows its run closed for
 ``storage.transcriptRetention`` (:func:`cadence` says how often it looks, and what
 "a while" is).
 
-Only what Temporal answers for decides, in the worker's own namespace:
+Only what Temporal answers for decides, in the worker's own namespace, and only
+for the worker's own agent (the runs on its task queue), since agents and
+namespaces may share one database:
 
 - a run still open (a deep run waiting for budget, or for a worker) keeps its
   transcript, however idle;
-- a workflow id Temporal does not know keeps it too: it may be another agent's,
-  in another namespace, sharing the database (or one whose history retention
-  removed; the sweep runs often enough to see it closed before that).
+- a chain Temporal does not know here keeps it too: it is another namespace's
+  (ids name the agent and the topic, not the namespace: two namespaces' runs of
+  one agent's topic share an id), or one whose history retention removed (the
+  sweep runs often enough to see it closed before that);
+- a chain on another task queue is another agent's: its own workers sweep it, at
+  its own ``transcriptRetention``.
 
 :func:`verdict` is the decision, a pure function; :func:`sweep` is the I/O.
 """
@@ -49,7 +54,7 @@ PAGE = 200
 
 @dataclass(frozen=True)
 class Found:
-    """What Temporal says of the newest run under a conversation's workflow id."""
+    """What Temporal says of a run under a conversation's workflow id."""
 
     first_run_id: str
     """The first run of its chain (continue-as-new keeps it; a re-run starts anew);
@@ -57,12 +62,32 @@ class Found:
     running: bool
     started: datetime
     closed: datetime | None
+    task_queue: str = ""
+    """The task queue its workflow tasks go to: which agent's workers run it."""
 
 
-def verdict(first_run_id: str, found: Found | None, now: datetime, keep: timedelta) -> bool:
-    """Whether the transcript of the chain that began with ``first_run_id`` may go."""
+def verdict(
+    first_run_id: str,
+    found: Found | None,
+    now: datetime,
+    keep: timedelta,
+    *,
+    chain: Found | None = None,
+    task_queue: str = "",
+) -> bool:
+    """Whether the transcript of the chain that began with ``first_run_id`` may go.
+
+    ``found`` is the newest run under its workflow id; ``chain`` is the chain's own
+    first run when that is another chain (None: Temporal does not know it here).
+    With ``task_queue``, only a chain on that queue is judged.
+    """
     if found is None:
         return False  # not this namespace's, or not any more: not ours to judge
+    mine = found if found.first_run_id in ("", first_run_id) else chain
+    if mine is None:
+        return False  # the id is known here, but not this chain: another namespace's
+    if task_queue and mine.task_queue != task_queue:
+        return False  # another agent's: its workers judge it by its own retention
     if found.running:
         # Ours, or a later chain under the id (a re-run), which began after ours closed.
         later = found.first_run_id not in ("", first_run_id)
@@ -90,12 +115,16 @@ def split_conversation(conversation: str) -> tuple[str, str]:
     return workflow_id, first_run_id
 
 
-async def describe(client: Client, workflow_id: str) -> Found | None:
-    """The newest run under ``workflow_id``, or None when Temporal does not know it."""
+async def describe(client: Client, workflow_id: str, run_id: str = "") -> Found | None:
+    """The run ``run_id`` (the newest: ``""``) under ``workflow_id``, or None when
+    Temporal does not know it."""
     try:
-        desc = await client.get_workflow_handle(workflow_id).describe()
+        desc = await client.get_workflow_handle(workflow_id, run_id=run_id or None).describe()
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        # A run id this server cannot read (not a UUID) names no run of its either.
+        if err.status == RPCStatusCode.NOT_FOUND or (
+            run_id and err.status == RPCStatusCode.INVALID_ARGUMENT
+        ):
             return None
         raise
     info = desc.raw_description.workflow_execution_info
@@ -104,6 +133,7 @@ async def describe(client: Client, workflow_id: str) -> Found | None:
         running=info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING,
         started=desc.start_time,
         closed=desc.close_time,
+        task_queue=info.task_queue,
     )
 
 
@@ -114,17 +144,23 @@ async def sweep(
     now: datetime | None = None,
     idle: timedelta = IDLE,
     keep: timedelta = KEEP,
+    task_queue: str = "",
 ) -> int:
-    """Delete the transcripts :func:`verdict` lets go; how many."""
+    """Delete the transcripts :func:`verdict` lets go (of runs on ``task_queue``, the
+    worker's own, when given); how many."""
     now = now or datetime.now(UTC)
     before = (now - idle).isoformat(timespec="microseconds")
     gone, after = 0, ""
     while page := await store.idle_conversations(before, after, PAGE):
         for conversation in page:
             workflow_id, first_run_id = split_conversation(conversation)
-            if first_run_id and verdict(
-                first_run_id, await describe(client, workflow_id), now, keep
-            ):
+            if not first_run_id:
+                continue
+            found = await describe(client, workflow_id)
+            chain = None
+            if found is not None and found.first_run_id not in ("", first_run_id):
+                chain = await describe(client, workflow_id, first_run_id)
+            if verdict(first_run_id, found, now, keep, chain=chain, task_queue=task_queue):
                 await store.forget_transcript(conversation)
                 gone += 1
         after = page[-1]
@@ -134,7 +170,10 @@ async def sweep(
 
 
 async def keep_sweeping(
-    client: Client, store: Callable[[], Awaitable[ReportStore]], keep: timedelta = KEEP
+    client: Client,
+    store: Callable[[], Awaitable[ReportStore]],
+    keep: timedelta = KEEP,
+    task_queue: str = "",
 ) -> None:
     """:func:`sweep` for transcripts kept ``keep``, at the :func:`cadence` it sets, until
     cancelled; a failed sweep is logged and tried again at the next (the store or
@@ -142,7 +181,7 @@ async def keep_sweeping(
     every, idle = cadence(keep)
     while True:
         try:
-            await sweep(client, await store(), idle=idle, keep=keep)
+            await sweep(client, await store(), idle=idle, keep=keep, task_queue=task_queue)
         except asyncio.CancelledError:
             raise
         except Exception as err:

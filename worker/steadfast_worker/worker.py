@@ -168,7 +168,12 @@ async def run_worker(
     running = asyncio.create_task(worker.run())
     stopping = asyncio.create_task(stop.wait())
     sweeping = asyncio.create_task(
-        retention.keep_sweeping(client, activities.store, config.storage.transcript_retention)
+        retention.keep_sweeping(
+            client,
+            activities.store,
+            config.storage.transcript_retention,
+            worker.task_queue,
+        )
     )
     try:
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
