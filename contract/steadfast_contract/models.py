@@ -411,3 +411,8 @@ BUDGET_KEEPS_GATHERED_PATCH = "budget-keeps-gathered"
 #: (:data:`~steadfast_contract.pricing.WEB_SEARCH_RESULT_TOKENS`) before searches through
 #: the model: runs recorded before it replay with the fee and the prompt reserved alone.
 SEARCH_RESULTS_RESERVED_PATCH = "search-results-reserved"
+#: The ``workflow.patched`` id that guards counting the searches through the model a
+#: budget granted before the run paused for the others (and keeping their results when
+#: the pause runs out); recorded only by a run so paused. Runs recorded before it count
+#: them after the pause, and keep nothing.
+SEARCHES_COUNTED_PATCH = "searches-counted-before-pause"

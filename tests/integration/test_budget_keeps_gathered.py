@@ -11,13 +11,15 @@ names the report.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_budget_pause import squeezed_limit
-from tests.integration.test_deep_agent import deep, plan
+from tests.integration.test_deep_agent import billed_usd, deep, plan
 from tests.support.temporal import failure_of
 
-from steadfast_contract import errortypes
+from steadfast_contract import budget, errortypes, pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_worker.activities.storage import StoredReport
 
@@ -74,3 +76,37 @@ async def test_a_pipeline_run_out_of_budget_before_its_report_keeps_its_sources(
         numbered = [line for line in report.markdown.splitlines() if line[:1].isdigit()]
         assert numbered
         assert all("(http" in line for line in numbered)  # each search result's address
+
+
+async def test_a_pipeline_run_its_day_stops_mid_search_counts_and_keeps_the_searches_it_paid(
+    harness: HarnessFactory,
+) -> None:
+    """Searches through the model (``anthropic-web-search``) run at once, each granted by
+    the day's ledger; the day grants two of three. The granted two were paid for, but
+    the run counted them only after the pause, and a pause that ran out dropped them:
+    its status said $0.0008 of $0.0667 billed and it saved nothing (the audit)."""
+    price = pricing.lookup("claude-sonnet-4-6")
+    one_search = budget.reserve_usd(1000, 40, price, web_searches=1)
+    overrides = {
+        "agent": f"s-{uuid.uuid4().hex[:8]}",
+        "search": {"provider": "anthropic-web-search"},
+        # The query call's reservation and two searches', not a third.
+        "budget": {
+            "maxUSDPerRun": 1.0,
+            "maxUSDPerDay": squeezed_limit() + 2 * one_search + 0.001,
+            "pauseTimeout": "0s",
+        },
+    }
+    async with harness(overrides) as h:
+        # Slow enough that all three ask the day before any settles.
+        h.sim.set_faults({"llm": {"latency_ms": 800, "match": "Search the web"}})
+        topic = f"stopped mid-search {uuid.uuid4().hex[:6]}"
+        status, saved = await stopped(h, topic)
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(h.workflow_id(topic))]
+        searched = [e for e in entries if "server_tool_use" in (e["billed"] or {})]
+        print(f"{len(searched)} searches billed; the run counted ${status.cost_usd:.4f}")
+        assert len(searched) == 2
+        assert status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
+        (report,) = saved
+        assert "the run's budget ran out during its searches" in report.markdown
+        assert "## Sources found" in report.markdown

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from steadfast_contract.models import (
         SEARCH_STEP_PATCH,
         SEARCH_STEP_SHAPE,
+        SEARCHES_COUNTED_PATCH,
         Phase,
         Pricing,
         ResearchInput,
@@ -143,12 +144,13 @@ async def _search(
             act.IO_START_TO_CLOSE,
         )
 
+    counted: set[int] = set()
     if uses_llm:
         per_call = wf._gate.search_reserve(
             s.max_tokens, budget.estimate_tokens(QUERY_PROMPT_CHARS), price
         )
         if shape2:
-            outcomes = await _granted_searches(wf, queries, per_call, ask)
+            outcomes, counted = await _granted_searches(wf, inp.topic, queries, per_call, ask)
         else:
             # The searches run concurrently, so all of them must fit at once.
             await wf._gate.afford(per_call * len(queries))
@@ -157,17 +159,12 @@ async def _search(
         outcomes = await asyncio.gather(*map(ask, queries), return_exceptions=True)
     answers: list[act.WebSearchOutput] = []
     failed: list[ActivityError] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ActivityError):
-            failed.append(outcome)
-            wf._account_failure(outcome)
-            continue
-        if isinstance(outcome, BaseException):
-            raise outcome
-        accounting.add_attempts(wf._status, act.WEB_SEARCH, outcome.attempt)
-        if outcome.llm is not None:
-            wf._account_llm(outcome.llm, 1, act.WEB_SEARCH)
-        answers.append(outcome)
+    for i, outcome in enumerate(outcomes):
+        taken = _count(wf, outcome, account=i not in counted)
+        if isinstance(taken, ActivityError):
+            failed.append(taken)
+        else:
+            answers.append(taken)
     results = _merged(wf, answers, len(failed), len(queries))
     if failed and not results:
         # Nothing to write from: the run fails with the first search's reason.
@@ -175,16 +172,43 @@ async def _search(
     return results
 
 
+Outcome = act.WebSearchOutput | BaseException
+
+
+def _count(
+    wf: ResearchWorkflow, outcome: Outcome, *, account: bool = True
+) -> act.WebSearchOutput | ActivityError:
+    """One search's outcome, an answer or a failed search (anything else is raised),
+    accounted in the run's status unless it already is (``account``)."""
+    if isinstance(outcome, ActivityError):
+        if account:
+            wf._account_failure(outcome)
+        return outcome
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if account:
+        accounting.add_attempts(wf._status, act.WEB_SEARCH, outcome.attempt)
+        if outcome.llm is not None:
+            wf._account_llm(outcome.llm, 1, act.WEB_SEARCH)
+    return outcome
+
+
 async def _granted_searches(
     wf: ResearchWorkflow,
+    topic: str,
     queries: list[str],
     per_call: float,
     ask: Callable[[str], Awaitable[act.WebSearchOutput]],
-) -> list[act.WebSearchOutput | BaseException]:
+) -> tuple[list[Outcome], set[int]]:
     """Searches through the model, each a paid request: the ones a budget refused (the
     run's, or the day's ledger) wait in ``AwaitingBudget`` for it, as an LLM step does,
-    and are asked again; every other outcome is kept as it came."""
-    outcomes: dict[int, act.WebSearchOutput | BaseException] = {}
+    and are asked again; every other outcome is kept as it came. Returns the outcomes
+    and which of them are accounted already: those granted before a pause are counted
+    before it, so the pause (and the raise that ends it) sees what the run spent, and a
+    pause that runs out keeps their results as the run's unfinished report. Runs
+    recorded before that count them after (``SEARCHES_COUNTED_PATCH``)."""
+    outcomes: dict[int, Outcome] = {}
+    counted: set[int] = set()
     pending = list(range(len(queries)))
     while pending:
         # They run concurrently, so all of them must fit at once.
@@ -196,18 +220,28 @@ async def _granted_searches(
                 refused.append((i, outcome))
             else:
                 outcomes[i] = outcome
+        if refused and workflow.patched(SEARCHES_COUNTED_PATCH):
+            for i in sorted(outcomes.keys() - counted):
+                _count(wf, outcomes[i])
+                counted.add(i)
         for _, err in refused[1:]:
             wf._account_failure(err)
         if refused:
-            await wf._gate.refused(refused[0][1])  # accounts it, and pauses
+            try:
+                await wf._gate.refused(refused[0][1])  # accounts it, and pauses
+            except failures.BudgetStopError as stop:
+                found = [outcomes[i] for i in sorted(counted)]
+                answers = [a for a in found if isinstance(a, act.WebSearchOutput)]
+                if answers:
+                    why = "the run's budget ran out during its searches"
+                    stop.gathered = _sources(topic, _results(answers), why)
+                raise
         pending = [i for i, _ in refused]
-    return [outcomes[i] for i in range(len(queries))]
+    return [outcomes[i] for i in range(len(queries))], counted
 
 
-def _merged(
-    wf: ResearchWorkflow, answers: list[act.WebSearchOutput], failed: int, queries: int
-) -> list[act.SearchResult]:
-    """The answers' results, each address once, in order; the status says what failed."""
+def _results(answers: list[act.WebSearchOutput]) -> list[act.SearchResult]:
+    """The answers' results, each address once, in order."""
     seen: set[str] = set()
     results: list[act.SearchResult] = []
     for answer in answers:
@@ -215,6 +249,14 @@ def _merged(
             if r.url not in seen:
                 seen.add(r.url)
                 results.append(r)
+    return results
+
+
+def _merged(
+    wf: ResearchWorkflow, answers: list[act.WebSearchOutput], failed: int, queries: int
+) -> list[act.SearchResult]:
+    """The answers' results, each address once, in order; the status says what failed."""
+    results = _results(answers)
     if failed:
         wf._status.message = f"{failed} of {queries} searches failed"
     return results
