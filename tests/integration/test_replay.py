@@ -13,7 +13,11 @@ recipients), and runs whose shape is in their input (``*_shape1``: the lean shap
 no marker, and streamed replies' tails published by the workflow), and runs of shape 2
 (``*_shape2``: every search in one ``web_searches`` activity, one retried alone), and runs
 the model refused (``report_refused_shape2``, ``deep_refused``: what they gathered saved,
-the run failed ``ModelRefused``).
+the run failed ``ModelRefused``), and the newer patched branches: runs their budget stopped
+that keep what they gathered (``budget_exhausted_keeps_gathered_shape2``, and
+``searches_day_stopped_shape2``, searches through the model reserving their results and
+counted before the pause), and a deep run whose context window ended it early
+(``deep_context_window``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -35,12 +39,16 @@ from tests.support.temporal import scheduled_activities
 
 from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
+    BUDGET_KEEPS_GATHERED_PATCH,
     BUDGET_PAUSE_PATCH,
+    SEARCH_RESULTS_RESERVED_PATCH,
     SEARCH_STEP_PATCH,
+    SEARCHES_COUNTED_PATCH,
     SPEND_MEMO_PATCH,
     WORKFLOW_NAME,
     ResearchInput,
 )
+from steadfast_worker.deep import CONTEXT_PATCH
 from steadfast_worker.mailing import LEAN_RUN_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
 
@@ -122,6 +130,30 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "patches"),
+    [
+        ("budget_exhausted_keeps_gathered_shape2", [BUDGET_KEEPS_GATHERED_PATCH]),
+        (
+            "searches_day_stopped_shape2",
+            [SEARCH_RESULTS_RESERVED_PATCH, SEARCHES_COUNTED_PATCH, BUDGET_KEEPS_GATHERED_PATCH],
+        ),
+        ("deep_context_window", [CONTEXT_PATCH]),
+    ],
+)
+def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
+    """Each newer ``workflow.patched`` branch has a history that took it, so a later
+    change to that branch fails the replay as the older ones do."""
+    recorded = _patches(FIXTURES / f"{name}.json")
+    for patch in patches:
+        assert any(patch.encode() in m for m in recorded), (name, patch)
+    history = load(FIXTURES / f"{name}.json")
+    if BUDGET_KEEPS_GATHERED_PATCH in patches:
+        assert scheduled_activities(history)[-1] == "save_report"  # what it gathered
+        failure = history.events[-1].workflow_execution_failed_event_attributes.failure
+        assert failure.application_failure_info.type == "BudgetExhausted"
+
+
 @pytest.mark.parametrize("name", ["report_refused_shape2", "deep_refused"])
 def test_fixtures_cover_refused_runs_that_keep_what_they_gathered(name: str) -> None:
     history = load(FIXTURES / f"{name}.json")
@@ -171,28 +203,37 @@ def test_fixtures_cover_runs_whose_shape_is_in_their_input() -> None:
 def test_fixtures_cover_runs_that_search_in_one_step() -> None:
     # Shape 2 in their input and the search-step marker: one web_searches activity; or,
     # searching through the model, an activity per query, asked again after a pause.
-    shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
-    assert {p.stem for p in shaped} == {
-        "no_recipients_shape2",
-        "happy_path_with_email_shape2",
-        "search_failed_shape2",
-        "search_retried_shape2",
-        "searches_day_paused_raised_shape2",
-        "report_refused_shape2",
+    # Each shape-2 fixture and the markers it recorded, in order.
+    markers = {
+        "no_recipients_shape2": [SEARCH_STEP_PATCH],
+        "happy_path_with_email_shape2": [SEARCH_STEP_PATCH],
+        "search_failed_shape2": [SEARCH_STEP_PATCH],
+        "search_retried_shape2": [SEARCH_STEP_PATCH],
+        "report_refused_shape2": [SEARCH_STEP_PATCH],
+        "budget_exhausted_keeps_gathered_shape2": [SEARCH_STEP_PATCH, BUDGET_KEEPS_GATHERED_PATCH],
+        "searches_day_paused_raised_shape2": [SEARCH_STEP_PATCH, BUDGET_PAUSE_PATCH],
+        "searches_day_stopped_shape2": [
+            SEARCH_STEP_PATCH,
+            SEARCH_RESULTS_RESERVED_PATCH,
+            SEARCHES_COUNTED_PATCH,
+            BUDGET_KEEPS_GATHERED_PATCH,
+        ],
     }
+    shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
+    assert {p.stem for p in shaped} == set(markers)
+    # Searches through the model: refused, then granted (3 and 3); 2 granted, 1 refused.
+    by_the_model = {"searches_day_paused_raised_shape2": 6, "searches_day_stopped_shape2": 3}
     for path in shaped:
         history = load(path)
         started = history.events[0].workflow_execution_started_event_attributes
         settings = json.loads(started.input.payloads[0].data)["settings"]
         assert settings["shape"] == 2
         ids = [json.loads(p)["id"] for p in _patches(path)]
-        assert ids[0] == SEARCH_STEP_PATCH, path.name
+        assert ids == markers[path.stem], path.name
         activities = scheduled_activities(history)
         if settings["search_provider"] == "anthropic-web-search":
-            assert ids == [SEARCH_STEP_PATCH, BUDGET_PAUSE_PATCH], path.name
-            assert activities.count("web_search") == 6, path.name  # 3 refused, 3 granted
+            assert activities.count("web_search") == by_the_model[path.stem], path.name
             continue
-        assert ids == [SEARCH_STEP_PATCH], path.name
         assert activities.count("web_searches") == 1, path.name
         assert "web_search" not in activities, path.name
     # Every other pipeline fixture searched with an activity per query.

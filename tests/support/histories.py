@@ -27,7 +27,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from temporalio.client import Client
 
-from steadfast_contract import models, starter
+from steadfast_contract import budget, models, pricing, starter
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.researchspec import ResearchSpec
 from steadfast_dev import chaos, embedded
@@ -133,6 +133,33 @@ async def searches_day_paused_raised(s: embedded.Stack, cfg: WorkerConfig, name:
     return await _paused_then_raised(s, tight, name, models.SetBudgetInput(max_usd_per_day=50.0))
 
 
+async def budget_exhausted_keeps_gathered(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """As ``budget_exhausted``, on the code that keeps what the run gathered (its
+    sources) as an unfinished report (the ``budget-keeps-gathered`` marker)."""
+    return await budget_exhausted(s, cfg, name)
+
+
+async def searches_day_stopped(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Searches through the model, each reserving its results, the day granting two of
+    three, and the pause running out: the two are counted before the pause and their
+    results kept as an unfinished report (the ``search-results-reserved``,
+    ``searches-counted-before-pause`` and ``budget-keeps-gathered`` markers). An agent
+    of its own, so its day is its own."""
+    price = pricing.lookup(cfg.model.name)
+    asked = budget.reserve_usd(cfg.model.max_tokens, budget.estimate_tokens(400), price)
+    search = budget.reserve_usd(
+        cfg.model.max_tokens, budget.estimate_tokens(400), price, web_searches=1
+    )
+    tight = _budget(cfg, max_usd_per_day=asked + 2 * search + 0.001, pause_timeout=timedelta(0))
+    provider = tight.search.model_copy(update={"provider": "anthropic-web-search"})
+    tight = tight.model_copy(update={"search": provider, "agent": "histories-day-stopped"})
+    tight = on_queue(tight, "histories-day-stopped")
+    s.start_worker(tight, _env(s))
+    # Slow searches: all three ask the day before any settles.
+    faults: dict[str, object] = {"llm": {"latency_ms": 800, "match": "Search the web"}}
+    return await _with_faults(s, tight, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
 def _approval(cfg: WorkerConfig) -> WorkerConfig:
     return cfg.model_copy(
         update={"notify": cfg.notify.model_copy(update={"require_approval": True})}
@@ -230,6 +257,21 @@ async def deep_continued_as_new(s: embedded.Stack, cfg: WorkerConfig, name: str)
     return await _deep_run(s, _deep(cfg, max_turns=8, continue_as_new_after_turns=3), name, 7)
 
 
+async def deep_context_window(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A deep run reading long pages: its conversation nears the model's context window,
+    and the report is asked for turns before ``maxTurns`` (``deep-context-window``)."""
+    window = 60_000
+    research = cfg.research.model_copy(update={"strategy": "deep", "max_turns": 20})
+    model = cfg.model.model_copy(update={"max_tokens": 4000, "context_tokens": window})
+    long_read = cfg.model_copy(update={"research": research, "model": model})
+    faults: dict[str, object] = {
+        "llm": {"agent_turns": 20, "context_tokens": window},
+        "search": {"page_links": True},
+        "pages": {"answer_bytes": 40_000},
+    }
+    return await _with_faults(s, long_read, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
 async def _with_faults(
     s: embedded.Stack, cfg: WorkerConfig, faults: dict[str, object], topic: str
 ) -> str:
@@ -296,6 +338,9 @@ SCENARIOS: dict[str, Scenario] = {
     "no_recipients": no_recipients,
     "report_refused_shape2": report_refused,
     "deep_refused": deep_refused,
+    "budget_exhausted_keeps_gathered_shape2": budget_exhausted_keeps_gathered,
+    "searches_day_stopped_shape2": searches_day_stopped,
+    "deep_context_window": deep_context_window,
 }
 
 
