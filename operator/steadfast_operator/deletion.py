@@ -30,6 +30,22 @@ MAX_DELAY = 60.0
 """The longest wait between two tries: a Temporal that comes back is seen within it."""
 WAITING = "WaitingForTemporal"
 """``Ready`` condition reason while a deletion waits for Temporal."""
+SAVING = "WaitingForReports"
+"""``Ready`` condition reason while a deletion waits for cancelled runs to save their
+paid reports: the agent's workers, which the agent's deletion takes, must outlive them."""
+SAVING_DELAY = 10.0
+"""Seconds between two looks at runs saving their reports."""
+
+
+def saving_message(workflow_ids: Sequence[str]) -> str:
+    """What a deletion waiting for cancelled runs to save their reports says."""
+    shown = ", ".join(workflow_ids[:3]) + (" and more" if len(workflow_ids) > 3 else "")
+    return (
+        f"deleting: waiting for {len(workflow_ids)} cancelled run(s) to save the report they "
+        f"paid for ({shown}); the agent and its workers stay until they have. A run waits "
+        f"for its report store up to storage.saveTimeout. To delete without waiting, set "
+        f"spec.deletionPolicy: Abandon (the runs are then left without workers)"
+    )
 
 
 def retry_delay(retry: int) -> float:
@@ -72,13 +88,17 @@ def blocked(policy: str, address: str, namespace: str, problem: Problem, retry: 
 
 
 def waiting_status(
-    previous: Mapping[str, Any], message: str, now: datetime, generation: int
+    previous: Mapping[str, Any],
+    message: str,
+    now: datetime,
+    generation: int,
+    reason: str = WAITING,
 ) -> dict[str, Any]:
     """The status patch of a deletion that waits: ``Ready=False``/:data:`WAITING`.
 
     The other conditions are kept as they were (a merge patch replaces the list).
     """
     old: Sequence[Mapping[str, Any]] = list(previous.get("conditions") or [])
-    ready = status.condition(status.READY, False, WAITING, message, old, now, generation)
+    ready = status.condition(status.READY, False, reason, message, old, now, generation)
     conditions = [dict(c) for c in old if c.get("type") != status.READY]
     return {"conditions": [ready, *conditions]}

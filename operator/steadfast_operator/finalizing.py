@@ -50,6 +50,15 @@ async def finalize(
     generation = int(body.meta.get("generation") or 0)
     async with shared.lock(agent.namespace, agent.name):
         problem = await clean_up(shared, agent, spec, cfg, body, generation)
+    if isinstance(problem, list):
+        # Cancelled runs still saving the report they paid for: keep the workers.
+        message = deletion.saving_message(problem)
+        patch.status.update(
+            deletion.waiting_status(
+                dict(body.status), message, datetime.now(UTC), generation, deletion.SAVING
+            )
+        )
+        raise kopf.TemporaryError(message, delay=deletion.SAVING_DELAY)
     if problem is not None:
         address = spec.temporal.address or shared.config.defaults.temporal_address
         decision = deletion.blocked(
@@ -80,8 +89,9 @@ async def clean_up(
     cfg: WorkerConfig,
     body: kopf.Body,
     generation: int,
-) -> Problem | None:
-    """Delete the agent's Schedules and apply the policy to its runs; the problem if any."""
+) -> Problem | list[str] | None:
+    """Delete the agent's Schedules and apply the policy to its runs; the problem if
+    any, or under ``Cancel`` the cancelled runs still saving their reports."""
     client = await connect(shared, agent, spec)
     if isinstance(client, Problem):
         return client
@@ -106,8 +116,13 @@ async def clean_up(
         stopped = await workflows.stop_topics(
             client, cfg, plan.stop, plan.deletion_policy, unlisted=plan.stop_unlisted
         )
+        saving = []
+        if stopped and plan.deletion_policy == "Cancel":
+            saving = await workflows.saving(client, cfg, plan.stop)
     except (RPCError, RuntimeError, OSError, TimeoutError) as err:
         return Problem("TemporalError", f"Temporal call failed: {err}")
+    if saving:
+        return saving
     log.info(
         "%s/%s deleted: %d Schedules, %s %d running workflows",
         agent.namespace,

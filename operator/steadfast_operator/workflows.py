@@ -109,6 +109,14 @@ async def stop_topics(
     return count
 
 
+async def saving(client: Client, cfg: WorkerConfig, topics: Iterable[str]) -> list[str]:
+    """The agent's running runs that hold a paid report not yet saved (phase ``Saving``,
+    as their status query answers): the ids of those a deletion under ``Cancel`` waits
+    for. A cancelled run goes on saving its report; its workers must outlive it."""
+    rows = await observe(client, cfg, topics, RunCache(), query_running=True)
+    return [r.workflow_id for r in rows if r.running and r.phase == models.Phase.SAVING.value]
+
+
 async def _ours(client: Client, cfg: WorkerConfig, wf: WorkflowExecution) -> bool:
     """Whether a run the agent's topics do not explain is the agent's, by its input.
 

@@ -11,8 +11,10 @@ edit and on deletion, while a sibling agent's (``<name>-eu``) is left alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +27,22 @@ from temporalio.client import (
     ScheduleState,
 )
 from temporalio.service import RPCError, RPCStatusCode
-from tests.e2e.operator_env import Scene, agent_manifest, apply, condition, get
+from tests.e2e.operator_env import (
+    Scene,
+    agent_manifest,
+    apply,
+    condition,
+    get,
+    secret,
+    worker_process,
+)
 from tests.support.kube import KubeCluster
+from tests.support.ports import free_port
+from tests.support.sim import running_sim
 from tests.support.tcpforward import TCPForwarder
 from tests.support.waiting import wait_for
 
-from steadfast_contract import ids, models
+from steadfast_contract import ids, models, starter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
 
@@ -206,3 +218,62 @@ async def test_a_schedule_no_status_lists_is_deleted_on_edit_and_on_deletion(
         assert not await schedule_exists(temporal_client, sched), sched
     assert await schedule_exists(temporal_client, sibling)
     await temporal_client.get_schedule_handle(sibling).delete()
+
+
+async def test_a_cancelled_run_saving_its_paid_report_keeps_the_agent_and_its_workers(
+    scene: Scene, temporal_client: Client, tmp_path: Path
+) -> None:
+    """A run whose report is paid for waits in ``Saving`` for its report store, and a
+    cancel does not stop that save. The finalizer used to return once cancellation was
+    requested: the agent went, the garbage collector took its worker Deployment, and
+    the run was left in ``Saving`` with no worker to save its report (the audit). Now
+    the deletion waits for such runs, and says so; ``Abandon`` is the way out."""
+    ns = scene.namespace
+    # A report store that is down: nothing listens on this loopback port.
+    secret(scene.cluster, ns, "down-db", {"dsn": f"postgresql://u:p@127.0.0.1:{free_port()}/db"})
+    topic = "a report saved after its agent was deleted"
+    wf_id = ids.workflow_id(ns, "saver", topic)
+    handle = temporal_client.get_workflow_handle(wf_id)
+    with running_sim() as sim:
+        storage = {"postgresSecretRef": {"name": "down-db", "key": "dsn"}}
+        apply(scene.cluster, agent_manifest("saver", ns, sim, [topic], storage=storage))
+        try:
+            with worker_process(scene.cluster, ns, "saver", tmp_path, sim):
+
+                async def saving() -> bool:
+                    try:
+                        st = await starter.query_status(temporal_client, wf_id, rpc_timeout=3.0)
+                    except Exception:
+                        return False
+                    return st.phase == models.Phase.SAVING and st.llm_calls >= 2
+
+                await eventually("the run paid for its report and saving it", saving, 120)
+                scene.cluster.kubectl("delete", "ra", "saver", "-n", ns, "--wait=false")
+
+                def waiting() -> dict[str, Any] | None:
+                    ready = condition(get(scene.cluster, "ra", ns, "saver"), "Ready")
+                    return ready if ready.get("reason") == "WaitingForReports" else None
+
+                ready = wait_for("the deletion to say it waits for the save", waiting)
+                assert wf_id in ready["message"], ready["message"]
+                assert "deletionPolicy: Abandon" in ready["message"], ready["message"]
+                await asyncio.sleep(15)  # past a few of the finalizer's looks
+                agent = get(scene.cluster, "ra", ns, "saver")
+                assert agent is not None
+                assert FINALIZER in agent["metadata"]["finalizers"]
+                assert get(scene.cluster, "deploy", ns, "saver-worker") is not None
+                events = [e.event_type async for e in handle.fetch_history_events()]
+                assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
+                assert await saving()  # the cancel did not stop the save
+
+                # The way out the status names: the agent goes, the run is left.
+                patch = json.dumps({"spec": {"deletionPolicy": "Abandon"}})
+                scene.cluster.kubectl("patch", "ra", "saver", "-n", ns, "--type=merge", "-p", patch)
+                wait_for(
+                    "the agent gone once Abandon is set",
+                    lambda: get(scene.cluster, "ra", ns, "saver") is None,
+                    timeout=90,
+                )
+        finally:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test cleanup")
