@@ -13,6 +13,7 @@ Abandon``, to let the agent go.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import kopf
@@ -30,6 +31,13 @@ from steadfast_operator.spec import InvalidSpec, parse_spec, worker_config
 from steadfast_operator.status import Problem
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Saving:
+    """Runs the deletion cancelled that are still saving the report they paid for."""
+
+    workflow_ids: list[str]
 
 
 async def finalize(
@@ -50,9 +58,9 @@ async def finalize(
     generation = int(body.meta.get("generation") or 0)
     async with shared.lock(agent.namespace, agent.name):
         problem = await clean_up(shared, agent, spec, cfg, body, generation)
-    if isinstance(problem, list):
+    if isinstance(problem, Saving):
         # Cancelled runs still saving the report they paid for: keep the workers.
-        message = deletion.saving_message(problem)
+        message = deletion.saving_message(problem.workflow_ids)
         patch.status.update(
             deletion.waiting_status(
                 dict(body.status), message, datetime.now(UTC), generation, deletion.SAVING
@@ -89,7 +97,7 @@ async def clean_up(
     cfg: WorkerConfig,
     body: kopf.Body,
     generation: int,
-) -> Problem | list[str] | None:
+) -> Problem | Saving | None:
     """Delete the agent's Schedules and apply the policy to its runs; the problem if
     any, or under ``Cancel`` the cancelled runs still saving their reports."""
     client = await connect(shared, agent, spec)
@@ -118,17 +126,17 @@ async def clean_up(
         )
         saving = []
         if stopped and plan.deletion_policy == "Cancel":
-            saving = await workflows.saving(client, cfg, plan.stop)
+            saving = await workflows.saving(client, stopped)
     except (RPCError, RuntimeError, OSError, TimeoutError) as err:
         return Problem("TemporalError", f"Temporal call failed: {err}")
     if saving:
-        return saving
+        return Saving(saving)
     log.info(
         "%s/%s deleted: %d Schedules, %s %d running workflows",
         agent.namespace,
         agent.name,
         len(plan.schedules.delete) if plan.schedules is not None else 0,
         "cancelled" if plan.deletion_policy == "Cancel" else "abandoned",
-        stopped,
+        len(stopped),
     )
     return None

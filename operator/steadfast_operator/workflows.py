@@ -26,12 +26,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -80,8 +82,8 @@ async def start_topics(client: Client, cfg: WorkerConfig, topics: Iterable[str])
 
 async def stop_topics(
     client: Client, cfg: WorkerConfig, topics: Iterable[str], policy: str, *, unlisted: bool = False
-) -> int:
-    """Apply ``deletionPolicy`` to the running workflows of ``topics``; returns how many.
+) -> list[WorkflowExecution]:
+    """Apply ``deletionPolicy`` to the running workflows of ``topics``; returns them.
 
     ``Cancel`` requests cancellation (the workflow records its phase as it
     ends); ``Abandon`` leaves them running and only reports them. With
@@ -95,26 +97,43 @@ async def stop_topics(
         # Topics nobody lists any more: found by prefix, each proven ours by its input.
         prefix = ids.workflow_id_prefix(cfg.namespace, cfg.agent)
         queries = [f"WorkflowId STARTS_WITH '{prefix}'{running}"]
-    count = 0
+    stopped: list[WorkflowExecution] = []
     for query in queries:
         async for wf in client.list_workflows(query):
             if owner_topic(wf.id, known) is None and not (
                 unlisted and await _ours(client, cfg, wf)
             ):
                 continue
-            count += 1
+            stopped.append(wf)
             if policy == "Cancel":
                 with contextlib.suppress(RPCError):
                     await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
-    return count
+    return stopped
 
 
-async def saving(client: Client, cfg: WorkerConfig, topics: Iterable[str]) -> list[str]:
-    """The agent's running runs that hold a paid report not yet saved (phase ``Saving``,
-    as their status query answers): the ids of those a deletion under ``Cancel`` waits
-    for. A cancelled run goes on saving its report; its workers must outlive it."""
-    rows = await observe(client, cfg, topics, RunCache(), query_running=True)
-    return [r.workflow_id for r in rows if r.running and r.phase == models.Phase.SAVING.value]
+async def saving(client: Client, runs: Iterable[WorkflowExecution]) -> list[str]:
+    """Of ``runs`` (those a deletion cancelled), the ids of those still saving the report
+    they paid for: open, and in phase ``Saving`` as their status query answers. A
+    cancelled run goes on saving its report, so its workers must outlive it. A run
+    no worker answers for is not waited for: no worker is left to save it anyway."""
+    gate = asyncio.Semaphore(QUERY_CONCURRENCY)
+
+    async def still_saving(wf: WorkflowExecution) -> bool:
+        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+        async with gate:
+            try:
+                st: models.RunStatus = await handle.query(
+                    models.STATUS_QUERY,
+                    result_type=models.RunStatus,
+                    rpc_timeout=timedelta(seconds=5),
+                )
+            except (RPCError, TimeoutError, WorkflowQueryFailedError):
+                return False
+        return bool(st.phase == models.Phase.SAVING)
+
+    runs = list(runs)
+    found = await asyncio.gather(*map(still_saving, runs))
+    return [wf.id for wf, yes in zip(runs, found, strict=True) if yes]
 
 
 async def _ours(client: Client, cfg: WorkerConfig, wf: WorkflowExecution) -> bool:
@@ -261,18 +280,48 @@ async def set_budgets(client: Client, pushes: Iterable[BudgetPush]) -> int:
     """
     accepted = 0
     for push in pushes:
-        handle = client.get_workflow_handle(push.workflow_id, run_id=push.run_id)
+        if await _push(client, push):
+            accepted += 1
+    return accepted
+
+
+#: Tries of one push whose run spent past its new limit while it was on its way.
+PUSH_TRIES = 3
+
+
+async def _push(client: Client, push: BudgetPush) -> bool:
+    """Send one run its new limits. A run limit is never below what the run spent
+    (its update refuses that): when the run spent past it since the plan read its
+    spend, it gets the limit at its new spend, which stops its next call all the same."""
+    handle = client.get_workflow_handle(push.workflow_id, run_id=push.run_id)
+    per_run = push.max_usd_per_run
+    for _ in range(PUSH_TRIES):
         try:
             await handle.execute_update(
                 models.BUDGET_UPDATE,
-                models.SetBudgetInput(push.max_usd_per_run, push.max_usd_per_day),
+                models.SetBudgetInput(per_run, push.max_usd_per_day),
                 result_type=models.SetBudgetResult,
             )
+            return True
         except (WorkflowUpdateFailedError, RPCError) as err:
-            log.info("%s kept its budget: %s", push.workflow_id, getattr(err, "cause", None) or err)
-            continue
-        accepted += 1
-    return accepted
+            why = getattr(err, "cause", None) or err
+            spent = await _spent(handle) if per_run is not None else None
+            if spent is None or per_run is None or spent <= per_run:
+                log.info("%s kept its budget: %s", push.workflow_id, why)
+                return False
+            per_run = spent
+    return False
+
+
+async def _spent(handle: WorkflowHandle[Any, Any]) -> float | None:
+    """What the run says it spent, or None when it does not answer."""
+    try:
+        st: models.RunStatus = await handle.query(
+            models.STATUS_QUERY, result_type=models.RunStatus, rpc_timeout=timedelta(seconds=3)
+        )
+    except (RPCError, TimeoutError, WorkflowQueryFailedError):
+        return None
+    return float(st.cost_usd)
 
 
 async def day_spent(client: Client, cfg: WorkerConfig) -> float | None:

@@ -108,5 +108,5 @@ async def test_a_pipeline_run_its_day_stops_mid_search_counts_and_keeps_the_sear
         assert len(searched) == 2
         assert status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
         (report,) = saved
-        assert "the run's budget ran out during its searches" in report.markdown
+        assert "the day's budget ran out during its searches" in report.markdown
         assert "## Sources found" in report.markdown

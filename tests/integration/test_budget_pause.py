@@ -117,7 +117,9 @@ async def test_a_limit_lowered_under_a_runs_spend_stops_its_next_call(
     """The operator's pass when ``maxUSDPerRun`` is edited below what a running run
     spent: the run gets the limit at its spend, which stops its next call. Before, it
     was sent nothing (its update refuses a limit under its spend) and spent on to the
-    limit it started with."""
+    limit it started with. The pass is sent after the run spent more than the plan
+    read (a call ended in between), as a slow pass can be: the run refuses the plan's
+    figure, and gets its new spend instead."""
     topic = "lowered under its spend"
     overrides = {
         **deep(20),
@@ -141,13 +143,20 @@ async def test_a_limit_lowered_under_a_runs_spend_stops_its_next_call(
         )
         plan_ = budgets.pushes(edited, rows)
         assert [p.max_usd_per_run for p in plan_] == [rows[0].cost_usd]
+        for _ in range(600):  # the call in flight ends: the plan's figure is stale
+            status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+            if status.cost_usd > rows[0].cost_usd:
+                break
+            await asyncio.sleep(0.05)
         assert await workflows.set_budgets(h.client, plan_) == 1
+        limit = (await handle.query(STATUS_QUERY, result_type=RunStatus)).max_usd_per_run
+        assert limit >= status.cost_usd > rows[0].cost_usd
         cause = await failure_of(handle)
         assert cause.type == "BudgetExhausted"
         entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
         calls = [billed_usd(h, [e]) for e in entries if e["billed"]]
-        print(f"lowered at ${rows[0].cost_usd:.4f}: {len(calls)} calls, ${sum(calls):.4f}")
-        assert sum(calls) <= rows[0].cost_usd + max(calls)  # and the call in flight
+        print(f"lowered at ${limit:.4f}: {len(calls)} calls, ${sum(calls):.4f}")
+        assert sum(calls) <= limit + max(calls)  # and the call in flight
 
 
 async def test_an_edit_of_max_usd_per_run_reaches_a_paused_run(harness: HarnessFactory) -> None:

@@ -13,6 +13,7 @@ this one's request streams, as that attempt's worker would.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from tests.integration.conftest import HarnessFactory
@@ -31,7 +32,7 @@ async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that
     harness: HarnessFactory, backend_dsn: str
 ) -> None:
     async with harness(deep(3), postgres_dsn=backend_dsn) as h:
-        h.sim.set_faults(plan(3, chunk_delay_ms=150))
+        h.sim.set_faults(plan(3, chunk_delay_ms=400))  # room to write first
         handle = await h.start("two attempts of one turn")
         conversation = f"{handle.id}/{handle.first_execution_run_id}"
         for _ in range(600):
@@ -81,3 +82,20 @@ async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that
             "turn2",
             "turn3",
         ]
+
+
+async def test_a_store_says_whether_it_stored_a_part(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    """What the turn relies on, on both stores: the first write of a part stores it and
+    says so; a second is refused and says so (were every write to say "refused", each
+    reply would be taken for another attempt's)."""
+    async with harness(postgres_dsn=backend_dsn, start_worker=False) as h:
+        store = await h.store()
+        try:
+            key = f"research-probe-{uuid.uuid4().hex[:8]}/{uuid.uuid4()}"
+            assert await store.put_part(key, 1, transcript.ASSISTANT, "first") is True
+            assert await store.put_part(key, 1, transcript.ASSISTANT, "second") is False
+            assert await store.get_part(key, 1, transcript.ASSISTANT) == "first"
+        finally:
+            await store.close()

@@ -88,7 +88,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
                 raise failures.RefusedError(err, _gathered(inp.topic, carry, why)) from None
             raise
         except failures.BudgetStopError as stop:
-            stop.gathered = _gathered(inp.topic, carry, f"the run's budget ran out at turn {n}")
+            stop.gathered = _gathered(inp.topic, carry, f"{stop.which} ran out at turn {n}")
             raise
         carry.turn, carry.answers = n, []
         carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
@@ -100,7 +100,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         try:
             await _tools(wf, inp, carry, out.tool_calls, n, price)
         except failures.BudgetStopError as stop:
-            why = f"the run's budget ran out during turn {n}'s searches"
+            why = f"{stop.which} ran out during turn {n}'s searches"
             stop.gathered = _gathered(inp.topic, carry, why)
             raise
 

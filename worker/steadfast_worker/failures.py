@@ -12,7 +12,7 @@ from typing import Any
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from steadfast_contract import errortypes
-from steadfast_contract.budget import BudgetDecision
+from steadfast_contract.budget import DAY, BudgetDecision
 
 
 class BudgetStopError(Exception):
@@ -24,6 +24,11 @@ class BudgetStopError(Exception):
         super().__init__(decision.message)
         self.decision = decision
         self.gathered = ""
+
+    @property
+    def which(self) -> str:
+        """The budget that stopped the run, as its unfinished report says it."""
+        return "the day's budget" if self.decision.scope == DAY else "the run's budget"
 
 
 class RefusedError(Exception):

@@ -85,7 +85,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             raise failures.RefusedError(err, _sources(inp.topic, results, why)) from None
         raise
     except failures.BudgetStopError as stop:
-        stop.gathered = _sources(inp.topic, results, "the run's budget ran out before the report")
+        stop.gathered = _sources(inp.topic, results, f"{stop.which} ran out before the report")
         raise
     wf._publish_tail(report.tail, report.markdown)
     wf._account_llm(report.llm, report.attempt, act.WRITE_REPORT)
@@ -233,7 +233,7 @@ async def _granted_searches(
                 found = [outcomes[i] for i in sorted(counted)]
                 answers = [a for a in found if isinstance(a, act.WebSearchOutput)]
                 if answers:
-                    why = "the run's budget ran out during its searches"
+                    why = f"{stop.which} ran out during its searches"
                     stop.gathered = _sources(topic, _results(answers), why)
                 raise
         pending = [i for i, _ in refused]
