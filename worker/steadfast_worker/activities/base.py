@@ -32,9 +32,8 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from steadfast_contract import budget, credentials, stops
 from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
-from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
-from steadfast_worker.activities import daybudget, runbudget, stickiness
+from steadfast_worker.activities import daybudget, lostspend, runbudget, stickiness
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.storage import ReportStore, UnfitStoreError, open_store
 from steadfast_worker.metrics import (
@@ -223,75 +222,13 @@ class ActivityBase:
         details = FailureDetailsFactory(carried) if billed else None
         async with self.attempt(name, details=details), Heartbeater(carried) as beat:
             if billed and carried.was_lost(attempt):
-                kept = await _stored_or_nothing(stored)
-                await self._count_lost(carried, attempt, model, run_budget, kept)
+                kept = await lostspend.stored_or_nothing(stored)
+                charged, usage = await lostspend.count_lost(carried, attempt, run_budget, kept)
+                if charged:
+                    self.metrics.record_llm(self.labels, model, usage, charged)
+                    self.metrics.record_retry_cost(self.labels, model, charged)
                 beat.beat()  # what it counted reaches the server first
             yield beat
-
-    async def _count_lost(
-        self,
-        carried: Carried,
-        attempt: int,
-        model: str,
-        run_budget: RunBudget | None,
-        stored: Mapping[str, float],
-    ) -> None:
-        """Count what the attempts lost with their worker since the last that ended
-        spent, as failed spend, once. The ledger of each day since the activity was
-        first scheduled (yesterday's too, if it began before midnight) settles each
-        request they left reserved (the heartbeat's request at its word, a stored one
-        at its stored cost, the others at their worst case) and says what every
-        request of theirs was settled at; counted here are those the heartbeat state
-        has not counted and the activity does not use from the store. A request may
-        have been settled (and billed) by an attempt lost before any heartbeat told
-        of it. Without the ledger's answer, the heartbeat's word."""
-        usage, estimate, key, its_ledger = carried.forget_in_flight()
-        # Named with nothing billed yet (no answer had begun), a request's cost is not
-        # known: it goes at its worst case with the others.
-        known = bool(key) and estimate > 0
-        lost = range(carried.ended_attempt + 1, attempt)
-        theirs = [daybudget.attempt_prefix(a) for a in lost]
-        # A stored reply the lost attempts paid for, at its cost (it may still be
-        # reserved: its worker died between storing it and settling it).
-        stored_theirs = {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
-        charged = named_usd = 0.0
-        told = False  # a ledger answered for the heartbeat's request
-        # A lost attempt may have reserved in yesterday's ledger, before midnight.
-        for ledger in daybudget.lost_ledgers(run_budget, its_ledger):
-            named = dict(stored_theirs)
-            if known and ledger == its_ledger:
-                named[key] = estimate
-            answer = await daybudget.charge_lost(ledger, theirs, named)
-            if answer is None:
-                continue
-            # ``costs`` lists everything the ledger settled here: a ledger that
-            # charged and listed nothing predates it. One that is gone (a day
-            # closed an hour after it ended) lists nothing, and knows nothing.
-            if answer.costs or not answer.charged_usd:
-                told = told or key in answer.costs
-                unseen = {
-                    k: cost
-                    for k, cost in answer.costs.items()
-                    if k not in carried.counted and k not in stored
-                }
-                charged += sum(unseen.values())
-                named_usd += unseen.get(key, 0.0)
-                carried.counted.extend(unseen)
-            else:  # a ledger from before it listed costs
-                told = told or ledger == its_ledger
-                charged += answer.charged_usd
-                named_usd += answer.named_usd
-        if known and not told:
-            # No ledger answered for it (there was none, it did not answer, or it
-            # closed with its day): the heartbeat's word, settled where it was
-            # reserved if that ledger is still there.
-            charged, named_usd = charged + estimate, named_usd + estimate
-            if its_ledger:
-                await daybudget.settle_day(its_ledger, key, estimate)
-        if charged:
-            carried.failed_cost_usd += charged
-            self.metrics.record_llm(self.labels, model, usage if named_usd else Usage(), charged)
-            self.metrics.record_retry_cost(self.labels, model, charged)
 
     @contextlib.asynccontextmanager
     async def attempt(
@@ -342,24 +279,6 @@ class ActivityBase:
                 raise
             raise err from (None if cut else exc)
         self.metrics.record_attempt(self.labels, name, OUTCOME_SUCCESS)
-
-
-async def _stored_or_nothing(
-    stored: Callable[[], Awaitable[Mapping[str, float]]] | None,
-) -> Mapping[str, float]:
-    """What ``stored`` says, or nothing if the store does not answer: the lost spend is
-    counted now all the same (an error here would end this attempt as if it had), at
-    worst with a stored reply counted twice, which overstates the run's spend."""
-    if stored is None:
-        return {}
-    try:
-        return await stored()
-    except Exception as err:
-        activity.logger.warning(
-            "could not read what is stored (%s): a stored reply may be counted twice",
-            type(err).__name__,
-        )
-        return {}
 
 
 class FailureDetailsFactory:
