@@ -59,15 +59,19 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
     """topic, workflow id, phase, report id, LLM calls, retries, cost, and what resuming
     saved (spend a restart from scratch would have re-paid); with totals."""
     table = Table(title=title, show_footer=len(rows) > 1)
-    table.add_column("Topic", footer="Total", overflow="fold")
-    table.add_column("Workflow ID", no_wrap=True, overflow="fold")
-    table.add_column("Phase")
-    table.add_column("Report ID", no_wrap=True, overflow="fold")
-    table.add_column("LLM calls", justify="right", footer=str(sum(r.llm_calls for r in rows)))
-    table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in rows)))
-    table.add_column("Cost (USD)", justify="right", footer=format_cost(total_cost(list(rows))))
+    # The ids are long (a workflow id is about 76 characters): they fold onto more lines
+    # in a narrow terminal, while the phase and the figures keep their width.
+    table.add_column("Topic", footer="Total", overflow="fold", min_width=12, ratio=2)
+    table.add_column("Workflow ID", overflow="fold", min_width=12, ratio=3)
+    table.add_column("Phase", no_wrap=True)
+    table.add_column("Report ID", overflow="fold", min_width=8, ratio=2)
+    calls, retries = sum(r.llm_calls for r in rows), sum(r.retries for r in rows)
+    table.add_column("LLM calls", justify="right", footer=str(calls), no_wrap=True)
+    table.add_column("Retries", justify="right", footer=str(retries), no_wrap=True)
+    spent = format_cost(total_cost(list(rows)))
+    table.add_column("Cost (USD)", justify="right", footer=spent, no_wrap=True)
     saved = sum(r.avoided_usd for r in rows)
-    table.add_column("Saved (USD)", justify="right", footer=format_cost(saved))
+    table.add_column("Saved (USD)", justify="right", footer=format_cost(saved), no_wrap=True)
     for r in rows:
         table.add_row(
             cell(r.topic),
@@ -126,12 +130,17 @@ def saved_lines(row: RunRow, verb: str = "interrupted") -> list[str]:
 
 def progress_line(row: RunRow) -> str:
     """One line of the live display: where the run is and what it has cost so far."""
+    retries, cost = _counted(row.retries, "retry", "retries"), format_cost(row.cost_usd)
     if row.max_turns:  # a deep run: its turn and the tools it called
         return (
             f"turn {row.turn}/{row.max_turns} {phase_text(row.phase)} · "
-            f"{row.tool_calls} tool calls · {row.retries} retries · {format_cost(row.cost_usd)}"
+            f"{_counted(row.tool_calls, 'tool call', 'tool calls')} · {retries} · {cost}"
         )
     return (
         f"step {row.step}/{row.total_steps} {phase_text(row.phase)} · "
-        f"{row.llm_calls} LLM calls · {row.retries} retries · {format_cost(row.cost_usd)}"
+        f"{_counted(row.llm_calls, 'LLM call', 'LLM calls')} · {retries} · {cost}"
     )
+
+
+def _counted(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

@@ -118,6 +118,9 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert "stopping" in rest
+    # What Ctrl-C leaves, said; and the way out of the demo is no error.
+    assert "go on at the next `steadfast dev --state-dir" in " ".join(rest.split()), rest
+    assert proc.returncode == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], [c.cmdline() for c in alive]
     assert leftovers(tmp_path) == []
@@ -147,3 +150,27 @@ def test_dev_runs_the_deep_example_and_chaos_kills_it_late(tmp_path: Path) -> No
     read = re.findall(r'GET http://127\.0\.0\.1:\d+/pages/\S+ "HTTP/1\.1 200 OK"', worker_log)
     assert read, worker_log[-2000:]
     assert leftovers(tmp_path / "state") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--topic", ""], "--topic ''"),
+        (["--topic", "two\nlines"], "--topic"),
+        (["--port", "70000"], "a port is 0 to 65535"),
+        (["--chunk-delay-ms", "-5"], "a delay cannot be negative"),
+        (["--state-dir", "/dev/null/state"], "--state-dir"),
+    ],
+    ids=["empty-topic", "topic-with-a-newline", "port", "delay", "state-dir"],
+)
+def test_bad_input_is_one_line_before_anything_starts_or_pays(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """Each was a traceback, or (the topics) a run that paid for its calls and then
+    failed; now a one-line error and exit code 2, with nothing started."""
+    state = [] if "--state-dir" in args else ["--state-dir", str(tmp_path)]
+    out = cli("dev", "--exit-when-done", "--no-ui", *state, *args, env=dev_env())
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert said in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert leftovers(tmp_path) == []

@@ -302,7 +302,27 @@ async def test_commands_fail_clearly_without_temporal() -> None:
     out = await steadfast("status", "--address", "127.0.0.1:1")
     assert out.returncode == 1
     assert "cannot connect to Temporal at 127.0.0.1:1" in out.stdout
+    assert "--address" in out.stdout.split("cannot connect", 1)[1]  # the fix, named
     assert "Traceback" not in out.stderr
+    # A port no address can have: the same one line, not a ValueError's traceback.
+    out = await steadfast("status", "--address", "127.0.0.1:99999")
+    assert out.returncode == 1
+    assert "cannot connect to Temporal at 127.0.0.1:99999" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+async def test_a_run_no_worker_polls_for_is_said_at_once(temporal_address: str) -> None:
+    """``run --topic X`` without ``-f`` starts on the default agent's queue, which no
+    worker may poll: the run would wait for ever, and ``status`` never said why."""
+    queue = f"nobody-polls-{uuid.uuid4().hex[:8]}"
+    topic = f"unpolled {uuid.uuid4().hex[:6]}"
+    args = ["--topic", topic, "--task-queue", queue, "--address", temporal_address]
+    out = await steadfast("run", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"no worker polls task queue {queue}" in " ".join(out.stdout.split())
+    client = await Client.connect(temporal_address)
+    async for wf in client.list_workflows(f"TaskQueue = '{queue}'"):
+        await client.get_workflow_handle(wf.id).terminate("test cleanup")
 
 
 async def test_status_lists_recent_runs(worker_queue: str, temporal_address: str) -> None:

@@ -97,8 +97,12 @@ async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Clie
         return await connect(temporal)
     except ConfigError as err:
         console.print(f"[red]error:[/red] {shown(err)}")
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         console.print(
             f"[red]cannot connect to Temporal at {shown(temporal.address)}:[/red] {shown(err)}"
+        )
+        console.print(
+            "is `steadfast dev` running (it prints the address it serves), or the cluster's "
+            "Temporal port-forwarded? Give its host:port with --address."
         )
     return None

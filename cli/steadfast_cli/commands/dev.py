@@ -29,7 +29,7 @@ from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import progress_line, runs_table, saved_lines
 from steadfast_cli.safetext import shown
-from steadfast_contract import agentfile, starter
+from steadfast_contract import agentfile, spec, starter
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.models import Phase
 
@@ -50,6 +50,27 @@ _REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 _SETTLED = {Phase.AWAITING_APPROVAL.value, Phase.AWAITING_BUDGET.value}
 
 
+def _port_number(text: str) -> int:
+    """A TCP port (0 picks a free one), or argparse's one-line error."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port
+
+
+def _delay_ms(text: str) -> int:
+    try:
+        ms = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"a delay cannot be negative, got {ms}")
+    return ms
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", default=DEFAULT_MANIFEST, help="ResearchAgent manifest to run"
@@ -62,9 +83,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=".steadfast",
         help="directory for the dev server's SQLite file, reports, worker configs and logs",
     )
-    parser.add_argument("--port", type=int, default=7233, help="Temporal frontend port")
     parser.add_argument(
-        "--ui-port", type=int, default=8233, help="Temporal Web UI port (0 picks a free one)"
+        "--port", type=_port_number, default=7233, help="Temporal frontend port (0: a free one)"
+    )
+    parser.add_argument(
+        "--ui-port", type=_port_number, default=8233, help="Temporal Web UI port (0: a free one)"
     )
     parser.add_argument("--no-ui", action="store_true", help="run the dev server headless")
     parser.add_argument(
@@ -74,16 +97,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-delay-ms",
-        type=int,
+        type=_delay_ms,
         default=20,
         help="simulator delay between streamed chunks, so progress is visible",
     )
     parser.add_argument(
         "--chaos",
         action="store_true",
-        help="SIGKILL the worker while a report is written, start another, and prove from "
-        "the simulator's request log that no finished LLM call was repeated (uses the "
-        "LLM simulator even with an API key)",
+        help="SIGKILL the worker mid-run (while the report is written; a deep agent's during "
+        "call 17 of 20), start another, and prove from the simulator's request log that no "
+        "finished LLM call was repeated (uses the LLM simulator even with an API key)",
     )
     parser.add_argument(
         "--exit-when-done",
@@ -121,15 +144,26 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]error:[/red] {shown(err)}")
         return 2
+    for topic in args.topic:
+        problem = spec.topic_problem(topic)
+        if problem:  # the manifest's own rule: refused before anything is paid for
+            console.print(f"[red]error:[/red] --topic {shown(topic)!r}: {problem}")
+            return 2
     topics = list(dict.fromkeys(args.topic)) or list(agent.topics)
     if not topics:
         console.print("[red]error:[/red] the manifest has no spec.topics; give --topic")
+        return 2
+    state_dir = Path(args.state_dir).resolve()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        console.print(f"[red]error:[/red] --state-dir {shown(str(state_dir))}: {err.strerror}")
         return 2
     # The simulator's request log is what proves --chaos; it needs the LLM simulator.
     llm_sim = embedded.use_llm_simulator(os.environ, args.sim or args.chaos)
     chunk_flags = ["--chunk-delay-ms", str(max(args.chunk_delay_ms, 40 if args.chaos else 0))]
     options = embedded.StackOptions(
-        state_dir=Path(args.state_dir).resolve(),
+        state_dir=state_dir,
         port=_port(args.port),
         ui_port=0 if args.no_ui else _port(args.ui_port),
         llm_sim=llm_sim,
@@ -201,9 +235,10 @@ async def _dev(
                     f"--address {stack.address}"
                 )
             elif r.phase == Phase.AWAITING_BUDGET.value:
+                flag = "--max-usd-per-day" if "daily budget" in r.message else "--max-usd"
                 console.print(
                     f"awaiting budget ({shown(r.message)}): steadfast budget "
-                    f"{shown(r.workflow_id)} --max-usd N --address {stack.address}"
+                    f"{shown(r.workflow_id)} {flag} N --address {stack.address}"
                 )
             elif r.message and r.phase != "Completed":
                 console.print(f"[yellow]{shown(r.workflow_id)}:[/yellow] {shown(r.message)}")
@@ -220,8 +255,11 @@ async def _dev(
             await asyncio.Event().wait()
         return code
     except (asyncio.CancelledError, KeyboardInterrupt):
-        console.print("stopping ...")
-        return 130
+        console.print(
+            f"stopping ... runs not finished are kept in {options.state_dir}, and go on at "
+            f"the next `steadfast dev --state-dir {options.state_dir}`"
+        )
+        return 0  # Ctrl-C is how the demo is left
     finally:
         stack.stop()
 

@@ -14,7 +14,11 @@ import asyncio
 import sys
 
 from rich.console import Console
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from steadfast_cli import display
 from steadfast_cli.commands._agents import (
@@ -90,6 +94,12 @@ async def _run(
             f"{verb} [bold]{shown(s.workflow_id)}[/bold] (run {s.run_id}) · {shown(s.topic)}"
         )
     console.print(f"task queue: {cfg.task_queue}")
+    if not await _polled(client, cfg.task_queue):
+        console.print(
+            f"[yellow]no worker polls task queue {shown(cfg.task_queue)}:[/yellow] the run waits "
+            "until one does. Start the agent's workers (`steadfast dev -f FILE`, or its "
+            "Deployment), or give -f/--config for the agent whose workers poll another queue."
+        )
     if args.follow:
         from steadfast_cli.follow import follow_report
 
@@ -99,6 +109,20 @@ async def _run(
     rows = await _wait_all(client, started, console)
     console.print(runs_table(rows))
     return 0 if all(r.phase == "Completed" for r in rows) else 1
+
+
+async def _polled(client: Client, task_queue: str) -> bool:
+    """Whether a worker polled ``task_queue`` lately (True when the server will not say)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    try:
+        found = await client.workflow_service.describe_task_queue(request)
+    except RPCError:
+        return True
+    return bool(found.pollers)
 
 
 async def _wait_all(
