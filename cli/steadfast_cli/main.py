@@ -67,10 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
             verb,
             help=module.HELP,
             description=module.HELP,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsShown,
         )
         module.configure(verb_parser)
     return parser
+
+
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default in its help, when it says something: not for a flag, an
+    empty value or a list, nor when the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, "", [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def dispatch(argv: Sequence[str] | None = None) -> int:

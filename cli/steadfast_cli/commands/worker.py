@@ -47,7 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task-queue", default="", help="override temporal.taskQueue")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much the worker logs (its secrets are scrubbed at every level)",
     )
     add_connection_arguments(parser)
     # Connection flags override the file only when given explicitly.
