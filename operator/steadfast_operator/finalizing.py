@@ -7,7 +7,10 @@ workflows are found in Temporal (:func:`steadfast_operator.schedules.find`,
 goes (:func:`steadfast_operator.planner.plan_deletion`), and while Temporal
 cannot be reached or refuses, :mod:`.deletion` decides whether to wait (the
 agent's ``Ready`` condition says for what) or, with ``deletionPolicy:
-Abandon``, to let the agent go.
+Abandon``, to let the agent go. Under ``Cancel`` it also waits while a run it
+cancelled is still saving the report it paid for (:class:`Saving`): a cancel does
+not stop that save, and the agent's workers, which go with the agent, must
+outlive it.
 """
 
 from __future__ import annotations
