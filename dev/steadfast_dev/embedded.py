@@ -12,6 +12,8 @@ local services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import socket
 import time
@@ -134,6 +136,31 @@ class StackOptions:
     """Use this Temporal instead of starting the embedded dev server."""
 
 
+class StateDirBusyError(RuntimeError):
+    """Another stack's dev server already uses the state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold ``<state_dir>/.lock`` for this process; the open file (closing it lets go).
+
+    Two dev servers on one state directory would share one SQLite file and one set of
+    logs: runs of one would be found, and resumed, by the other.
+    """
+    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StateDirBusyError(
+            f"another `steadfast dev` (pid {holder}) uses {state_dir}: stop it, or give "
+            "another --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 @dataclass
 class Stack:
     """A running embedded stack. Use as ``async with Stack(options) as stack``."""
@@ -147,6 +174,7 @@ class Stack:
     server: Child | None = None
     sim: Child | None = None
     workers: list[Child] = field(default_factory=list)
+    _lock: int | None = None
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.options.state_dir / "logs")
@@ -158,6 +186,8 @@ class Stack:
     async def start(self) -> Stack:
         opts = self.options
         opts.state_dir.mkdir(parents=True, exist_ok=True)
+        if not opts.server_address:
+            self._lock = lock_state_dir(opts.state_dir)
         try:
             if opts.server_address:
                 self.address = opts.server_address
@@ -216,6 +246,10 @@ class Stack:
     def stop(self, grace: float = 5.0) -> None:
         """Stop everything; a worker still busy after ``grace`` seconds is killed."""
         self.supervisor.stop_all(grace)
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+            self._lock = None
 
     async def __aenter__(self) -> Stack:
         return await self.start()

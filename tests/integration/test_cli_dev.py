@@ -115,6 +115,21 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     names = " ".join(" ".join(c.cmdline()) for c in children)
     for part in ("server start-dev", "steadfast_cli sim", "steadfast_cli worker"):
         assert part in names, names
+    # A second dev on the same state directory would share its SQLite file: refused.
+    second = cli(
+        "dev",
+        "--exit-when-done",
+        "--no-ui",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--topic",
+        "second",
+        env=dev_env(),
+    )
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"another `steadfast dev` (pid {proc.pid}) uses" in " ".join(second.stdout.split())
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert "stopping" in rest

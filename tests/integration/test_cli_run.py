@@ -311,6 +311,15 @@ async def test_commands_fail_clearly_without_temporal() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("amount", ["-3", "0", "nan", "lots"])
+async def test_a_budget_that_is_no_amount_is_refused_before_connecting(amount: str) -> None:
+    """It used to connect first, and answer with the run's refusal, if any."""
+    out = await steadfast("budget", "research-any-run", "--max-usd", amount)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--max-usd" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 async def test_a_run_no_worker_polls_for_is_said_at_once(temporal_address: str) -> None:
     """``run --topic X`` without ``-f`` starts on the default agent's queue, which no
     worker may poll: the run would wait for ever, and ``status`` never said why."""

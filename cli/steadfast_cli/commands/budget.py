@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 
 from rich.console import Console
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from steadfast_cli import display
@@ -28,18 +30,29 @@ from steadfast_worker.connection import add_connection_arguments, temporal_confi
 HELP = "change a running run's budget (a run waiting in AwaitingBudget resumes)"
 
 
+def _usd(text: str) -> float:
+    """A positive amount of dollars, or argparse's one-line error."""
+    try:
+        usd = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount of USD: {text!r}") from None
+    if not (usd > 0 and math.isfinite(usd)):
+        raise argparse.ArgumentTypeError(f"a budget is an amount above 0, got {text}")
+    return usd
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workflow_id", metavar="WORKFLOW_ID", help="the run whose budget to set")
     parser.add_argument(
         "--max-usd",
-        type=float,
+        type=_usd,
         default=None,
         metavar="N",
         help="the run's budget in USD (maxUSDPerRun); not below what it already spent",
     )
     parser.add_argument(
         "--max-usd-per-day",
-        type=float,
+        type=_usd,
         default=None,
         metavar="N",
         help="the daily budget in USD this run asks the agent's day against (maxUSDPerDay)",
@@ -79,7 +92,9 @@ async def _budget(args: argparse.Namespace, console: Console, temporal: Temporal
     try:
         result = await set_budget(client, args.workflow_id, args.max_usd, args.max_usd_per_day)
     except WorkflowUpdateFailedError as err:
-        console.print(f"[red]budget refused:[/red] {shown(err.cause or err)}")
+        cause = err.cause
+        why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        console.print(f"[red]budget refused:[/red] {shown(why)}")
         return 1
     except RPCError as err:
         console.print(f"[red]error:[/red] {shown(args.workflow_id)}: {shown(err.message)}")

@@ -192,7 +192,11 @@ async def _dev(
     stack = embedded.Stack(options)
     try:
         console.print(f"starting Temporal dev server (state in {options.state_dir}) ...")
-        await stack.start()
+        try:
+            await stack.start()
+        except embedded.StateDirBusyError as err:
+            console.print(f"[red]error:[/red] {shown(str(err))}")
+            return 2
         console.print(f"Temporal: {stack.address}   namespace: {cfg.temporal.namespace}")
         if stack.ui_url:
             console.print(f"Temporal Web UI: [link={stack.ui_url}]{stack.ui_url}[/link]")
