@@ -116,18 +116,7 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     for part in ("server start-dev", "steadfast_cli sim", "steadfast_cli worker"):
         assert part in names, names
     # A second dev on the same state directory would share its SQLite file: refused.
-    second = cli(
-        "dev",
-        "--exit-when-done",
-        "--no-ui",
-        "--port",
-        "0",
-        "--state-dir",
-        str(tmp_path),
-        "--topic",
-        "second",
-        env=dev_env(),
-    )
+    second = dev_until_done(tmp_path, "--topic", "second")
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"another `steadfast dev` (pid {proc.pid}) uses" in " ".join(second.stdout.split())
     proc.send_signal(signal.SIGINT)
@@ -183,8 +172,7 @@ def test_bad_input_is_one_line_before_anything_starts_or_pays(
 ) -> None:
     """Each was a traceback, or (the topics) a run that paid for its calls and then
     failed; now a one-line error and exit code 2, with nothing started."""
-    state = [] if "--state-dir" in args else ["--state-dir", str(tmp_path)]
-    out = cli("dev", "--exit-when-done", "--no-ui", *state, *args, env=dev_env())
+    out = dev_until_done(tmp_path, *args)  # a --state-dir in args comes last, and wins
     assert out.returncode == 2, out.stdout + out.stderr
     assert said in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
