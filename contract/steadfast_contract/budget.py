@@ -244,7 +244,7 @@ class DayBook:
 
     def grant(self, key: str, reserve: float, limit_usd: float, day: str = "") -> BudgetDecision:
         """Reserve ``reserve`` for request ``key`` if the day can still pay for it."""
-        if key in self.reserved or key in self.settled:
+        if self.holds(key):
             others = self.committed_usd - self.reserved.get(key, 0.0)
             return BudgetDecision(True, others, reserve, limit_usd, DAY, day)
         decision = check(self.committed_usd, reserve, limit_usd)
@@ -279,9 +279,25 @@ class DayBook:
         }
         return lost
 
-    def settle(self, key: str, cost_usd: float) -> None:
-        """Replace request ``key``'s reservation with what it really cost."""
+    def holds(self, key: str) -> bool:
+        """Whether request ``key`` was reserved here (and maybe settled since)."""
+        return key in self.reserved or key in self.settled
+
+    def settled_below(self, key: str, cost_usd: float) -> bool:
+        """Whether request ``key`` was settled at less than ``cost_usd``: charged as lost
+        at what a heartbeat said it had billed so far, while its attempt, cut off from
+        Temporal but alive, went on and was billed in full."""
+        return key in self.settled and cost_usd > self.settled[key]
+
+    def settle(self, key: str, cost_usd: float, *, raise_settled: bool = False) -> None:
+        """Replace request ``key``'s reservation with what it really cost. A request
+        settled already keeps its cost (a resent settle changes nothing), or with
+        ``raise_settled`` the higher of the two: the day may overstate a request, never
+        understate it."""
         if key in self.settled:
+            if raise_settled and self.settled_below(key, cost_usd):
+                self.spent_usd += cost_usd - self.settled[key]
+                self.settled[key] = cost_usd
             return
         self.reserved.pop(key, None)
         self.settled[key] = cost_usd

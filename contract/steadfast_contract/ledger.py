@@ -57,6 +57,10 @@ class ReserveResult:
 class SettleInput:
     request: str
     cost_usd: float
+    held_only: bool = False
+    """Only for a request this ledger holds; one it does not is left alone. Sent by an
+    attempt that takes over another's reply (whose request was charged as lost at a
+    heartbeat's estimate) to every ledger that may hold it."""
 
 
 @dataclass

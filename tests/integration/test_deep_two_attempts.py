@@ -13,11 +13,15 @@ this one's request streams, as that attempt's worker would.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
+from pathlib import Path
 
 import pytest
-from tests.integration.conftest import HarnessFactory
-from tests.integration.test_deep_agent import billed_usd, deep, plan, recorded
+from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_budget_per_day import entries_of
+from tests.integration.test_deep_agent import _doc, billed_usd, deep, plan, recorded
+from tests.support.tcpforward import TCPForwarder
 
 from steadfast_contract.activities import DEEP_TOOL
 from steadfast_contract.models import Phase
@@ -26,6 +30,11 @@ from steadfast_worker import transcript
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 THEIR_CALL = "toolu_theirs00000000000001"
+#: When turn 2's first attempt is cut off from Temporal: about 4.5 s before its
+#: twelve-second stream ends. The server gives up on it about 3 s after its last
+#: heartbeat and the next attempt counts it as lost about 3 s after the cut; its
+#: worker's SDK cancels it, for heartbeats it cannot send, about 6 s after the cut.
+CUT_AFTER_S = 7.5
 
 
 async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that_one(
@@ -82,6 +91,60 @@ async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that
             "turn2",
             "turn3",
         ]
+
+
+@pytest.mark.timeout(240)
+async def test_a_cut_off_attempts_reply_taken_over_is_counted_at_its_bill(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    """The other attempt played by a real worker, cut off from Temporal (not from the
+    model, nor the store) two seconds into turn 2. Temporal gives up on it when
+    its heartbeats stop; the next attempt, on another worker, counts its request as lost
+    at what its last heartbeat said (input, and the output streamed by then), and asks
+    again. The cut-off attempt goes on, is billed in full and stores its reply first;
+    the next attempt takes that reply over. Before, it reported it at $0, since its
+    request was counted: the run and the day missed what the reply cost after that
+    heartbeat."""
+    overrides = {**deep(3), "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}}
+    async with harness(overrides, start_worker=False) as h:
+        # Turn 2 streams for about twelve seconds: the cut-off attempt is still
+        # streaming when the next one has counted it and asks again.
+        h.sim.set_faults(plan(3, chunk_delay_ms=1500))
+        with TCPForwarder(temporal_address) as fwd:
+            proc = await h.spawn_worker(_doc(h, overrides), fwd.address, tmp_path / "w.json")
+            try:
+                handle = await h.start(f"cut off mid-turn {uuid.uuid4().hex[:6]}")
+                await _asked(h, handle.id, "/turn2", 1)
+                await asyncio.sleep(CUT_AFTER_S)
+                fwd.cut()
+                async with h.worker():
+                    await _asked(h, handle.id, "/turn2", 2)
+                    h.sim.set_faults(plan(3, chunk_delay_ms=0))  # the asks from now on
+                    result = await asyncio.wait_for(handle.result(), 120)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        mine = entries_of(h, handle.id)
+        turn2 = [e for e in mine if e["key"].endswith("/turn2")]
+        # Both attempts were served in full: the cut-off one was not killed.
+        assert [e["outcome"] for e in turn2] == ["served", "served"]
+        billed = billed_usd(h, mine)
+        print(f"run ${st.cost_usd:.6f}; billed ${billed:.6f}")
+        assert st.cost_usd == pytest.approx(billed, rel=1e-6)
+        day = await h.day()
+        assert day.spent_usd == pytest.approx(billed, rel=1e-6)
+        assert day.reserved_usd == pytest.approx(0.0, abs=1e-9)
+
+
+async def _asked(h: Harness, wf_id: str, suffix: str, times: int) -> None:
+    for _ in range(1200):
+        asked = [e for e in h.sim.entries("llm") if e["key"].startswith(wf_id)]
+        if sum(e["key"].endswith(suffix) for e in asked) >= times:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{suffix} was not asked {times} time(s)")
 
 
 async def test_a_store_says_whether_it_stored_a_part(

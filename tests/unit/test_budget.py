@@ -224,6 +224,27 @@ def test_requests_of_a_lost_attempt_are_charged_once() -> None:
     assert book.spent_usd == pytest.approx(0.05 + 0.27)
 
 
+def test_a_request_charged_at_its_estimate_is_raised_to_its_bill_never_lowered() -> None:
+    """A request charged as lost at what its heartbeat said so far, whose attempt was cut
+    off from Temporal but went on, is billed in full: the settle that says so raises the
+    day. A resent settle, or a lower one (a request charged at its reservation, its
+    worst case), changes nothing."""
+    book = budget.DayBook()
+    assert book.grant("wf/r/5/1/0", 0.5, 10.0).fits
+    book.charge_lost(["wf/r/5/1/"], {"wf/r/5/1/0": 0.01})
+    assert book.settled_below("wf/r/5/1/0", 0.03)
+    book.settle("wf/r/5/1/0", 0.03)  # without the patch: kept as it was
+    assert book.spent_usd == pytest.approx(0.01)
+    book.settle("wf/r/5/1/0", 0.03, raise_settled=True)
+    assert (book.settled["wf/r/5/1/0"], book.spent_usd) == (pytest.approx(0.03),) * 2
+    for lower in (0.03, 0.02, 0.0):
+        book.settle("wf/r/5/1/0", lower, raise_settled=True)
+    assert book.spent_usd == pytest.approx(0.03)
+    assert not book.settled_below("wf/r/5/1/0", 0.03)
+    assert book.holds("wf/r/5/1/0")
+    assert not book.holds("wf/r/5/2/0")
+
+
 def test_many_runs_against_one_day_overspend_by_no_more_than_their_estimates() -> None:
     """Calls that each cost at most their reservation never take the day past its limit."""
     book, limit = budget.DayBook(), 5.0

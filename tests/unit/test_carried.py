@@ -39,3 +39,17 @@ def test_empty_lists_stay_out_of_the_details() -> None:
     assert "finished" not in details
     assert _read_back(details) == Carried()
     assert _read_back({"failed_cost_usd": 0.5}) == Carried(failed_cost_usd=0.5)
+
+
+def test_counted_keeps_what_it_counted_for_each_request() -> None:
+    state = Carried()
+    state.count_failed("wf/r/a/1/0", 0.002)
+    assert _read_back(state.as_details()).counted == {"wf/r/a/1/0": 0.002}
+
+
+def test_a_list_of_counted_keys_from_an_older_worker_reads_as_counted_at_nothing() -> None:
+    """An older worker heartbeated the keys alone; a reply of theirs taken from the
+    store is then counted in full again (over, never under)."""
+    read = _read_back({"failed_cost_usd": 0.5, "counted": ["wf/r/a/1/0"]})
+    assert read.counted == {"wf/r/a/1/0": 0.0}
+    assert read.failed_cost_usd == 0.5

@@ -47,6 +47,10 @@ from steadfast_contract.ledger import (
     SettleInput,
 )
 
+#: Patch: a settle above what a request was settled at raises it (a request charged as
+#: lost at a heartbeat's estimate, whose attempt went on and was billed in full).
+SETTLE_RAISES = "settle-raises"
+
 
 @workflow.defn(name=LEDGER_WORKFLOW, sandboxed=False)
 class DailyBudgetLedger:
@@ -73,7 +77,12 @@ class DailyBudgetLedger:
 
     @workflow.signal(name=SETTLE_SIGNAL)
     def settle(self, inp: SettleInput) -> None:
-        self._book.settle(inp.request, max(inp.cost_usd, 0.0))
+        cost, book = max(inp.cost_usd, 0.0), self._book
+        if inp.held_only and not book.holds(inp.request):
+            return
+        # Asked only when it changes the day: most ledgers never record the marker.
+        raising = book.settled_below(inp.request, cost) and workflow.patched(SETTLE_RAISES)
+        book.settle(inp.request, cost, raise_settled=raising)
 
     @workflow.run
     async def run(self, inp: LedgerInput) -> LedgerState:

@@ -162,8 +162,12 @@ async def reserve_day(
     )
 
 
-async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> None:
-    """Replace the request's reservation with what it cost (a failure only logs)."""
+async def settle_day(
+    ledger_id: str | None, request: str, cost_usd: float, *, held_only: bool = False
+) -> None:
+    """Replace the request's reservation with what it cost (a failure only logs). A
+    request the ledger settled lower is raised to ``cost_usd``; with ``held_only``, a
+    request the ledger does not hold is left alone (:class:`SettleInput`)."""
     if ledger_id is None:
         return
     await stickiness.unstick_once(ledger_id)  # it may be waiting on a lost worker too
@@ -172,7 +176,7 @@ async def settle_day(ledger_id: str | None, request: str, cost_usd: float) -> No
         await (
             activity.client()
             .get_workflow_handle(ledger_id)
-            .signal(SETTLE_SIGNAL, SettleInput(request, cost_usd))
+            .signal(SETTLE_SIGNAL, SettleInput(request, cost_usd, held_only))
         )
 
     try:

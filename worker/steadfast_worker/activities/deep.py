@@ -238,7 +238,13 @@ class DeepActivities(SearchActivities):
         await settle_request(carried, ledger, key, cost)
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         if kept is not reply:
-            return _theirs(kept, carried), None
+            theirs = _theirs(kept, carried)
+            if theirs.cost_usd and kept.request in carried.counted:
+                # Their request was charged as lost at a heartbeat's estimate, then
+                # billed in full: the day's ledger that charged it is raised to the bill.
+                for day in daybudget.lost_ledgers(inp.budget):
+                    await daybudget.settle_day(day, kept.request, kept.cost_usd, held_only=True)
+            return theirs, None
         return reply, streamed.tail
 
     async def store_reply(
@@ -329,12 +335,14 @@ class DeepActivities(SearchActivities):
 
 
 def _theirs(reply: transcript.StoredReply, carried: Carried) -> transcript.StoredReply:
-    """Another attempt's stored reply, as this attempt reports it: at no cost when this
-    attempt already counted that attempt's request as lost spend (it started after
-    Temporal gave up on it)."""
-    if reply.request and reply.request in carried.counted:
-        return replace(reply, usage={}, cost_usd=0.0)
-    return reply
+    """Another attempt's stored reply, as this attempt reports it. When this attempt
+    already counted that attempt's request as lost spend (it started after Temporal
+    gave up on it), only what the reply cost above that: the request was counted at
+    what its last heartbeat said it had billed so far, and went on."""
+    counted = carried.counted.get(reply.request) if reply.request else None
+    if counted is None:
+        return reply
+    return replace(reply, usage={}, cost_usd=max(reply.cost_usd - counted, 0.0))
 
 
 def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> LlmCall | None:

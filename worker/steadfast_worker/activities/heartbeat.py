@@ -45,10 +45,12 @@ class Carried:
     finished: dict[str, Any] = field(default_factory=dict)
     """Parts of the activity's work that are done (the search step's answered or failed
     queries, by index): a retry does not do them again."""
-    counted: list[str] = field(default_factory=list)
-    """Day's-ledger keys of the settled requests whose cost ``failed_cost_usd`` holds.
-    The ledger tells an attempt after a lost one what each of the lost one's requests
-    was settled at; it counts those not listed here (their heartbeat never came)."""
+    counted: dict[str, float] = field(default_factory=dict)
+    """Day's-ledger keys of the settled requests whose cost ``failed_cost_usd`` holds,
+    and what it holds for each. The ledger tells an attempt after a lost one what each
+    of the lost one's requests was settled at; it counts those not listed here (their
+    heartbeat never came). A request counted at a heartbeat's estimate whose reply
+    the attempt then takes from the store adds only what the reply cost above it."""
 
     @classmethod
     def from_info(cls) -> Carried:
@@ -68,7 +70,7 @@ class Carried:
                 str(raw.get("inflight_request", "")),
                 str(raw.get("inflight_ledger", "")),
                 dict(raw.get("finished") or {}),
-                [str(k) for k in raw.get("counted") or []],
+                _counted(raw.get("counted")),
             )
         return cls()
 
@@ -92,7 +94,7 @@ class Carried:
         (one heartbeat carries both, or neither)."""
         self.failed_cost_usd += cost_usd
         if request:
-            self.counted.append(request)
+            self.counted[request] = self.counted.get(request, 0.0) + cost_usd
 
     def in_flight(self, usage: Usage, cost_usd: float) -> None:
         """Note what the request in flight has cost so far (heartbeated with the rest)."""
@@ -115,6 +117,17 @@ class Carried:
     def was_lost(self, attempt: int) -> bool:
         """Whether the attempt before ``attempt`` vanished without ending here."""
         return attempt > 1 and self.ended_attempt != attempt - 1
+
+
+def _counted(raw: object) -> dict[str, float]:
+    """``counted`` as heartbeated: a mapping, or the list of keys an older worker sent
+    (each then taken as counted at nothing, so a reply taken from the store is counted
+    in full again: an overstatement, never an understatement)."""
+    if isinstance(raw, Mapping):
+        return {str(k): float(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return {str(k): 0.0 for k in raw}
+    return {}
 
 
 #: How long news waits in :meth:`Heartbeater.soon` for the activity to end first.

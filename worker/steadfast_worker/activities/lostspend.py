@@ -69,7 +69,7 @@ async def count_lost(
             }
             charged += sum(unseen.values())
             named_usd += unseen.get(key, 0.0)
-            carried.counted.extend(unseen)
+            carried.counted.update(unseen)
         else:  # a ledger from before it listed costs
             told = told or ledger == its_ledger
             charged += answer.charged_usd
@@ -79,6 +79,7 @@ async def count_lost(
         # closed with its day): the heartbeat's word, settled where it was
         # reserved if that ledger is still there.
         charged, named_usd = charged + estimate, named_usd + estimate
+        carried.counted[key] = estimate
         if its_ledger:
             await daybudget.settle_day(its_ledger, key, estimate)
     carried.failed_cost_usd += charged
