@@ -17,10 +17,19 @@ namespaces may share one database:
   transcript, however idle;
 - a chain Temporal does not know here keeps it too: it is another namespace's
   (ids name the agent and the topic, not the namespace: two namespaces' runs of
-  one agent's topic share an id), or one whose history retention removed (the
-  sweep runs often enough to see it closed before that);
+  one agent's topic share an id), or one whose history retention removed whole
+  (the sweep runs often enough to see it closed before that);
 - a chain on another task queue is another agent's: its own workers sweep it, at
   its own ``transcriptRetention``.
+
+A transcript is keyed by its chain's first run, and a chain that continued as new
+loses that run to history retention first (it closed when it continued, maybe
+long before the chain did). The newest run under the id names its chain's first
+run, so a chain that is still the newest is judged by it whatever became of the
+first. A chain followed by a re-run of its topic is looked up by its first run,
+and when that is gone, by the run that ended it (:func:`chain_ends`): the first
+of the id's closed runs, oldest first, whose describe names the transcript's
+first run. None of them naming it is the same as not knowing the chain.
 
 :func:`verdict` is the decision, a pure function; :func:`sweep` is the I/O.
 """
@@ -29,12 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.client import Client
+from temporalio.client import WorkflowExecutionStatus as Status
 from temporalio.service import RPCError, RPCStatusCode
 
 from steadfast_worker.activities.storage import ReportStore
@@ -50,6 +61,10 @@ IDLE = timedelta(hours=1)
 KEEP = timedelta(days=1)
 #: Conversations read from the store at a time (each costs a describe).
 PAGE = 200
+#: Closed runs described, at most, to find a chain whose first run is gone.
+LOOKS = 3
+#: What a workflow id may hold to be named in a visibility query (ids are ``[a-z0-9-]``).
+QUERYABLE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,8 @@ class Found:
     closed: datetime | None
     task_queue: str = ""
     """The task queue its workflow tasks go to: which agent's workers run it."""
+    run_id: str = ""
+    """The run itself."""
 
 
 def verdict(
@@ -77,8 +94,9 @@ def verdict(
 ) -> bool:
     """Whether the transcript of the chain that began with ``first_run_id`` may go.
 
-    ``found`` is the newest run under its workflow id; ``chain`` is the chain's own
-    first run when that is another chain (None: Temporal does not know it here).
+    ``found`` is the newest run under its workflow id; ``chain`` is a run of the chain
+    itself when that is another chain (its first run, or the run that ended it when
+    history retention removed the first; None: Temporal does not know it here).
     With ``task_queue``, only a chain on that queue is judged.
     """
     if found is None:
@@ -94,6 +112,35 @@ def verdict(
         return later and found.started <= now - keep
     # Closed: ours, or a later chain that began after ours closed.
     return found.closed is not None and found.closed <= now - keep
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One run under a workflow id, as visibility lists it (it does not say its chain)."""
+
+    run_id: str
+    status: Status | None
+    started: datetime
+
+
+def chain_ends(listed: Iterable[Listed], newest_run_id: str, looks: int = LOOKS) -> list[str]:
+    """The runs to describe, in order, to find a chain whose first run is gone: runs that
+    ended a chain (closed, not continued as new), oldest first, but the newest run
+    (already described), at most ``looks``.
+
+    Chains under one id in one namespace follow each other, and history retention
+    removes runs in the order they closed: once a chain's first run is gone, so is every
+    chain that closed before it began, and the oldest chain end left is its own (unless
+    removal lags, for which ``looks`` leaves room). A chain whose end is not among them
+    is kept, and found by a later sweep once the ends before it are removed.
+    """
+    ends = [
+        run
+        for run in listed
+        if run.run_id != newest_run_id
+        and run.status not in (None, Status.RUNNING, Status.CONTINUED_AS_NEW)
+    ]
+    return [run.run_id for run in sorted(ends, key=lambda run: run.started)][:looks]
 
 
 def cadence(keep: timedelta) -> tuple[timedelta, timedelta]:
@@ -134,7 +181,37 @@ async def describe(client: Client, workflow_id: str, run_id: str = "") -> Found 
         started=desc.start_time,
         closed=desc.close_time,
         task_queue=info.task_queue,
+        run_id=info.execution.run_id,
     )
+
+
+async def chain_end(
+    client: Client, workflow_id: str, first_run_id: str, newest_run_id: str
+) -> Found | None:
+    """The run that ended the chain begun by ``first_run_id`` (gone) under ``workflow_id``,
+    when Temporal still knows it here (:func:`chain_ends`); None otherwise."""
+    if not QUERYABLE.fullmatch(workflow_id):
+        return None  # not an id this project makes; not one to name in a query
+    listed = [
+        Listed(run.run_id, run.status, run.start_time)
+        async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'")
+    ]
+    for run_id in chain_ends(listed, newest_run_id):
+        found = await describe(client, workflow_id, run_id)
+        if found is not None and found.first_run_id == first_run_id:
+            return found
+    return None
+
+
+async def chain_of(
+    client: Client, workflow_id: str, first_run_id: str, newest: Found
+) -> Found | None:
+    """A run of the chain begun by ``first_run_id``, which is not ``newest``'s chain: its
+    first run, or when history retention removed that, the run that ended it."""
+    found = await describe(client, workflow_id, first_run_id)
+    if found is None:
+        found = await chain_end(client, workflow_id, first_run_id, newest.run_id)
+    return found
 
 
 async def sweep(
@@ -159,7 +236,7 @@ async def sweep(
             found = await describe(client, workflow_id)
             chain = None
             if found is not None and found.first_run_id not in ("", first_run_id):
-                chain = await describe(client, workflow_id, first_run_id)
+                chain = await chain_of(client, workflow_id, first_run_id, found)
             if verdict(first_run_id, found, now, keep, chain=chain, task_queue=task_queue):
                 await store.forget_transcript(conversation)
                 gone += 1
