@@ -3,14 +3,16 @@ how often it looks (``cadence``, from ``storage.transcriptRetention``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
+from temporalio.client import WorkflowExecutionStatus as Status
 
 from steadfast_contract.spec import StorageSpec
 from steadfast_worker import retention
-from steadfast_worker.retention import Found, split_conversation, verdict
+from steadfast_worker.retention import Found, Listed, chain_ends, split_conversation, verdict
 
 pytestmark = pytest.mark.unit
 
@@ -68,6 +70,45 @@ def test_only_the_workers_own_agents_chains_are_judged() -> None:
     assert verdict("r1", theirs, NOW, timedelta(0), task_queue="steadfast.ns.other")
     rerun = Found("r2", False, NOW - DAY, NOW - DAY, "steadfast.ns.mine")
     assert not verdict("r1", rerun, NOW, timedelta(0), chain=theirs, task_queue="steadfast.ns.mine")
+
+
+def test_a_chain_whose_first_run_is_gone_is_judged_by_the_run_that_ended_it() -> None:
+    """History retention removes a continued chain's first run first: the run that ended
+    the chain names the same first run, and its queue says whose it is."""
+    ended = Found("r1", False, NOW - 3 * DAY, NOW - 2 * DAY, "steadfast.ns.mine", "r1c")
+    rerun = Found("r2", True, NOW - DAY, None, "steadfast.ns.mine", "r2")
+    assert verdict("r1", rerun, NOW, DAY, chain=ended, task_queue="steadfast.ns.mine")
+    assert not verdict("r1", rerun, NOW, 2 * DAY, chain=ended, task_queue="steadfast.ns.mine")
+    assert not verdict("r1", rerun, NOW, DAY, chain=ended, task_queue="steadfast.ns.other")
+    # Found by neither its first run nor its end: not this namespace's, or removed whole.
+    assert not verdict("r1", rerun, NOW, timedelta(0), chain=None)
+    # The newest run names its chain's first run whatever became of that run.
+    last = Found("r1", False, NOW - 3 * DAY, NOW - 2 * DAY, "steadfast.ns.mine", "r1c")
+    assert verdict("r1", last, NOW, DAY, task_queue="steadfast.ns.mine")
+    assert not verdict("r1", replace(last, running=True, closed=None), NOW, timedelta(0))
+
+
+def _listed(run_id: str, status: Status | None, days_ago: float) -> Listed:
+    return Listed(run_id, status, NOW - timedelta(days=days_ago))
+
+
+def test_the_runs_that_ended_a_chain_are_described_oldest_first() -> None:
+    """Chains under one id follow each other and retention removes runs in the order they
+    closed: once a chain's first run is gone, the oldest chain end left is its own."""
+    listed = [
+        _listed("r3", Status.RUNNING, 0.5),  # the newest chain, already described
+        _listed("r2c", Status.COMPLETED, 1),
+        _listed("r2b", Status.CONTINUED_AS_NEW, 1.5),  # not an end: names its chain too
+        _listed("r2", Status.CONTINUED_AS_NEW, 2),
+        _listed("r1c", Status.TERMINATED, 3),
+        _listed("r1b", Status.CONTINUED_AS_NEW, 4),
+        _listed("r0", Status.FAILED, 9),  # an earlier chain whose removal lags
+        _listed("rx", None, 1),  # a status visibility does not say: not an end
+    ]
+    assert chain_ends(listed, "r3") == ["r0", "r1c", "r2c"]
+    assert chain_ends(listed, "r3", looks=2) == ["r0", "r1c"]
+    assert chain_ends(listed, "r2c") == ["r0", "r1c"]  # the newest is never described again
+    assert chain_ends([], "r3") == []
 
 
 def test_an_open_run_of_a_server_that_names_no_first_run_is_kept() -> None:
