@@ -106,8 +106,14 @@ def request_key(ask: int | str = 0) -> str:
 
 def attempt_prefix(attempt: int) -> str:
     """What the keys of every request of ``attempt`` of this activity start with."""
+    return f"{activity_prefix()}{attempt}/"
+
+
+def activity_prefix() -> str:
+    """What the keys of every request of every attempt of this activity start with (an
+    activity scheduled again for the same step has another id)."""
     info = activity.info()
-    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{attempt}/"
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/"
 
 
 async def reserve_day(

@@ -86,7 +86,7 @@ class DeepActivities(SearchActivities):
             )
         parts = await store.get_parts(inp.conversation, inp.turn)
         mine = [body for t, part, body in parts if t == inp.turn and part == transcript.ASSISTANT]
-        set_aside = _count_set_aside(carried, parts, inp.turn)
+        set_aside = _count_set_aside(carried, parts, inp.turn, daybudget.activity_prefix())
         messages = transcript.messages(inp.topic, parts, inp.turn)
         last_turn = inp.turn >= inp.max_turns
         if last_turn:
@@ -361,14 +361,21 @@ def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> Llm
 SET_ASIDE_COUNTED = "set-aside"
 
 
-def _count_set_aside(carried: Carried, parts: list[tuple[int, str, str]], turn: int) -> bool:
-    """Whether an earlier attempt set a reply of this turn aside; its cost and call are
-    counted here if the heartbeat that would have carried them did not reach Temporal
-    (the SDK holds a heartbeat for most of the heartbeat timeout after the last one)."""
+def _count_set_aside(
+    carried: Carried, parts: list[tuple[int, str, str]], turn: int, mine: str
+) -> bool:
+    """Whether an earlier attempt set a reply of this turn aside. Its cost and call are
+    counted here if one of this activity's attempts (their requests start with
+    ``mine``) set it aside and the heartbeat that would have carried them did not reach
+    Temporal (the SDK holds a heartbeat for most of the heartbeat timeout after the last
+    one). One set aside by an earlier activity of the turn (scheduled again after a
+    budget pause) was counted by the run when that activity failed with its spend."""
     aside = [body for t, part, body in parts if t == turn and part == transcript.SET_ASIDE]
     if aside and not carried.finished.get(SET_ASIDE_COUNTED):
-        carried.failed_cost_usd += transcript.StoredReply.loads(aside[0]).cost_usd
-        carried.calls += 1
+        reply = transcript.StoredReply.loads(aside[0])
+        if reply.request.startswith(mine):
+            carried.failed_cost_usd += reply.cost_usd
+            carried.calls += 1
         carried.finished[SET_ASIDE_COUNTED] = True
     return bool(aside)
 
