@@ -21,10 +21,12 @@ import pytest
 from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_budget_per_day import entries_of
 from tests.integration.test_deep_agent import _doc, billed_usd, deep, plan, recorded
+from tests.integration.test_deep_store_blip import SEARCH_ASK
 from tests.support.tcpforward import TCPForwarder
 
 from steadfast_contract.activities import DEEP_TOOL
 from steadfast_contract.models import Phase
+from steadfast_contract.pricing import Usage
 from steadfast_worker import transcript
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -138,10 +140,74 @@ async def test_a_cut_off_attempts_reply_taken_over_is_counted_at_its_bill(
         assert day.reserved_usd == pytest.approx(0.0, abs=1e-9)
 
 
-async def _asked(h: Harness, wf_id: str, suffix: str, times: int) -> None:
+async def test_a_paid_search_whose_result_another_attempt_stored_first_goes_on_with_it(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    """The same race for a paid search (``anthropic-web-search``): the other attempt's
+    result, stored while this one's search is in flight, is the one the next turn's
+    conversation holds. This attempt's search was paid for and produced nothing; the
+    other's is counted as the step's (before, the run counted only its own, and the
+    workflow's summary of the step was of a result the conversation does not hold)."""
+    overrides = {
+        "research": {
+            "strategy": "deep",
+            "maxTurns": 3,
+            "tools": {"fetchPage": {"allowDomains": ["127.0.0.1"]}},
+        },
+        "model": {"maxTokens": 4000},
+        "search": {"provider": "anthropic-web-search"},
+    }
+    async with harness(overrides, postgres_dsn=backend_dsn) as h:
+        slow_search = {"agent_turns": 3, "latency_ms": 1500, "match": SEARCH_ASK}
+        h.sim.set_faults({**plan(3), "llm": slow_search})
+        handle = await h.start(f"two attempts of one search {uuid.uuid4().hex[:6]}")
+        await _asked(h, handle.id, SEARCH_ASK, 1, summary=True)
+        conversation = f"{handle.id}/{handle.first_execution_run_id}"
+        store = await h.store()
+        try:
+            reply = await store.get_part(conversation, 1, transcript.ASSISTANT)
+            assert reply is not None
+            searches = [
+                c.id
+                for c in transcript.tool_calls(transcript.StoredReply.loads(reply).content)
+                if c.name == "web_search"
+            ]
+            assert searches
+            for n, call_id in enumerate(searches):
+                paid = transcript.Paid(f"{handle.id}/the-other-attempt/{n}", 0.0031, Usage(900, 60))
+                body = transcript.result_body(THEIR_RESULT, False, paid)
+                assert await store.put_part(conversation, 1, transcript.RESULT + call_id, body)
+        finally:
+            await store.close()
+        h.sim.set_faults(plan(3))
+        result = await asyncio.wait_for(handle.result(), 120)
+        st = result.status
+        assert st.phase == Phase.COMPLETED, st.message
+        summaries = [
+            result["summary"]
+            for given, result in await recorded(h, handle, DEEP_TOOL)
+            if given["turn"] == 1 and given["call"]["name"] == "web_search"
+        ]
+        assert summaries == [THEIR_RESULT] * len(searches)
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        ours = [e for e in entries if SEARCH_ASK in e["summary"]]
+        assert len(ours) >= len(searches)  # each search was asked, and paid for
+        their_usd = 0.0031 * len(searches)
+        assert st.cost_usd == pytest.approx(billed_usd(h, entries) + their_usd, rel=1e-6)
+
+
+THEIR_RESULT = '[{"title": "Theirs", "url": "http://127.0.0.1/theirs", "snippet": "x"}]'
+
+
+async def _asked(h: Harness, wf_id: str, suffix: str, times: int, *, summary: bool = False) -> None:
+    """Wait until the run asked ``times`` requests whose key ends with ``suffix`` (or,
+    with ``summary``, whose prompt holds it)."""
     for _ in range(1200):
         asked = [e for e in h.sim.entries("llm") if e["key"].startswith(wf_id)]
-        if sum(e["key"].endswith(suffix) for e in asked) >= times:
+        hits = [
+            e for e in asked if (suffix in e["summary"] if summary else e["key"].endswith(suffix))
+        ]
+        if len(hits) >= times:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{suffix} was not asked {times} time(s)")

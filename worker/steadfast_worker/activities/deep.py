@@ -40,7 +40,7 @@ from steadfast_contract.context import MAX_TOOL_RESULT_CHARS
 from steadfast_contract.models import ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import caching, fetching, llm, pagetext, transcript
-from steadfast_worker.activities import daybudget
+from steadfast_worker.activities import daybudget, storedwork
 from steadfast_worker.activities.base import reserve_request, settle_request
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 from steadfast_worker.activities.search import SearchActivities
@@ -86,7 +86,9 @@ class DeepActivities(SearchActivities):
             )
         parts = await store.get_parts(inp.conversation, inp.turn)
         mine = [body for t, part, body in parts if t == inp.turn and part == transcript.ASSISTANT]
-        set_aside = _count_set_aside(carried, parts, inp.turn, daybudget.activity_prefix())
+        set_aside = storedwork.count_set_aside(
+            carried, parts, inp.turn, daybudget.activity_prefix()
+        )
         messages = transcript.messages(inp.topic, parts, inp.turn)
         last_turn = inp.turn >= inp.max_turns
         if last_turn:
@@ -211,7 +213,7 @@ class DeepActivities(SearchActivities):
         try:
             if set_aside:
                 carried.count_failed(key, cost)  # paid for, and the report asked for again
-                carried.finished[SET_ASIDE_COUNTED] = True
+                carried.finished[storedwork.SET_ASIDE_COUNTED] = True
                 self.metrics.record_retry_cost(self.labels, inp.model, cost)
                 part = transcript.SET_ASIDE
                 await self.kept(
@@ -238,7 +240,7 @@ class DeepActivities(SearchActivities):
         await settle_request(carried, ledger, key, cost)
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         if kept is not reply:
-            theirs = _theirs(kept, carried)
+            theirs = storedwork.their_reply(kept, carried)
             if theirs.cost_usd and kept.request in carried.counted:
                 # Their request was charged as lost at a heartbeat's estimate, then
                 # billed in full: the day's ledger that charged it is raised to the bill.
@@ -283,11 +285,7 @@ class DeepActivities(SearchActivities):
         store = await self.store()
         done = await store.get_part(inp.conversation, inp.turn, part)
         if done is not None:  # an earlier attempt stored it and was lost before reporting
-            stored = json.loads(done)
-            text, is_error = str(stored["text"]), bool(stored["is_error"])
-            return DeepToolOutput(
-                call.id, is_error, _summary(text), len(text), attempt, _reused(inp, carried, stored)
-            )
+            return await self._stored_tool(inp, carried, done)
         cost: LlmCall | None = None
         paid: transcript.Paid | None = None
         if call.name == TOOL_WEB_SEARCH:
@@ -325,59 +323,42 @@ class DeepActivities(SearchActivities):
         text = pagetext.cap(text, MAX_TOOL_RESULT_CHARS)
         body = transcript.result_body(text, is_error, paid)
         try:
-            await self.kept(lambda: store.put_part(inp.conversation, inp.turn, part, body))
+            kept = await self.kept(lambda: store.put_part(inp.conversation, inp.turn, part, body))
         except Exception:
             if paid is not None:  # settled, not kept: the next attempt searches again
                 carried.count_failed(paid.request, paid.cost_usd)
                 self.metrics.record_retry_cost(self.labels, inp.model, paid.cost_usd)
             raise
+        theirs = None if kept else await store.get_part(inp.conversation, inp.turn, part)
+        if theirs is not None:
+            # Another attempt, alive though Temporal gave up on it, stored its result
+            # first: the next turn's conversation holds that one, so this one produced
+            # nothing, and the run goes on with theirs.
+            activity.logger.warning(
+                "turn %d: another attempt stored the result of %s first; going on with it",
+                inp.turn,
+                call.id,
+            )
+            if paid is not None:
+                carried.count_failed(paid.request, paid.cost_usd)
+                self.metrics.record_retry_cost(self.labels, inp.model, paid.cost_usd)
+            return await self._stored_tool(inp, carried, theirs)
         return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
 
-
-def _theirs(reply: transcript.StoredReply, carried: Carried) -> transcript.StoredReply:
-    """Another attempt's stored reply, as this attempt reports it. When this attempt
-    already counted that attempt's request as lost spend (it started after Temporal
-    gave up on it), only what the reply cost above that: the request was counted at
-    what its last heartbeat said it had billed so far, and went on."""
-    counted = carried.counted.get(reply.request) if reply.request else None
-    if counted is None:
-        return reply
-    return replace(reply, usage={}, cost_usd=max(reply.cost_usd - counted, 0.0))
-
-
-def _reused(inp: DeepToolInput, carried: Carried, stored: dict[str, Any]) -> LlmCall | None:
-    """The cost of a stored tool result a lost attempt paid for (a search through the
-    LLM), and what this activity counted as failed spend."""
-    paid = transcript.paid_result(stored)
-    if paid is None:
-        if not carried.failed_cost_usd:
-            return None
-        return LlmCall(inp.model, Usage(), 0.0, carried.failed_cost_usd, carried.calls)
-    calls = max(carried.calls, 1)  # the stored one was a call
-    return LlmCall(inp.model, paid.usage, paid.cost_usd, carried.failed_cost_usd, calls)
-
-
-#: In the heartbeat details: the set-aside reply's cost is in ``failed_cost_usd``.
-SET_ASIDE_COUNTED = "set-aside"
-
-
-def _count_set_aside(
-    carried: Carried, parts: list[tuple[int, str, str]], turn: int, mine: str
-) -> bool:
-    """Whether an earlier attempt set a reply of this turn aside. Its cost and call are
-    counted here if one of this activity's attempts (their requests start with
-    ``mine``) set it aside and the heartbeat that would have carried them did not reach
-    Temporal (the SDK holds a heartbeat for most of the heartbeat timeout after the last
-    one). One set aside by an earlier activity of the turn (scheduled again after a
-    budget pause) was counted by the run when that activity failed with its spend."""
-    aside = [body for t, part, body in parts if t == turn and part == transcript.SET_ASIDE]
-    if aside and not carried.finished.get(SET_ASIDE_COUNTED):
-        reply = transcript.StoredReply.loads(aside[0])
-        if reply.request.startswith(mine):
-            carried.failed_cost_usd += reply.cost_usd
-            carried.calls += 1
-        carried.finished[SET_ASIDE_COUNTED] = True
-    return bool(aside)
+    async def _stored_tool(self, inp: DeepToolInput, carried: Carried, body: str) -> DeepToolOutput:
+        """The tool's result as another attempt stored it, and what this activity counts
+        for it (:func:`storedwork.reused`); a paid result whose request this attempt
+        counted as lost at a heartbeat's estimate raises the day's ledger to its cost."""
+        stored = json.loads(body)
+        text, is_error = str(stored["text"]), bool(stored["is_error"])
+        paid = transcript.paid_result(stored)
+        if paid is not None and paid.cost_usd > carried.counted.get(paid.request, paid.cost_usd):
+            for day in daybudget.lost_ledgers(inp.budget):
+                await daybudget.settle_day(day, paid.request, paid.cost_usd, held_only=True)
+        used = storedwork.reused(inp.model, carried, stored)
+        return DeepToolOutput(
+            inp.call.id, is_error, _summary(text), len(text), activity.info().attempt, used
+        )
 
 
 def _set_aside(inp: DeepTurnInput, reply: transcript.StoredReply, ask: int = 0) -> bool:
