@@ -134,12 +134,24 @@ class SearchConfig(SpecModel):
         return self
 
 
+DEV_STATE_DIR = ".steadfast"
+"""Where ``steadfast dev`` keeps its state by default (its ``--state-dir``)."""
+REPORTS_FILE = "reports.db"
+"""The SQLite report store's file name inside a ``steadfast dev`` state directory."""
+
+
+def dev_reports_path(state_dir: str | Path) -> Path:
+    """The SQLite report store of the ``steadfast dev`` whose ``--state-dir`` is
+    ``state_dir`` (resolved as ``dev`` resolves it), for the verbs that read it."""
+    return Path(state_dir).resolve() / REPORTS_FILE
+
+
 class StorageConfig(SpecModel):
     """Where reports are saved."""
 
     postgres_dsn_env: str = "STEADFAST_POSTGRES_DSN"
     """Environment variable with a Postgres DSN; when unset or empty, SQLite is used."""
-    sqlite_path: str = ".steadfast/reports.db"
+    sqlite_path: str = f"{DEV_STATE_DIR}/{REPORTS_FILE}"
     """SQLite file used when no Postgres DSN is set (the embedded default); empty for
     none (the operator's workers: a pod's disk is not a place for reports)."""
     save_timeout: Duration = timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS)

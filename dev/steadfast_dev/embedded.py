@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import yaml
 from temporalio.client import Client
 
-from steadfast_contract.config import WorkerConfig
+from steadfast_contract.config import WorkerConfig, dev_reports_path
 from steadfast_contract.researchspec import ResearchSpec
 from steadfast_dev import devserver
 from steadfast_dev.processes import Child, Supervisor, steadfast_command
@@ -82,7 +82,7 @@ def local_config(
     research = cfg.research
     if sim_url:
         research = with_private_host(research, urlsplit(sim_url).netloc)
-    storage = cfg.storage.model_copy(update={"sqlite_path": str(state_dir / "reports.db")})
+    storage = cfg.storage.model_copy(update={"sqlite_path": str(dev_reports_path(state_dir))})
     worker = cfg.worker.model_copy(
         update={
             "metrics_port": metrics_port,

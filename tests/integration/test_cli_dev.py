@@ -18,6 +18,8 @@ import psutil
 import pytest
 from tests.support.stack import ROOT, cli
 
+from steadfast_contract import ids
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
@@ -92,6 +94,43 @@ def test_dev_chaos_resumes_without_repeating_llm_calls(tmp_path: Path) -> None:
     assert saved, out.stdout
     assert float(saved.group(1)) > 0
     assert leftovers(tmp_path) == []
+
+
+def report_ids(out: str) -> list[str]:
+    """The UUIDs (report ids; dev prints no run ids) of ``out``, in order."""
+    return re.findall(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", out)
+
+
+def test_a_stopped_devs_reports_are_read_from_its_state_dir(tmp_path: Path) -> None:
+    """After ``dev --state-dir D`` ran a topic and stopped, ``status --reports`` looked
+    in ./.steadfast/reports.db and found nothing; ``--state-dir D`` reads D's store,
+    from any directory, with dev's Temporal gone (exit 1, the reports listed)."""
+    state = tmp_path / "state"
+    done = dev_until_done(state, "--topic", "state dir topic")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report_id,) = set(report_ids(done.stdout))
+    assert f"--state-dir {state}" in done.stdout  # dev says how to read them
+    wf_id = ids.workflow_id("research", "market-watch", "state dir topic")
+    gone = ["--address", "127.0.0.1:1"]  # dev stopped its Temporal
+    listed = cli("status", wf_id, "--reports", "--state-dir", str(state), *gone, env=dev_env())
+    assert listed.returncode == 1, listed.stdout + listed.stderr
+    assert "cannot connect to Temporal" in listed.stdout
+    assert f"Reports of {wf_id}" in listed.stdout, listed.stdout
+    assert report_id in listed.stdout.split(f"Reports of {wf_id}", 1)[1]
+    # Named by manifest and topic, as dev named it: the same report.
+    by_topic = cli(
+        "status",
+        "-f",
+        "examples/market-watch.yaml",
+        "--topic",
+        "state dir topic",
+        "--reports",
+        "--state-dir",
+        str(state),
+        *gone,
+        env=dev_env(),
+    )
+    assert report_id in by_topic.stdout, by_topic.stdout
 
 
 def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:

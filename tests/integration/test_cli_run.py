@@ -119,6 +119,19 @@ async def test_run_wait_then_rerun_is_idempotent(
     assert f"Reports of {wf_id}" in listed.stdout
     shown = listed.stdout.split(f"Reports of {wf_id}", 1)[1]  # after the runs table
     assert shown.index(result.status.report_id) < shown.index(again_result.status.report_id)
+    # The stack keeps its store where `steadfast dev --state-dir` would: named by that
+    # directory, from another working directory, while its Temporal serves.
+    by_dir = await steadfast(
+        "status",
+        wf_id,
+        "--reports",
+        "--state-dir",
+        str(cli_stack.options.state_dir),
+        *conn(temporal_address),
+    )
+    assert by_dir.returncode == 0, by_dir.stdout + by_dir.stderr
+    shown = by_dir.stdout.split(f"Reports of {wf_id}", 1)[1]
+    assert shown.index(result.status.report_id) < shown.index(again_result.status.report_id)
 
 
 async def test_concurrent_starts_share_one_run(

@@ -6,11 +6,14 @@ per run for good (a re-run adds a row, never replaces one). This reads that
 store the way the agent's workers write it: Postgres from the environment
 variable ``storage.postgresDsnEnv`` names, else the SQLite file
 ``storage.sqlitePath`` (``.steadfast/reports.db``, where ``steadfast dev``
-keeps them), both from ``-f``/``--config`` or their defaults.
+keeps them), both from ``-f``/``--config`` or their defaults; ``--state-dir D``
+reads the SQLite file of a ``steadfast dev --state-dir D`` instead, found as
+``dev`` finds it (:func:`steadfast_contract.config.dev_reports_path`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 from collections.abc import Sequence
@@ -22,8 +25,29 @@ from rich.table import Table
 from steadfast_cli.display import format_cost
 from steadfast_cli.safetext import shown
 from steadfast_contract import credentials
-from steadfast_contract.config import StorageConfig
+from steadfast_contract.config import DEV_STATE_DIR, StorageConfig, dev_reports_path
 from steadfast_worker.activities.storage import StoredReport, open_store
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--state-dir``: the report store of a ``steadfast dev --state-dir``."""
+    parser.add_argument(
+        "--state-dir",
+        default="",
+        metavar="DIR",
+        help="read the reports a `steadfast dev --state-dir DIR` saved (DIR/reports.db), "
+        "from any directory, while it runs or after; without it, storage.sqlitePath of "
+        f"-f/--config, by default {DEV_STATE_DIR}/reports.db under the current directory "
+        "(where `steadfast dev` keeps them without --state-dir). Postgres still wins when "
+        "the variable storage.postgresDsnEnv names is set, as it does for dev's workers",
+    )
+
+
+def store_from_args(args: argparse.Namespace, storage: StorageConfig) -> StorageConfig:
+    """``storage`` read from ``--state-dir``'s SQLite file when one is given."""
+    if not args.state_dir:
+        return storage
+    return storage.model_copy(update={"sqlite_path": str(dev_reports_path(args.state_dir))})
 
 
 def reports_table(workflow_id: str, reports: Sequence[StoredReport]) -> Table:

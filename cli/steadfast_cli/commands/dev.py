@@ -30,7 +30,12 @@ from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import progress_line, runs_table, saved_lines
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec, starter
-from steadfast_contract.config import ConfigError, WorkerConfig
+from steadfast_contract.config import (
+    DEV_STATE_DIR,
+    ConfigError,
+    WorkerConfig,
+    dev_reports_path,
+)
 from steadfast_contract.models import Phase
 
 if TYPE_CHECKING:
@@ -80,8 +85,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-dir",
-        default=".steadfast",
-        help="directory for the dev server's SQLite file, reports, worker configs and logs",
+        default=DEV_STATE_DIR,
+        help="directory for the dev server's SQLite file, reports, worker configs and logs;"
+        " give the same --state-dir to `steadfast status --reports` and `steadfast report`"
+        " to read its reports",
     )
     parser.add_argument(
         "--port", type=_port_number, default=7233, help="Temporal frontend port (0: a free one)"
@@ -253,7 +260,8 @@ async def _dev(
             if not report.held:
                 code = 1
         state = options.state_dir
-        console.print(f"reports in {state / 'reports.db'}; logs in {state / 'logs'}")
+        console.print(f"reports in {dev_reports_path(state)}; logs in {state / 'logs'}")
+        console.print(f"read them: steadfast status --reports --state-dir {state} WORKFLOW_ID")
         if not args.exit_when_done:
             console.print("serving the Web UI; Ctrl-C stops everything")
             await asyncio.Event().wait()

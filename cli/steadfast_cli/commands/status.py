@@ -9,7 +9,9 @@ of restarting did not pay again.
 
 ``--reports`` also lists every report the shown workflow ids' runs saved (a
 re-run keeps the earlier ones), read from the report store (see
-:mod:`steadfast_cli.commands._reports`).
+:mod:`steadfast_cli.commands._reports`; ``--state-dir`` names a ``steadfast dev``'s).
+When Temporal cannot be reached (a ``steadfast dev`` that has stopped), the named
+runs' reports are still listed from the store, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from steadfast_cli.commands._agents import (
     agent_from_args,
     connect_or_explain,
 )
-from steadfast_cli.commands._reports import show_reports
+from steadfast_cli.commands._reports import add_store_arguments, show_reports, store_from_args
 from steadfast_cli.display import progress_line, runs_table
 from steadfast_cli.safetext import shown
 from steadfast_contract import ids, models, starter
@@ -56,8 +58,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " report store: Postgres when the variable"
         " storage.postgresDsnEnv names is set (default STEADFAST_POSTGRES_DSN), else the"
         " SQLite file storage.sqlitePath (default .steadfast/reports.db, as `steadfast dev`);"
-        " both from -f/--config",
+        " both from -f/--config; or that of a `steadfast dev --state-dir DIR` with --state-dir."
+        " Listed even when Temporal cannot be reached (exit 1), for runs named by id or -f",
     )
+    add_store_arguments(parser)
     add_connection_arguments(parser)
 
 
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
         storage = cfg.storage
+    storage = store_from_args(args, storage)
     return asyncio.run(_status(args, console, targets, temporal_config_from_args(args), storage))
 
 
@@ -110,6 +115,8 @@ async def _status(
 ) -> int:
     client = await connect_or_explain(temporal, console)
     if client is None:
+        if args.reports and targets:  # the store needs no Temporal: a stopped dev's reports
+            await show_reports(console, storage, [w for w, _ in targets])
         return 1
     if not targets:
         targets = await recent_runs(client, args.limit)
