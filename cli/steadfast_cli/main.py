@@ -28,6 +28,7 @@ VERBS: dict[str, str] = {
     "worker": "steadfast_cli.commands.worker",
     "run": "steadfast_cli.commands.run",
     "status": "steadfast_cli.commands.status",
+    "report": "steadfast_cli.commands.report",
     "approve": "steadfast_cli.commands.approve",
     "budget": "steadfast_cli.commands.budget",
     "sim": "steadfast_cli.commands.sim",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,6 +132,41 @@ def test_a_stopped_devs_reports_are_read_from_its_state_dir(tmp_path: Path) -> N
         env=dev_env(),
     )
     assert report_id in by_topic.stdout, by_topic.stdout
+
+
+def test_report_prints_a_saved_reports_text(tmp_path: Path) -> None:
+    """No verb printed a report's text: a user opened SQLite. ``report ID`` prints the
+    markdown the store holds, by report id or workflow id, with dev stopped."""
+    state = tmp_path / "state"
+    done = dev_until_done(state, "--topic", "printed report topic")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report_id,) = set(report_ids(done.stdout))
+    assert f"steadfast report --state-dir {state}" in " ".join(done.stdout.split())
+    db = sqlite3.connect(state / "reports.db")
+    try:
+        (markdown,) = db.execute(
+            "SELECT markdown FROM steadfast_reports WHERE report_id = ?", (report_id,)
+        ).fetchone()
+    finally:
+        db.close()
+    assert markdown.startswith("#"), markdown[:200]
+    wf_id = ids.workflow_id("research", "market-watch", "printed report topic")
+    for wanted in (report_id, wf_id):
+        out = cli("report", wanted, "--state-dir", str(state), env=dev_env())
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.rstrip("\n") == markdown.rstrip("\n")
+        assert out.stderr == ""
+    unknown = cli("report", "no-such-report", "--state-dir", str(state), env=dev_env())
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert unknown.stdout == ""
+    assert unknown.stderr.startswith("steadfast report: error: no saved report has id")
+    assert unknown.stderr.count("\n") == 1
+    nowhere = cli("report", report_id, "--state-dir", str(tmp_path / "none"), env=dev_env())
+    assert nowhere.returncode == 1, nowhere.stdout + nowhere.stderr
+    assert "steadfast report: error: no report database at" in nowhere.stderr
+    bad = cli("report", report_id, "-f", str(tmp_path / "missing.yaml"), env=dev_env())
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr.startswith("steadfast report: error:")
 
 
 def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:

@@ -58,6 +58,10 @@ async def test_rerun_keeps_both_reports_and_mails_each_run_once(
                 first.status.report_id,
                 second.status.report_id,
             ]
+            # `steadfast report ID` reads one by its id, on either backend.
+            assert await store.get_report(first.status.report_id) == listed[0]
+            assert await store.get_report(second.status.report_id) == listed[1]
+            assert await store.get_report(str(uuid.uuid4())) is None
             assert listed[0].run_id != listed[1].run_id
             assert listed[1].run_id == started.run_id
             for run_id in (listed[0].run_id, listed[1].run_id):

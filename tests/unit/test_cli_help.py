@@ -24,6 +24,7 @@ EXPECTED_FLAGS: dict[str, list[str]] = {
         "--state-dir",
         "WORKFLOW_ID",
     ],
+    "report": ["ID", "--state-dir", "--file", "--config", "Exit status"],
     "approve": ["--reviewer", "--comment", "--reject", "--reason", "--tls-key", "WORKFLOW_ID"],
     "budget": ["--max-usd", "--max-usd-per-day", "--address", "WORKFLOW_ID"],
     "sim": ["--port", "--latency-ms", "--chunk-delay-ms", "--llm-429-rate", "--search-500-rate"],

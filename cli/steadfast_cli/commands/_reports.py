@@ -26,7 +26,7 @@ from steadfast_cli.display import format_cost
 from steadfast_cli.safetext import shown
 from steadfast_contract import credentials
 from steadfast_contract.config import DEV_STATE_DIR, StorageConfig, dev_reports_path
-from steadfast_worker.activities.storage import StoredReport, open_store
+from steadfast_worker.activities.storage import ReportStore, StoredReport, open_store
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,24 +71,33 @@ def reports_table(workflow_id: str, reports: Sequence[StoredReport]) -> Table:
     return table
 
 
-async def show_reports(
-    console: Console, storage: StorageConfig, workflow_ids: Sequence[str]
-) -> bool:
-    """Print each workflow id's reports; False (having said why) when the store cannot be read."""
+async def open_reports(storage: StorageConfig) -> tuple[ReportStore, str] | str:
+    """The report store ``storage`` names and where that is (for messages); or, plain,
+    why it cannot be read (never with the DSN)."""
     name = storage.postgres_dsn_env
     dsn = os.environ.get(name, "") if name else ""
     where = f"Postgres ({name})" if dsn else storage.sqlite_path
     if not dsn and not await asyncio.to_thread(Path(storage.sqlite_path).is_file):
-        console.print(f"no report database at {storage.sqlite_path} (set {name} for Postgres)")
-        return False
+        return f"no report database at {storage.sqlite_path} (set {name} for Postgres)"
     try:
         if dsn:
             credentials.check_url(dsn, ("postgresql", "postgres"), path_allowed=True)
         store = await open_store(dsn, storage.sqlite_path)
     except Exception as err:  # any failure is told, without the DSN
         told = credentials.scrub(f"{type(err).__name__}: {err}", credentials.secret_parts(dsn))
-        console.print(f"[red]cannot read the reports in {shown(where)}:[/red] {shown(told)}")
+        return f"cannot read the reports in {where}: {told}"
+    return store, where
+
+
+async def show_reports(
+    console: Console, storage: StorageConfig, workflow_ids: Sequence[str]
+) -> bool:
+    """Print each workflow id's reports; False (having said why) when the store cannot be read."""
+    opened = await open_reports(storage)
+    if isinstance(opened, str):
+        console.print(f"[red]{shown(opened)}[/red]")
         return False
+    store, where = opened
     try:
         for wf_id in workflow_ids:
             reports = await store.list_reports(wf_id)

@@ -261,7 +261,10 @@ async def _dev(
                 code = 1
         state = options.state_dir
         console.print(f"reports in {dev_reports_path(state)}; logs in {state / 'logs'}")
-        console.print(f"read them: steadfast status --reports --state-dir {state} WORKFLOW_ID")
+        console.print(
+            f"read one: steadfast report --state-dir {state} REPORT_ID (or a workflow id); "
+            f"list a run's: steadfast status --reports --state-dir {state} WORKFLOW_ID"
+        )
         if not args.exit_when_done:
             console.print("serving the Web UI; Ctrl-C stops everything")
             await asyncio.Event().wait()

@@ -46,6 +46,12 @@ LIST_REPORTS = (
 )
 
 
+GET_REPORT = (
+    "SELECT workflow_id, run_id, report_id, agent, namespace, topic, markdown, cost_usd, "
+    "created_at, updated_at FROM steadfast_reports WHERE report_id = {p1}"
+)
+
+
 def scheduled_runs_pattern(workflow_id: str) -> str:
     """The LIKE pattern of the ids of the runs a Schedule of ``workflow_id`` started."""
     escaped = workflow_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -40,6 +40,7 @@ from steadfast_worker.activities.statements import (
     FORGET_TRANSCRIPT,
     GET_PART,
     GET_PARTS,
+    GET_REPORT,
     IDLE_CONVERSATIONS,
     LIST_REPORTS,
     MARK_EMAIL,
@@ -132,6 +133,10 @@ class ReportStore(Protocol):
     async def list_reports(self, workflow_id: str) -> list[StoredReport]:
         """Every run's report under this workflow id, and under the ids of the runs its
         Schedule started (``<id>-<scheduled time>``), oldest first."""
+        ...
+
+    async def get_report(self, report_id: str) -> StoredReport | None:
+        """The report saved under ``report_id`` (``steadfast report``), if any."""
         ...
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> bool:
@@ -244,6 +249,10 @@ class PostgresStore:
         pattern = scheduled_runs_pattern(workflow_id)
         rows = await self._pool.fetch(sql(LIST_REPORTS, "pg"), workflow_id, pattern)
         return [StoredReport.from_row(r) for r in rows]
+
+    async def get_report(self, report_id: str) -> StoredReport | None:
+        row = await self._fetchrow(GET_REPORT, report_id)
+        return None if row is None else StoredReport.from_row(row)
 
     async def put_part(self, conversation: str, turn: int, part: str, body: str) -> bool:
         done = await self._pool.execute(sql(PUT_PART, "pg"), conversation, turn, part, body, _now())
@@ -367,6 +376,12 @@ class SqliteStore:
             params = {"p1": workflow_id, "p2": scheduled_runs_pattern(workflow_id)}
             cursor = await db.execute(sql(LIST_REPORTS, "sqlite"), params)
             return [StoredReport.from_row(r) for r in await cursor.fetchall()]
+
+    async def get_report(self, report_id: str) -> StoredReport | None:
+        async with self._connect() as db:
+            cursor = await db.execute(sql(GET_REPORT, "sqlite"), {"p1": report_id})
+            row = await cursor.fetchone()
+            return None if row is None else StoredReport.from_row(row)
 
     def _on_transcript(self, template: str, params: dict[str, Any]) -> list[Any]:
         """Run one statement on the transcript's connection (in a worker thread): the
