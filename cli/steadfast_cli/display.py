@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from steadfast_cli.safetext import cell, shown
+from steadfast_cli.safetext import cell, printable, shown
 from steadfast_contract.models import Interruption
 from steadfast_contract.starter import RunRow, total_cost
 
@@ -128,17 +128,44 @@ def saved_lines(row: RunRow, verb: str = "interrupted") -> list[str]:
     return lines
 
 
+def progressed(before: RunRow, after: RunRow) -> bool:
+    """Whether ``after`` is worth a line of its own where there is no live display (a
+    pipe, a log): a new phase, or a deep run's next turn (its phase stays Researching)."""
+    return (after.phase, after.turn) != (before.phase, before.turn)
+
+
 def progress_line(row: RunRow) -> str:
     """One line of the live display: where the run is and what it has cost so far."""
-    retries, cost = _counted(row.retries, "retry", "retries"), format_cost(row.cost_usd)
     if row.max_turns:  # a deep run: its turn and the tools it called
-        return (
-            f"turn {row.turn}/{row.max_turns} {phase_text(row.phase)} · "
-            f"{_counted(row.tool_calls, 'tool call', 'tool calls')} · {retries} · {cost}"
-        )
+        return _turn_line(row, row.turn, phase_text(row.phase))
+    retries, cost = _counted(row.retries, "retry", "retries"), format_cost(row.cost_usd)
     return (
         f"step {row.step}/{row.total_steps} {phase_text(row.phase)} · "
         f"{_counted(row.llm_calls, 'LLM call', 'LLM calls')} · {retries} · {cost}"
+    )
+
+
+#: How far a run may be past the turn whose text ``run --follow`` just received for
+#: that turn's heading to carry the run's figures: a turn's text reaches the stream as
+#: its call ends, when the next turn may have begun; further means a late follower.
+HEADING_LAG_TURNS = 1
+
+
+def turn_heading(row: RunRow, turn: int) -> str:
+    """The plain line over a deep run's turn ``turn`` in ``run --follow``, with the
+    tool calls and cost so far from ``row`` (asked as the turn's text arrived). A run
+    followed after the fact (closed, or turns further on) gets the turn alone: its
+    figures are of a later moment."""
+    if row.running and row.max_turns and 0 <= row.turn - turn <= HEADING_LAG_TURNS:
+        return f"--- {_turn_line(row, turn, printable(row.phase))} so far ---"
+    return f"--- turn {turn}/{max(row.max_turns, turn)} ---"
+
+
+def _turn_line(row: RunRow, turn: int, phase: str) -> str:
+    return (
+        f"turn {turn}/{row.max_turns} {phase} · "
+        f"{_counted(row.tool_calls, 'tool call', 'tool calls')} · "
+        f"{_counted(row.retries, 'retry', 'retries')} · {format_cost(row.cost_usd)}"
     )
 
 

@@ -8,13 +8,17 @@ so following a run that is already half written prints it from the start. When
 a worker dies mid-report, the retried attempt starts the text over: the follower
 says so and prints the new attempt's text instead of interleaving the two. A deep
 run streams every turn's reply (a line of intent, then the report at the last
-turn); each turn starts on its own paragraph. The model read pages anyone can write,
-so its text reaches the terminal with control characters made visible
-(:mod:`steadfast_cli.safetext`); the report store keeps it as written.
+turn); each turn starts on its own paragraph, under a line saying which turn of how
+many it is, and the tool calls and cost so far (``--- turn 2/20 Researching · 3 tool
+calls · 0 retries · $0.0123 ---``), so a piped deep run shows its progress too. The
+model read pages anyone can write, so its text reaches the terminal with control
+characters made visible (:mod:`steadfast_cli.safetext`); the report store keeps it as
+written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -66,14 +70,25 @@ class Follower:
         return prefix + new
 
 
-async def follow_report(client: Client, workflow_id: str, out: TextIO) -> int:
-    """Write the report to ``out`` as it is written, until the run closes; return chars."""
+async def follow_report(
+    client: Client,
+    workflow_id: str,
+    out: TextIO,
+    turn_line: Callable[[int], Awaitable[str]] | None = None,
+) -> int:
+    """Write the report to ``out`` as it is written, until the run closes; return chars.
+
+    ``turn_line(n)``, when given, is the line that heads a deep run's turn ``n``."""
     stream = WorkflowStreamClient.create(client, workflow_id)
     follower = Follower()
     async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk):
-        text = follower.feed(item.data)
+        new_turn = item.data.turn > follower.turn
+        text = printable(follower.feed(item.data))  # a model's text: control characters shown
+        if new_turn and turn_line is not None:
+            gap = "\n\n" if text.startswith("\n\n") else ""
+            text = f"{gap}{await turn_line(item.data.turn)}\n\n{text.removeprefix(gap)}"
         if text:
-            out.write(printable(text))  # a model's text: its control characters shown, inert
+            out.write(text)
             out.flush()
     if follower.printed:
         out.write("\n")

@@ -231,6 +231,36 @@ def test_dev_runs_the_deep_example_and_chaos_kills_it_late(tmp_path: Path) -> No
     assert leftovers(tmp_path / "state") == []
 
 
+def test_a_piped_deep_run_prints_a_line_per_turn(tmp_path: Path) -> None:
+    """Piped (no live display), dev printed a line per phase change only, and a deep
+    run stays Researching: turns 2 to 4 went unseen. Now each turn has its line, with
+    the tool calls and the cost so far, ending at the table's cost."""
+    manifest = (ROOT / "examples" / "deep-research.yaml").read_text()
+    short = tmp_path / "deep.yaml"
+    short.write_text(manifest.replace("maxTurns: 20", "maxTurns: 5"))
+    # Turns slower than dev's 0.25 s poll, so none passes between two looks.
+    out = dev_until_done(tmp_path / "state", "-f", str(short), "--chunk-delay-ms", "60")
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = re.compile(
+        r"^Grid-scale battery storage in 2026: turn (\d)/5 (\w+) · (\d+) tool calls? · "
+        r"\d+ retr(?:y|ies) · \$(\d+\.\d{4})$",
+        re.MULTILINE,
+    )
+    seen = [
+        (int(t), phase, int(tools), float(usd)) for t, phase, tools, usd in line.findall(out.stdout)
+    ]
+    turns = [x[0] for x in seen]
+    assert turns == sorted(turns), seen
+    assert set(turns) == {1, 2, 3, 4, 5}, out.stdout
+    assert seen[-1][1] == "Completed"
+    tools, costs = [x[2] for x in seen], [x[3] for x in seen]
+    assert tools == sorted(tools)
+    assert tools[-1] > 0
+    assert costs == sorted(costs)
+    assert f"${costs[-1]:.4f}" in out.stdout.split("Research runs", 1)[1]  # the table's cost
+    assert "\x1b" not in out.stdout  # plain lines, no live display
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 from temporalio.client import Client
-from tests.support.stack import cli, example_config, on_queue, open_stack
+from tests.support.stack import ROOT, cli, example_config, on_queue, open_stack
 
-from steadfast_contract import ids, models, starter
+from steadfast_contract import agentfile, ids, models, starter
 from steadfast_dev import chaos, embedded
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -165,6 +165,53 @@ async def test_follow_prints_the_report_live(worker_queue: str, temporal_address
     assert re.search(r"^#", out.stdout, re.MULTILINE), out.stdout
     assert "http" in out.stdout  # the report cites its sources
     assert "Completed" in out.stdout
+
+
+async def test_follow_heads_each_deep_turn_with_its_progress(
+    cli_stack: embedded.Stack, task_queue: str, temporal_address: str, tmp_path: Path
+) -> None:
+    """``run --follow`` on a deep agent, piped: each turn's text is headed by a line with
+    the turn, the tool calls and the cost so far (it printed the turns' text alone)."""
+    manifest = (ROOT / "examples" / "deep-research.yaml").read_text()
+    short = tmp_path / "deep.yaml"
+    short.write_text(manifest.replace("maxTurns: 20", "maxTurns: 4"))
+    deep = agentfile.worker_config_from_agent(agentfile.load_manifest(short))
+    cli_stack.start_worker(cli_stack.worker_config(on_queue(deep, task_queue)))
+    await cli_stack.sim_admin.set_faults(
+        {"llm": {"agent_turns": 4, "chunk_delay_ms": 20}, "search": {"page_links": True}}
+    )
+    try:
+        out = await steadfast(
+            "run",
+            "-f",
+            str(short),
+            "--topic",
+            f"deep follow {uuid.uuid4().hex[:8]}",
+            "--task-queue",
+            task_queue,
+            "--follow",
+            *conn(temporal_address),
+        )
+    finally:
+        await cli_stack.sim_admin.set_faults(
+            {"llm": {"clear": True, "agent_turns": 6}, "search": {"page_links": False}}
+        )
+    assert out.returncode == 0, out.stdout + out.stderr
+    headings = re.findall(
+        r"^--- turn (\d)/4 \w+ · (\d+) tool calls? · \d+ retr(?:y|ies) · "
+        r"\$(\d+\.\d{4}) so far ---$",
+        out.stdout,
+        re.MULTILINE,
+    )
+    assert [int(t) for t, _, _ in headings] == [1, 2, 3, 4], out.stdout
+    tools, costs = [int(n) for _, n, _ in headings], [float(c) for _, _, c in headings]
+    assert tools == sorted(tools)
+    assert tools[-1] > 0
+    assert costs == sorted(costs)
+    assert costs[-1] > 0
+    table = out.stdout.split("Research runs", 1)[1]
+    (final,) = re.findall(r"Completed .*?\$(\d+\.\d{4})", table)
+    assert float(final) >= costs[-1]  # the run's own total, from its status
 
 
 #: What a page could make a real model write into its report: an OSC 52 clipboard

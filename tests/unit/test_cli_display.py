@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from rich.console import Console
 
@@ -143,3 +145,21 @@ def test_reports_of_one_id_have_no_schedule_column() -> None:
     console = Console(record=True, width=200)
     console.print(reports_table("wf", [_report("wf", 1)]))
     assert "Scheduled for" not in console.export_text()
+
+
+def test_a_deep_turns_heading_has_figures_only_while_the_run_is_at_or_one_past_it() -> None:
+    live = RunRow("t", "wf", "Researching", cost_usd=0.0106, max_turns=4, turn=3, tool_calls=3)
+    assert display.turn_heading(live, 3) == (
+        "--- turn 3/4 Researching · 3 tool calls · 0 retries · $0.0106 so far ---"
+    )
+    assert display.turn_heading(live, 2).startswith("--- turn 2/4 Researching · 3 tool calls")
+    assert display.turn_heading(live, 1) == "--- turn 1/4 ---"  # a late follower's replay
+    closed = RunRow("t", "wf", "Completed", max_turns=4, turn=4, closed_at=datetime.now(UTC))
+    assert display.turn_heading(closed, 4) == "--- turn 4/4 ---"
+
+
+def test_a_deep_run_progresses_by_turn_as_well_as_by_phase() -> None:
+    before = RunRow("t", "wf", "Researching", max_turns=4, turn=1)
+    assert display.progressed(before, RunRow("t", "wf", "Researching", max_turns=4, turn=2))
+    assert display.progressed(before, RunRow("t", "wf", "Writing", max_turns=4, turn=1))
+    assert not display.progressed(before, RunRow("t", "wf", "Researching", max_turns=4, turn=1))

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
-from steadfast_cli.display import progress_line, runs_table, saved_lines
+from steadfast_cli.display import progress_line, progressed, runs_table, saved_lines
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec, starter
 from steadfast_contract.config import (
@@ -297,8 +297,9 @@ async def _watch(
                 # While no worker answers queries (the chaos gap), keep the last known row.
                 if row.phase == "Running":
                     continue
-                if row.phase != rows[s.workflow_id].phase and not console.is_terminal:
-                    # No live display in a log or a pipe: one line per phase change instead.
+                if progressed(rows[s.workflow_id], row) and not console.is_terminal:
+                    # No live display in a log or a pipe: one line per phase change, and
+                    # per turn of a deep run, instead.
                     console.print(f"{shown(s.topic)}: {progress_line(row)}")
                 rows[s.workflow_id] = row
             lines = [

@@ -51,7 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--follow",
         action="store_true",
-        help="print the report text live as it is written (one topic), then wait",
+        help="print the report text live as it is written (one topic), then wait; a deep"
+        " run's turns each under a line: turn n/N, tool calls and cost so far",
     )
     add_connection_arguments(parser)
 
@@ -103,7 +104,13 @@ async def _run(
     if args.follow:
         from steadfast_cli.follow import follow_report
 
-        await follow_report(client, started[0].workflow_id, sys.stdout)
+        first = started[0]
+
+        async def heading(turn: int) -> str:
+            row = await starter.describe_run(client, first.workflow_id, first.topic)
+            return display.turn_heading(row, turn)
+
+        await follow_report(client, first.workflow_id, sys.stdout, heading)
     if not (args.wait or args.follow):
         return 0
     rows = await _wait_all(client, started, console)
