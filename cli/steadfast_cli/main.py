@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=DefaultsShown,
         )
         module.configure(verb_parser)
+        verb_parser.set_defaults(verb_parser=verb_parser)
     return parser
 
 
@@ -87,7 +88,9 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
 
 def dispatch(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen verb; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # said by the verb's parser: `steadfast VERB: error: ...`, as every other
+        args.verb_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return _load(args.verb).run(args)
     except KeyboardInterrupt:

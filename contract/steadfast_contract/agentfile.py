@@ -41,7 +41,13 @@ from typing import Any, Final, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from steadfast_contract.config import ConfigError, WorkerConfig, parse_config, read_text
+from steadfast_contract.config import (
+    ConfigError,
+    WorkerConfig,
+    parse_config,
+    read_text,
+    yaml_problem,
+)
 from steadfast_contract.spec import AgentSpec, ModelSpec, NotifySpec, SearchSpec, TemporalSpec
 
 API_VERSION: Final = "steadfast.dev/v1alpha1"
@@ -293,7 +299,7 @@ def load_manifest(path: str | Path) -> Mapping[str, Any]:
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
-        raise AgentError(f"{p} is not valid YAML: {err}") from None
+        raise AgentError(f"{p} is not valid YAML: {yaml_problem(err)}") from None
     for doc in docs:
         if isinstance(doc, Mapping) and doc.get("kind") == KIND:
             return doc

@@ -250,6 +250,18 @@ def read_text(path: Path, what: str = "", error: type[ConfigError] = ConfigError
         raise error(f"cannot read {what}{path}: {err.strerror}") from None
 
 
+def yaml_problem(err: yaml.YAMLError | json.JSONDecodeError) -> str:
+    """Where a YAML or JSON text is broken, on one line (``line 5, column 2: expected
+    <block end>, but found '<block mapping start>'``), not PyYAML's several with the
+    source quoted."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"line {err.lineno}, column {err.colno}: {err.msg}"
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {err.problem or err.context}"
+    return " ".join(str(err).split())
+
+
 def load_config(path: str | Path) -> WorkerConfig:
     """Read and validate a YAML or JSON configuration file."""
     p = Path(path)
@@ -257,7 +269,9 @@ def load_config(path: str | Path) -> WorkerConfig:
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError(f"configuration file {p} is not valid YAML/JSON: {err}") from None
+        raise ConfigError(
+            f"configuration file {p} is not valid YAML/JSON: {yaml_problem(err)}"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -193,7 +193,8 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     # A second dev on the same state directory would share its SQLite file: refused.
     second = dev_until_done(tmp_path, "--topic", "second")
     assert second.returncode == 2, second.stdout + second.stderr
-    assert f"another `steadfast dev` (pid {proc.pid}) uses" in " ".join(second.stdout.split())
+    assert second.stderr.startswith("steadfast dev: error: another `steadfast dev`")
+    assert f"another `steadfast dev` (pid {proc.pid}) uses" in second.stderr
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert "stopping" in rest

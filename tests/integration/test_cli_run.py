@@ -270,7 +270,7 @@ async def test_approve_and_reject(
 
     nameless = await steadfast("approve", ok_id, *conn(temporal_address))
     assert nameless.returncode == 2
-    assert "--reviewer is required" in nameless.stdout
+    assert nameless.stderr == "steadfast approve: error: --reviewer is required to approve\n"
 
     yes = await steadfast(
         "approve", ok_id, "--reviewer", "alice", "--comment", "fine", *conn(temporal_address)
@@ -414,5 +414,7 @@ async def test_mtls_flags_with_unreadable_files_fail_with_the_field(temporal_add
         "--tls-key",
         "/nonexistent/tls.key",
     )
-    assert out.returncode == 1
-    assert "temporal.tls.certFile" in out.stdout
+    assert out.returncode == 2, out.stdout + out.stderr  # bad input, said in one line
+    assert out.stderr.startswith("steadfast status: error: ")
+    assert out.stderr.count("\n") == 1
+    assert "temporal.tls.certFile" in out.stderr

@@ -68,20 +68,20 @@ def test_approve_requires_a_reviewer(capsys: pytest.CaptureFixture[str]) -> None
     # Refused before any connection is attempted.
     args = verb_parser("approve").parse_args(["wf-1", "--address", "127.0.0.1:1"])
     assert main._load("approve").run(args) == 2
-    assert "--reviewer is required" in capsys.readouterr().out
+    assert "--reviewer is required" in capsys.readouterr().err
 
 
 def test_budget_requires_a_limit(capsys: pytest.CaptureFixture[str]) -> None:
     # Refused before any connection is attempted.
     args = verb_parser("budget").parse_args(["wf-1", "--address", "127.0.0.1:1"])
     assert main._load("budget").run(args) == 2
-    assert "--max-usd" in capsys.readouterr().out
+    assert "--max-usd" in capsys.readouterr().err
 
 
 def test_run_without_topics_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     args = verb_parser("run").parse_args(["--address", "127.0.0.1:1"])
     assert main._load("run").run(args) == 2
-    assert "no topics" in capsys.readouterr().out
+    assert "no topics" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -93,6 +93,6 @@ def test_run_refuses_a_topic_the_schema_would_refuse(
     # Nothing is started: the address is never dialled.
     args = verb_parser("run").parse_args(["--topic", topic, "--address", "127.0.0.1:1"])
     assert main._load("run").run(args) == 2
-    out = capsys.readouterr().out
-    assert "--topic" in out
-    assert "one line of 1 to 500 characters" in out
+    err = capsys.readouterr().err
+    assert "--topic" in err
+    assert "one line of 1 to 500 characters" in err

@@ -107,7 +107,7 @@ def test_a_manifest_the_operator_would_refuse(
     code, out, err = plan(_manifest(tmp_path, **spec), capsys, *FLAGS)
     assert code == 1
     assert out == ""
-    assert err.startswith("error: the operator would refuse this manifest")
+    assert err.startswith("steadfast plan: error: the operator would refuse this manifest")
     assert message in err
 
 

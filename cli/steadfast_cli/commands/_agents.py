@@ -12,6 +12,7 @@ import argparse
 from rich.console import Console
 from temporalio.client import Client
 
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec
 from steadfast_contract.config import (
@@ -91,12 +92,14 @@ def agent_from_args(args: argparse.Namespace) -> tuple[WorkerConfig, list[str]]:
     return cfg, topics
 
 
-async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Client | None:
-    """Connect, or print why not (no traceback for an unreachable or misconfigured server)."""
+async def connect_or_explain(temporal: TemporalConfig, console: Console, verb: str) -> Client | int:
+    """Connect, or say why not and return the exit status: 2 for bad input (a TLS file
+    that cannot be read: one line, as :mod:`steadfast_cli.errors` says it), 1 for a
+    server that cannot be reached. No traceback either way."""
     try:
         return await connect(temporal)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(err)}")
+        return refuse(verb, err)
     except (RuntimeError, ValueError) as err:
         console.print(
             f"[red]cannot connect to Temporal at {shown(temporal.address)}:[/red] {shown(err)}"
@@ -105,4 +108,4 @@ async def connect_or_explain(temporal: TemporalConfig, console: Console) -> Clie
             "is `steadfast dev` running (it prints the address it serves), or the cluster's "
             "Temporal port-forwarded? Give its host:port with --address."
         )
-    return None
+    return 1

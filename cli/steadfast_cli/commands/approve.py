@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 
 from steadfast_cli import display
 from steadfast_cli.commands._agents import connect_or_explain
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import models
 from steadfast_contract.config import TemporalConfig
@@ -50,8 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = display.console()
     if not args.reject and not args.reviewer.strip():
-        console.print("[red]error:[/red] --reviewer is required to approve")
-        return 2
+        return refuse("approve", "--reviewer is required to approve")
     return asyncio.run(_approve(args, console, temporal_config_from_args(args)))
 
 
@@ -133,9 +133,9 @@ def _print_rejection(
 
 
 async def _approve(args: argparse.Namespace, console: Console, temporal: TemporalConfig) -> int:
-    client = await connect_or_explain(temporal, console)
-    if client is None:
-        return 1
+    client = await connect_or_explain(temporal, console, "approve")
+    if isinstance(client, int):
+        return client
     try:
         if args.reject:
             sent, phase = await reject(client, args.workflow_id, args.reviewer, args.reason)

@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 
 from steadfast_cli import display
 from steadfast_cli.commands._agents import connect_or_explain
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import models
 from steadfast_contract.config import TemporalConfig
@@ -63,8 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = display.console()
     if args.max_usd is None and args.max_usd_per_day is None:
-        console.print("[red]error:[/red] give --max-usd and/or --max-usd-per-day")
-        return 2
+        return refuse("budget", "give --max-usd and/or --max-usd-per-day")
     return asyncio.run(_budget(args, console, temporal_config_from_args(args)))
 
 
@@ -86,9 +86,9 @@ async def set_budget(
 
 
 async def _budget(args: argparse.Namespace, console: Console, temporal: TemporalConfig) -> int:
-    client = await connect_or_explain(temporal, console)
-    if client is None:
-        return 1
+    client = await connect_or_explain(temporal, console, "budget")
+    if isinstance(client, int):
+        return client
     try:
         result = await set_budget(client, args.workflow_id, args.max_usd, args.max_usd_per_day)
     except WorkflowUpdateFailedError as err:

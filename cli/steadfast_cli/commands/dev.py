@@ -28,6 +28,7 @@ from rich.text import Text
 from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import progress_line, progressed, runs_table, saved_lines
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec, starter
 from steadfast_contract.config import (
@@ -149,23 +150,19 @@ def run(args: argparse.Namespace) -> int:
         agent = agentfile.agent_from_manifest(manifest)
         starter.settings_from_config(agent.config)  # an unpriced model fails here, not mid-run
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(err)}")
-        return 2
+        return refuse("dev", err)
     for topic in args.topic:
         problem = spec.topic_problem(topic)
         if problem:  # the manifest's own rule: refused before anything is paid for
-            console.print(f"[red]error:[/red] --topic {shown(topic)!r}: {problem}")
-            return 2
+            return refuse("dev", f"--topic {topic!r}: {problem}")
     topics = list(dict.fromkeys(args.topic)) or list(agent.topics)
     if not topics:
-        console.print("[red]error:[/red] the manifest has no spec.topics; give --topic")
-        return 2
+        return refuse("dev", "the manifest has no spec.topics; give --topic")
     state_dir = Path(args.state_dir).resolve()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        console.print(f"[red]error:[/red] --state-dir {shown(str(state_dir))}: {err.strerror}")
-        return 2
+        return refuse("dev", f"--state-dir {state_dir}: {err.strerror}")
     # The simulator's request log is what proves --chaos; it needs the LLM simulator.
     llm_sim = embedded.use_llm_simulator(os.environ, args.sim or args.chaos)
     chunk_flags = ["--chunk-delay-ms", str(max(args.chunk_delay_ms, 40 if args.chaos else 0))]
@@ -202,8 +199,7 @@ async def _dev(
         try:
             await stack.start()
         except embedded.StateDirBusyError as err:
-            console.print(f"[red]error:[/red] {shown(str(err))}")
-            return 2
+            return refuse("dev", err)
         console.print(f"Temporal: {stack.address}   namespace: {cfg.temporal.namespace}")
         if stack.ui_url:
             console.print(f"Temporal Web UI: [link={stack.ui_url}]{stack.ui_url}[/link]")

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from steadfast_cli.errors import EXIT_BAD_INPUT, refuse, say
 from steadfast_contract import __version__, crdgen, ids
+from steadfast_contract.config import yaml_problem
 
 if TYPE_CHECKING:
     from steadfast_operator.render import Defaults
@@ -35,7 +37,7 @@ HELP = (
 DEFAULT_TEMPORAL_ADDRESS = "temporal-frontend.temporal:7233"
 EXIT_REFUSED = 1
 """The operator would refuse the manifest (``Ready=False``, reason ``InvalidSpec`` or another)."""
-EXIT_UNREADABLE = 2
+EXIT_UNREADABLE = EXIT_BAD_INPUT
 """The file is missing, not YAML, or not a ResearchAgent."""
 UID_PLACEHOLDER = "<uid of the ResearchAgent>"
 PLAN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -82,15 +84,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = _load(Path(args.file))
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_UNREADABLE
+        return refuse("plan", err)
     defaults = render.Defaults(image=args.worker_image, temporal_address=args.temporal_address)
     try:
         text = render_plan(manifest, defaults, args.namespace)
     except InvalidSpec as err:
-        print(
-            f"error: the operator would refuse this manifest ({err.reason}): {err}", file=sys.stderr
-        )
+        say("plan", f"the operator would refuse this manifest ({err.reason}): {err}")
         return EXIT_REFUSED
     sys.stdout.write(text)
     return 0
@@ -98,9 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(file: Path) -> dict[str, Any]:
     try:
-        manifest = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{file}: {err}") from None
+        text = file.read_text()
+    except OSError as err:
+        raise ValueError(f"cannot read {file}: {err.strerror}") from None
+    try:
+        manifest = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{file} is not valid YAML: {yaml_problem(err)}") from None
     want = (f"{crdgen.GROUP}/{crdgen.VERSION}", crdgen.KIND)
     if not isinstance(manifest, dict) or (manifest.get("apiVersion"), manifest.get("kind")) != want:
         raise ValueError(f"{file}: not a {want[1]} ({want[0]}) manifest")

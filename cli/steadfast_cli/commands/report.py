@@ -20,6 +20,7 @@ import asyncio
 import sys
 
 from steadfast_cli.commands._reports import add_store_arguments, open_reports, store_from_args
+from steadfast_cli.errors import EXIT_BAD_INPUT, refuse, say
 from steadfast_cli.safetext import printable
 from steadfast_contract import agentfile
 from steadfast_contract.config import ConfigError, StorageConfig, load_config
@@ -32,8 +33,6 @@ HELP = (
 
 EXIT_NOT_FOUND = 1
 """No saved report has that id, or there is no report store where it looked."""
-EXIT_BAD_INPUT = 2
-"""An unreadable ``-f``/``--config``, or both given."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -76,15 +75,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         storage = store_from_args(args, _storage(args))
     except ConfigError as err:
-        _say(f"steadfast report: error: {err}")
-        return EXIT_BAD_INPUT
+        return refuse("report", err)
     return asyncio.run(_report(args.id, storage))
 
 
 async def _report(wanted: str, storage: StorageConfig) -> int:
     opened = await open_reports(storage)
     if isinstance(opened, str):
-        _say(f"steadfast report: error: {opened}")
+        say("report", opened)
         return EXIT_NOT_FOUND
     store, where = opened
     try:
@@ -95,16 +93,12 @@ async def _report(wanted: str, storage: StorageConfig) -> int:
     finally:
         await store.close()
     if found is None:
-        _say(
-            f"steadfast report: error: no saved report has id {wanted!r} in {where} "
-            "(a report id, or a workflow id; --state-dir names a `steadfast dev`'s store)"
+        say(
+            "report",
+            f"no saved report has id {wanted!r} in {where} "
+            "(a report id, or a workflow id; --state-dir names a `steadfast dev`'s store)",
         )
         return EXIT_NOT_FOUND
     text = printable(found.markdown)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
-
-
-def _say(line: str) -> None:
-    """One line on standard error, its control characters (a newline too) shown."""
-    print(printable(" ".join(line.split())), file=sys.stderr)

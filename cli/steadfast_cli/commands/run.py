@@ -27,6 +27,7 @@ from steadfast_cli.commands._agents import (
     connect_or_explain,
 )
 from steadfast_cli.display import runs_table
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import starter
 from steadfast_contract.config import ConfigError, TemporalConfig, WorkerConfig
@@ -62,14 +63,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, topics = agent_from_args(args)
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(err)}")
-        return 2
+        return refuse("run", err)
     if not topics:
-        console.print("[red]error:[/red] no topics: give -f with spec.topics, or --topic")
-        return 2
+        return refuse("run", "no topics: give -f with spec.topics, or --topic")
     if args.follow and len(topics) != 1:
-        console.print("[red]error:[/red] --follow follows one topic; give exactly one")
-        return 2
+        return refuse("run", "--follow follows one topic; give exactly one")
     temporal = temporal_config_from_args(args)
     return asyncio.run(_run(args, console, cfg, topics, temporal))
 
@@ -81,14 +79,13 @@ async def _run(
     topics: list[str],
     temporal: TemporalConfig,
 ) -> int:
-    client = await connect_or_explain(temporal, console)
-    if client is None:
-        return 1
+    client = await connect_or_explain(temporal, console, "run")
+    if isinstance(client, int):
+        return client
     try:
         started = [await starter.start_topic(client, cfg, t, rerun=args.rerun) for t in topics]
     except ConfigError as err:
-        console.print(f"[red]error:[/red] {shown(err)}")
-        return 2
+        return refuse("run", err)
     for s in started:
         verb = "reused" if s.existing else "started"
         console.print(

@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from steadfast_cli.commands import _sandbox
+from steadfast_cli.errors import refuse, say
 
 if TYPE_CHECKING:
     from steadfast_dev.sim.state import SimConfig
@@ -202,12 +203,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        print(f"steadfast sim: {exc}", file=sys.stderr)
-        return 2
+        return refuse("sim", exc)
     try:
         asyncio.run(serve(config))
     except OSError as exc:
-        print(f"steadfast sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        say("sim", f"cannot listen on {args.host}:{args.port}: {exc}")
         return 1
     return 0
 

@@ -30,6 +30,7 @@ from steadfast_cli.commands._agents import (
 )
 from steadfast_cli.commands._reports import add_store_arguments, show_reports, store_from_args
 from steadfast_cli.display import progress_line, runs_table
+from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import ids, models, starter
 from steadfast_contract.config import ConfigError, StorageConfig, TemporalConfig
@@ -73,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg, topics = agent_from_args(args)
         except ConfigError as err:
-            console.print(f"[red]error:[/red] {shown(err)}")
-            return 2
+            return refuse("status", err)
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
         storage = cfg.storage
     storage = store_from_args(args, storage)
@@ -113,11 +113,11 @@ async def _status(
     temporal: TemporalConfig,
     storage: StorageConfig,
 ) -> int:
-    client = await connect_or_explain(temporal, console)
-    if client is None:
-        if args.reports and targets:  # the store needs no Temporal: a stopped dev's reports
+    client = await connect_or_explain(temporal, console, "status")
+    if isinstance(client, int):
+        if client == 1 and args.reports and targets:  # a stopped dev's: no Temporal needed
             await show_reports(console, storage, [w for w, _ in targets])
-        return 1
+        return client
     if not targets:
         targets = await recent_runs(client, args.limit)
         if not targets:

@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 
+from steadfast_cli.errors import refuse, say
 from steadfast_contract.config import ConfigError, TemporalConfig, WorkerConfig, load_config
 from steadfast_worker.connection import add_connection_arguments
 
@@ -112,20 +112,18 @@ def run(args: argparse.Namespace) -> int:
 
         settings_from_config(config)
     except ConfigError as err:
-        print(f"steadfast worker: {err}", file=sys.stderr)
-        return 2
+        return refuse("worker", err)
     try:
         asyncio.run(run_worker(config))
     except ConfigError as err:  # found only once running: a report store that cannot keep reports
-        print(f"steadfast worker: {err}", file=sys.stderr)
-        return 2
+        return refuse("worker", err)
     except (RuntimeError, OSError) as err:
         # Unreachable Temporal, refused credentials, a metrics port in use: say
         # what failed instead of a traceback, and exit non-zero for the restart policy.
-        print(
-            f"steadfast worker: cannot run against {config.temporal.address} "
+        say(
+            "worker",
+            f"cannot run against {config.temporal.address} "
             f"(namespace {config.temporal.namespace}): {err}",
-            file=sys.stderr,
         )
         return 1
     return 0
