@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
 from steadfast_cli.safetext import cell, printable, shown
@@ -78,6 +78,56 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
             cell(r.workflow_id),
             phase_text(r.phase),
             cell(r.report_id or "-"),
+            str(r.llm_calls),
+            str(r.retries),
+            format_cost(r.cost_usd),
+            format_cost(r.avoided_usd),
+        )
+    return table
+
+
+#: Below this many columns the runs table's eight columns cannot all fit (phase and
+#: figures alone take 53, the ids' least 32, borders and padding 25): it is printed
+#: compact instead, each run's topic, workflow id and report id in one column.
+COMPACT_BELOW = 120
+
+
+class RunsView:
+    """The runs table as wide as where it is printed allows: :func:`runs_table`, or
+    under :data:`COMPACT_BELOW` columns :func:`compact_runs_table`, whose phase and
+    figures stay whole in 80 columns where the wide one cropped retries, cost and saved."""
+
+    def __init__(self, rows: Sequence[RunRow], title: str = "Research runs") -> None:
+        self.rows, self.title = rows, title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width < COMPACT_BELOW:
+            yield compact_runs_table(self.rows, self.title)
+        else:
+            yield runs_table(self.rows, self.title)
+
+
+def compact_runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
+    """:func:`runs_table` for a narrow terminal: one "Run" column (topic, workflow id,
+    report id, one per line, folded) beside the phase and the figures, shorter headed."""
+    table = Table(title=title, show_footer=len(rows) > 1)
+    table.add_column("Run", footer="Total", overflow="fold", min_width=10)
+    table.add_column("Phase", no_wrap=True)
+    table.add_column("Calls", justify="right", footer=str(sum(r.llm_calls for r in rows)))
+    table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in rows)))
+    spent, saved = (
+        format_cost(total_cost(list(rows))),
+        format_cost(sum(r.avoided_usd for r in rows)),
+    )
+    table.add_column("Cost", justify="right", footer=spent, no_wrap=True)
+    table.add_column("Saved", justify="right", footer=saved, no_wrap=True)
+    for r in rows:
+        run = cell(r.topic, "bold")
+        run.append(f"\n{printable(r.workflow_id)}")
+        run.append(f"\nreport {printable(r.report_id or '-')}", style="dim")
+        table.add_row(
+            run,
+            phase_text(r.phase),
             str(r.llm_calls),
             str(r.retries),
             format_cost(r.cost_usd),

@@ -352,6 +352,32 @@ async def test_wait_reports_each_run_as_it_closes(
     assert table.index(slow_id) < table.index(quick_id)  # the table keeps start order
 
 
+async def test_status_in_80_columns_keeps_the_phase_and_the_figures_whole(
+    worker_queue: str, temporal_address: str, temporal_client: Client
+) -> None:
+    """In an 80-column terminal the runs table cropped its last columns: retries, cost
+    and saved were cut off. It is printed compact there, every figure whole."""
+    topic = f"narrow {uuid.uuid4().hex[:8]}"
+    common = ["-f", "examples/market-watch.yaml", "--topic", topic, "--task-queue", worker_queue]
+    done = await steadfast("run", *common, "--wait", *conn(temporal_address))
+    assert done.returncode == 0, done.stdout + done.stderr
+    wf_id = ids.workflow_id("research", "market-watch", topic)
+    result = await temporal_client.get_workflow_handle(
+        wf_id, result_type=models.ResearchResult
+    ).result()
+    out = await asyncio.to_thread(cli, "status", wf_id, *conn(temporal_address), columns=80)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, out.stdout
+    (row,) = [line for line in lines if "Completed" in line]  # the run's first line
+    cost = f"${result.status.cost_usd:.4f}"  # the run's own figure, from Temporal
+    figures = [cell.strip() for cell in row.split("│")[2:-1]]
+    want = [str(result.status.llm_calls), str(result.status.retries), cost, "$0.0000"]
+    assert figures == ["Completed", *want], row
+    # Its ids are there too, folded: joined again, they read whole.
+    assert wf_id in "".join(line.split("│")[1].strip() for line in lines if "│" in line)
+
+
 async def test_status_of_unknown_run_fails(temporal_address: str) -> None:
     out = await steadfast("status", "research-nope-nope-x", "--address", temporal_address)
     assert out.returncode == 1

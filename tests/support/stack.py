@@ -45,11 +45,12 @@ async def open_stack(
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180, columns: int = 250
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``steadfast <args>`` as a user would; wide output so tables do not fold ids."""
+    """Run ``steadfast <args>`` as a user would; wide output (``columns``) unless asked,
+    so tables do not fold ids."""
     run_env = dict(os.environ if env is None else env)
-    run_env["COLUMNS"] = "250"
+    run_env["COLUMNS"] = str(columns)
     return subprocess.run(
         [sys.executable, "-m", "steadfast_cli", *args],
         capture_output=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import pytest
@@ -163,3 +164,22 @@ def test_a_deep_run_progresses_by_turn_as_well_as_by_phase() -> None:
     assert display.progressed(before, RunRow("t", "wf", "Researching", max_turns=4, turn=2))
     assert display.progressed(before, RunRow("t", "wf", "Writing", max_turns=4, turn=1))
     assert not display.progressed(before, RunRow("t", "wf", "Researching", max_turns=4, turn=1))
+
+
+def test_in_80_columns_the_runs_table_keeps_every_phase_and_figure_whole() -> None:
+    rows = [
+        RunRow("a long topic about batteries", "research-" + "x" * 70, "AwaitingApproval",
+               "9234569e-e603-4107-b113-8c81a6de7be4", 5, 0, 0.04, avoided_usd=0.0131),
+        RunRow("b", "wf-b", "BudgetExhausted", "", 2, 11, 12.2345),
+    ]  # fmt: skip
+    out = Console(width=80, record=True, file=io.StringIO())
+    out.print(display.RunsView(rows))
+    text = out.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for whole in ("AwaitingApproval", "BudgetExhausted", "$0.0400", "$12.2345", "$0.0131"):
+        assert whole in text
+    assert "│ Total" in text
+    assert "$12.2745" in text  # the total cost
+    wide = Console(width=200, record=True, file=io.StringIO())
+    wide.print(display.RunsView(rows))
+    assert "Workflow ID" in wide.export_text()  # wide enough: the table of eight columns

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from steadfast_cli import display
 from steadfast_cli.commands import _sandbox
-from steadfast_cli.display import progress_line, progressed, runs_table, saved_lines
+from steadfast_cli.display import RunsView, progress_line, progressed, saved_lines
 from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec, starter
@@ -231,7 +231,7 @@ async def _dev(
                 )
             )
         rows = await _watch(console, stack, started, chaos_task)
-        console.print(runs_table(rows))
+        console.print(RunsView(rows))
         code = (
             0 if all(r.phase in {"Completed", Phase.AWAITING_APPROVAL.value} for r in rows) else 1
         )

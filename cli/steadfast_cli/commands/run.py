@@ -26,7 +26,7 @@ from steadfast_cli.commands._agents import (
     agent_from_args,
     connect_or_explain,
 )
-from steadfast_cli.display import runs_table
+from steadfast_cli.display import RunsView
 from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import starter
@@ -111,7 +111,7 @@ async def _run(
     if not (args.wait or args.follow):
         return 0
     rows = await _wait_all(client, started, console)
-    console.print(runs_table(rows))
+    console.print(RunsView(rows))
     return 0 if all(r.phase == "Completed" for r in rows) else 1
 
 

@@ -29,7 +29,7 @@ from steadfast_cli.commands._agents import (
     connect_or_explain,
 )
 from steadfast_cli.commands._reports import add_store_arguments, show_reports, store_from_args
-from steadfast_cli.display import progress_line, runs_table
+from steadfast_cli.display import RunsView, progress_line
 from steadfast_cli.errors import refuse
 from steadfast_cli.safetext import shown
 from steadfast_contract import ids, models, starter
@@ -125,7 +125,7 @@ async def _status(
             return 0
     while True:
         rows = await describe_all(client, targets)
-        console.print(runs_table(rows))
+        console.print(RunsView(rows))
         for row in rows:
             if row.message:
                 console.print(f"[dim]{shown(row.workflow_id)}:[/dim] {shown(row.message)}")
