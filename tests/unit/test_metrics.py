@@ -134,3 +134,31 @@ def test_cache_writes_are_counted_by_ttl_once_each() -> None:
         if s.name == "steadfast_llm_tokens_total"
     )
     assert every == 100 + 50 + 10 + 30
+
+
+def test_a_started_worker_exports_its_known_series_at_zero() -> None:
+    # increase() sees a counter's first event only if an earlier sample of the series
+    # exists: tests/integration/test_metrics_prometheus.py shows what it costs the alerts.
+    m = Metrics()
+    m.start(L, "claude-sonnet-4-6")
+    get = m.registry.get_sample_value
+    model = {**BASE, "model": "claude-sonnet-4-6"}
+    for name in (
+        "steadfast_llm_cost_usd_total",
+        "steadfast_llm_retry_cost_usd_total",
+        "steadfast_llm_refusals_total",
+        "steadfast_llm_cost_avoided_usd_total",
+    ):
+        assert get(name, model) == 0.0, name
+    assert get("steadfast_llm_tokens_total", {**model, "token_type": "output"}) == 0.0
+    assert get("steadfast_budget_exhausted_total", BASE) == 0.0
+    assert get("steadfast_budget_pauses_total", {**BASE, "budget": "day"}) == 0.0
+    for phase in ("Completed", "Failed", "BudgetExhausted"):
+        assert get("steadfast_runs_total", {**BASE, "phase": phase}) == 0.0, phase
+    assert get("steadfast_run_cost_usd_count", BASE) == 0.0
+    attempts = {**BASE, "activity": "write_report", "outcome": "failure"}
+    assert get("steadfast_activity_attempts_total", attempts) == 0.0
+    # Still one series per agent and model, never per run.
+    for family in m.registry.collect():
+        for sample in family.samples:
+            assert not {"workflow_id", "run_id", "topic"} & set(sample.labels)

@@ -9,6 +9,14 @@ holds only Steadfast's series (no process collectors fighting the SDK's).
 Labels never carry a workflow id or topic: per-run series would grow without
 bound. Per-run figures belong in the ``status`` query and the run's result.
 
+Every series whose labels the worker knows when it starts (its agent, its model, its
+activities, the phases a run ends in, the budgets) is exported at zero from the start
+(:meth:`Metrics.start`). Dashboards and alerts read counters through ``increase()``
+and ``rate()``, which see only a change between two scrapes: a series that first
+appeared at its first event (a run's ``BudgetExhausted`` at 1, the first call's cost)
+would show no increase, and that event would be lost to every panel and alert. A
+worker pod is new after every scale-up, so that would be most pods' first run.
+
 The Temporal SDK's own metrics are served by its Rust core on a second port
 (:func:`sdk_runtime`), because they are produced outside Python.
 """
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from steadfast_contract.activities import STEP_OF_ACTIVITY
 from steadfast_contract.models import Phase
 from steadfast_contract.pricing import Usage
 
@@ -33,6 +42,11 @@ OUTCOME_FAILURE = "failure"
 OUTCOME_CANCELLED = "cancelled"
 
 _TERMINAL = frozenset(p.value for p in Phase if p.terminal)
+
+#: What ``steadfast_llm_tokens_total``'s ``token_type`` says (:meth:`Metrics.record_llm`).
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+#: The budgets that pause a run (``steadfast_budget_pauses_total``'s ``budget``).
+BUDGETS = ("run", "day")
 
 
 @dataclass(frozen=True)
@@ -123,16 +137,38 @@ class Metrics:
             "model",
         )
 
+    def start(self, labels: Labels, model: str) -> None:
+        """Export, at zero, every series of this worker whose labels are known now: its
+        ``model``'s spend, tokens, refusals and savings, each activity's attempts by
+        outcome, the runs by the phase they end in, and the budget stops. Retries are
+        by error type, known only once one happens (a ``rate`` over minutes reads them)."""
+        agent = (labels.agent, labels.namespace)
+        for counter in (self.llm_cost, self.llm_retry_cost, self.llm_refusals):
+            counter.labels(*agent, model)
+        self.llm_cost_avoided.labels(*agent, model)
+        for token_type in TOKEN_TYPES:
+            self.llm_tokens.labels(*agent, model, token_type)
+        for name in STEP_OF_ACTIVITY:
+            for outcome in (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_CANCELLED):
+                self.activity_attempts.labels(*agent, name, outcome)
+        for phase in sorted(_TERMINAL):
+            self.runs.labels(*agent, phase)
+        self.run_cost.labels(*agent)
+        self.budget_exhausted.labels(*agent)
+        for which in BUDGETS:
+            self.budget_pauses.labels(*agent, which)
+
     def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
         """Tokens and spend of LLM calls that completed."""
-        for token_type, count in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_tokens),
+        counts = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
             # Split by TTL so that a sum over token types counts each token once.
-            ("cache_write", usage.cache_write_5m_tokens),
-            ("cache_write_1h", usage.cache_write_1h_tokens),
-        ):
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+        )
+        for token_type, count in zip(TOKEN_TYPES, counts, strict=True):
             if count:
                 self.llm_tokens.labels(labels.agent, labels.namespace, model, token_type).inc(count)
         self.llm_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)

@@ -85,6 +85,8 @@ class ActivityBase:
         self.config = config
         self.metrics = metrics or Metrics()
         self.labels = Labels(config.agent, config.namespace)
+        # At zero from the start, so a new pod's first events show in increase().
+        self.metrics.start(self.labels, config.model.name)
         self.env: Mapping[str, str] = os.environ if env is None else env
         self._llm: anthropic.AsyncAnthropic | None = None
         self._http: httpx.AsyncClient | None = None

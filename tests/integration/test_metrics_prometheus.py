@@ -1,0 +1,113 @@
+"""What a real Prometheus shows of a new worker's runs: the alerts and cost panels.
+
+A worker pod is new whenever the autoscaler scales an agent up (from zero after
+every quiet ``scaleDownDelay``), so what a fresh worker's counters show through
+``increase()`` is what the dashboards and alerts show of most runs. A counter
+series that first appears at its first event (1, or the first call's cost) has no
+earlier sample to increase from: Prometheus sees no increase, so that event is
+lost to every panel and alert. And the Cost dashboard must add up to what the
+provider billed (the simulator's own request log), failed attempts included once.
+
+The worker runs in this process against the session's Temporal dev server and the
+simulator; Debian's ``prometheus`` scrapes its ``/metrics`` every second with the
+chart's alert rules loaded, and the panels' PromQL is read from the chart's
+dashboard JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import start_http_server
+from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.test_budget_pause import squeezed_limit, wait_paused
+from tests.support.ports import free_port
+from tests.support.prometheus import SCRAPE_SECONDS, Prometheus, running_prometheus
+from tests.support.temporal import failure_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "steadfast"
+RULES = CHART / "alerts" / "steadfast.rules.yaml"
+
+
+def panel(title: str) -> str:
+    """The PromQL of the Cost dashboard panel ``title`` (its one target)."""
+    dashboard = json.loads((CHART / "dashboards" / "steadfast-cost.json").read_text())
+    (found,) = [p for p in dashboard["panels"] if p.get("title") == title]
+    (target,) = found["targets"]
+    expr: str = target["expr"]
+    return expr
+
+
+def rule(name: str) -> str:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    (expr,) = [r["expr"] for g in groups for r in g["rules"] if r.get("alert") == name]
+    return str(expr)
+
+
+class Scraped:
+    """A harness worker's ``/metrics`` on loopback, and the Prometheus scraping it."""
+
+    def __init__(self, h: Harness, prom: Prometheus) -> None:
+        self.h, self.prom = h, prom
+
+    def caught_up(self, name: str, **labels: str) -> None:
+        """Wait until Prometheus holds the worker's current value of ``name``, and
+        two scrapes more."""
+        want = self.h.metric(name, **labels)
+        full = {"agent": self.h.config.agent, "namespace": self.h.config.namespace, **labels}
+        selector = name + "{" + ",".join(f'{k}="{v}"' for k, v in full.items()) + "}"
+        deadline = time.monotonic() + 30
+        while self.prom.value(selector) != pytest.approx(want):
+            assert time.monotonic() < deadline, f"Prometheus never saw {selector} = {want}"
+            time.sleep(0.2)
+        time.sleep(2 * SCRAPE_SECONDS + 0.5)
+
+
+@contextlib.contextmanager
+def serve(h: Harness) -> Iterator[int]:
+    """The worker's registry on a loopback port, as its pod serves it."""
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=h.metrics.registry)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_a_new_workers_first_budget_exhausted_run_fires_the_alert(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    """SteadfastBudgetExhausted fires when a run ends BudgetExhausted in the last 15
+    minutes. Before, the worker created the counter's series at that run's end, at 1:
+    Prometheus saw it appear at 1 and stay there, an increase of 0, and the alert
+    stayed silent for the first such run of every worker pod."""
+    overrides = {"budget": {"maxUSDPerRun": squeezed_limit(), "pauseTimeout": "1s"}}
+    async with harness(overrides) as h:
+        with serve(h) as port:
+            targets = {"steadfast-workers": [f"127.0.0.1:{port}"]}
+            with running_prometheus(tmp_path / "prom", targets, [RULES]) as prom:
+                handle = await h.start("first run of a new pod stops on its budget")
+                await wait_paused(handle)
+                cause = await failure_of(handle)
+                assert cause.type == "BudgetExhausted"
+                assert h.metric("steadfast_budget_exhausted_total") == 1
+                scraped = Scraped(h, prom)
+                await asyncio.to_thread(scraped.caught_up, "steadfast_budget_exhausted_total")
+                expr = rule("SteadfastBudgetExhausted")
+                fired = prom.query(expr)
+                alerts = prom.query('ALERTS{alertname="SteadfastBudgetExhausted"}')
+                print(f"rule gives {fired}; ALERTS {alerts}")
+                assert [r["metric"]["agent"] for r in fired] == [h.config.agent]
+                assert [a["metric"]["agent"] for a in alerts] == [h.config.agent]
