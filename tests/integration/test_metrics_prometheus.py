@@ -22,15 +22,19 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import start_http_server
 from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_budget_pause import squeezed_limit, wait_paused
+from tests.integration.test_deep_agent import billed_usd
 from tests.support.ports import free_port
 from tests.support.prometheus import SCRAPE_SECONDS, Prometheus, running_prometheus
 from tests.support.temporal import failure_of
+
+from steadfast_contract.models import Phase
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
@@ -111,3 +115,52 @@ async def test_a_new_workers_first_budget_exhausted_run_fires_the_alert(
                 print(f"rule gives {fired}; ALERTS {alerts}")
                 assert [r["metric"]["agent"] for r in fired] == [h.config.agent]
                 assert [a["metric"]["agent"] for a in alerts] == [h.config.agent]
+
+
+def _run_entries(h: Harness, wf_id: str) -> list[dict[str, Any]]:
+    return [e for e in h.sim.entries("llm") if e["key"].startswith(wf_id)]
+
+
+async def test_the_cost_panels_add_up_to_what_the_simulator_billed(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    """A new worker's first run, whose report stream is cut off once (spend on a
+    failed attempt): "Spend in range" is what the simulator billed, and "Share of spend
+    on failed attempts" the billed share of the attempts that failed."""
+    async with harness() as h:
+        with serve(h) as port:
+            targets = {"steadfast-workers": [f"127.0.0.1:{port}"]}
+            with running_prometheus(tmp_path / "prom", targets) as prom:
+                await asyncio.sleep(2 * SCRAPE_SECONDS)  # the worker as Prometheus first sees it
+                h.sim.set_faults(
+                    {"llm": {"first_n": 1, "kind": "stream_error", "match": "research report"}}
+                )
+                result = await h.run("a new pod's first run, one stream cut")
+                assert result.status.phase == Phase.COMPLETED
+                entries = _run_entries(h, h.handles[-1].id)
+                billed = billed_usd(h, entries)
+                failed = billed_usd(h, [e for e in entries if e["outcome"] != "served"])
+                assert 0 < failed < billed
+                model = h.config.model.name
+                scraped = Scraped(h, prom)
+                for name in ("steadfast_llm_cost_usd_total", "steadfast_llm_retry_cost_usd_total"):
+                    await asyncio.to_thread(scraped.caught_up, name, model=model)
+
+                # The window runs from Prometheus' first scrape of the worker to its last.
+                up = prom.samples('up{job="steadfast-workers"}')
+                first, last = up[0][0], up[-1][0]
+                window = f"{round((last - first) * 1000) + 1}ms"
+
+                def shown(title: str) -> float | None:
+                    expr = panel(title).replace("$__range", window)
+                    expr = expr.replace("$namespace", h.config.namespace).replace("$agent", ".*")
+                    return prom.value(expr, at=last)
+
+                spend = shown("Spend in range")
+                share = shown("Share of spend on failed attempts")
+                print(
+                    f"simulator billed ${billed:.6f} (failed attempts ${failed:.6f}, "
+                    f"share {failed / billed:.4f}); panels: spend {spend}, share {share}"
+                )
+                assert spend == pytest.approx(billed, rel=1e-3)
+                assert share == pytest.approx(failed / billed, rel=1e-3)
