@@ -130,9 +130,17 @@ def prometheus_config(namespace: str, operator_port: int, workers: dict[str, Por
             "rule_files": [str(REPO / "charts" / "steadfast" / "alerts" / "steadfast.rules.yaml")],
             "scrape_configs": [
                 {
-                    # The name a ServiceMonitor on the chart's metrics Service produces.
+                    # What the chart's ServiceMonitor makes of its metrics Service: the
+                    # job named after the Service, the target's namespace (the operator's,
+                    # not the agents'), and the series' own labels honoured.
                     "job_name": "steadfast-operator-metrics",
-                    "static_configs": [{"targets": [f"127.0.0.1:{operator_port}"]}],
+                    "honor_labels": True,
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{operator_port}"],
+                            "labels": {"namespace": "steadfast-system"},
+                        }
+                    ],
                 },
                 {
                     "job_name": "steadfast-workers",
@@ -393,5 +401,5 @@ def test_every_dashboard_query_returns_data(
             assert ("SteadfastBudgetExhausted", "tight") in active
             assert ("SteadfastRunsFailing", "steady") in active
             assert ("SteadfastRunsFailing", "tight") not in active
-            # The operator's scrape job carries the name the OperatorDown rule matches.
+            # The operator is scraped, so OperatorDown stays silent.
             assert ("SteadfastOperatorDown", None) not in active

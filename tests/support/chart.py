@@ -40,10 +40,13 @@ needs_helm = pytest.mark.skipif(
 
 
 def helm_template(
-    *sets: str, values: dict[str, Any] | None = None, release: str = RELEASE
+    *sets: str,
+    values: dict[str, Any] | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
 ) -> subprocess.CompletedProcess[str]:
     assert HELM is not None
-    args = [HELM, "template", release, str(CHART), "--namespace", NAMESPACE]
+    args = [HELM, "template", release, str(CHART), "--namespace", namespace]
     for item in sets:
         args += ["--set", item]
     if values is not None:
@@ -58,8 +61,13 @@ def helm_template(
     )
 
 
-def render(*sets: str, values: dict[str, Any] | None = None, release: str = RELEASE) -> list[Any]:
-    proc = helm_template(*sets, values=values, release=release)
+def render(
+    *sets: str,
+    values: dict[str, Any] | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[Any]:
+    proc = helm_template(*sets, values=values, release=release, namespace=namespace)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 

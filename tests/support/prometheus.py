@@ -78,9 +78,14 @@ def running_prometheus(
     targets: Mapping[str, Sequence[str]],
     rule_files: Sequence[Path] = (),
     labels: Mapping[str, str] | None = None,
+    *,
+    jobs: Sequence[Mapping[str, Any]] = (),
+    up: int | None = None,
 ) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (job name -> ``host:port`` list) every second,
-    with ``labels`` added to every target, until the block ends."""
+    with ``labels`` added to every target, and the scrape configurations ``jobs`` as
+    they are, until the block ends. It is ready once ``up`` targets are up (all of
+    them unless said)."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found: install Debian's prometheus package", pytrace=False)
@@ -94,7 +99,8 @@ def running_prometheus(
                 "static_configs": [{"targets": list(addrs), "labels": dict(labels or {})}],
             }
             for job, addrs in targets.items()
-        ],
+        ]
+        + [dict(job) for job in jobs],
     }
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -114,8 +120,11 @@ def running_prometheus(
     try:
         prom = Prometheus(f"http://127.0.0.1:{port}")
         wait_for("Prometheus ready", prom.ready, timeout=60)
-        count = sum(len(a) for a in targets.values())
-        wait_for("every target up", lambda: len(prom.query("up == 1")) == count, timeout=60)
+        if up is None:
+            up = sum(len(a) for a in targets.values()) + sum(
+                len(c["targets"]) for job in jobs for c in job["static_configs"]
+            )
+        wait_for(f"{up} targets up", lambda: len(prom.query("up == 1")) == up, timeout=60)
         yield prom
     finally:
         proc.terminate()
