@@ -143,3 +143,37 @@ def test_the_operators_per_agent_series_keep_the_agents_namespace(
                 ("team-b", AGENT)
             ]
 
+
+def test_operator_down_stays_silent_for_a_healthy_operator_whatever_the_release_name(
+    tmp_path: Path,
+) -> None:
+    # "steadfast-prod" contains the chart's name, so the release's resources are
+    # "steadfast-prod-*": its metrics Service is steadfast-prod-operator-metrics.
+    docs = render("metrics.serviceMonitor.enabled=true", release="steadfast-prod")
+    with serving(metrics.REGISTRY) as operator:
+        job = job_of(docs, "ServiceMonitor", operator)
+        with running_prometheus(tmp_path / "prom", {}, [RULES], jobs=[job]) as prom:
+            settled(prom, "steadfast_operator_task_queue_describes_total", 1)
+            down = prom.query(rule("SteadfastOperatorDown"))
+            print(f"job {job['job_name']} up; OperatorDown gives {down}")
+            assert down == []
+
+
+def test_operator_down_fires_while_workers_are_up_in_a_namespace_named_after_it(
+    tmp_path: Path,
+) -> None:
+    # Installed in namespace "steadfast-operator", with the workers' PodMonitor: its
+    # job is "steadfast-operator/steadfast-workers".
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "workers.podMonitor.enabled=true",
+        namespace="steadfast-operator",
+    )
+    nowhere = f"127.0.0.1:{free_port()}"  # the operator is down: nothing listens
+    with serving(CollectorRegistry()) as worker:
+        jobs = [job_of(docs, "ServiceMonitor", nowhere), workers_job(docs, worker, "research")]
+        with running_prometheus(tmp_path / "prom", {}, [RULES], jobs=jobs, up=1) as prom:
+            settled(prom, "up == 0", 1)
+            down = prom.query(rule("SteadfastOperatorDown"))
+            print(f"jobs {[j['job_name'] for j in jobs]}; OperatorDown gives {down}")
+            assert len(down) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,3 +72,12 @@ def test_the_budget_carries_the_cost_gauges_labels_but_the_window() -> None:
     budget = set(metrics.AGENT_BUDGET._labelnames)
     cost = set(metrics.AGENT_COST._labelnames)
     assert budget == cost - {"window"} == {"namespace", "agent"}
+
+
+def test_the_series_the_operator_down_alert_reads_is_there_from_the_start() -> None:
+    # SteadfastOperatorDown is absent(steadfast_operator_task_queue_describes_total):
+    # the series must exist, without labels, before any agent or describe.
+    value = metrics.REGISTRY.get_sample_value("steadfast_operator_task_queue_describes_total")
+    assert value is not None
+    rules = Path(__file__).resolve().parents[2] / "charts/steadfast/alerts/steadfast.rules.yaml"
+    assert "absent(steadfast_operator_task_queue_describes_total)" in rules.read_text()
