@@ -10,10 +10,11 @@ call is never paid twice, not after a scale-down or a rollout):
   and waiting up to ``worker.gracefulShutdown`` for its running activities
   (Temporal's own default is 0 s: docs/design.md §7). So the worker waits as long
   as the longest activity attempt may run (its start-to-close timeout), and the
-  pod's grace is that plus :data:`EXIT_MARGIN_SECONDS` to report the last results
-  and close its clients. An idle worker exits at once; a busy one exits as soon as
-  its last call is done. This covers every way a pod is stopped, where choosing
-  *which* pod a scale-down removes (pod-deletion-cost) would cover one of them.
+  pod's grace is that plus :data:`EXIT_MARGIN_SECONDS` to report the last results,
+  let Prometheus scrape what they counted and close its clients. An idle worker
+  exits at once; a busy one exits as soon as its last call is done and scraped.
+  This covers every way a pod is stopped, where choosing *which* pod a scale-down
+  removes (pod-deletion-cost) would cover one of them.
 * **Only what reaches the worker rolls it.** The template's config hash covers
   what the worker process reads: the rendered configuration without the sections
   that reach runs through their workflow input instead (the operator copies them
@@ -37,8 +38,10 @@ from typing import Any, Final
 from steadfast_contract.activities import LONGEST_START_TO_CLOSE
 from steadfast_contract.config import WorkerConfig
 
-EXIT_MARGIN_SECONDS: Final = 30
-"""Time after the worker's own wait to report the last results, close clients and exit."""
+EXIT_MARGIN_SECONDS: Final = 50
+"""Time after the worker's own wait to report the last results, wait for the scrape of
+the metrics they counted (up to 40 s: ``steadfast_worker.lastscrape``), close clients
+and exit."""
 
 RUN_INPUT_ONLY: Final[tuple[tuple[str, ...], ...]] = (
     ("budget",),

@@ -211,11 +211,13 @@ def deployment(
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
             {"name": "sdk-metrics", "containerPort": SDK_METRICS_PORT, "protocol": "TCP"},
         ],
-        # The metrics server starts once the worker has connected to Temporal, so it
-        # doubles as readiness; liveness only asks that the process still serves. Both
-        # keep answering while a stopping worker drains, so no probe cuts a drain short.
+        # Both probes ask only that the process serves its metrics port, and keep
+        # answering while a stopping worker drains, so no probe cuts a drain short.
+        # Neither reads /metrics: a stopping worker waits for the scrape of what its
+        # last calls counted, and a probe's read would pass for that scrape
+        # (steadfast_worker.lastscrape).
         "readinessProbe": {
-            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "tcpSocket": {"port": "metrics"},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,12 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import start_http_server
-from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.conftest import Harness, HarnessFactory, base_config, merge_config
 from tests.integration.test_budget_pause import squeezed_limit, wait_paused
 from tests.integration.test_deep_agent import billed_usd
 from tests.support.ports import free_port
 from tests.support.prometheus import SCRAPE_SECONDS, Prometheus, running_prometheus
+from tests.support.sim import wait_for_report_call
 from tests.support.temporal import failure_of
 
 from steadfast_contract.models import Phase
@@ -164,3 +166,50 @@ async def test_the_cost_panels_add_up_to_what_the_simulator_billed(
                 )
                 assert spend == pytest.approx(billed, rel=1e-3)
                 assert share == pytest.approx(failed / billed, rel=1e-3)
+
+
+async def test_a_worker_stopped_mid_call_is_scraped_after_that_call(
+    harness: HarnessFactory, temporal_address: str, tmp_path: Path
+) -> None:
+    """A scale-down or a rollout stops a worker in the middle of a call: it drains
+    (finishes the call) and exits. Before, it exited as soon as its last activity was
+    done, so the cost of the call it drained was scraped only if a scrape happened to
+    fall in the moment between: at a 5 s interval (the chart's is 30 s), almost never.
+    Now a worker whose metrics changed since its last scrape waits for one more."""
+    async with harness(start_worker=False) as h:
+        port = free_port()
+        doc = merge_config(
+            base_config(h.sim, h.task_queue, Path(h.config.storage.sqlite_path)),
+            {"worker": {"metricsPort": port, "metricsHost": "127.0.0.1"}},
+        )
+        h.sim.set_faults({"llm": {"chunk_delay_ms": 100, "match": "research report"}})
+        proc = await h.spawn_worker(doc, temporal_address, tmp_path / "worker.json")
+        try:
+            targets = {"steadfast-workers": [f"127.0.0.1:{port}"]}
+            with running_prometheus(tmp_path / "prom", targets, every=5) as prom:
+                handle = await h.start("stopped mid-call by a scale-down")
+                await wait_for_report_call(h.sim, handle.id, settle=1.0)
+                proc.send_signal(signal.SIGTERM)
+                stopping = time.monotonic()
+                await asyncio.wait_for(proc.wait(), 90)
+                stopped_in = time.monotonic() - stopping
+                h.sim.set_faults({"llm": {"clear": True}})
+                async with h.worker():
+                    result = await handle.result()
+                assert result.status.phase == Phase.COMPLETED
+                entries = _run_entries(h, handle.id)
+                # Both calls were made, and finished, by the stopped worker.
+                assert [e["outcome"] for e in entries] == ["served", "served"]
+                billed = billed_usd(h, entries)
+                model = h.config.model.name
+                selector = f'steadfast_llm_cost_usd_total{{model="{model}"}}'
+                scraped = prom.samples(selector)[-1][1]
+                print(
+                    f"stopped in {stopped_in:.1f}s; simulator billed ${billed:.6f}, "
+                    f"Prometheus last saw ${scraped:.6f}"
+                )
+                assert scraped == pytest.approx(billed, rel=1e-9)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

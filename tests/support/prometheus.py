@@ -81,15 +81,16 @@ def running_prometheus(
     *,
     jobs: Sequence[Mapping[str, Any]] = (),
     up: int | None = None,
+    every: int = SCRAPE_SECONDS,
 ) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (job name -> ``host:port`` list) every second,
     with ``labels`` added to every target, and the scrape configurations ``jobs`` as
     they are, until the block ends. It is ready once ``up`` targets are up (all of
-    them unless said)."""
+    them unless said). It scrapes and evaluates rules ``every`` seconds."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found: install Debian's prometheus package", pytrace=False)
-    interval = f"{SCRAPE_SECONDS}s"
+    interval = f"{every}s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],

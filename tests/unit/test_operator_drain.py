@@ -17,7 +17,7 @@ from steadfast_contract.config import parse_config
 from steadfast_contract.starter import settings_from_config
 from steadfast_operator import drain, render
 from steadfast_operator.spec import parse_spec
-from steadfast_worker import workflows
+from steadfast_worker import lastscrape, workflows
 
 pytestmark = pytest.mark.unit
 
@@ -144,4 +144,6 @@ def test_a_stopped_worker_outlasts_its_longest_activity() -> None:
     assert cfg.worker.graceful_shutdown >= longest
     grace = timedelta(seconds=pod["terminationGracePeriodSeconds"])
     assert grace >= cfg.worker.graceful_shutdown + timedelta(seconds=drain.EXIT_MARGIN_SECONDS)
-    assert pod["terminationGracePeriodSeconds"] == 630
+    assert pod["terminationGracePeriodSeconds"] == 650
+    # Room for the worker's wait for its last scrape, and a few seconds to exit.
+    assert drain.EXIT_MARGIN_SECONDS >= lastscrape.LONGEST_WAIT_SECONDS + 5

@@ -31,6 +31,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from steadfast_contract.activities import STEP_OF_ACTIVITY
 from steadfast_contract.models import Phase
 from steadfast_contract.pricing import Usage
+from steadfast_worker.lastscrape import ScrapeClock
 
 #: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
 RUN_COST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -63,6 +64,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # First, so a scrape notes its time before it collects any series.
+        self.clock = ScrapeClock()
+        r.register(self.clock)
 
         # Every series is per agent: the two labels are written here, once.
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -160,6 +164,7 @@ class Metrics:
 
     def record_llm(self, labels: Labels, model: str, usage: Usage, cost_usd: float) -> None:
         """Tokens and spend of LLM calls that completed."""
+        self.clock.touch()
         counts = (
             usage.input_tokens,
             usage.output_tokens,
@@ -174,6 +179,7 @@ class Metrics:
         self.llm_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)
 
     def record_retry_cost(self, labels: Labels, model: str, cost_usd: float) -> None:
+        self.clock.touch()
         if cost_usd > 0:
             self.llm_retry_cost.labels(labels.agent, labels.namespace, model).inc(cost_usd)
 
@@ -186,6 +192,7 @@ class Metrics:
         self, labels: Labels, activity: str, outcome: str, retry_error_type: str | None = None
     ) -> None:
         """One attempt ended; ``retry_error_type`` when Temporal will try again."""
+        self.clock.touch()
         self.activity_attempts.labels(labels.agent, labels.namespace, activity, outcome).inc()
         if retry_error_type is not None:
             self.activity_retries.labels(
@@ -203,6 +210,7 @@ class Metrics:
     ) -> None:
         """A run ended in ``phase``, having been saved ``avoided_usd`` of ``model`` calls
         by resuming; or, with ``AwaitingBudget``, paused for ``budget``."""
+        self.clock.touch()
         if phase == Phase.AWAITING_BUDGET:
             self.budget_pauses.labels(labels.agent, labels.namespace, budget or "run").inc()
             return

@@ -5,7 +5,8 @@ Everything a worker needs comes from a :class:`~steadfast_contract.config.Worker
 an example). :func:`run_worker` is what ``steadfast worker`` runs: it serves
 the Steadfast metrics and the Temporal SDK's metrics on their two ports,
 connects, polls, and on SIGTERM/SIGINT stops polling and gives running
-activities ``worker.gracefulShutdown`` to finish (Temporal's own default is 0).
+activities ``worker.gracefulShutdown`` to finish (Temporal's own default is 0), then
+waits for Prometheus to scrape what they counted (:mod:`.lastscrape`).
 
 The workflow input every starter sends is built from the same configuration by
 :func:`steadfast_contract.starter.research_input`.
@@ -28,7 +29,7 @@ from temporalio.worker import Worker
 from steadfast_contract import credentials
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.starter import settings_from_config
-from steadfast_worker import retention, rotation
+from steadfast_worker import lastscrape, retention, rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.activities.base import UnfitStoreActivityError
 from steadfast_worker.connection import connect_options, connect_with
@@ -184,6 +185,9 @@ async def run_worker(
             )
             await worker.shutdown()
         await running
+        # What the calls finished while stopping counted must be scraped before exit.
+        if not await lastscrape.scraped(metrics.clock):
+            log.warning("exiting before Prometheus scraped what the last calls counted")
     finally:
         stopping.cancel()
         sweeping.cancel()
