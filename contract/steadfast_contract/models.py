@@ -416,3 +416,9 @@ SEARCH_RESULTS_RESERVED_PATCH = "search-results-reserved"
 #: the pause runs out); recorded only by a run so paused. Runs recorded before it count
 #: them after the pause, and keep nothing.
 SEARCHES_COUNTED_PATCH = "searches-counted-before-pause"
+#: The ``workflow.patched`` id that guards how a run honours a cancel that reaches it once
+#: its report is paid for: a cancel in ``Saving`` lets the save finish, then ends the run
+#: ``Cancelled`` without mail; one in ``Emailing`` lets the mail step finish (nothing to
+#: undo), then ends it ``Cancelled``. Recorded only by a run so cancelled. Runs recorded
+#: before it went on from the save to mail, and failed a cancelled mail step.
+CANCEL_HOLDS_MAIL_PATCH = "cancel-holds-mail"

@@ -17,7 +17,11 @@ the run failed ``ModelRefused``), and the newer patched branches: runs their bud
 that keep what they gathered (``budget_exhausted_keeps_gathered_shape2``, and
 ``searches_day_stopped_shape2``, searches through the model reserving their results and
 counted before the pause), and a deep run whose context window ended it early
-(``deep_context_window``).
+(``deep_context_window``), and runs cancelled once their report was paid for
+(``cancelled_while_saving_shape2``, ``cancelled_while_mailing_shape2``: the report
+saved, no mail or the mail step let finish, the run ``Cancelled``; and the same two
+recorded before, which mailed after the cancel, or failed the mail step:
+``cancelled_while_saving_mailed_shape2``, ``cancelled_while_mailing_failed_shape2``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -41,6 +45,7 @@ from steadfast_contract.models import (
     APPROVAL_GATE_PATCH,
     BUDGET_KEEPS_GATHERED_PATCH,
     BUDGET_PAUSE_PATCH,
+    CANCEL_HOLDS_MAIL_PATCH,
     SEARCH_RESULTS_RESERVED_PATCH,
     SEARCH_STEP_PATCH,
     SEARCHES_COUNTED_PATCH,
@@ -50,6 +55,7 @@ from steadfast_contract.models import (
 )
 from steadfast_worker.deep import CONTEXT_PATCH
 from steadfast_worker.mailing import LEAN_RUN_PATCH
+from steadfast_worker.savewait import SAVE_WAIT_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = pytest.mark.integration
@@ -82,9 +88,13 @@ def test_fixtures_cover_runs_before_and_after_the_approval_gate() -> None:
 
 
 def _patches(path: Path) -> list[bytes]:
+    return _patches_of(load(path))
+
+
+def _patches_of(history: WorkflowHistory) -> list[bytes]:
     return [
         e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
-        for e in load(path).events
+        for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and "patch-data" in e.marker_recorded_event_attributes.details
     ]
@@ -139,6 +149,8 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
             [SEARCH_RESULTS_RESERVED_PATCH, SEARCHES_COUNTED_PATCH, BUDGET_KEEPS_GATHERED_PATCH],
         ),
         ("deep_context_window", [CONTEXT_PATCH]),
+        ("cancelled_while_saving_shape2", [CANCEL_HOLDS_MAIL_PATCH]),
+        ("cancelled_while_mailing_shape2", [CANCEL_HOLDS_MAIL_PATCH]),
     ],
 )
 def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
@@ -152,6 +164,25 @@ def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]
         assert scheduled_activities(history)[-1] == "save_report"  # what it gathered
         failure = history.events[-1].workflow_execution_failed_event_attributes.failure
         assert failure.application_failure_info.type == "BudgetExhausted"
+    if CANCEL_HOLDS_MAIL_PATCH in patches:
+        end = history.events[-1].event_type
+        assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, name
+        mailed = "send_email" in scheduled_activities(history)
+        assert mailed == ("mailing" in name), name
+
+
+def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None:
+    """Recorded before ``cancel-holds-mail``: one mailed after a cancel in ``Saving``
+    and completed, one failed the mail step the cancel reached."""
+    saving = load(FIXTURES / "cancelled_while_saving_mailed_shape2.json")
+    assert "send_email" in scheduled_activities(saving)
+    assert saving.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    mailing = load(FIXTURES / "cancelled_while_mailing_failed_shape2.json")
+    assert mailing.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+    for history in (saving, mailing):
+        kinds = {e.event_type for e in history.events}
+        assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds
+        assert not any(CANCEL_HOLDS_MAIL_PATCH.encode() in m for m in _patches_of(history))
 
 
 @pytest.mark.parametrize("name", ["report_refused_shape2", "deep_refused"])
@@ -218,6 +249,14 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
             SEARCHES_COUNTED_PATCH,
             BUDGET_KEEPS_GATHERED_PATCH,
         ],
+        "cancelled_while_saving_mailed_shape2": [SEARCH_STEP_PATCH, SAVE_WAIT_PATCH],
+        "cancelled_while_mailing_failed_shape2": [SEARCH_STEP_PATCH],
+        "cancelled_while_saving_shape2": [
+            SEARCH_STEP_PATCH,
+            SAVE_WAIT_PATCH,
+            CANCEL_HOLDS_MAIL_PATCH,
+        ],
+        "cancelled_while_mailing_shape2": [SEARCH_STEP_PATCH, CANCEL_HOLDS_MAIL_PATCH],
     }
     shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
     assert {p.stem for p in shaped} == set(markers)

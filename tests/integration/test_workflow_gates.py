@@ -142,6 +142,10 @@ async def test_cancelled_run_records_its_phase(harness: HarnessFactory) -> None:
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         assert status.phase == Phase.CANCELLED
         assert not h.smtp.messages_for(handle.id)
+        # The status says the report is kept, and which it is, and that nobody was mailed.
+        assert status.report_id
+        assert status.report_id in status.message, status.message
+        assert status.email == "skipped"
         assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
 
 

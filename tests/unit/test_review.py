@@ -48,3 +48,14 @@ def test_the_wait_ends_by_rejection_approval_or_timeout() -> None:
     expired = review.outcome(None, None, 7 * 24 * 3600)
     assert expired == review.Outcome(Phase.APPROVAL_EXPIRED, "", "no approval within 168h")
     assert Phase.APPROVAL_EXPIRED.terminal
+
+
+def test_a_cancelled_run_says_what_of_its_report_is_left() -> None:
+    assert review.cancel_message("", mailed=False, email="") == "cancelled"
+    held = review.cancel_message("r-1", mailed=False, email="skipped")
+    assert "saved as report r-1" in held
+    assert "no review mail was sent" in held
+    late = review.cancel_message("r-1", mailed=True, email="sent")
+    assert "saved as report r-1" in late
+    assert "email sent" in late
+    assert "no review mail" not in late

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
     RetryState,
     TimeoutError,
     TimeoutType,
@@ -110,3 +113,11 @@ def test_a_last_round_that_timed_out_before_any_attempt_keeps_the_failure_before
     assert savewait.telling(named, before) is named
     again = failed(store_down("ConnectionRefusedError"))
     assert savewait.telling(again, before) is again
+
+
+def test_the_runs_cancel_is_told_from_a_failed_save() -> None:
+    # How the workflow sees its cancel reach the save it awaits: not an outage.
+    assert savewait.cancel_of_run(failed(CancelledError("cancelled")))
+    assert savewait.cancel_of_run(asyncio.CancelledError())
+    assert not savewait.cancel_of_run(failed(store_down("ConnectionRefusedError")))
+    assert not savewait.cancel_of_run(failed(round_timed_out(None)))

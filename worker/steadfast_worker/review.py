@@ -3,7 +3,9 @@
 ``ResearchWorkflow`` waits in ``AwaitingApproval`` for the ``approve`` update or the
 ``reject`` signal, at most ``notify.approvalTimeout``. Whether an approval is
 accepted, and how the wait ends, are decided here so they are unit-tested without
-a server; the workflow only applies the answer.
+a server; the workflow only applies the answer. So is what a cancelled run's status
+says (:func:`cancel_message`): a cancel that reaches a run whose report is saved
+leaves the report, and sends no mail unless the mail step had already begun.
 """
 
 from __future__ import annotations
@@ -54,3 +56,18 @@ def outcome(
         return Outcome(None, approval.reviewer.strip())
     waited = format_duration(timedelta(seconds=timeout_seconds))
     return Outcome(Phase.APPROVAL_EXPIRED, "", f"no approval within {waited}")
+
+
+def cancel_message(report_id: str, mailed: bool, email: str) -> str:
+    """The status message of a cancelled run: what of its report is left, and whether
+    its review mail went out. A cancel that reaches the run once its mail step has begun
+    cannot hold the mail back (it may be with the SMTP server already): the step runs
+    to its end, and the message says how it ended."""
+    if not report_id:
+        return "cancelled"
+    if mailed:
+        return (
+            f"cancelled once its review mail was under way (email {email or 'unknown'}), "
+            f"nothing to undo; the report is saved as report {report_id}"
+        )
+    return f"cancelled; the report is saved as report {report_id}, and no review mail was sent"

@@ -14,6 +14,12 @@ Temporal retries an activity inside a round without adding history events, so
 a week-long outage costs a few events per :data:`ROUND` rather than per
 attempt; the status message is refreshed at each round's end.
 
+A cancel of the run does not stop the save either: the cancelled attempt is
+tried again at once (the markdown is paid for), and the result says a cancel
+came (:attr:`Saved.cancelled`), so the run ends ``Cancelled`` after the save
+instead of mailing (:data:`~steadfast_contract.models.CANCEL_HOLDS_MAIL_PATCH`;
+runs recorded before it took the cancel for an outage and went on to mail).
+
 Deterministic code for the workflow (imported through the sandbox's
 pass-through): ``workflow`` APIs and the contract only. Runs recorded before
 this existed replay as they ran (:data:`SAVE_WAIT_PATCH`): their first failure
@@ -22,15 +28,17 @@ failed them.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 from steadfast_contract import activities as act
 from steadfast_contract.errortypes import NON_RETRYABLE_TYPES
-from steadfast_contract.models import RunSettings, RunStatus
+from steadfast_contract.models import CANCEL_HOLDS_MAIL_PATCH, RunSettings, RunStatus
 from steadfast_contract.retry import to_retry_policy
 
 SAVE_WAIT_PATCH = "save-waits-for-store"
@@ -43,6 +51,25 @@ WAITING = "waiting for the report store: "
 """How the status message of a run waiting for its store starts."""
 STORE_ERROR = "storeError"
 """The failure detail in which ``save_report`` names the store's error class."""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A saved report, and whether the run was cancelled while saving it."""
+
+    output: act.SaveReportOutput
+    cancelled: bool = False
+
+
+def cancel_of_run(err: BaseException) -> bool:
+    """Whether a save ended by the run's cancel: the workflow asks Temporal to cancel
+    the activity it awaits, which then fails with a ``CancelledError`` cause; a save
+    that completed in the same activation as the cancel raises the cancel itself
+    (its result is dropped, but the save is an upsert: the next attempt answers with
+    the same report id)."""
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
 
 
 def outage_policy() -> RetryPolicy:
@@ -94,12 +121,13 @@ async def save_report(
     status: RunStatus,
     *,
     start_to_close: timedelta,
-) -> act.SaveReportOutput:
+) -> Saved:
     """Save the report, waiting for the store up to ``settings.save_timeout_seconds``.
 
     ``status.message`` says what the run waits for while the store is down, and
-    is given back its earlier text once the store answered. The result's
-    ``attempt`` counts each failed round as one attempt more.
+    is given back its earlier text once the store answered. The output's
+    ``attempt`` counts each failed round as one attempt more; a cancel of the run
+    is not a failure: the save is tried again, and the result says it came.
     """
     heartbeat = timedelta(seconds=settings.heartbeat_timeout_seconds)
 
@@ -115,12 +143,31 @@ async def save_report(
         )
         return out
 
-    try:
-        return await once(to_retry_policy(settings.retry_policies.database), None)
-    except ActivityError as err:
-        if not worth_waiting(err) or not workflow.patched(SAVE_WAIT_PATCH):
+    cancelled = False
+
+    def first_cancel(err: BaseException) -> bool:
+        """Whether ``err`` is the run's cancel, not seen before: the save goes on."""
+        nonlocal cancelled
+        if cancelled or not cancel_of_run(err) or not workflow.patched(CANCEL_HOLDS_MAIL_PATCH):
+            return False
+        cancelled = True
+        return True
+
+    while True:
+        try:
+            first = await once(to_retry_policy(settings.retry_policies.database), None)
+            return Saved(first, cancelled)
+        except asyncio.CancelledError as err:
+            if first_cancel(err):
+                continue
             raise
-        failed = err
+        except ActivityError as err:
+            if first_cancel(err):
+                continue
+            if not worth_waiting(err) or not workflow.patched(SAVE_WAIT_PATCH):
+                raise
+            failed = err
+            break
     deadline = workflow.now() + timedelta(seconds=settings.save_timeout_seconds)
     rounds, before = 1, status.message
     cls = error_class(failed)
@@ -131,12 +178,19 @@ async def save_report(
             raise failed
         try:
             saved = await once(outage_policy(), min(ROUND, left))
+        except asyncio.CancelledError as err:
+            if first_cancel(err):
+                continue
+            raise
         except ActivityError as err:
+            if first_cancel(err):
+                continue
             if not worth_waiting(err):
                 raise
             failed, rounds, cls = telling(err, failed), rounds + 1, error_class(err, cls)
             continue
         status.message = before
-        return act.SaveReportOutput(
+        out = act.SaveReportOutput(
             saved.report_id, saved.created, saved.backend, saved.attempt + rounds
         )
+        return Saved(out, cancelled)

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         APPROVE_UPDATE,
         BUDGET_KEEPS_GATHERED_PATCH,
         BUDGET_UPDATE,
+        CANCEL_HOLDS_MAIL_PATCH,
         REJECT_SIGNAL,
         REPORT_TOPIC,
         STATUS_QUERY,
@@ -83,6 +84,7 @@ class ResearchWorkflow:
         self._approval: ApproveInput | None = None
         self._rejection: RejectInput | None = None
         self._markdown_chars = 0
+        self._mailing = False
         self._accounted: set[int] = set()
         self._published_spend = Spend()
         self._gate = budgeting.BudgetGate(
@@ -167,7 +169,7 @@ class ResearchWorkflow:
                 message, replace(self._status), type=kind, non_retryable=True
             ) from err
         except asyncio.CancelledError:
-            await self._finish(Phase.CANCELLED, "cancelled")
+            await self._finish(Phase.CANCELLED, self._cancelled_message())
             raise
         return ResearchResult(replace(self._status), self._markdown_chars)
 
@@ -209,8 +211,10 @@ class ResearchWorkflow:
         return f"; what the run gathered is saved as report {self._status.report_id}"
 
     async def _deliver(self, inp: ResearchInput, markdown: str) -> None:
-        """Save the paid report, wait for its review if asked, mail it."""
-        await self._save(inp, markdown)
+        """Save the paid report, wait for its review if asked, mail it; a run cancelled
+        while it saved ends there, its report saved and nobody mailed."""
+        if await self._save(inp, markdown):
+            raise asyncio.CancelledError("cancelled while saving its report")
         if inp.settings.require_approval and not await self._reviewed(
             inp.settings.approval_timeout_seconds
         ):
@@ -220,8 +224,9 @@ class ResearchWorkflow:
         await self._email(inp, markdown)
         await self._finish(Phase.COMPLETED, self._status.message or "report saved")
 
-    async def _save(self, inp: ResearchInput, markdown: str) -> None:
-        """Save ``markdown`` as the run's report (waiting out a store that is down)."""
+    async def _save(self, inp: ResearchInput, markdown: str) -> bool:
+        """Save ``markdown`` as the run's report (waiting out a store that is down, and
+        a cancel of the run); whether the run was cancelled while it saved."""
         s, info = inp.settings, workflow.info()
         self._markdown_chars = len(markdown)
         self._enter(Phase.SAVING)
@@ -241,8 +246,9 @@ class ResearchWorkflow:
             self._status,
             start_to_close=IO_START_TO_CLOSE,
         )
-        accounting.add_attempts(self._status, act.SAVE_REPORT, saved.attempt)
-        self._status.report_id = saved.report_id
+        accounting.add_attempts(self._status, act.SAVE_REPORT, saved.output.attempt)
+        self._status.report_id = saved.output.report_id
+        return saved.cancelled
 
     async def _reviewed(self, timeout_seconds: float) -> bool:
         """Wait for the review of the saved report; False when the run ends here.
@@ -270,7 +276,35 @@ class ResearchWorkflow:
         return False
 
     async def _email(self, inp: ResearchInput, markdown: str) -> None:
-        await send_review(inp, self._status, markdown, self._activity, IO_START_TO_CLOSE)
+        """Mail the review request. A cancel that comes while the mail step runs cannot
+        hold the mail back (the SMTP server may have it already): the step runs to its
+        end, so the status says what became of the mail, and the run ends cancelled."""
+        self._mailing = True
+        sending = asyncio.ensure_future(
+            send_review(inp, self._status, markdown, self._activity, IO_START_TO_CLOSE)
+        )
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError as cancel:
+            if not workflow.patched(CANCEL_HOLDS_MAIL_PATCH):
+                sending.cancel()  # as runs recorded before: the cancel reaches the activity
+                await sending
+                raise
+            try:
+                await sending
+            except ActivityError as err:
+                self._account_failure(err)  # status.email says "failed"
+            raise cancel from None
+
+    def _cancelled_message(self) -> str:
+        """What the status of a run ending cancelled says (and its email, when the
+        cancel held the mail back)."""
+        st = self._status
+        if not st.report_id or not workflow.patched(CANCEL_HOLDS_MAIL_PATCH):
+            return "cancelled"
+        if not self._mailing:
+            st.email = "skipped"
+        return review.cancel_message(st.report_id, self._mailing, st.email)
 
     # -- helpers -------------------------------------------------------------------
 
