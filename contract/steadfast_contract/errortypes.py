@@ -50,3 +50,18 @@ NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (
     BUDGET_EXHAUSTED,
     EMAIL_REJECTED,
 )
+
+#: Types a failed attempt may carry when Temporal retries it: every other type name
+#: (:data:`RESPONSE_TOO_LARGE` is always raised non-retryable). They are the
+#: ``error_type`` of ``steadfast_activity_retries_total``, whose series a worker
+#: exports at zero when it starts.
+RETRYABLE_TYPES: Final[tuple[str, ...]] = (
+    RATE_LIMITED,
+    OVERLOADED,
+    SERVER_ERROR,
+    TIMEOUT,
+    CONNECTION_FAILED,
+    EMAIL_FAILED,
+    DATABASE_ERROR,
+    UNEXPECTED,
+)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
+from steadfast_contract import errortypes
+from steadfast_contract.activities import STEP_OF_ACTIVITY
 from steadfast_contract.pricing import Usage
 from steadfast_worker.metrics import Labels, Metrics
 
@@ -162,3 +164,39 @@ def test_a_started_worker_exports_its_known_series_at_zero() -> None:
     for family in m.registry.collect():
         for sample in family.samples:
             assert not {"workflow_id", "run_id", "topic"} & set(sample.labels)
+
+
+def test_a_started_worker_exports_its_retry_series_at_zero() -> None:
+    """The retry-storm alert reads ``rate(steadfast_activity_retries_total[5m])``: a
+    series born at its first retry shows no rate for it, so a new pod's first retries
+    went unseen. Every activity's series for every type Temporal retries is there from
+    the start, and only those: 64 per pod."""
+    m = Metrics()
+    m.start(L, "claude-sonnet-4-6")
+    get = m.registry.get_sample_value
+    retried = {**BASE, "activity": "write_report", "error_type": errortypes.RATE_LIMITED}
+    assert get("steadfast_activity_retries_total", retried) == 0.0
+    series = {
+        (s.labels["activity"], s.labels["error_type"])
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.name == "steadfast_activity_retries_total"
+    }
+    assert series == {(a, t) for a in STEP_OF_ACTIVITY for t in errortypes.RETRYABLE_TYPES}
+    assert len(series) == 64
+    # A retried attempt lands on its series, which was at zero.
+    m.record_attempt(L, "save_report", "failure", errortypes.DATABASE_ERROR)
+    saved = {**BASE, "activity": "save_report", "error_type": errortypes.DATABASE_ERROR}
+    assert get("steadfast_activity_retries_total", saved) == 1.0
+
+
+def test_the_retryable_types_are_every_type_a_retry_can_carry() -> None:
+    """Each error type name is retryable or not, never both nor neither (a new type
+    added to the contract must be placed, or its first retries go unseen)."""
+    names = {
+        value for key, value in vars(errortypes).items() if key.isupper() and isinstance(value, str)
+    }
+    retryable, never = set(errortypes.RETRYABLE_TYPES), set(errortypes.NON_RETRYABLE_TYPES)
+    assert not retryable & never
+    # Raised non-retryable wherever it is raised (the same request, the same answer).
+    assert retryable | never | {errortypes.RESPONSE_TOO_LARGE} == names

@@ -10,7 +10,8 @@ Labels never carry a workflow id or topic: per-run series would grow without
 bound. Per-run figures belong in the ``status`` query and the run's result.
 
 Every series whose labels the worker knows when it starts (its agent, its model, its
-activities, the phases a run ends in, the budgets) is exported at zero from the start
+activities, the phases a run ends in, the budgets, the error types an activity's
+attempt is retried for) is exported at zero from the start
 (:meth:`Metrics.start`). Dashboards and alerts read counters through ``increase()``
 and ``rate()``, which see only a change between two scrapes: a series that first
 appeared at its first event (a run's ``BudgetExhausted`` at 1, the first call's cost)
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from steadfast_contract.activities import STEP_OF_ACTIVITY
+from steadfast_contract.errortypes import RETRYABLE_TYPES
 from steadfast_contract.models import Phase
 from steadfast_contract.pricing import Usage
 from steadfast_worker.lastscrape import ScrapeClock
@@ -144,8 +146,9 @@ class Metrics:
     def start(self, labels: Labels, model: str) -> None:
         """Export, at zero, every series of this worker whose labels are known now: its
         ``model``'s spend, tokens, refusals and savings, each activity's attempts by
-        outcome, the runs by the phase they end in, and the budget stops. Retries are
-        by error type, known only once one happens (a ``rate`` over minutes reads them)."""
+        outcome and its retries by the error types Temporal retries (8 activities times 8
+        types: 64 series; a non-retryable type is never counted there), the runs by the
+        phase they end in, and the budget stops."""
         agent = (labels.agent, labels.namespace)
         for counter in (self.llm_cost, self.llm_retry_cost, self.llm_refusals):
             counter.labels(*agent, model)
@@ -155,6 +158,8 @@ class Metrics:
         for name in STEP_OF_ACTIVITY:
             for outcome in (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_CANCELLED):
                 self.activity_attempts.labels(*agent, name, outcome)
+            for error_type in RETRYABLE_TYPES:
+                self.activity_retries.labels(*agent, name, error_type)
         for phase in sorted(_TERMINAL):
             self.runs.labels(*agent, phase)
         self.run_cost.labels(*agent)
