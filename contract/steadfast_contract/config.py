@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -181,6 +181,11 @@ class NotifyConfig(SpecModel):
     """Wait for ``steadfast approve`` before sending the review-request email."""
     approval_timeout: Duration = timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS)
     """How long a run waits for approval before it ends ``ApprovalExpired``."""
+
+
+READY_PATH: Final = "/readyz"
+"""Where the worker answers its pod's readiness probe, on ``worker.metricsPort``: 200
+once it polls Temporal, 503 before and from SIGTERM on (``steadfast_worker.health``)."""
 
 
 class WorkerTuning(SpecModel):

@@ -16,8 +16,9 @@ interval (as seen between the last two scrapes), never more than
 :data:`LONGEST_WAIT_SECONDS`, and not at all when nothing scrapes it regularly
 (``steadfast dev``, tests, a one-off read) or nothing changed since the last scrape
 (an idle worker exits at once). The pod's grace period leaves room for it
-(``drain.EXIT_MARGIN_SECONDS``), and the pod's probes only open the metrics port: a
-probe that read ``/metrics`` would pass for the scrape.
+(``drain.EXIT_MARGIN_SECONDS``), and the pod's probes never read ``/metrics`` (one
+opens the metrics port, the other asks ``/readyz`` there, :mod:`.health`): a probe
+that read ``/metrics`` would pass for the scrape.
 """
 
 from __future__ import annotations

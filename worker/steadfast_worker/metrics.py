@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from steadfast_contract.activities import STEP_OF_ACTIVITY
 from steadfast_contract.errortypes import RETRYABLE_TYPES
 from steadfast_contract.models import Phase
 from steadfast_contract.pricing import Usage
+from steadfast_worker import health
 from steadfast_worker.lastscrape import ScrapeClock
 
 #: Run cost buckets in USD: from a cheap Haiku run to a runaway Opus one.
@@ -228,10 +229,14 @@ class Metrics:
         if phase == Phase.BUDGET_EXHAUSTED:
             self.budget_exhausted.labels(labels.agent, labels.namespace).inc()
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Expose ``/metrics`` on ``port`` in a daemon thread (0: don't)."""
+    def serve(
+        self, port: int, host: str = "0.0.0.0", readiness: health.Readiness | None = None
+    ) -> None:
+        """Expose ``/metrics`` on ``port`` in a daemon thread (0: don't), and
+        ``readiness`` on :data:`~steadfast_contract.config.READY_PATH` (none given:
+        never ready)."""
         if port:
-            start_http_server(port, addr=host, registry=self.registry)
+            health.serve(port, host, self.registry, readiness or health.Readiness())
 
 
 def sdk_runtime(host: str, port: int) -> Runtime | None:

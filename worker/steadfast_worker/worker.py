@@ -4,7 +4,8 @@ Everything a worker needs comes from a :class:`~steadfast_contract.config.Worker
 (the operator renders it from a ResearchAgent; ``steadfast dev`` builds it from
 an example). :func:`run_worker` is what ``steadfast worker`` runs: it serves
 the Steadfast metrics and the Temporal SDK's metrics on their two ports,
-connects, polls, and on SIGTERM/SIGINT stops polling and gives running
+connects, polls (and only then says it is ready, :mod:`.health`), and on
+SIGTERM/SIGINT says it is not, stops polling and gives running
 activities ``worker.gracefulShutdown`` to finish (Temporal's own default is 0), then
 waits for Prometheus to scrape what they counted (:mod:`.lastscrape`).
 
@@ -29,7 +30,7 @@ from temporalio.worker import Worker
 from steadfast_contract import credentials
 from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.starter import settings_from_config
-from steadfast_worker import lastscrape, retention, rotation
+from steadfast_worker import health, lastscrape, retention, rotation
 from steadfast_worker.activities import ResearchActivities
 from steadfast_worker.activities.base import UnfitStoreActivityError
 from steadfast_worker.connection import connect_options, connect_with
@@ -126,7 +127,8 @@ async def run_worker(
     for warning in missing_secrets(config, env):
         log.warning("%s", warning)
     metrics = metrics or Metrics()
-    metrics.serve(config.worker.metrics_port, config.worker.metrics_host)
+    readiness = health.Readiness()
+    metrics.serve(config.worker.metrics_port, config.worker.metrics_host, readiness)
     runtime = sdk_runtime(config.worker.metrics_host, config.worker.sdk_metrics_port)
     options = connect_options(config.temporal, env)
     activities = ResearchActivities(config, metrics, env)
@@ -146,6 +148,7 @@ async def run_worker(
         unscrub()
         raise
     worker = build_worker(client, config, activities)
+    readiness.connected(worker)  # ready once it runs: the SDK checked the namespace
     rotating = None
     if rotation.follows_files(config.temporal):
         rotating = asyncio.create_task(
@@ -179,6 +182,7 @@ async def run_worker(
     try:
         done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stopping in done:
+            readiness.stopping()
             log.info(
                 "stopping: giving running activities up to %ss",
                 config.worker.graceful_shutdown.total_seconds(),
@@ -189,6 +193,7 @@ async def run_worker(
         if not await lastscrape.scraped(metrics.clock):
             log.warning("exiting before Prometheus scraped what the last calls counted")
     finally:
+        readiness.stopping()
         stopping.cancel()
         sweeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
