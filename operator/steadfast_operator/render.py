@@ -28,7 +28,7 @@ from steadfast_contract.agentfile import (
     SECRET_ENV,
     worker_config_from_spec,
 )
-from steadfast_contract.config import WorkerConfig
+from steadfast_contract.config import READY_PATH, WorkerConfig
 from steadfast_contract.ids import WORKER_SUFFIX, default_task_queue
 from steadfast_contract.spec import AgentSpec
 from steadfast_operator import drain, keda
@@ -211,13 +211,15 @@ def deployment(
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
             {"name": "sdk-metrics", "containerPort": SDK_METRICS_PORT, "protocol": "TCP"},
         ],
-        # Both probes ask only that the process serves its metrics port, and keep
-        # answering while a stopping worker drains, so no probe cuts a drain short.
-        # Neither reads /metrics: a stopping worker waits for the scrape of what its
-        # last calls counted, and a probe's read would pass for that scrape
-        # (steadfast_worker.lastscrape).
+        # Ready only once the worker polls Temporal, and not from SIGTERM on: a pod
+        # that cannot reach Temporal must never count toward a rollout, or it would
+        # replace working pods (steadfast_worker.health). Liveness asks only that
+        # the process serves its metrics port, and keeps passing while a stopping
+        # worker drains, so no probe cuts a drain short. Neither reads /metrics: a
+        # stopping worker waits for the scrape of what its last calls counted, and
+        # a probe's read would pass for that scrape (steadfast_worker.lastscrape).
         "readinessProbe": {
-            "tcpSocket": {"port": "metrics"},
+            "httpGet": {"path": READY_PATH, "port": "metrics"},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },

@@ -211,3 +211,18 @@ def test_every_example_renders(path: Path) -> None:
     spec = parse_spec(agent.namespace, agent.name, raw)
     kinds = {o["kind"] for o in render.children(agent, spec, DEFAULTS)}
     assert {"ConfigMap", "Deployment", "Service"} <= kinds
+
+
+def test_ready_only_when_the_worker_says_so_and_never_by_reading_metrics() -> None:
+    (container,) = children(example_spec())["Deployment"]["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ready = container["readinessProbe"]
+    # An HTTP question the worker answers 503 until it polls Temporal and from SIGTERM
+    # on (a TCP probe passed as soon as the metrics port opened).
+    assert set(ready) == {"httpGet", "periodSeconds", "failureThreshold"}
+    assert ready["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert ports["metrics"] == render.METRICS_PORT
+    # Liveness keeps passing while a stopping worker drains (and reads no /metrics).
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    for probe in (container["readinessProbe"], container["livenessProbe"]):
+        assert "/metrics" not in str(probe)
