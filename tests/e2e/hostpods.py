@@ -25,7 +25,11 @@ nodes) must keep or replace, each stated where it is used:
 2. The deletion is seen by polling every ``poll`` seconds (0.5 s), so SIGTERM is
    up to that late; the SIGKILL deadline is measured from the same moment.
 3. No preStop hook exists in the rendered pod, so SIGTERM is the first signal.
-4. Readiness and liveness probes are not run: kwok reports the pod Ready itself.
+4. Readiness and liveness probes are not run: kwok reports the pod Ready itself. With
+   ``metrics=True`` each worker serves its metrics port on a host port of its own, and
+   :meth:`HostKubelet.readiness` asks it what the pod's ``httpGet`` readiness probe
+   would (the probe's path, on the port standing in for the container port it names,
+   which must be the port the pod's configuration serves), for the test to read.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from tests.e2e.operator_env import get, mount_secrets
 from tests.support.kube import KubeCluster
+from tests.support.ports import free_port
 
 from steadfast_dev.processes import Child, Supervisor, steadfast_command
 
@@ -58,6 +64,8 @@ class PodRecord:
     sigkill_at: float | None = None
     exited_at: float | None = None
     returncode: int | None = None
+    #: With ``metrics``: where the pod's readiness probe asks (URL on the host), if it has one.
+    readiness_url: str = ""
 
     @property
     def drained_seconds(self) -> float | None:
@@ -77,10 +85,17 @@ class HostKubelet:
     """Runs and stops a host worker process per pod of ``agent``'s worker Deployment."""
 
     def __init__(
-        self, cluster: KubeCluster, namespace: str, agent: str, root: Path, poll: float = 0.5
+        self,
+        cluster: KubeCluster,
+        namespace: str,
+        agent: str,
+        root: Path,
+        poll: float = 0.5,
+        *,
+        metrics: bool = False,
     ) -> None:
         self.cluster, self.namespace, self.agent, self.root = cluster, namespace, agent, root
-        self.poll = poll
+        self.poll, self.metrics = poll, metrics
         self.records: dict[str, PodRecord] = {}
         self.errors: list[str] = []
         self._supervisor = Supervisor(root / "logs")
@@ -159,8 +174,19 @@ class HostKubelet:
         config = yaml.safe_load(cm["data"]["worker.yaml"])
         home = self.root / name
         home.mkdir(parents=True, exist_ok=True)
-        config["worker"]["metricsPort"] = 0
+        serves = config["worker"].get("metricsPort")
+        config["worker"]["metricsPort"] = free_port() if self.metrics else 0
+        config["worker"]["metricsHost"] = "127.0.0.1"
         config["worker"]["sdkMetricsPort"] = 0
+        url = ""
+        probe = (container.get("readinessProbe") or {}).get("httpGet")
+        if self.metrics and probe:
+            named = {p["name"]: p["containerPort"] for p in container.get("ports") or []}
+            asked = named.get(probe["port"], probe["port"])
+            assert asked == serves, (
+                f"pod {name}'s readiness probe asks port {asked}, its worker serves {serves}"
+            )
+            url = f"http://127.0.0.1:{config['worker']['metricsPort']}{probe['path']}"
         mount_secrets(
             self.cluster, self.namespace, {"spec": {"template": pod}}, config, home / "mounts"
         )
@@ -181,9 +207,22 @@ class HostKubelet:
         args = [str(path) if arg == mounted else arg for arg in container["args"]]
         argv = steadfast_command(*args)
         child = self._supervisor.spawn(name, argv, env=env)
-        return PodRecord(name, child, float(spec.get("terminationGracePeriodSeconds", 30)))
+        grace = float(spec.get("terminationGracePeriodSeconds", 30))
+        return PodRecord(name, child, grace, readiness_url=url)
 
     # --- for the test ---------------------------------------------------------------
+
+    @staticmethod
+    def readiness(rec: PodRecord) -> tuple[int, str] | None:
+        """What the pod's readiness probe gets from its worker: status and first line
+        (None while nothing answers, or without ``metrics``)."""
+        if not rec.readiness_url:
+            return None
+        try:
+            response = httpx.get(rec.readiness_url, timeout=2)
+        except httpx.TransportError:
+            return None
+        return response.status_code, response.text.strip()[:80]
 
     def running(self) -> list[PodRecord]:
         return [r for r in self.records.values() if r.sigterm_at is None and r.child.alive()]
