@@ -30,10 +30,11 @@ EPILOG = (
     "storage, notify, retryPolicies, budget, temporal) plus a worker section: "
     "maxConcurrentActivities, gracefulShutdown (how long SIGTERM waits for running "
     "activities), heartbeatTimeout (how soon a dead worker's call moves elsewhere), "
-    "metricsPort (Steadfast metrics, default 9464) and sdkMetricsPort (Temporal SDK "
-    "metrics, default 9465). Connection flags given here override the file. Exit "
-    "status: 0 after a graceful shutdown, 2 for an invalid configuration (or a "
-    "report store that cannot keep every report: a database not in UTF-8)."
+    "metricsPort (Steadfast metrics, and /readyz: 200 only while polling; default 9464) "
+    "and sdkMetricsPort (Temporal SDK metrics, default 9465). Connection flags given "
+    "here override the file. Exit status: 0 after a graceful shutdown, 2 for an "
+    "invalid configuration (or a report store that cannot keep every report: a "
+    "database not in UTF-8)."
 )
 
 
