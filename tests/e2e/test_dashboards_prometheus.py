@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -32,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from tests.e2e.operator_env import STORE_SECRET, store_secret
 from tests.support.kube import KubeCluster
 from tests.support.ports import free_port
+from tests.support.prometheus import Prometheus, finite
 from tests.support.sim import SimHandle, running_sim
 from tests.support.waiting import wait_for
 
@@ -155,33 +154,6 @@ def prometheus_config(namespace: str, operator_port: int, workers: dict[str, Por
             ],
         }
     )
-
-
-class Prometheus:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.base_url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = response.json()
-        assert body["status"] == "success", f"{expr}: {body}"
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def get(self, path: str) -> Any:
-        body = httpx.get(f"{self.base_url}{path}", timeout=10).json()
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.base_url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-
-def finite(result: list[dict[str, Any]]) -> bool:
-    return any(math.isfinite(float(series["value"][1])) for series in result)
 
 
 def panel_queries() -> list[tuple[str, str, str]]:

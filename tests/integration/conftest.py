@@ -94,10 +94,9 @@ class SmtpServer:
         ]
 
 
-@pytest.fixture(scope="session")
-def smtp_server() -> Iterator[SmtpServer]:
-    """A real SMTP server on loopback that records what it accepts."""
-    sink = _Sink()
+@contextlib.contextmanager
+def serving_smtp(sink: _Sink) -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback, handing what it accepts to ``sink``."""
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
@@ -105,6 +104,13 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, sink)
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback that records what it accepts."""
+    with serving_smtp(_Sink()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

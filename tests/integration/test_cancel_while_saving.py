@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Replayer
-from tests.integration.conftest import SMTP_URL_ENV, HarnessFactory, SmtpServer, _Sink
-from tests.support.ports import free_port
+from tests.integration.conftest import (
+    SMTP_URL_ENV,
+    HarnessFactory,
+    SmtpServer,
+    _Sink,
+    serving_smtp,
+)
 
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_worker.workflows import ResearchWorkflow
@@ -102,14 +106,8 @@ class _SlowSink(_Sink):
 
 @pytest.fixture
 def slow_smtp() -> Iterator[SmtpServer]:
-    sink = _SlowSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield SmtpServer("127.0.0.1", port, sink)
-    finally:
-        controller.stop()
+    with serving_smtp(_SlowSink()) as server:
+        yield server
 
 
 async def test_a_cancel_during_the_mail_step_lets_it_finish_and_says_so(
