@@ -34,6 +34,20 @@ LLM_RETRIES = {"initialInterval": "1s", "backoffCoefficient": 1.0, "maximumAttem
 SEARCH_ASK = "summarise the most relevant findings in a few sentences"
 
 
+def searching_through_the_model() -> dict[str, Any]:
+    """A 3-turn deep agent whose searches are paid requests to the model."""
+    return {
+        "research": {
+            "strategy": "deep",
+            "maxTurns": 3,
+            # The model's results name public domains: refused before any lookup.
+            "tools": {"fetchPage": {"allowDomains": ["127.0.0.1"]}},
+        },
+        "model": {"maxTokens": 4000},
+        "search": {"provider": "anthropic-web-search"},
+    }
+
+
 def mine(h: Harness, wf_id: str) -> list[dict[str, Any]]:
     return [e for e in h.sim.entries("llm") if e["key"].startswith(wf_id)]
 
@@ -104,17 +118,7 @@ async def test_a_reply_the_store_never_took_is_counted(harness: HarnessFactory) 
 async def test_a_paid_search_kept_through_a_short_outage_is_not_asked_again(
     harness: HarnessFactory,
 ) -> None:
-    overrides = {
-        "research": {
-            "strategy": "deep",
-            "maxTurns": 3,
-            # The model's results name public domains: refused before any lookup.
-            "tools": {"fetchPage": {"allowDomains": ["127.0.0.1"]}},
-        },
-        "model": {"maxTokens": 4000},
-        "search": {"provider": "anthropic-web-search"},
-        "retryPolicies": {"search": LLM_RETRIES},
-    }
+    overrides = {**searching_through_the_model(), "retryPolicies": {"search": LLM_RETRIES}}
     with throwaway_postgres() as pg:
         async with harness(overrides, postgres_dsn=pg.dsn) as h:
             slow_search = {"agent_turns": 3, "latency_ms": 1500, "match": SEARCH_ASK}

@@ -21,7 +21,7 @@ import pytest
 from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_budget_per_day import entries_of
 from tests.integration.test_deep_agent import _doc, billed_usd, deep, plan, recorded
-from tests.integration.test_deep_store_blip import SEARCH_ASK
+from tests.integration.test_deep_store_blip import SEARCH_ASK, searching_through_the_model
 from tests.support.tcpforward import TCPForwarder
 
 from steadfast_contract.activities import DEEP_TOOL
@@ -32,11 +32,14 @@ from steadfast_worker import transcript
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 THEIR_CALL = "toolu_theirs00000000000001"
-#: When turn 2's first attempt is cut off from Temporal: about 4.5 s before its
-#: twelve-second stream ends. The server gives up on it about 3 s after its last
-#: heartbeat and the next attempt counts it as lost about 3 s after the cut; its
-#: worker's SDK cancels it, for heartbeats it cannot send, about 6 s after the cut.
-CUT_AFTER_S = 7.5
+#: When turn 2's first attempt is cut off from Temporal: about 5.5 s before its
+#: 10.5 s stream ends (seven chunks 1.5 s apart; the topic is fixed, so the reply is).
+#: The next attempt asks about 3.4 s after the cut (the server gives up on the first
+#: about 3 s after its last heartbeat); the cut-off worker's SDK cancels the first,
+#: for heartbeats it cannot send, about 7 s after the cut. The stream must end
+#: between the two: with a topic whose reply ran to 12 s, a cut 7.5 s in, and so a
+#: margin of 0.3 s, the first attempt ended before the next asked in 2 of 6 runs.
+CUT_AFTER_S = 5.0
 
 
 async def test_a_turn_whose_reply_another_attempt_stored_first_goes_on_with_that_one(
@@ -100,7 +103,7 @@ async def test_a_cut_off_attempts_reply_taken_over_is_counted_at_its_bill(
     harness: HarnessFactory, temporal_address: str, tmp_path: Path
 ) -> None:
     """The other attempt played by a real worker, cut off from Temporal (not from the
-    model, nor the store) two seconds into turn 2. Temporal gives up on it when
+    model, nor the store) five seconds into turn 2. Temporal gives up on it when
     its heartbeats stop; the next attempt, on another worker, counts its request as lost
     at what its last heartbeat said (input, and the output streamed by then), and asks
     again. The cut-off attempt goes on, is billed in full and stores its reply first;
@@ -109,13 +112,13 @@ async def test_a_cut_off_attempts_reply_taken_over_is_counted_at_its_bill(
     heartbeat."""
     overrides = {**deep(3), "budget": {"maxUSDPerRun": 1.0, "maxUSDPerDay": 50.0}}
     async with harness(overrides, start_worker=False) as h:
-        # Turn 2 streams for about twelve seconds: the cut-off attempt is still
-        # streaming when the next one has counted it and asks again.
+        # Turn 2 streams for 10.5 seconds: the cut-off attempt is still streaming
+        # when the next one has counted it and asks again.
         h.sim.set_faults(plan(3, chunk_delay_ms=1500))
         with TCPForwarder(temporal_address) as fwd:
             proc = await h.spawn_worker(_doc(h, overrides), fwd.address, tmp_path / "w.json")
             try:
-                handle = await h.start(f"cut off mid-turn {uuid.uuid4().hex[:6]}")
+                handle = await h.start("cut off mid-turn")
                 await _asked(h, handle.id, "/turn2", 1)
                 await asyncio.sleep(CUT_AFTER_S)
                 fwd.cut()
@@ -148,16 +151,7 @@ async def test_a_paid_search_whose_result_another_attempt_stored_first_goes_on_w
     conversation holds. This attempt's search was paid for and produced nothing; the
     other's is counted as the step's (before, the run counted only its own, and the
     workflow's summary of the step was of a result the conversation does not hold)."""
-    overrides = {
-        "research": {
-            "strategy": "deep",
-            "maxTurns": 3,
-            "tools": {"fetchPage": {"allowDomains": ["127.0.0.1"]}},
-        },
-        "model": {"maxTokens": 4000},
-        "search": {"provider": "anthropic-web-search"},
-    }
-    async with harness(overrides, postgres_dsn=backend_dsn) as h:
+    async with harness(searching_through_the_model(), postgres_dsn=backend_dsn) as h:
         slow_search = {"agent_turns": 3, "latency_ms": 1500, "match": SEARCH_ASK}
         h.sim.set_faults({**plan(3), "llm": slow_search})
         handle = await h.start(f"two attempts of one search {uuid.uuid4().hex[:6]}")
