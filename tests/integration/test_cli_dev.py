@@ -6,6 +6,7 @@ own dev server, simulator and worker exactly as a user's ``steadfast dev`` does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -169,40 +170,61 @@ def test_report_prints_a_saved_reports_text(tmp_path: Path) -> None:
     assert bad.stderr.startswith("steadfast report: error:")
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     env = dev_env() | {"COLUMNS": "250"}
     cmd = [sys.executable, "-m", "steadfast_cli", "dev", "--port", "0", "--ui-port", "0"]
     cmd += ["--state-dir", str(tmp_path), "--topic", "interrupted topic"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        # As from a terminal. Started in the background by a shell without job control
+        # (`make test &` in a script), the tests inherit SIGINT ignored, and so would
+        # dev: Python then leaves it ignored and the Ctrl-C below would never arrive.
+        preexec_fn=_interruptible,
     )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "worker pid" in line or not line:
-            break
-    assert any("Temporal Web UI: http://127.0.0.1:" in x for x in lines), lines
-    assert len(leftovers(tmp_path)) >= 2  # dev server and worker are up
-    children = psutil.Process(proc.pid).children(recursive=True)
-    names = " ".join(" ".join(c.cmdline()) for c in children)
-    for part in ("server start-dev", "steadfast_cli sim", "steadfast_cli worker"):
-        assert part in names, names
-    # A second dev on the same state directory would share its SQLite file: refused.
-    second = dev_until_done(tmp_path, "--topic", "second")
-    assert second.returncode == 2, second.stdout + second.stderr
-    assert second.stderr.startswith("steadfast dev: error: another `steadfast dev`")
-    assert f"another `steadfast dev` (pid {proc.pid}) uses" in second.stderr
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
-    assert "stopping" in rest
-    # What Ctrl-C leaves, said; and the way out of the demo is no error.
-    assert "go on at the next `steadfast dev --state-dir" in " ".join(rest.split()), rest
-    assert proc.returncode == 0
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert alive == [], [c.cmdline() for c in alive]
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "worker pid" in line or not line:
+                break
+        assert any("Temporal Web UI: http://127.0.0.1:" in x for x in lines), lines
+        assert len(leftovers(tmp_path)) >= 2  # dev server and worker are up
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        for part in ("server start-dev", "steadfast_cli sim", "steadfast_cli worker"):
+            assert part in names, names
+        # A second dev on the same state directory would share its SQLite file: refused.
+        second = dev_until_done(tmp_path, "--topic", "second")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.startswith("steadfast dev: error: another `steadfast dev`")
+        assert f"another `steadfast dev` (pid {proc.pid}) uses" in second.stderr
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert "stopping" in rest
+        # What Ctrl-C leaves, said; and the way out of the demo is no error.
+        assert "go on at the next `steadfast dev --state-dir" in " ".join(rest.split()), rest
+        assert proc.returncode == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [c.cmdline() for c in alive]
+    finally:
+        if proc.poll() is None:  # a failed test leaves no dev running: SIGTERM cleans up
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=30)
+            proc.kill()
+            proc.communicate()
     assert leftovers(tmp_path) == []
 
 

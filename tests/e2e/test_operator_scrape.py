@@ -38,7 +38,7 @@ from tests.support.prometheus import Prometheus, running_prometheus
 
 from steadfast_operator import metrics
 
-pytestmark = [pytest.mark.integration, needs_helm]
+pytestmark = [pytest.mark.e2e, needs_helm]
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "steadfast" / "alerts" / "steadfast.rules.yaml"
