@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def steadfast_command(*args: str) -> list[str]:
@@ -87,7 +87,7 @@ class Child:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
     """SIGTERM one process, wait up to ``grace`` seconds, then SIGKILL; return its exit code."""
     popen.terminate()
     try:

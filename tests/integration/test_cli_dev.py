@@ -6,7 +6,6 @@ own dev server, simulator and worker exactly as a user's ``steadfast dev`` does.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -21,6 +20,7 @@ import pytest
 from tests.support.stack import ROOT, cli
 
 from steadfast_contract import ids
+from steadfast_dev.processes import terminate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -220,11 +220,7 @@ def test_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
         assert alive == [], [c.cmdline() for c in alive]
     finally:
         if proc.poll() is None:  # a failed test leaves no dev running: SIGTERM cleans up
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=30)
-            proc.kill()
-            proc.communicate()
+            terminate(proc, grace=30)
     assert leftovers(tmp_path) == []
 
 
