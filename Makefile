@@ -39,12 +39,22 @@ unit:
 	$(PYTEST) -m unit tests/unit
 
 # Two steps so that a Postgres that fails to start stops here, with its own error.
+# The tier waits on timers and servers far more than it computes (about a third of
+# two cores), so it runs in INTEGRATION_WORKERS pytest-xdist processes, each with its
+# own dev server, simulator and SMTP server; the tests keep apart by task queue, topic,
+# run id and database schema. INTEGRATION_WORKERS=0 runs it in this one process.
+INTEGRATION_WORKERS ?= 2
 integration:
-	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m integration tests/integration
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m integration \
+		-n $(INTEGRATION_WORKERS) --durations=15 tests/integration
 
 # The agents' reports go to Postgres (an agent without a durable store gets no worker).
+# Its tests wait on controllers far more than they compute (nine tenths of two cores
+# idle), so E2E_WORKERS xdist processes run them, each with its own control plane.
+E2E_WORKERS ?= 2
 e2e:
-	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m e2e tests/e2e
+	dsn=$$(scripts/start-postgres) && STEADFAST_TEST_POSTGRES_DSN=$$dsn $(PYTEST) -m e2e \
+		-n $(E2E_WORKERS) --durations=15 tests/e2e
 
 # Real pods on a real kubelet (containerd, runc, a CNI bridge) from the images of
 # hack/build-images; needs root, and Postgres for the reports the worker pods save.

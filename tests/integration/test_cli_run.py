@@ -305,7 +305,9 @@ async def test_reject_before_the_report_exists_says_nothing_was_rejected(
     # used to print "rejected" for it all the same.
     topic = f"too early to reject {uuid.uuid4()}"
     wf_id = ids.workflow_id("research", "approval-gate", topic)
-    await cli_stack.sim_admin.set_faults({"llm": {"latency_ms": 4000, "match": topic}})
+    # The query call is held long enough for `approve` to start and ask (a Python start,
+    # a connect and a query: 4 s was too short once two test processes shared the cores).
+    await cli_stack.sim_admin.set_faults({"llm": {"latency_ms": 12_000, "match": topic}})
     try:
         out = await steadfast("run", *gate, "--topic", topic)
         assert out.returncode == 0, out.stdout + out.stderr

@@ -156,7 +156,7 @@ async def test_approval_before_the_report_exists_is_refused(harness: HarnessFact
     Accepted, it would have mailed a report nobody reviewed as soon as it was saved.
     """
     async with harness({"notify": {"requireApproval": True}}) as h:
-        h.sim.set_faults({"llm": {"latency_ms": 1500}})  # hold the run in GeneratingQueries
+        h.sim.set_faults({"llm": {"latency_ms": 4000}})  # hold the run in GeneratingQueries
         handle = await h.start("approved too early")
         await _wait_phase(handle, Phase.GENERATING_QUERIES)
 

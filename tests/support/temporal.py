@@ -7,6 +7,7 @@ installed in the same environment as the tests.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from steadfast_dev.devserver import temporal_binary
 from tests.support.ports import free_port
+
+#: As long as ``steadfast dev`` waits for its own server (``steadfast_dev.devserver.start``).
+STARTUP_TIMEOUT = timedelta(seconds=60)
 
 #: Task-queue statistics are cached for ~5 s by default; tests that read backlog
 #: need them fresh.
@@ -47,6 +51,9 @@ async def start_dev_server(
         ui=False,
         dev_server_database_filename=db_file,
         dev_server_extra_args=[*DEV_SERVER_ARGS, *extra],
+        # The SDK's default is 5 s; two xdist processes starting their servers at once on
+        # a busy machine took longer, and every test of both processes then errored.
+        dev_server_startup_timeout=STARTUP_TIMEOUT,
     )
 
 
