@@ -40,8 +40,13 @@ CRON = "0 6 * * 1"
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 20.0
+    probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float = 60.0
 ) -> T:
+    """``probe()`` until ``ok`` says yes or ``within`` seconds passed; its last value.
+
+    A deleted run leaves the list (visibility) in a queue task of its own, after
+    ``describe`` already fails; with two test processes on two cores it once took
+    more than 20 s, so the wait is a minute (it ends as soon as ``ok`` holds)."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await probe()
