@@ -132,8 +132,12 @@ async def wait_ready(
     )
 
 
+#: How long a dev server may take to serve its namespace (a cold binary on a busy machine).
+START_DEADLINE_S = 60.0
+
+
 async def start(
-    spec: DevServerSpec, supervisor: Supervisor, deadline_s: float = 60.0
+    spec: DevServerSpec, supervisor: Supervisor, deadline_s: float = START_DEADLINE_S
 ) -> tuple[Child, Client]:
     """Start the dev server under ``supervisor`` and wait until it serves ``spec.namespace``."""
     spec.state_dir.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,8 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHist
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from steadfast_dev.devserver import temporal_binary
+from steadfast_dev.devserver import START_DEADLINE_S, temporal_binary
 from tests.support.ports import free_port
-
-#: As long as ``steadfast dev`` waits for its own server (``steadfast_dev.devserver.start``).
-STARTUP_TIMEOUT = timedelta(seconds=60)
 
 #: Task-queue statistics are cached for ~5 s by default; tests that read backlog
 #: need them fresh.
@@ -52,8 +49,8 @@ async def start_dev_server(
         dev_server_database_filename=db_file,
         dev_server_extra_args=[*DEV_SERVER_ARGS, *extra],
         # The SDK's default is 5 s; two xdist processes starting their servers at once on
-        # a busy machine took longer, and every test of both processes then errored.
-        dev_server_startup_timeout=STARTUP_TIMEOUT,
+        # a busy machine took longer, and every test that needs the server errored.
+        dev_server_startup_timeout=timedelta(seconds=START_DEADLINE_S),
     )
 
 
