@@ -21,7 +21,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -116,6 +117,16 @@ async def test_the_day_is_exact_across_continue_as_new(short_histories: Client) 
         replayed = 0
         async for execution in client.list_workflows(f"WorkflowId = '{ledger_id}'"):
             handle = client.get_workflow_handle(ledger_id, run_id=execution.run_id)
-            await replayer.replay_workflow(await handle.fetch_history())
-            replayed += 1
-        assert replayed >= 3
+            history = await handle.fetch_history()
+            if _has_completed_workflow_task(history):
+                await replayer.replay_workflow(history)
+                replayed += 1
+        # Every run that did anything: all but, at most, a newest one just begun.
+        assert replayed >= max(2, len(runs) - 1)
+
+
+def _has_completed_workflow_task(history: WorkflowHistory) -> bool:
+    """Whether ``history`` holds a workflow task's work to replay. The newest run,
+    continued-as-new a moment ago, may hold only its start event, and the SDK's
+    replayer waits forever on that (uncancellable: it waits in the core's thread)."""
+    return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events)
