@@ -14,6 +14,7 @@ overstates the day's spend and never understates it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import weakref
@@ -99,6 +100,18 @@ async def _patiently(call: Callable[[], Awaitable[T]], *, gated: bool = True) ->
         delay = min(delay * 2, 2.0)
 
 
+async def _take_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Read what a failed update-with-start left in its start operation, and drop it.
+
+    The SDK hands the call's failure to the start operation's handle as well as
+    raising it; left unread, asyncio logs it as "Future exception was never
+    retrieved", an ERROR with a traceback, on every busy answer (a ledger
+    continuing as new gives several). The SDK has set it by the time the call
+    raises; the wait only bounds a path where it has not."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(start.workflow_handle(), timeout=1.0)
+
+
 def request_key(ask: int | str = 0) -> str:
     """This request's key in the ledger: run, activity, attempt and ask."""
     return f"{attempt_prefix(activity.info().attempt)}{ask}"
@@ -145,12 +158,16 @@ async def reserve_day(
             # The day's end (and the grace for late settles) closes it, server-side.
             execution_timeout=timedelta(seconds=closes),
         )
-        answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
-            RESERVE_UPDATE,
-            ReserveInput(request, reserve_usd, run.day_limit_usd),
-            start_workflow_operation=start,
-            result_type=ReserveResult,
-        )
+        try:
+            answer: ReserveResult = await activity.client().execute_update_with_start_workflow(
+                RESERVE_UPDATE,
+                ReserveInput(request, reserve_usd, run.day_limit_usd),
+                start_workflow_operation=start,
+                result_type=ReserveResult,
+            )
+        except BaseException:
+            await _take_start_outcome(start)
+            raise
         return answer
 
     await stickiness.unstick_once(ledger_id)  # it may be waiting on a lost worker too
