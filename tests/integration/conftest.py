@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import gc
 import json
+import logging
 import os
 import signal
 import threading
@@ -104,6 +106,35 @@ def serving_smtp(sink: _Sink) -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, sink)
     finally:
         controller.stop()
+
+
+class _Unread(logging.Handler):
+    """asyncio's report of a failure nobody read: an ERROR with a traceback in a
+    worker's log, each time it happens."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "never retrieved" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_unread_failures() -> Iterator[None]:
+    """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
+    left a failure unread in a future or a task. asyncio logs one only when the
+    object is collected, so the check collects first."""
+    unread = _Unread()
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(unread)
+    try:
+        yield
+        gc.collect()
+    finally:
+        asyncio_log.removeHandler(unread)
+    assert unread.messages == [], "asyncio logged a failure nobody read"
 
 
 @pytest.fixture(scope="session")
