@@ -108,33 +108,39 @@ def serving_smtp(sink: _Sink) -> Iterator[SmtpServer]:
         controller.stop()
 
 
-class _Unread(logging.Handler):
-    """asyncio's report of a failure nobody read: an ERROR with a traceback in a
-    worker's log, each time it happens."""
+#: What asyncio logs, at ERROR and with a traceback, of a failure nobody read (a
+#: future's or a task's) and of a task collected before it ended: each looks like a
+#: fault in a worker's log, and the second is work silently dropped.
+ABANDONED = ("never retrieved", "destroyed but it is pending")
+
+
+class _Abandoned(logging.Handler):
+    """Collects asyncio's reports of :data:`ABANDONED` work."""
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "never retrieved" in record.getMessage():
-            self.messages.append(record.getMessage())
+        message = record.getMessage()
+        if any(words in message for words in ABANDONED):
+            self.messages.append(message)
 
 
 @pytest.fixture(autouse=True)
-def no_unread_failures() -> Iterator[None]:
+def no_abandoned_work() -> Iterator[None]:
     """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
-    left a failure unread in a future or a task. asyncio logs one only when the
-    object is collected, so the check collects first."""
-    unread = _Unread()
+    left a failure unread or a task unfinished. asyncio reports either only when
+    the object is collected, so the check collects first."""
+    abandoned = _Abandoned()
     asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addHandler(unread)
+    asyncio_log.addHandler(abandoned)
     try:
         yield
         gc.collect()
     finally:
-        asyncio_log.removeHandler(unread)
-    assert unread.messages == [], "asyncio logged a failure nobody read"
+        asyncio_log.removeHandler(abandoned)
+    assert abandoned.messages == [], "asyncio reported abandoned work"
 
 
 @pytest.fixture(scope="session")
