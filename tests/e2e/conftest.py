@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.operator_env import crd, op_sim, operator, scene  # noqa: F401  (fixtures)
+from tests.support.abandoned import no_abandoned_work  # noqa: F401  (autouse fixture)
 from tests.support.kube import KubeBinaries, KubeCluster, start_cluster
 
 

@@ -17,9 +17,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
-import gc
 import json
-import logging
 import os
 import signal
 import threading
@@ -36,6 +34,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from tests.support.abandoned import no_abandoned_work  # noqa: F401  (autouse fixture)
 from tests.support.ports import free_port
 from tests.support.sim import (  # noqa: F401  (fixtures)
     SimHandle,
@@ -106,41 +105,6 @@ def serving_smtp(sink: _Sink) -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, sink)
     finally:
         controller.stop()
-
-
-#: What asyncio logs, at ERROR and with a traceback, of a failure nobody read (a
-#: future's or a task's) and of a task collected before it ended: each looks like a
-#: fault in a worker's log, and the second is work silently dropped.
-ABANDONED = ("never retrieved", "destroyed but it is pending")
-
-
-class _Abandoned(logging.Handler):
-    """Collects asyncio's reports of :data:`ABANDONED` work."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if any(words in message for words in ABANDONED):
-            self.messages.append(message)
-
-
-@pytest.fixture(autouse=True)
-def no_abandoned_work() -> Iterator[None]:
-    """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
-    left a failure unread or a task unfinished. asyncio reports either only when
-    the object is collected, so the check collects first."""
-    abandoned = _Abandoned()
-    asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addHandler(abandoned)
-    try:
-        yield
-        gc.collect()
-    finally:
-        asyncio_log.removeHandler(abandoned)
-    assert abandoned.messages == [], "asyncio reported abandoned work"
 
 
 @pytest.fixture(scope="session")

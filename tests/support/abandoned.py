@@ -1,0 +1,51 @@
+"""A check that no test leaves asyncio work abandoned, as a fixture for a tier's conftest.
+
+asyncio reports a future's or a task's failure that nobody read, and a task
+collected before it ended, only when the object is collected, and only as an
+ERROR with a traceback in the log. In a worker's log either looks like a fault,
+and the second is work dropped without a word: nothing else in a test would
+notice. Import :func:`no_abandoned_work` into a tier's conftest to apply it to
+every test of that tier.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+#: What asyncio logs, at ERROR and with a traceback, of a failure nobody read (a
+#: future's or a task's) and of a task collected before it ended: each looks like a
+#: fault in a worker's log, and the second is work silently dropped.
+ABANDONED = ("never retrieved", "destroyed but it is pending")
+
+
+class _Abandoned(logging.Handler):
+    """Collects asyncio's reports of :data:`ABANDONED` work."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(words in message for words in ABANDONED):
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_abandoned_work() -> Iterator[None]:
+    """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
+    left a failure unread or a task unfinished. asyncio reports either only when
+    the object is collected, so the check collects first."""
+    abandoned = _Abandoned()
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(abandoned)
+    try:
+        yield
+        gc.collect()
+    finally:
+        asyncio_log.removeHandler(abandoned)
+    assert abandoned.messages == [], "asyncio reported abandoned work"
