@@ -10,21 +10,18 @@ every test of that tier.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-#: What asyncio logs, at ERROR and with a traceback, of a failure nobody read (a
-#: future's or a task's) and of a task collected before it ended: each looks like a
-#: fault in a worker's log, and the second is work silently dropped.
+#: What asyncio's messages for the two reports contain.
 ABANDONED = ("never retrieved", "destroyed but it is pending")
 
 
 class _Abandoned(logging.Handler):
-    """Collects asyncio's reports of :data:`ABANDONED` work."""
-
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.messages: list[str] = []
@@ -35,17 +32,23 @@ class _Abandoned(logging.Handler):
             self.messages.append(message)
 
 
-@pytest.fixture(autouse=True)
-def no_abandoned_work() -> Iterator[None]:
-    """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
-    left a failure unread or a task unfinished. asyncio reports either only when
-    the object is collected, so the check collects first."""
+@contextlib.contextmanager
+def abandoned_work() -> Iterator[list[str]]:
+    """asyncio's reports of abandoned work within the block, collected at its end."""
     abandoned = _Abandoned()
     asyncio_log = logging.getLogger("asyncio")
     asyncio_log.addHandler(abandoned)
     try:
-        yield
+        yield abandoned.messages
         gc.collect()
     finally:
         asyncio_log.removeHandler(abandoned)
-    assert abandoned.messages == [], "asyncio reported abandoned work"
+
+
+@pytest.fixture(autouse=True)
+def no_abandoned_work() -> Iterator[None]:
+    """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
+    left a failure unread or a task unfinished."""
+    with abandoned_work() as reports:
+        yield
+    assert reports == [], "asyncio reported abandoned work"
