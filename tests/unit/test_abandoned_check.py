@@ -1,4 +1,4 @@
-"""The abandoned-work check of the integration and e2e tiers recognises what this
+"""The abandoned-work check of the test tiers recognises what this
 Python's asyncio actually logs: were the wording to change, the check would pass
 everything without a word."""
 
@@ -41,3 +41,17 @@ async def test_work_that_was_read_is_not_reported() -> None:
             await task
         del task
     assert reports == []
+
+
+def test_without_a_collection_a_dropped_failure_is_still_reported() -> None:
+    """What a synchronous test is checked for (``no_abandoned_async_work`` collects no
+    garbage after one): a future no cycle holds is reported when it is dropped."""
+
+    async def drop_one() -> None:
+        unread = asyncio.get_running_loop().create_future()
+        unread.set_exception(RuntimeError("nobody reads this"))
+
+    with abandoned_work(collect=False) as reports:
+        asyncio.run(drop_one())
+    assert len(reports) == 1, reports
+    assert "Future exception was never retrieved" in reports[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pydantic
 import pytest
+from tests.support.abandoned import no_abandoned_async_work  # noqa: F401  (autouse)
 
 from steadfast_contract.models import FetchRules
 from steadfast_contract.researchspec import FetchPageSpec

@@ -10,6 +10,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
+from tests.support.abandoned import no_abandoned_async_work  # noqa: F401  (autouse)
 
 from steadfast_contract import activities as act
 from steadfast_contract import agentfile, models, starter

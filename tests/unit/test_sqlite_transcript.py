@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.abandoned import no_abandoned_async_work  # noqa: F401  (autouse)
 
 from steadfast_worker.activities.storage import SqliteStore
 
