@@ -14,7 +14,6 @@ overstates the day's spend and never understates it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import weakref
@@ -107,9 +106,17 @@ async def _take_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> No
     raising it; left unread, asyncio logs it as "Future exception was never
     retrieved", an ERROR with a traceback, on every busy answer (a ledger
     continuing as new gives several). The SDK has set it by the time the call
-    raises; the wait only bounds a path where it has not."""
-    with contextlib.suppress(BaseException):
+    raises; the wait only bounds a path where it has not. A cancel of this task
+    that arrives meanwhile goes on (the activity is being cancelled: its worker
+    drains, or its run is gone); one the start operation carries is only read."""
+    try:
         await asyncio.wait_for(start.workflow_handle(), timeout=1.0)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # the failure the call raised, read here so nobody reports it
+        pass
 
 
 def request_key(ask: int | str = 0) -> str:
