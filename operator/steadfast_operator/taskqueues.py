@@ -85,7 +85,15 @@ class QueueStats:
             return entry.info
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # The caller that was asking was cancelled (its agent deleted, say),
+                # not this one: ask again rather than hand its cancel on.
+                return await self.get(client, task_queue, fresh=fresh)
         future: asyncio.Future[QueueInfo] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:

@@ -103,6 +103,24 @@ async def test_backlog_and_stats_shared(
     assert stats.calls == calls
 
 
+async def test_a_shared_describe_outlives_the_cancel_of_the_caller_that_asked(
+    temporal_client: Client, task_queue: str
+) -> None:
+    """Agents on one queue share the describe in flight; when the agent that asked is
+    cancelled (deleted mid-tick), the others get an answer, not its cancel."""
+    stats = taskqueues.QueueStats(max_age=60.0)
+    asking = asyncio.ensure_future(stats.get(temporal_client, task_queue, fresh=True))
+    await asyncio.sleep(0)  # its describe is in flight
+    sharing = asyncio.ensure_future(stats.get(temporal_client, task_queue, fresh=True))
+    await asyncio.sleep(0)  # and the second caller waits on it
+    assert stats.calls == 1
+    asking.cancel()
+    info = await asyncio.wait_for(sharing, 10)
+    assert info.name == task_queue
+    assert asking.cancelled()
+    assert stats.calls == 2  # the second caller asked again itself
+
+
 async def test_cancel_policy(temporal_client: Client, task_queue: str, agent: str) -> None:
     cfg = config(agent, task_queue)
     await workflows.start_topics(temporal_client, cfg, ["keep", "drop"])
