@@ -35,6 +35,7 @@ from tests.pods.chart_env import (
     ready_pod,
     reports,
 )
+from tests.support.abandoned import ABANDONED
 from tests.support.node import NODE_IP, NODE_NAME
 from tests.support.sim import wait_for_report_call
 from tests.support.waiting import wait_for
@@ -86,6 +87,10 @@ async def test_operator_pod_reconciles_and_worker_pods_complete_runs(
     queue = ids.default_task_queue(namespace, "pods-agent").replace("steadfast", "[redacted]")
     assert f"worker polling task queue {queue} on {NODE_IP}:" in logs
     assert all(t.replace(" ", "+") in logs for t in topics), logs[-2000:]
+    # Neither process left asyncio work abandoned (what the other tiers check in-process).
+    operator_logs = cluster.kubectl("logs", "-n", SYSTEM, operator["metadata"]["name"]).stdout
+    for log in (logs, operator_logs):
+        assert not [words for words in ABANDONED if words in log], log[-3000:]
     # The worker logs in UTC, like this machine; the pod's creation stamp has whole seconds.
     (polling_line,) = [line for line in logs.splitlines() if "worker polling" in line]
     polling = dt.datetime.strptime(polling_line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=dt.UTC)
