@@ -21,6 +21,7 @@ writes the unfinished report); the wording lives here, once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Final
 
@@ -30,6 +31,14 @@ CUT_SHORT: Final = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 #: The longest refusal explanation kept (the API's text is short; this bounds history).
 MAX_EXPLANATION_CHARS: Final = 500
+
+#: The most a report may take in a payload, as Temporal's JSON converter writes it
+#: (ASCII only: a non-ASCII character takes 6 bytes, one outside the BMP 12). Half of
+#: the 2 MB a payload may be (Temporal's default limit, and Temporal Cloud's), so the
+#: report activity's output and the save's input, which carry it with a few small
+#: fields, always fit. A report over it would fail its activity after it was paid for,
+#: and the retry would pay again.
+MAX_REPORT_BYTES: Final = 1_000_000
 
 
 def is_refusal(stop_reason: str | None) -> bool:
@@ -67,6 +76,35 @@ def cut_note(stop_reason: str, max_tokens: int) -> str:
     """The lines that end a report the model could not finish."""
     why = _why_cut(stop_reason, max_tokens)
     return f"\n\n---\n*This report stops here: {why}. Raise model.maxTokens for a whole report.*\n"
+
+
+def payload_bytes(text: str) -> int:
+    """Bytes ``text`` takes in a payload of Temporal's JSON converter (``ensure_ascii``)."""
+    return len(json.dumps(text))
+
+
+def _size_note(chars: int, kept: int, limit: int) -> str:
+    return (
+        f"\n\n---\n*This report stops here: the whole reply ({chars} characters) is more "
+        f"than a run can carry in one Temporal payload ({limit} bytes), so its first {kept} "
+        "characters are kept. It was paid for once and is not asked for again.*\n"
+    )
+
+
+def fit_report(markdown: str, limit: int = MAX_REPORT_BYTES) -> str:
+    """``markdown`` if it fits in ``limit`` payload bytes; else its longest head that
+    fits with a note saying so. A reply is paid for when it arrives: one too large to
+    hand over would fail the activity and be paid for again on every retry."""
+    if payload_bytes(markdown) <= limit:
+        return markdown
+    lo, hi = 0, len(markdown)
+    while lo < hi:  # the longest head whose note still leaves it within the limit
+        mid = (lo + hi + 1) // 2
+        if payload_bytes(markdown[:mid] + _size_note(len(markdown), mid, limit)) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return markdown[:lo] + _size_note(len(markdown), lo, limit)
 
 
 def cut_call(problem: str, max_tokens: int) -> str:

@@ -13,6 +13,12 @@ broke runs:
   the deep run's transcript as the model wrote it, and no later request can carry
   it: every attempt of the next turn failed before it was sent, and the run failed.
 
+- a report too large for one Temporal payload (a model told to write in a script
+  whose every character the JSON converter escapes to 6 bytes) failed its activity
+  after it was paid for: the pipeline's retries paid for it again each time (five
+  times, $9.61 for one $1.92 reply, with $0.0006 counted), the deep run retried its
+  stored reply until it failed, and neither kept a report.
+
 Every figure is the simulator's billing.
 """
 
@@ -25,6 +31,7 @@ from temporalio.client import WorkflowFailureError
 from tests.integration.conftest import HarnessFactory
 from tests.integration.test_deep_agent import billed_usd, deep, plan, the_report
 
+from steadfast_contract import stops
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_contract.text import REPLACEMENT
 
@@ -74,3 +81,32 @@ async def test_a_deep_reply_spelling_a_lone_surrogate_does_not_break_later_turns
         assert await the_report(h, handle.id) == said.replace("\ud800", REPLACEMENT)
         entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
         assert len([e for e in entries if e["billed"]]) == 3  # each turn asked once
+
+
+#: 600,000 characters of 6 escaped bytes each: 3.6 MB in a payload, cut by
+#: ``model.maxTokens`` to the simulator's 4 characters a token (512,000, 3 MB).
+HUGE = "\u8a9e" * 600_000
+
+
+@pytest.mark.parametrize("strategy", ["pipeline", "deep"])
+async def test_a_report_too_large_for_a_payload_is_kept_cut_and_paid_once(
+    harness: HarnessFactory, strategy: str
+) -> None:
+    room = {"model": {"maxTokens": 128_000}, "budget": {"maxUSDPerRun": 20.0}}
+    overrides = {**deep(3), **room} if strategy == "deep" else room
+    async with harness(overrides) as h:
+        if strategy == "deep":
+            h.sim.set_faults(plan(1, answer=HUGE))  # the first turn writes the report
+        else:
+            h.sim.set_faults({"llm": {"answer": HUGE, "match": "research report"}})
+        handle = await h.start(f"a report too large to carry ({strategy})")
+        result = await handle.result()
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        billed = [e for e in entries if e["billed"]]
+        assert len(billed) == (1 if strategy == "deep" else 2)  # the report asked once
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        assert result.status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
+        report = await the_report(h, handle.id)
+        assert stops.payload_bytes(report) <= stops.MAX_REPORT_BYTES
+        assert report.startswith(HUGE[:1000])
+        assert report.rstrip().endswith("It was paid for once and is not asked for again.*")

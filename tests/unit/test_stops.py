@@ -100,3 +100,28 @@ def test_an_unfinished_report_lists_what_was_gathered() -> None:
 def test_nothing_gathered_is_no_report() -> None:
     assert stops.unfinished_report("t", "why", [], "Findings recorded") == ""
     assert stops.unfinished_report("t", "why", [(" ", " ")], "Findings recorded") == ""
+
+
+def test_a_report_that_fits_a_payload_is_kept_whole() -> None:
+    text = "# Report\n\n" + "word " * 1000
+    assert stops.fit_report(text, limit=len(text) * 2) == text
+
+
+@pytest.mark.parametrize(
+    ("char", "escaped_bytes"), [("a", 1), ("\n", 2), ("\u8a9e", 6), ("\U0001f600", 12)]
+)
+def test_a_report_too_large_keeps_the_longest_head_that_fits_and_says_so(
+    char: str, escaped_bytes: int
+) -> None:
+    limit = 5_000
+    text = char * 10_000
+    assert stops.payload_bytes(text) == escaped_bytes * 10_000 + 2  # with its quotes
+    kept = stops.fit_report(text, limit=limit)
+    assert stops.payload_bytes(kept) <= limit
+    head = kept[: kept.index("\n\n---\n*This report stops here")]
+    assert head == char * len(head)
+    assert f"its first {len(head)} characters are kept" in kept
+    assert "(10000 characters)" in kept
+    # The longest head: one more character would not have fitted (the note's count
+    # may take a digit more or less).
+    assert limit - stops.payload_bytes(kept) < escaped_bytes + 2

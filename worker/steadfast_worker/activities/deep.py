@@ -117,6 +117,7 @@ class DeepActivities(SearchActivities):
                 for c in calls
             ]
             report += stops.cut_note(reply.stop_reason, inp.max_tokens) if report else ""
+        report = stops.fit_report(report)
         if tail is not None and report:
             tail = replace(tail, text="")  # the workflow takes it from the report
         return DeepTurnOutput(

@@ -90,6 +90,7 @@ class ReportActivities(ActivityBase):
         markdown = llm.text_of(final)
         if stops.is_cut_short(final.stop_reason):
             markdown += stops.cut_note(final.stop_reason or "", inp.max_tokens)
+        markdown = stops.fit_report(markdown)
         return WriteReportOutput(
             markdown=markdown,
             llm=LlmCall(inp.model, usage, cost, carried.failed_cost_usd, carried.calls),
