@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from steadfast_contract import stops
 from steadfast_contract.activities import ToolCall
 from steadfast_contract.pricing import Usage
 from steadfast_worker import deep, transcript
@@ -67,6 +68,27 @@ def test_tool_calls_are_checked_against_their_schema(
 def test_a_tool_input_is_cut_to_a_bounded_length() -> None:
     (call,) = transcript.tool_calls([_use("a", "web_search", query="q" * 10_000)])
     assert len(call.input["query"]) == transcript.MAX_INPUT_CHARS
+
+
+def test_one_turns_tool_calls_carry_a_bounded_number_of_bytes() -> None:
+    """200 findings of 2,000 characters that escape to 6 bytes each would be 4.8 MB in
+    the turn's output, more than a payload may be: the calls past the bound are
+    answered, not run, and every call keeps its id for its answer."""
+    blocks = [
+        _use(f"t{i}", "record_finding", claim="\u8a9e" * 5000, source_url="https://a.example/")
+        for i in range(200)
+    ]
+    calls = transcript.tool_calls(blocks)
+    assert [c.id for c in calls] == [f"t{i}" for i in range(200)]
+    kept = [c for c in calls if not c.problem]
+    carried = sum(stops.payload_bytes(v) for c in kept for v in c.input.values())
+    assert 0 < carried <= transcript.MAX_TURN_INPUT_BYTES
+    per_call = stops.payload_bytes("\u8a9e" * 2000) + stops.payload_bytes("https://a.example/")
+    assert len(kept) == transcript.MAX_TURN_INPUT_BYTES // per_call
+    refused = calls[len(kept) :]
+    assert refused
+    assert all("make fewer or shorter calls" in c.problem for c in refused)
+    assert all(c.input == {} for c in refused)
 
 
 def test_a_tool_input_and_a_replys_text_hold_no_nul_nor_lone_surrogate() -> None:

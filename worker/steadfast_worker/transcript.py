@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from steadfast_contract import stops
 from steadfast_contract.activities import (
     TOOL_FETCH_PAGE,
     TOOL_RECORD_FINDING,
@@ -72,6 +73,11 @@ REQUIRED: Final[dict[str, tuple[str, ...]]] = {
 }
 #: The longest string a tool input field may carry into history and the next prompt.
 MAX_INPUT_CHARS: Final = 2000
+#: What the inputs of one turn's tool calls may take in its output payload, escaped as
+#: Temporal's JSON converter writes them (:func:`steadfast_contract.stops.payload_bytes`).
+#: Many long calls in a script of 6-byte characters would otherwise make an output
+#: larger than a payload may be (2 MB), and the turn, paid for, would fail for good.
+MAX_TURN_INPUT_BYTES: Final = 500_000
 ASSISTANT: Final = "assistant"
 RESULT: Final = "result:"
 #: A last turn's reply that called tools: paid for, never sent back to the model; a
@@ -115,6 +121,7 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
     """
     calls = []
     io_calls = 0
+    carried = 0
     for block in content:
         if block.get("type") != "tool_use":
             continue
@@ -134,6 +141,14 @@ def tool_calls(content: Iterable[Mapping[str, Any]]) -> list[ToolCall]:
             calls.append(ToolCall(call_id, name, problem=problem))
             continue
         inputs = {f: well_formed(str(given[f])[:MAX_INPUT_CHARS]) for f in required}
+        carried += sum(stops.payload_bytes(v) for v in inputs.values())
+        if carried > MAX_TURN_INPUT_BYTES:
+            problem = (
+                "not run: this turn's tool calls carry more than a run can keep "
+                f"({MAX_TURN_INPUT_BYTES} bytes); make fewer or shorter calls"
+            )
+            calls.append(ToolCall(call_id, name, problem=problem))
+            continue
         if name in (TOOL_WEB_SEARCH, TOOL_FETCH_PAGE):
             io_calls += 1
             if io_calls > MAX_IO_CALLS_PER_TURN:
