@@ -10,6 +10,7 @@ import pytest
 
 from steadfast_contract import stops
 from steadfast_contract.activities import ToolCall
+from steadfast_contract.models import Finding
 from steadfast_contract.pricing import Usage
 from steadfast_worker import deep, transcript
 
@@ -245,3 +246,31 @@ def test_at_most_eight_io_calls_run_in_one_turn_and_the_rest_are_answered() -> N
     (refused,) = [c for c in calls if c.problem]
     assert refused.id == "f8"
     assert "at most 8 web_search and fetch_page calls" in refused.problem
+
+
+def _finding(i: int, claim: str, url: str) -> ToolCall:
+    return ToolCall(f"f{i}", "record_finding", {"claim": claim, "source_url": url})
+
+
+def test_findings_are_kept_within_what_a_continue_as_new_can_carry() -> None:
+    """Findings travel in the input of every run the loop continues as. 200 with
+    2,000-character source URLs that escape to 6 bytes a character would be 2.5 MB,
+    more than a payload may be: past the bound the model is told, and nothing is kept."""
+    findings: list[Finding] = []
+    url = "https://\u4f8b.example/" + "\u8def" * 1980
+    answers = [deep.record_finding(findings, _finding(i, "a claim", url)) for i in range(200)]
+    assert deep.findings_bytes(findings) <= deep.MAX_FINDINGS_BYTES
+    kept = len(findings)
+    assert 0 < kept < 200
+    assert [a.text for a in answers[:kept]] == [f"recorded finding {n}" for n in range(1, kept + 1)]
+    assert all(a.is_error and "findings are full" in a.text for a in answers[kept:])
+
+
+def test_findings_past_the_count_are_acknowledged_as_before() -> None:
+    findings: list[Finding] = []
+    for i in range(deep.MAX_FINDINGS + 5):
+        answer = deep.record_finding(findings, _finding(i, "c" * 900, "https://a.example/"))
+    assert len(findings) == deep.MAX_FINDINGS
+    assert all(len(f.claim) == deep.MAX_CLAIM_CHARS for f in findings)
+    assert answer.text == f"recorded finding {deep.MAX_FINDINGS}"
+    assert not answer.is_error

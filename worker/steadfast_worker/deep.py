@@ -46,10 +46,33 @@ if TYPE_CHECKING:
 #: Findings kept in the workflow's state (each is also in the transcript).
 MAX_FINDINGS = 200
 MAX_CLAIM_CHARS = 500
+#: What the findings may take, as Temporal's JSON converter writes them: they travel in
+#: the input of every run the loop continues as, which must fit in a payload (2 MB).
+#: A source URL may be 2,000 characters and escape to 6 bytes each, so 200 findings
+#: could otherwise be several megabytes, and the run could not continue as new.
+MAX_FINDINGS_BYTES = 400_000
 #: Characters per token the workflow assumes for what a turn wrote (budget estimate).
 CHARS_PER_TOKEN = 4
 #: Marks a run that asked for its report early, its conversation near the context window.
 CONTEXT_PATCH = "deep-context-window"
+
+
+def findings_bytes(findings: list[Finding]) -> int:
+    """What ``findings`` take in a payload, their claims and source URLs escaped."""
+    return sum(stops.payload_bytes(f.claim) + stops.payload_bytes(f.source_url) for f in findings)
+
+
+def record_finding(findings: list[Finding], call: act.ToolCall) -> ToolAnswer:
+    """Add ``call``'s finding to ``findings`` (in place) while they have room; the
+    answer to the call. Past :data:`MAX_FINDINGS` a finding is acknowledged but not
+    kept, as always; past :data:`MAX_FINDINGS_BYTES` the model is told so."""
+    finding = Finding(call.input["claim"][:MAX_CLAIM_CHARS], call.input["source_url"])
+    if findings_bytes(findings) + findings_bytes([finding]) > MAX_FINDINGS_BYTES:
+        full = f"not recorded: the findings are full ({MAX_FINDINGS_BYTES} bytes)"
+        return ToolAnswer(call.id, full, True)
+    if len(findings) < MAX_FINDINGS:
+        findings.append(finding)
+    return ToolAnswer(call.id, f"recorded finding {len(findings)}")
 
 
 def continue_as_new_now(turns_here: int, every: int, suggested: bool) -> bool:
@@ -195,10 +218,7 @@ async def _tools(
         if call.problem:
             answers.append(ToolAnswer(call.id, call.problem, True))
         elif call.name == act.TOOL_RECORD_FINDING:
-            if len(carry.findings) < MAX_FINDINGS:
-                claim = call.input["claim"][:MAX_CLAIM_CHARS]
-                carry.findings.append(Finding(claim, call.input["source_url"]))
-            answers.append(ToolAnswer(call.id, f"recorded finding {len(carry.findings)}"))
+            answers.append(record_finding(carry.findings, call))
         else:
             running.append(call)
     searches = sum(c.name == act.TOOL_WEB_SEARCH for c in running)
