@@ -48,13 +48,17 @@ def abandoned_work(collect: bool = True) -> Iterator[list[str]]:
         asyncio_log.removeHandler(abandoned)
 
 
+def _checked(collect: bool) -> Iterator[None]:
+    with abandoned_work(collect) as reports:
+        yield
+    assert reports == [], "asyncio reported abandoned work"
+
+
 @pytest.fixture(autouse=True)
 def no_abandoned_work() -> Iterator[None]:
     """Fail a test whose code (the worker's, the SDK's as we call it, or the test's)
     left a failure unread or a task unfinished."""
-    with abandoned_work() as reports:
-        yield
-    assert reports == [], "asyncio reported abandoned work"
+    yield from _checked(collect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +66,4 @@ def no_abandoned_async_work(request: pytest.FixtureRequest) -> Iterator[None]:
     """:func:`no_abandoned_work` for a module of mostly synchronous tests: the
     collection (tens of milliseconds on a large heap) runs only after a coroutine
     test; a synchronous one is checked for what asyncio reported while it ran."""
-    with abandoned_work(collect=inspect.iscoroutinefunction(request.function)) as reports:
-        yield
-    assert reports == [], "asyncio reported abandoned work"
+    yield from _checked(collect=inspect.iscoroutinefunction(request.function))

@@ -84,7 +84,8 @@ def test_one_turns_tool_calls_carry_a_bounded_number_of_bytes() -> None:
     kept = [c for c in calls if not c.problem]
     carried = sum(stops.payload_bytes(v) for c in kept for v in c.input.values())
     assert 0 < carried <= transcript.MAX_TURN_INPUT_BYTES
-    per_call = stops.payload_bytes("\u8a9e" * 2000) + stops.payload_bytes("https://a.example/")
+    # A claim cut to 2,000 characters of 6 bytes, and an 18-character URL, each quoted.
+    per_call = (2000 * 6 + 2) + (18 + 2)
     assert len(kept) == transcript.MAX_TURN_INPUT_BYTES // per_call
     refused = calls[len(kept) :]
     assert refused
@@ -261,7 +262,9 @@ def test_findings_are_kept_within_what_a_continue_as_new_can_carry() -> None:
     answers = [deep.record_finding(findings, _finding(i, "a claim", url)) for i in range(200)]
     assert deep.findings_bytes(findings) <= deep.MAX_FINDINGS_BYTES
     kept = len(findings)
-    assert 0 < kept < 200
+    # "a claim" quoted; the URL: 17 ASCII characters, then 1,981 of 6 bytes, quoted.
+    per_finding = (7 + 2) + (17 + 1981 * 6 + 2)
+    assert kept == deep.MAX_FINDINGS_BYTES // per_finding
     assert [a.text for a in answers[:kept]] == [f"recorded finding {n}" for n in range(1, kept + 1)]
     assert all(a.is_error and "findings are full" in a.text for a in answers[kept:])
 
