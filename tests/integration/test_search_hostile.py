@@ -75,3 +75,42 @@ async def test_every_answer_oversized_fails_the_run_before_paying_for_a_report(
         assert len(h.sim.attempts("search")) == 3
         status = await handle.query(STATUS_QUERY, result_type=RunStatus)
         assert status.phase == Phase.FAILED
+
+
+#: A client cuts each field (title 300, address 2,048, snippet 1,000 characters), and
+#: each character here is 6 bytes in a payload: 20 KB a result, 1 MB for 50 of them,
+#: against a body of 0.9 MB in UTF-8.
+WIDE = "\u8a9e" * 2048
+
+
+async def test_results_too_wide_for_a_payload_are_cut_and_the_report_is_written(
+    harness: HarnessFactory,
+) -> None:
+    topic = "results too wide to carry"
+    async with harness({"search": {"maxResults": 50}, "budget": {"maxUSDPerRun": 20.0}}) as h:
+        h.sim.set_faults({"search": {"answer": WIDE, "match": ""}})
+        handle = await h.start(topic)
+        result = await handle.result()
+
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        # Each query searched once, and the report asked for once.
+        assert len(h.sim.attempts("search")) == 3
+        assert len(h.sim.attempts("llm")) == 2
+        store = await h.store()
+        try:
+            reports = await store.list_reports(h.workflow_id(topic))
+        finally:
+            await store.close()
+        assert [r.run_id for r in reports] == [h.last_run_id]
+        # Every payload the run recorded fits, with room to spare; each query kept the
+        # 13 results of 20 KB that fit in 256 KB (tests/unit/test_search_answer_bounds.py).
+        history = await handle.fetch_history()
+        for event in history.events:
+            assert event.ByteSize() < 1024 * 1024
+        [step] = [
+            e.activity_task_completed_event_attributes.result.payloads[0].data
+            for e in history.events
+            if e.HasField("activity_task_completed_event_attributes")
+            and b'"searches"' in e.activity_task_completed_event_attributes.result.payloads[0].data
+        ]
+        assert [len(s["results"]) for s in json.loads(step)["searches"]] == [13, 13, 13]

@@ -126,10 +126,11 @@ class ServicePlan:
     result's snippet, as an engine indexed it from such a page."""
 
     answer: str = ""
-    """``llm`` only, for hostile-output tests: the text of every matching answer, in place
+    """For hostile-output tests. ``llm``: the text of every matching answer, in place
     of the simulated one, as a model writes what a page told it to: a query list's, a
     summary's or a report's whole text; an agent turn that calls tools says it before its
-    calls (which it makes as planned)."""
+    calls (which it makes as planned). ``search``: the title, snippet and host name of
+    every result of a matching answer."""
 
     content_type: str = ""
     """``pages`` only: the Content-Type of matching pages instead of ``text/html``;

@@ -9,7 +9,9 @@ must send it as ``x-api-key`` or ``Authorization: Bearer``. Errors are
 ``{"error": {"type": ..., "message": ...}}`` with the fault's HTTP status;
 ``bad_json`` answers 200 with a body that does not parse, ``stream_error`` 500,
 ``disconnect`` closes the connection without an answer. A plan's ``answer_bytes``
-pads the answer to at least that size. With the plan's ``page_links`` the results
+pads the answer to at least that size; its ``answer`` is the text of every field of
+every result (an engine that indexed one hostile site: the longest answer a count
+allows once a client cuts each field). With the plan's ``page_links`` the results
 link to the simulator's own pages (``http://<its address>/pages/<host>/<path>``,
 see :mod:`steadfast_dev.sim.pages_api`) instead of external ``https://`` addresses,
 which stay the default.
@@ -17,6 +19,7 @@ which stay the default.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Final
@@ -29,7 +32,8 @@ from steadfast_dev.sim.pages_api import own_base_url
 from steadfast_dev.sim.state import STATE, drop_connection, error_response, preamble
 
 DEFAULT_COUNT: Final = 5
-MAX_COUNT: Final = 20
+#: As many results as ``search.maxResults`` may ask for.
+MAX_COUNT: Final = 50
 
 
 def _error_body(status: int, message: str) -> Mapping[str, object]:
@@ -86,6 +90,12 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         # An oversized answer: a search engine (or something posing as one) that
         # sends far more than any result list needs.
         results[0]["snippet"] += "x" * plan.answer_bytes
+    if plan.answer and matches(plan, query):
+        tag = hashlib.sha256(query.encode()).hexdigest()[:8]
+        for i, result in enumerate(results):
+            result["title"] = result["snippet"] = plan.answer
+            # Distinct within the 2,048 characters a client keeps, across queries too.
+            result["url"] = f"https://{tag}-{i}.{plan.answer}"
     if plan.says and matches(plan, query):
         # What a hostile page's title or snippet may hold, as the engine indexed it.
         results[0]["snippet"] += " " + plan.says
@@ -93,7 +103,8 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         base = own_base_url(request)
         for result in results:
             result["url"] = pages.page_url(base, result["url"])
-    answer = json.dumps({"query": query, "results": results})
+    # UTF-8 as search APIs send it, not escaped: a wide result list stays a small body.
+    answer = json.dumps({"query": query, "results": results}, ensure_ascii=False)
     if fault == "bad_json":
         answer = answer[: len(answer) // 2]
     state.log.finish(entry, "served", 200)

@@ -13,9 +13,10 @@ Errors are classified by :mod:`steadfast_worker.errors`; a body that is not the
 expected JSON is retried as a server fault (search engines have bad moments).
 
 An answer is untrusted input that ends up in workflow history and in the report
-prompt, so it is bounded twice: the body is read up to :data:`MAX_BODY_BYTES`
+prompt, so it is bounded three times: the body is read up to :data:`MAX_BODY_BYTES`
 (a larger one fails the search, not the worker's memory or the history's size
-limit) and each result's fields are cut to a fixed length.
+limit), each result's fields are cut to a fixed length, and the results kept are
+the leading ones that fit in :data:`MAX_ANSWER_BYTES` as a payload carries them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from anthropic.types import WebSearchTool20250305Param
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import budget, pricing, stops
 from steadfast_contract.activities import (
     WEB_SEARCH,
     LlmCall,
@@ -54,6 +55,17 @@ MAX_TITLE: Final = 300
 MAX_URL: Final = 2048
 MAX_SNIPPET: Final = 1000
 
+#: The most one query's results may take in a payload. The fields' cuts alone let 50
+#: results in a script of 6 escaped bytes a character reach 1 MB a query, and the
+#: pipeline's search step, its heartbeat and the report's input carry three queries'
+#: worth, over the 2 MB a payload may hold: the run failed after its queries were
+#: paid for. Fifty results of full-length ASCII fields take 170 KB, so this cuts only
+#: answers no engine sends in one language.
+MAX_ANSWER_BYTES: Final = 256 * 1024
+
+#: A result's bytes in a payload besides its three fields' (keys, quotes, commas).
+_RESULT_FRAME_BYTES: Final = len('{"snippet":,"title":,"url":},')
+
 
 def _result(title: object, url: str, snippet: object = "") -> SearchResult:
     """One result, bounded and as text every request and store can hold: an index's
@@ -66,6 +78,30 @@ def _result(title: object, url: str, snippet: object = "") -> SearchResult:
     )
 
 
+def result_bytes(result: SearchResult) -> int:
+    """Bytes ``result`` takes in a payload of Temporal's JSON converter."""
+    fields = (result.title, result.url, result.snippet)
+    return _RESULT_FRAME_BYTES + sum(stops.payload_bytes(f) for f in fields)
+
+
+def fit_results(results: list[SearchResult], limit: int = MAX_ANSWER_BYTES) -> list[SearchResult]:
+    """The leading ``results`` that together fit in ``limit`` payload bytes."""
+    kept: list[SearchResult] = []
+    used = 0
+    for result in results:
+        used += result_bytes(result)
+        if used > limit:
+            log.warning(
+                "search answer cut to %d of %d results: the rest would pass %d bytes",
+                len(kept),
+                len(results),
+                limit,
+            )
+            break
+        kept.append(result)
+    return kept
+
+
 def parse_results(data: Any, limit: int) -> list[SearchResult]:
     """Results from an ``http`` provider's JSON body; ValueError if it has none."""
     items = data.get("results") if isinstance(data, dict) else data
@@ -76,7 +112,7 @@ def parse_results(data: Any, limit: int) -> list[SearchResult]:
         if isinstance(item, dict) and isinstance(item.get("url"), str):
             snippet = item.get("snippet", item.get("description", ""))
             results.append(_result(item.get("title", ""), item["url"], snippet))
-    return results
+    return fit_results(results)
 
 
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
@@ -116,7 +152,7 @@ def results_from_blocks(blocks: list[Any], limit: int) -> list[SearchResult]:
         # The tool's page contents are encrypted; the model's own summary is the
         # only readable snippet, so it is attached to the first result.
         found[0].snippet = well_formed(summary.strip()[:MAX_SNIPPET])
-    return found[:limit]
+    return fit_results(found[:limit])
 
 
 class SearchActivities(ActivityBase):
