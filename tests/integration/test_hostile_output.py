@@ -17,19 +17,23 @@ broke runs:
   whose every character the JSON converter escapes to 6 bytes) failed its activity
   after it was paid for: the pipeline's retries paid for it again each time (five
   times, $9.61 for one $1.92 reply, with $0.0006 counted), the deep run retried its
-  stored reply until it failed, and neither kept a report.
+  stored reply until it failed, and neither kept a report;
+- turns that say much before they call tools (each turn's text goes into the run's
+  stream) made the input of the run the loop continued as larger than a payload may
+  be: every workflow task failed from then on, and the run never ended.
 
 Every figure is the simulator's billing.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError
 from tests.integration.conftest import HarnessFactory
-from tests.integration.test_deep_agent import billed_usd, deep, plan, the_report
+from tests.integration.test_deep_agent import billed_usd, chain_run_ids, deep, plan, the_report
 
 from steadfast_contract import stops
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
@@ -110,3 +114,30 @@ async def test_a_report_too_large_for_a_payload_is_kept_cut_and_paid_once(
         assert stops.payload_bytes(report) <= stops.MAX_REPORT_BYTES
         assert report.startswith(HUGE[:1000])
         assert report.rstrip().endswith("It was paid for once and is not asked for again.*")
+
+
+#: 200,000 characters of 6 escaped bytes: 1.2 MB, which one turn's output carries.
+CHATTY = "\u8a9e" * 200_000
+
+
+async def test_turns_that_talk_at_length_before_their_tools_still_continue_as_new(
+    harness: HarnessFactory,
+) -> None:
+    model = {"maxTokens": 64_000, "contextTokens": 1_000_000}  # the turns' text fits
+    room = {"model": model, "budget": {"maxUSDPerRun": 20.0}}
+    async with harness({**deep(4, continueAsNewAfterTurns=2), **room}) as h:
+        # Every turn that calls tools first says 1.2 MB; two of them are more than
+        # the 2 MB a continue-as-new's input may hold, if the stream kept them whole.
+        h.sim.set_faults(plan(4, answer=CHATTY))
+        handle = await h.start("turns that talk at length")
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        assert (result.status.turn, result.status.llm_calls) == (4, 4)
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        assert len([e for e in entries if e["billed"]]) == 4  # no turn paid twice
+        # The run continued as new once, handing on the stream's newest items only.
+        _, second = await chain_run_ids(h, handle.id)
+        history = await h.client.get_workflow_handle(handle.id, run_id=second).fetch_history()
+        start = history.events[0].workflow_execution_started_event_attributes
+        assert start.input.payloads[0].ByteSize() < 1024 * 1024
+        assert await the_report(h, handle.id)

@@ -1,4 +1,5 @@
-"""The deep loop's pure parts: tool calls checked, the conversation rebuilt, when to continue."""
+"""The deep loop's pure parts: tool calls checked, the conversation rebuilt, when to continue
+and what a continue-as-new carries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from temporalio.contrib.workflow_streams import WorkflowStreamState
+from temporalio.contrib.workflow_streams._types import _WorkflowStreamWireItem
+from temporalio.converter import DataConverter
 
 from steadfast_contract import stops
 from steadfast_contract.activities import ToolCall
@@ -277,3 +281,34 @@ def test_findings_past_the_count_are_acknowledged_as_before() -> None:
     assert all(len(f.claim) == deep.MAX_CLAIM_CHARS for f in findings)
     assert answer.text == f"recorded finding {deep.MAX_FINDINGS}"
     assert not answer.is_error
+
+
+def _stream(sizes: list[int], base: int = 0) -> WorkflowStreamState:
+    # The SDK's own item type for a stream's state (base64 data, one byte a character).
+    return WorkflowStreamState(
+        log=[_WorkflowStreamWireItem("report", "A" * n) for n in sizes], base_offset=base
+    )
+
+
+def test_a_continue_as_new_hands_on_the_newest_items_that_fit() -> None:
+    # Each item: '{"data":"","offset":0,"topic":""},' (34) + "report" (6) + its data.
+    state = _stream([100, 200, 300, 400], base=7)  # items 7..10; 140, 240, 340, 440 bytes
+    kept = deep.carried_stream(state, handed=0, limit=340 + 440)
+    assert [len(i.data) for i in kept.log] == [300, 400]
+    assert kept.base_offset == 9  # the offsets of the items kept do not change
+    kept = deep.carried_stream(state, handed=0, limit=340 + 440 - 1)
+    assert ([len(i.data) for i in kept.log], kept.base_offset) == ([400], 10)
+    # Items the run was handed are never handed on, whatever room is left.
+    kept = deep.carried_stream(state, handed=3, limit=10**6)
+    assert ([len(i.data) for i in kept.log], kept.base_offset) == ([400], 10)
+    # One item larger than the bound: none is kept, and the offset moves past it.
+    kept = deep.carried_stream(state, handed=0, limit=100)
+    assert (kept.log, kept.base_offset) == ([], 11)
+
+
+def test_the_bound_counts_at_least_what_the_converter_writes() -> None:
+    state = _stream([5000] * 30)
+    kept = deep.carried_stream(state, handed=0, limit=50_000)
+    [payload] = DataConverter.default.payload_converter.to_payloads([kept])
+    assert len(kept.log) == 50_000 // (34 + 6 + 5000)  # 9
+    assert len(payload.data) <= 50_000 + 100  # the state's own few fields

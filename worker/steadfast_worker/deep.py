@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from temporalio import workflow
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -149,19 +150,45 @@ def _context_full(wf: ResearchWorkflow, carry: DeepResume, n: int) -> bool:
     return True
 
 
+#: What the stream items a run hands on may take in the input of the run it continues
+#: as. The items hold each turn's text as it streamed, and a turn may say up to
+#: ``maxTokens`` before it calls tools: two turns of 1.2 MB each made an input larger
+#: than a payload may be (2 MB), and every workflow task of the run failed from then
+#: on. With the findings (``MAX_FINDINGS_BYTES``) this leaves room for the rest.
+MAX_CARRIED_STREAM_BYTES = 512_000
+#: An item's bytes in the input besides its data and topic: keys, quotes, its offset.
+_ITEM_FRAME_BYTES = len('{"data":"","offset":0,"topic":""},')
+
+
+def carried_stream(
+    state: WorkflowStreamState, handed: int, limit: int = MAX_CARRIED_STREAM_BYTES
+) -> WorkflowStreamState:
+    """The stream the next run starts with: the newest items this run published (a
+    follower may not have read them yet) that fit in ``limit`` bytes, never those it
+    was handed, so the input holds at most one run's items. A follower that had not
+    read the items left behind is moved on to the first one kept (the stream tells it
+    its offset was truncated)."""
+    kept, used = 0, 0
+    for item in reversed(state.log[handed:]):
+        used += _ITEM_FRAME_BYTES + len(item.topic) + len(item.data)
+        if used > limit:
+            break
+        kept += 1
+    dropped = len(state.log) - kept
+    return replace(state, log=state.log[dropped:], base_offset=state.base_offset + dropped)
+
+
 async def continue_as_new(wf: ResearchWorkflow, carry: DeepResume) -> NoReturn:
     """Continue as new at a turn boundary, carrying the limits as raised, the status,
-    and the stream: the items this run published (a follower may not have read them
-    yet), not those it was handed, so the input holds at most one run's items."""
+    and the stream's newest items (:func:`carried_stream`)."""
     wf._stream.detach_pollers()
     await workflow.wait_condition(workflow.all_handlers_finished)
-    state = wf._stream.get_state()
     settings = replace(
         wf._inp.settings, max_usd_per_run=wf._gate.max_run, max_usd_per_day=wf._gate.max_day
     )
     carry.status = replace(wf._status, reserved_usd=0.0)
     handed = len(wf._inp.stream.log) if wf._inp.stream is not None else 0
-    stream = replace(state, log=state.log[handed:], base_offset=state.base_offset + handed)
+    stream = carried_stream(wf._stream.get_state(), handed)
     workflow.continue_as_new(replace(wf._inp, settings=settings, resume=carry, stream=stream))
 
 
