@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -34,6 +35,14 @@ from steadfast_dev.sim.state import STATE, drop_connection, error_response, prea
 DEFAULT_COUNT: Final = 5
 #: As many results as ``search.maxResults`` may ask for.
 MAX_COUNT: Final = 50
+#: A UTF-16 half on its own: JSON carries it only as a ``\uXXXX`` escape.
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def utf8_json(value: object) -> str:
+    """JSON as search APIs send it: UTF-8 text, escaping only what UTF-8 cannot hold."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _error_body(status: int, message: str) -> Mapping[str, object]:
@@ -104,7 +113,7 @@ async def handle_search(request: web.Request) -> web.StreamResponse:
         for result in results:
             result["url"] = pages.page_url(base, result["url"])
     # UTF-8 as search APIs send it, not escaped: a wide result list stays a small body.
-    answer = json.dumps({"query": query, "results": results}, ensure_ascii=False)
+    answer = utf8_json({"query": query, "results": results})
     if fault == "bad_json":
         answer = answer[: len(answer) // 2]
     state.log.finish(entry, "served", 200)
