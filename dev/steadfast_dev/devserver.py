@@ -10,10 +10,12 @@ survive a restart of ``steadfast dev``; everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -135,16 +137,60 @@ async def wait_ready(
 #: How long a dev server may take to serve its namespace (a cold binary on a busy machine).
 START_DEADLINE_S = 60.0
 
+#: Starts tried when a port the dev server binds was taken meanwhile.
+START_ATTEMPTS = 3
+
+_TAKEN = re.compile(r"listen tcp [0-9a-f.:\[\]]*:(\d+): bind: address already in use")
+
+
+def taken_port(log: str) -> int | None:
+    """The port a dev server's log says it could not bind, if it says so."""
+    found = _TAKEN.search(log)
+    return int(found.group(1)) if found else None
+
+
+def with_port_freed(spec: DevServerSpec, taken: int, pick: Callable[[], int]) -> DevServerSpec:
+    """``spec`` with the port that was ``taken`` replaced by a new one from ``pick``
+    (unchanged when ``taken`` is a port the dev server chose for itself)."""
+    if taken == spec.port:
+        return replace(spec, port=pick())
+    if taken == spec.ui_port:
+        return replace(spec, ui_port=pick())
+    return spec
+
 
 async def start(
-    spec: DevServerSpec, supervisor: Supervisor, deadline_s: float = START_DEADLINE_S
-) -> tuple[Child, Client]:
-    """Start the dev server under ``supervisor`` and wait until it serves ``spec.namespace``."""
+    spec: DevServerSpec,
+    supervisor: Supervisor,
+    deadline_s: float = START_DEADLINE_S,
+    pick: Callable[[], int] | None = None,
+) -> tuple[Child, Client, DevServerSpec]:
+    """Start the dev server under ``supervisor`` and wait until it serves
+    ``spec.namespace``; the spec it runs with.
+
+    A free port is free only until someone binds it: between the choice and the dev
+    server's bind, an outgoing connection may take it as its source port (and the dev
+    server picks its internal ports the same way). A start that fails so is tried
+    again, up to :data:`START_ATTEMPTS` times, a taken port of ``spec``'s replaced by
+    one from ``pick`` (without ``pick``, that start fails saying which port).
+    """
     spec.state_dir.mkdir(parents=True, exist_ok=True)
-    child = supervisor.spawn("temporal", command(spec))
-    try:
-        client = await wait_ready(spec.address, spec.namespace, deadline_s, child)
-    except BaseException:
-        child.stop(grace=5)
-        raise
-    return child, client
+    for attempt in range(1, START_ATTEMPTS + 1):
+        child = supervisor.spawn("temporal", command(spec))
+        try:
+            client = await wait_ready(spec.address, spec.namespace, deadline_s, child)
+        except DevServerError:
+            child.stop(grace=5)
+            taken = taken_port(child.log_text())
+            if taken is None or attempt == START_ATTEMPTS:
+                raise
+            if taken in (spec.port, spec.ui_port):
+                if pick is None:
+                    raise DevServerError(f"port {taken} is taken by another process") from None
+                spec = with_port_freed(spec, taken, pick)
+            continue
+        except BaseException:
+            child.stop(grace=5)
+            raise
+        return child, client, spec
+    raise AssertionError("unreachable: the last attempt returns or raises")

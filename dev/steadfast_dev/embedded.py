@@ -196,7 +196,9 @@ class Stack:
                 spec = devserver.DevServerSpec(
                     state_dir=opts.state_dir, port=opts.port, ui_port=opts.ui_port
                 )
-                self.server, self.client = await devserver.start(spec, self.supervisor)
+                self.server, self.client, spec = await devserver.start(
+                    spec, self.supervisor, pick=free_port
+                )
                 self.address, self.ui_url = spec.address, spec.ui_url
             if opts.llm_sim or opts.search_sim:
                 await self._start_sim()

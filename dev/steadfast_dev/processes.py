@@ -53,6 +53,8 @@ class Child:
     popen: subprocess.Popen[bytes]
     log_path: Path | None
     started_at: float = field(default_factory=time.monotonic)
+    log_start: int = 0
+    """Where this process's output starts in ``log_path`` (a log is appended to)."""
 
     @property
     def pid(self) -> int:
@@ -81,10 +83,16 @@ class Child:
         self.signal_group(signal.SIGKILL)
         return self.popen.wait()
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_text(self) -> str:
+        """What this process wrote to its log (not what earlier ones of its name did)."""
         if self.log_path is None or not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
@@ -115,11 +123,13 @@ class Supervisor:
     ) -> Child:
         """Start ``argv`` in a new session; its output goes to ``<log_dir>/<name>.log``."""
         log_path: Path | None = None
+        log_start = 0
         out: IO[bytes] | int = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"{name}.log"
             handle = log_path.open("ab")
+            log_start = handle.tell()
             self._logs.append(handle)
             out = handle
         popen = subprocess.Popen(
@@ -131,7 +141,7 @@ class Supervisor:
             cwd=cwd,
             start_new_session=True,
         )
-        child = Child(name, list(argv), popen, log_path)
+        child = Child(name, list(argv), popen, log_path, log_start=log_start)
         self.children.append(child)
         return child
 
