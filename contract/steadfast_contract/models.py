@@ -407,6 +407,11 @@ SEARCH_STEP_PATCH = "search-step"
 #: gathered (a deep run's findings, the pipeline's search results) as an unfinished
 #: report: runs recorded before it replay ending ``BudgetExhausted`` with nothing saved.
 BUDGET_KEEPS_GATHERED_PATCH = "budget-keeps-gathered"
+#: The ``workflow.patched`` id that guards saving what a run had gathered (a deep run's
+#: findings, the pipeline's sources) when the step that writes its report fails for good
+#: (a 400, a key refused, retries run out); recorded only by a run that so fails. Runs
+#: recorded before it replay ending ``Failed`` with nothing saved.
+FAILURE_KEEPS_GATHERED_PATCH = "failure-keeps-gathered"
 #: The ``workflow.patched`` id that guards reserving a server-side search's results
 #: (:data:`~steadfast_contract.pricing.WEB_SEARCH_RESULT_TOKENS`) before searches through
 #: the model: runs recorded before it replay with the fee and the prompt reserved alone.
@@ -422,3 +427,8 @@ SEARCHES_COUNTED_PATCH = "searches-counted-before-pause"
 #: undo), then ends it ``Cancelled``. Recorded only by a run so cancelled. Runs recorded
 #: before it went on from the save to mail, and failed a cancelled mail step.
 CANCEL_HOLDS_MAIL_PATCH = "cancel-holds-mail"
+#: The ``workflow.patched`` id that guards ending a run ``Cancelled`` when the cancel
+#: interrupts one of its activities (an LLM turn, a search, a tool): the activity then
+#: fails with a ``CancelledError`` cause. Recorded only by a run so cancelled. Runs
+#: recorded before it replay ending ``Failed`` ("Activity cancelled").
+CANCEL_MID_STEP_PATCH = "cancel-mid-step"

@@ -26,13 +26,16 @@ from steadfast_worker.activities.storage import StoredReport
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(180)]
 
 
-async def stopped(h: Harness, topic: str) -> tuple[RunStatus, list[StoredReport]]:
-    """Run ``topic`` until its budget stops it; its status and the reports it saved."""
+async def ended(
+    h: Harness, topic: str, kind: str, phase: Phase
+) -> tuple[RunStatus, list[StoredReport]]:
+    """Run ``topic`` until it fails with ``kind`` in ``phase``, mailing nobody; its
+    status and the reports it saved."""
     handle = await h.start(topic)
     cause = await failure_of(handle)
-    assert cause.type == errortypes.BUDGET_EXHAUSTED
+    assert cause.type == kind, cause
     status = await handle.query(STATUS_QUERY, result_type=RunStatus)
-    assert status.phase == Phase.BUDGET_EXHAUSTED
+    assert status.phase == phase
     store = await h.store()
     try:
         saved = await store.list_reports(handle.id)
@@ -40,6 +43,11 @@ async def stopped(h: Harness, topic: str) -> tuple[RunStatus, list[StoredReport]
         await store.close()
     assert h.smtp.messages_for(handle.id) == []  # an unfinished report is not mailed
     return status, saved
+
+
+async def stopped(h: Harness, topic: str) -> tuple[RunStatus, list[StoredReport]]:
+    """Run ``topic`` until its budget stops it; its status and the reports it saved."""
+    return await ended(h, topic, errortypes.BUDGET_EXHAUSTED, Phase.BUDGET_EXHAUSTED)
 
 
 async def test_a_deep_run_out_of_budget_keeps_its_findings(harness: HarnessFactory) -> None:

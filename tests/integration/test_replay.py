@@ -21,7 +21,12 @@ counted before the pause), and a deep run whose context window ended it early
 (``cancelled_while_saving_shape2``, ``cancelled_while_mailing_shape2``: the report
 saved, no mail or the mail step let finish, the run ``Cancelled``; and the same two
 recorded before, which mailed after the cancel, or failed the mail step:
-``cancelled_while_saving_mailed_shape2``, ``cancelled_while_mailing_failed_shape2``).
+``cancelled_while_saving_mailed_shape2``, ``cancelled_while_mailing_failed_shape2``),
+and runs whose report step failed for good that keep what they gathered
+(``report_failed_keeps_gathered_shape2``, ``deep_failed_keeps_gathered``) and one
+recorded before that saved nothing (``report_failed_nothing_kept_shape2``), and a run
+cancelled while its first LLM call ran (``cancelled_mid_step_shape2``, ``Cancelled``;
+recorded before: ``cancelled_mid_step_failed_shape2``, ``Failed``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -46,6 +51,8 @@ from steadfast_contract.models import (
     BUDGET_KEEPS_GATHERED_PATCH,
     BUDGET_PAUSE_PATCH,
     CANCEL_HOLDS_MAIL_PATCH,
+    CANCEL_MID_STEP_PATCH,
+    FAILURE_KEEPS_GATHERED_PATCH,
     SEARCH_RESULTS_RESERVED_PATCH,
     SEARCH_STEP_PATCH,
     SEARCHES_COUNTED_PATCH,
@@ -62,6 +69,10 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
 HISTORIES = sorted(FIXTURES.glob("*.json"))
+#: Cancelled during their first LLM call: they never reached the search step.
+CANCELLED_BEFORE_SEARCHING = {"cancelled_mid_step_shape2", "cancelled_mid_step_failed_shape2"}
+#: Ended before any activity returned: nothing was spent, so no memo was written.
+ENDED_BEFORE_ANY_RESULT = CANCELLED_BEFORE_SEARCHING
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -122,6 +133,8 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
         recorded_after = path.stem.endswith(
             ("_spend_memo", "_shape1", "_shape2")
         ) or path.stem.startswith("deep_")
+        if path.stem in ENDED_BEFORE_ANY_RESULT:
+            recorded_after = False  # no spend, so no memo to keep it in
         assert upserts == recorded_after, path.name
         assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
 
@@ -151,6 +164,9 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
         ("deep_context_window", [CONTEXT_PATCH]),
         ("cancelled_while_saving_shape2", [CANCEL_HOLDS_MAIL_PATCH]),
         ("cancelled_while_mailing_shape2", [CANCEL_HOLDS_MAIL_PATCH]),
+        ("report_failed_keeps_gathered_shape2", [FAILURE_KEEPS_GATHERED_PATCH]),
+        ("deep_failed_keeps_gathered", [FAILURE_KEEPS_GATHERED_PATCH]),
+        ("cancelled_mid_step_shape2", [CANCEL_MID_STEP_PATCH]),
     ],
 )
 def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
@@ -169,6 +185,14 @@ def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]
         assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, name
         mailed = "send_email" in scheduled_activities(history)
         assert mailed == ("mailing" in name), name
+    if FAILURE_KEEPS_GATHERED_PATCH in patches:
+        assert scheduled_activities(history)[-1] == "save_report"  # what it gathered
+        failure = history.events[-1].workflow_execution_failed_event_attributes.failure
+        assert failure.application_failure_info.type == "BadRequest"
+        assert "saved as report" in failure.message
+    if CANCEL_MID_STEP_PATCH in patches:
+        end = history.events[-1].event_type
+        assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, name
 
 
 def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None:
@@ -183,6 +207,21 @@ def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None
         kinds = {e.event_type for e in history.events}
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds
         assert not any(CANCEL_HOLDS_MAIL_PATCH.encode() in m for m in _patches_of(history))
+
+
+def test_fixtures_cover_runs_that_failed_before_they_kept_what_they_gathered() -> None:
+    """Recorded before ``failure-keeps-gathered`` and ``cancel-mid-step``: a report step
+    that failed for good saved nothing; a cancel during an LLM call failed the run."""
+    failed = load(FIXTURES / "report_failed_nothing_kept_shape2.json")
+    assert "save_report" not in scheduled_activities(failed)
+    cancelled = load(FIXTURES / "cancelled_mid_step_failed_shape2.json")
+    kinds = {e.event_type for e in cancelled.events}
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in kinds
+    for history in (failed, cancelled):
+        assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+        recorded = _patches_of(history)
+        for patch in (FAILURE_KEEPS_GATHERED_PATCH, CANCEL_MID_STEP_PATCH):
+            assert not any(patch.encode() in m for m in recorded), history.workflow_id
 
 
 @pytest.mark.parametrize("name", ["report_refused_shape2", "deep_refused"])
@@ -257,6 +296,10 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
             CANCEL_HOLDS_MAIL_PATCH,
         ],
         "cancelled_while_mailing_shape2": [SEARCH_STEP_PATCH, CANCEL_HOLDS_MAIL_PATCH],
+        "report_failed_keeps_gathered_shape2": [SEARCH_STEP_PATCH, FAILURE_KEEPS_GATHERED_PATCH],
+        "report_failed_nothing_kept_shape2": [SEARCH_STEP_PATCH],
+        "cancelled_mid_step_shape2": [CANCEL_MID_STEP_PATCH],
+        "cancelled_mid_step_failed_shape2": [],
     }
     shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
     assert {p.stem for p in shaped} == set(markers)
@@ -270,6 +313,9 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
         ids = [json.loads(p)["id"] for p in _patches(path)]
         assert ids == markers[path.stem], path.name
         activities = scheduled_activities(history)
+        if path.stem in CANCELLED_BEFORE_SEARCHING:
+            assert activities == ["generate_queries"], path.name
+            continue
         if settings["search_provider"] == "anthropic-web-search":
             assert activities.count("web_search") == by_the_model[path.stem], path.name
             continue

@@ -319,6 +319,42 @@ async def deep_refused(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
     return await _with_faults(s, one_result, faults, topic)
 
 
+async def report_failed(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """The report's request fails for good (a 400): the run fails ``BadRequest``, and on
+    code with ``failure-keeps-gathered`` saves its sources as an unfinished report."""
+    faults: dict[str, object] = {"llm": {"first_n": 1, "kind": "400", "match": "research report"}}
+    return await _with_faults(s, cfg, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
+async def deep_failed(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A deep run whose agent takes its model's window for 1M tokens (the model's is
+    30,000): a turn mid-loop is refused as too long (400), after findings were recorded."""
+    research = cfg.research.model_copy(update={"strategy": "deep", "max_turns": 20})
+    model = cfg.model.model_copy(update={"max_tokens": 4000, "context_tokens": 1_000_000})
+    misjudged = cfg.model_copy(update={"research": research, "model": model})
+    faults: dict[str, object] = {
+        "llm": {"agent_turns": 20, "context_tokens": 30_000},
+        "search": {"page_links": True},
+        "pages": {"answer_bytes": 40_000},
+    }
+    return await _with_faults(s, misjudged, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
+async def cancelled_mid_step(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Cancelled while its queries are asked (a slow model): the run ends ``Cancelled``
+    on code with ``cancel-mid-step``."""
+    await s.sim_admin.set_faults({"llm": {"latency_ms": 3000}})
+    try:
+        wf = await _start(s.client, cfg, name)
+        handle = s.client.get_workflow_handle(wf)
+        await asyncio.sleep(1.5)  # the first LLM call is under way
+        await handle.cancel()
+        await starter.wait_closed(s.client, wf)
+        return wf
+    finally:
+        await s.sim_admin.reset()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "happy_path_with_email": happy,
     "llm_retries": llm_retries,
@@ -341,6 +377,9 @@ SCENARIOS: dict[str, Scenario] = {
     "budget_exhausted_keeps_gathered_shape2": budget_exhausted_keeps_gathered,
     "searches_day_stopped_shape2": searches_day_stopped,
     "deep_context_window": deep_context_window,
+    "report_failed_keeps_gathered_shape2": report_failed,
+    "deep_failed_keeps_gathered": deep_failed,
+    "cancelled_mid_step_shape2": cancelled_mid_step,
 }
 
 

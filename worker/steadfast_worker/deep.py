@@ -110,6 +110,9 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             if failures.refused(err):
                 why = f"the model declined to go on at turn {n}"
                 raise failures.RefusedError(err, _gathered(inp.topic, carry, why)) from None
+            if n > 1 and not failures.cancelled(err):  # turn 1 gathered nothing
+                why = f"turn {n} failed: {failures.describe(err)[1]}"
+                raise failures.StepFailedError(err, _gathered(inp.topic, carry, why)) from None
             raise
         except failures.BudgetStopError as stop:
             stop.gathered = _gathered(inp.topic, carry, f"{stop.which} ran out at turn {n}")

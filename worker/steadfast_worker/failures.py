@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 from steadfast_contract import errortypes
 from steadfast_contract.budget import DAY, BudgetDecision
@@ -39,6 +39,22 @@ class RefusedError(Exception):
         super().__init__(cause.message)
         self.cause = cause
         self.gathered = gathered
+
+
+class StepFailedError(Exception):
+    """The step that writes the report failed for good after the run had gathered
+    something: the run ends ``Failed`` as it would have, keeping ``gathered``, the
+    unfinished report of what it had paid to gather."""
+
+    def __init__(self, cause: ActivityError, gathered: str) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.gathered = gathered
+
+
+def cancelled(err: ActivityError) -> bool:
+    """Whether the activity ended because the run was cancelled while it ran."""
+    return isinstance(err.cause, CancelledError)
 
 
 def refused(err: ActivityError) -> bool:

@@ -83,7 +83,10 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         if failures.refused(err):
             why = "the model declined to write the report"
             raise failures.RefusedError(err, _sources(inp.topic, results, why)) from None
-        raise
+        if failures.cancelled(err):
+            raise
+        why = f"the report could not be written: {failures.describe(err)[1]}"
+        raise failures.StepFailedError(err, _sources(inp.topic, results, why)) from None
     except failures.BudgetStopError as stop:
         stop.gathered = _sources(inp.topic, results, f"{stop.which} ran out before the report")
         raise

@@ -47,6 +47,8 @@ with workflow.unsafe.imports_passed_through():
         BUDGET_KEEPS_GATHERED_PATCH,
         BUDGET_UPDATE,
         CANCEL_HOLDS_MAIL_PATCH,
+        CANCEL_MID_STEP_PATCH,
+        FAILURE_KEEPS_GATHERED_PATCH,
         REJECT_SIGNAL,
         REPORT_TOPIC,
         STATUS_QUERY,
@@ -160,9 +162,14 @@ class ResearchWorkflow:
             raise await self._exhausted(inp, stop) from None
         except failures.RefusedError as stop:
             raise await self._refused(inp, stop) from None
+        except failures.StepFailedError as stop:
+            raise await self._failed_keeping(inp, stop) from stop.cause
         except ActivityError as err:
             if id(err) not in self._accounted:
                 self._account_failure(err)
+            if failures.cancelled(err) and workflow.patched(CANCEL_MID_STEP_PATCH):
+                await self._finish(Phase.CANCELLED, self._cancelled_message())
+                raise asyncio.CancelledError(err.message) from err
             kind, message = failures.describe(err)
             await self._finish(Phase.FAILED, message)
             raise ApplicationError(
@@ -203,6 +210,22 @@ class ResearchWorkflow:
         return ApplicationError(
             message, replace(self._status), type=errors.MODEL_REFUSED, non_retryable=True
         )
+
+    async def _failed_keeping(
+        self, inp: ResearchInput, stop: failures.StepFailedError
+    ) -> ApplicationError:
+        """End the run ``Failed`` after the step that writes its report failed for good,
+        saving what it had gathered as an unfinished report (never mailed); the error
+        to fail it with, as a failure without anything gathered would be."""
+        if id(stop.cause) not in self._accounted:
+            self._account_failure(stop.cause)
+        kind, message = failures.describe(stop.cause)
+        if stop.gathered and workflow.patched(FAILURE_KEEPS_GATHERED_PATCH):
+            step = self._status.step  # the status keeps saying which step failed
+            message += await self._keep_gathered(inp, stop.gathered)
+            self._status.step = step
+        await self._finish(Phase.FAILED, message)
+        return ApplicationError(message, replace(self._status), type=kind, non_retryable=True)
 
     async def _keep_gathered(self, inp: ResearchInput, gathered: str) -> str:
         """Save what a run stopped before its report had gathered (marked unfinished,
