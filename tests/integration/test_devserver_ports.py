@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from tests.support.ports import free_port
+from tests.support.temporal import start_dev_server
 
 from steadfast_dev import devserver, embedded
 from steadfast_dev.processes import Supervisor
@@ -62,3 +65,22 @@ def test_a_bind_failure_is_read_from_the_log() -> None:
     )
     assert devserver.taken_port(f"a\n{line}\npanic: runtime error") == 42421
     assert devserver.taken_port("panic: runtime error") is None
+
+
+async def test_the_test_tiers_dev_server_starts_on_another_port_when_one_was_taken(
+    held: int,
+) -> None:
+    """The tiers' own dev server (one per xdist process) has the same race."""
+    offered: list[int] = []
+
+    def ports() -> int:
+        offered.append(held if not offered else free_port())
+        return offered[-1]
+
+    env = await start_dev_server(ports=ports, startup_timeout_s=8)
+    try:
+        assert len(offered) == 2
+        assert env.client.service_client.config.target_host.endswith(f":{offered[1]}")
+        assert await env.client.workflow_service.get_system_info(GetSystemInfoRequest())
+    finally:
+        await env.shutdown()

@@ -7,6 +7,7 @@ installed in the same environment as the tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHist
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from steadfast_dev.devserver import START_DEADLINE_S, temporal_binary
+from steadfast_dev.devserver import START_ATTEMPTS, START_DEADLINE_S, temporal_binary
 from tests.support.ports import free_port
 
 #: Task-queue statistics are cached for ~5 s by default; tests that read backlog
@@ -32,26 +33,43 @@ DEV_SERVER_ARGS = [
 
 
 async def start_dev_server(
-    db_file: str | None = None, dynamic_config: dict[str, str] | None = None
+    db_file: str | None = None,
+    dynamic_config: dict[str, str] | None = None,
+    ports: Callable[[], int] = free_port,
+    startup_timeout_s: float = START_DEADLINE_S,
 ) -> WorkflowEnvironment:
-    """Start a dev server on free loopback ports and return its environment;
-    ``dynamic_config`` adds server settings (name -> value, as the CLI takes them)."""
+    """Start a dev server on a free loopback port from ``ports`` and return its
+    environment; ``dynamic_config`` adds server settings (name -> value, as the CLI
+    takes them).
+
+    A port is free only until something binds it: one taken between the choice and the
+    server's bind makes the server exit at once, and the SDK waits out
+    ``startup_timeout_s`` before it says so. The start is then tried again on a new
+    port, up to :data:`~steadfast_dev.devserver.START_ATTEMPTS` times, so one unlucky
+    port does not error every test of an xdist process.
+    """
     extra = [
         arg
         for name, value in (dynamic_config or {}).items()
         for arg in ("--dynamic-config-value", f"{name}={value}")
     ]
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        ip="127.0.0.1",
-        port=free_port(),
-        ui=False,
-        dev_server_database_filename=db_file,
-        dev_server_extra_args=[*DEV_SERVER_ARGS, *extra],
-        # The SDK's default is 5 s; two xdist processes starting their servers at once on
-        # a busy machine took longer, and every test that needs the server errored.
-        dev_server_startup_timeout=timedelta(seconds=START_DEADLINE_S),
-    )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return await WorkflowEnvironment.start_local(
+                dev_server_existing_path=temporal_binary(),
+                ip="127.0.0.1",
+                port=ports(),
+                ui=False,
+                dev_server_database_filename=db_file,
+                dev_server_extra_args=[*DEV_SERVER_ARGS, *extra],
+                # The SDK's default is 5 s; two xdist processes starting their servers at
+                # once on a busy machine took longer, and every test needing them errored.
+                dev_server_startup_timeout=timedelta(seconds=startup_timeout_s),
+            )
+        except RuntimeError:
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def failure_of(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
