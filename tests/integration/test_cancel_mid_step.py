@@ -52,3 +52,30 @@ async def test_a_run_cancelled_during_an_llm_call_ends_cancelled(
         assert h.smtp.messages_for(handle.id) == []
         assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
         assert h.metric("steadfast_runs_total", phase="Failed") == 0
+
+
+async def test_a_deep_run_cancelled_while_its_tools_run_ends_cancelled(
+    harness: HarnessFactory,
+) -> None:
+    """Tool calls run at once and their failures become the model's tool errors: a
+    cancel that interrupts them must not pass for such an error and let the loop ask
+    the model again."""
+    async with harness(deep(20)) as h:
+        faults = plan(20)
+        faults["search"]["latency_ms"] = 3000
+        h.sim.set_faults(faults)
+        handle = await h.start(f"cancelled in its tools {uuid.uuid4().hex[:6]}")
+        for _ in range(300):
+            if h.sim.entries("search"):
+                break
+            await asyncio.sleep(0.05)
+        assert h.sim.entries("search"), "no tool call reached the simulator"
+        asked = len(h.sim.entries("llm"))
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        assert status.phase == Phase.CANCELLED, status.message
+        await asyncio.sleep(0.5)
+        assert len(h.sim.entries("llm")) == asked  # the model was not asked again
+        assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
