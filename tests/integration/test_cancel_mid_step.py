@@ -40,6 +40,8 @@ async def test_a_run_cancelled_during_an_llm_call_ends_cancelled(
             ):
                 break
             await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"the run never reached its LLM call: {status}")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
