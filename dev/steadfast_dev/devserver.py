@@ -151,7 +151,8 @@ def taken_port(log: str) -> int | None:
 
 def with_port_freed(spec: DevServerSpec, taken: int, pick: Callable[[], int]) -> DevServerSpec:
     """``spec`` with the port that was ``taken`` replaced by a new one from ``pick``
-    (unchanged when ``taken`` is a port the dev server chose for itself)."""
+    (unchanged when ``taken`` is a port the dev server chose for itself: its next
+    start chooses anew)."""
     if taken == spec.port:
         return replace(spec, port=pick())
     if taken == spec.ui_port:
@@ -184,10 +185,10 @@ async def start(
             taken = taken_port(child.log_text())
             if taken is None or attempt == START_ATTEMPTS:
                 raise
-            if taken in (spec.port, spec.ui_port):
-                if pick is None:
-                    raise DevServerError(f"port {taken} is taken by another process") from None
+            if pick is not None:
                 spec = with_port_freed(spec, taken, pick)
+            elif taken in (spec.port, spec.ui_port):
+                raise DevServerError(f"port {taken} is taken by another process") from None
             continue
         except BaseException:
             child.stop(grace=5)

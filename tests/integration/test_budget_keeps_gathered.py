@@ -45,6 +45,20 @@ async def ended(
     return status, saved
 
 
+def kept(
+    saved: list[StoredReport], status: RunStatus, section: str
+) -> tuple[StoredReport, list[str]]:
+    """The one unfinished report a run saved, checked against its status (its id, the
+    message naming it) and holding ``section``; the report and its numbered items."""
+    (report,) = saved
+    assert report.report_id == status.report_id
+    assert f"saved as report {status.report_id}" in status.message
+    assert f"## {section}" in report.markdown
+    numbered = [line for line in report.markdown.splitlines() if line[:1].isdigit()]
+    assert numbered
+    return report, numbered
+
+
 async def stopped(h: Harness, topic: str) -> tuple[RunStatus, list[StoredReport]]:
     """Run ``topic`` until its budget stops it; its status and the reports it saved."""
     return await ended(h, topic, errortypes.BUDGET_EXHAUSTED, Phase.BUDGET_EXHAUSTED)
@@ -58,13 +72,9 @@ async def test_a_deep_run_out_of_budget_keeps_its_findings(harness: HarnessFacto
         status, saved = await stopped(h, "out of budget mid loop")
         assert 1 < status.turn < 8
         assert status.findings > 0
-        (report,) = saved
-        assert report.report_id == status.report_id
-        assert f"saved as report {status.report_id}" in status.message
+        report, numbered = kept(saved, status, "Findings recorded")
         assert report.markdown.startswith("# out of budget mid loop\n")
         assert f"the run's budget ran out at turn {status.turn}" in report.markdown
-        assert "## Findings recorded" in report.markdown
-        numbered = [line for line in report.markdown.splitlines() if line[:1].isdigit()]
         assert len(numbered) == status.findings
         assert all("(http://" in line for line in numbered)  # each with its source
 
@@ -77,12 +87,8 @@ async def test_a_pipeline_run_out_of_budget_before_its_report_keeps_its_sources(
     async with harness(overrides) as h:
         status, saved = await stopped(h, "out of budget before the report")
         assert status.llm_calls == 1
-        (report,) = saved
-        assert report.report_id == status.report_id
+        report, numbered = kept(saved, status, "Sources found")
         assert "the run's budget ran out before the report" in report.markdown
-        assert "## Sources found" in report.markdown
-        numbered = [line for line in report.markdown.splitlines() if line[:1].isdigit()]
-        assert numbered
         assert all("(http" in line for line in numbered)  # each search result's address
 
 

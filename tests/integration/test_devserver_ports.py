@@ -58,15 +58,6 @@ async def test_without_a_way_to_pick_the_error_names_the_taken_port(
         supervisor.stop_all(grace=5)
 
 
-def test_a_bind_failure_is_read_from_the_log() -> None:
-    line = (
-        'level=ERROR msg="Failed to start gRPC listener" error="listen tcp '
-        '127.0.0.1:42421: bind: address already in use" service=frontend'
-    )
-    assert devserver.taken_port(f"a\n{line}\npanic: runtime error") == 42421
-    assert devserver.taken_port("panic: runtime error") is None
-
-
 async def test_the_test_tiers_dev_server_starts_on_another_port_when_one_was_taken(
     held: int,
 ) -> None:

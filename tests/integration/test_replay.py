@@ -69,10 +69,9 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
 HISTORIES = sorted(FIXTURES.glob("*.json"))
-#: Cancelled during their first LLM call: they never reached the search step.
-CANCELLED_BEFORE_SEARCHING = {"cancelled_mid_step_shape2", "cancelled_mid_step_failed_shape2"}
-#: Ended before any activity returned: nothing was spent, so no memo was written.
-ENDED_BEFORE_ANY_RESULT = CANCELLED_BEFORE_SEARCHING
+#: Cancelled during their first LLM call: nothing spent (so no memo written) and the
+#: search step never reached.
+CANCELLED_IN_THEIR_FIRST_CALL = {"cancelled_mid_step_shape2", "cancelled_mid_step_failed_shape2"}
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -133,7 +132,7 @@ def test_fixtures_cover_runs_before_and_after_the_spend_memo() -> None:
         recorded_after = path.stem.endswith(
             ("_spend_memo", "_shape1", "_shape2")
         ) or path.stem.startswith("deep_")
-        if path.stem in ENDED_BEFORE_ANY_RESULT:
+        if path.stem in CANCELLED_IN_THEIR_FIRST_CALL:
             recorded_after = False  # no spend, so no memo to keep it in
         assert upserts == recorded_after, path.name
         assert (EventType.EVENT_TYPE_MARKER_RECORDED in kinds) or not upserts, path.name
@@ -313,7 +312,7 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
         ids = [json.loads(p)["id"] for p in _patches(path)]
         assert ids == markers[path.stem], path.name
         activities = scheduled_activities(history)
-        if path.stem in CANCELLED_BEFORE_SEARCHING:
+        if path.stem in CANCELLED_IN_THEIR_FIRST_CALL:
             assert activities == ["generate_queries"], path.name
             continue
         if settings["search_provider"] == "anthropic-web-search":

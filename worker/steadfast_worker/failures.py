@@ -31,25 +31,20 @@ class BudgetStopError(Exception):
         return "the day's budget" if self.decision.scope == DAY else "the run's budget"
 
 
-class RefusedError(Exception):
-    """The model refused a step (``ModelRefused``): the run ends ``Failed``, keeping
-    ``gathered``, the unfinished report of what it had gathered ("" for nothing)."""
-
-    def __init__(self, cause: ActivityError, gathered: str) -> None:
-        super().__init__(cause.message)
-        self.cause = cause
-        self.gathered = gathered
-
-
 class StepFailedError(Exception):
     """The step that writes the report failed for good after the run had gathered
     something: the run ends ``Failed`` as it would have, keeping ``gathered``, the
-    unfinished report of what it had paid to gather."""
+    unfinished report of what it had paid to gather ("" for nothing)."""
 
     def __init__(self, cause: ActivityError, gathered: str) -> None:
         super().__init__(cause.message)
         self.cause = cause
         self.gathered = gathered
+
+
+class RefusedError(StepFailedError):
+    """The model refused a step (``ModelRefused``): the run ends ``Failed``, keeping
+    ``gathered``, the unfinished report of what it had gathered ("" for nothing)."""
 
 
 def cancelled(err: ActivityError) -> bool:

@@ -34,8 +34,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
+import steadfast_worker.failures as failures
 from steadfast_contract import activities as act
 from steadfast_contract.errortypes import NON_RETRYABLE_TYPES
 from steadfast_contract.models import CANCEL_HOLDS_MAIL_PATCH, RunSettings, RunStatus
@@ -69,7 +70,7 @@ def cancel_of_run(err: BaseException) -> bool:
     the same report id)."""
     if isinstance(err, asyncio.CancelledError):
         return True
-    return isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+    return isinstance(err, ActivityError) and failures.cancelled(err)
 
 
 def outage_policy() -> RetryPolicy:

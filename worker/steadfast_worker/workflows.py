@@ -163,18 +163,20 @@ class ResearchWorkflow:
         except failures.RefusedError as stop:
             raise await self._refused(inp, stop) from None
         except failures.StepFailedError as stop:
-            raise await self._failed_keeping(inp, stop) from stop.cause
+            # The marker is recorded only by a run that fails so with something to keep.
+            kept = (
+                stop.gathered
+                if stop.gathered and workflow.patched(FAILURE_KEEPS_GATHERED_PATCH)
+                else ""
+            )
+            raise await self._failed(inp, stop.cause, kept) from stop.cause
         except ActivityError as err:
-            if id(err) not in self._accounted:
-                self._account_failure(err)
             if failures.cancelled(err) and workflow.patched(CANCEL_MID_STEP_PATCH):
+                if id(err) not in self._accounted:
+                    self._account_failure(err)
                 await self._finish(Phase.CANCELLED, self._cancelled_message())
                 raise asyncio.CancelledError(err.message) from err
-            kind, message = failures.describe(err)
-            await self._finish(Phase.FAILED, message)
-            raise ApplicationError(
-                message, replace(self._status), type=kind, non_retryable=True
-            ) from err
+            raise await self._failed(inp, err) from err
         except asyncio.CancelledError:
             await self._finish(Phase.CANCELLED, self._cancelled_message())
             raise
@@ -211,18 +213,18 @@ class ResearchWorkflow:
             message, replace(self._status), type=errors.MODEL_REFUSED, non_retryable=True
         )
 
-    async def _failed_keeping(
-        self, inp: ResearchInput, stop: failures.StepFailedError
+    async def _failed(
+        self, inp: ResearchInput, cause: ActivityError, gathered: str = ""
     ) -> ApplicationError:
-        """End the run ``Failed`` after the step that writes its report failed for good,
-        saving what it had gathered as an unfinished report (never mailed); the error
-        to fail it with, as a failure without anything gathered would be."""
-        if id(stop.cause) not in self._accounted:
-            self._account_failure(stop.cause)
-        kind, message = failures.describe(stop.cause)
-        if stop.gathered and workflow.patched(FAILURE_KEEPS_GATHERED_PATCH):
+        """End the run ``Failed`` after the activity that failed with ``cause``, saving
+        ``gathered`` (what the run had gathered, if anything) as an unfinished report,
+        never mailed; the error to fail it with."""
+        if id(cause) not in self._accounted:
+            self._account_failure(cause)
+        kind, message = failures.describe(cause)
+        if gathered:
             step = self._status.step  # the status keeps saying which step failed
-            message += await self._keep_gathered(inp, stop.gathered)
+            message += await self._keep_gathered(inp, gathered)
             self._status.step = step
         await self._finish(Phase.FAILED, message)
         return ApplicationError(message, replace(self._status), type=kind, non_retryable=True)
