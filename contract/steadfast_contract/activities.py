@@ -356,7 +356,8 @@ class DeepToolOutput:
     summary: str = ""
     """A short line for status and logs (the full result is in the transcript)."""
     chars: int = 0
-    """Characters of the stored result (what the next prompt grows by)."""
+    """Characters of the stored result as the budget counts them
+    (:func:`~steadfast_contract.budget.token_chars`): what the next prompt grows by."""
     attempt: int = 1
     llm: LlmCall | None = None
     """Set when the search ran through the LLM's server-side web search tool."""

@@ -52,8 +52,27 @@ _NAMES = {RUN: "run budget", DAY: "daily budget"}
 
 
 def estimate_tokens(text_chars: int) -> int:
-    """Input tokens for a prompt of ``text_chars`` characters (rounded up, plus framing)."""
+    """Input tokens for a prompt of ``text_chars`` characters (rounded up, plus framing):
+    characters as :func:`token_chars` counts them, for text that is not all ASCII."""
     return math.ceil(max(text_chars, 0) / CHARS_PER_TOKEN) + OVERHEAD_TOKENS
+
+
+def token_chars(text: str) -> int:
+    """``text``'s length in English characters, the unit :func:`estimate_tokens` takes.
+
+    Four ASCII characters make about a token, but a character of Chinese, Japanese,
+    Korean, Cyrillic or Greek text is about a token of its own, and one outside the
+    Basic Multilingual Plane (most emoji) about two. Counted as ``len(text)``, a
+    prompt in Chinese was reserved at a quarter of its tokens, and a run could
+    overspend its budget by three quarters of a whole prompt's price. So each UTF-16
+    code unit of a non-ASCII character counts :data:`CHARS_PER_TOKEN` characters
+    here; ASCII text counts its length, as before. The simulator counts the same way.
+    """
+    if text.isascii():
+        return len(text)
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return ascii_chars + CHARS_PER_TOKEN * (units - ascii_chars)
 
 
 def reserve_usd(

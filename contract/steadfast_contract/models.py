@@ -432,3 +432,9 @@ CANCEL_HOLDS_MAIL_PATCH = "cancel-holds-mail"
 #: fails with a ``CancelledError`` cause. Recorded only by a run so cancelled. Runs
 #: recorded before it replay ending ``Failed`` ("Activity cancelled").
 CANCEL_MID_STEP_PATCH = "cancel-mid-step"
+#: The ``workflow.patched`` id that guards counting a report prompt's characters outside
+#: ASCII as a token each (:func:`~steadfast_contract.budget.token_chars`) when the
+#: pipeline reserves for its report; asked only when that count differs from the
+#: prompt's length, so a run whose search results are all ASCII records no marker. Runs
+#: recorded before it reserved four characters a token, and replay so.
+TOKENS_BY_SCRIPT_PATCH = "tokens-by-script"

@@ -88,8 +88,12 @@ async def test_a_deep_reply_spelling_a_lone_surrogate_does_not_break_later_turns
 
 
 #: 600,000 characters of 6 escaped bytes each: 3.6 MB in a payload, cut by
-#: ``model.maxTokens`` to the simulator's 4 characters a token (512,000, 3 MB).
-HUGE = "\u8a9e" * 600_000
+#: ``model.maxTokens`` to the simulator's 4 ASCII characters a token (512,000, 3 MB).
+#: A control character is ASCII, yet JSON escapes it (``\u0001``): the most bytes a
+#: token can take. (Chinese takes 6 bytes a token, so 128,000 tokens of it fit; a real
+#: tokenizer, which joins common pairs of characters into one token, can fit twice as
+#: many characters, and bytes, in a token.)
+HUGE = "\x01" * 600_000
 
 
 @pytest.mark.parametrize("strategy", ["pipeline", "deep"])
@@ -116,8 +120,9 @@ async def test_a_report_too_large_for_a_payload_is_kept_cut_and_paid_once(
         assert report.rstrip().endswith("It was paid for once and is not asked for again.*")
 
 
-#: 200,000 characters of 6 escaped bytes: 1.2 MB, which one turn's output carries.
-CHATTY = "\u8a9e" * 200_000
+#: 200,000 characters of 6 escaped bytes (50,000 tokens): 1.2 MB, which one turn's
+#: output carries.
+CHATTY = "\x01" * 200_000
 
 
 async def test_turns_that_talk_at_length_before_their_tools_still_continue_as_new(

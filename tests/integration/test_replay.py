@@ -26,7 +26,10 @@ and runs whose report step failed for good that keep what they gathered
 (``report_failed_keeps_gathered_shape2``, ``deep_failed_keeps_gathered``) and one
 recorded before that saved nothing (``report_failed_nothing_kept_shape2``), and a run
 cancelled while its first LLM call ran (``cancelled_mid_step_shape2``, ``Cancelled``;
-recorded before: ``cancelled_mid_step_failed_shape2``, ``Failed``).
+recorded before: ``cancelled_mid_step_failed_shape2``, ``Failed``), and a run whose search
+results came back in Chinese, its report reserved at a token a character
+(``report_in_chinese_shape2``, the ``tokens-by-script`` marker; recorded before, at four
+characters a token: ``report_in_chinese_by_length_shape2``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -57,6 +60,7 @@ from steadfast_contract.models import (
     SEARCH_STEP_PATCH,
     SEARCHES_COUNTED_PATCH,
     SPEND_MEMO_PATCH,
+    TOKENS_BY_SCRIPT_PATCH,
     WORKFLOW_NAME,
     ResearchInput,
 )
@@ -166,6 +170,7 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
         ("report_failed_keeps_gathered_shape2", [FAILURE_KEEPS_GATHERED_PATCH]),
         ("deep_failed_keeps_gathered", [FAILURE_KEEPS_GATHERED_PATCH]),
         ("cancelled_mid_step_shape2", [CANCEL_MID_STEP_PATCH]),
+        ("report_in_chinese_shape2", [TOKENS_BY_SCRIPT_PATCH]),
     ],
 )
 def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
@@ -192,6 +197,9 @@ def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]
     if CANCEL_MID_STEP_PATCH in patches:
         end = history.events[-1].event_type
         assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, name
+    if TOKENS_BY_SCRIPT_PATCH in patches:
+        end = history.events[-1].event_type
+        assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, name
 
 
 def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None:
@@ -221,6 +229,24 @@ def test_fixtures_cover_runs_that_failed_before_they_kept_what_they_gathered() -
         recorded = _patches_of(history)
         for patch in (FAILURE_KEEPS_GATHERED_PATCH, CANCEL_MID_STEP_PATCH):
             assert not any(patch.encode() in m for m in recorded), history.workflow_id
+
+
+@pytest.mark.parametrize("name", ["report_in_chinese_shape2", "report_in_chinese_by_length_shape2"])
+def test_fixtures_cover_a_report_prompt_in_chinese_before_and_after_tokens_by_script(
+    name: str,
+) -> None:
+    """Both reserved a report prompt holding Chinese search results, so a replay asks for
+    ``tokens-by-script`` (which only a prompt outside ASCII does) and must take the
+    branch each was recorded on."""
+    history = load(FIXTURES / f"{name}.json")
+    assert scheduled_activities(history)[:3] == ["generate_queries", "web_searches", "write_report"]
+    searched = [
+        e.activity_task_completed_event_attributes.result.payloads[0].data
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    ][1]
+    assert b"\\u8a9e" in searched  # the web_searches result, as the JSON converter escapes it
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
 
 
 @pytest.mark.parametrize("name", ["report_refused_shape2", "deep_refused"])
@@ -299,6 +325,8 @@ def test_fixtures_cover_runs_that_search_in_one_step() -> None:
         "report_failed_nothing_kept_shape2": [SEARCH_STEP_PATCH],
         "cancelled_mid_step_shape2": [CANCEL_MID_STEP_PATCH],
         "cancelled_mid_step_failed_shape2": [],
+        "report_in_chinese_shape2": [SEARCH_STEP_PATCH, TOKENS_BY_SCRIPT_PATCH],
+        "report_in_chinese_by_length_shape2": [SEARCH_STEP_PATCH],
     }
     shaped = [p for p in HISTORIES if p.stem.endswith("_shape2")]
     assert {p.stem for p in shaped} == set(markers)

@@ -291,6 +291,14 @@ async def report_refused(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str
     return await _with_faults(s, cfg, faults, f"history {name} {uuid.uuid4().hex[:6]}")
 
 
+async def report_in_chinese(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """Search results in Chinese: the report's prompt is reserved at a token a character
+    outside ASCII (``tokens-by-script``); recorded before that, at four characters a
+    token, with no marker."""
+    faults: dict[str, object] = {"search": {"answer": "\u8a9e" * 20, "match": ""}}
+    return await _with_faults(s, cfg, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
 def third_search(prefix: str) -> tuple[str, str]:
     """A topic starting with ``prefix`` and the simulated agent's third search query for
     it, one no other query of the topic contains (the plain-topic query would match all)."""
@@ -380,6 +388,9 @@ SCENARIOS: dict[str, Scenario] = {
     "report_failed_keeps_gathered_shape2": report_failed,
     "deep_failed_keeps_gathered": deep_failed,
     "cancelled_mid_step_shape2": cancelled_mid_step,
+    "report_in_chinese_shape2": report_in_chinese,
+    # The same run on the code before ``tokens-by-script`` (captured there).
+    "report_in_chinese_by_length_shape2": report_in_chinese,
 }
 
 

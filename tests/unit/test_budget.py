@@ -59,6 +59,31 @@ def test_estimate_rounds_up_and_adds_framing() -> None:
     assert budget.estimate_tokens(400) == 100 + budget.OVERHEAD_TOKENS
 
 
+@pytest.mark.parametrize(
+    ("text", "chars"),
+    [
+        ("", 0),
+        ("plain English", 13),
+        ("\u8a9e" * 10, 40),  # Chinese: a token a character
+        ("\u043c\u0438\u0440", 12),  # Cyrillic: the same
+        ("caf\u00e9", 3 + 4),  # an accent is a character of its own
+        ("\U0001f4da", 8),  # outside the BMP: two UTF-16 units, about two tokens
+        ("\ud800", 4),  # a lone surrogate is counted, never an error
+        ("ab\u8a9ecd", 4 + 4),
+    ],
+)
+def test_token_chars_counts_a_character_outside_ascii_as_a_token(text: str, chars: int) -> None:
+    assert budget.token_chars(text) == chars
+
+
+def test_a_prompt_in_chinese_is_estimated_at_four_times_its_length_in_english() -> None:
+    english, chinese = "word" * 1000, "\u8a9e" * 4000
+    assert budget.token_chars(english) == len(english)
+    assert budget.estimate_tokens(budget.token_chars(chinese)) == 4000 + budget.OVERHEAD_TOKENS
+    # Counted by its length it was a quarter of that.
+    assert budget.estimate_tokens(len(chinese)) == 1000 + budget.OVERHEAD_TOKENS
+
+
 def test_check_fits_exactly_and_refuses_beyond() -> None:
     assert budget.check(0.0, 0.5, 0.5).fits
     assert budget.check(0.1 + 0.2, 0.2, 0.5).fits  # float sums do not steal a call

@@ -88,6 +88,21 @@ def test_truncate_honours_max_tokens_and_stop_sequences() -> None:
     assert (cut, reason, sequence) == ("alpha ", "stop_sequence", "beta")
 
 
+def test_the_simulator_counts_a_character_outside_ascii_as_a_token() -> None:
+    assert content.estimate_tokens("abcd" * 10) == 10
+    assert content.estimate_tokens("\u8a9e" * 10) == 10
+    assert content.estimate_tokens("\U0001f4da") == 2
+    assert content.estimate_tokens("abc\u8a9e") == 2  # a part token rounds up
+
+
+@pytest.mark.parametrize("text", ["\u8a9e" * 50, "ab\u8a9e" * 30, "\U0001f4da" * 20, "x" * 90])
+def test_truncate_cuts_text_outside_ascii_at_max_tokens(text: str) -> None:
+    cut, reason, _ = content.truncate(text, 7)
+    assert reason == "max_tokens"
+    assert text.startswith(cut)
+    assert content.estimate_tokens(cut) <= 7 < content.estimate_tokens(text[: len(cut) + 1])
+
+
 def test_input_tokens_grow_with_the_prompt() -> None:
     short = messages.account_input(_body("hi"))
     long = messages.account_input(_body("hi " * 400))

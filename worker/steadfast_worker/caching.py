@@ -26,7 +26,7 @@ why the last turn keeps ``tool_choice: auto`` and asks for the report in words
 The real API ignores a breakpoint whose prefix is shorter than the model's minimum
 cacheable length (:func:`steadfast_contract.pricing.min_cacheable_tokens`), without
 an error. Given the model, the head's breakpoints go only where their prefix
-(estimated at four characters a token) reaches it, leaving the slot unused rather
+(estimated as the budget does, rounded down) reaches it, leaving the slot unused rather
 than wasted; the messages' breakpoints still cover a short head. An hour-long
 breakpoint may not follow a five-minute one, so the head's come first.
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from steadfast_contract import budget
 from steadfast_contract.pricing import min_cacheable_tokens
 
 #: The API allows at most this many breakpoints in one request.
@@ -60,7 +61,7 @@ _UNMARKABLE: Final = frozenset({"thinking", "redacted_thinking"})
 
 def _tokens(part: object) -> int:
     text = part if isinstance(part, str) else json.dumps(part, sort_keys=True)
-    return len(text) // CHARS_PER_TOKEN
+    return budget.token_chars(text) // CHARS_PER_TOKEN
 
 
 def _clear(blocks: list[Any]) -> None:

@@ -22,12 +22,14 @@ with workflow.unsafe.imports_passed_through():
         SEARCH_STEP_PATCH,
         SEARCH_STEP_SHAPE,
         SEARCHES_COUNTED_PATCH,
+        TOKENS_BY_SCRIPT_PATCH,
         Phase,
         Pricing,
         ResearchInput,
     )
     from steadfast_worker import accounting, failures
     from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
+    from steadfast_worker.activities.report import prompt_len as report_prompt_len
 
 if TYPE_CHECKING:
     from steadfast_worker.workflows import ResearchWorkflow
@@ -67,7 +69,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
     try:
         report = await wf._gate.step(
             budget.reserve_usd(
-                s.max_tokens, budget.estimate_tokens(report_prompt_chars(inp.topic, results)), price
+                s.max_tokens, budget.estimate_tokens(_report_chars(inp.topic, results)), price
             ),
             lambda: wf._activity(
                 act.WRITE_REPORT,
@@ -96,6 +98,18 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
         wf._status.message = stops.cut_message(report.stop_reason, s.max_tokens)
     markdown: str = report.markdown
     return markdown
+
+
+def _report_chars(topic: str, results: list[act.SearchResult]) -> int:
+    """The report prompt's size as the budget counts it: a character outside ASCII as
+    a token of its own. Runs recorded before that counted every character as a quarter
+    of a token, and replay so (``TOKENS_BY_SCRIPT_PATCH``, asked only where the two
+    counts differ, so a run with ASCII results records no marker)."""
+    chars = report_prompt_chars(topic, results)
+    plain = report_prompt_len(topic, results)
+    if chars != plain and not workflow.patched(TOKENS_BY_SCRIPT_PATCH):
+        return plain
+    return chars
 
 
 def _sources(topic: str, results: list[act.SearchResult], why: str) -> str:

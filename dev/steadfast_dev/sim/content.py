@@ -16,7 +16,9 @@ instructions, so the worker's prompts need no simulator-specific branches):
   results the worker passes in).
 
 The same request always yields the same text. Token counts are estimated as one
-token per four characters, the rule of thumb for English text.
+token per four ASCII characters, the rule of thumb for English text, and a token for
+each other character (two outside the BMP), roughly what the real tokenizer makes of
+Chinese, Japanese or Russian text (:func:`estimate_tokens`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Final
+
+from steadfast_contract import budget
 
 #: The marker that asks for a JSON array of search queries (case-insensitive).
 JSON_MARKER: Final = "json array"
@@ -86,8 +90,10 @@ _PARAGRAPHS: Final = (
 
 
 def estimate_tokens(text: str) -> int:
-    """Tokens in ``text`` by the four-characters-per-token rule (at least 1 if non-empty)."""
-    return (len(text) + 3) // 4
+    """Tokens in ``text`` (at least 1 if non-empty): four ASCII characters a token, and
+    a token for each other character (two outside the BMP), as the budget estimates
+    them (:func:`steadfast_contract.budget.token_chars`)."""
+    return -(-budget.token_chars(text) // budget.CHARS_PER_TOKEN)
 
 
 def _digest(*parts: str) -> int:
@@ -260,5 +266,20 @@ def truncate(
     if hits and estimate_tokens(text[: hits[0][0]]) <= max_tokens:
         return text[: hits[0][0]], "stop_sequence", hits[0][1]
     if estimate_tokens(text) > max_tokens:
-        return text[: max_tokens * 4], "max_tokens", None
+        return within_tokens(text, max_tokens), "max_tokens", None
     return text, "end_turn", None
+
+
+def within_tokens(text: str, max_tokens: int) -> str:
+    """The longest head of ``text`` that :func:`estimate_tokens` counts at most
+    ``max_tokens`` tokens."""
+    if text.isascii():
+        return text[: max_tokens * budget.CHARS_PER_TOKEN]
+    low, high = 0, len(text)  # the head of ``low`` characters fits; ``high`` + 1 does not
+    while low < high:
+        mid = (low + high + 1) // 2
+        if estimate_tokens(text[:mid]) <= max_tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low]

@@ -344,7 +344,8 @@ class DeepActivities(SearchActivities):
                 carried.count_failed(paid.request, paid.cost_usd)
                 self.metrics.record_retry_cost(self.labels, inp.model, paid.cost_usd)
             return await self._stored_tool(inp, carried, theirs)
-        return DeepToolOutput(call.id, is_error, _summary(text), len(text), attempt, cost)
+        chars = budget.token_chars(text)
+        return DeepToolOutput(call.id, is_error, _summary(text), chars, attempt, cost)
 
     async def _stored_tool(self, inp: DeepToolInput, carried: Carried, body: str) -> DeepToolOutput:
         """The tool's result as another attempt stored it, and what this activity counts
@@ -358,7 +359,12 @@ class DeepActivities(SearchActivities):
                 await daybudget.settle_day(day, paid.request, paid.cost_usd, held_only=True)
         used = storedwork.reused(inp.model, carried, stored)
         return DeepToolOutput(
-            inp.call.id, is_error, _summary(text), len(text), activity.info().attempt, used
+            inp.call.id,
+            is_error,
+            _summary(text),
+            budget.token_chars(text),
+            activity.info().attempt,
+            used,
         )
 
 

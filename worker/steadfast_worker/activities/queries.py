@@ -101,7 +101,9 @@ class QueriesActivities(ActivityBase):
         ]
         problem = ""
         for ask in range(inp.max_reasks + 1):
-            chars = len(SYSTEM) + sum(len(str(m["content"])) for m in messages)
+            chars = budget.token_chars(SYSTEM) + sum(
+                budget.token_chars(str(m["content"])) for m in messages
+            )
             reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
             ledger, key = await reserve_request(inp.budget, carried, reserve, ask)
             try:

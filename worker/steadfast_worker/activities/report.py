@@ -46,7 +46,14 @@ def prompt(topic: str, results: list[SearchResult]) -> str:
 
 
 def prompt_chars(topic: str, results: list[SearchResult]) -> int:
-    """Size of the prompt the workflow budgets for (must match :func:`prompt`)."""
+    """Size of the prompt the workflow budgets for (must match :func:`prompt`), in
+    characters as the budget counts them (:func:`~steadfast_contract.budget.token_chars`)."""
+    return budget.token_chars(prompt(topic, results)) + budget.token_chars(SYSTEM)
+
+
+def prompt_len(topic: str, results: list[SearchResult]) -> int:
+    """The prompt's plain length: what runs recorded before
+    ``TOKENS_BY_SCRIPT_PATCH`` budgeted for, and replay budget for again."""
     return len(prompt(topic, results)) + len(SYSTEM)
 
 

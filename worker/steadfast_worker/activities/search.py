@@ -200,7 +200,7 @@ class SearchActivities(ActivityBase):
         )
         # A paid request like any other: the run's budget and the day's grant it first,
         # its results (billed as input) included.
-        prompt_tokens = budget.estimate_tokens(len(ask))
+        prompt_tokens = budget.estimate_tokens(budget.token_chars(ask))
         reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price, web_searches=1)
         ledger, key = await reserve_request(inp.budget, carried, reserve)
         try:

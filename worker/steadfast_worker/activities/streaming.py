@@ -82,7 +82,7 @@ class Reply:
                 self._tool_json[event.index] = (
                     self._tool_json.get(event.index, "") + delta.partial_json
                 )
-                return "", len(delta.partial_json)
+                return "", budget.token_chars(delta.partial_json)
             if delta.type == "citations_delta" and block.type == "text":
                 block.citations = [*(block.citations or []), delta.citation]
             elif delta.type == "thinking_delta" and block.type == "thinking":
@@ -193,12 +193,13 @@ async def stream_message(
                             carried.progress = len(text)
                         last_publish = now
                         # Billed so far, should this worker die before the end.
-                        _note_spend(carried, price, reply, len(text) + tool_json)
+                        _note_spend(carried, price, reply, budget.token_chars(text) + tool_json)
                         beat.beat()
             final = reply.final()
         except BaseException as exc:
             carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
-            partial = partial_usage(started_usage(reply), len(text + pending) + tool_json)
+            produced = budget.token_chars(text + pending) + tool_json
+            partial = partial_usage(started_usage(reply), produced)
             cost = pricing.cost_usd(partial, price)
             if cost:
                 carried.count_failed(ledger[1], cost)
