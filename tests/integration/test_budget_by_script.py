@@ -77,3 +77,21 @@ async def test_the_same_report_prompt_costs_more_than_that_budget(
         assert len(billed) == 2  # the queries, the report
         assert billed_usd(h, billed[1:]) > LIMIT_USD
         assert result.status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
+
+
+async def test_a_report_in_chinese_cut_mid_stream_is_counted_at_what_it_was_billed(
+    harness: HarnessFactory,
+) -> None:
+    """A stream that breaks was billed for the output it sent; the run counts that as
+    failed spend from the text it received. Counted at four characters a token, a
+    Chinese report cut at 90 % was counted at a quarter of its bill, so the run's spend
+    (which its budget checks) fell short of what it was charged."""
+    fault = {"first_n": 1, "kind": "stream_error", "stream_cut": 0.9}
+    async with harness({"model": {"maxTokens": 2000}}) as h:
+        h.sim.set_faults({"llm": {**fault, "answer": CHINESE, "match": "research report"}})
+        handle = await h.start("a Chinese report cut mid-stream")
+        result = await handle.result()
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        entries = _entries(h, handle.id)
+        assert [e["fault"] for e in entries if e["fault"]] == ["stream_error"]
+        assert result.status.cost_usd == pytest.approx(billed_usd(h, entries), rel=1e-6)
