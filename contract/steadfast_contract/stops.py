@@ -83,6 +83,21 @@ def payload_bytes(text: str) -> int:
     return len(json.dumps(text))
 
 
+def head_within(text: str, limit: int) -> str:
+    """The longest head of ``text`` that takes at most ``limit`` payload bytes (at least
+    its first character, which takes at most 14)."""
+    if payload_bytes(text) <= limit:
+        return text
+    lo, hi = 1, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if payload_bytes(text[:mid]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
+
+
 def _size_note(chars: int, kept: int, limit: int) -> str:
     return (
         f"\n\n---\n*This report stops here: the whole reply ({chars} characters) is more "

@@ -125,3 +125,13 @@ def test_a_report_too_large_keeps_the_longest_head_that_fits_and_says_so(
     # The longest head: one more character would not have fitted (the note's count
     # may take a digit more or less).
     assert limit - stops.payload_bytes(kept) < escaped_bytes + 2
+
+
+@pytest.mark.parametrize("char", ["a", "\x01", "\u8a9e", "\U0001f4da"])
+def test_head_within_keeps_the_longest_head_that_fits_a_payload(char: str) -> None:
+    text = char * 10_000
+    head = stops.head_within(text, 9_000)
+    assert text.startswith(head)
+    assert stops.payload_bytes(head) <= 9_000 < stops.payload_bytes(text[: len(head) + 1])
+    assert stops.head_within("short", 9_000) == "short"
+    assert stops.head_within(text, 1) == char  # never empty: a chunk always moves on

@@ -33,7 +33,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
-from steadfast_contract import budget, pricing
+from steadfast_contract import budget, pricing, stops
 from steadfast_contract.models import REPORT_TOPIC, Pricing, ReportChunk
 from steadfast_contract.pricing import Usage
 from steadfast_worker import llm
@@ -43,6 +43,14 @@ from steadfast_worker.activities.heartbeat import Carried, Heartbeater
 #: Publish what the stream produced this often, so a follower sees steady progress
 #: without a signal (and a workflow task) per token.
 CHUNK_SECONDS = 0.25
+#: The most text one published chunk takes in a payload, and the most published chunks
+#: wait for a flush. A signal may carry 2 MB: a reply that streamed faster than the
+#: worker read it (a stalled event loop, a fast model) once put 3 MB of text in one
+#: chunk, the signal was refused ("Blob data size exceeds limit"), and every attempt of
+#: the paid call failed so. What a chunk cannot take waits for the next one, or goes
+#: back with the activity's result as the reply's tail.
+MAX_CHUNK_BYTES = 256_000
+MAX_UNFLUSHED_BYTES = 1_000_000
 
 
 @dataclass
@@ -163,6 +171,7 @@ async def stream_message(
     )
     topic = publisher.topic(REPORT_TOPIC, type=ReportChunk)
     text, pending = "", ""
+    unflushed = 0  # payload bytes published since the last flush
     tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
     reply = Reply()
@@ -187,13 +196,19 @@ async def stream_message(
                     now = time.monotonic()
                     if now - last_publish >= CHUNK_SECONDS:
                         if pending:
-                            topic.publish(ReportChunk(info.attempt, len(text), pending, turn, ask))
-                            text += pending
-                            pending = ""
+                            chunk = stops.head_within(pending, MAX_CHUNK_BYTES)
+                            topic.publish(ReportChunk(info.attempt, len(text), chunk, turn, ask))
+                            text += chunk
+                            pending = pending[len(chunk) :]
                             carried.progress = len(text)
+                            unflushed += stops.payload_bytes(chunk)
+                            if unflushed > MAX_UNFLUSHED_BYTES - MAX_CHUNK_BYTES:
+                                await publisher.flush()  # one signal stays within a payload
+                                unflushed = 0
                         last_publish = now
                         # Billed so far, should this worker die before the end.
-                        _note_spend(carried, price, reply, budget.token_chars(text) + tool_json)
+                        produced = budget.token_chars(text) + budget.token_chars(pending)
+                        _note_spend(carried, price, reply, produced + tool_json)
                         beat.beat()
             final = reply.final()
         except BaseException as exc:
