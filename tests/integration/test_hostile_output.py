@@ -120,6 +120,30 @@ async def test_a_report_too_large_for_a_payload_is_kept_cut_and_paid_once(
         assert report.rstrip().endswith("It was paid for once and is not asked for again.*")
 
 
+#: 500,000 characters of 6 escaped bytes (125,000 tokens): 3 MB, more than a payload.
+TALKATIVE = "\x01" * 500_000
+
+
+async def test_a_turn_that_says_more_than_a_payload_before_its_tools_goes_on(
+    harness: HarnessFactory,
+) -> None:
+    """The text a turn streams before its tool calls goes to followers in chunks, and
+    what is left unpublished comes back in the turn's result. Read faster than it was
+    published (a fast stream, a busy worker), megabytes of it came back: the result
+    was more than a payload may be, and every attempt of the paid turn failed so."""
+    model = {"maxTokens": 128_000, "contextTokens": 1_000_000}
+    room = {"model": model, "budget": {"maxUSDPerRun": 20.0}}
+    async with harness({**deep(2), **room}) as h:
+        h.sim.set_faults(plan(2, answer=TALKATIVE))
+        handle = await h.start("a turn that talks more than a payload")
+        result = await asyncio.wait_for(handle.result(), 90)
+        assert result.status.phase == Phase.COMPLETED, result.status.message
+        assert (result.status.turn, result.status.llm_calls) == (2, 2)
+        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+        assert len([e for e in entries if e["billed"]]) == 2  # no turn paid twice
+        assert await the_report(h, handle.id)
+
+
 #: 200,000 characters of 6 escaped bytes (50,000 tokens): 1.2 MB, which one turn's
 #: output carries.
 CHATTY = "\x01" * 200_000

@@ -47,6 +47,8 @@ from steadfast_worker.activities.search import SearchActivities
 from steadfast_worker.activities.streaming import stream_message
 
 SUMMARY_CHARS = 160
+#: The most of a tool-calling turn's unpublished text its result hands to the stream.
+MAX_TAIL_BYTES = 256_000
 
 
 def _block(raw: Any) -> dict[str, Any]:
@@ -120,6 +122,10 @@ class DeepActivities(SearchActivities):
         report = stops.fit_report(report)
         if tail is not None and report:
             tail = replace(tail, text="")  # the workflow takes it from the report
+        elif tail is not None:
+            # What a turn said before its tool calls goes to followers only; a turn that
+            # said megabytes would make a result no payload can carry, after it was paid.
+            tail = replace(tail, text=stops.head_within(tail.text, MAX_TAIL_BYTES))
         return DeepTurnOutput(
             reply.stop_reason,
             calls,
