@@ -22,7 +22,7 @@ writes the unfinished report); the wording lives here, once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 REFUSAL: Final = "refusal"
@@ -83,19 +83,25 @@ def payload_bytes(text: str) -> int:
     return len(json.dumps(text))
 
 
-def head_within(text: str, limit: int) -> str:
-    """The longest head of ``text`` that takes at most ``limit`` payload bytes (at least
-    its first character, which takes at most 14)."""
-    if payload_bytes(text) <= limit:
+def longest_head(text: str, fits: Callable[[str], bool], at_least: int = 0) -> str:
+    """The longest head of ``text`` that ``fits`` (a test that holds for every head
+    shorter than one it holds for), and never shorter than ``at_least`` characters."""
+    if fits(text):
         return text
-    lo, hi = 1, len(text)
+    lo, hi = at_least, len(text)  # the head of ``lo`` characters is kept; ``hi`` + 1 fails
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if payload_bytes(text[:mid]) <= limit:
+        if fits(text[:mid]):
             lo = mid
         else:
             hi = mid - 1
     return text[:lo]
+
+
+def head_within(text: str, limit: int) -> str:
+    """The longest head of ``text`` that takes at most ``limit`` payload bytes (at least
+    its first character, which takes at most 14)."""
+    return longest_head(text, lambda head: payload_bytes(head) <= limit, at_least=1)
 
 
 def _size_note(chars: int, kept: int, limit: int) -> str:
@@ -112,14 +118,12 @@ def fit_report(markdown: str, limit: int = MAX_REPORT_BYTES) -> str:
     hand over would fail the activity and be paid for again on every retry."""
     if payload_bytes(markdown) <= limit:
         return markdown
-    lo, hi = 0, len(markdown)
-    while lo < hi:  # the longest head whose note still leaves it within the limit
-        mid = (lo + hi + 1) // 2
-        if payload_bytes(markdown[:mid] + _size_note(len(markdown), mid, limit)) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    return markdown[:lo] + _size_note(len(markdown), lo, limit)
+
+    def fits_with_note(head: str) -> bool:
+        return payload_bytes(head + _size_note(len(markdown), len(head), limit)) <= limit
+
+    head = longest_head(markdown, fits_with_note)
+    return head + _size_note(len(markdown), len(head), limit)
 
 
 def cut_call(problem: str, max_tokens: int) -> str:

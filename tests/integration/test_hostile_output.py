@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError
-from tests.integration.conftest import HarnessFactory
+from tests.integration.conftest import Harness, HarnessFactory
 from tests.integration.test_deep_agent import billed_usd, chain_run_ids, deep, plan, the_report
 
 from steadfast_contract import stops
@@ -124,6 +124,25 @@ async def test_a_report_too_large_for_a_payload_is_kept_cut_and_paid_once(
 TALKATIVE = "\x01" * 500_000
 
 
+def roomy(max_tokens: int) -> dict[str, object]:
+    """Room for turns that talk at length: ``max_tokens`` a reply, a window that holds
+    the conversation, and a budget that pays for it."""
+    model = {"maxTokens": max_tokens, "contextTokens": 1_000_000}
+    return {"model": model, "budget": {"maxUSDPerRun": 20.0}}
+
+
+async def completed_with_each_turn_paid_once(h: Harness, topic: str, turns: int) -> str:
+    """Run ``topic`` to ``Completed`` in ``turns`` turns, each asked once; its id."""
+    handle = await h.start(topic)
+    result = await asyncio.wait_for(handle.result(), 90)
+    assert result.status.phase == Phase.COMPLETED, result.status.message
+    assert (result.status.turn, result.status.llm_calls) == (turns, turns)
+    entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
+    assert len([e for e in entries if e["billed"]]) == turns  # no turn paid twice
+    assert await the_report(h, handle.id)
+    return handle.id
+
+
 async def test_a_turn_that_says_more_than_a_payload_before_its_tools_goes_on(
     harness: HarnessFactory,
 ) -> None:
@@ -131,17 +150,9 @@ async def test_a_turn_that_says_more_than_a_payload_before_its_tools_goes_on(
     what is left unpublished comes back in the turn's result. Read faster than it was
     published (a fast stream, a busy worker), megabytes of it came back: the result
     was more than a payload may be, and every attempt of the paid turn failed so."""
-    model = {"maxTokens": 128_000, "contextTokens": 1_000_000}
-    room = {"model": model, "budget": {"maxUSDPerRun": 20.0}}
-    async with harness({**deep(2), **room}) as h:
+    async with harness({**deep(2), **roomy(128_000)}) as h:
         h.sim.set_faults(plan(2, answer=TALKATIVE))
-        handle = await h.start("a turn that talks more than a payload")
-        result = await asyncio.wait_for(handle.result(), 90)
-        assert result.status.phase == Phase.COMPLETED, result.status.message
-        assert (result.status.turn, result.status.llm_calls) == (2, 2)
-        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
-        assert len([e for e in entries if e["billed"]]) == 2  # no turn paid twice
-        assert await the_report(h, handle.id)
+        await completed_with_each_turn_paid_once(h, "a turn that talks more than a payload", 2)
 
 
 #: 200,000 characters of 6 escaped bytes (50,000 tokens): 1.2 MB, which one turn's
@@ -152,21 +163,13 @@ CHATTY = "\x01" * 200_000
 async def test_turns_that_talk_at_length_before_their_tools_still_continue_as_new(
     harness: HarnessFactory,
 ) -> None:
-    model = {"maxTokens": 64_000, "contextTokens": 1_000_000}  # the turns' text fits
-    room = {"model": model, "budget": {"maxUSDPerRun": 20.0}}
-    async with harness({**deep(4, continueAsNewAfterTurns=2), **room}) as h:
+    async with harness({**deep(4, continueAsNewAfterTurns=2), **roomy(64_000)}) as h:
         # Every turn that calls tools first says 1.2 MB; two of them are more than
         # the 2 MB a continue-as-new's input may hold, if the stream kept them whole.
         h.sim.set_faults(plan(4, answer=CHATTY))
-        handle = await h.start("turns that talk at length")
-        result = await asyncio.wait_for(handle.result(), 90)
-        assert result.status.phase == Phase.COMPLETED, result.status.message
-        assert (result.status.turn, result.status.llm_calls) == (4, 4)
-        entries = [e for e in h.sim.entries("llm") if e["key"].startswith(handle.id)]
-        assert len([e for e in entries if e["billed"]]) == 4  # no turn paid twice
+        wf_id = await completed_with_each_turn_paid_once(h, "turns that talk at length", 4)
         # The run continued as new once, handing on the stream's newest items only.
-        _, second = await chain_run_ids(h, handle.id)
-        history = await h.client.get_workflow_handle(handle.id, run_id=second).fetch_history()
+        _, second = await chain_run_ids(h, wf_id)
+        history = await h.client.get_workflow_handle(wf_id, run_id=second).fetch_history()
         start = history.events[0].workflow_execution_started_event_attributes
         assert start.input.payloads[0].ByteSize() < 1024 * 1024
-        assert await the_report(h, handle.id)

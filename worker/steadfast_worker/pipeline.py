@@ -28,8 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ResearchInput,
     )
     from steadfast_worker import accounting, failures
-    from steadfast_worker.activities.report import prompt_chars as report_prompt_chars
-    from steadfast_worker.activities.report import prompt_len as report_prompt_len
+    from steadfast_worker.activities.report import prompt_sizes as report_prompt_sizes
 
 if TYPE_CHECKING:
     from steadfast_worker.workflows import ResearchWorkflow
@@ -105,8 +104,7 @@ def _report_chars(topic: str, results: list[act.SearchResult]) -> int:
     a token of its own. Runs recorded before that counted every character as a quarter
     of a token, and replay so (``TOKENS_BY_SCRIPT_PATCH``, asked only where the two
     counts differ, so a run with ASCII results records no marker)."""
-    chars = report_prompt_chars(topic, results)
-    plain = report_prompt_len(topic, results)
+    chars, plain = report_prompt_sizes(topic, results)
     if chars != plain and not workflow.patched(TOKENS_BY_SCRIPT_PATCH):
         return plain
     return chars

@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from steadfast_contract import budget
+from steadfast_contract import budget, stops
 
 #: The marker that asks for a JSON array of search queries (case-insensitive).
 JSON_MARKER: Final = "json array"
@@ -275,11 +275,4 @@ def within_tokens(text: str, max_tokens: int) -> str:
     ``max_tokens`` tokens."""
     if text.isascii():
         return text[: max_tokens * budget.CHARS_PER_TOKEN]
-    low, high = 0, len(text)  # the head of ``low`` characters fits; ``high`` + 1 does not
-    while low < high:
-        mid = (low + high + 1) // 2
-        if estimate_tokens(text[:mid]) <= max_tokens:
-            low = mid
-        else:
-            high = mid - 1
-    return text[:low]
+    return stops.longest_head(text, lambda head: estimate_tokens(head) <= max_tokens)

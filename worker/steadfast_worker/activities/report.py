@@ -45,16 +45,13 @@ def prompt(topic: str, results: list[SearchResult]) -> str:
     return "\n".join(lines)
 
 
-def prompt_chars(topic: str, results: list[SearchResult]) -> int:
-    """Size of the prompt the workflow budgets for (must match :func:`prompt`), in
-    characters as the budget counts them (:func:`~steadfast_contract.budget.token_chars`)."""
-    return budget.token_chars(prompt(topic, results)) + budget.token_chars(SYSTEM)
-
-
-def prompt_len(topic: str, results: list[SearchResult]) -> int:
-    """The prompt's plain length: what runs recorded before
-    ``TOKENS_BY_SCRIPT_PATCH`` budgeted for, and replay budget for again."""
-    return len(prompt(topic, results)) + len(SYSTEM)
+def prompt_sizes(topic: str, results: list[SearchResult]) -> tuple[int, int]:
+    """Size of the prompt the budget reserves for (must match :func:`prompt`): in
+    characters as the budget counts them (:func:`~steadfast_contract.budget.token_chars`),
+    and its plain length, which runs recorded before ``TOKENS_BY_SCRIPT_PATCH``
+    reserved for, and replay so."""
+    text = prompt(topic, results)
+    return budget.token_chars(text) + budget.token_chars(SYSTEM), len(text) + len(SYSTEM)
 
 
 class ReportActivities(ActivityBase):
@@ -70,7 +67,7 @@ class ReportActivities(ActivityBase):
     ) -> WriteReportOutput:
         info = activity.info()
         price = pricing.lookup(inp.model, inp.pricing)
-        prompt_tokens = budget.estimate_tokens(prompt_chars(inp.topic, inp.results))
+        prompt_tokens = budget.estimate_tokens(prompt_sizes(inp.topic, inp.results)[0])
         reserve = budget.reserve_usd(inp.max_tokens, prompt_tokens, price)
         ledger, key = await reserve_request(inp.budget, carried, reserve)
         streamed = await stream_message(

@@ -171,6 +171,7 @@ async def stream_message(
     )
     topic = publisher.topic(REPORT_TOPIC, type=ReportChunk)
     text, pending = "", ""
+    text_chars = 0  # ``text`` as the budget counts it (budget.token_chars)
     unflushed = 0  # payload bytes published since the last flush
     tool_json = 0  # characters of tool-call input streamed: output billed like text
     last_publish = time.monotonic()
@@ -199,6 +200,7 @@ async def stream_message(
                             chunk = stops.head_within(pending, MAX_CHUNK_BYTES)
                             topic.publish(ReportChunk(info.attempt, len(text), chunk, turn, ask))
                             text += chunk
+                            text_chars += budget.token_chars(chunk)
                             pending = pending[len(chunk) :]
                             carried.progress = len(text)
                             unflushed += stops.payload_bytes(chunk)
@@ -207,13 +209,13 @@ async def stream_message(
                                 unflushed = 0
                         last_publish = now
                         # Billed so far, should this worker die before the end.
-                        produced = budget.token_chars(text) + budget.token_chars(pending)
-                        _note_spend(carried, price, reply, produced + tool_json)
+                        produced = text_chars + budget.token_chars(pending) + tool_json
+                        _note_spend(carried, price, reply, produced)
                         beat.beat()
             final = reply.final()
         except BaseException as exc:
             carried.in_flight(Usage(), 0.0)  # counted here, not by the next attempt
-            produced = budget.token_chars(text + pending) + tool_json
+            produced = text_chars + budget.token_chars(pending) + tool_json
             partial = partial_usage(started_usage(reply), produced)
             cost = pricing.cost_usd(partial, price)
             if cost:
