@@ -315,6 +315,10 @@ class DeepTurnInput:
     request_key: str = ""
     """``x-steadfast-request-key``: ``{workflow id}/turn{n}``, stable across attempts and
     continue-as-new (the activity id restarts with each run of the chain)."""
+    prompt_chars: int = 0
+    """The workflow's size of this turn's prompt, in the budget's characters: the
+    conversation as the API counted it so far, and the newest tool results. The
+    request is reserved at no less, whatever its own characters say."""
 
 
 @dataclass

@@ -13,6 +13,13 @@ of its tool calls: at most :data:`MAX_IO_CALLS_PER_TURN` calls that do I/O run i
 turn (the rest are answered with an error), each result at most
 :data:`MAX_TOOL_RESULT_CHARS`. Characters become tokens at the budget's estimate,
 which real text can beat, so only :data:`USABLE` of the window is planned on.
+
+What the conversation already holds needs no estimate: the API says how many tokens
+it counted in each turn's prompt (its usage), and the turn's reply is its output
+tokens (:func:`counted_chars`). Only what is new since, the tool results, is
+estimated. Text that tokenizes worse than the estimate (code, addresses, numbers,
+random strings) would otherwise pile up unseen, turn after turn, until a prompt
+the window cannot take is refused with the run's report still unwritten.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 from typing import Final
 
 from steadfast_contract.budget import CHARS_PER_TOKEN, estimate_tokens
+from steadfast_contract.pricing import Usage
 
 #: web_search and fetch_page calls one turn runs; the model is told to call the rest later.
 MAX_IO_CALLS_PER_TURN: Final = 8
@@ -43,3 +51,13 @@ def must_finish(prompt_chars: int, max_tokens: int, context_tokens: int) -> bool
     one more turn with tools, the turn after it might not fit the window."""
     after_one_more = estimate_tokens(prompt_chars + turn_growth_chars(max_tokens))
     return after_one_more + max_tokens > context_tokens * USABLE
+
+
+def counted_chars(usage: Usage) -> int:
+    """The conversation after a turn, in the budget's characters (:data:`CHARS_PER_TOKEN`
+    a token), as the API counted it: the turn's whole prompt (uncached, read from the
+    cache and written to it) and its reply. 0 when the usage names no prompt."""
+    prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+    if prompt <= 0:
+        return 0
+    return (prompt + usage.output_tokens) * CHARS_PER_TOKEN

@@ -19,6 +19,7 @@ from steadfast_contract.models import Phase
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 WINDOW = 60_000
+BIG_WINDOW = 150_000
 MAX_TOKENS = 4000
 
 
@@ -51,4 +52,35 @@ async def test_a_deep_run_writes_its_report_before_its_conversation_outgrows_the
         biggest = max(_prompt_tokens(e["usage"]) for e in asked)
         print(f"turns {st.turn}; largest prompt {biggest} tokens of a {WINDOW}-token window")
         assert biggest + MAX_TOKENS <= WINDOW
+        assert "## Sources" in await the_report(h, handle.id)
+
+
+async def test_a_conversation_the_model_counts_for_more_than_the_estimate_still_ends_in_a_report(
+    harness: HarnessFactory,
+) -> None:
+    """The model here makes 2.5 tokens of every token the worker's rule of thumb counts
+    (random strings, base64 and long numbers tokenize about so): a guard planned on the
+    estimate alone sends a prompt the window cannot take, and the run ends without its
+    report after paying for every turn before it. A window near Claude's, so the
+    conversation grows for many turns before the guard must act."""
+    overrides = {
+        **deep(20),
+        "model": {"maxTokens": MAX_TOKENS, "contextTokens": BIG_WINDOW},
+        "budget": {"maxUSDPerRun": 5.0},  # room for twenty long turns at their density
+    }
+    async with harness(overrides) as h:
+        faults = plan(20)
+        faults["llm"].update(context_tokens=BIG_WINDOW, token_density=2.5)
+        faults["pages"] = {"answer_bytes": 40_000}
+        h.sim.set_faults(faults)
+        handle = await h.start("a dense read")
+        st = (await handle.result()).status
+        asked = h.sim.entries("llm")
+        assert [e["outcome"] for e in asked] == ["served"] * len(asked)
+        assert st.phase == Phase.COMPLETED, st.message
+        assert 2 <= st.turn < 20, st.turn
+        assert f"context window ({BIG_WINDOW} tokens)" in st.message
+        biggest = max(_prompt_tokens(e["usage"]) for e in asked)
+        print(f"turns {st.turn}; largest prompt {biggest} tokens of a {BIG_WINDOW}-token window")
+        assert biggest + MAX_TOKENS <= BIG_WINDOW
         assert "## Sources" in await the_report(h, handle.id)

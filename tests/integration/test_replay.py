@@ -29,7 +29,11 @@ cancelled while its first LLM call ran (``cancelled_mid_step_shape2``, ``Cancell
 recorded before: ``cancelled_mid_step_failed_shape2``, ``Failed``), and a run whose search
 results came back in Chinese, its report reserved at a token a character
 (``report_in_chinese_shape2``, the ``tokens-by-script`` marker; recorded before, at four
-characters a token: ``report_in_chinese_by_length_shape2``).
+characters a token: ``report_in_chinese_by_length_shape2``), and a deep chain of three
+runs whose model counted its prompts for more than the estimate, sized by the tokens the
+API counted (``deep_counted_prompt_run1..3``, the ``deep-counted-prompt`` marker in each,
+the last asking for its report before the window; recorded before, from the prompt's own
+characters: ``deep_context_window`` and the other deep runs).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -64,7 +68,7 @@ from steadfast_contract.models import (
     WORKFLOW_NAME,
     ResearchInput,
 )
-from steadfast_worker.deep import CONTEXT_PATCH
+from steadfast_worker.deep import CONTEXT_PATCH, COUNTED_PROMPT_PATCH
 from steadfast_worker.mailing import LEAN_RUN_PATCH
 from steadfast_worker.savewait import SAVE_WAIT_PATCH
 from steadfast_worker.workflows import ResearchWorkflow
@@ -171,6 +175,8 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
         ("deep_failed_keeps_gathered", [FAILURE_KEEPS_GATHERED_PATCH]),
         ("cancelled_mid_step_shape2", [CANCEL_MID_STEP_PATCH]),
         ("report_in_chinese_shape2", [TOKENS_BY_SCRIPT_PATCH]),
+        ("deep_counted_prompt_run1", [COUNTED_PROMPT_PATCH]),
+        ("deep_counted_prompt_run3", [COUNTED_PROMPT_PATCH, CONTEXT_PATCH]),
     ],
 )
 def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
@@ -200,6 +206,21 @@ def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]
     if TOKENS_BY_SCRIPT_PATCH in patches:
         end = history.events[-1].event_type
         assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, name
+    if COUNTED_PROMPT_PATCH in patches:
+        end = history.events[-1].event_type
+        ending = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+        if CONTEXT_PATCH not in patches:  # the first of the chain
+            ending = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        assert end == ending, name
+
+
+def test_fixtures_cover_deep_runs_before_the_counted_prompt() -> None:
+    """Recorded before ``deep-counted-prompt``: a replay of each deep run asks for it
+    (every turn's counted prompt differs from its characters) and must go on without."""
+    for path in HISTORIES:
+        if path.stem.startswith("deep_") and not path.stem.startswith("deep_counted_prompt"):
+            recorded = _patches(path)
+            assert not any(COUNTED_PROMPT_PATCH.encode() in m for m in recorded), path.name
 
 
 def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None:

@@ -272,6 +272,28 @@ async def deep_context_window(s: embedded.Stack, cfg: WorkerConfig, name: str) -
     return await _with_faults(s, long_read, faults, f"history {name} {uuid.uuid4().hex[:6]}")
 
 
+async def deep_counted_prompt(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A deep run whose model counts 2.5 tokens for each the worker estimates: the
+    conversation is sized by the tokens the API counted (``deep-counted-prompt``), it
+    continues as new every four turns, and the report is asked for before the window
+    (``deep-context-window``)."""
+    window = 150_000
+    research = cfg.research.model_copy(
+        update={"strategy": "deep", "max_turns": 20, "continue_as_new_after_turns": 4}
+    )
+    model = cfg.model.model_copy(update={"max_tokens": 4000, "context_tokens": window})
+    dense = cfg.model_copy(update={"research": research, "model": model})
+    dense = dense.model_copy(
+        update={"budget": dense.budget.model_copy(update={"max_usd_per_run": 5.0})}
+    )
+    faults: dict[str, object] = {
+        "llm": {"agent_turns": 20, "context_tokens": window, "token_density": 2.5},
+        "search": {"page_links": True},
+        "pages": {"answer_bytes": 40_000},
+    }
+    return await _with_faults(s, dense, faults, f"history {name} {uuid.uuid4().hex[:6]}")
+
+
 async def _with_faults(
     s: embedded.Stack, cfg: WorkerConfig, faults: dict[str, object], topic: str
 ) -> str:
@@ -391,6 +413,7 @@ SCENARIOS: dict[str, Scenario] = {
     "report_in_chinese_shape2": report_in_chinese,
     # The same run on the code before ``tokens-by-script`` (captured there).
     "report_in_chinese_by_length_shape2": report_in_chinese,
+    "deep_counted_prompt": deep_counted_prompt,
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from steadfast_contract import context
 from steadfast_contract.budget import CHARS_PER_TOKEN, estimate_tokens
+from steadfast_contract.pricing import Usage
 from steadfast_worker.pagetext import MAX_RESULT_CHARS, cap
 from steadfast_worker.transcript import MAX_INPUT_CHARS
 
@@ -51,3 +52,17 @@ def test_a_real_window_leaves_room_for_a_long_run_and_a_small_one_ends_early() -
     assert context.must_finish(500_000, 4000, WINDOW)
     # A window smaller than one worst-case turn finishes at once.
     assert context.must_finish(0, 4000, 20_000)
+
+
+def test_the_counted_conversation_is_the_whole_prompt_the_api_counted_and_the_reply() -> None:
+    # 900 tokens uncached, 20,000 read from the cache, 3,000 written to it; 400 written.
+    usage = Usage(
+        input_tokens=900, output_tokens=400, cache_read_tokens=20_000, cache_write_tokens=3_000
+    )
+    assert context.counted_chars(usage) == (900 + 20_000 + 3_000 + 400) * CHARS_PER_TOKEN
+
+
+def test_a_usage_that_names_no_prompt_counts_nothing() -> None:
+    # A reply stored without its usage: the workflow keeps its own estimate then.
+    assert context.counted_chars(Usage()) == 0
+    assert context.counted_chars(Usage(output_tokens=50)) == 0

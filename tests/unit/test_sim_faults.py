@@ -84,6 +84,8 @@ def test_update_keeps_unspecified_fields_and_clear_starts_over() -> None:
         ({"sequence": "429"}, "llm.sequence: expected a list"),
         ({"match": 3}, "llm.match: expected a string"),
         ({"stream_cut": 1.5}, "llm.stream_cut: must be a fraction within [0, 1]"),
+        ({"token_density": 0}, "llm.token_density: must be within [0.1, 10]"),
+        ({"token_density": "dense"}, "llm.token_density: expected a number"),
     ],
 )
 def test_bad_plans_are_rejected_naming_the_field(data: dict[str, object], message: str) -> None:
@@ -96,6 +98,14 @@ def test_stream_cut_moves_where_a_stream_fault_strikes() -> None:
     assert plan.stream_cut == 0.9
     assert plan_to_json(plan)["stream_cut"] == 0.9
     assert ServicePlan().stream_cut == 0.5  # halfway, as before the setting existed
+
+
+def test_token_density_is_a_setting_that_clear_keeps() -> None:
+    plan = update_plan(ServicePlan(), {"token_density": 1.6, "first_n": 1}, "llm")
+    assert plan.token_density == 1.6
+    assert plan_to_json(plan)["token_density"] == 1.6
+    assert update_plan(plan, {"clear": True}, "llm") == ServicePlan(token_density=1.6)
+    assert ServicePlan().token_density == 1.0  # input counted by the rule, as before
 
 
 def test_json_form_masks_the_api_key_and_lists_every_setting() -> None:

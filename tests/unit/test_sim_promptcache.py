@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -53,6 +54,19 @@ def test_a_prefix_below_the_models_minimum_is_not_cached(
     assert cache_use(short, lambda _: True) == promptcache.CacheUse()  # nor read
     long = account_input(_body(model, [_text(above, FIVE_MIN)]))
     assert cache_use(long, lambda _: False).write == above
+
+
+def test_a_denser_tokenizer_counts_each_block_for_more_and_caches_it_so() -> None:
+    # A system block of 1,000 tokens by the rule, a user block of 30 and the message's
+    # framing: at 1.5 the model counts 1,500 (now past Sonnet's minimum of 1,024 to be
+    # cached) and half as much again of the rest, rounded up.
+    body = _body("claude-sonnet-4-6", [_text(1000, FIVE_MIN)], _text(30))
+    plain, dense = account_input(body), account_input(body, 1.5)
+    framed = 30 + promptcache.MESSAGE_OVERHEAD_TOKENS
+    assert plain.total_tokens == 1000 + framed
+    assert dense.total_tokens == 1500 + math.ceil(framed * 1.5)
+    assert cache_use(plain, lambda _: False) == promptcache.CacheUse()
+    assert cache_use(dense, lambda _: False).write == 1500
 
 
 def test_only_the_breakpoints_past_the_minimum_count() -> None:

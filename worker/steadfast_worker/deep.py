@@ -56,6 +56,8 @@ MAX_FINDINGS_BYTES = 400_000
 CHARS_PER_TOKEN = 4
 #: Marks a run that asked for its report early, its conversation near the context window.
 CONTEXT_PATCH = "deep-context-window"
+#: Marks a run that sizes its conversation by the tokens the API counted in each turn.
+COUNTED_PROMPT_PATCH = "deep-counted-prompt"
 
 
 def findings_bytes(findings: list[Finding]) -> int:
@@ -118,7 +120,7 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             stop.gathered = _gathered(inp.topic, carry, f"{stop.which} ran out at turn {n}")
             raise
         carry.turn, carry.answers = n, []
-        carry.prompt_chars = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
+        carry.prompt_chars = _conversation_chars(out)
         turns_here += 1
         if not out.tool_calls or last:
             if stops.is_cut_short(out.stop_reason):
@@ -136,6 +138,19 @@ def _gathered(topic: str, carry: DeepResume, why: str) -> str:
     """The unfinished report of a run stopped before its report (``why``): its findings."""
     findings = ((f.claim, f.source_url) for f in carry.findings)
     return stops.unfinished_report(topic, why, findings, "Findings recorded")
+
+
+def _conversation_chars(out: act.DeepTurnOutput) -> int:
+    """The conversation after a turn, in the budget's characters: as the API counted the
+    turn's prompt and reply (:func:`steadfast_contract.context.counted_chars`), which
+    the next turn's reservation and the context guard build on. Runs recorded before
+    estimated the prompt from its own characters, and replay so (``COUNTED_PROMPT_PATCH``,
+    asked only where the two differ); a usage that names no prompt keeps the estimate."""
+    estimated = out.prompt_chars + out.llm.usage.output_tokens * CHARS_PER_TOKEN
+    counted = context.counted_chars(out.llm.usage)
+    if not counted or counted == estimated or not workflow.patched(COUNTED_PROMPT_PATCH):
+        return estimated
+    return counted
 
 
 def _context_full(wf: ResearchWorkflow, carry: DeepResume, n: int) -> bool:
@@ -204,8 +219,8 @@ async def _turn(
     last: bool,
 ) -> act.DeepTurnOutput:
     s = inp.settings
-    prompt_tokens = budget.estimate_tokens(carry.prompt_chars + len(inp.topic))
-    reserve = budget.reserve_usd(s.max_tokens, prompt_tokens, price)
+    prompt_chars = carry.prompt_chars + len(inp.topic)
+    reserve = budget.reserve_usd(s.max_tokens, budget.estimate_tokens(prompt_chars), price)
     request = act.DeepTurnInput(
         carry.conversation,
         inp.topic,
@@ -217,6 +232,7 @@ async def _turn(
         None,
         list(carry.answers),
         f"{carry.conversation}/turn{n}",
+        prompt_chars,
     )
 
     async def call() -> act.DeepTurnOutput:

@@ -216,9 +216,11 @@ def agent_reply(
     finishes_when_asked: bool = True,
     says: str = "",
     answer: str = "",
+    account: messages.InputAccount | None = None,
 ) -> messages.Reply:
     """The agent's answer to one turn of a tool-use conversation (``says``: a paragraph
-    its report repeats, ``ServicePlan.says``; ``answer``: its text, ``ServicePlan.answer``)."""
+    its report repeats, ``ServicePlan.says``; ``answer``: its text, ``ServicePlan.answer``;
+    ``account``: its input as counted already, else counted here)."""
     conversation = tooluse.read_conversation(body)
     offered = {str(tool.get("name")) for tool in tooluse.client_tools(body)}
     choice = tooluse.tool_choice(body)
@@ -229,7 +231,7 @@ def agent_reply(
         planned = plan_calls(conversation, offered, subject)
     if choice.get("disable_parallel_tool_use") is True:
         planned = planned[:1]
-    account = messages.account_input(body)
+    account = account or messages.account_input(body)
     limit = body.get("max_tokens")
     budget = limit if isinstance(limit, int) else 4096
     if not planned:

@@ -55,7 +55,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
         return error_response(400, problem, _error_body)
 
     llm_plan = state.plans["llm"]
-    account = promptcache.account_input(body)
+    account = promptcache.account_input(body, llm_plan.token_density)
     too_long = _context_refusal(
         account.total_tokens, body.get("max_tokens"), llm_plan.context_tokens
     )
@@ -74,6 +74,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             finishes_when_asked=llm_plan.agent_finishes_when_asked,
             says=says,
             answer=answer,
+            account=account,
         )
     else:
         reply = messages.build_reply(
@@ -83,6 +84,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
             says=says,
             answer=answer,
             result_tokens=llm_plan.search_result_tokens,
+            account=account,
         )
     if messages.REFUSAL_TRIGGER in text:
         reply = messages.refused(reply)

@@ -119,6 +119,14 @@ class ServicePlan:
     """``llm`` only: the model's context window; a request whose input and ``max_tokens``
     together exceed it is refused with 400, as the real API refuses it. 0: no limit."""
 
+    token_density: float = 1.0
+    """``llm`` only: the tokens the model makes of a request's input, per token of the
+    rule of thumb (:func:`steadfast_dev.sim.content.estimate_tokens`). 1.0 counts input
+    as the rule does; 1.6 plays input that tokenizes worse than four characters a token
+    (code, URLs, numbers, random strings), so a worker's own estimate of a prompt falls
+    short of what the API counts, bills and holds against the window. Output is counted
+    by the rule."""
+
     says: str = ""
     """Hostile text, for hostile-input tests. ``llm``: a paragraph the simulated model
     writes into every report it writes (after the summary), as a real model repeats
@@ -206,6 +214,7 @@ _PLAIN_FIELDS: Final = {
     "agent_turns",
     "context_tokens",
     "search_result_tokens",
+    "token_density",
 }
 #: Settings that are not faults: ``clear`` keeps them.
 _KEPT_ON_CLEAR: Final = (
@@ -215,6 +224,7 @@ _KEPT_ON_CLEAR: Final = (
     "page_links",
     "context_tokens",
     "search_result_tokens",
+    "token_density",
 )
 _KNOWN_KEYS: Final = {f.name for f in fields(ServicePlan)} | {"first_n", "kind", "clear"}
 
@@ -226,10 +236,11 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
     ``first_n`` + ``kind`` (shorthand for a sequence), ``scope``, ``match``, ``retry_after``,
     ``timeout_s``, ``latency_ms``, ``chunk_delay_ms``, ``stream_cut``, ``answer_bytes``,
     ``agent_turns``, ``agent_finishes_when_asked``, ``page_links``, ``content_type``,
-    ``says``, ``answer``, ``context_tokens``, ``search_result_tokens``, ``api_key``, and
+    ``says``, ``answer``, ``context_tokens``, ``search_result_tokens``, ``token_density``,
+    ``api_key``, and
     ``clear`` (true: start from a plan with no faults and no latency instead of ``base``;
-    the API key, the context window, the searches' billing and the agent's and the pages'
-    settings are kept).
+    the API key, the context window, the searches' billing, the token density and the
+    agent's and the pages' settings are kept).
     Keys not given keep their value from ``base``.
     """
     unknown = set(data) - _KNOWN_KEYS
@@ -268,6 +279,10 @@ def update_plan(base: ServicePlan, data: Mapping[str, object], where: str) -> Se
             if not isinstance(data[name], bool):
                 raise ValueError(f"{where}.{name}: expected true or false")
             changes[name] = data[name]
+    if "token_density" in data:
+        density = _as_number(data["token_density"], f"{where}.token_density")
+        if not 0.1 <= density <= 10.0:
+            raise ValueError(f"{where}.token_density: must be within [0.1, 10]")
     if "stream_cut" in data and _as_number(data["stream_cut"], f"{where}.stream_cut") > 1.0:
         raise ValueError(f"{where}.stream_cut: must be a fraction within [0, 1]")
     if "scope" in data:
@@ -298,6 +313,7 @@ def plan_to_json(plan: ServicePlan) -> dict[str, object]:
         "agent_turns": plan.agent_turns,
         "context_tokens": plan.context_tokens,
         "search_result_tokens": plan.search_result_tokens,
+        "token_density": plan.token_density,
         "agent_finishes_when_asked": plan.agent_finishes_when_asked,
         "page_links": plan.page_links,
         "content_type": plan.content_type,

@@ -105,11 +105,12 @@ def build_reply(
     says: str = "",
     answer: str = "",
     result_tokens: int = 0,
+    account: InputAccount | None = None,
 ) -> Reply:
     """The reply to a validated Messages request (``says``, ``answer``: see
     ``ServicePlan``); a server-side search's results add ``result_tokens`` to its input,
-    as billed."""
-    account = account_input(body)
+    as billed. ``account``: its input as counted already, else counted here."""
+    account = account or account_input(body)
     blocks: list[dict[str, object]] = []
     context = ""
     searches = 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -146,8 +147,10 @@ def _units(body: Mapping[str, object]) -> list[tuple[str, int, int | None]]:
     return units
 
 
-def account_input(body: Mapping[str, object]) -> InputAccount:
-    """Count the request's input tokens and find its block prefixes and breakpoints."""
+def account_input(body: Mapping[str, object], density: float = 1.0) -> InputAccount:
+    """Count the request's input tokens and find its block prefixes and breakpoints;
+    ``density``: the model's tokens per token of the rule of thumb, for each block
+    (``ServicePlan.token_density``)."""
     model = str(body.get("model", ""))
     running = hashlib.sha256(model.encode())
     total = TOOL_SYSTEM_TOKENS if tooluse.client_tools(body) else 0
@@ -155,7 +158,7 @@ def account_input(body: Mapping[str, object]) -> InputAccount:
     breakpoints: list[Breakpoint] = []
     for text, tokens, ttl in _units(body):
         running.update(text.encode() + b"\x00")
-        total += tokens
+        total += tokens if density == 1.0 else math.ceil(tokens * density)
         prefixes.append(Prefix(running.copy().hexdigest()[:32], total))
         if ttl is not None:
             breakpoints.append(Breakpoint(prefixes[-1].digest, total, ttl, len(prefixes) - 1))

@@ -182,7 +182,7 @@ class DeepActivities(SearchActivities):
     ) -> tuple[transcript.StoredReply, ReportChunk | None]:
         """One budgeted, streamed request of the turn, settled and counted."""
         price = pricing.lookup(inp.model, inp.pricing)
-        chars = len(json.dumps([system, tools, messages]))
+        chars = max(len(json.dumps([system, tools, messages])), inp.prompt_chars)
         reserve = budget.reserve_usd(inp.max_tokens, budget.estimate_tokens(chars), price)
         ledger, key = await reserve_request(inp.budget, carried, reserve, ask)
         streamed = await stream_message(
