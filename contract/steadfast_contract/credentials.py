@@ -67,6 +67,14 @@ def check_url(url: str, schemes: tuple[str, ...], *, path_allowed: bool) -> str:
             "holds a '/', '?', '#' or '@' where the user name or password should end: "
             + _ENCODE_HINT
         )
+    query = tail.partition("?")[2]
+    if any(field and "=" not in field for field in query.split("&")):
+        # asyncpg splits the query strictly and quotes a field it cannot read: the
+        # rest of a ``password=`` value past an unencoded '&'.
+        raise CredentialError(
+            "has a query field without '=' (an unencoded '&' in a password?): "
+            "percent-encode '&' in a password as %26"
+        )
     userinfo, at, hostport = authority.rpartition("@")
     if at and "@" in userinfo:
         raise CredentialError(
@@ -137,7 +145,21 @@ def secret_parts(value: str) -> list[str]:
     parts = [password, unquote(password)] if at and password else []
     query = rest.partition("?")[2].partition("#")[0]
     parts += [v for k, v in parse_qsl(query) if k.lower() == "password" and v]
+    parts += [tail for tail in _query_password_tails(query) if tail not in parts]
     return parts
+
+
+def _query_password_tails(query: str) -> list[str]:
+    """Everything after each ``password=`` of ``query`` to its end, raw and decoded: a
+    value holding an unencoded '&' is split by every parser, and the piece after the
+    '&' must be as secret as the rest."""
+    tails: list[str] = []
+    at = 0
+    for field in query.split("&"):
+        if field[:9].lower() == "password=" and query[at + 9 :]:
+            tails += [query[at + 9 :], unquote(query[at + 9 :])]
+        at += len(field) + 1
+    return tails
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from steadfast_contract.config import WorkerConfig
 from steadfast_contract.credentials import (
     REDACTED,
     CredentialError,
@@ -20,6 +22,7 @@ from steadfast_contract.credentials import (
     secret_parts,
 )
 from steadfast_worker import errors
+from steadfast_worker.activities.base import ActivityBase
 from steadfast_worker.activities.mail import smtp_target
 
 pytestmark = pytest.mark.unit
@@ -78,6 +81,41 @@ def test_a_dsn_may_have_a_database_and_options_but_no_stray_at() -> None:
     )
     with pytest.raises(CredentialError):
         check_url(f"postgresql://u:{SECRET}@h:5432/db", ("postgresql",), path_allowed=True)
+
+
+def test_a_dsn_whose_query_has_a_field_without_equals_is_refused_without_quoting_it() -> None:
+    # asyncpg splits the query strictly and says "bad query field: 'MNVRWXJG'": the
+    # piece of the password after its unencoded '&'.
+    for dsn in ("postgresql://u@h/db?password=QZKX&MNVRWXJG", "postgresql://u@h/db?MNVRWXJG"):
+        with pytest.raises(CredentialError) as refused:
+            check_url(dsn, ("postgresql",), path_allowed=True)
+        assert "%26" in str(refused.value)
+        assert "MNVR" not in str(refused.value)
+    check_url(
+        "postgresql://u@h/db?password=QZKX%26MNVRWXJG&sslmode=require&",
+        ("postgresql",),
+        path_allowed=True,
+    )
+
+
+def test_secret_parts_hold_a_query_password_to_the_end_of_the_query() -> None:
+    parts = secret_parts("postgresql://u@h/db?password=QZKX&MNVRWXJG")
+    assert scrub("bad query field: 'MNVRWXJG'", parts) == f"bad query field: '{REDACTED}'"
+    encoded = secret_parts("postgresql://u@h/db?sslmode=require&password=QZKX%26MNVR")
+    assert "QZKX&MNVR" in encoded  # as a parser decodes it
+    assert scrub("password 'QZKX&MNVR'", encoded) == f"password '{REDACTED}'"
+
+
+def test_an_activity_given_a_dsn_with_a_stray_ampersand_fails_without_quoting_it() -> None:
+    env = {"STEADFAST_POSTGRES_DSN": "postgresql://u@127.0.0.1:9/db?password=QZKX&MNVRWXJG"}
+    base = ActivityBase(WorkerConfig(), env=env)
+    with pytest.raises(ApplicationError) as refused:
+        asyncio.run(base.store())  # refused before anything is dialed
+    assert refused.value.type == errors.MISCONFIGURED
+    assert "STEADFAST_POSTGRES_DSN" in refused.value.message
+    final = errors.to_application_error(refused.value, secrets=base.secrets())
+    assert "MNVR" not in final.message
+    assert "QZKX" not in final.message
 
 
 def test_secret_parts_are_the_password_or_the_whole_key() -> None:
