@@ -28,6 +28,7 @@ from steadfast_contract.durations import (
     DURATION_HINT,
     DURATION_MAX_LENGTH,
     DURATION_PATTERN,
+    MAX_DURATION_TEXT,
     format_duration,
 )
 from steadfast_contract.spec import AgentSpec
@@ -55,6 +56,7 @@ _ORDER: Final[dict[str, tuple[str, ...]]] = {
     ),
 }
 _NO_DEFAULT: Final = object()
+_TOO_LONG: Final = f"must be at most {MAX_DURATION_TEXT} (about 292 years)"
 
 
 @dataclass
@@ -138,8 +140,13 @@ def _node(facts: _Facts, default: Any) -> Schema:
         description += facts.crd.unset
     elif not (isinstance(base, type) and issubclass(base, BaseModel)):
         parts["default"] = default
-    if facts.crd.rules:
-        parts["x-kubernetes-validations"] = _rules(facts.crd.rules)
+    rules = facts.crd.rules
+    if base is timedelta and not rules:
+        # A rule has CEL read it as a duration, so the API server refuses what no
+        # parser holds (CEL fails on a duration longer than Go's, refusing it too).
+        rules = (Rule(f"duration(self) <= duration('{MAX_DURATION_TEXT}')", _TOO_LONG),)
+    if rules:
+        parts["x-kubernetes-validations"] = _rules(rules)
     origin, args = get_origin(base), get_args(base)
     if base is timedelta:
         parts |= {"maxLength": DURATION_MAX_LENGTH, "pattern": DURATION_PATTERN}

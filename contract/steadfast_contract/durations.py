@@ -19,6 +19,11 @@ DURATION_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
 DURATION_MAX_LENGTH: Final = 16
 DURATION_HINT: Final = " A number with one unit: ms, s, m or h (for example 500ms, 2s, 1m)."
 """Appended to the description of every duration field of the CRD."""
+MAX_DURATION: Final = timedelta(hours=2_562_047)
+"""The longest duration there is: Go's (about 292 years), which CEL's ``duration()`` and
+Temporal can hold. Anything longer is refused, by the CRD and by the parser alike; a
+deadline it sets lies well within the calendar."""
+MAX_DURATION_TEXT: Final = "2562047h"
 
 # Looser than DURATION_PATTERN on purpose: a worker configuration file may also
 # give a bare number of seconds.
@@ -40,6 +45,8 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"expected a duration like '500ms', '2s' or '1m', got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"a duration must be at most {MAX_DURATION_TEXT} (about 292 years)")
     return timedelta(seconds=seconds)
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from steadfast_contract import crdgen
+from steadfast_contract.durations import DURATION_PATTERN
 from steadfast_operator import render
 from steadfast_operator.spec import InvalidSpec, check_semantics, parse_spec, validate
 
@@ -52,6 +53,14 @@ def test_good_spec_passes() -> None:
         ({"budget": {"maxUSDPerRun": 0}}, "spec.budget.maxUSDPerRun"),
         ({"deletionPolicy": "Orphan"}, "spec.deletionPolicy"),
         ({"model": {"maxTokens": 0}}, "spec.model.maxTokens"),
+        # Longer than any duration there is (the CRD's pattern lets it through where no
+        # CEL rule reads it): refused, not an OverflowError the operator would loop on.
+        ({"budget": {"pauseTimeout": "99999999999h"}}, "spec.budget.pauseTimeout"),
+        ({"workers": {"scaleDownDelay": "2562048h"}}, "spec.workers.scaleDownDelay"),
+        (
+            {"retryPolicies": {"email": {"initialInterval": "99999999999h"}}},
+            "spec.retryPolicies.email.initialInterval",
+        ),
     ],
 )
 def test_schema_errors_name_the_field(patch: dict[str, Any], field: str) -> None:
@@ -124,6 +133,28 @@ def test_committed_crds_match_the_generator() -> None:
     for path in ("crds", "charts/steadfast/crds"):
         committed = (ROOT / path / "researchagents.steadfast.dev.yaml").read_text()
         assert committed == rendered, f"{path} drifted: run python -m steadfast_contract.crdgen"
+
+
+def test_every_duration_of_the_crd_is_read_by_a_cel_rule() -> None:
+    """The API server refuses a duration longer than Go's only where a CEL rule parses
+    it: every duration field has one, so such a value is refused at kubectl apply."""
+    durations, unread = [], []
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        if node.get("pattern") == DURATION_PATTERN:
+            durations.append(where)
+            rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+            if not any("duration(self)" in r for r in rules):
+                unread.append(where)
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{where}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{where}[]")
+
+    walk(crdgen.spec_schema(), "spec")
+    assert "spec.budget.pauseTimeout" in durations  # had no rule of its own
+    assert "spec.retryPolicies.email.initialInterval" in durations
+    assert not unread
 
 
 def _walk(schema: dict[str, Any], where: str) -> list[str]:
