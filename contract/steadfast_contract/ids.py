@@ -47,6 +47,21 @@ def default_task_queue(namespace: str, agent: str) -> str:
     return f"steadfast{SEPARATOR}{namespace}{SEPARATOR}{agent}"
 
 
+def default_queue_owner(task_queue: str) -> tuple[str, str] | None:
+    """The (namespace, agent) whose default task queue ``task_queue`` is, or None.
+
+    :data:`SEPARATOR` is in neither a namespace nor an agent name, so the default form
+    is read one way only: another agent naming it would share that agent's workers.
+    """
+    head, sep, rest = task_queue.partition(SEPARATOR)
+    namespace, sep2, agent = rest.partition(SEPARATOR)
+    if head != "steadfast" or not (sep and sep2 and namespace and agent):
+        return None
+    if SEPARATOR in agent:
+        return None
+    return namespace, agent
+
+
 def legacy_task_queue(namespace: str, agent: str) -> str:
     """The default task queue of releases before :data:`SEPARATOR`: ambiguous
     (namespace ``a-b`` agent ``c`` and namespace ``a`` agent ``b-c`` share it), kept

@@ -89,6 +89,16 @@ def check_semantics(
             name,
             "spec.temporal.address: empty and the operator has no default Temporal address",
         )
+    owner = ids.default_queue_owner(spec.temporal.task_queue)
+    if owner is not None and owner != (namespace, name):
+        raise InvalidSpec(
+            namespace,
+            name,
+            f"spec.temporal.taskQueue: {spec.temporal.task_queue} is the default task queue "
+            f"of the agent {owner[1]} in namespace {owner[0]}: its workers would take this "
+            "agent's runs (and this agent's workers its runs), each with its own store, "
+            "recipients and keys; leave taskQueue empty or name a queue of this agent's own",
+        )
     if spec.notify.email.to and not spec.notify.email.smtp_secret_ref.set:
         raise InvalidSpec(
             namespace,

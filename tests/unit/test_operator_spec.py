@@ -78,6 +78,19 @@ def test_schema_errors_name_the_field(patch: dict[str, Any], field: str) -> None
         ({}, "spec.workers.image", 15.0, ""),
         ({"notify": {"email": {"to": ["a@b.c"]}}}, "spec.notify.email.smtpSecretRef", 15.0, "img"),
         ({"budget": {"maxUSDPerRun": 0.01}}, "spec.budget.maxUSDPerRun", 15.0, "img"),
+        # Another agent's default queue: its workers would take this agent's runs.
+        (
+            {"temporal": {"taskQueue": "steadfast.team-a.watch"}},
+            "spec.temporal.taskQueue",
+            15.0,
+            "img",
+        ),
+        (
+            {"temporal": {"taskQueue": "steadfast.ns.agent-2"}},
+            "spec.temporal.taskQueue",
+            15.0,
+            "img",
+        ),
         (
             {
                 "budget": {"maxUSDPerRun": 0.01},
@@ -95,6 +108,13 @@ def test_semantic_errors(
     with pytest.raises(InvalidSpec) as err:
         check({**good(), **patch}, price=price, image=image)
     assert field in err.value.detail
+
+
+@pytest.mark.parametrize(
+    "queue", ["steadfast.ns.agent", "research", "steadfast-shared", "steadfast.x"]
+)
+def test_a_queue_of_its_own_or_no_agents_default_passes(queue: str) -> None:
+    check({**good(), "temporal": {"taskQueue": queue}})
 
 
 def test_an_unpriced_model_is_invalid_naming_name_and_pricing() -> None:

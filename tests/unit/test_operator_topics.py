@@ -176,6 +176,26 @@ def test_ids_and_queues_of_two_agents_never_collide() -> None:
     assert ids.workflow_id("research", "watch", "alpha") == ID["alpha"]
 
 
+@pytest.mark.parametrize(
+    ("queue", "owner"),
+    [
+        ("steadfast.a-b.c", ("a-b", "c")),
+        ("steadfast.research.watch", ("research", "watch")),
+        ("steadfast-research-watch", None),  # the legacy form reads several ways
+        ("steadfast.research", None),
+        ("steadfast.research.watch.eu", None),
+        ("steadfast..watch", None),
+        ("research", None),
+    ],
+)
+def test_a_default_queue_is_read_back_to_its_one_agent(
+    queue: str, owner: tuple[str, str] | None
+) -> None:
+    assert ids.default_queue_owner(queue) == owner
+    if owner is not None:
+        assert ids.default_task_queue(*owner) == queue
+
+
 def test_an_agent_owns_its_topics_runs_and_their_scheduled_runs_only() -> None:
     """An agent named after another's topic id (``news-ai-<hash>``) has ids that start
     with it; deleting ``news`` cancelled that agent's runs as if they were its own."""
