@@ -81,7 +81,15 @@ class FetchPageSpec(SpecModel):
         description="A page body longer than this is refused (counted while reading, "
         "whatever Content-Length says).",
     )
-    timeout: Duration = Field(
+    timeout: Annotated[
+        Duration,
+        Crd(
+            rules=(
+                Rule("duration(self) >= duration('1s')", "must be at least 1s"),
+                Rule("duration(self) <= duration('10m')", "must be at most 10m"),
+            )
+        ),
+    ] = Field(
         default=timedelta(seconds=models.DEFAULT_FETCH_TIMEOUT_SECONDS),
         description="The longest one fetch may take, redirects and a slow body included.",
     )

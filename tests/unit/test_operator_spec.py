@@ -177,6 +177,18 @@ def test_every_duration_of_the_crd_is_read_by_a_cel_rule() -> None:
     assert not unread
 
 
+def test_the_crd_bounds_the_fetch_timeout_as_the_model_does() -> None:
+    """The model takes 1s to 10m; the CRD refused nothing, so a value outside them was
+    accepted at kubectl apply and only the operator said it was invalid."""
+    research = crdgen.spec_schema()["properties"]["research"]["properties"]
+    timeout = research["tools"]["properties"]["fetchPage"]["properties"]["timeout"]
+    rules = [r["rule"] for r in timeout["x-kubernetes-validations"]]
+    assert rules == ["duration(self) >= duration('1s')", "duration(self) <= duration('10m')"]
+    for outside in ("500ms", "11m"):
+        with pytest.raises(InvalidSpec):
+            check({**good(), "research": {"tools": {"fetchPage": {"timeout": outside}}}})
+
+
 def _walk(schema: dict[str, Any], where: str) -> list[str]:
     missing = []
     if "description" not in schema:
