@@ -17,10 +17,19 @@ API server (the operator's own cross-field checks are in ``steadfast_operator.sp
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steadfast_contract import models
 from steadfast_contract.durations import Duration
@@ -64,7 +73,9 @@ __all__ = [
 _DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 _SECRET_KEY: Final = r"^[-._a-zA-Z0-9]+$"
 _NUMBER: Final = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-_QUANTITY_PATTERN: Final = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+#: Kubernetes' quantity form, without the minus sign: a worker's request or limit below
+#: zero is a Deployment the API server refuses on every reconcile.
+_QUANTITY_PATTERN: Final = rf"^\+?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
 _CRON_RULE: Final = (
     "self == '' || self.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)"
     "|@every [0-9]+(s|m|h)"
@@ -284,7 +295,27 @@ class NotifySpec(SpecModel):
         return value
 
 
-Quantity = Annotated[int | str, Field(pattern=_QUANTITY_PATTERN)]
+@dataclass(frozen=True)
+class _QuantityForm:
+    """The CRD's pattern for a quantity (read by :mod:`.crdschema`). Pydantic cannot
+    apply a pattern to ``int | str`` (it raised TypeError on ``cpu: 2``, which the
+    operator could not report), so :func:`_quantity` checks the same form."""
+
+    pattern: str = _QUANTITY_PATTERN
+
+
+def _quantity(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a quantity such as 500m, 1Gi or 2, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a quantity cannot be negative")
+    elif not re.fullmatch(_QUANTITY_PATTERN, value):
+        raise ValueError("expected a quantity such as 500m, 1Gi or 2 (not negative)")
+    return value
+
+
+Quantity = Annotated[int | str, _QuantityForm(), BeforeValidator(_quantity)]
 Quantities = Annotated[
     dict[str, Quantity], Field(max_length=16, description="Resource name to quantity.")
 ]

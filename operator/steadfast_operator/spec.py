@@ -89,6 +89,13 @@ def check_semantics(
             name,
             "spec.temporal.address: empty and the operator has no default Temporal address",
         )
+    for i, topic in enumerate(spec.topics):
+        # The CRD only refuses an empty topic; a blank one is a mistake all the same
+        # (``steadfast run`` and ``dev`` refuse it too), and its run would be paid for.
+        if not topic.strip():
+            raise InvalidSpec(
+                namespace, name, f"spec.topics[{i}]: expected a topic, got only spaces"
+            )
     owner = ids.default_queue_owner(spec.temporal.task_queue)
     if owner is not None and owner != (namespace, name):
         raise InvalidSpec(

@@ -53,6 +53,10 @@ def test_good_spec_passes() -> None:
         ({"budget": {"maxUSDPerRun": 0}}, "spec.budget.maxUSDPerRun"),
         ({"deletionPolicy": "Orphan"}, "spec.deletionPolicy"),
         ({"model": {"maxTokens": 0}}, "spec.model.maxTokens"),
+        # A request or limit below zero: the API server would refuse the Deployment.
+        ({"workers": {"resources": {"requests": {"cpu": "-1"}}}}, "spec.workers.resources"),
+        ({"workers": {"resources": {"limits": {"memory": -5}}}}, "spec.workers.resources"),
+        ({"workers": {"resources": {"limits": {"memory": "lots"}}}}, "spec.workers.resources"),
         # Longer than any duration there is (the CRD's pattern lets it through where no
         # CEL rule reads it): refused, not an OverflowError the operator would loop on.
         ({"budget": {"pauseTimeout": "99999999999h"}}, "spec.budget.pauseTimeout"),
@@ -78,6 +82,7 @@ def test_schema_errors_name_the_field(patch: dict[str, Any], field: str) -> None
         ({}, "spec.workers.image", 15.0, ""),
         ({"notify": {"email": {"to": ["a@b.c"]}}}, "spec.notify.email.smtpSecretRef", 15.0, "img"),
         ({"budget": {"maxUSDPerRun": 0.01}}, "spec.budget.maxUSDPerRun", 15.0, "img"),
+        ({"topics": ["a", "   "]}, "spec.topics[1]", 15.0, "img"),
         # Another agent's default queue: its workers would take this agent's runs.
         (
             {"temporal": {"taskQueue": "steadfast.team-a.watch"}},
@@ -115,6 +120,15 @@ def test_semantic_errors(
 )
 def test_a_queue_of_its_own_or_no_agents_default_passes(queue: str) -> None:
     check({**good(), "temporal": {"taskQueue": queue}})
+
+
+def test_a_quantity_may_be_a_whole_number_or_a_string_as_kubernetes_takes_it() -> None:
+    # cpu: 2 is how most manifests write it: pydantic raised TypeError on it (a pattern
+    # on int | str), which the operator could not report and retried for ever.
+    resources = {"requests": {"cpu": 2, "memory": "512Mi"}, "limits": {"cpu": "1.5"}}
+    spec = parse_spec("ns", "agent", {**good(), "workers": {"resources": resources}})
+    assert spec.workers.resources["requests"] == {"cpu": 2, "memory": "512Mi"}
+    check({**good(), "workers": {"resources": {"limits": {"cpu": "+2", "memory": "1e3"}}}})
 
 
 def test_an_unpriced_model_is_invalid_naming_name_and_pricing() -> None:
