@@ -32,7 +32,7 @@ from steadfast_contract.durations import (
     format_duration,
 )
 from steadfast_contract.spec import AgentSpec
-from steadfast_contract.specbase import Crd, Rule
+from steadfast_contract.specbase import Crd, Rule, Within
 
 Schema = dict[str, Any]
 
@@ -92,6 +92,8 @@ def _facts(annotation: Any, metadata: list[Any], description: str | None) -> _Fa
 def _note(facts: _Facts, item: Any) -> None:
     if isinstance(item, Crd):
         facts.crd = item
+    elif isinstance(item, Within):
+        facts.crd = item.crd()
     elif isinstance(item, at.MaxLen):
         facts.bounds["max_length"] = item.max_length
     elif isinstance(item, at.MinLen):

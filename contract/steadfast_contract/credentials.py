@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote, unquote_plus
 
 #: The shortest piece of a secret that :func:`scrub` recognises.
 MIN_PIECE: Final = 4
@@ -144,22 +144,23 @@ def secret_parts(value: str) -> list[str]:
         password = userinfo.partition(":")[2] if ":" in userinfo else userinfo
     parts = [password, unquote(password)] if at and password else []
     query = rest.partition("?")[2].partition("#")[0]
-    parts += [v for k, v in parse_qsl(query) if k.lower() == "password" and v]
     parts += [tail for tail in _query_password_tails(query) if tail not in parts]
     return parts
 
 
 def _query_password_tails(query: str) -> list[str]:
-    """Everything after each ``password=`` of ``query`` to its end, raw and decoded: a
-    value holding an unencoded '&' is split by every parser, and the piece after the
-    '&' must be as secret as the rest."""
+    """Everything after each ``password=`` of ``query`` to its end, raw and decoded as a
+    URL and as a form (``+`` a space, as libpq's and asyncpg's parsers read it): it
+    holds the value, and a value holding an unencoded '&' is split by every parser,
+    the piece after the '&' as secret as the rest."""
     tails: list[str] = []
     at = 0
     for field in query.split("&"):
-        if field[:9].lower() == "password=" and query[at + 9 :]:
-            tails += [query[at + 9 :], unquote(query[at + 9 :])]
+        tail = query[at + 9 :]
+        if field[:9].lower() == "password=" and tail:
+            tails += (tail, unquote(tail), unquote_plus(tail))
         at += len(field) + 1
-    return tails
+    return list(dict.fromkeys(tails))
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

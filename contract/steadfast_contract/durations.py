@@ -23,7 +23,6 @@ MAX_DURATION: Final = timedelta(hours=2_562_047)
 """The longest duration there is: Go's (about 292 years), which CEL's ``duration()`` and
 Temporal can hold. Anything longer is refused, by the CRD and by the parser alike; a
 deadline it sets lies well within the calendar."""
-MAX_DURATION_TEXT: Final = "2562047h"
 
 # Looser than DURATION_PATTERN on purpose: a worker configuration file may also
 # give a bare number of seconds.
@@ -59,6 +58,9 @@ def format_duration(value: timedelta) -> str:
         return f"{ms}ms"
     return f"{ms // 1000}s"
 
+
+MAX_DURATION_TEXT: Final = format_duration(MAX_DURATION)
+""":data:`MAX_DURATION` as the CRD and messages write it (``2562047h``)."""
 
 Duration = Annotated[
     timedelta,

@@ -27,7 +27,6 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -50,6 +49,7 @@ from steadfast_contract.specbase import (
     Rule,
     Sender,
     SpecModel,
+    Within,
 )
 
 __all__ = [
@@ -219,43 +219,19 @@ class StorageSpec(SpecModel):
         "(NoDurableStore) and no worker starts (`steadfast dev` saves to SQLite). The "
         "database must be in UTF-8: a worker refuses any other encoding at start"
     )
-    save_timeout: Annotated[
-        Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))
-    ] = Field(
+    save_timeout: Annotated[Duration, Within("1s")] = Field(
         default=timedelta(seconds=models.DEFAULT_SAVE_TIMEOUT_SECONDS),
         description="How long a paid report waits for an unreachable report store (phase "
         "Saving, retried at most 30s apart) before the run fails.",
     )
 
-    transcript_retention: Annotated[
-        Duration,
-        Crd(
-            rules=(
-                Rule("duration(self) >= duration('1s')", "must be at least 1s"),
-                Rule("duration(self) <= duration('2160h')", "must be at most 2160h (90 days)"),
-            )
-        ),
-    ] = Field(
+    transcript_retention: Annotated[Duration, Within("1s", "2160h", "90 days")] = Field(
         default=timedelta(seconds=models.DEFAULT_TRANSCRIPT_RETENTION_SECONDS),
         description="How long a deep run that ended without a report (failed, out of "
         "budget, cancelled) keeps its transcript (its replies and the pages it read) in the "
         "report store after it closed. A saved report deletes its transcript at once. "
         "Workers sweep every retention, at least 10s and at most 1h apart.",
     )
-
-    @field_validator("save_timeout")
-    @classmethod
-    def _at_least_a_second(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise ValueError("must be at least 1s")
-        return value
-
-    @field_validator("transcript_retention")
-    @classmethod
-    def _retention_bounds(cls, value: timedelta) -> timedelta:
-        if not timedelta(seconds=1) <= value <= timedelta(days=90):
-            raise ValueError("must be between 1s and 2160h (90 days)")
-        return value
 
 
 class EmailSpec(SpecModel):
@@ -279,20 +255,11 @@ class NotifySpec(SpecModel):
     require_approval: bool = Field(
         default=False, description="Wait for `steadfast approve` before sending the email."
     )
-    approval_timeout: Annotated[
-        Duration, Crd(rules=(Rule("duration(self) >= duration('1s')", "must be at least 1s"),))
-    ] = Field(
+    approval_timeout: Annotated[Duration, Within("1s")] = Field(
         default=timedelta(seconds=models.DEFAULT_APPROVAL_TIMEOUT_SECONDS),
         description="With requireApproval, how long a saved report waits for `steadfast "
         "approve` or a rejection; then the run ends in phase ApprovalExpired without mail.",
     )
-
-    @field_validator("approval_timeout")
-    @classmethod
-    def _at_least_a_second(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise ValueError("must be at least 1s")
-        return value
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
 from steadfast_contract import models
-from steadfast_contract.durations import Duration
+from steadfast_contract.durations import Duration, parse_duration
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,39 @@ class Crd:
     """Appended to the description when the field has no default."""
     shown: BaseModel | None = None
     """The defaults the CRD shows for a section, when they are not the model's own."""
+
+
+@dataclass(frozen=True, eq=False)
+class Within:
+    """The bounds of a :data:`Duration` field, said once: ``Annotated[Duration,
+    Within("1s", "10m")]`` gives the CRD a CEL rule for each bound (:meth:`crd`, read by
+    :mod:`.crdschema`) and the model the same check, so the two cannot disagree.
+    ``high_note`` is said in brackets after ``high`` (``90 days``)."""
+
+    low: str
+    high: str = ""
+    high_note: str = ""
+
+    def _at_most(self) -> str:
+        return f"must be at most {self.high}" + (f" ({self.high_note})" if self.high_note else "")
+
+    def crd(self) -> Crd:
+        rules = [Rule(f"duration(self) >= duration('{self.low}')", f"must be at least {self.low}")]
+        if self.high:
+            rules.append(Rule(f"duration(self) <= duration('{self.high}')", self._at_most()))
+        return Crd(rules=tuple(rules))
+
+    def _check(self, value: timedelta) -> timedelta:
+        if value < parse_duration(self.low):
+            raise ValueError(f"must be at least {self.low}")
+        if self.high and value > parse_duration(self.high):
+            raise ValueError(self._at_most())
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
 
 
 class SpecModel(BaseModel):
