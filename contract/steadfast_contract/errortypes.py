@@ -35,6 +35,12 @@ DATABASE_ERROR: Final = "DatabaseError"
 #: would bring the same answer).
 RESPONSE_TOO_LARGE: Final = "ResponseTooLarge"
 UNEXPECTED: Final = "Unexpected"
+#: A worker refused a task of another agent's run, taken from a task queue the two
+#: agents share (:mod:`steadfast_worker.ownership`); a retry may reach the right worker.
+#: Not a ``steadfast_activity_retries_total`` label: the refusing worker records no
+#: attempt (it is not the run's agent), and the next attempt counts the refused one
+#: as one that vanished (``Timeout``).
+OTHER_AGENTS_TASK: Final = "OtherAgentsTask"
 
 #: Types that must never be retried, whatever the retry policy says.
 NON_RETRYABLE_TYPES: Final[tuple[str, ...]] = (

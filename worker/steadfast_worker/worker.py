@@ -36,6 +36,7 @@ from steadfast_worker.activities.base import UnfitStoreActivityError
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ledger import DailyBudgetLedger
 from steadfast_worker.metrics import Metrics, sdk_runtime
+from steadfast_worker.ownership import AgentGuard
 from steadfast_worker.workflows import ResearchWorkflow
 
 log = logging.getLogger("steadfast.worker")
@@ -105,6 +106,7 @@ def build_worker(
         max_concurrent_workflow_tasks=config.worker.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=config.worker.graceful_shutdown,
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        interceptors=[AgentGuard(config.namespace, config.agent)],
     )
 
 
