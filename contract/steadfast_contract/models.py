@@ -432,6 +432,12 @@ CANCEL_HOLDS_MAIL_PATCH = "cancel-holds-mail"
 #: fails with a ``CancelledError`` cause. Recorded only by a run so cancelled. Runs
 #: recorded before it replay ending ``Failed`` ("Activity cancelled").
 CANCEL_MID_STEP_PATCH = "cancel-mid-step"
+#: The ``workflow.patched`` id that guards saving what a run had gathered (a deep run's
+#: findings, the pipeline's sources once its report is being written) when a cancel
+#: stops it before its report: saved as an unfinished report, never mailed, the run
+#: still ending ``Cancelled``. Recorded only by a run so cancelled. Runs recorded before
+#: it replay ending ``Cancelled`` with nothing saved.
+CANCEL_KEEPS_GATHERED_PATCH = "cancel-keeps-gathered"
 #: The ``workflow.patched`` id that guards counting a report prompt's characters outside
 #: ASCII as a token each (:func:`~steadfast_contract.budget.token_chars`) when the
 #: pipeline reserves for its report; asked only when that count differs from the

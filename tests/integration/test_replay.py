@@ -33,7 +33,10 @@ characters a token: ``report_in_chinese_by_length_shape2``), and a deep chain of
 runs whose model counted its prompts for more than the estimate, sized by the tokens the
 API counted (``deep_counted_prompt_run1..3``, the ``deep-counted-prompt`` marker in each,
 the last asking for its report before the window; recorded before, from the prompt's own
-characters: ``deep_context_window`` and the other deep runs).
+characters: ``deep_context_window`` and the other deep runs), and a deep run cancelled
+mid-turn after recording findings, which it saved (``deep_cancelled_keeps_gathered``, the
+``cancel-keeps-gathered`` marker; recorded before, saving nothing:
+``deep_cancelled_nothing_kept``).
 Replaying them with ``temporalio.worker.Replayer`` re-executes today's ``ResearchWorkflow`` against
 yesterday's events: a change that would make runs in flight non-deterministic
 (reordered activities, a new timer, a changed branch) fails here, not in
@@ -58,6 +61,7 @@ from steadfast_contract.models import (
     BUDGET_KEEPS_GATHERED_PATCH,
     BUDGET_PAUSE_PATCH,
     CANCEL_HOLDS_MAIL_PATCH,
+    CANCEL_KEEPS_GATHERED_PATCH,
     CANCEL_MID_STEP_PATCH,
     FAILURE_KEEPS_GATHERED_PATCH,
     SEARCH_RESULTS_RESERVED_PATCH,
@@ -77,6 +81,8 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "histories"
 HISTORIES = sorted(FIXTURES.glob("*.json"))
+#: Deep fixtures recorded on code with ``deep-counted-prompt``.
+RECORDED_AFTER_COUNTED = ("deep_counted_prompt", "deep_cancelled_")
 #: Cancelled during their first LLM call: nothing spent (so no memo written) and the
 #: search step never reached.
 CANCELLED_IN_THEIR_FIRST_CALL = {"cancelled_mid_step_shape2", "cancelled_mid_step_failed_shape2"}
@@ -177,6 +183,7 @@ def test_fixtures_cover_deep_runs_and_a_chain_that_continued_as_new() -> None:
         ("report_in_chinese_shape2", [TOKENS_BY_SCRIPT_PATCH]),
         ("deep_counted_prompt_run1", [COUNTED_PROMPT_PATCH]),
         ("deep_counted_prompt_run3", [COUNTED_PROMPT_PATCH, CONTEXT_PATCH]),
+        ("deep_cancelled_keeps_gathered", [CANCEL_MID_STEP_PATCH, CANCEL_KEEPS_GATHERED_PATCH]),
     ],
 )
 def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]) -> None:
@@ -203,6 +210,8 @@ def test_fixtures_cover_the_newer_patched_branches(name: str, patches: list[str]
     if CANCEL_MID_STEP_PATCH in patches:
         end = history.events[-1].event_type
         assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, name
+    if CANCEL_KEEPS_GATHERED_PATCH in patches:
+        assert scheduled_activities(history)[-1] == "save_report"  # its findings
     if TOKENS_BY_SCRIPT_PATCH in patches:
         end = history.events[-1].event_type
         assert end == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, name
@@ -218,9 +227,21 @@ def test_fixtures_cover_deep_runs_before_the_counted_prompt() -> None:
     """Recorded before ``deep-counted-prompt``: a replay of each deep run asks for it
     (every turn's counted prompt differs from its characters) and must go on without."""
     for path in HISTORIES:
-        if path.stem.startswith("deep_") and not path.stem.startswith("deep_counted_prompt"):
+        if path.stem.startswith("deep_") and not path.stem.startswith(RECORDED_AFTER_COUNTED):
             recorded = _patches(path)
             assert not any(COUNTED_PROMPT_PATCH.encode() in m for m in recorded), path.name
+
+
+def test_fixtures_cover_a_deep_run_cancelled_before_it_kept_its_findings() -> None:
+    """Recorded before ``cancel-keeps-gathered``: the same deep run, cancelled mid-turn
+    after recording findings, saved nothing and ended ``Cancelled``; a replay asks for
+    the patch (it has findings to keep) and must go on without."""
+    history = load(FIXTURES / "deep_cancelled_nothing_kept.json")
+    assert "save_report" not in scheduled_activities(history)
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+    recorded = _patches_of(history)
+    assert any(CANCEL_MID_STEP_PATCH.encode() in m for m in recorded)
+    assert not any(CANCEL_KEEPS_GATHERED_PATCH.encode() in m for m in recorded)
 
 
 def test_fixtures_cover_runs_cancelled_before_the_cancel_held_the_mail() -> None:

@@ -385,6 +385,33 @@ async def cancelled_mid_step(s: embedded.Stack, cfg: WorkerConfig, name: str) ->
         await s.sim_admin.reset()
 
 
+async def deep_cancelled(s: embedded.Stack, cfg: WorkerConfig, name: str) -> str:
+    """A deep run cancelled during a turn after it recorded findings (a slow model):
+    its findings saved as an unfinished report, the run ``Cancelled``
+    (``cancel-keeps-gathered``)."""
+    faults = {"llm": {"agent_turns": 12, "latency_ms": 1000}, "search": {"page_links": True}}
+    await s.sim_admin.set_faults(faults)
+    try:
+        # The stack's research settings, which let fetch_page read the simulator's pages.
+        research = cfg.research.model_copy(update={"strategy": "deep", "max_turns": 12})
+        model = cfg.model.model_copy(update={"max_tokens": 4000})
+        wf = await _start(
+            s.client, cfg.model_copy(update={"research": research, "model": model}), name
+        )
+        handle = s.client.get_workflow_handle(wf)
+        for _ in range(600):
+            status = await handle.query(models.STATUS_QUERY, result_type=models.RunStatus)
+            if status.findings and status.phase == models.Phase.RESEARCHING:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # the next turn's call is under way
+        await handle.cancel()
+        await starter.wait_closed(s.client, wf)
+        return wf
+    finally:
+        await s.sim_admin.reset()
+
+
 SCENARIOS: dict[str, Scenario] = {
     "happy_path_with_email": happy,
     "llm_retries": llm_retries,
@@ -414,6 +441,9 @@ SCENARIOS: dict[str, Scenario] = {
     # The same run on the code before ``tokens-by-script`` (captured there).
     "report_in_chinese_by_length_shape2": report_in_chinese,
     "deep_counted_prompt": deep_counted_prompt,
+    "deep_cancelled_keeps_gathered": deep_cancelled,
+    # The same run on the code before ``cancel-keeps-gathered`` (captured there).
+    "deep_cancelled_nothing_kept": deep_cancelled,
 }
 
 

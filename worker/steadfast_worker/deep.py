@@ -91,12 +91,26 @@ def conversation_key() -> str:
 
 
 async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> str:
-    """Run the loop to its end; the report's markdown."""
+    """Run the loop to its end; the report's markdown. A cancel that stops the loop
+    after it recorded findings raises :class:`~.failures.CancelledKeepingError`
+    holding them as an unfinished report."""
     s, st = inp.settings, wf._status
     carry = inp.resume or DeepResume(conversation_key())
     st.strategy, st.max_turns = "deep", s.max_turns
     if inp.resume is not None:
         wf._publish_spend()  # this run's memo starts with the spend carried over
+    try:
+        return await _loop(wf, inp, carry, price)
+    except (ActivityError, asyncio.CancelledError) as err:
+        stopped = isinstance(err, asyncio.CancelledError) or failures.cancelled(err)
+        if not stopped or not carry.findings:
+            raise
+        why = f"the run was cancelled at turn {st.turn}"
+        raise failures.CancelledKeepingError(err, _gathered(inp.topic, carry, why)) from None
+
+
+async def _loop(wf: ResearchWorkflow, inp: ResearchInput, carry: DeepResume, price: Pricing) -> str:
+    s, st = inp.settings, wf._status
     turns_here = 0
     while True:
         n = carry.turn + 1

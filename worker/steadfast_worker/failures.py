@@ -47,6 +47,18 @@ class RefusedError(StepFailedError):
     ``gathered``, the unfinished report of what it had gathered ("" for nothing)."""
 
 
+class CancelledKeepingError(Exception):
+    """The run was cancelled before its report, after it had paid to gather something:
+    it ends ``Cancelled``, keeping ``gathered``, the unfinished report of it. ``cause``
+    is how the cancel reached the run: the activity it interrupted, or the
+    ``asyncio.CancelledError`` of a wait."""
+
+    def __init__(self, cause: BaseException, gathered: str) -> None:
+        super().__init__("cancelled")
+        self.cause = cause
+        self.gathered = gathered
+
+
 def cancelled(err: ActivityError) -> bool:
     """Whether the activity ended because the run was cancelled while it ran."""
     return isinstance(err.cause, CancelledError)

@@ -85,7 +85,8 @@ async def research(wf: ResearchWorkflow, inp: ResearchInput, price: Pricing) -> 
             why = "the model declined to write the report"
             raise failures.RefusedError(err, _sources(inp.topic, results, why)) from None
         if failures.cancelled(err):
-            raise
+            why = "the run was cancelled while its report was written"
+            raise failures.CancelledKeepingError(err, _sources(inp.topic, results, why)) from None
         why = f"the report could not be written: {failures.describe(err)[1]}"
         raise failures.StepFailedError(err, _sources(inp.topic, results, why)) from None
     except failures.BudgetStopError as stop:

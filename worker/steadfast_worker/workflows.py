@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         BUDGET_KEEPS_GATHERED_PATCH,
         BUDGET_UPDATE,
         CANCEL_HOLDS_MAIL_PATCH,
+        CANCEL_KEEPS_GATHERED_PATCH,
         CANCEL_MID_STEP_PATCH,
         FAILURE_KEEPS_GATHERED_PATCH,
         REJECT_SIGNAL,
@@ -170,6 +171,8 @@ class ResearchWorkflow:
                 else ""
             )
             raise await self._failed(inp, stop.cause, kept) from stop.cause
+        except failures.CancelledKeepingError as stop:
+            raise await self._cancelled_keeping(inp, stop) from stop.cause
         except ActivityError as err:
             if failures.cancelled(err) and workflow.patched(CANCEL_MID_STEP_PATCH):
                 if id(err) not in self._accounted:
@@ -181,6 +184,28 @@ class ResearchWorkflow:
             await self._finish(Phase.CANCELLED, self._cancelled_message())
             raise
         return ResearchResult(replace(self._status), self._markdown_chars)
+
+    async def _cancelled_keeping(
+        self, inp: ResearchInput, stop: failures.CancelledKeepingError
+    ) -> BaseException:
+        """End a run cancelled before its report, saving what it had gathered as an
+        unfinished report (never mailed); the error to end it with. Runs recorded before
+        either patch end as they did: a cancelled activity ``Failed`` (before
+        ``cancel-mid-step``), anything else ``Cancelled`` with nothing saved."""
+        cause = stop.cause
+        if isinstance(cause, ActivityError):
+            if not workflow.patched(CANCEL_MID_STEP_PATCH):
+                return await self._failed(inp, cause)
+            if id(cause) not in self._accounted:
+                self._account_failure(cause)
+        if not workflow.patched(CANCEL_KEEPS_GATHERED_PATCH):
+            await self._finish(Phase.CANCELLED, self._cancelled_message())
+            return asyncio.CancelledError("cancelled")
+        step = self._status.step  # the status keeps saying where the cancel stopped it
+        message = "cancelled" + await self._keep_gathered(inp, stop.gathered)
+        self._status.step = step
+        await self._finish(Phase.CANCELLED, message + "; no review mail was sent")
+        return asyncio.CancelledError(message)
 
     async def _exhausted(
         self, inp: ResearchInput, stop: failures.BudgetStopError
