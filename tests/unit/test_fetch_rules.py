@@ -7,13 +7,15 @@ import pydantic
 import pytest
 from tests.support.abandoned import no_abandoned_async_work  # noqa: F401  (autouse)
 
+from steadfast_contract.budget import CHARS_PER_TOKEN, token_chars
+from steadfast_contract.context import MAX_TOOL_RESULT_CHARS
 from steadfast_contract.models import FetchRules
 from steadfast_contract.researchspec import FetchPageSpec
 from steadfast_dev.sim.agent import claim
 from steadfast_dev.sim.pages import page_html
 from steadfast_worker import fetching
 from steadfast_worker.fetching import content_type_refusal, domain_refusal
-from steadfast_worker.pagetext import MAX_RESULT_CHARS, TRUNCATED, page_text
+from steadfast_worker.pagetext import MAX_RESULT_CHARS, TRUNCATED, cap, head_within, page_text
 
 pytestmark = pytest.mark.unit
 
@@ -236,6 +238,41 @@ def test_a_long_page_is_cut_at_the_cap_and_says_so() -> None:
     assert short.endswith(TRUNCATED)
     exact = "x" * MAX_RESULT_CHARS
     assert page_text(exact.encode(), "text/plain") == exact
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "潮汐能在过去一年中发展迅速\uff0c主要由早期的企业试点推动\u3002",  # Chinese
+        "Приливная энергетика быстро развивалась в прошлом году. ",  # Russian
+        "Tides 🌊 rise, costs 📉 fall. ",  # emoji: two UTF-16 units each
+        "Ebbe und Flut — Gezeitenkraft wächst schnell. ",  # mostly ASCII
+    ],
+)
+def test_a_tool_result_is_capped_in_tokens_in_any_script(sentence: str) -> None:
+    """A deep run plans its context window on each tool result counting at most
+    MAX_TOOL_RESULT_CHARS of the budget's characters (steadfast_contract.context).
+    Capped by length, 16,000 characters of Chinese went through whole: about 16,000
+    tokens where the plan allowed 4,000, so eight such pages in one turn could push
+    the next prompt past the window, and the run lost its report."""
+    long = sentence * 2000
+    capped = cap(long, MAX_TOOL_RESULT_CHARS)
+    assert token_chars(capped) <= MAX_TOOL_RESULT_CHARS
+    assert token_chars(capped) >= 0.75 * MAX_TOOL_RESULT_CHARS  # cut near the limit
+    assert capped.endswith("\n" + TRUNCATED)
+    assert long.startswith(capped.removesuffix(TRUNCATED).rstrip())
+    page = page_text(f"<p>{long}</p>".encode(), "text/html; charset=utf-8")
+    assert token_chars(page) <= MAX_RESULT_CHARS
+    fits = head_within(long, 400)
+    assert token_chars(fits) <= 400 < token_chars(long[: len(fits) + 1])
+
+
+def test_text_within_the_cap_is_kept_whole_in_any_script() -> None:
+    chinese = "潮" * (MAX_TOOL_RESULT_CHARS // CHARS_PER_TOKEN)
+    assert cap(chinese, MAX_TOOL_RESULT_CHARS) == chinese
+    assert cap(chinese + "潮", MAX_TOOL_RESULT_CHARS).endswith(TRUNCATED)
+    assert head_within("ab🌊", 5) == "ab"  # the emoji counts two tokens' worth
+    assert head_within("ab🌊", 10) == "ab🌊"
 
 
 PUBLIC, PRIVATE, NEVER = "public", "private", "never"

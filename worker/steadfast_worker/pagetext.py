@@ -1,9 +1,10 @@
 """A fetched page as text for the model: decoded, HTML reduced to its lines, capped.
 
 A page's text is resent in every later prompt of a deep run, so it is cut to
-:data:`MAX_RESULT_CHARS`; HTML keeps one line per paragraph, heading or list item
-and drops scripts and styles. Pure functions, split from :mod:`.fetching` (which
-decides what may be read at all) so each stays small.
+:data:`MAX_RESULT_CHARS` of the budget's characters (about 3,000 tokens in any
+script); HTML keeps one line per paragraph, heading or list item and drops scripts
+and styles. Pure functions, split from :mod:`.fetching` (which decides what may be
+read at all) so each stays small.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import codecs
 import re
 from html.parser import HTMLParser
 from typing import Final
+
+from steadfast_contract.budget import CHARS_PER_TOKEN, token_chars
 
 #: The longest page text handed to the model (about 3,000 tokens), "[truncated]" included.
 MAX_RESULT_CHARS: Final = 12_000
@@ -92,17 +95,37 @@ def _html_text(html: str) -> str:
 
 
 def cap(text: str, limit_chars: int = MAX_RESULT_CHARS) -> str:
-    """``text`` if it fits in ``limit_chars``, else its head (cut at a space) and "[truncated]"."""
-    if len(text) <= limit_chars:
+    """``text`` if it fits in ``limit_chars``, else its head (cut at a space) and "[truncated]".
+
+    Measured in the budget's characters (:func:`steadfast_contract.budget.token_chars`:
+    an ASCII character is one, any other a token's worth), so the limit bounds tokens in
+    every script: a deep run plans its context window on that bound
+    (:mod:`steadfast_contract.context`), and 16,000 characters of Chinese are about
+    16,000 tokens, four times what 16,000 of English are.
+    """
+    if token_chars(text) <= limit_chars:
         return text
     room = limit_chars - len(TRUNCATED) - 1
     if room <= 0:
-        return text[: max(limit_chars, 0)]
-    head = text[:room]
+        return head_within(text, max(limit_chars, 0))
+    head = head_within(text, room)
     space = max(head.rfind(" "), head.rfind("\n"))
-    if space > room * 0.8:
+    if space > len(head) * 0.8:
         head = head[:space]
     return f"{head.rstrip()}\n{TRUNCATED}"
+
+
+def head_within(text: str, limit_chars: int) -> str:
+    """The longest head of ``text`` that counts at most ``limit_chars`` of the budget's
+    characters (:func:`steadfast_contract.budget.token_chars`)."""
+    if text.isascii():
+        return text[:limit_chars]
+    used = 0
+    for i, ch in enumerate(text):
+        used += 1 if ch.isascii() else CHARS_PER_TOKEN * (2 if ord(ch) > 0xFFFF else 1)
+        if used > limit_chars:
+            return text[:i]
+    return text
 
 
 def page_text(body: bytes, content_type: str, limit_chars: int = MAX_RESULT_CHARS) -> str:

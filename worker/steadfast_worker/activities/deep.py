@@ -311,8 +311,11 @@ class DeepActivities(SearchActivities):
             cost = found.llm
             if cost is not None:  # its request, as reserve_request named it
                 paid = transcript.Paid(daybudget.request_key(), cost.cost_usd, cost.usage)
+            # The characters themselves, as the model reads them best: an escaped
+            # character of Chinese (six characters of ASCII) costs the model more tokens.
             text = json.dumps(
-                [{"title": r.title, "url": r.url, "snippet": r.snippet} for r in found.results]
+                [{"title": r.title, "url": r.url, "snippet": r.snippet} for r in found.results],
+                ensure_ascii=False,
             )
             is_error = False
         elif call.name == TOOL_FETCH_PAGE:
@@ -326,7 +329,8 @@ class DeepActivities(SearchActivities):
                 text, is_error = f"refused: {refused}", True
         else:
             text, is_error = f"no tool {call.name!r} runs as an activity", True
-        # Bounded, so one turn's growth of the conversation is (steadfast_contract.context).
+        # Bounded in tokens, in any script, so one turn's growth of the conversation is
+        # (steadfast_contract.context).
         text = pagetext.cap(text, MAX_TOOL_RESULT_CHARS)
         body = transcript.result_body(text, is_error, paid)
         try:
