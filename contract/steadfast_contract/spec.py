@@ -158,8 +158,9 @@ class TemporalSpec(SpecModel):
         max_length=255,
         description="Task queue the workers poll. Empty means steadfast.<namespace>.<name> "
         "(an agent already running on the earlier steadfast-<namespace>-<name> keeps it). "
-        "Give each agent its own: a worker refuses the runs of any other agent it finds on "
-        "its queue. Cannot change once the agent exists.",
+        "Give each agent its own: the operator refuses a queue an agent created earlier "
+        "uses (TaskQueueShared), and a worker refuses the runs of any other agent it finds "
+        "on its queue. Cannot change once the agent exists.",
     )
     tls: TemporalTLS = Field(
         default_factory=TemporalTLS,

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from steadfast_contract import crdgen
-from steadfast_operator import apply, deletion, finalizing, reconcile, shared
+from steadfast_operator import apply, deletion, finalizing, queueclaims, reconcile, shared
 from steadfast_operator.reconcile import AgentState
 from steadfast_operator.settings import OperatorConfig
 from steadfast_operator.shared import Shared
@@ -77,11 +77,24 @@ def build_registry(cfg: OperatorConfig) -> kopf.OperatorRegistry:
     def probe(memo: Any, **_: Any) -> int:
         return _shared(memo).temporal.connected
 
+    # Every agent's task queue, filled before any handler runs (queueclaims).
+    @kopf.index(*RESOURCE, id="agent_queues", registry=registry)
+    def agent_queues(
+        namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+    ) -> dict[queueclaims.QueueKey, queueclaims.Claim]:
+        ns, agent = namespace or "", name or ""
+        key = queueclaims.claimed_queue(
+            ns, agent, body.spec, body.status, cfg.defaults.temporal_address
+        )
+        created = str(body.meta.get("creationTimestamp") or "")
+        return {key: queueclaims.Claim(created, ns, agent)}
+
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
-    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        await reconcile.reconcile(_shared(memo), _state(memo), body, patch)
+    async def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+        claims: reconcile.Claims = kwargs["agent_queues"]  # the index above, by its name
+        await reconcile.reconcile(_shared(memo), _state(memo), body, patch, claims)
 
     @kopf.timer(
         *RESOURCE,

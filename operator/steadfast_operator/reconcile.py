@@ -28,13 +28,25 @@ from temporalio.service import RPCError
 
 from steadfast_contract.config import WorkerConfig
 from steadfast_contract.spec import AgentSpec
-from steadfast_operator import apply, autoscale, metrics, planner, render, schedules, workflows
+from steadfast_operator import (
+    apply,
+    autoscale,
+    metrics,
+    planner,
+    queueclaims,
+    render,
+    schedules,
+    workflows,
+)
 from steadfast_operator.children import ChildChange
 from steadfast_operator.kube import path
 from steadfast_operator.planner import Failure, Observed, Plan, TemporalView
 from steadfast_operator.shared import Shared
 from steadfast_operator.spec import InvalidSpec, validate, worker_config
 from steadfast_operator.status import Problem
+
+Claims = kopf.Index[queueclaims.QueueKey, queueclaims.Claim]
+"""Every watched agent's task queue (the ``agent_queues`` index of :mod:`.handlers`)."""
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +84,16 @@ def agent_of(body: kopf.Body) -> render.AgentRef:
     )
 
 
-async def reconcile(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Create/update/resume: validate, check Secrets, apply children, Schedules and runs."""
-    await _pass(shared, state, body, patch, changed=True)
+async def reconcile(
+    shared: Shared,
+    state: AgentState,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    claims: Claims | None = None,
+) -> None:
+    """Create/update/resume: validate, check Secrets, apply children, Schedules and runs.
+    ``claims``: every watched agent's task queue (:mod:`.queueclaims`)."""
+    await _pass(shared, state, body, patch, changed=True, claims=claims)
 
 
 async def refresh(shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch) -> None:
@@ -83,14 +102,20 @@ async def refresh(shared: Shared, state: AgentState, body: kopf.Body, patch: kop
 
 
 async def _pass(
-    shared: Shared, state: AgentState, body: kopf.Body, patch: kopf.Patch, *, changed: bool
+    shared: Shared,
+    state: AgentState,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    *,
+    changed: bool,
+    claims: Claims | None = None,
 ) -> None:
     agent = agent_of(body)
     started = time.perf_counter()
     outcome = "error"
     try:
         async with shared.lock(agent.namespace, agent.name):
-            obs, client = await observe(shared, state, agent, body, changed=changed)
+            obs, client = await observe(shared, state, agent, body, changed=changed, claims=claims)
             plan = planner.plan(obs)
             while (failure := await execute(shared, state, obs, client, plan)) is not None:
                 obs = obs.after(failure)
@@ -133,7 +158,13 @@ def _remember(state: AgentState, obs: Observed, plan: Plan, changed: bool) -> No
 
 
 async def observe(
-    shared: Shared, state: AgentState, agent: render.AgentRef, body: kopf.Body, *, changed: bool
+    shared: Shared,
+    state: AgentState,
+    agent: render.AgentRef,
+    body: kopf.Body,
+    *,
+    changed: bool,
+    claims: Claims | None = None,
 ) -> tuple[Observed, Client | None]:
     """What the planner needs, read from the spec, the cluster and Temporal."""
     raw = dict(body.spec)
@@ -151,6 +182,8 @@ async def observe(
             if ignored:  # only under a CRD from before taskQueue was immutable
                 log.warning("%s/%s: %s", agent.namespace, agent.name, ignored)
                 kopf.warn(body, reason="TaskQueueKept", message=ignored)
+            if claims is not None:
+                check_queue_free(agent, body, spec, shared.config.defaults.temporal_address, claims)
             config = worker_config(agent, spec, shared.config.defaults)
             missing = await missing_secrets(shared, agent.namespace, spec)
             if missing:
@@ -191,6 +224,22 @@ async def observe(
         since_last_write=time.monotonic() - state.last_write if state.last_write else None,
     )
     return obs, client
+
+
+def check_queue_free(
+    agent: render.AgentRef, body: kopf.Body, spec: AgentSpec, default_address: str, claims: Claims
+) -> None:
+    """Refuse (``TaskQueueShared``) a queue another agent created before this one names."""
+    queue = render.task_queue(agent, spec)
+    key = queueclaims.queue_key(
+        spec.temporal.address or default_address, spec.temporal.namespace, queue
+    )
+    me = queueclaims.Claim(
+        str(body.meta.get("creationTimestamp") or ""), agent.namespace, agent.name
+    )
+    why = queueclaims.refusal(me, claims.get(key, []), queue)
+    if why is not None:
+        raise InvalidSpec(agent.namespace, agent.name, why, reason="TaskQueueShared")
 
 
 async def missing_secrets(shared: Shared, namespace: str, spec: AgentSpec) -> str | None:

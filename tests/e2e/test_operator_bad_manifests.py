@@ -261,6 +261,39 @@ def test_unworkable_agents_are_reported_and_isolated(
     )
 
 
+@pytest.mark.hostile
+def test_a_task_queue_another_agent_uses_is_refused_to_the_later_agent(
+    operator: Operator, kube_cluster: KubeCluster, namespace: str, op_sim: SimHandle
+) -> None:
+    """Workers of two agents on one queue would serve each other's runs with their own
+    keys and stores (the workers refuse, and the runs fail): the agent that named the
+    queue first keeps it, the later one is told at its status and gets no worker."""
+    secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
+    queue = {"temporal": {"address": "", "namespace": "default", "taskQueue": f"q-{namespace}"}}
+    first = agent_manifest("queue-first", namespace, op_sim, ["t"], **queue)
+    apply(kube_cluster, first)
+    wait_for(
+        "the first agent Ready",
+        lambda: (
+            condition(get(kube_cluster, "ra", namespace, "queue-first"), "Ready").get("status")
+            == "True"
+        ),
+        timeout=90,
+    )
+    apply(kube_cluster, agent_manifest("queue-second", namespace, op_sim, ["t"], **queue))
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(get(kube_cluster, "ra", namespace, "queue-second"), "Ready")
+        return ready if ready.get("reason") == "TaskQueueShared" else None
+
+    ready = wait_for("the later agent refused its queue", refused, timeout=90)
+    assert ready["status"] == "False"
+    assert f"q-{namespace} is already the task queue of the agent queue-first" in ready["message"]
+    assert get(kube_cluster, "deploy", namespace, "queue-second-worker") is None
+    first_ready = condition(get(kube_cluster, "ra", namespace, "queue-first"), "Ready")
+    assert first_ready["status"] == "True"
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_accepted(crd: None, kube_cluster: KubeCluster, path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
