@@ -161,15 +161,21 @@ class PostgresStore:
     @classmethod
     async def open(cls, dsn: str) -> PostgresStore:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
-        problem = encoding_problem(str(await pool.fetchval("SHOW server_encoding")))
-        if problem:
-            await pool.close()
-            raise UnfitStoreError(problem)
-        # Two workers creating the schema at once race on the catalog; the
-        # advisory lock serialises them.
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
-            await schema.setup_postgres(conn)
+        try:
+            problem = encoding_problem(str(await pool.fetchval("SHOW server_encoding")))
+            if problem:
+                raise UnfitStoreError(problem)
+            # Two workers creating the schema at once race on the catalog; the
+            # advisory lock serialises them.
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
+                await schema.setup_postgres(conn)
+        except BaseException:
+            # Every activity attempt opens the store again while it fails (a save
+            # retries for storage.saveTimeout): a pool left open each time would use
+            # up the database's connections, and other agents on it could not save.
+            pool.terminate()
+            raise
         return cls(pool)
 
     async def _fetchrow(self, template: str, *args: Any) -> Any:
