@@ -14,7 +14,7 @@ from temporalio.converter import DataConverter
 
 from steadfast_contract import stops
 from steadfast_contract.activities import ToolCall
-from steadfast_contract.models import Finding
+from steadfast_contract.models import Finding, ToolAnswer
 from steadfast_contract.pricing import Usage
 from steadfast_worker import deep, transcript
 
@@ -257,13 +257,23 @@ def _finding(i: int, claim: str, url: str) -> ToolCall:
     return ToolCall(f"f{i}", "record_finding", {"claim": claim, "source_url": url})
 
 
+def record_all(findings: list[Finding], calls: list[ToolCall]) -> list[ToolAnswer]:
+    """The answers to ``calls``, recorded in one turn as the workflow records them."""
+    answers, kept_bytes = [], deep.findings_bytes(findings)
+    for call in calls:
+        answer, kept_bytes = deep.record_finding(findings, call, kept_bytes)
+        assert kept_bytes == deep.findings_bytes(findings)  # the running total is exact
+        answers.append(answer)
+    return answers
+
+
 def test_findings_are_kept_within_what_a_continue_as_new_can_carry() -> None:
     """Findings travel in the input of every run the loop continues as. 200 with
     2,000-character source URLs that escape to 6 bytes a character would be 2.5 MB,
     more than a payload may be: past the bound the model is told, and nothing is kept."""
     findings: list[Finding] = []
     url = "https://\u4f8b.example/" + "\u8def" * 1980
-    answers = [deep.record_finding(findings, _finding(i, "a claim", url)) for i in range(200)]
+    answers = record_all(findings, [_finding(i, "a claim", url) for i in range(200)])
     assert deep.findings_bytes(findings) <= deep.MAX_FINDINGS_BYTES
     kept = len(findings)
     # "a claim" quoted; the URL: 17 ASCII characters, then 1,981 of 6 bytes, quoted.
@@ -275,8 +285,8 @@ def test_findings_are_kept_within_what_a_continue_as_new_can_carry() -> None:
 
 def test_findings_past_the_count_are_acknowledged_as_before() -> None:
     findings: list[Finding] = []
-    for i in range(deep.MAX_FINDINGS + 5):
-        answer = deep.record_finding(findings, _finding(i, "c" * 900, "https://a.example/"))
+    calls = [_finding(i, "c" * 900, "https://a.example/") for i in range(deep.MAX_FINDINGS + 5)]
+    answer = record_all(findings, calls)[-1]
     assert len(findings) == deep.MAX_FINDINGS
     assert all(len(f.claim) == deep.MAX_CLAIM_CHARS for f in findings)
     assert answer.text == f"recorded finding {deep.MAX_FINDINGS}"

@@ -65,17 +65,25 @@ def findings_bytes(findings: list[Finding]) -> int:
     return sum(stops.payload_bytes(f.claim) + stops.payload_bytes(f.source_url) for f in findings)
 
 
-def record_finding(findings: list[Finding], call: act.ToolCall) -> ToolAnswer:
+def record_finding(
+    findings: list[Finding], call: act.ToolCall, kept_bytes: int
+) -> tuple[ToolAnswer, int]:
     """Add ``call``'s finding to ``findings`` (in place) while they have room; the
-    answer to the call. Past :data:`MAX_FINDINGS` a finding is acknowledged but not
-    kept, as always; past :data:`MAX_FINDINGS_BYTES` the model is told so."""
+    answer to the call, and what the findings take now (``kept_bytes``: what they took
+    before, :func:`findings_bytes`, counted once a turn: counted again for each call,
+    a turn of thousands of calls held the workflow task past the SDK's deadlock
+    timeout, and every task of the run failed). Past :data:`MAX_FINDINGS` a finding is
+    acknowledged but not kept, as always; past :data:`MAX_FINDINGS_BYTES` the model is
+    told so."""
     finding = Finding(call.input["claim"][:MAX_CLAIM_CHARS], call.input["source_url"])
-    if findings_bytes(findings) + findings_bytes([finding]) > MAX_FINDINGS_BYTES:
+    size = findings_bytes([finding])
+    if kept_bytes + size > MAX_FINDINGS_BYTES:
         full = f"not recorded: the findings are full ({MAX_FINDINGS_BYTES} bytes)"
-        return ToolAnswer(call.id, full, True)
+        return ToolAnswer(call.id, full, True), kept_bytes
     if len(findings) < MAX_FINDINGS:
         findings.append(finding)
-    return ToolAnswer(call.id, f"recorded finding {len(findings)}")
+        kept_bytes += size
+    return ToolAnswer(call.id, f"recorded finding {len(findings)}"), kept_bytes
 
 
 def continue_as_new_now(turns_here: int, every: int, suggested: bool) -> bool:
@@ -274,11 +282,13 @@ async def _tools(
     s, st = inp.settings, wf._status
     answers: list[ToolAnswer] = []
     running: list[act.ToolCall] = []
+    kept_bytes = findings_bytes(carry.findings)
     for call in calls:
         if call.problem:
             answers.append(ToolAnswer(call.id, call.problem, True))
         elif call.name == act.TOOL_RECORD_FINDING:
-            answers.append(record_finding(carry.findings, call))
+            answer, kept_bytes = record_finding(carry.findings, call, kept_bytes)
+            answers.append(answer)
         else:
             running.append(call)
     searches = sum(c.name == act.TOOL_WEB_SEARCH for c in running)
