@@ -32,6 +32,8 @@ from tests.integration.test_budget_per_call import billed_usd
 from steadfast_contract import activities as act
 from steadfast_contract import budget, pricing
 from steadfast_contract.ledger import LEDGER_QUERY, LedgerState
+from steadfast_worker import transcript
+from steadfast_worker.activities import daybudget
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
@@ -253,3 +255,114 @@ async def test_a_re_ask_counted_in_a_heartbeat_that_reached_temporal_is_not_coun
         lost = billed_usd(h, [bad]) + billed_usd(h, [good])
         assert second.llm.failed_cost_usd == pytest.approx(lost, rel=1e-9)
         assert second.llm.cost_usd == pytest.approx(billed_usd(h, third), rel=1e-9)
+
+
+#: A stored turn's bill, and what a heartbeat sent mid-stream had seen of it.
+FULL_USD, ESTIMATE_USD = 0.05, 0.01
+
+
+async def _stored_turn(h: Harness, wf_id: str, conversation: str) -> str:
+    """What attempt 1 of turn 1 left when its worker died after storing its reply and
+    before settling it: the request reserved in the day's ledger, the reply (billed
+    ``FULL_USD``) in the transcript. The request's key."""
+    key = f"{wf_id}/run-1/turn-1/1/0"  # daybudget.request_key of attempt 1, first ask
+
+    async def reserve() -> None:
+        await daybudget.reserve_day(_run_budget(h), key, FULL_USD * 2, {})
+
+    await _attempt(h, wf_id, "turn-1", 1, []).run(reserve)
+    reply = transcript.StoredReply(
+        [{"type": "text", "text": "# Report\n\nWhat was found.\n"}],
+        "end_turn",
+        {"input_tokens": 2000, "output_tokens": 3000},
+        FULL_USD,
+        key,
+    )
+    store = await h.store()
+    try:
+        assert await store.put_part(conversation, 1, transcript.ASSISTANT, reply.dumps())
+    finally:
+        await store.close()
+    return key
+
+
+def _turn_input(h: Harness, wf_id: str, conversation: str) -> act.DeepTurnInput:
+    return act.DeepTurnInput(
+        conversation,
+        "stored, then lost",
+        1,
+        20,
+        h.config.model.name,
+        budget=_run_budget(h),
+        request_key=f"{wf_id}/turn-1",
+    )
+
+
+async def test_a_turn_stored_then_lost_mid_settle_is_settled_in_the_day_at_its_bill(
+    harness: HarnessFactory,
+) -> None:
+    """The last heartbeat that reached Temporal was sent mid-stream (the SDK holds later
+    ones), so it named the request at what it had billed so far. The next attempt
+    charges the lost request in the day's ledger: at the stored reply's bill, not at
+    that estimate (the old code settled the day at the estimate, and the reuse never
+    raised it: the day understated a paid call, and the agent could overspend it)."""
+    async with harness() as h:
+        wf_id = f"stored-unsettled-{uuid.uuid4().hex[:8]}"
+        conversation = f"conv-{uuid.uuid4().hex[:8]}"
+        key = await _stored_turn(h, wf_id, conversation)  # the day's first request
+        mid_stream = {
+            "calls": 0,
+            "inflight_cost_usd": ESTIMATE_USD,
+            "inflight_input_tokens": 2000,
+            "inflight_request": key,
+            "inflight_ledger": h.day_ledger_id(),
+        }
+        inp = _turn_input(h, wf_id, conversation)
+
+        second = await _attempt(h, wf_id, "turn-1", 2, [], mid_stream).run(
+            h.activities.deep_turn, inp
+        )
+
+        assert second.reused
+        assert _entries(h, wf_id) == []  # the stored reply is used, nothing asked
+        assert second.llm.cost_usd + second.llm.failed_cost_usd == pytest.approx(FULL_USD)
+        day = await _day(h)
+        assert day.spent_usd == pytest.approx(FULL_USD)
+        assert day.reserved_usd == pytest.approx(0.0)
+
+
+async def test_a_stored_reply_counted_as_lost_at_an_estimate_is_counted_once_at_its_bill(
+    harness: HarnessFactory,
+) -> None:
+    """Attempt 2 charged attempt 1's request as lost at its heartbeat's estimate, then
+    failed before storing anything; attempt 1, cut off from Temporal but alive, stored
+    its reply and died before settling it. Attempt 3 takes that reply from the store:
+    the run counts the request once, at its bill (the old code added the whole bill to
+    the estimate already counted), and the day is raised from the estimate to the bill."""
+    async with harness() as h:
+        wf_id = f"counted-stored-{uuid.uuid4().hex[:8]}"
+        conversation = f"conv-{uuid.uuid4().hex[:8]}"
+        key = await _stored_turn(h, wf_id, conversation)  # the day's first request
+
+        async def charged_at_the_estimate() -> None:
+            await daybudget.charge_lost(h.day_ledger_id(), [], {key: ESTIMATE_USD})
+
+        await _attempt(h, wf_id, "turn-1", 2, []).run(charged_at_the_estimate)
+        after_two = {
+            "failed_cost_usd": ESTIMATE_USD,
+            "calls": 0,
+            "ended_attempt": 2,
+            "counted": {key: ESTIMATE_USD},
+        }
+        inp = _turn_input(h, wf_id, conversation)
+
+        third = await _attempt(h, wf_id, "turn-1", 3, [], after_two).run(
+            h.activities.deep_turn, inp
+        )
+
+        assert third.reused
+        assert third.llm.failed_cost_usd == pytest.approx(ESTIMATE_USD)
+        assert third.llm.cost_usd == pytest.approx(FULL_USD - ESTIMATE_USD)
+        day = await _day(h)
+        assert day.spent_usd == pytest.approx(FULL_USD)
+        assert day.reserved_usd == pytest.approx(0.0)

@@ -101,7 +101,8 @@ class DeepActivities(SearchActivities):
         prompt_chars = len(json.dumps([system, tools, messages]))
         tail: ReportChunk | None = None
         if mine:
-            reply, reused = transcript.StoredReply.loads(mine[0]), True
+            reply = await self._theirs(inp, transcript.StoredReply.loads(mine[0]), carried)
+            reused = True
         else:
             reply, tail = await self._ask(inp, carried, beat, system, tools, messages, set_aside)
             reused = False
@@ -247,14 +248,21 @@ class DeepActivities(SearchActivities):
         await settle_request(carried, ledger, key, cost)
         self.metrics.record_llm(self.labels, inp.model, usage, cost)
         if kept is not reply:
-            theirs = storedwork.their_reply(kept, carried)
-            if theirs.cost_usd and kept.request in carried.counted:
-                # Their request was charged as lost at a heartbeat's estimate, then
-                # billed in full: the day's ledger that charged it is raised to the bill.
-                for day in daybudget.lost_ledgers(inp.budget):
-                    await daybudget.settle_day(day, kept.request, kept.cost_usd, held_only=True)
-            return theirs, None
+            return await self._theirs(inp, kept, carried), None
         return reply, streamed.tail
+
+    async def _theirs(
+        self, inp: DeepTurnInput, stored: transcript.StoredReply, carried: Carried
+    ) -> transcript.StoredReply:
+        """A reply of this turn another attempt stored, as this attempt reports it
+        (:func:`.storedwork.their_reply`): a request this activity already counted as
+        lost, at a heartbeat's estimate, adds only what it cost above that, and the
+        day's ledger that charged it at the estimate is raised to the bill."""
+        theirs = storedwork.their_reply(stored, carried)
+        if theirs.cost_usd and stored.request in carried.counted:
+            for day in daybudget.lost_ledgers(inp.budget):
+                await daybudget.settle_day(day, stored.request, stored.cost_usd, held_only=True)
+        return theirs
 
     async def store_reply(
         self, inp: DeepTurnInput, reply: transcript.StoredReply

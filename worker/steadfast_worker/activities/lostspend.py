@@ -53,7 +53,9 @@ async def count_lost(
     for ledger in daybudget.lost_ledgers(run_budget, its_ledger):
         named = dict(stored_theirs)
         if known and ledger == its_ledger:
-            named[key] = estimate
+            # A reply stored before its worker died was billed in full, whatever the
+            # heartbeat had seen of it mid-stream: the day is never settled below that.
+            named[key] = max(estimate, stored_theirs.get(key, 0.0))
         answer = await daybudget.charge_lost(ledger, theirs, named)
         if answer is None:
             continue
@@ -81,7 +83,7 @@ async def count_lost(
         charged, named_usd = charged + estimate, named_usd + estimate
         carried.counted[key] = estimate
         if its_ledger:
-            await daybudget.settle_day(its_ledger, key, estimate)
+            await daybudget.settle_day(its_ledger, key, max(estimate, stored.get(key, 0.0)))
     carried.failed_cost_usd += charged
     return charged, usage if named_usd else Usage()
 
