@@ -44,8 +44,12 @@ ALIASES: dict[str, str] = {
     "claude-sonnet-4": "claude-sonnet-4-0",
 }
 
-#: A cache write that lives an hour costs this many input tokens (5 minutes: 1.25).
+#: A cache write that lives an hour costs this many input tokens.
 ONE_HOUR_WRITE_FACTOR = 2.0
+#: A cache write that lives 5 minutes costs this many input tokens.
+FIVE_MINUTE_WRITE_FACTOR = 1.25
+#: A token read from the cache costs this many input tokens.
+CACHE_READ_FACTOR = 0.1
 
 #: The shortest prefix (tokens) the prompt cache keeps, by model: a ``cache_control``
 #: breakpoint whose prefix is shorter caches nothing, and no error says so.

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_v
 from pydantic.alias_generators import to_camel
 from pydantic_core import core_schema
 
-from steadfast_contract import models
+from steadfast_contract import models, pricing
 from steadfast_contract.durations import Duration, parse_duration
 
 
@@ -128,12 +128,14 @@ class PricingSpec(SpecModel):
     input_per_m_tok: PricePerMTok = Field(alias="inputPerMTok", description=_per_mtok("input"))
     output_per_m_tok: PricePerMTok = Field(alias="outputPerMTok", description=_per_mtok("output"))
     cache_read_per_m_tok: PricePerMTok = Field(
-        default=0.0, alias="cacheReadPerMTok", description=_per_mtok("cache-read")
+        default=0.0,
+        alias="cacheReadPerMTok",
+        description=_per_mtok("cache-read") + " 0 means a tenth of the input price.",
     )
     cache_write_per_m_tok: PricePerMTok = Field(
         default=0.0,
         alias="cacheWritePerMTok",
-        description=_per_mtok("cache-write (5-minute)"),
+        description=_per_mtok("cache-write (5-minute)") + " 0 means 1.25 times the input price.",
     )
     cache_write_1h_per_m_tok: PricePerMTok = Field(
         default=0.0,
@@ -142,11 +144,16 @@ class PricingSpec(SpecModel):
     )
 
     def to_pricing(self) -> models.Pricing:
+        """The rates a run records in its input. A cache rate left at 0 is derived from
+        the input price as Anthropic prices the cache: a deep run marks cache
+        breakpoints whether or not the override names cache rates, and cache tokens
+        counted at $0 would let a run and its day spend past their budgets."""
+        given = self.input_per_m_tok
         return models.Pricing(
-            self.input_per_m_tok,
+            given,
             self.output_per_m_tok,
-            self.cache_read_per_m_tok,
-            self.cache_write_per_m_tok,
+            self.cache_read_per_m_tok or given * pricing.CACHE_READ_FACTOR,
+            self.cache_write_per_m_tok or given * pricing.FIVE_MINUTE_WRITE_FACTOR,
             self.cache_write_1h_per_m_tok,
         )
 

@@ -118,6 +118,25 @@ def test_minimum_cacheable_length_by_model(model: str, tokens: int) -> None:
 
 def test_spec_pricing_carries_the_1_hour_write_rate() -> None:
     raw = {"inputPerMTok": 2.0, "outputPerMTok": 8.0, "cacheWrite1hPerMTok": 3.5}
-    assert PricingSpec.model_validate(raw).to_pricing() == Pricing(2.0, 8.0, 0.0, 0.0, 3.5)
+    assert PricingSpec.model_validate(raw).to_pricing().cache_write_1h_per_mtok == 3.5
     unset = PricingSpec.model_validate({"inputPerMTok": 2.0, "outputPerMTok": 8.0})
     assert one_hour_write_per_mtok(unset.to_pricing()) == 4.0
+
+
+def test_an_override_without_cache_rates_prices_the_cache_as_anthropic_does() -> None:
+    """A deep run marks cache breakpoints whatever the override says. Rates left out
+    were taken as $0: a late turn that read 60,000 tokens from the cache and wrote
+    8,000 to it was counted at its few plain tokens, and the run and its day spent past
+    their budgets. Left out (or 0), they are derived from the input price."""
+    override = PricingSpec.model_validate({"inputPerMTok": 3.0, "outputPerMTok": 15.0})
+    price = override.to_pricing()
+    assert price.cache_read_per_mtok == pytest.approx(0.3)
+    assert price.cache_write_per_mtok == pytest.approx(3.75)
+    turn = Usage(
+        input_tokens=500, output_tokens=1000, cache_read_tokens=60_000, cache_write_tokens=8_000
+    )
+    billed = (500 * 3.0 + 1000 * 15.0 + 60_000 * 0.3 + 8_000 * 3.75) / 1_000_000
+    assert cost_usd(turn, price) == pytest.approx(billed)
+    assert cost_usd(turn, price) == pytest.approx(cost_usd(turn, lookup("claude-sonnet-4-6")))
+    given = {"inputPerMTok": 3.0, "outputPerMTok": 15.0, "cacheReadPerMTok": 0.5}
+    assert PricingSpec.model_validate(given).to_pricing().cache_read_per_mtok == 0.5
