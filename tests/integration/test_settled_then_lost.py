@@ -19,14 +19,20 @@ none was sent checks that). Costs are the simulator's billing, from its request 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
+from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
-from tests.integration.conftest import Harness, HarnessFactory
+from tests.integration.conftest import PG_DSN_ENV, Harness, HarnessFactory
 from tests.integration.test_budget_per_call import billed_usd
 
 from steadfast_contract import activities as act
@@ -366,3 +372,86 @@ async def test_a_stored_reply_counted_as_lost_at_an_estimate_is_counted_once_at_
         day = await _day(h)
         assert day.spent_usd == pytest.approx(FULL_USD)
         assert day.reserved_usd == pytest.approx(0.0)
+
+
+@contextlib.asynccontextmanager
+async def store_held(h: Harness, conversation: str) -> AsyncIterator[None]:
+    """Another writer holds what the turn's reply would be stored in: SQLite's one
+    write lock, or on Postgres an uncommitted row under the reply's key (the turn's
+    insert waits on it; nothing else does). Released (rolled back) on the way out."""
+    await h.activities.store()  # opened (its tables set up) before the writer comes
+    dsn = h.env.get(PG_DSN_ENV, "")
+    if not dsn:
+        writer = sqlite3.connect(h.config.storage.sqlite_path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        return
+    conn = await asyncpg.connect(dsn)
+    try:
+        held = conn.transaction()
+        await held.start()
+        await conn.execute(
+            "INSERT INTO steadfast_transcripts (conversation, turn, part, body, created_at) "
+            "VALUES ($1, 1, $2, '{}', '')",
+            conversation,
+            transcript.ASSISTANT,
+        )
+        try:
+            yield
+        finally:
+            await held.rollback()
+    finally:
+        await conn.close()
+
+
+async def test_a_turn_cancelled_while_storing_its_paid_reply_counts_it_once(
+    harness: HarnessFactory, backend_dsn: str
+) -> None:
+    """The reply came in full and was billed; its store waited (another writer held
+    the database), and the attempt was cancelled meanwhile (a drain's deadline, the
+    run cancelled). The attempt ended, so the next is not one after a lost attempt.
+    On Postgres the cancelled insert never lands: the next attempt asks again and must
+    count the first reply as spend that produced nothing (the old code forgot it: two
+    calls billed, one counted). On SQLite the write lands once the writer lets go: the
+    next attempt uses it, and counts it once all the same."""
+    async with harness(postgres_dsn=backend_dsn) as h:
+        wf_id = f"cancel-store-{uuid.uuid4().hex[:8]}"
+        inp = act.DeepTurnInput(
+            f"conv-{uuid.uuid4().hex[:8]}",
+            "cancelled while storing",
+            1,
+            20,
+            h.config.model.name,
+            budget=_run_budget(h),
+            request_key=f"{wf_id}/turn-1",
+        )
+        sent: list[Any] = []
+        async with store_held(h, inp.conversation):
+            first = _attempt(h, wf_id, "turn-1", 1, sent)
+            running = asyncio.ensure_future(first.run(h.activities.deep_turn, inp))
+            for _ in range(200):
+                if any(e.get("outcome") == "served" for e in _entries(h, wf_id)):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the reply is in; its store waits
+            assert not running.done()
+            first.cancel()
+            with pytest.raises((asyncio.CancelledError, CancelledError)):
+                await running
+        reached = sent[-1]  # sent with the attempt's end
+
+        second = await _attempt(h, wf_id, "turn-1", 2, [], reached).run(h.activities.deep_turn, inp)
+
+        entries = _entries(h, wf_id)
+        billed = billed_usd(h, entries)
+        assert second.llm.cost_usd + second.llm.failed_cost_usd == pytest.approx(billed, rel=1e-9)
+        if backend_dsn:
+            assert len(entries) == 2  # asked again: nothing was stored
+            assert second.llm.failed_cost_usd == pytest.approx(billed_usd(h, entries[:1]))
+        else:
+            assert len(entries) == 1  # the write landed late: its reply is used
+            assert second.reused

@@ -53,3 +53,29 @@ def test_a_list_of_counted_keys_from_an_older_worker_reads_as_counted_at_nothing
     read = _read_back({"failed_cost_usd": 0.5, "counted": ["wf/r/a/1/0"]})
     assert read.counted == {"wf/r/a/1/0": 0.0}
     assert read.failed_cost_usd == 0.5
+
+
+def test_an_attempt_ending_with_a_paid_request_unsettled_counts_it_once() -> None:
+    state = Carried(inflight_request="r/1/0", inflight_cost_usd=0.05)
+    state.count_unsettled()
+    assert state.failed_cost_usd == pytest.approx(0.05)
+    assert state.counted == {"r/1/0": pytest.approx(0.05)}
+    assert state.inflight_cost_usd == 0.0
+    state.count_unsettled()  # nothing left in flight: nothing counted again
+    assert state.failed_cost_usd == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        Carried(inflight_request="", inflight_cost_usd=0.05),  # settled: the ledger knows
+        Carried(inflight_request="r/1/0", inflight_cost_usd=0.0),  # nothing billed yet
+        Carried(inflight_request="r/1/0", inflight_cost_usd=0.05, counted={"r/1/0": 0.05}),
+    ],
+)
+def test_a_request_settled_unbilled_or_counted_already_is_not_counted_at_the_end(
+    state: Carried,
+) -> None:
+    before = state.failed_cost_usd
+    state.count_unsettled()
+    assert state.failed_cost_usd == before

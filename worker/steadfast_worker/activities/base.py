@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from steadfast_contract import budget, credentials, stops
 from steadfast_contract.activities import RunBudget
 from steadfast_contract.config import WorkerConfig
+from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
 from steadfast_worker.activities import daybudget, lostspend, runbudget, stickiness
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
@@ -333,6 +334,7 @@ async def reserve_request(
     key = daybudget.request_key(ask)
     ledger = await daybudget.reserve_day(run, key, reserve_usd, FailureDetailsFactory(carried)())
     carried.inflight_request, carried.inflight_ledger = key, ledger or ""
+    carried.in_flight(Usage(), 0.0)  # nothing of this request billed yet
     return ledger, key
 
 

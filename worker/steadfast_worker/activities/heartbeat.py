@@ -96,6 +96,18 @@ class Carried:
         if request:
             self.counted[request] = self.counted.get(request, 0.0) + cost_usd
 
+    def count_unsettled(self) -> None:
+        """An attempt that ends failing with a request reserved and billed but neither
+        settled nor counted (a cancel, a drain's deadline, while its paid reply was being
+        stored or settled) counts it as failed spend here, once: the attempt is ending,
+        so the next one does not take it for lost and would never count it. A reply of
+        it that was stored after all is then reported above this count only
+        (:func:`.storedwork.their_reply`)."""
+        request, cost = self.inflight_request, self.inflight_cost_usd
+        if request and cost > 0 and request not in self.counted:
+            self.count_failed(request, cost)
+            self.in_flight(Usage(), 0.0)
+
     def in_flight(self, usage: Usage, cost_usd: float) -> None:
         """Note what the request in flight has cost so far (heartbeated with the rest)."""
         self.inflight_cost_usd = cost_usd
@@ -183,6 +195,8 @@ class Heartbeater:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is not None:
+            self.state.count_unsettled()
         self.state.ended_attempt = activity.info().attempt
         self.not_soon()
         if self._task is not None:
