@@ -282,6 +282,17 @@ class RecordRunInput:
 
 #: The tools Claude is offered in a deep run.
 TOOL_WEB_SEARCH = "web_search"
+
+
+def search_ask(query: str) -> str:
+    """The request a search through the model (``anthropic-web-search``) sends for
+    ``query``: what its activity reserves, and the workflow before it."""
+    return (
+        "Search the web and summarise the most relevant findings "
+        f"in a few sentences.\nTopic: {query}"
+    )
+
+
 TOOL_FETCH_PAGE = "fetch_page"
 TOOL_RECORD_FINDING = "record_finding"
 

@@ -58,6 +58,16 @@ CHARS_PER_TOKEN = 4
 CONTEXT_PATCH = "deep-context-window"
 #: Marks a run that sizes its conversation by the tokens the API counted in each turn.
 COUNTED_PROMPT_PATCH = "deep-counted-prompt"
+#: Marks a run that reserved a turn's searches through the model at their queries' size
+#: (asked only when that is more than 100 tokens each, the size reserved before).
+SEARCHES_SIZED_PATCH = "deep-searches-sized"
+
+
+def search_prompt_tokens(call: act.ToolCall) -> int:
+    """The prompt of a ``web_search`` call through the model, in tokens, as its
+    activity reserves it."""
+    query = call.input.get("query")
+    return budget.estimate_tokens(budget.token_chars(act.search_ask(str(query or ""))))
 
 
 def findings_bytes(findings: list[Finding]) -> int:
@@ -291,10 +301,19 @@ async def _tools(
             answers.append(answer)
         else:
             running.append(call)
-    searches = sum(c.name == act.TOOL_WEB_SEARCH for c in running)
-    if searches and s.search_provider == "anthropic-web-search":
-        per_search = wf._gate.search_reserve(s.max_tokens, 100, price)
-        await wf._gate.afford(per_search * searches)  # they run at once: all must fit
+    queries = [c for c in running if c.name == act.TOOL_WEB_SEARCH]
+    if queries and s.search_provider == "anthropic-web-search":
+        # They run at once, each checked alone against what the run had spent: all
+        # must fit, each at what its activity reserves (its query may be 2,000
+        # characters, and Chinese counts a token each), never less than the 100
+        # tokens a search was reserved at before (SEARCHES_SIZED_PATCH).
+        reserve = wf._gate.search_reserve(s.max_tokens, 100, price) * len(queries)
+        sized = sum(
+            wf._gate.search_reserve(s.max_tokens, search_prompt_tokens(c), price) for c in queries
+        )
+        if sized > reserve and workflow.patched(SEARCHES_SIZED_PATCH):
+            reserve = sized
+        await wf._gate.afford(reserve)
     outcomes = await asyncio.gather(
         *(
             wf._activity(

@@ -38,6 +38,7 @@ from steadfast_contract.activities import (
     SearchResult,
     WebSearchInput,
     WebSearchOutput,
+    search_ask,
 )
 from steadfast_contract.text import well_formed
 from steadfast_worker import errors, llm
@@ -194,10 +195,7 @@ class SearchActivities(ActivityBase):
             "name": "web_search",
             "max_uses": 1,
         }
-        ask = (
-            "Search the web and summarise the most relevant findings "
-            f"in a few sentences.\nTopic: {inp.query}"
-        )
+        ask = search_ask(inp.query)
         # A paid request like any other: the run's budget and the day's grant it first,
         # its results (billed as input) included.
         prompt_tokens = budget.estimate_tokens(budget.token_chars(ask))
