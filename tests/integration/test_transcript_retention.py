@@ -45,6 +45,10 @@ async def test_the_sweep_deletes_transcripts_of_closed_runs_only(
         try:
             unknown = f"research-elsewhere-{uuid.uuid4().hex[:8]}/0192ffff-unknown"
             await store.put_part(unknown, 1, transcript.ASSISTANT, "{}")
+            # A key of no run's form (no workflow id in it): the old sweep asked Temporal
+            # about an empty id, was refused, and failed on every pass from then on.
+            stray = f"stray-{uuid.uuid4().hex[:8]}"
+            await store.put_part(stray, 1, transcript.ASSISTANT, "{}")
             ended = await h.start(f"ended mid-loop {uuid.uuid4().hex[:6]}")
             ended_key = f"{ended.id}/{ended.first_execution_run_id}"
             assert await _written(store, ended_key) > 0
@@ -71,6 +75,7 @@ async def test_the_sweep_deletes_transcripts_of_closed_runs_only(
             assert await store.get_parts(ended_key, 100) == []
             assert await store.get_parts(still_key, 100) != []  # open: kept, however idle
             assert len(await store.get_parts(unknown, 100)) == 1  # not the server's: kept
+            assert len(await store.get_parts(stray, 100)) == 1  # of no run's form: kept
             assert len(await store.get_parts(elsewhere, 100)) == 1  # not this namespace's
         finally:
             await store.close()

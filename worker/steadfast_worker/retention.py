@@ -157,7 +157,8 @@ def cadence(keep: timedelta) -> tuple[timedelta, timedelta]:
 
 
 def split_conversation(conversation: str) -> tuple[str, str]:
-    """(workflow id, first run id) of a transcript's key (:func:`deep.conversation_key`)."""
+    """(workflow id, first run id) of a transcript's key (:func:`deep.conversation_key`);
+    either is empty for a key of another form, which no run of ours wrote."""
     workflow_id, _, first_run_id = conversation.rpartition("/")
     return workflow_id, first_run_id
 
@@ -231,7 +232,9 @@ async def sweep(
     while page := await store.idle_conversations(before, after, PAGE):
         for conversation in page:
             workflow_id, first_run_id = split_conversation(conversation)
-            if not first_run_id:
+            if not (workflow_id and first_run_id):
+                # Not a key a run of ours wrote: kept. Asked about, Temporal refused the
+                # describe (no workflow id), and every sweep of the store failed on it.
                 continue
             found = await describe(client, workflow_id)
             chain = None
