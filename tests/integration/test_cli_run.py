@@ -44,13 +44,16 @@ def worker_queue(cli_stack: embedded.Stack, task_queue: str) -> str:
 
 
 @pytest.fixture
-def gate(worker_queue: str, temporal_address: str) -> list[str]:
-    """``steadfast run`` arguments for the approval-gate example on this test's worker."""
+def gate(cli_stack: embedded.Stack, task_queue: str, temporal_address: str) -> list[str]:
+    """``steadfast run`` arguments for the approval-gate example, on a worker of that
+    agent on this test's queue (a worker serves its own agent's runs only)."""
+    agent = example_config("approval-gate.yaml")
+    cli_stack.start_worker(cli_stack.worker_config(on_queue(agent, task_queue)))
     return [
         "-f",
         "examples/approval-gate.yaml",
         "--task-queue",
-        worker_queue,
+        task_queue,
         *conn(temporal_address),
     ]
 
