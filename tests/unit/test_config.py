@@ -52,7 +52,8 @@ def test_unpriced_model_fails_at_start_naming_pricing() -> None:
     priced = parse_config(
         {"model": {"name": "gateway-model", "pricing": {"inputPerMTok": 1, "outputPerMTok": 2}}}
     )
-    assert run_settings(priced).pricing == Pricing(1.0, 2.0, 0.0, 0.0)
+    # Cache rates left out are derived from the input price, as Anthropic prices them.
+    assert run_settings(priced).pricing == Pricing(1.0, 2.0, 0.1, 1.25)
 
 
 def test_settings_carry_the_resolved_price_and_policies() -> None:
