@@ -54,3 +54,24 @@ async def test_a_store_that_cannot_be_set_up_leaves_no_connection_open(postgres_
             with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
                 await PostgresStore.open(dsn)
         assert await connections_to(postgres_dsn, name) == 0
+
+
+async def test_a_store_whose_tables_are_current_opens_without_ddl(postgres_dsn: str) -> None:
+    """Tables made once (by a worker, or by the database's owner), then a connection
+    that may not change the schema (here: every transaction read-only; likewise a role
+    with no CREATE on the schema, which a DBA-provisioned database gives): the store
+    opens and reads. The old setup ran its CREATE ... IF NOT EXISTS on every open, and
+    such a store could never be opened at all."""
+    async with read_only_database(postgres_dsn) as (name, dsn):
+        admin = await asyncpg.connect(postgres_dsn)
+        try:
+            await admin.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
+            await (await PostgresStore.open(dsn)).close()  # the tables, made once
+            await admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+        finally:
+            await admin.close()
+        store = await PostgresStore.open(dsn)
+        try:
+            assert await store.list_reports("research-x-y-topic-0123456789") == []
+        finally:
+            await store.close()

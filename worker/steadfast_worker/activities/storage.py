@@ -165,11 +165,13 @@ class PostgresStore:
             problem = encoding_problem(str(await pool.fetchval("SHOW server_encoding")))
             if problem:
                 raise UnfitStoreError(problem)
-            # Two workers creating the schema at once race on the catalog; the
-            # advisory lock serialises them.
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
-                await schema.setup_postgres(conn)
+            async with pool.acquire() as conn:
+                if not await schema.postgres_is_current(conn):
+                    # Two workers creating the schema at once race on the catalog;
+                    # the advisory lock serialises them.
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
+                        await schema.setup_postgres(conn)
         except BaseException:
             # Every activity attempt opens the store again while it fails (a save
             # retries for storage.saveTimeout): a pool left open each time would use
