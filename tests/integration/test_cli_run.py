@@ -7,6 +7,7 @@ done by a real ``steadfast worker`` process talking to the simulator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import subprocess
@@ -221,6 +222,28 @@ async def test_follow_heads_each_deep_turn_with_its_progress(
 #: write, a colour change, a screen clear, a carriage return that overwrites the line,
 #: a bell, and rich markup that closes a tag nobody opened.
 HOSTILE = "\x1b]52;c;cm0gLXJmIH4K\x07 \x1b[31mred\x1b[0m \x1b[2J\rover \x9b1m [/bold] [link=x]y"
+
+
+async def test_a_task_queue_the_manifest_names_cannot_act_on_the_terminal(
+    temporal_address: str, temporal_client: Client
+) -> None:
+    """The queue ``steadfast run`` prints comes from the manifest or ``--task-queue``,
+    with no pattern: printed as rich markup, ``[/bold]`` raised MarkupError after the
+    runs had started (a traceback, and ``--wait`` never ran), and an escape sequence
+    reached the terminal raw."""
+    queue = f"q-{uuid.uuid4().hex[:6]} [/bold] \x1b]0;title\x07"
+    topic = f"hostile queue {uuid.uuid4().hex[:8]}"
+    run = ["-f", "examples/market-watch.yaml", "--topic", topic, "--task-queue", queue]
+    out = await steadfast("run", *run, *conn(temporal_address))
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+        assert not set(out.stdout) & {"\x1b", "\x07"}, repr(out.stdout)
+        assert "[/bold] ␛]0;title␇" in out.stdout, out.stdout
+    finally:
+        wf_id = ids.workflow_id("research", "market-watch", topic)
+        with contextlib.suppress(Exception):
+            await temporal_client.get_workflow_handle(wf_id).terminate("test over")
 
 
 async def test_what_a_report_or_a_topic_says_cannot_act_on_the_terminal(

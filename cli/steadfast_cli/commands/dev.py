@@ -200,7 +200,7 @@ async def _dev(
             await stack.start()
         except embedded.StateDirBusyError as err:
             return refuse("dev", err)
-        console.print(f"Temporal: {stack.address}   namespace: {cfg.temporal.namespace}")
+        console.print(f"Temporal: {stack.address}   namespace: {shown(cfg.temporal.namespace)}")
         if stack.ui_url:
             console.print(f"Temporal Web UI: [link={stack.ui_url}]{stack.ui_url}[/link]")
         if stack.sim_url:
@@ -213,7 +213,7 @@ async def _dev(
             await stack.sim_admin.set_faults(_deep_plans(cfg, options))
         worker = stack.start_worker(wcfg)
         console.print(
-            f"worker pid {worker.pid} on task queue {wcfg.task_queue}, "
+            f"worker pid {worker.pid} on task queue {shown(wcfg.task_queue)}, "
             f"metrics http://127.0.0.1:{wcfg.worker.metrics_port}/metrics"
         )
         started = [await starter.start_topic(stack.client, wcfg, t, rerun=True) for t in topics]

@@ -91,7 +91,7 @@ async def _run(
         console.print(
             f"{verb} [bold]{shown(s.workflow_id)}[/bold] (run {s.run_id}) · {shown(s.topic)}"
         )
-    console.print(f"task queue: {cfg.task_queue}")
+    console.print(f"task queue: {shown(cfg.task_queue)}")
     if not await _polled(client, cfg.task_queue):
         console.print(
             f"[yellow]no worker polls task queue {shown(cfg.task_queue)}:[/yellow] the run waits "
