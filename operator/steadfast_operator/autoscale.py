@@ -110,8 +110,12 @@ def need(obs: Observation, limits: Limits) -> int:
     """Workers the current load calls for, before clamping and stabilisation."""
     backlog = float(max(obs.backlog, 0))
     # Only project growth when workers are polling and still falling behind: with no
-    # pollers nothing is dispatched, and a burst would look like endless growth.
-    if backlog > 0 and obs.pollers > 0 and obs.add_rate > obs.dispatch_rate:
+    # pollers nothing is dispatched, and a burst would look like endless growth. A rate
+    # that is no number (inf, NaN) projects none: math.ceil(inf) raised, and the agent
+    # got no status nor scale decision while the server said so.
+    rates = (obs.add_rate, obs.dispatch_rate)
+    growing = all(math.isfinite(r) for r in rates) and obs.add_rate > obs.dispatch_rate
+    if backlog > 0 and obs.pollers > 0 and growing:
         backlog += (obs.add_rate - obs.dispatch_rate) * GROWTH_HORIZON
     workers = math.ceil(backlog / limits.target_backlog_per_worker)
     if limits.slots_per_worker > 0:

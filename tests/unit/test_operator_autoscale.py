@@ -39,6 +39,10 @@ LIMITS = Limits(min_replicas=0, max_replicas=10, target_backlog_per_worker=5, sc
         (Observation(backlog=10, add_rate=3.0, dispatch_rate=0.0), 2),
         # Draining backlog is not projected.
         (Observation(backlog=10, add_rate=1.0, dispatch_rate=5.0), 2),
+        # A rate that is no number projects no growth (math.ceil(inf) raised).
+        (Observation(backlog=10, add_rate=float("inf"), dispatch_rate=2.0, pollers=2), 2),
+        (Observation(backlog=10, add_rate=float("nan"), dispatch_rate=2.0, pollers=2), 2),
+        (Observation(backlog=10, add_rate=3.0, dispatch_rate=float("-inf"), pollers=2), 2),
     ],
 )
 def test_need(obs: Observation, expected: int) -> None:
