@@ -18,16 +18,14 @@ import uuid
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.worker import Worker
 from tests.integration.conftest import HarnessFactory
 from tests.integration.test_deep_agent import deep
+from tests.support.scripted import scripted_turn, worker_with
 
 from steadfast_contract import activities as act
 from steadfast_contract.models import Phase
 from steadfast_worker import transcript
 from steadfast_worker.deep import MAX_FINDINGS
-from steadfast_worker.ledger import DailyBudgetLedger
-from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
@@ -63,28 +61,15 @@ def flood(turn: int) -> list[act.ToolCall]:
 
 @activity.defn(name=act.DEEP_TURN)
 async def flooding_turn(inp: act.DeepTurnInput) -> act.DeepTurnOutput:
-    calls = flood(inp.turn) if inp.turn < inp.max_turns else []
-    return act.DeepTurnOutput(
-        "tool_use" if calls else "end_turn",
-        calls,
-        "" if calls else "# Report\n\nWhat the findings say.\n",
-        act.LlmCall(inp.model, calls=1),
-        activity.info().attempt,
-        1000,
-    )
+    return scripted_turn(inp, flood(inp.turn) if inp.turn < inp.max_turns else [])
 
 
 async def test_a_turn_of_thousands_of_findings_does_not_wedge_the_run(
     harness: HarnessFactory,
 ) -> None:
     async with harness(deep(3), start_worker=False) as h:
-        others = [f for f in h.activities.all() if f != h.activities.deep_turn]
-        async with Worker(
-            h.client,
-            task_queue=h.task_queue,
-            workflows=[ResearchWorkflow, DailyBudgetLedger],
-            activities=[*others, flooding_turn],
-        ):
+        replaced = {h.activities.deep_turn: flooding_turn}
+        async with worker_with(h.client, h.task_queue, h.activities, replaced):
             handle = await h.start(f"findings flood {uuid.uuid4().hex[:6]}")
             result = await asyncio.wait_for(handle.result(), 60)
         assert result.status.phase == Phase.COMPLETED

@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 from temporalio import activity
-from temporalio.worker import Worker
 from tests.integration.conftest import HarnessFactory
 from tests.integration.test_deep_agent import deep
+from tests.support.scripted import scripted_turn, worker_with
 from tests.support.temporal import failure_of
 
 from steadfast_contract import activities as act
@@ -26,8 +26,6 @@ from steadfast_contract import budget, errortypes, pricing
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
 from steadfast_worker import transcript
 from steadfast_worker.deep import search_prompt_tokens
-from steadfast_worker.ledger import DailyBudgetLedger
-from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile, pytest.mark.timeout(120)]
 
@@ -53,15 +51,7 @@ TOOLS_RUN: list[str] = []
 
 @activity.defn(name=act.DEEP_TURN)
 async def searching_turn(inp: act.DeepTurnInput) -> act.DeepTurnOutput:
-    calls = searches() if inp.turn == 1 else []
-    return act.DeepTurnOutput(
-        "tool_use" if calls else "end_turn",
-        calls,
-        "" if calls else "# Report\n",
-        act.LlmCall(inp.model, calls=1),
-        activity.info().attempt,
-        1000,
-    )
+    return scripted_turn(inp, searches() if inp.turn == 1 else [])
 
 
 @activity.defn(name=act.DEEP_TOOL)
@@ -95,15 +85,9 @@ async def test_a_turns_searches_are_reserved_at_the_size_of_their_queries(
         "budget": {"maxUSDPerRun": limit, "pauseTimeout": "0s"},
     }
     async with harness(overrides, start_worker=False) as h:
-        mine = (h.activities.deep_turn, h.activities.deep_tool)
-        others = [f for f in h.activities.all() if f not in mine]
+        replaced = {h.activities.deep_turn: searching_turn, h.activities.deep_tool: counted_tool}
         TOOLS_RUN.clear()
-        async with Worker(
-            h.client,
-            task_queue=h.task_queue,
-            workflows=[ResearchWorkflow, DailyBudgetLedger],
-            activities=[*others, searching_turn, counted_tool],
-        ):
+        async with worker_with(h.client, h.task_queue, h.activities, replaced):
             handle = await h.start(f"long searches {uuid.uuid4().hex[:6]}")
             cause = await asyncio.wait_for(failure_of(handle), 60)
             status = await handle.query(STATUS_QUERY, result_type=RunStatus)

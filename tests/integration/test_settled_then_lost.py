@@ -123,15 +123,7 @@ async def test_a_deep_turn_lost_after_storing_its_reply_counts_it_once(
     heartbeat at once); the worker may die before or after it reached Temporal."""
     async with harness() as h:
         wf_id = f"settled-stored-{uuid.uuid4().hex[:8]}"
-        inp = act.DeepTurnInput(
-            f"conv-{uuid.uuid4().hex[:8]}",
-            "settled, stored, then lost",
-            1,
-            20,
-            h.config.model.name,
-            budget=_run_budget(h),
-            request_key=f"{wf_id}/turn-1",
-        )
+        inp = _turn_input(h, wf_id, topic="settled, stored, then lost")
         sent: list[Any] = []
         first = await _attempt(h, wf_id, "turn-1", 1, sent).run(h.activities.deep_turn, inp)
         assert not first.reused
@@ -292,10 +284,13 @@ async def _stored_turn(h: Harness, wf_id: str, conversation: str) -> str:
     return key
 
 
-def _turn_input(h: Harness, wf_id: str, conversation: str) -> act.DeepTurnInput:
+def _turn_input(
+    h: Harness, wf_id: str, conversation: str = "", topic: str = "stored, then lost"
+) -> act.DeepTurnInput:
+    """Turn 1 of 20 of run ``wf_id``'s conversation (a new one unless given)."""
     return act.DeepTurnInput(
-        conversation,
-        "stored, then lost",
+        conversation or f"conv-{uuid.uuid4().hex[:8]}",
+        topic,
         1,
         20,
         h.config.model.name,
@@ -420,15 +415,7 @@ async def test_a_turn_cancelled_while_storing_its_paid_reply_counts_it_once(
     next attempt uses it, and counts it once all the same."""
     async with harness(postgres_dsn=backend_dsn) as h:
         wf_id = f"cancel-store-{uuid.uuid4().hex[:8]}"
-        inp = act.DeepTurnInput(
-            f"conv-{uuid.uuid4().hex[:8]}",
-            "cancelled while storing",
-            1,
-            20,
-            h.config.model.name,
-            budget=_run_budget(h),
-            request_key=f"{wf_id}/turn-1",
-        )
+        inp = _turn_input(h, wf_id, topic="cancelled while storing")
         sent: list[Any] = []
         async with store_held(h, inp.conversation):
             first = _attempt(h, wf_id, "turn-1", 1, sent)

@@ -201,9 +201,7 @@ class ResearchWorkflow:
         if not workflow.patched(CANCEL_KEEPS_GATHERED_PATCH):
             await self._finish(Phase.CANCELLED, self._cancelled_message())
             return asyncio.CancelledError("cancelled")
-        step = self._status.step  # the status keeps saying where the cancel stopped it
-        message = "cancelled" + await self._keep_gathered(inp, stop.gathered)
-        self._status.step = step
+        message = "cancelled" + await self._keep_gathered(inp, stop.gathered, keep_step=True)
         await self._finish(Phase.CANCELLED, message + "; no review mail was sent")
         return asyncio.CancelledError(message)
 
@@ -214,9 +212,7 @@ class ResearchWorkflow:
         report (never mailed); the error to fail it with."""
         decision, message = stop.decision, stop.decision.message
         if stop.gathered and workflow.patched(BUDGET_KEEPS_GATHERED_PATCH):
-            step = self._status.step  # the status keeps saying where the budget stopped it
-            message += await self._keep_gathered(inp, stop.gathered)
-            self._status.step = step
+            message += await self._keep_gathered(inp, stop.gathered, keep_step=True)
         await self._finish(Phase.BUDGET_EXHAUSTED, message)
         return ApplicationError(
             f"run budget exhausted: {decision.message}",
@@ -248,16 +244,20 @@ class ResearchWorkflow:
             self._account_failure(cause)
         kind, message = failures.describe(cause)
         if gathered:
-            step = self._status.step  # the status keeps saying which step failed
-            message += await self._keep_gathered(inp, gathered)
-            self._status.step = step
+            message += await self._keep_gathered(inp, gathered, keep_step=True)
         await self._finish(Phase.FAILED, message)
         return ApplicationError(message, replace(self._status), type=kind, non_retryable=True)
 
-    async def _keep_gathered(self, inp: ResearchInput, gathered: str) -> str:
+    async def _keep_gathered(
+        self, inp: ResearchInput, gathered: str, *, keep_step: bool = False
+    ) -> str:
         """Save what a run stopped before its report had gathered (marked unfinished,
-        never mailed); the words that add it to the run's message."""
+        never mailed); the words that add it to the run's message. With ``keep_step``
+        the status keeps saying which step stopped the run, not the save's."""
+        step = self._status.step
         await self._save(inp, gathered)
+        if keep_step:
+            self._status.step = step
         return f"; what the run gathered is saved as report {self._status.report_id}"
 
     async def _deliver(self, inp: ResearchInput, markdown: str) -> None:

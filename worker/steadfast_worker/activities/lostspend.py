@@ -47,15 +47,16 @@ async def count_lost(
     # A stored reply the lost attempts paid for, at its cost (it may still be
     # reserved: its worker died between storing it and settling it).
     stored_theirs = {k: cost for k, cost in stored.items() if k.startswith(tuple(theirs))}
+    # A reply stored before its worker died was billed in full, whatever the heartbeat
+    # had seen of it mid-stream: the day is never settled below that.
+    billed = max(estimate, stored.get(key, 0.0))
     charged = named_usd = 0.0
     told = False  # a ledger answered for the heartbeat's request
     # A lost attempt may have reserved in yesterday's ledger, before midnight.
     for ledger in daybudget.lost_ledgers(run_budget, its_ledger):
         named = dict(stored_theirs)
         if known and ledger == its_ledger:
-            # A reply stored before its worker died was billed in full, whatever the
-            # heartbeat had seen of it mid-stream: the day is never settled below that.
-            named[key] = max(estimate, stored_theirs.get(key, 0.0))
+            named[key] = billed
         answer = await daybudget.charge_lost(ledger, theirs, named)
         if answer is None:
             continue
@@ -83,7 +84,7 @@ async def count_lost(
         charged, named_usd = charged + estimate, named_usd + estimate
         carried.counted[key] = estimate
         if its_ledger:
-            await daybudget.settle_day(its_ledger, key, max(estimate, stored.get(key, 0.0)))
+            await daybudget.settle_day(its_ledger, key, billed)
     carried.failed_cost_usd += charged
     return charged, usage if named_usd else Usage()
 
