@@ -64,6 +64,8 @@ RETRY_AFTER: Mapping[str, float] = {
     "KedaNotInstalled": 120.0,
     "ChildConflict": 30.0,
     "ReconcileError": 10.0,
+    # The agent that kept the queue may be deleted or move: judge the claim again.
+    "TaskQueueShared": 15.0,
 }
 
 NO_DURABLE_STORE = "NoDurableStore"

@@ -9,7 +9,8 @@ watches. Every ResearchAgent's queue is kept in a Kopf index (filled before any
 handler runs, so an operator restart sees every agent before it judges one), keyed
 by the Temporal it runs on (address and namespace) and the queue: the agent created
 first keeps the queue, and a later one is refused (``TaskQueueShared``) until it
-names a queue of its own. Pure functions; the index and the refusal are wired in
+names a queue of its own or the first one is gone (the refusal is judged again every
+15 s, :data:`.planner.RETRY_AFTER`). Pure functions; the index and the refusal are wired in
 :mod:`.handlers` and :mod:`.reconcile`.
 """
 

@@ -267,7 +267,8 @@ def test_a_task_queue_another_agent_uses_is_refused_to_the_later_agent(
 ) -> None:
     """Workers of two agents on one queue would serve each other's runs with their own
     keys and stores (the workers refuse, and the runs fail): the agent that named the
-    queue first keeps it, the later one is told at its status and gets no worker."""
+    queue first keeps it, the later one is told at its status and gets no worker, until
+    the first one is gone."""
     secret(kube_cluster, namespace, "llm", {"api-key": "sk-sim"})
     queue = {"temporal": {"address": "", "namespace": "default", "taskQueue": f"q-{namespace}"}}
     first = agent_manifest("queue-first", namespace, op_sim, ["t"], **queue)
@@ -292,6 +293,19 @@ def test_a_task_queue_another_agent_uses_is_refused_to_the_later_agent(
     assert get(kube_cluster, "deploy", namespace, "queue-second-worker") is None
     first_ready = condition(get(kube_cluster, "ra", namespace, "queue-first"), "Ready")
     assert first_ready["status"] == "True"
+
+    # With the first agent gone the queue is free: the later agent takes it without
+    # an edit of its own.
+    kube_cluster.kubectl("delete", "ra", "queue-first", "-n", namespace, "--timeout=60s")
+    wait_for(
+        "the later agent Ready once the queue is free",
+        lambda: (
+            condition(get(kube_cluster, "ra", namespace, "queue-second"), "Ready").get("status")
+            == "True"
+        ),
+        timeout=90,
+    )
+    assert get(kube_cluster, "deploy", namespace, "queue-second-worker") is not None
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)

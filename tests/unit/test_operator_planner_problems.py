@@ -58,6 +58,14 @@ pytestmark = pytest.mark.unit
             [],
             0,
         ),
+        # The agent keeping the queue may go: the claim is judged again, not only on edit.
+        (
+            observed(changed=True, problem=Problem("TaskQueueShared", "q is taken")),
+            "TaskQueueShared",
+            15.0,
+            [],
+            0,
+        ),
         # Temporal down on a change: children still go out, the change is retried.
         (
             observed(
