@@ -32,7 +32,10 @@ from steadfast_contract.config import ConfigError, WorkerConfig
 from steadfast_contract.starter import settings_from_config
 from steadfast_worker import health, lastscrape, retention, rotation
 from steadfast_worker.activities import ResearchActivities
-from steadfast_worker.activities.base import UnfitStoreActivityError
+from steadfast_worker.activities.base import (
+    StoreSetupRefusedActivityError,
+    UnfitStoreActivityError,
+)
 from steadfast_worker.connection import connect_options, connect_with
 from steadfast_worker.ledger import DailyBudgetLedger
 from steadfast_worker.metrics import Metrics, sdk_runtime
@@ -46,13 +49,14 @@ STORE_CHECK_SECONDS = 5.0
 
 
 async def check_store(activities: ResearchActivities) -> None:
-    """Refuse to start on a report store that can never keep a report (a
-    :class:`ConfigError`), so that no run pays for research it could not save. Any
-    other problem (a store down now, a DSN it cannot read) is a warning here: each
-    save meets it, waits for the store or fails, and says so in the run."""
+    """Refuse to start on a report store that can never keep a report, or whose tables
+    this role may not set up (a :class:`ConfigError`), so that no run pays for research
+    it could not save. Any other problem (a store down now, a DSN it cannot read) is a
+    warning here: each save meets it, waits for the store or fails, and says so in the
+    run."""
     try:
         await asyncio.wait_for(activities.store(), STORE_CHECK_SECONDS)
-    except UnfitStoreActivityError as err:
+    except (UnfitStoreActivityError, StoreSetupRefusedActivityError) as err:
         raise ConfigError(err.message) from None
     except ApplicationError as err:  # down, or refusing us: each save says so, and waits
         log.warning("the report store cannot be used now: %s", err)

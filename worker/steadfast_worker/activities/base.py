@@ -36,7 +36,12 @@ from steadfast_contract.pricing import Usage
 from steadfast_worker import errors, llm
 from steadfast_worker.activities import daybudget, lostspend, runbudget, stickiness
 from steadfast_worker.activities.heartbeat import Carried, Heartbeater
-from steadfast_worker.activities.storage import ReportStore, UnfitStoreError, open_store
+from steadfast_worker.activities.storage import (
+    ReportStore,
+    StoreSetupRefusedError,
+    UnfitStoreError,
+    open_store,
+)
 from steadfast_worker.metrics import (
     OUTCOME_CANCELLED,
     OUTCOME_FAILURE,
@@ -64,6 +69,15 @@ class UnfitStoreActivityError(ApplicationError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, type=errors.MISCONFIGURED, non_retryable=True)
+
+
+class StoreSetupRefusedActivityError(ApplicationError):
+    """The report store's tables need a setup this role may not run
+    (:class:`~.storage.StoreSetupRefusedError`): ``DatabaseError``, retried (a grant
+    lets the next attempt save), and a worker refuses to start on it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type=errors.DATABASE_ERROR)
 
 
 #: How long an attempt holding something paid for (a model's reply, a paid search's
@@ -126,6 +140,8 @@ class ActivityBase:
                         self._store = await open_store(dsn, self.config.storage.sqlite_path)
                     except UnfitStoreError as exc:
                         raise UnfitStoreActivityError(f"{setting}: {exc}") from None
+                    except StoreSetupRefusedError as exc:
+                        raise StoreSetupRefusedActivityError(f"{setting}: {exc}") from None
             return self._store
 
     async def kept(self, write: Callable[[], Awaitable[T]]) -> T:

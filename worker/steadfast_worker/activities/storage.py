@@ -140,6 +140,14 @@ class UnfitStoreError(Exception):
     outage to wait out."""
 
 
+class StoreSetupRefusedError(Exception):
+    """The store's tables are missing or older than this release, and the role the DSN
+    names may not create or change them: the database's owner must run the setup (a
+    worker started with the owner's DSN once), or grant the role ``CREATE`` on the
+    schema. Not an :class:`UnfitStoreError`: a grant lets the next attempt save, so a
+    save retries it; a starting worker refuses it."""
+
+
 def encoding_problem(encoding: str) -> str | None:
     """Why a database of ``encoding`` cannot be the report store, or ``None``."""
     if encoding.upper() in FIT_ENCODINGS:
@@ -169,9 +177,17 @@ class PostgresStore:
                 if not await schema.postgres_is_current(conn):
                     # Two workers creating the schema at once race on the catalog;
                     # the advisory lock serialises them.
-                    async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
-                        await schema.setup_postgres(conn)
+                    try:
+                        async with conn.transaction():
+                            await conn.execute("SELECT pg_advisory_xact_lock(7364021)")
+                            await schema.setup_postgres(conn)
+                    except asyncpg.InsufficientPrivilegeError as err:
+                        raise StoreSetupRefusedError(
+                            "the report tables are missing or from an earlier release, and "
+                            f"this role may not create or change them ({err}): run the "
+                            "setup once as the database's owner (start one worker with the "
+                            "owner's DSN), or grant this role CREATE on the schema"
+                        ) from None
         except BaseException:
             # Every activity attempt opens the store again while it fails (a save
             # retries for storage.saveTimeout): a pool left open each time would use
