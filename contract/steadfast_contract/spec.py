@@ -411,8 +411,8 @@ class AgentSpec(SpecModel):
             "What deleting the agent does in Temporal. Cancel: its Schedules are deleted and "
             "its running workflows cancelled; the finalizer stays until Temporal confirms, "
             "however long it is unreachable (Ready=False, WaitingForTemporal), and while a "
-            "cancelled run is still saving the report it paid for (WaitingForReports), so "
-            "its workers outlive it. Abandon: one "
+            "cancelled run has yet to end, saving what it paid for or finishing a mail under "
+            "way (WaitingForReports), so its workers outlive it. Abandon: one "
             "try, then the agent goes; running workflows are left, and its Schedules too "
             "when Temporal could not be reached."
         ),

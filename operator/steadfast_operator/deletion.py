@@ -31,8 +31,9 @@ MAX_DELAY = 60.0
 WAITING = "WaitingForTemporal"
 """``Ready`` condition reason while a deletion waits for Temporal."""
 SAVING = "WaitingForReports"
-"""``Ready`` condition reason while a deletion waits for cancelled runs to save their
-paid reports: the agent's workers, which the agent's deletion takes, must outlive them."""
+"""``Ready`` condition reason while a deletion waits for cancelled runs to end (saving
+their paid reports, finishing a mail): the agent's workers, which the agent's deletion
+takes, must outlive them."""
 SAVING_DELAY = 10.0
 """Seconds between two looks at runs saving their reports."""
 
@@ -41,8 +42,9 @@ def saving_message(workflow_ids: Sequence[str]) -> str:
     """What a deletion waiting for cancelled runs to save their reports says."""
     shown = ", ".join(workflow_ids[:3]) + (" and more" if len(workflow_ids) > 3 else "")
     return (
-        f"deleting: waiting for {len(workflow_ids)} cancelled run(s) to save the report they "
-        f"paid for ({shown}); the agent and its workers stay until they have. A run waits "
+        f"deleting: waiting for {len(workflow_ids)} cancelled run(s) to end, saving what "
+        f"they paid for or finishing a mail under way ({shown}); the agent and its workers "
+        f"stay until they have. A run waits "
         f"for its report store up to storage.saveTimeout. To delete without waiting, set "
         f"spec.deletionPolicy: Abandon (the runs are then left without workers)"
     )

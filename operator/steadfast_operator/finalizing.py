@@ -8,7 +8,8 @@ goes (:func:`steadfast_operator.planner.plan_deletion`), and while Temporal
 cannot be reached or refuses, :mod:`.deletion` decides whether to wait (the
 agent's ``Ready`` condition says for what) or, with ``deletionPolicy:
 Abandon``, to let the agent go. Under ``Cancel`` it also waits while a run it
-cancelled is still saving the report it paid for (:class:`Saving`): a cancel does
+cancelled has yet to end (:class:`Saving`: saving the report it paid for, or what it
+gathered, or finishing a mail under way): a cancel does
 not stop that save, and the agent's workers, which go with the agent, must
 outlive it.
 """

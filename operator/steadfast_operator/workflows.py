@@ -106,16 +106,45 @@ async def stop_topics(
                 continue
             stopped.append(wf)
             if policy == "Cancel":
-                with contextlib.suppress(RPCError):
-                    await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
+                await _cancel(client, wf)
     return stopped
 
 
+async def _cancel(client: Client, wf: WorkflowExecution) -> None:
+    """Ask Temporal to cancel ``wf``. Only ``NOT_FOUND`` (it closed since it was listed)
+    is taken as done: any other refusal (Temporal unavailable, a deadline, a rate limit)
+    is raised, so a deletion keeps its finalizer and a removed topic is tried again,
+    instead of leaving a run going that nobody will cancel."""
+    try:
+        await client.get_workflow_handle(wf.id, run_id=wf.run_id).cancel()
+    except RPCError as err:
+        if not cancel_moot(err):
+            raise
+
+
+def cancel_moot(err: RPCError) -> bool:
+    """Whether a refused cancel needs no retry: the run is gone (closed since it was
+    listed, or removed by retention), which is all a cancel wanted."""
+    return err.status == RPCStatusCode.NOT_FOUND
+
+
+def still_ending(phase: models.Phase | str) -> bool:
+    """Whether a cancelled run whose status says ``phase`` has yet to end: a run
+    cancelled mid-step saves what it paid to gather before it ends (and one cancelled
+    while saving finishes the save), and only its own workers can run that save."""
+    try:
+        return not models.Phase(phase).terminal
+    except ValueError:  # a phase of a newer release: it says it is not done
+        return True
+
+
 async def saving(client: Client, runs: Iterable[WorkflowExecution]) -> list[str]:
-    """Of ``runs`` (those a deletion cancelled), the ids of those still saving the report
-    they paid for: open, and in phase ``Saving`` as their status query answers. A
-    cancelled run goes on saving its report, so its workers must outlive it. A run
-    no worker answers for is not waited for: no worker is left to save it anyway."""
+    """Of ``runs`` (those a deletion cancelled), the ids of those still to end, saving
+    what they paid for: their status query answers a phase that is not terminal
+    (:func:`still_ending`). The cancel reaches a run in an LLM call only at the call's
+    next heartbeat, and the run then saves what it gathered, so its workers must
+    outlive it: a run still ``Writing`` when asked is waited for, as one ``Saving`` is.
+    A run no worker answers for is not waited for: no worker is left to save it anyway."""
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
     async def still_saving(wf: WorkflowExecution) -> bool:
@@ -129,7 +158,7 @@ async def saving(client: Client, runs: Iterable[WorkflowExecution]) -> list[str]
                 )
             except (RPCError, TimeoutError, WorkflowQueryFailedError):
                 return False
-        return bool(st.phase == models.Phase.SAVING)
+        return still_ending(st.phase)
 
     runs = list(runs)
     found = await asyncio.gather(*map(still_saving, runs))

@@ -23,6 +23,7 @@ from tests.integration.test_deep_agent import deep, plan
 from tests.support.sim import wait_for_report_call
 
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_operator import workflows as operator_workflows
 from steadfast_worker.activities.storage import StoredReport
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -132,3 +133,25 @@ async def test_a_pipeline_run_cancelled_while_its_report_is_written_keeps_its_so
         assert status.phase == Phase.CANCELLED, status.message
         await kept_unmailed(h, handle.id, status, "Sources found")
         assert h.metric("steadfast_runs_total", phase="Cancelled") == 1
+
+
+async def test_a_deletion_waits_for_a_run_cancelled_mid_call_until_it_has_saved(
+    harness: HarnessFactory,
+) -> None:
+    """An agent's deletion cancels its runs and keeps the agent, and so its workers,
+    while a cancelled run has yet to save what it paid for (the operator's
+    ``workflows.saving``), asked right after the cancel as the finalizer asks.
+    (A run cancelled while it mails is the case the old code let go:
+    test_cancel_while_saving.py.)"""
+    async with harness() as h:
+        h.sim.set_faults({"llm": {"chunk_delay_ms": 200, "match": "research report"}})
+        handle = await h.start(f"deleted in its report {uuid.uuid4().hex[:6]}")
+        await wait_for_report_call(h.sim, handle.id, settle=0.5)
+        run = await handle.describe()
+        await handle.cancel()
+        assert await operator_workflows.saving(h.client, [run]) == [handle.id]
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        assert await operator_workflows.saving(h.client, [run]) == []
+        status = await handle.query(STATUS_QUERY, result_type=RunStatus)
+        await kept_unmailed(h, handle.id, status, "Sources found")

@@ -35,6 +35,7 @@ from tests.integration.conftest import (
 )
 
 from steadfast_contract.models import STATUS_QUERY, Phase, RunStatus
+from steadfast_operator import workflows as operator_workflows
 from steadfast_worker.workflows import ResearchWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
@@ -139,3 +140,29 @@ async def test_a_cancel_during_the_mail_step_lets_it_finish_and_says_so(
         assert final.report_id in final.message, final.message
         assert ended == "ended without a result"
         await replays(handle)
+
+
+async def test_a_deletion_waits_for_a_run_cancelled_while_it_mails(
+    harness: HarnessFactory, slow_smtp: SmtpServer
+) -> None:
+    """The operator's deletion keeps the agent, and so its workers, while a run it
+    cancelled has yet to end (``workflows.saving``). It used to wait only for runs in
+    ``Saving``: a run cancelled in its mail step goes on mailing, and the workers went
+    with the agent mid-send; the run then stayed open with nobody to finish it or say
+    whether the mail went out."""
+    async with harness() as h:
+        h.env[SMTP_URL_ENV] = slow_smtp.url
+        handle = await h.start("deleted while mailing")
+        for _ in range(300):
+            st: RunStatus = await handle.query(STATUS_QUERY, result_type=RunStatus)
+            if st.phase == Phase.EMAILING:
+                break
+            await asyncio.sleep(0.05)
+        assert st.phase == Phase.EMAILING, st
+        run = await handle.describe()
+        await handle.cancel()
+        assert await operator_workflows.saving(h.client, [run]) == [handle.id]
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+        assert await operator_workflows.saving(h.client, [run]) == []
+        assert len(slow_smtp.messages_for(handle.id)) == 1

@@ -8,10 +8,11 @@ with the code under test.
 from __future__ import annotations
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from tests.support.planning import CRON, ID, NOW, observed, raw_spec, view
 
 from steadfast_contract import models
-from steadfast_operator import deletion, planner, schedules
+from steadfast_operator import deletion, planner, schedules, workflows
 from steadfast_operator.planner import ScheduleChange, TemporalView
 from steadfast_operator.status import Problem
 
@@ -145,3 +146,41 @@ def test_a_listed_schedule_is_ours_only_if_its_input_derives_its_id(
     sched_id: str, given: object, topic: str | None
 ) -> None:
     assert schedules.owned(sched_id, "research", "watch", given) == topic
+
+
+@pytest.mark.parametrize(
+    ("phase", "ending"),
+    [
+        # Cancelled mid-step: the cancel reaches the call at its next heartbeat, and the
+        # run then saves what it gathered. Waited for, as a run already saving.
+        (models.Phase.WRITING, True),
+        (models.Phase.RESEARCHING, True),
+        (models.Phase.GENERATING_QUERIES, True),
+        (models.Phase.SEARCHING, True),
+        (models.Phase.AWAITING_BUDGET, True),
+        (models.Phase.SAVING, True),
+        ("SomePhaseOfANewerRelease", True),
+        (models.Phase.CANCELLED, False),
+        (models.Phase.COMPLETED, False),
+        (models.Phase.FAILED, False),
+        (models.Phase.BUDGET_EXHAUSTED, False),
+    ],
+)
+def test_a_cancelled_run_is_waited_for_until_its_phase_is_terminal(
+    phase: models.Phase | str, ending: bool
+) -> None:
+    assert workflows.still_ending(phase) is ending
+
+
+@pytest.mark.parametrize(
+    ("status", "moot"),
+    [
+        (RPCStatusCode.NOT_FOUND, True),  # closed since it was listed
+        (RPCStatusCode.UNAVAILABLE, False),
+        (RPCStatusCode.DEADLINE_EXCEEDED, False),
+        (RPCStatusCode.RESOURCE_EXHAUSTED, False),
+        (RPCStatusCode.PERMISSION_DENIED, False),
+    ],
+)
+def test_only_a_run_that_is_gone_needs_no_cancel_again(status: RPCStatusCode, moot: bool) -> None:
+    assert workflows.cancel_moot(RPCError("refused", status, b"")) is moot
