@@ -16,7 +16,7 @@ from rich.table import Table
 
 from steadfast_cli.safetext import cell, printable, shown
 from steadfast_contract.models import Interruption
-from steadfast_contract.starter import RunRow, total_cost
+from steadfast_contract.starter import RunRow, counted_runs, total_cost
 
 _PHASE_STYLE = {
     "Completed": "green",
@@ -65,12 +65,13 @@ def runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> Table:
     table.add_column("Workflow ID", overflow="fold", min_width=12, ratio=3)
     table.add_column("Phase", no_wrap=True)
     table.add_column("Report ID", overflow="fold", min_width=8, ratio=2)
-    calls, retries = sum(r.llm_calls for r in rows), sum(r.retries for r in rows)
+    counted = counted_runs(rows)  # the totals: a chain continued as new, once
+    calls, retries = sum(r.llm_calls for r in counted), sum(r.retries for r in counted)
     table.add_column("LLM calls", justify="right", footer=str(calls), no_wrap=True)
     table.add_column("Retries", justify="right", footer=str(retries), no_wrap=True)
-    spent = format_cost(total_cost(list(rows)))
+    spent = format_cost(total_cost(counted))
     table.add_column("Cost (USD)", justify="right", footer=spent, no_wrap=True)
-    saved = sum(r.avoided_usd for r in rows)
+    saved = sum(r.avoided_usd for r in counted)
     table.add_column("Saved (USD)", justify="right", footer=format_cost(saved), no_wrap=True)
     for r in rows:
         table.add_row(
@@ -113,11 +114,12 @@ def compact_runs_table(rows: Sequence[RunRow], title: str = "Research runs") -> 
     table = Table(title=title, show_footer=len(rows) > 1)
     table.add_column("Run", footer="Total", overflow="fold", min_width=10)
     table.add_column("Phase", no_wrap=True)
-    table.add_column("Calls", justify="right", footer=str(sum(r.llm_calls for r in rows)))
-    table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in rows)))
+    counted = counted_runs(rows)  # the totals: a chain continued as new, once
+    table.add_column("Calls", justify="right", footer=str(sum(r.llm_calls for r in counted)))
+    table.add_column("Retries", justify="right", footer=str(sum(r.retries for r in counted)))
     spent, saved = (
-        format_cost(total_cost(list(rows))),
-        format_cost(sum(r.avoided_usd for r in rows)),
+        format_cost(total_cost(counted)),
+        format_cost(sum(r.avoided_usd for r in counted)),
     )
     table.add_column("Cost", justify="right", footer=spent, no_wrap=True)
     table.add_column("Saved", justify="right", footer=saved, no_wrap=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,13 +93,17 @@ def reuse_policy(rerun: bool) -> WorkflowIDReusePolicy:
     return WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
 
 
+CONTINUED_AS_NEW = "ContinuedAsNew"
+"""The phase a run that continued as new is listed with (its chain goes on)."""
+
+
 CLOSED_PHASES: dict[WorkflowExecutionStatus, str] = {
     WorkflowExecutionStatus.COMPLETED: models.Phase.COMPLETED.value,
     WorkflowExecutionStatus.FAILED: models.Phase.FAILED.value,
     WorkflowExecutionStatus.CANCELED: models.Phase.CANCELLED.value,
     WorkflowExecutionStatus.TERMINATED: "Terminated",
     WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: CONTINUED_AS_NEW,
 }
 """The phase a run shows for how Temporal closed it, when the run's own status does not
 say (the command line's rows and the operator's status use this one table)."""
@@ -256,8 +261,29 @@ def status_from_failure(err: BaseException, converter: PayloadConverter) -> mode
     return decoded if isinstance(decoded, models.RunStatus) else None
 
 
+def counted_runs(rows: Iterable[RunRow]) -> list[RunRow]:
+    """The rows whose figures add up: every row but a run that continued as new and whose
+    next run is listed too. A deep run carries its status (spend, calls, tokens, what
+    resuming saved) into the run it continues as, so the chain's last run says the
+    whole chain's figures, and its earlier runs say a part of them again. A continued
+    run whose next run is not listed (cut off by a listing's bound) counts itself."""
+    rows = list(rows)
+    starts: dict[str, list[datetime]] = {}
+    for r in rows:
+        if r.started_at is not None:
+            starts.setdefault(r.workflow_id, []).append(r.started_at)
+
+    def continued_in_listing(r: RunRow) -> bool:
+        if r.phase != CONTINUED_AS_NEW or r.started_at is None:
+            return False
+        return any(t > r.started_at for t in starts.get(r.workflow_id, ()))
+
+    return [r for r in rows if not continued_in_listing(r)]
+
+
 def total_cost(rows: list[RunRow]) -> float:
-    return sum(r.cost_usd for r in rows)
+    """What ``rows`` spent, each chain of runs counted once (:func:`counted_runs`)."""
+    return sum(r.cost_usd for r in counted_runs(rows))
 
 
 # --- I/O -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from steadfast_contract.crdschema import MAX_RUNS_LISTED as MAX_RUNS_LISTED
 from steadfast_contract.spec import AgentSpec
-from steadfast_contract.starter import RunRow
+from steadfast_contract.starter import RunRow, counted_runs
 from steadfast_operator import budgets
 
 READY = "Ready"
@@ -77,9 +77,12 @@ def day_of(now: datetime) -> str:
 def cost_today(runs: Iterable[RunRow], now: datetime, ledger_usd: float | None = None) -> float:
     """USD spent on ``now``'s UTC day: what the day's ledger settled (``ledger_usd``, the
     figure no topic rename or restart resets), or, where that is lower or unknown, what
-    runs started that day spent (runs from before the ledger existed)."""
+    runs started that day spent (runs from before the ledger existed), a chain of runs
+    continued as new counted once (:func:`~steadfast_contract.starter.counted_runs`)."""
     today = day_of(now)
-    by_runs = sum(r.cost_usd for r in runs if r.started_at and day_of(r.started_at) == today)
+    by_runs = sum(
+        r.cost_usd for r in counted_runs(runs) if r.started_at and day_of(r.started_at) == today
+    )
     return max(by_runs, ledger_usd or 0.0)
 
 
@@ -172,6 +175,7 @@ def build_status(
     # (its final bookkeeping runs after the phase is set): the summary and the
     # Ready message agree with the phases ``status.runs`` lists.
     finished = sum(1 for r in runs if r.terminal or not r.running)
+    counted = counted_runs(runs)  # figures: a chain continued as new, once
 
     if ready > 0:
         workers = (True, "MinimumReplicasAvailable", f"{ready} of {desired} workers ready")
@@ -219,13 +223,13 @@ def build_status(
         "runs": [run_line(r) for r in listed],
         "runsSummary": f"{finished}/{len(runs)}",
         # What resuming saved the runs observed: spend restarts would have re-paid.
-        "avoidedUSD": round(sum(r.avoided_usd for r in runs), 6),
+        "avoidedUSD": round(sum(r.avoided_usd for r in counted), 6),
         "cost": {
-            "totalUSD": round(sum(r.cost_usd for r in runs), 6),
+            "totalUSD": round(sum(r.cost_usd for r in counted), 6),
             "todayUSD": round(today, 6),
             "day": day_of(now),
-            "inputTokens": sum(r.input_tokens for r in runs),
-            "outputTokens": sum(r.output_tokens for r in runs),
+            "inputTokens": sum(r.input_tokens for r in counted),
+            "outputTokens": sum(r.output_tokens for r in counted),
         },
     }
     if queue is not None:

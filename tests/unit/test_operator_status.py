@@ -189,3 +189,43 @@ def test_every_status_field_written_is_in_the_crd_schema() -> None:
     assert set(s) <= set(schema)
     assert set(s["runs"][0]) <= set(schema["runs"]["items"]["properties"])
     assert set(s["cost"]) <= set(schema["cost"]["properties"])
+
+
+def test_a_chain_of_runs_continued_as_new_is_counted_once() -> None:
+    """A deep run carries its status into the run it continues as: the chain's last
+    run says the whole chain's figures. Summing every run of the chain counted the
+    earlier spend again, and the day read as spent: DailyBudgetReached, no start,
+    Schedules paused, while the day's ledger had room (the audit)."""
+    first = RunRow(
+        topic="x",
+        workflow_id="wf-x",
+        run_id="r1",
+        phase="ContinuedAsNew",
+        started_at=NOW - timedelta(minutes=30),
+        closed_at=NOW - timedelta(minutes=10),
+        cost_usd=0.50,
+        avoided_usd=0.10,
+        input_tokens=1000,
+        output_tokens=100,
+    )
+    second = RunRow(
+        topic="x",
+        workflow_id="wf-x",
+        run_id="r2",
+        phase="Researching",
+        started_at=NOW - timedelta(minutes=10),
+        cost_usd=0.70,
+        avoided_usd=0.10,
+        input_tokens=1500,
+        output_tokens=150,
+    )
+    other = run("y", 0.05, NOW - timedelta(hours=1))
+    status = build([first, second, other], ledger_usd=0.75)
+    assert status["cost"]["totalUSD"] == 0.75
+    assert status["cost"]["todayUSD"] == 0.75
+    assert (status["cost"]["inputTokens"], status["cost"]["outputTokens"]) == (1600, 200)
+    assert status["avoidedUSD"] == 0.10
+    assert conds(status)["BudgetExhausted"]["status"] == "False"
+    assert not st.budget_exhausted(SPEC, [first, second, other], NOW, 0.75)
+    # A continued run whose next run the listing cut off still counts itself.
+    assert st.cost_today([first, other], NOW) == 0.55
