@@ -311,12 +311,16 @@ def pause_change(
 
 
 def _replicas(obs: Observed, view: TemporalView | None) -> dict[str, Any]:
-    """The built-in autoscaler's decision, made on a copy of its memory."""
+    """The built-in autoscaler's decision, made on a copy of its memory. None when
+    Temporal was not read whole: a listing of runs that failed after the queue's
+    statistics were read looks like an idle agent, and would scale running workers away
+    (the replicas are held, as while Temporal cannot be reached)."""
     spec = obs.spec
     if (
         spec is None
         or view is None
         or view.queue is None
+        or view.problem is not None
         or obs.replicas is None
         or spec.workers.autoscaler != "builtin"
     ):

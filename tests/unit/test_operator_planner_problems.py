@@ -14,13 +14,14 @@ from tests.support.planning import (
     CRON,
     DEFAULTS,
     ID,
+    NOW,
     condition,
     observed,
     raw_spec,
     view,
 )
 
-from steadfast_operator import planner
+from steadfast_operator import autoscale, planner
 from steadfast_operator.planner import (
     Failure,
     Observed,
@@ -163,3 +164,21 @@ def test_deletion_deletes_every_schedule_and_applies_the_policy(policy: str) -> 
     assert plan.deletion_policy == policy
     # Children go with the garbage collector; nothing else is written.
     assert (plan.children, plan.start, plan.status, plan.scale) == ((), (), None, None)
+
+
+def test_a_failed_run_listing_holds_the_replicas() -> None:
+    """The queue's statistics read, then the runs' listing failed: the view says no run
+    and no backlog, as an idle agent's does. The autoscaler took it for one and, once
+    its scale-down delay was filled with such ticks, scaled workers away from runs in
+    flight (the audit). It now holds them, as while Temporal cannot be reached."""
+    raw = raw_spec(workers={"minReplicas": 0, "scaleDownDelay": "60s"})
+    t = NOW.timestamp()
+    idle_for_a_minute = autoscale.History(needs=[(t - 70, 0), (t - 35, 0)], started=t - 3600)
+    failed = replace(view(pollers=2), problem=Problem("TemporalError", "visibility unavailable"))
+    obs = observed(raw, replicas=(2, 2), temporal=failed, history=idle_for_a_minute)
+    plan = planner.plan(obs)
+    assert plan.scale is None
+    # The same tick with the listing read (and no run) does scale down: the contrast.
+    plan = planner.plan(replace(obs, temporal=view(pollers=2)))
+    assert plan.scale is not None
+    assert plan.scale.desired == 0
