@@ -149,7 +149,10 @@ def decide(
     target = _clamp(raw, limits)
     if target > current:
         why = "from zero" if current == 0 else "up"
-        return Decision(target, raw, f"scale {why}: need {raw} for backlog {obs.backlog}")
+        load = f"backlog {obs.backlog}"
+        if obs.backlog == 0 and obs.running_workflows > 0:
+            load = f"{obs.running_workflows} running workflows"
+        return Decision(target, raw, f"scale {why}: need {raw} for {load}")
     if target == current:
         return Decision(current, raw, "steady")
     if current > limits.max_replicas:
@@ -169,8 +172,11 @@ def decide_for(
     current: int,
     history: History,
     now: datetime,
+    starting: int = 0,
 ) -> Decision:
-    """The decision for an agent's spec, task queue and runs (``history`` updated in place)."""
+    """The decision for an agent's spec, task queue and runs (``history`` updated in place).
+    ``starting``: runs this pass starts, running as soon as it has (no listing has them
+    yet), so a pass that starts one never scales the last worker away from it."""
     w = spec.workers
     return decide(
         Observation(
@@ -179,7 +185,7 @@ def decide_for(
             add_rate=queue.add_rate,
             dispatch_rate=queue.dispatch_rate,
             pollers=queue.pollers,
-            running_workflows=sum(1 for r in runs if r.running),
+            running_workflows=sum(1 for r in runs if r.running) + starting,
             activities_in_flight=sum(1 for r in runs if r.running and r.phase in ACTIVITY_PHASES),
         ),
         current,

@@ -270,7 +270,8 @@ def plan(obs: Observed) -> Plan:
     # A failed Temporal read is what the status says now; the change's own problem
     # (if any) is remembered for the ticks until the next change.
     shown = view.problem if view is not None and view.problem is not None else problem
-    out = replace(out, problem=shown, **(_replicas(obs, view) if out.scale is None else {}))
+    replicas = _replicas(obs, view, len(out.start)) if out.scale is None else {}
+    out = replace(out, problem=shown, **replicas)
     doc, write = status_document(obs, view, out)
     remember = problem if obs.changed else None
     retry = RETRY_AFTER.get(remember.reason) if remember is not None else None
@@ -310,7 +311,7 @@ def pause_change(
     return ScheduleChange(upsert=tuple(spec.unique_topics()), cron=spec.schedule, paused=exhausted)
 
 
-def _replicas(obs: Observed, view: TemporalView | None) -> dict[str, Any]:
+def _replicas(obs: Observed, view: TemporalView | None, starting: int = 0) -> dict[str, Any]:
     """The built-in autoscaler's decision, made on a copy of its memory. None when
     Temporal was not read whole: a listing of runs that failed after the queue's
     statistics were read looks like an idle agent, and would scale running workers away
@@ -326,7 +327,9 @@ def _replicas(obs: Observed, view: TemporalView | None) -> dict[str, Any]:
     ):
         return {}
     history = copy.deepcopy(obs.history)
-    decision = autoscale.decide_for(spec, view.queue, view.runs, obs.replicas[0], history, obs.now)
+    decision = autoscale.decide_for(
+        spec, view.queue, view.runs, obs.replicas[0], history, obs.now, starting
+    )
     scale = Scale(obs.replicas[0], decision.desired, decision.reason)
     return {"scale": scale, "history": history}
 

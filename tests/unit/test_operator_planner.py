@@ -58,13 +58,14 @@ def test_first_reconcile_creates_children_starts_every_topic_and_writes_status()
     assert plan.stop == ()
     assert plan.start == (Start("alpha", ID["alpha"]), Start("beta", ID["beta"]))
     assert plan.pause is None
-    # The Deployment it creates starts at minReplicas (0): nothing waits, nothing to scale.
-    assert plan.scale == Scale(0, 0, "steady")
+    # The Deployment it creates starts at minReplicas (0), and the runs this pass starts
+    # need a worker: scaled up at once, not on the tick that first lists them.
+    assert plan.scale == Scale(0, 1, "scale from zero: need 1 for 2 running workflows")
     assert plan.write_status
     assert condition(plan, "Ready") == ("True", "Reconciled")
     assert plan.status is not None
     assert plan.status["observedGeneration"] == 2
-    assert plan.status["workers"]["desired"] == 0
+    assert plan.status["workers"]["desired"] == 1
     assert plan.status["taskQueue"]["name"] == QUEUE
     assert (plan.remember, plan.retry) == (None, None)
 

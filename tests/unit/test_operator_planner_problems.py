@@ -175,10 +175,26 @@ def test_a_failed_run_listing_holds_the_replicas() -> None:
     t = NOW.timestamp()
     idle_for_a_minute = autoscale.History(needs=[(t - 70, 0), (t - 35, 0)], started=t - 3600)
     failed = replace(view(pollers=2), problem=Problem("TemporalError", "visibility unavailable"))
-    obs = observed(raw, replicas=(2, 2), temporal=failed, history=idle_for_a_minute)
+    done = {"startedTopics": ["alpha", "beta"]}  # both ran: nothing to start
+    obs = observed(
+        raw, replicas=(2, 2), temporal=failed, history=idle_for_a_minute, previous_status=done
+    )
     plan = planner.plan(obs)
     assert plan.scale is None
     # The same tick with the listing read (and no run) does scale down: the contrast.
     plan = planner.plan(replace(obs, temporal=view(pollers=2)))
     assert plan.scale is not None
     assert plan.scale.desired == 0
+
+
+def test_a_pass_that_starts_a_run_keeps_a_worker_for_it() -> None:
+    """The replicas were decided from the runs listed before this pass's own starts: an
+    agent idle past its scale-down delay, given a new topic, was scaled to zero in the
+    pass that started the topic's run (a drain, then a cold start on a later tick)."""
+    t = NOW.timestamp()
+    idle_for_a_minute = autoscale.History(needs=[(t - 61, 0), (t - 30, 0)], started=t - 3600)
+    obs = observed(replicas=(1, 1), temporal=view(), history=idle_for_a_minute)
+    plan = planner.plan(obs)
+    assert [s.topic for s in plan.start] == ["alpha", "beta"]
+    assert plan.scale is not None
+    assert plan.scale.desired == 1
