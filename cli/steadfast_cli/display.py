@@ -52,6 +52,10 @@ def phase_text(phase: str) -> str:
 
 
 def format_cost(usd: float) -> str:
+    """Dollars to four places; an amount above zero that would round to $0.0000 says
+    so (``<$0.0001``), so a saving is never printed as nothing."""
+    if 0 < usd < 0.00005:
+        return "<$0.0001"
     return f"${usd:.4f}"
 
 

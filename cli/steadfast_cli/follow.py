@@ -70,6 +70,17 @@ class Follower:
         return prefix + new
 
 
+def held_cr(held: str, text: str) -> tuple[str, str]:
+    """``text``, after what an earlier chunk held back, split into what may be printed now
+    and a trailing carriage return held for the next chunk: a CRLF split across two
+    chunks is then one line feed, as ``steadfast report`` prints it, not a ``␍`` shown
+    before a line feed."""
+    text = held + text
+    if text.endswith("\r"):
+        return text[:-1], "\r"
+    return text, ""
+
+
 async def follow_report(
     client: Client,
     workflow_id: str,
@@ -81,15 +92,19 @@ async def follow_report(
     ``turn_line(n)``, when given, is the line that heads a deep run's turn ``n``."""
     stream = WorkflowStreamClient.create(client, workflow_id)
     follower = Follower()
+    held = ""
     async for item in stream.subscribe([REPORT_TOPIC], result_type=ReportChunk):
         new_turn = item.data.turn > follower.turn
-        text = printable(follower.feed(item.data))  # a model's text: control characters shown
+        raw, held = held_cr(held, follower.feed(item.data))
+        text = printable(raw)  # a model's text: control characters shown
         if new_turn and turn_line is not None:
             gap = "\n\n" if text.startswith("\n\n") else ""
             text = f"{gap}{await turn_line(item.data.turn)}\n\n{text.removeprefix(gap)}"
         if text:
             out.write(text)
             out.flush()
+    if held:
+        out.write(printable(held))
     if follower.printed:
         out.write("\n")
     return follower.printed

@@ -250,9 +250,13 @@ def parse_config(data: Mapping[str, Any]) -> WorkerConfig:
 def read_text(path: Path, what: str = "", error: type[ConfigError] = ConfigError) -> str:
     """A file's text, or ``error`` saying why it cannot be read (no traceback for a typo)."""
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as err:
         raise error(f"cannot read {what}{path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise error(
+            f"cannot read {what}{path}: not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from None
 
 
 def yaml_problem(err: yaml.YAMLError | json.JSONDecodeError) -> str:

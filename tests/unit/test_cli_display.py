@@ -10,6 +10,7 @@ from rich.console import Console
 
 from steadfast_cli import display
 from steadfast_cli.commands._reports import reports_table
+from steadfast_cli.commands.status import once_each
 from steadfast_contract.models import Interruption, Phase, RunStatus
 from steadfast_contract.starter import RunRow, row_from_status
 from steadfast_worker.activities.storage import StoredReport
@@ -183,3 +184,19 @@ def test_in_80_columns_the_runs_table_keeps_every_phase_and_figure_whole() -> No
     wide = Console(width=200, record=True, file=io.StringIO())
     wide.print(display.RunsView(rows))
     assert "Workflow ID" in wide.export_text()  # wide enough: the table of eight columns
+
+
+@pytest.mark.parametrize(
+    ("usd", "text"),
+    [(0.0, "$0.0000"), (0.00004, "<$0.0001"), (0.00005, "$0.0001"), (0.1436, "$0.1436")],
+)
+def test_a_cost_above_zero_is_never_printed_as_nothing(usd: float, text: str) -> None:
+    """ "1 finished call not repeated; $0.0000 not re-paid" contradicted itself (the audit)."""
+    assert display.format_cost(usd) == text
+
+
+def test_a_run_named_twice_is_one_row() -> None:
+    """``status WFID -f agent.yaml`` with WFID one of the manifest's runs listed it twice
+    and counted its cost twice in the totals (the audit)."""
+    named = [("wf-a", ""), ("wf-b", ""), ("wf-a", "topic a"), ("wf-c", "topic c"), ("wf-b", "")]
+    assert once_each(named) == [("wf-a", "topic a"), ("wf-b", ""), ("wf-c", "topic c")]

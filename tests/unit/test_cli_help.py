@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,53 @@ def test_run_refuses_a_topic_the_schema_would_refuse(
     err = capsys.readouterr().err
     assert "--topic" in err
     assert "one line of 1 to 500 characters" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "some-id", "-f"],
+        ["status", "--address", "127.0.0.1:1", "-f"],
+        ["run", "--address", "127.0.0.1:1", "-f"],
+        ["worker", "--config"],
+        ["plan", "-f"],
+    ],
+    ids=["report", "status", "run", "worker", "plan"],
+)
+def test_a_manifest_that_is_not_utf8_is_refused_on_one_line(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to be a UnicodeDecodeError traceback (the audit)."""
+    bad = tmp_path / "agent.yaml"
+    bad.write_bytes(b"spec: \xff\xfe not utf-8\n")
+    code = main.dispatch([*argv, str(bad)])
+    err = capsys.readouterr().err
+    assert code in (1, 2), err
+    assert "not UTF-8 text" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["metadata: foo\nspec: {}\n", "metadata: {name: [1, 2]}\nspec: {topics: [a]}\n"],
+    ids=["metadata-not-a-mapping", "name-not-a-string"],
+)
+def test_plan_refuses_a_malformed_metadata_on_one_line(
+    tmp_path: Path, body: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``AttributeError`` and ``TypeError`` tracebacks before (the audit)."""
+    manifest = tmp_path / "agent.yaml"
+    manifest.write_text("apiVersion: steadfast.dev/v1alpha1\nkind: ResearchAgent\n" + body)
+    assert main.dispatch(["plan", "-f", str(manifest)]) == 2
+    assert "metadata.name (a string) and spec (a mapping) are required" in (capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_sim_refuses_a_port_out_of_range_on_one_line(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """99999 reached the socket and came back an ``OverflowError`` traceback (the audit)."""
+    with pytest.raises(SystemExit) as exit_:
+        verb_parser("sim").parse_args(["--port", port])
+    assert exit_.value.code == 2
+    assert "--port" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steadfast_cli.follow import Follower
+from steadfast_cli.follow import Follower, held_cr
 from steadfast_contract.models import ReportChunk
 
 pytestmark = pytest.mark.unit
@@ -63,3 +63,16 @@ def test_a_last_turn_asked_again_starts_its_text_over_with_a_notice() -> None:
     assert printed[2:4] == ["", " of tides"]
     assert printed[4].startswith("\n\n--- attempt 2")
     assert printed[4].endswith("# Report, again")
+
+
+def test_a_crlf_split_across_two_chunks_prints_as_one_line_feed() -> None:
+    """The carriage return of one chunk was printed shown (``␍``) before the next
+    chunk's line feed (the audit); held back, the pair is the line feed
+    ``steadfast report`` prints."""
+    now, held = held_cr("", "line one\r")
+    assert (now, held) == ("line one", "\r")
+    now, held = held_cr(held, "\nline two")
+    assert (now, held) == ("\r\nline two", "")
+    # A carriage return the stream ends on, or one inside a chunk, is not held.
+    assert held_cr("", "a\rb") == ("a\rb", "")
+    assert held_cr("\r", "") == ("", "\r")

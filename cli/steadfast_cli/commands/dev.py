@@ -25,7 +25,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from steadfast_cli import display
+from steadfast_cli import argtypes, display
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import RunsView, progress_line, progressed, saved_lines
 from steadfast_cli.errors import refuse
@@ -56,27 +56,6 @@ _REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 _SETTLED = {Phase.AWAITING_APPROVAL.value, Phase.AWAITING_BUDGET.value}
 
 
-def _port_number(text: str) -> int:
-    """A TCP port (0 picks a free one), or argparse's one-line error."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
-    return port
-
-
-def _delay_ms(text: str) -> int:
-    try:
-        ms = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
-    if ms < 0:
-        raise argparse.ArgumentTypeError(f"a delay cannot be negative, got {ms}")
-    return ms
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", default=DEFAULT_MANIFEST, help="ResearchAgent manifest to run"
@@ -92,10 +71,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         " to read its reports",
     )
     parser.add_argument(
-        "--port", type=_port_number, default=7233, help="Temporal frontend port (0: a free one)"
+        "--port",
+        type=argtypes.port_number,
+        default=7233,
+        help="Temporal frontend port (0: a free one)",
     )
     parser.add_argument(
-        "--ui-port", type=_port_number, default=8233, help="Temporal Web UI port (0: a free one)"
+        "--ui-port",
+        type=argtypes.port_number,
+        default=8233,
+        help="Temporal Web UI port (0: a free one)",
     )
     parser.add_argument("--no-ui", action="store_true", help="run the dev server headless")
     parser.add_argument(
@@ -105,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chunk-delay-ms",
-        type=_delay_ms,
+        type=argtypes.delay_ms,
         default=20,
         help="simulator delay between streamed chunks, so progress is visible",
     )

@@ -97,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(file: Path) -> dict[str, Any]:
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot read {file}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read {file}: not UTF-8 text (byte {err.start})") from None
     try:
         manifest = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -107,10 +109,10 @@ def _load(file: Path) -> dict[str, Any]:
     want = (f"{crdgen.GROUP}/{crdgen.VERSION}", crdgen.KIND)
     if not isinstance(manifest, dict) or (manifest.get("apiVersion"), manifest.get("kind")) != want:
         raise ValueError(f"{file}: not a {want[1]} ({want[0]}) manifest")
-    if not isinstance(manifest.get("spec"), dict) or not (manifest.get("metadata") or {}).get(
-        "name"
-    ):
-        raise ValueError(f"{file}: metadata.name and spec are required")
+    metadata = manifest.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(manifest.get("spec"), dict) or not isinstance(name, str) or not name:
+        raise ValueError(f"{file}: metadata.name (a string) and spec (a mapping) are required")
     return manifest
 
 

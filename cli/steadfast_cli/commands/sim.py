@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from steadfast_cli import argtypes
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.errors import refuse, say
 
@@ -63,17 +64,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument(
-        "--port", type=int, default=8089, help="TCP port for both services; 0 picks a free one"
+        "--port",
+        type=argtypes.port_number,
+        default=8089,
+        help="TCP port for both services; 0 picks a free one",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for fault rates (same seed, same faults)"
     )
     parser.add_argument(
-        "--latency-ms", type=int, default=0, help="delay before every answer of both services"
+        "--latency-ms",
+        type=argtypes.delay_ms,
+        default=0,
+        help="delay before every answer of both services",
     )
     parser.add_argument(
         "--chunk-delay-ms",
-        type=int,
+        type=argtypes.delay_ms,
         default=0,
         help="delay between streamed LLM chunks (also lengthens non-streamed answers)",
     )

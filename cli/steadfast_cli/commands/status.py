@@ -78,7 +78,18 @@ def run(args: argparse.Namespace) -> int:
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
         storage = cfg.storage
     storage = store_from_args(args, storage)
+    targets = once_each(targets)
     return asyncio.run(_status(args, console, targets, temporal_config_from_args(args), storage))
+
+
+def once_each(targets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each workflow id once, in the order first named, with the topic a manifest gave it:
+    a run named both by id and by its agent's manifest (or twice) is one row, and its
+    cost is counted once in the totals."""
+    topics: dict[str, str] = {}
+    for wf_id, topic in targets:
+        topics[wf_id] = topics.get(wf_id) or topic
+    return list(topics.items())
 
 
 async def recent_runs(client: Client, limit: int) -> list[tuple[str, str]]:
