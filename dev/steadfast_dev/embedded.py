@@ -134,6 +134,9 @@ class StackOptions:
     """Give each worker prometheus ports (else metrics are off)."""
     server_address: str = ""
     """Use this Temporal instead of starting the embedded dev server."""
+    namespace: str = "default"
+    """The Temporal namespace the agent names: the dev server serves it, and the stack's
+    client starts runs in it (the worker polls it)."""
 
 
 class StateDirBusyError(RuntimeError):
@@ -191,10 +194,13 @@ class Stack:
         try:
             if opts.server_address:
                 self.address = opts.server_address
-                self.client = await Client.connect(self.address)
+                self.client = await Client.connect(self.address, namespace=opts.namespace)
             else:
                 spec = devserver.DevServerSpec(
-                    state_dir=opts.state_dir, port=opts.port, ui_port=opts.ui_port
+                    state_dir=opts.state_dir,
+                    port=opts.port,
+                    ui_port=opts.ui_port,
+                    namespace=opts.namespace,
                 )
                 self.server, self.client, spec = await devserver.start(
                     spec, self.supervisor, pick=free_port

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from tests.support.stack import ROOT, cli
 
 from steadfast_contract import ids
@@ -300,4 +301,53 @@ def test_bad_input_is_one_line_before_anything_starts_or_pays(
     assert out.returncode == 2, out.stdout + out.stderr
     assert said in out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_dev_serves_the_temporal_namespace_the_manifest_names(tmp_path: Path) -> None:
+    """A manifest with ``temporal.namespace: research`` hung ``dev`` for good: the dev
+    server served only ``default``, where the runs were started, and the worker,
+    polling ``research``, exited at once (the audit). The dev server now serves the
+    agent's namespace, and runs and worker meet there."""
+    manifest = (ROOT / "examples" / "market-watch.yaml").read_text()
+    doc = yaml.safe_load(manifest)
+    doc["spec"].setdefault("temporal", {})["namespace"] = "research"
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = dev_until_done(tmp_path / "state", "-f", str(path), "--topic", "a namespaced topic")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "namespace: research" in out.stdout
+    assert "Completed" in out.stdout
+    assert leftovers(tmp_path / "state") == []
+
+
+def test_dev_says_so_when_its_worker_exits_instead_of_waiting_for_ever(tmp_path: Path) -> None:
+    """A worker that exited (it could not start, or was killed) left ``dev`` showing its
+    runs as pending for ever (the audit). It stops, exit 1, naming the worker's log."""
+    env = dev_env() | {"COLUMNS": "250"}
+    cmd = [sys.executable, "-m", "steadfast_cli", "dev", "--port", "0", "--no-ui"]
+    cmd += ["--exit-when-done", "--chunk-delay-ms", "400"]
+    cmd += ["--state-dir", str(tmp_path), "--topic", "a topic whose worker dies"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
+    try:
+        assert proc.stdout is not None
+        pid = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not pid:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if found := re.search(r"worker pid (\d+) ", line):
+                pid = int(found.group(1))
+        assert pid, "dev never started its worker"
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out + err
+        assert "steadfast dev: error: the worker exited (code -9)" in err
+        assert str(tmp_path / "logs" / "worker-1.log") in err
+    finally:
+        if proc.poll() is None:
+            terminate(proc, grace=30)
     assert leftovers(tmp_path) == []

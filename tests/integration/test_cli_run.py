@@ -171,6 +171,25 @@ async def test_follow_prints_the_report_live(worker_queue: str, temporal_address
     assert "Completed" in out.stdout
 
 
+async def test_following_a_finished_run_no_worker_answers_for_says_where_its_report_is(
+    cli_stack: embedded.Stack, worker_queue: str, temporal_address: str
+) -> None:
+    """The stream of a closed run is read by a query, which only a worker answers: with
+    the agent's workers gone, ``run --follow`` of a finished topic ended in an RPCError
+    traceback (the audit). It says so on one line, and where the report is read."""
+    topic = f"followed after the end {uuid.uuid4().hex[:8]}"
+    args = ["-f", "examples/market-watch.yaml", "--topic", topic, "--task-queue", worker_queue]
+    args += ["--address", temporal_address]
+    first = await steadfast("run", *args, "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    cli_stack.workers[-1].stop()
+    out = await steadfast("run", *args, "--follow")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("steadfast run: error: could not follow the report of ")
+    assert "steadfast report" in out.stdout
+
+
 async def test_follow_heads_each_deep_turn_with_its_progress(
     cli_stack: embedded.Stack, task_queue: str, temporal_address: str, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from steadfast_cli import main
+from steadfast_worker.connection import temporal_config_from_args
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +148,29 @@ def test_sim_refuses_a_port_out_of_range_on_one_line(
         verb_parser("sim").parse_args(["--port", port])
     assert exit_.value.code == 2
     assert "--port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "namespace"),
+    [
+        ([], None, "prod"),  # the agent's: its workers poll there
+        (["--namespace", "staging"], None, "staging"),
+        ([], "from-env", "from-env"),
+        (["--namespace", "staging"], "from-env", "staging"),
+    ],
+)
+def test_run_and_status_use_the_agents_namespace_unless_told_another(
+    flags: list[str], env: str | None, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --config FILE`` started its runs in ``default`` while the file's workers
+    polled ``temporal.namespace``: nobody ever took them (the audit)."""
+    if env is None:
+        monkeypatch.delenv("TEMPORAL_NAMESPACE", raising=False)
+    else:
+        monkeypatch.setenv("TEMPORAL_NAMESPACE", env)
+    for verb in ("run", "status"):
+        args = verb_parser(verb).parse_args(flags)
+        assert temporal_config_from_args(args, "prod").namespace == namespace
+        assert temporal_config_from_args(args).namespace == (
+            namespace if namespace != "prod" else "default"
+        )

@@ -124,8 +124,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--namespace",
-        default=os.environ.get("TEMPORAL_NAMESPACE", "default"),
-        help="Temporal namespace (env TEMPORAL_NAMESPACE)",
+        default=None,
+        help="Temporal namespace (env TEMPORAL_NAMESPACE; else the agent's "
+        "temporal.namespace when -f/--config names one, else default)",
     )
     group.add_argument("--tls-cert", default="", help="PEM client certificate for mTLS")
     group.add_argument("--tls-key", default="", help="PEM private key for mTLS")
@@ -138,11 +139,16 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def temporal_config_from_args(args: argparse.Namespace) -> TemporalConfig:
-    """Build a :class:`TemporalConfig` from :func:`add_connection_arguments` flags."""
+def temporal_config_from_args(
+    args: argparse.Namespace, namespace: str = "default"
+) -> TemporalConfig:
+    """Build a :class:`TemporalConfig` from :func:`add_connection_arguments` flags.
+    ``namespace``: the one to use when neither ``--namespace`` nor
+    ``TEMPORAL_NAMESPACE`` names one (the agent's, for a verb given its manifest or
+    configuration: its workers poll there)."""
     return TemporalConfig(
         address=args.address,
-        namespace=args.namespace,
+        namespace=args.namespace or os.environ.get("TEMPORAL_NAMESPACE") or namespace,
         tls=TLSFiles(
             cert_file=args.tls_cert,
             key_file=args.tls_key,

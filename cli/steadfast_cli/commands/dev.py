@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -28,7 +29,7 @@ from rich.text import Text
 from steadfast_cli import argtypes, display
 from steadfast_cli.commands import _sandbox
 from steadfast_cli.display import RunsView, progress_line, progressed, saved_lines
-from steadfast_cli.errors import refuse
+from steadfast_cli.errors import refuse, say
 from steadfast_cli.safetext import shown
 from steadfast_contract import agentfile, spec, starter
 from steadfast_contract.config import (
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         search_sim=agent.config.search.provider == "http",
         sim_flags=chunk_flags,
         metrics=True,
+        namespace=agent.config.temporal.namespace,
     )
     return asyncio.run(_dev(args, console, agent.config, topics, options))
 
@@ -171,6 +173,7 @@ async def _dev(
     options: embedded.StackOptions,
 ) -> int:
     from steadfast_dev import chaos, embedded
+    from steadfast_dev.devserver import DevServerError
 
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -185,6 +188,9 @@ async def _dev(
             await stack.start()
         except embedded.StateDirBusyError as err:
             return refuse("dev", err)
+        except (DevServerError, RuntimeError, OSError) as err:
+            say("dev", f"the embedded stack did not start: {err}")
+            return 1
         console.print(f"Temporal: {stack.address}   namespace: {shown(cfg.temporal.namespace)}")
         if stack.ui_url:
             console.print(f"Temporal Web UI: [link={stack.ui_url}]{stack.ui_url}[/link]")
@@ -215,7 +221,12 @@ async def _dev(
                     turn=_chaos_turn(cfg) if deep else 0,
                 )
             )
-        rows = await _watch(console, stack, started, chaos_task)
+        try:
+            rows = await _watch(console, stack, started, chaos_task)
+        except WorkersGoneError as err:
+            say("dev", err)
+            console.print(shown(err.tail), highlight=False)
+            return 1
         console.print(RunsView(rows))
         code = (
             0 if all(r.phase in {"Completed", Phase.AWAITING_APPROVAL.value} for r in rows) else 1
@@ -235,11 +246,15 @@ async def _dev(
             elif r.message and r.phase != "Completed":
                 console.print(f"[yellow]{shown(r.workflow_id)}:[/yellow] {shown(r.message)}")
         if chaos_task is not None:
-            report = await chaos_task
-            _print_chaos(console, report)
-            _print_saved(console, chaos.closing_rows(rows, report))
-            if not report.held:
+            report = await _chaos_outcome(chaos_task)
+            if isinstance(report, str):
+                console.print(f"[yellow]chaos[/yellow]: not run: {shown(report)}")
                 code = 1
+            else:
+                _print_chaos(console, report)
+                _print_saved(console, chaos.closing_rows(rows, report))
+                if not report.held:
+                    code = 1
         state = options.state_dir
         console.print(f"reports in {dev_reports_path(state)}; logs in {state / 'logs'}")
         console.print(
@@ -258,6 +273,43 @@ async def _dev(
         return 0  # Ctrl-C is how the demo is left
     finally:
         stack.stop()
+
+
+class WorkersGoneError(RuntimeError):
+    """Every worker of the stack exited while runs were left (outside ``--chaos``'s gap
+    between the kill and the replacement): nothing would ever finish them. ``tail``:
+    the end of the last worker's log, which says why."""
+
+    def __init__(self, message: str, tail: str) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+async def _chaos_outcome(task: asyncio.Task[chaos.CrashReport]) -> chaos.CrashReport | str:
+    """What ``--chaos`` did, or why it did not: the first run ended (or stopped to wait
+    for a person or a budget) before the step it kills in."""
+    if not task.done():
+        # Every run finished or waits: the step the chaos waits for will not come.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return "the first run finished or stopped to wait before the step chaos kills in"
+    try:
+        return task.result()
+    except (RuntimeError, TimeoutError) as err:
+        return str(err)
+
+
+def _workers_gone(stack: embedded.Stack) -> WorkersGoneError | None:
+    """Why no worker is left to finish the runs, or None while one is alive."""
+    if not stack.workers or any(w.alive() for w in stack.workers):
+        return None
+    last = stack.workers[-1]
+    return WorkersGoneError(
+        f"the worker exited (code {last.popen.returncode}) and no run can finish; "
+        f"its log is {last.log_path}",
+        last.log_tail(),
+    )
 
 
 async def _watch(
@@ -293,6 +345,10 @@ async def _watch(
             live.update(Group(*lines))
             if all(r.terminal or r.phase in _SETTLED for r in rows.values()):
                 return list(rows.values())
+            in_chaos_gap = chaos_task is not None and not chaos_task.done()
+            gone = None if in_chaos_gap else _workers_gone(stack)
+            if gone is not None:
+                raise gone
             await asyncio.sleep(0.25)
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from steadfast_cli import display
@@ -27,7 +27,7 @@ from steadfast_cli.commands._agents import (
     connect_or_explain,
 )
 from steadfast_cli.display import RunsView
-from steadfast_cli.errors import refuse
+from steadfast_cli.errors import refuse, say
 from steadfast_cli.safetext import shown
 from steadfast_contract import starter
 from steadfast_contract.config import ConfigError, TemporalConfig, WorkerConfig
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return refuse("run", "no topics: give -f with spec.topics, or --topic")
     if args.follow and len(topics) != 1:
         return refuse("run", "--follow follows one topic; give exactly one")
-    temporal = temporal_config_from_args(args)
+    temporal = temporal_config_from_args(args, cfg.temporal.namespace)
     return asyncio.run(_run(args, console, cfg, topics, temporal))
 
 
@@ -107,7 +107,17 @@ async def _run(
             row = await starter.describe_run(client, first.workflow_id, first.topic)
             return display.turn_heading(row, turn)
 
-        await follow_report(client, first.workflow_id, sys.stdout, heading)
+        try:
+            await follow_report(client, first.workflow_id, sys.stdout, heading)
+        except (RPCError, WorkflowQueryFailedError) as err:
+            # A closed run's report is read by a query, which only a worker answers.
+            say("run", f"could not follow the report of {first.workflow_id}: {err}")
+            console.print(
+                "the report stream needs a worker of the agent to answer; "
+                f"`steadfast report {shown(first.workflow_id)}` reads a saved report from "
+                "the store"
+            )
+            return 1
     if not (args.wait or args.follow):
         return 0
     rows = await _wait_all(client, started, console)

@@ -70,16 +70,18 @@ def run(args: argparse.Namespace) -> int:
     console = display.console()
     targets: list[tuple[str, str]] = [(wf_id, "") for wf_id in args.workflow_ids]
     storage = StorageConfig()
+    namespace = "default"  # Temporal's, unless the agent's manifest names another
     if args.file or args.config or args.topic:
         try:
             cfg, topics = agent_from_args(args)
         except ConfigError as err:
             return refuse("status", err)
         targets += [(ids.workflow_id(cfg.namespace, cfg.agent, t), t) for t in topics]
-        storage = cfg.storage
+        storage, namespace = cfg.storage, cfg.temporal.namespace
     storage = store_from_args(args, storage)
     targets = once_each(targets)
-    return asyncio.run(_status(args, console, targets, temporal_config_from_args(args), storage))
+    temporal = temporal_config_from_args(args, namespace)
+    return asyncio.run(_status(args, console, targets, temporal, storage))
 
 
 def once_each(targets: list[tuple[str, str]]) -> list[tuple[str, str]]:
