@@ -72,6 +72,12 @@ AGENT_BUDGET = _agent_gauge(
     "steadfast_agent_budget_usd",
     "An agent's daily LLM budget in USD: spec.budget.maxUSDPerDay of its last valid spec.",
 )
+DAY_SPENT = _agent_gauge(
+    "steadfast_agent_daily_budget_exhausted",
+    "1 while an agent's day cannot pay for another call (its BudgetExhausted condition): "
+    "no new run starts until the next UTC day. Today's cost stays below the budget then, "
+    "since each call is granted its worst case first, so the ratio of the two cannot say so.",
+)
 KUBE_REQUESTS = Counter(
     "steadfast_operator_kube_requests_total",
     "Kubernetes API requests made by the operator's own client, by verb.",
@@ -84,7 +90,7 @@ TEMPORAL_DESCRIBES = Counter(
     registry=REGISTRY,
 )
 
-_PER_AGENT = (WORKERS_DESIRED, WORKERS_READY, AGENT_BUDGET)
+_PER_AGENT = (WORKERS_DESIRED, WORKERS_READY, AGENT_BUDGET, DAY_SPENT)
 
 
 def export_agent(
@@ -102,6 +108,7 @@ def export_agent(
     """
     if spec is not None:
         AGENT_BUDGET.labels(namespace, name).set(spec.budget.max_usd_per_day)
+        DAY_SPENT.labels(namespace, name).set(1 if day_spent(doc) else 0)
     else:
         forget_budget(namespace, name)
     workers = doc.get("workers", {})
@@ -130,6 +137,15 @@ def forget_agent(namespace: str, agent: str, task_queue: str) -> None:
 def forget_budget(namespace: str, agent: str) -> None:
     """Drop an agent's daily-budget series (no spec has validated yet)."""
     _remove(AGENT_BUDGET, namespace, agent)
+    _remove(DAY_SPENT, namespace, agent)
+
+
+def day_spent(doc: Mapping[str, Any]) -> bool:
+    """Whether the status says the day is spent: its ``BudgetExhausted`` condition."""
+    return any(
+        c.get("type") == "BudgetExhausted" and c.get("status") == "True"
+        for c in doc.get("conditions") or ()
+    )
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

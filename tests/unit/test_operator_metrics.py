@@ -81,3 +81,26 @@ def test_the_series_the_operator_down_alert_reads_is_there_from_the_start() -> N
     assert value is not None
     rules = Path(__file__).resolve().parents[2] / "charts/steadfast/alerts/steadfast.rules.yaml"
     assert "absent(steadfast_operator_task_queue_describes_total)" in rules.read_text()
+
+
+def test_a_spent_day_is_a_gauge_of_its_own() -> None:
+    """A spent day settles below its budget (each call is granted its worst case first):
+    $49.99 of $50 is spent when a call needs $0.03. The critical alert divided today's
+    cost by the budget and waited for 1, which never came (the audit); it reads this."""
+    spec = parse_spec("research", "market-watch", {"topics": ["x"], "budget": {"maxUSDPerDay": 50}})
+    spent = {
+        **DOC,
+        "cost": {"totalUSD": 49.99, "todayUSD": 49.99},
+        "conditions": [
+            {"type": "Ready", "status": "True"},
+            {"type": "BudgetExhausted", "status": "True", "reason": "DailyBudgetReached"},
+        ],
+    }
+    metrics.export_agent(AGENT.namespace, AGENT.name, spent, None, spec)
+    assert sample("steadfast_agent_daily_budget_exhausted") == 1
+    assert sample("steadfast_agent_cost_usd", window="today") == 49.99
+    left = {**spent, "conditions": [{"type": "BudgetExhausted", "status": "False"}]}
+    metrics.export_agent(AGENT.namespace, AGENT.name, left, None, spec)
+    assert sample("steadfast_agent_daily_budget_exhausted") == 0
+    metrics.export_agent(AGENT.namespace, AGENT.name, left, None, None)
+    assert sample("steadfast_agent_daily_budget_exhausted") is None
