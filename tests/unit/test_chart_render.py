@@ -182,6 +182,11 @@ def test_contradictory_values_fail_with_a_message_saying_what_to_change(
         ({"temporal": {"address": "not an address"}}, "address"),
         ({"dashboards": {"lable": "grafana_dashboard"}}, "lable"),
         ({"workers": {"image": {"tag": "latest!"}}}, "tag"),
+        # A stopping worker waits at most 40 s for the scrape of its last calls: at a
+        # longer interval their cost never reached Prometheus (the audit).
+        ({"workers": {"podMonitor": {"interval": "60s"}}}, "interval"),
+        ({"workers": {"podMonitor": {"interval": "1m"}}}, "interval"),
+        ({"workers": {"podMonitor": {"interval": "45000ms"}}}, "interval"),
     ],
 )
 def test_schema_refuses_mistyped_values_naming_the_value(
@@ -217,3 +222,36 @@ def test_dev_temporal_runs_from_the_worker_image_and_becomes_the_default_address
 def test_temporal_address_passes_through() -> None:
     env = env_of(operator_container(render("temporal.address=temporal-frontend.temporal:7233")))
     assert env["STEADFAST_TEMPORAL_ADDRESS"] == "temporal-frontend.temporal:7233"
+
+
+@pytest.mark.parametrize("interval", ["30s", "40s", "15s", "500ms", "40000ms"])
+def test_a_worker_scrape_interval_within_the_last_scrape_wait_is_taken(interval: str) -> None:
+    docs = render("workers.podMonitor.enabled=true", f"workers.podMonitor.interval={interval}")
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    endpoints = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoints
+    assert {e["interval"] for e in endpoints} == {interval}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"watch": {"scope": "namespaces", "namespaces": ["2024"]}},
+        {"dashboards": {"namespace": "2024"}},
+        {"serviceAccount": {"name": "2024"}},
+        {"fullnameOverride": "2024", "prometheusRule": {"enabled": True}},
+    ],
+    ids=["watch.namespaces", "dashboards.namespace", "serviceAccount.name", "fullnameOverride"],
+)
+def test_a_name_of_digits_renders_as_a_string(values: dict[str, Any]) -> None:
+    """``2024`` is a valid namespace and name, and the schema takes it; printed bare, YAML
+    read it as a number, which the API server refuses (the audit)."""
+    bad = []
+    for doc in render(values=values):
+        meta = doc["metadata"]
+        names = [meta.get("name"), meta.get("namespace")]
+        names += [s.get("name") for s in doc.get("subjects") or []]
+        template = (doc.get("spec") or {}).get("template") or {}
+        names.append((template.get("spec") or {}).get("serviceAccountName"))
+        bad += [(doc["kind"], n) for n in names if n is not None and not isinstance(n, str)]
+    assert bad == []
