@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.api.enums.v1 import RetryState
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from steadfast_contract import activities as act
 from steadfast_contract.activities import LlmCall
@@ -15,7 +17,7 @@ from steadfast_contract.models import (
     RunStatus,
 )
 from steadfast_contract.pricing import Usage
-from steadfast_worker import accounting
+from steadfast_worker import accounting, failures
 
 pytestmark = pytest.mark.unit
 
@@ -168,3 +170,40 @@ def test_the_run_record_carries_what_resuming_saved_under_the_runs_model() -> No
     assert accounting.run_record(inp, st) == act.RecordRunInput(
         "market-watch", "research", "Completed", 0.02, avoided_usd=0.005, model="claude-haiku-4-5"
     )
+
+
+def _failed_for_good(activity: str, failed_cost: float, attempt: int) -> ActivityError:
+    """An activity's last failure, built as the SDK's converter builds it (the error,
+    then its cause, which carries what the attempts paid)."""
+    err = ActivityError(
+        "activity error",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="worker",
+        activity_type=activity,
+        activity_id="7",
+        retry_state=RetryState.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED,
+    )
+    details = {"failed_cost_usd": failed_cost, "calls": 1, "attempt": attempt}
+    err.__cause__ = ApplicationError("boom", details, type="Overloaded")
+    return err
+
+
+def test_a_failure_counted_and_dropped_does_not_pass_for_the_next_one() -> None:
+    """The run kept the ``id()`` of each failure it counted. One counted, then dropped (a
+    deep turn's failed tool), freed its address; the next failure was often made
+    there, passed for counted, and its spend was left out (the audit: the turn's $0.50
+    went missing in 1000 of 1000 tries)."""
+    accounted = failures.Accounted()
+    status = RunStatus(topic="t")
+    for _ in range(50):
+        tool = _failed_for_good("deep_tool", 0.10, 3)
+        accounted.add(tool)
+        accounting.add_failure(status, failures.failure_details(tool), tool.activity_type)
+        del tool
+        turn = _failed_for_good("deep_turn", 0.50, 5)
+        assert turn not in accounted
+        accounted.add(turn)
+        assert turn in accounted
+        accounting.add_failure(status, failures.failure_details(turn), turn.activity_type)
+    assert status.cost_usd == pytest.approx(50 * 0.60)

@@ -59,6 +59,25 @@ class CancelledKeepingError(Exception):
         self.gathered = gathered
 
 
+class Accounted:
+    """The failures a run has counted the spend of, so none is counted twice.
+
+    It holds the errors themselves. A set of their ``id()``\ s would not do: an error
+    counted and then dropped (a budget refusal whose step runs again, a deep turn's
+    failed tool) frees its address, the next error is often made there, and it would
+    pass for counted. Its spend would be left out of the run's figures, and a replay,
+    whose allocator need not reuse the same addresses, could issue other commands."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, BaseException] = {}
+
+    def add(self, err: BaseException) -> None:
+        self._held[id(err)] = err
+
+    def __contains__(self, err: object) -> bool:
+        return self._held.get(id(err)) is err
+
+
 def cancelled(err: ActivityError) -> bool:
     """Whether the activity ended because the run was cancelled while it ran."""
     return isinstance(err.cause, CancelledError)

@@ -88,7 +88,7 @@ class ResearchWorkflow:
         self._rejection: RejectInput | None = None
         self._markdown_chars = 0
         self._mailing = False
-        self._accounted: set[int] = set()
+        self._accounted = failures.Accounted()
         self._published_spend = Spend()
         self._gate = budgeting.BudgetGate(
             inp, self._status, self._publish_status, self._account_failure
@@ -175,7 +175,7 @@ class ResearchWorkflow:
             raise await self._cancelled_keeping(inp, stop) from stop.cause
         except ActivityError as err:
             if failures.cancelled(err) and workflow.patched(CANCEL_MID_STEP_PATCH):
-                if id(err) not in self._accounted:
+                if err not in self._accounted:
                     self._account_failure(err)
                 await self._finish(Phase.CANCELLED, self._cancelled_message())
                 raise asyncio.CancelledError(err.message) from err
@@ -196,7 +196,7 @@ class ResearchWorkflow:
         if isinstance(cause, ActivityError):
             if not workflow.patched(CANCEL_MID_STEP_PATCH):
                 return await self._failed(inp, cause)
-            if id(cause) not in self._accounted:
+            if cause not in self._accounted:
                 self._account_failure(cause)
         if not workflow.patched(CANCEL_KEEPS_GATHERED_PATCH):
             await self._finish(Phase.CANCELLED, self._cancelled_message())
@@ -224,7 +224,7 @@ class ResearchWorkflow:
     async def _refused(self, inp: ResearchInput, stop: failures.RefusedError) -> ApplicationError:
         """End the run ``Failed`` after the model refused a step, saving what the run
         had gathered as an unfinished report (never mailed); the error to fail it with."""
-        if id(stop.cause) not in self._accounted:
+        if stop.cause not in self._accounted:
             self._account_failure(stop.cause)
         _, message = failures.describe(stop.cause)
         if stop.gathered:
@@ -240,7 +240,7 @@ class ResearchWorkflow:
         """End the run ``Failed`` after the activity that failed with ``cause``, saving
         ``gathered`` (what the run had gathered, if anything) as an unfinished report,
         never mailed; the error to fail it with."""
-        if id(cause) not in self._accounted:
+        if cause not in self._accounted:
             self._account_failure(cause)
         kind, message = failures.describe(cause)
         if gathered:
@@ -397,7 +397,7 @@ class ResearchWorkflow:
         self._publish_spend()
 
     def _account_failure(self, err: ActivityError) -> None:
-        self._accounted.add(id(err))
+        self._accounted.add(err)
         accounting.add_failure(self._status, failures.failure_details(err), err.activity_type)
         self._publish_spend()
 
