@@ -62,7 +62,7 @@ class CancelledKeepingError(Exception):
 class Accounted:
     """The failures a run has counted the spend of, so none is counted twice.
 
-    It holds the errors themselves. A set of their ``id()``\ s would not do: an error
+    It holds the errors themselves. A set of their ``id()`` values would not do: an error
     counted and then dropped (a budget refusal whose step runs again, a deep turn's
     failed tool) frees its address, the next error is often made there, and it would
     pass for counted. Its spend would be left out of the run's figures, and a replay,
