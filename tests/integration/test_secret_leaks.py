@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -245,7 +246,13 @@ def _unbase64(text: str) -> str:
     return base64.b64decode(text).decode("utf-8", errors="replace")
 
 
+#: A task token as the SDK logs it: the server's opaque bytes in base64, whose random
+#: letters can spell a piece of a planted secret (it once held "WQSQ") and hold none.
+_TASK_TOKEN = re.compile(r"TaskToken\([A-Za-z0-9+/=_-]*\)")
+
+
 def leaks(text: str, secrets: dict[str, str]) -> list[str]:
+    text = _TASK_TOKEN.sub("TaskToken(...)", text)
     found = []
     for name, secret in secrets.items():
         for piece in sorted(pieces(secret)):

@@ -246,7 +246,8 @@ async def _dev(
             elif r.message and r.phase != "Completed":
                 console.print(f"[yellow]{shown(r.workflow_id)}:[/yellow] {shown(r.message)}")
         if chaos_task is not None:
-            report = await _chaos_outcome(chaos_task)
+            killed = len(stack.workers) > 1 or not worker.alive()
+            report = await _chaos_outcome(chaos_task, killed)
             if isinstance(report, str):
                 console.print(f"[yellow]chaos[/yellow]: not run: {shown(report)}")
                 code = 1
@@ -285,17 +286,20 @@ class WorkersGoneError(RuntimeError):
         self.tail = tail
 
 
-async def _chaos_outcome(task: asyncio.Task[chaos.CrashReport]) -> chaos.CrashReport | str:
+async def _chaos_outcome(
+    task: asyncio.Task[chaos.CrashReport], killed: bool
+) -> chaos.CrashReport | str:
     """What ``--chaos`` did, or why it did not: the first run ended (or stopped to wait
-    for a person or a budget) before the step it kills in."""
-    if not task.done():
+    for a person or a budget) before the step it kills in. ``killed``: whether it has
+    killed the worker (its checks then go on after the runs end, and are waited for)."""
+    if not task.done() and not killed:
         # Every run finished or waits: the step the chaos waits for will not come.
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return "the first run finished or stopped to wait before the step chaos kills in"
     try:
-        return task.result()
+        return await task
     except (RuntimeError, TimeoutError) as err:
         return str(err)
 
