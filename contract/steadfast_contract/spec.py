@@ -389,7 +389,10 @@ class AgentSpec(SpecModel):
     schedule: Annotated[str, Crd(rules=(Rule(_CRON_RULE, "not a cron"),))] = Field(
         default="",
         max_length=128,
-        description="Optional cron (5 fields, UTC): a Temporal Schedule re-runs the topics.",
+        description=(
+            "Optional cron (5 fields, UTC): a Temporal Schedule per topic runs it, the first "
+            "run at once, and skips a tick while its run is still going."
+        ),
     )
     retry_policies: RetryPoliciesSpec = Field(
         default_factory=RetryPoliciesSpec,

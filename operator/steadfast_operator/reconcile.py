@@ -408,7 +408,10 @@ async def _execute_in_temporal(
             )
     try:
         if plan.start:
-            await workflows.start_topics(client, cfg, [s.topic for s in plan.start])
+            topics = [s.topic for s in plan.start]
+            if spec.schedule:  # through the Schedules, so their ticks skip while it runs
+                topics = await schedules.trigger(client, cfg, topics)
+            await workflows.start_topics(client, cfg, topics)
         if plan.pause is not None:
             await schedules.upsert(
                 client, cfg, plan.pause.upsert, plan.pause.cron, plan.pause.paused

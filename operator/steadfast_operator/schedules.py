@@ -2,7 +2,9 @@
 
 Each Schedule starts the topic's workflow on the cron (runs get
 ``<workflow id>-<timestamp>`` ids), skips a tick while the previous run is still
-going, and is paused while the day's budget is spent. Which Schedules to
+going, and is paused while the day's budget is spent. A topic's first run is
+started through its Schedule too (:func:`trigger`): the Schedule sees only its own
+runs, and would not skip for one started beside it. Which Schedules to
 create, update, pause or delete is the planner's decision
 (:mod:`steadfast_operator.planner`); this module only performs it.
 
@@ -16,6 +18,7 @@ agent whose name extends this one's (``news``, ``news-eu``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -24,6 +27,8 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleHandle,
+    ScheduleInfo,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
@@ -91,6 +96,48 @@ async def upsert(
                 return ScheduleUpdate(schedule=s)
 
             await handle.update(_update)
+
+
+#: How long :func:`trigger` waits for a Schedule to take the action it was asked for.
+TRIGGER_WAIT_SECONDS = 10.0
+
+
+async def trigger(client: Client, cfg: WorkerConfig, topics: Iterable[str]) -> list[str]:
+    """Start each topic's first run through its Schedule, now; the topics that have no
+    Schedule (the caller starts those itself).
+
+    A Schedule skips a tick while a run it started is going, and sees only its own
+    runs: a first run started beside it (``<workflow id>``) would run on while the
+    first tick started a second run of the topic, paid for again. Started by the
+    Schedule, the first run is one the ticks skip for. A Schedule takes a triggered
+    action a moment later; this returns once each has (or ``TRIGGER_WAIT_SECONDS``
+    passed), so a pass that removes the topic next finds the run to cancel."""
+    missing: list[str] = []
+    asked: list[tuple[ScheduleHandle, int]] = []
+    for topic in topics:
+        handle = client.get_schedule_handle(topic_schedule_id(cfg, topic))
+        try:
+            before = _actions_taken((await handle.describe()).info)
+            await handle.trigger()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            missing.append(topic)
+            continue
+        asked.append((handle, before))
+    deadline = asyncio.get_running_loop().time() + TRIGGER_WAIT_SECONDS
+    for handle, before in asked:
+        while _actions_taken((await handle.describe()).info) <= before:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("Schedule %s has not started its triggered run yet", handle.id)
+                break
+            await asyncio.sleep(0.1)
+    return missing
+
+
+def _actions_taken(info: ScheduleInfo) -> int:
+    """Actions a Schedule took or skipped for an overlap: one more after a trigger."""
+    return info.num_actions + info.num_actions_skipped_overlap
 
 
 async def delete(client: Client, cfg: WorkerConfig, topics: Iterable[str]) -> None:

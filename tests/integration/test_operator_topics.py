@@ -260,6 +260,14 @@ async def terminate(client: Client, workflow_ids: list[str]) -> None:
     await asyncio.gather(*(one(w) for w in workflow_ids))
 
 
+async def scheduled_runs(client: Client, workflow_id: str, *, running: bool = False) -> list[str]:
+    """The ids of the runs the topic's Schedule started (``<workflow id>-<time>``)."""
+    query = f"TemporalScheduledById = '{ids.schedule_id(workflow_id)}'"
+    if running:
+        query += " AND ExecutionStatus = 'Running'"
+    return [wf.id async for wf in client.list_workflows(query)]
+
+
 async def start_runs(client: Client, a: Agent, topics: list[str], reruns: int) -> list[str]:
     """One run per topic and a second one of the first ``reruns`` topics (no worker)."""
     spec = validate(a.ref, raw_spec(topics), DEFAULTS)
@@ -337,12 +345,49 @@ async def test_sixty_scheduled_topics_one_removed_one_added_and_removed_within_a
             with pytest.raises(RPCError) as err:
                 await temporal_client.get_schedule_handle(sched(topic)).describe()
             assert err.value.status == RPCStatusCode.NOT_FOUND
-            handle = temporal_client.get_workflow_handle(ids.workflow_id("it", name, topic))
+            # Its first run was the Schedule's; it was found and cancelled all the same.
+            (run,) = await scheduled_runs(temporal_client, ids.workflow_id("it", name, topic))
+            handle = temporal_client.get_workflow_handle(run)
             events = [e.event_type async for e in handle.fetch_history_events()]
             assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events, topic
         assert sorted(a.status["startedTopics"]) == sorted(edited)
     finally:
         await schedules.delete(temporal_client, cfg, [*topics, "flash"])
-        await terminate(
-            temporal_client, [ids.workflow_id("it", name, t) for t in [*topics, "flash"]]
-        )
+        started = [
+            run
+            for t in [*topics, "flash"]
+            for run in await scheduled_runs(temporal_client, ids.workflow_id("it", name, t))
+        ]
+        await terminate(temporal_client, started)
+
+
+async def test_a_scheduled_topics_first_run_is_the_schedules_so_its_ticks_skip_for_it(
+    temporal_client: Client,
+) -> None:
+    """The first run of a topic with a schedule was started beside its Schedule, which
+    sees only its own runs: a tick while that run went on started a second run of the
+    topic, paid for again (the audit). It is started through the Schedule now, and the
+    tick is skipped for it."""
+    name = f"tick{uuid.uuid4().hex[:6]}"
+    a = agent(temporal_client, name)
+    cfg = worker_config(a.ref, validate(a.ref, raw_spec(["weekly"]), DEFAULTS), DEFAULTS)
+    wf_id = ids.workflow_id("it", name, "weekly")
+    sched = temporal_client.get_schedule_handle(ids.schedule_id(wf_id))
+    try:
+        first = await a.tick(raw_spec(["weekly"], schedule=CRON), changed=True)
+        assert [s.topic for s in first.start] == ["weekly"]
+        info = (await sched.describe()).info
+        assert (info.num_actions, len(info.running_actions)) == (1, 1)
+        assert not await exists(temporal_client, wf_id)  # no run beside the Schedule
+        await sched.trigger()  # the cron's tick, while the first run goes on (no worker)
+        info = (
+            await eventually(sched.describe, lambda d: d.info.num_actions_skipped_overlap >= 1, 30)
+        ).info
+        assert (info.num_actions, info.num_actions_skipped_overlap) == (1, 1)
+        assert len(await scheduled_runs(temporal_client, wf_id, running=True)) == 1
+        # Recorded as started: the passes after start nothing more.
+        assert a.status["startedTopics"] == ["weekly"]
+        assert (await a.tick(raw_spec(["weekly"], schedule=CRON))).start == ()
+    finally:
+        await schedules.delete(temporal_client, cfg, ["weekly"])
+        await terminate(temporal_client, await scheduled_runs(temporal_client, wf_id))

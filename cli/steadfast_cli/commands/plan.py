@@ -161,8 +161,15 @@ def render_plan(manifest: dict[str, Any], defaults: Defaults, namespace: str) ->
     lines += [f"#   {path}: Secret {ref.name}, key {ref.key}" for path, ref in refs] or ["#   none"]
     if spec.temporal.tls.secret_name:
         lines.append(f"#   temporal.tls.secretName: Secret {spec.temporal.tls.secret_name}")
-    lines.append("# workflows started (one per topic, idempotent ids):")
-    lines += [f"#   {s.workflow_id}: {s.topic}" for s in plan.start]
+    if spec.schedule:
+        lines.append(
+            "# first runs (one per topic, started now through its Schedule, so the ticks "
+            "skip while it runs):"
+        )
+        lines += [f"#   {s.workflow_id}-<time>: {s.topic}" for s in plan.start]
+    else:
+        lines.append("# workflows started (one per topic, idempotent ids):")
+        lines += [f"#   {s.workflow_id}: {s.topic}" for s in plan.start]
     sched = plan.schedules
     if sched is not None and sched.upsert:
         lines.append(
