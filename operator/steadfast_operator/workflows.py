@@ -141,10 +141,10 @@ def still_ending(phase: models.Phase | str) -> bool:
 async def saving(client: Client, runs: Iterable[WorkflowExecution]) -> list[str]:
     """Of ``runs`` (those a deletion cancelled), the ids of those still to end, saving
     what they paid for: their status query answers a phase that is not terminal
-    (:func:`still_ending`). The cancel reaches a run in an LLM call only at the call's
-    next heartbeat, and the run then saves what it gathered, so its workers must
-    outlive it: a run still ``Writing`` when asked is waited for, as one ``Saving`` is.
-    A run no worker answers for is not waited for: no worker is left to save it anyway."""
+    (:func:`still_ending`). A cancelled run saves what it gathered, finishes a save or
+    a mail under way, then ends, and only its own workers can run those steps: a run
+    still ``Emailing`` when asked is waited for, as one ``Saving`` is. A run no worker
+    answers for is not waited for: no worker is left to save it anyway."""
     gate = asyncio.Semaphore(QUERY_CONCURRENCY)
 
     async def still_saving(wf: WorkflowExecution) -> bool:
