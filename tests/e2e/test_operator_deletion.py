@@ -98,6 +98,14 @@ def runs_listed(cluster: KubeCluster, namespace: str, name: str) -> int:
     return len((agent.get("status") or {}).get("runs") or [])
 
 
+async def scheduled_runs(client: Client, namespace: str, agent: str, topic: str) -> list[str]:
+    """The ids of the runs a topic's Schedule started: with ``spec.schedule``, its first
+    run too (<workflow id>-<time>)."""
+    wf_id = ids.workflow_id(namespace, agent, topic)
+    query = f"TemporalScheduledById = '{ids.schedule_id(wf_id)}'"
+    return [wf.id async for wf in client.list_workflows(query)]
+
+
 async def test_deletion_waits_for_an_unreachable_temporal_and_finishes_when_it_is_back(
     scene: Scene, temporal_client: Client, temporal_address: str
 ) -> None:
@@ -170,16 +178,15 @@ async def test_deletion_waits_for_an_unreachable_temporal_and_finishes_when_it_i
         assert not await schedule_exists(
             temporal_client, schedule_id(scene.namespace, "blocked", topic)
         )
-        handle = temporal_client.get_workflow_handle(
-            ids.workflow_id(scene.namespace, "blocked", topic)
-        )
+        # The topic's first run was its Schedule's (<workflow id>-<time>).
+        (run,) = await scheduled_runs(temporal_client, scene.namespace, "blocked", topic)
+        handle = temporal_client.get_workflow_handle(run)
         events = [e.event_type async for e in handle.fetch_history_events()]
         assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
     # Abandoned while Temporal was away: its run is left running, its Schedule left.
     (left,) = topics["abandoned"]
-    handle = temporal_client.get_workflow_handle(
-        ids.workflow_id(scene.namespace, "abandoned", left)
-    )
+    (run,) = await scheduled_runs(temporal_client, scene.namespace, "abandoned", left)
+    handle = temporal_client.get_workflow_handle(run)
     events = [e.event_type async for e in handle.fetch_history_events()]
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in events
     left_schedule = schedule_id(scene.namespace, "abandoned", left)
